@@ -1,0 +1,143 @@
+"""The lake: one Parquet partition per (dataset, period), written atomically.
+
+Layout: `<root>/<dataset>/<key>=<value>/part-0.parquet` plus `_meta.json` (row counts and
+quarantine counts of the run that wrote it). A partition is complete exactly when its folder
+exists: it is written in a temp folder beside it and renamed into place, so a killed writer
+leaves only a `_tmp-*` folder, which readers ignore and the next write of the dataset removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adperf.schema import Dataset, to_table
+
+TMP_PREFIX = "_tmp-"
+DATA_FILE = "part-0.parquet"
+META_FILE = "_meta.json"
+# A temp folder older than this is from a dead writer (a live one finishes in minutes).
+STALE_TMP_SECONDS = 6 * 3600
+
+
+def partition_path(root: Path, dataset: str, key: str, value: str) -> Path:
+    """The folder of one partition; it follows from its name alone."""
+    return Path(root) / dataset / f"{key}={value}"
+
+
+def partition_exists(root: Path, dataset: str, key: str, value: str) -> bool:
+    """True when the partition was completely written."""
+    return (partition_path(root, dataset, key, value) / DATA_FILE).is_file()
+
+
+def write_partition(
+    root: Path,
+    dataset: Dataset,
+    key: str,
+    value: str,
+    df: pd.DataFrame,
+    *,
+    meta: dict[str, Any] | None = None,
+    allow_empty: bool = False,
+    folder: str | None = None,
+) -> Path:
+    """Check `df` against `dataset` and write it as one partition, atomically (replaces any).
+
+    `folder` overrides the dataset's folder (e.g. 'ad_spend/platform=facebook').
+    """
+    table = to_table(df, dataset, allow_empty=allow_empty)
+    return write_table(root, folder or dataset.name, key, value, table, meta=meta)
+
+
+def write_frame(
+    root: Path, folder: str, key: str, value: str, df: pd.DataFrame, *,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a derived (transform) frame as one partition, atomically."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    return write_table(root, folder, key, value, table, meta=meta)
+
+
+def write_table(
+    root: Path,
+    dataset: str,
+    key: str,
+    value: str,
+    table: pa.Table,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write an Arrow table as one partition through a temp folder and a rename."""
+    final = partition_path(root, dataset, key, value)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(final.parent)
+    tmp = final.parent / f"{TMP_PREFIX}{key}={value}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        # Deterministic bytes for the same rows: no write timestamps in the file.
+        pq.write_table(table, tmp / DATA_FILE, compression="zstd", write_statistics=True)
+        info = {"dataset": dataset, key: value, "rows": table.num_rows, **(meta or {})}
+        (tmp / META_FILE).write_text(json.dumps(info, sort_keys=True, indent=1, default=str))
+        _fsync_dir(tmp)
+        if final.exists():
+            # os.rename cannot replace a non-empty folder: move the old one aside first.
+            old = final.parent / f"{TMP_PREFIX}old-{key}={value}-{uuid.uuid4().hex}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_partition(root: Path, dataset: str, key: str, value: str) -> pd.DataFrame:
+    """Read one complete partition as a DataFrame."""
+    return pq.read_table(partition_path(root, dataset, key, value) / DATA_FILE).to_pandas()
+
+
+def read_partitions(root: Path, dataset: str, key: str, values: list[str]) -> pd.DataFrame:
+    """Read and concatenate several partitions of one dataset (all must exist)."""
+    tables = [
+        pq.read_table(partition_path(root, dataset, key, v) / DATA_FILE) for v in values
+    ]
+    if not tables:
+        raise ValueError(f"read_partitions: no partitions of {dataset} requested")
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def read_meta(root: Path, dataset: str, key: str, value: str) -> dict[str, Any]:
+    """The `_meta.json` of one partition."""
+    text = (partition_path(root, dataset, key, value) / META_FILE).read_text()
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def _clean_stale_tmp(folder: Path) -> None:
+    now = time.time()
+    for child in folder.glob(f"{TMP_PREFIX}*"):
+        try:
+            if now - child.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(child, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

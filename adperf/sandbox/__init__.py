@@ -1,0 +1,1 @@
+"""adperf.sandbox."""

@@ -1,0 +1,167 @@
+"""Every lake dataset's columns and types, declared once and checked when written.
+
+Conventions (all datasets):
+- ids are strings (ad platform ids have 18 digits; read as numbers they corrupt);
+- money is int64 *micros* (1 unit = 1_000_000) so sums are exact; `*_micros` columns in the
+  report currency unless the name says `_original_` (then in `currency_original`);
+- `date` is the report day as 'YYYY-MM-DD' (a day in `report_timezone`);
+- timestamps are UTC, microseconds;
+- user ids appear only as `*_pid` pseudonyms (adperf.pseudonym), never raw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+from adperf.errors import SchemaError
+
+STR = pa.string()
+I64 = pa.int64()
+F64 = pa.float64()
+BOOL = pa.bool_()
+TS = pa.timestamp("us", tz="UTC")
+
+MICROS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A lake dataset: its name (folder), its columns and which may be null."""
+
+    name: str
+    schema: pa.Schema
+    doc: str
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+
+def _schema(*fields: tuple[str, pa.DataType, bool]) -> pa.Schema:
+    return pa.schema([pa.field(n, t, nullable=nullable) for n, t, nullable in fields])
+
+
+_AD_FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (
+    ("date", STR, False),
+    ("platform", STR, False),
+    ("account_id", STR, False),
+    ("campaign_id", STR, False),
+    ("campaign_name", STR, True),
+    ("adset_id", STR, False),
+    ("adset_name", STR, True),
+    ("ad_id", STR, False),
+    ("ad_name", STR, True),
+    ("impressions", I64, False),
+    ("clicks", I64, False),
+    ("installs_reported", I64, False),
+    ("purchases_reported", I64, False),
+    ("purchase_value_original_micros", I64, False),
+    ("spend_original_micros", I64, False),
+    ("currency_original", STR, False),
+)
+
+AD_SPEND = Dataset(
+    "ad_spend",
+    _schema(*_AD_FIELDS),
+    "one platform's ad-level delivery for one day, in the ad account's currency",
+)
+
+SPEND = Dataset(
+    "spend",
+    _schema(*_AD_FIELDS, ("fx_rate", F64, False), ("spend_micros", I64, False)),
+    "all platforms' ad-level spend for one day, converted to the report currency",
+)
+
+INSTALLS = Dataset(
+    "installs",
+    _schema(
+        ("date", STR, False),
+        ("install_time", TS, False),
+        ("user_pid", STR, True),  # pseudonym of the MMP's Customer User ID (null: unmatched)
+        ("device_pid", STR, True),  # pseudonym of the MMP's device id (AppsFlyer ID)
+        ("app_id", STR, False),
+        ("media_source", STR, False),  # as the MMP names it ('Facebook Ads', 'organic', ...)
+        ("platform", STR, False),  # facebook | google_ads | organic | other
+        ("campaign_id", STR, True),
+        ("campaign_name", STR, True),
+        ("adset_id", STR, True),
+        ("adset_name", STR, True),
+        ("ad_id", STR, True),
+        ("ad_name", STR, True),
+        ("country", STR, True),
+        ("device_os", STR, True),
+    ),
+    "installs of one day (attributed and organic) from the MMP's raw installs reports",
+)
+
+PAYMENTS = Dataset(
+    "payments",
+    _schema(
+        ("date", STR, False),
+        ("payment_id", STR, False),
+        ("user_pid", STR, False),
+        ("created_at", TS, False),
+        ("kind", STR, False),  # purchase | refund
+        ("amount_original_micros", I64, False),  # signed: refunds are negative
+        ("currency_original", STR, False),
+        ("fx_rate", F64, False),
+        ("amount_micros", I64, False),  # signed, report currency
+    ),
+    "payments created in one report day, refunds negative, converted to the report currency",
+)
+
+EVENTS = Dataset(
+    "events",
+    _schema(
+        ("date", STR, False),
+        ("ts", TS, False),
+        ("event", STR, False),
+        ("user_pid", STR, False),
+        ("peer_pid", STR, True),
+        ("premium", BOOL, True),
+    ),
+    "server log events of one report day, ids pseudonymized, only the fields adperf uses",
+)
+
+ALL = {d.name: d for d in (AD_SPEND, SPEND, INSTALLS, PAYMENTS, EVENTS)}
+
+
+def to_table(df: pd.DataFrame, dataset: Dataset, *, allow_empty: bool = False) -> pa.Table:
+    """Check `df` against the dataset's schema and return it as an Arrow table in that schema.
+
+    Extra columns are an error (a typo would otherwise vanish silently), as are missing columns,
+    nulls in non-nullable columns and values that do not cast exactly.
+    """
+    missing = [c for c in dataset.columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in dataset.columns]
+    if missing or extra:
+        raise SchemaError(
+            f"dataset {dataset.name}: missing columns {missing}, unexpected columns {extra}"
+        )
+    if len(df) == 0 and not allow_empty:
+        raise SchemaError(f"dataset {dataset.name}: no rows (pass allow_empty=True if expected)")
+    arrays = []
+    for field in dataset.schema:
+        col = df[field.name]
+        try:
+            arr = pa.array(col, from_pandas=True)
+            if arr.type != field.type:
+                arr = arr.cast(field.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(
+                f"dataset {dataset.name}: column {field.name} is not {field.type}: {exc}"
+            ) from exc
+        if not field.nullable and arr.null_count:
+            raise SchemaError(
+                f"dataset {dataset.name}: column {field.name} has {arr.null_count} nulls"
+            )
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=dataset.schema)
+
+
+def empty_frame(dataset: Dataset) -> pd.DataFrame:
+    """An empty DataFrame with the dataset's columns and dtypes."""
+    return dataset.schema.empty_table().to_pandas()

@@ -1,0 +1,30 @@
+"""Unified ad-level spend of one day, converted to the report currency."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from adperf.fx import FxTable, convert_micros
+from adperf.schema import AD_SPEND, SPEND
+
+
+def build_spend(ad_spend: list[pd.DataFrame], fx: FxTable) -> pd.DataFrame:
+    """SPEND rows: every platform's AD_SPEND rows of a day plus fx_rate and spend_micros."""
+    frames = [f[AD_SPEND.columns] for f in ad_spend if len(f)]
+    if not frames:
+        return SPEND.schema.empty_table().to_pandas()
+    df = pd.concat(frames, ignore_index=True)
+    duplicated = df.duplicated(["date", "platform", "ad_id"], keep=False)
+    if duplicated.any():
+        first = df[duplicated].iloc[0]
+        raise ValueError(
+            f"spend: ad {first['ad_id']} of {first['platform']} appears twice on {first['date']}"
+        )
+    rates, converted = convert_micros(
+        df["spend_original_micros"], df["currency_original"], df["date"], fx
+    )
+    df["fx_rate"] = rates
+    df["spend_micros"] = converted
+    return df.sort_values(["platform", "campaign_id", "adset_id", "ad_id"]).reset_index(drop=True)[
+        SPEND.columns
+    ]

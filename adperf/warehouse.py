@@ -1,0 +1,251 @@
+"""The warehouse: the analysts' report tables, one report day replaced in one transaction.
+
+Tables and key columns are the contract of DESIGN.md ("Report tables"). Amounts are
+DECIMAL(20,6) in the report currency (exact micros from the lake); ratios are floats and NULL
+where the denominator is zero. `adperf_load_marker` holds one row per loaded day, written in
+the same transaction as the day's rows, so a day is either completely loaded or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from adperf.errors import ConfigError
+
+metadata = sa.MetaData()
+
+ID = sa.String(64)
+NAME = sa.String(255)
+MONEY = sa.Numeric(20, 6)
+
+ad_spend_daily = sa.Table(
+    "ad_spend_daily",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("ad_id", ID, primary_key=True),
+    sa.Column("account_id", ID, nullable=False),
+    sa.Column("campaign_id", ID, nullable=False),
+    sa.Column("campaign_name", NAME),
+    sa.Column("adset_id", ID, nullable=False),
+    sa.Column("adset_name", NAME),
+    sa.Column("ad_name", NAME),
+    sa.Column("impressions", sa.BigInteger, nullable=False),
+    sa.Column("clicks", sa.BigInteger, nullable=False),
+    sa.Column("installs_reported", sa.BigInteger, nullable=False),
+    sa.Column("spend", MONEY, nullable=False),
+    sa.Column("spend_original", MONEY, nullable=False),
+    sa.Column("currency_original", sa.String(3), nullable=False),
+    sa.Column("fx_rate", sa.Float),
+)
+
+campaign_daily = sa.Table(
+    "campaign_daily",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("campaign_id", ID, primary_key=True),
+    sa.Column("campaign_name", NAME),
+    sa.Column("spend", MONEY, nullable=False),
+    sa.Column("impressions", sa.BigInteger, nullable=False),
+    sa.Column("clicks", sa.BigInteger, nullable=False),
+    sa.Column("installs", sa.BigInteger, nullable=False),
+    sa.Column("cpi", MONEY),
+    sa.Column("payers", sa.BigInteger, nullable=False),
+    sa.Column("revenue", MONEY, nullable=False),
+    sa.Column("roas", sa.Float),
+    sa.Column("assisted_revenue", MONEY, nullable=False),
+    sa.Column("pltv", MONEY),
+    sa.Column("proas", sa.Float),
+)
+
+cohort_roas = sa.Table(
+    "cohort_roas",
+    metadata,
+    sa.Column("cohort_date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("campaign_id", ID, primary_key=True),
+    sa.Column("age_days", sa.Integer, primary_key=True),
+    sa.Column("campaign_name", NAME),
+    sa.Column("users", sa.BigInteger, nullable=False),
+    sa.Column("installs", sa.BigInteger, nullable=False),
+    sa.Column("payers", sa.BigInteger, nullable=False),
+    sa.Column("revenue", MONEY, nullable=False),
+    sa.Column("spend", MONEY, nullable=False),
+    sa.Column("roas", sa.Float),
+    sa.Column("as_of", sa.Date, nullable=False, index=True),
+)
+
+ltv_model = sa.Table(
+    "ltv_model",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("model", sa.String(32), primary_key=True),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("n_customers", sa.BigInteger, nullable=False),
+    sa.Column("converged", sa.Boolean, nullable=False),
+    sa.Column("log_likelihood", sa.Float),
+)
+
+revenue_reconciliation = sa.Table(
+    "revenue_reconciliation",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("total_payments", MONEY, nullable=False),
+    sa.Column("attributed", MONEY, nullable=False),
+    sa.Column("organic", MONEY, nullable=False),
+    sa.Column("unattributed", MONEY, nullable=False),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("level", sa.String(16), primary_key=True),
+    sa.Column("object_id", ID, primary_key=True),
+    sa.Column("object_name", NAME),
+    sa.Column("action", sa.String(8), nullable=False),
+    sa.Column("reason", sa.String(512), nullable=False),
+    sa.Column("roas", sa.Float),
+    sa.Column("proas", sa.Float),
+    sa.Column("spend", MONEY, nullable=False),
+)
+
+load_marker = sa.Table(
+    "adperf_load_marker",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("loaded_at", sa.DateTime, nullable=False),
+    sa.Column("row_counts", sa.Text, nullable=False),
+)
+
+# The column that holds the report day in each table: a day's rows are deleted by it.
+DAY_COLUMN = {
+    "ad_spend_daily": "date",
+    "campaign_daily": "date",
+    "cohort_roas": "as_of",
+    "ltv_model": "date",
+    "revenue_reconciliation": "date",
+    "actions": "date",
+}
+REPORT_TABLES = {name: metadata.tables[name] for name in DAY_COLUMN}
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the warehouse URL (SQLite or MySQL/MariaDB via pymysql)."""
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
+        raise ConfigError(
+            f"warehouse: cannot use [adperf] warehouse_url ({exc.__class__.__name__}). Fix: an "
+            "SQLAlchemy URL like sqlite:///var/warehouse.db or mysql+pymysql://user@host/db"
+        ) from None
+    return engine
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create the report tables and the load marker where missing."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def is_loaded(engine: sa.Engine, day: str) -> bool:
+    """True when the day's completion marker is in the warehouse."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(load_marker.name):
+        return False
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(load_marker.c.date).where(load_marker.c.date == _day(day))
+        ).first()
+    return found is not None
+
+
+def load_day(engine: sa.Engine, day: str, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Replace one report day in every given table plus its marker, in one transaction."""
+    unknown = set(frames) - set(REPORT_TABLES)
+    if unknown:
+        raise ValueError(f"load_day: unknown tables {sorted(unknown)}")
+    create_tables(engine)
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        for name, df in frames.items():
+            table = REPORT_TABLES[name]
+            day_col = table.c[DAY_COLUMN[name]]
+            conn.execute(table.delete().where(day_col == _day(day)))
+            rows = to_rows(df, table)
+            bad = [r for r in rows if r[DAY_COLUMN[name]] != _day(day)]
+            if bad:
+                raise ValueError(f"load_day: {name} has rows of another day than {day}")
+            if rows:
+                conn.execute(table.insert(), rows)
+            counts[name] = len(rows)
+        conn.execute(load_marker.delete().where(load_marker.c.date == _day(day)))
+        conn.execute(
+            load_marker.insert(),
+            [
+                {
+                    "date": _day(day),
+                    "loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    "row_counts": json.dumps(counts, sort_keys=True),
+                }
+            ],
+        )
+    return counts
+
+
+def to_rows(df: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
+    """Lake frame → warehouse rows: `<col>_micros` become exact decimals, NaN becomes NULL."""
+    columns: dict[str, list[Any]] = {}
+    for col in table.columns:
+        name = col.name
+        if name in df.columns:
+            values = df[name].tolist()
+        elif f"{name}_micros" in df.columns:
+            values = [_micros_to_decimal(v) for v in df[f"{name}_micros"].tolist()]
+        elif col.nullable:
+            values = [None] * len(df)
+        else:
+            raise ValueError(f"{table.name}: frame has no column {name} (or {name}_micros)")
+        if isinstance(col.type, sa.Date):
+            values = [_day(v) if v is not None else None for v in values]
+        columns[name] = [_clean(v) for v in values]
+    names = list(columns)
+    return [dict(zip(names, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
+
+
+def read_table(engine: sa.Engine, name: str) -> pd.DataFrame:
+    """A whole report table, for tests and the CLI."""
+    with engine.connect() as conn:
+        return pd.read_sql(sa.select(metadata.tables[name]), conn)
+
+
+def _micros_to_decimal(v: Any) -> Decimal | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    return Decimal(int(v)).scaleb(-6)
+
+
+def _clean(v: Any) -> Any:
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        return v.item()  # numpy scalar → Python scalar (pymysql can't escape numpy types)
+    return v
+
+
+def _day(v: Any) -> dt.date:
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    return dt.date.fromisoformat(str(v)[:10])

@@ -1,0 +1,155 @@
+"""luigi.cfg sections, one lowercase Config class each; secrets come from the environment only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import luigi
+
+from adperf.errors import ConfigError
+
+# Only for the sandbox's fake endpoints: a production config never falls back to these.
+SANDBOX_HMAC_KEY = "adperf-sandbox-demo-key-not-secret"
+SANDBOX_FACEBOOK_TOKEN = "EAAsandboxDemoTokenNotSecret"
+SANDBOX_MMP_TOKEN = "sandbox-mmp-token-not-secret"
+
+
+class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
+    sandbox = luigi.BoolParameter(
+        default=False, description="run on the built-in simulated ad world (fake endpoints)"
+    )
+    data_root = luigi.Parameter(default="var/lake", description="root folder of the lake")
+    warehouse_url = luigi.Parameter(
+        default="sqlite:///var/warehouse.db", description="SQLAlchemy URL of the report tables"
+    )
+    report_timezone = luigi.Parameter(
+        default="Asia/Seoul", description="IANA time zone that defines a report day"
+    )
+    report_currency = luigi.Parameter(default="USD", description="currency of every amount")
+
+
+class sandbox(luigi.Config):  # noqa: N801
+    root = luigi.Parameter(default="var/sandbox", description="folder of the simulated world")
+    profile = luigi.Parameter(default="small", description="scale: tiny, small, medium, large")
+    seed = luigi.IntParameter(default=7, description="random seed of the world")
+
+
+class facebook(luigi.Config):  # noqa: N801
+    graph_url = luigi.Parameter(
+        default="https://graph.facebook.com", description="Graph API base URL"
+    )
+    api_version = luigi.Parameter(default="v21.0", description="Marketing API version")
+    ad_account_ids = luigi.Parameter(
+        default="", description="comma-separated ad account ids (without act_)"
+    )
+    lookback_days = luigi.IntParameter(
+        default=28, description="recent days re-pulled each run (Facebook restates them)"
+    )
+
+
+class mmp(luigi.Config):  # noqa: N801
+    base_url = luigi.Parameter(
+        default="https://hq1.appsflyer.com", description="MMP Pull API base URL"
+    )
+    app_ids = luigi.Parameter(default="", description="comma-separated app ids")
+
+
+class payments(luigi.Config):  # noqa: N801
+    url = luigi.Parameter(
+        default="", description="SQLAlchemy URL of the payments DB (env ADPERF_PAYMENTS_URL wins)"
+    )
+    table = luigi.Parameter(default="payments", description="payments table name")
+    query = luigi.Parameter(
+        default="", description="replaces the default SELECT; named parameters :start and :end"
+    )
+
+
+class logs(luigi.Config):  # noqa: N801
+    path = luigi.Parameter(default="", description="glob of a day's log files; {date} = YYYY-MM-DD")
+    max_bad_fraction = luigi.FloatParameter(
+        default=0.01, description="share of malformed lines above which the day fails"
+    )
+
+
+class fx(luigi.Config):  # noqa: N801
+    rates_path = luigi.Parameter(default="", description="CSV date,currency,rate")
+
+
+class slack(luigi.Config):  # noqa: N801
+    base_url = luigi.Parameter(
+        default="https://slack.com/api/", description="Slack Web API base URL"
+    )
+    channel = luigi.Parameter(default="#marketing-daily", description="channel of the report")
+    outbox = luigi.Parameter(
+        default="var/outbox", description="folder for the report when there is no token"
+    )
+
+
+class rules(luigi.Config):  # noqa: N801
+    target_roas = luigi.FloatParameter(default=1.0, description="ROAS a campaign should reach")
+    scale_roas = luigi.FloatParameter(default=1.3, description="(p)ROAS at or above: scale")
+    pause_roas = luigi.FloatParameter(default=0.5, description="(p)ROAS below: pause")
+    min_spend = luigi.FloatParameter(default=100.0, description="minimum spend of the day")
+    min_installs = luigi.IntParameter(default=50, description="minimum installs of the day")
+    min_age_days = luigi.IntParameter(default=7, description="minimum days since first spend")
+
+
+class ltv(luigi.Config):  # noqa: N801
+    history_days = luigi.IntParameter(default=365, description="payment history for the fit")
+    horizon_days = luigi.IntParameter(default=365, description="horizon of predicted LTV")
+    discount_rate = luigi.FloatParameter(default=0.0, description="annual discount rate")
+
+
+class contribution(luigi.Config):  # noqa: N801
+    window_days = luigi.IntParameter(default=28, description="days of the match graph")
+    partner_share = luigi.FloatParameter(
+        default=0.2, description="share of payers' revenue credited to their partners"
+    )
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secrets from the environment; never luigi parameters, never logged."""
+
+    hmac_key: bytes
+    facebook_token: str
+    mmp_token: str
+    slack_token: str
+    payments_url: str
+
+
+def secrets() -> Secrets:
+    """Read the secrets; a production config without ADPERF_HMAC_KEY refuses to start."""
+    is_sandbox = adperf().sandbox
+    key = os.environ.get("ADPERF_HMAC_KEY", "")
+    if not key:
+        if not is_sandbox:
+            raise ConfigError(
+                "ADPERF_HMAC_KEY is not set. Fix: export ADPERF_HMAC_KEY=<a long random secret>; "
+                "user ids are pseudonymized with it at extraction (keep it stable: changing it "
+                "breaks joins with earlier data)"
+            )
+        key = SANDBOX_HMAC_KEY
+    fb = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
+    mm = os.environ.get("ADPERF_MMP_TOKEN", "")
+    if is_sandbox:
+        fb, mm = fb or SANDBOX_FACEBOOK_TOKEN, mm or SANDBOX_MMP_TOKEN
+    return Secrets(
+        hmac_key=key.encode("utf-8"),
+        facebook_token=fb,
+        mmp_token=mm,
+        slack_token=os.environ.get("ADPERF_SLACK_TOKEN", ""),
+        payments_url=os.environ.get("ADPERF_PAYMENTS_URL", "") or payments().url,
+    )
+
+
+def csv_list(value: str) -> list[str]:
+    """'a, b,c' → ['a', 'b', 'c']."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def data_root() -> Path:
+    """The lake root as a Path."""
+    return Path(adperf().data_root)

@@ -1,0 +1,57 @@
+"""Luigi targets over the lake and the warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from adperf import lake, warehouse
+
+
+class LakePartition(luigi.Target):
+    """One lake partition; it exists once it was completely written (atomic rename)."""
+
+    def __init__(self, root: Path, folder: str, key: str, value: str) -> None:
+        self.root, self.folder, self.key, self.value = Path(root), folder, key, value
+
+    @property
+    def path(self) -> Path:
+        return lake.partition_path(self.root, self.folder, self.key, self.value)
+
+    def exists(self) -> bool:
+        return lake.partition_exists(self.root, self.folder, self.key, self.value)
+
+    def read(self):  # type: ignore[no-untyped-def]
+        return lake.read_partition(self.root, self.folder, self.key, self.value)
+
+    def meta(self) -> dict:  # type: ignore[type-arg]
+        return lake.read_meta(self.root, self.folder, self.key, self.value)
+
+    def __repr__(self) -> str:
+        return f"LakePartition({self.path})"
+
+
+class WarehouseDay(luigi.Target):
+    """A report day loaded into the warehouse (its marker row, written with the rows)."""
+
+    def __init__(self, url: str, day: str) -> None:
+        self.url, self.day = url, day
+
+    def exists(self) -> bool:
+        # No try/except: an unreachable warehouse must fail the run, not look like "not loaded".
+        engine = warehouse.make_engine(self.url)
+        try:
+            return warehouse.is_loaded(engine, self.day)
+        finally:
+            engine.dispose()
+
+
+class JsonFile(luigi.Target):
+    """A JSON file written atomically (temp file + os.replace) by its producer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def exists(self) -> bool:
+        return self.path.is_file()

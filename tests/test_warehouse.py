@@ -1,0 +1,103 @@
+import datetime as dt
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from adperf import warehouse
+
+
+def _frames(day: str, spend_micros: int = 12_345_678) -> dict[str, pd.DataFrame]:
+    campaign = pd.DataFrame(
+        {
+            "date": [day, day],
+            "platform": ["facebook", "organic"],
+            "campaign_id": ["238500000000000001", "organic"],
+            "campaign_name": ["KR_Android", None],
+            "spend_micros": [spend_micros, 0],
+            "impressions": [1000, 0],
+            "clicks": [50, 0],
+            "installs": [10, 4],
+            "cpi_micros": [spend_micros // 10, None],
+            "payers": [2, 1],
+            "revenue_micros": [20_000_000, 1_000_000],
+            "roas": [20_000_000 / spend_micros, float("nan")],
+            "assisted_revenue_micros": [0, 0],
+            "pltv_micros": [30_000_000, None],
+            "proas": [30_000_000 / spend_micros, None],
+        }
+    )
+    recon = pd.DataFrame(
+        [{"date": day, "total_payments_micros": 21_000_001, "attributed_micros": 20_000_000,
+          "organic_micros": 1_000_000, "unattributed_micros": 1}]
+    )
+    return {"campaign_daily": campaign, "revenue_reconciliation": recon}
+
+
+def _check_load_twice(engine: sa.Engine) -> None:
+    day = "2026-11-27"
+    warehouse.load_day(engine, day, _frames(day))
+    warehouse.load_day(engine, "2026-11-26", _frames("2026-11-26", 1_000_000))
+    first = warehouse.read_table(engine, "campaign_daily").sort_values(["date", "platform"])
+    warehouse.load_day(engine, day, _frames(day))
+    again = warehouse.read_table(engine, "campaign_daily").sort_values(["date", "platform"])
+    assert len(again) == 4
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True))
+    assert warehouse.is_loaded(engine, day)
+    assert not warehouse.is_loaded(engine, "2026-11-25")
+    with engine.connect() as conn:
+        spend = conn.execute(
+            sa.select(warehouse.campaign_daily.c.spend).where(
+                warehouse.campaign_daily.c.date == dt.date(2026, 11, 27),
+                warehouse.campaign_daily.c.platform == "facebook",
+            )
+        ).scalar_one()
+        roas = conn.execute(
+            sa.select(warehouse.campaign_daily.c.roas).where(
+                warehouse.campaign_daily.c.platform == "organic"
+            )
+        ).first()
+        unattributed = conn.execute(
+            sa.select(warehouse.revenue_reconciliation.c.unattributed).where(
+                warehouse.revenue_reconciliation.c.date == dt.date(2026, 11, 27)
+            )
+        ).scalar_one()
+    assert Decimal(spend) == Decimal("12.345678")
+    assert roas[0] is None  # NaN → NULL, never inf
+    assert Decimal(unattributed) == Decimal("0.000001")
+
+
+def test_load_twice_same_rows_sqlite(tmp_path):
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    _check_load_twice(engine)
+
+
+@pytest.mark.mysql
+def test_load_twice_same_rows_mariadb(mysql_engine):
+    _check_load_twice(mysql_engine)
+
+
+def test_failed_load_keeps_previous_rows_and_no_marker(tmp_path):
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    day = "2026-11-27"
+    warehouse.load_day(engine, day, _frames(day))
+    broken = _frames(day)
+    broken["revenue_reconciliation"] = broken["revenue_reconciliation"].drop(
+        columns=["organic_micros"]
+    )
+    with pytest.raises(ValueError, match="organic"):
+        warehouse.load_day(engine, "2026-11-28", {**_frames("2026-11-28"),
+                                                 "revenue_reconciliation": broken[
+                                                     "revenue_reconciliation"].assign(
+                                                     date="2026-11-28")})
+    assert not warehouse.is_loaded(engine, "2026-11-28")
+    days = set(warehouse.read_table(engine, "campaign_daily")["date"].astype(str))
+    assert days == {"2026-11-27"}  # the failed day's campaign rows were rolled back
+
+
+def test_rows_of_another_day_are_refused(tmp_path):
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with pytest.raises(ValueError, match="another day"):
+        warehouse.load_day(engine, "2026-11-28", _frames("2026-11-27"))
+    assert not warehouse.is_loaded(engine, "2026-11-28")
