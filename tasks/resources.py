@@ -94,7 +94,7 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
         meta = load_meta(root) if (root / "world.json").exists() else None
         if meta is None or (day is not None and dt.date.fromisoformat(meta["end"]) < day):
             meta = ensure_sandbox_world(day or _yesterday())
-        if _sandbox.get("end") != meta["end"]:
+        if _sandbox.get("key") != (str(root.resolve()), meta["end"]):
             _stop_fakes()
             _start_fakes(root, meta)
         return _sandbox["resources"]  # type: ignore[no-any-return]
@@ -117,7 +117,7 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
     graph_url, mmp_url = graph.start(), mmp.start()
     slack_base = config.slack().base_url
     _sandbox.update(
-        end=meta["end"],
+        key=(str(root.resolve()), meta["end"]),
         servers=[graph, mmp],
         resources=Resources(
             graph_url=graph_url,

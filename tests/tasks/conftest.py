@@ -1,0 +1,50 @@
+"""A tiny sandbox world and a luigi config pointing into tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import luigi
+import pytest
+from luigi.task_register import Register
+
+END = dt.date(2026, 11, 20)
+
+
+def configure(root: Path, **overrides: dict[str, str]) -> None:
+    """Point every adperf section into `root` (a sandbox run) and reset luigi's caches."""
+    cfg = luigi.configuration.get_config()
+    values = {
+        "adperf": {"sandbox": "true", "data_root": str(root / "lake"),
+                   "warehouse_url": f"sqlite:///{root / 'warehouse.db'}",
+                   "report_timezone": "Asia/Seoul", "report_currency": "USD"},
+        "sandbox": {"root": str(root / "world"), "profile": "tiny", "seed": "7"},
+        "slack": {"outbox": str(root / "outbox"), "channel": "#marketing-daily"},
+    }
+    for section, opts in {**values, **overrides}.items():
+        for key, value in opts.items():
+            cfg.set(section, key, value)
+    Register.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny world built once per session (copied by tests that change it)."""
+    from adperf.sandbox.world import ensure_world
+
+    root = tmp_path_factory.mktemp("world") / "world"
+    ensure_world(root, end=END, profile="tiny", seed=7, report_timezone="Asia/Seoul")
+    return root
+
+
+@pytest.fixture()
+def run_root(tmp_path: Path, tiny_world: Path) -> Iterator[Path]:
+    """tmp_path configured as the lake/warehouse/outbox root, with the shared tiny world."""
+    import shutil
+
+    shutil.copytree(tiny_world, tmp_path / "world")
+    configure(tmp_path)
+    yield tmp_path
+    Register.clear_instance_cache()
