@@ -20,7 +20,7 @@ from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND
 from adperf.timeutil import days, month_days
 from tasks import config
-from tasks.resources import resources
+from tasks.resources import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
@@ -32,7 +32,7 @@ def _iso(day: dt.date) -> str:
 
 
 def _fx() -> FxTable:
-    return load_rates(Path(resources().fx_path), config.adperf().report_currency)
+    return load_rates(Path(endpoints().fx_path), config.adperf().report_currency)
 
 
 def _window(day: dt.date, n_days: int) -> list[dt.date]:
@@ -88,7 +88,7 @@ class AdSpend(LakeTask):
     def run(self) -> None:
         from adperf.sources.facebook import fetch_facebook_spend
 
-        res = resources(self.date)
+        res = endpoints(self.date)
         df = fetch_facebook_spend(
             graph_url=res.graph_url, api_version=config.facebook().api_version,
             access_token=config.secrets().facebook_token,
@@ -131,7 +131,7 @@ class InstallsMonth(LakeTask):
 def _fetch_installs(first: dt.date, last: dt.date) -> pd.DataFrame:
     from adperf.sources.mmp import fetch_installs
 
-    res = resources(last)
+    res = endpoints(last)
     return fetch_installs(
         base_url=res.mmp_base_url, app_ids=res.mmp_app_ids,
         api_token=config.secrets().mmp_token, day=first, last_day=last,
@@ -170,7 +170,7 @@ class PaymentsMonth(LakeTask):
 def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, int]]:
     from adperf.sources.payments import fetch_payments
 
-    res = resources(last)
+    res = endpoints(last)
     engine = warehouse.make_engine(res.payments_url)
     try:
         return fetch_payments(
@@ -192,7 +192,7 @@ class EventLogs(LakeTask):
         from adperf.sources.logs import fetch_events
 
         df, counts = fetch_events(
-            resources(self.date).logs_path, day=self.date,
+            endpoints(self.date).logs_path, day=self.date,
             timezone=config.adperf().report_timezone, hmac_key=config.secrets().hmac_key,
             max_bad_fraction=config.logs().max_bad_fraction,
         )
@@ -307,18 +307,17 @@ class Ltv(LakeTask):
                 "installs": InstallHistory(date=self.date)}
 
     def run(self) -> None:
-        from adperf.transform.ltv import build_cohort_pltv, build_rfm, fit_ltv, model_row
+        from adperf.transform.ltv import build_ltv
 
         day, cfg = _iso(self.date), config.ltv()
-        payments = self.requires()["payments"].read()
-        installs = self.requires()["installs"].read()
-        rfm = build_rfm(payments, day, cfg.history_days)
-        model = fit_ltv(rfm)
-        pltv = build_cohort_pltv(day, model, rfm, installs, payments, horizon_days=cfg.horizon_days,
-                                 discount_rate_annual=cfg.discount_rate)
+        row, pltv = build_ltv(
+            day, self.requires()["payments"].read(), self.requires()["installs"].read(),
+            history_days=cfg.history_days, horizon_days=cfg.horizon_days,
+            discount_rate_annual=cfg.discount_rate,
+        )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
-        lake.write_frame(root, "ltv_model", "date", day, pd.DataFrame([model_row(day, model)]))
+        lake.write_frame(root, "ltv_model", "date", day, pd.DataFrame([row]))
 
 
 class Contribution(LakeTask):
@@ -454,7 +453,7 @@ class SlackReport(luigi.Task):
             write_outbox(message, Path(config.slack().outbox), day)
             return
         posted = post_message(message, token=token, channel=config.slack().channel,
-                              base_url=resources(self.date).slack_base_url)
+                              base_url=endpoints(self.date).slack_base_url)
         _write_json(self.output().path, {"date": day, **posted})
 
 

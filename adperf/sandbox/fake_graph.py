@@ -1,0 +1,549 @@
+"""A local fake of the Graph API's ad account and Insights endpoints, for the sandbox and tests.
+
+It answers the way the public Marketing API documents, so the real facebook-business SDK can
+talk to it unchanged (only `FacebookSession.GRAPH` points here):
+
+- `GET /{version}/act_{id}?fields=...` — the ad account node;
+- `GET /{version}/act_{id}/insights` — sync Insights, level=ad, time_increment=1, cursor paging
+  (https://developers.facebook.com/docs/graph-api/results);
+- `POST /{version}/act_{id}/insights` → `{"report_run_id"}`, `GET /{version}/{report_run_id}`
+  (async_status, async_percent_completion) and `GET /{version}/{report_run_id}/insights` —
+  async report runs (https://developers.facebook.com/docs/marketing-api/insights/best-practices);
+- errors as `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
+  (https://developers.facebook.com/docs/graph-api/guides/error-handling; Insights codes:
+  https://developers.facebook.com/documentation/ads-commerce/marketing-api/insights/error-codes).
+
+Every number is a JSON string, as the real Insights API sends them; `actions`/`action_values`
+are lists of `{"action_type", "value"}` and are left out of a row when all of them are zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+from collections import deque
+from decimal import Decimal
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+AD_ROW_COLUMNS = (
+    "date",
+    "account_id",
+    "campaign_id",
+    "campaign_name",
+    "adset_id",
+    "adset_name",
+    "ad_id",
+    "ad_name",
+    "impressions",
+    "clicks",
+    "installs_reported",
+    "purchases_reported",
+    "spend",
+    "purchase_value",
+)
+ACCOUNT_KEYS = ("account_id", "name", "currency", "timezone_name")
+
+INSTALL_ACTION = "mobile_app_install"
+PURCHASE_ACTION = "app_custom_event.fb_mobile_purchase"
+
+# Async report states as the AdReportRun node reports them, in order.
+ASYNC_NOT_STARTED = "Job Not Started"
+ASYNC_RUNNING = "Job Running"
+ASYNC_COMPLETED = "Job Completed"
+ASYNC_FAILED = "Job Failed"
+
+_VERSION = re.compile(r"^v\d+\.\d+$")
+
+
+class FakeGraphApi:
+    """A fake Graph API on 127.0.0.1 serving ad accounts and their ad-level daily Insights."""
+
+    def __init__(
+        self,
+        *,
+        accounts: list[dict[str, str]],
+        ad_rows: pd.DataFrame,
+        access_token: str,
+        page_size: int = 25,
+        async_polls_until_done: int = 2,
+        failing_async_runs: int = 0,
+    ) -> None:
+        missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
+        if missing:
+            raise ValueError(f"ad_rows is missing columns {missing}")
+        for account in accounts:
+            absent = [k for k in ACCOUNT_KEYS if k not in account]
+            if absent:
+                raise ValueError(f"account {account!r} is missing keys {absent}")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self._accounts = {_strip_act(a["account_id"]): dict(a) for a in accounts}
+        self._rows = _rows_as_records(ad_rows)
+        self._token = access_token
+        self._page_size = page_size
+        self._async_polls_until_done = async_polls_until_done
+        # The first n async report runs end in "Job Failed", as a run the API gives up on does.
+        self._failing_async_runs = failing_async_runs
+        self._lock = threading.Lock()
+        self._errors: deque[dict[str, Any]] = deque()
+        self._report_runs: dict[str, dict[str, Any]] = {}
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+        # (path, params without the token) of every request, in arrival order.
+        self.requests_seen: list[tuple[str, dict[str, str]]] = []
+        # Where each request carried its token: 'header', 'query', 'body' or 'missing'.
+        self.token_locations: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Serve on a free loopback port in a daemon thread; return the base URL."""
+        if self._server is not None:
+            return self.base_url
+        handler = _make_handler(self)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(
+            # A short poll interval so stop() returns promptly (the default waits up to 0.5 s).
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-graph-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test controls ---------------------------------------------------------------------
+
+    def inject_errors(self, errors: list[dict[str, Any]]) -> None:
+        """Queue errors: each next request, whatever its route, answers with the next one.
+
+        Keys: `status` (HTTP, default 400), `code`, `error_subcode`, `message`, `type`,
+        `is_transient`, `headers` (dict); or `body` (raw text, e.g. a proxy's HTML page);
+        or `drop: True` to close the connection without answering. `after_requests: n` lets
+        n requests through normally first (e.g. to fail the second Insights page).
+        """
+        with self._lock:
+            self._errors.extend(dict(e) for e in errors)
+
+    # -- request handling (called from the handler threads) ---------------------------------
+
+    def _handle(self, method: str, raw_path: str, body: bytes, headers: dict[str, str]) -> _Reply:
+        parts = urlsplit(raw_path)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if method == "POST":
+            params.update(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
+        token, where = _find_token(headers, parts.query, body if method == "POST" else b"")
+        params.pop("access_token", None)
+        with self._lock:
+            self.requests_seen.append((parts.path, dict(params)))
+            self.token_locations.append(where)
+            injected = None
+            if self._errors:
+                head = self._errors[0]
+                if head.get("after_requests", 0) > 0:
+                    head["after_requests"] -= 1
+                else:
+                    injected = self._errors.popleft()
+        if injected is not None:
+            return _injected_reply(injected)
+        if token is None:
+            # https://developers.facebook.com/docs/graph-api/guides/error-handling (code 104)
+            return _error(400, 104, "An access token is required to request this resource.")
+        if token != self._token:
+            return _error(400, 190, "Invalid OAuth access token - Cannot parse access token")
+
+        segments = [s for s in parts.path.split("/") if s]
+        if len(segments) < 2 or not _VERSION.match(segments[0]):
+            return _error(400, 2500, "Unknown path components", error_type="OAuthException")
+        version, node, edge = segments[0], segments[1], "/".join(segments[2:])
+        if node.startswith("act_"):
+            return self._account_route(method, version, node, edge, params)
+        if node in self._report_runs:
+            return self._report_run_route(method, version, node, edge, params)
+        return _unsupported(method, node)
+
+    def _account_route(
+        self, method: str, version: str, node: str, edge: str, params: dict[str, str]
+    ) -> _Reply:
+        account = self._accounts.get(_strip_act(node))
+        if account is None:
+            return _unsupported(method, node)
+        if edge == "" and method == "GET":
+            return _ok(_account_node(account, params))
+        if edge == "insights" and method == "GET":
+            query = _parse_insights_query(params)
+            if isinstance(query, _Reply):
+                return query
+            rows = self._select(account["account_id"], query)
+            return _ok(self._page(rows, query.fields, params, f"{version}/{node}/insights"))
+        if edge == "insights" and method == "POST":
+            query = _parse_insights_query(params)
+            if isinstance(query, _Reply):
+                return query
+            run_id = str(6_000_000_000_000_000 + secrets.randbelow(10**15))
+            with self._lock:
+                fails = self._failing_async_runs > 0
+                self._failing_async_runs -= int(fails)
+                self._report_runs[run_id] = {
+                    "account_id": _strip_act(account["account_id"]),
+                    "query": query,
+                    "polls": 0,
+                    "fails": fails,
+                }
+            return _ok({"report_run_id": run_id})
+        return _unsupported(method, f"{node}/{edge}")
+
+    def _report_run_route(
+        self, method: str, version: str, run_id: str, edge: str, params: dict[str, str]
+    ) -> _Reply:
+        run = self._report_runs[run_id]
+        query: _InsightsQuery = run["query"]
+        if edge == "" and method == "GET":
+            with self._lock:
+                run["polls"] += 1
+                polls = run["polls"]
+            done = polls > self._async_polls_until_done
+            status = (
+                ASYNC_COMPLETED if done else (ASYNC_NOT_STARTED if polls == 1 else ASYNC_RUNNING)
+            )
+            percent = 100 if done else min(99, 100 * (polls - 1) // self._async_polls_until_done)
+            node: dict[str, Any] = {
+                "id": run_id,
+                "account_id": run["account_id"],
+                "async_status": status,
+                "async_percent_completion": percent,
+                "date_start": query.since,
+                "date_stop": query.until,
+            }
+            if done and run["fails"]:
+                # Insights error -2/2490547, "report failed" (error codes page, module docstring).
+                node.update(
+                    async_status=ASYNC_FAILED,
+                    async_percent_completion=0,
+                    error_code=-2,
+                    error_subcode=2490547,
+                    error_message="Generating the report failed. Try again later.",
+                )
+            wanted = _parse_fields(params.get("fields", ""))
+            if wanted:
+                node = {k: v for k, v in node.items() if k in wanted or k == "id"}
+            return _ok(node)
+        if edge == "insights" and method == "GET":
+            if run["polls"] <= self._async_polls_until_done or run["fails"]:
+                # Reading results before the job completes is an error on the real API too.
+                return _error(400, 100, "Report run is not complete yet")
+            rows = self._select(run["account_id"], query)
+            return _ok(self._page(rows, query.fields, params, f"{version}/{run_id}/insights"))
+        return _unsupported(method, f"{run_id}/{edge}")
+
+    def _select(self, account_id: str, query: _InsightsQuery) -> list[dict[str, Any]]:
+        wanted = _strip_act(account_id)
+        return [
+            r
+            for r in self._rows
+            if r["account_id"] == wanted and query.since <= r["date"] <= query.until
+        ]
+
+    def _page(
+        self,
+        rows: list[dict[str, Any]],
+        fields: list[str],
+        params: dict[str, str],
+        path: str,
+    ) -> dict[str, Any]:
+        try:
+            limit = int(params.get("limit", self._page_size))
+        except ValueError:
+            limit = self._page_size
+        # `page_size` is this server's largest page: a bigger `limit` is capped, as the real
+        # API shrinks pages when a response would be too large.
+        size = max(1, min(limit, self._page_size))
+        start = _decode_cursor(params.get("after")) if params.get("after") else 0
+        chunk = rows[start : start + size]
+        body: dict[str, Any] = {"data": [_insights_row(r, fields) for r in chunk]}
+        if not chunk:
+            return body
+        end = start + len(chunk)
+        paging: dict[str, Any] = {
+            "cursors": {"before": _encode_cursor(start), "after": _encode_cursor(end)}
+        }
+        if end < len(rows):
+            # Absolute URL of the next page, without any token (ours never echoes it).
+            next_params = {k: v for k, v in params.items() if k != "after"}
+            next_params["after"] = _encode_cursor(end)
+            paging["next"] = f"{self.base_url}/{path}?{urlencode(next_params)}"
+        body["paging"] = paging
+        return body
+
+
+class _Reply:
+    """One HTTP answer: status, JSON-able body (or raw text), extra headers, or a dropped link."""
+
+    def __init__(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        raw: bool = False,
+        drop: bool = False,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.raw = raw
+        self.drop = drop
+
+
+class _InsightsQuery:
+    """The parts of an Insights request the fake honours."""
+
+    def __init__(self, since: str, until: str, fields: list[str]) -> None:
+        self.since = since
+        self.until = until
+        self.fields = fields
+
+
+def _make_handler(api: FakeGraphApi) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "FakeGraphApi/1.0"
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def _serve(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            reply = api._handle(method, self.path, body, dict(self.headers.items()))
+            if reply.drop:
+                # Close without a status line: the client sees a dropped connection.
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            payload = reply.body.encode("utf-8") if reply.raw else json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            content_type = "text/html" if reply.raw else "application/json; charset=UTF-8"
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # The stdlib writes the request line to stderr; the query could hold a token if a
+            # client sent it there, so log the path only.
+            log.debug("fake graph: %s %s", self.command, urlsplit(self.path).path)
+
+    return Handler
+
+
+def _find_token(headers: dict[str, str], query: str, body: bytes) -> tuple[str | None, str]:
+    """The request's access token and where it was: Authorization header, query or form body."""
+    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() in ("bearer", "oauth") and value.strip():
+        return value.strip(), "header"
+    from_query = dict(parse_qsl(query)).get("access_token")
+    if from_query:
+        return from_query, "query"
+    from_body = dict(parse_qsl(body.decode("utf-8"))).get("access_token") if body else None
+    if from_body:
+        return from_body, "body"
+    return None, "missing"
+
+
+def _parse_insights_query(params: dict[str, str]) -> _InsightsQuery | _Reply:
+    level = params.get("level", "ad")
+    if level != "ad":
+        return _error(400, 100, f"(#100) the fake Graph API only serves level=ad, not {level!r}")
+    if params.get("time_increment", "1") != "1":
+        return _error(400, 100, "(#100) the fake Graph API only serves time_increment=1")
+    try:
+        time_range = json.loads(params["time_range"])
+        since, until = str(time_range["since"]), str(time_range["until"])
+    except (KeyError, ValueError, TypeError):
+        return _error(400, 100, "(#100) time_range must be a JSON object with since and until")
+    return _InsightsQuery(since, until, _parse_fields(params.get("fields", "")))
+
+
+def _parse_fields(value: str) -> list[str]:
+    """`fields` as the API accepts it: comma-separated or a JSON array (the SDK's POST form)."""
+    if value.startswith("["):
+        try:
+            return [str(f) for f in json.loads(value)]
+        except ValueError:
+            return []
+    return [f for f in value.split(",") if f]
+
+
+def _account_node(account: dict[str, str], params: dict[str, str]) -> dict[str, str]:
+    node = {"id": f"act_{_strip_act(account['account_id'])}"}
+    values = {**account, "account_id": _strip_act(account["account_id"])}
+    for field in _parse_fields(params.get("fields", "")):
+        if field in values:
+            node[field] = values[field]
+    return node
+
+
+def _insights_row(r: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """One Insights row as the API sends it: strings for numbers, zero actions left out."""
+    full: dict[str, Any] = {
+        "account_id": r["account_id"],
+        "campaign_id": r["campaign_id"],
+        "campaign_name": r["campaign_name"],
+        "adset_id": r["adset_id"],
+        "adset_name": r["adset_name"],
+        "ad_id": r["ad_id"],
+        "ad_name": r["ad_name"],
+        "impressions": str(r["impressions"]),
+        "clicks": str(r["clicks"]),
+        "spend": r["spend"],
+    }
+    actions = []
+    if r["clicks"]:
+        # Other action types come along in real responses; a client must pick the right one.
+        actions.append({"action_type": "link_click", "value": str(r["clicks"])})
+    if r["installs_reported"]:
+        actions.append({"action_type": INSTALL_ACTION, "value": str(r["installs_reported"])})
+        actions.append({"action_type": "omni_app_install", "value": str(r["installs_reported"])})
+    if r["purchases_reported"]:
+        actions.append({"action_type": PURCHASE_ACTION, "value": str(r["purchases_reported"])})
+        actions.append({"action_type": "omni_purchase", "value": str(r["purchases_reported"])})
+    if actions:
+        full["actions"] = actions
+    if Decimal(r["purchase_value"]) != 0:
+        full["action_values"] = [
+            {"action_type": PURCHASE_ACTION, "value": r["purchase_value"]},
+            {"action_type": "omni_purchase", "value": r["purchase_value"]},
+        ]
+    out = {k: v for k, v in full.items() if k in fields}
+    # date_start/date_stop come with every Insights row, asked for or not.
+    out["date_start"] = r["date"]
+    out["date_stop"] = r["date"]
+    return out
+
+
+def _rows_as_records(ad_rows: pd.DataFrame) -> list[dict[str, Any]]:
+    records = []
+    for rec in ad_rows.to_dict(orient="records"):
+        row: dict[str, Any] = {k: rec[k] for k in AD_ROW_COLUMNS}
+        for key in ("account_id", "campaign_id", "adset_id", "ad_id"):
+            row[key] = _strip_act(str(row[key]))
+        for key in ("impressions", "clicks", "installs_reported", "purchases_reported"):
+            row[key] = int(row[key])
+        for key in ("spend", "purchase_value"):
+            if not isinstance(row[key], str):
+                raise TypeError(f"ad_rows.{key} must be decimal strings, got {row[key]!r}")
+        row["date"] = str(row["date"])
+        records.append(row)
+    # A stable order, so pages are reproducible.
+    records.sort(key=lambda r: (r["account_id"], r["date"], r["ad_id"]))
+    return records
+
+
+def _injected_reply(spec: dict[str, Any]) -> _Reply:
+    if spec.get("drop"):
+        return _Reply(0, None, drop=True)
+    status = int(spec.get("status", 400))
+    headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+    if "body" in spec:
+        return _Reply(status, str(spec["body"]), headers, raw=True)
+    reply = _error(
+        status,
+        int(spec.get("code", 1)),
+        str(spec.get("message", "An unknown error occurred")),
+        error_type=str(spec.get("type", "OAuthException")),
+        subcode=spec.get("error_subcode"),
+        is_transient=spec.get("is_transient"),
+    )
+    reply.headers.update(headers)
+    return reply
+
+
+def _error(
+    status: int,
+    code: int,
+    message: str,
+    *,
+    error_type: str = "OAuthException",
+    subcode: int | None = None,
+    is_transient: bool | None = None,
+) -> _Reply:
+    error: dict[str, Any] = {"message": message, "type": error_type, "code": code}
+    if subcode is not None:
+        error["error_subcode"] = int(subcode)
+    if is_transient is not None:
+        error["is_transient"] = bool(is_transient)
+    error["fbtrace_id"] = "A" + secrets.token_hex(10)
+    return _Reply(status, {"error": error})
+
+
+def _unsupported(method: str, node: str) -> _Reply:
+    # The real API's answer for an unknown id or one the token cannot see (code 100, subcode 33).
+    return _error(
+        400,
+        100,
+        f"Unsupported {method.lower()} request. Object with ID '{node}' does not exist, cannot "
+        "be loaded due to missing permissions, or does not support this operation.",
+        error_type="GraphMethodException",
+        subcode=33,
+    )
+
+
+def _ok(body: dict[str, Any]) -> _Reply:
+    return _Reply(200, body)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return int(base64.urlsafe_b64decode(padded).decode().removeprefix("offset:"))
+    except ValueError:
+        return 0
+
+
+def _strip_act(account_id: str) -> str:
+    return account_id.removeprefix("act_")

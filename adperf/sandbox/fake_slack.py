@@ -1,0 +1,222 @@
+"""A local fake of Slack's Web API `chat.postMessage`, for the demo and tests.
+
+Follows https://api.slack.com/methods/chat.postMessage and https://api.slack.com/web: errors are
+HTTP 200 with `{"ok": false, "error": ...}`, rate limits are HTTP 429 with Retry-After, the token
+comes as `Authorization: Bearer` (or a `token` form field), the body is form-encoded or JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
+
+# Block Kit limits the real API enforces with `invalid_blocks`; the fake enforces them too.
+_MAX_BLOCKS = 50
+_MAX_SECTION_TEXT = 3000
+_MAX_FIELDS = 10
+_MAX_FIELD_TEXT = 2000
+_MAX_HEADER_TEXT = 150
+_MAX_CONTEXT_ELEMENTS = 10
+
+_TS_SECONDS = 1732700000
+
+
+class FakeSlack:
+    """`chat.postMessage` on 127.0.0.1; base URL ends with '/api/' like slack-sdk expects."""
+
+    def __init__(self, token: str, channels: set[str] | None = None) -> None:
+        self._token = token
+        # None: every channel exists. Otherwise names ('#general' or 'general') or ids.
+        self._channels = None if channels is None else {c.lstrip("#") for c in channels}
+        self._errors: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._posted = 0
+        self.messages: list[dict[str, Any]] = []
+        # Every request as {"path", "authorized", "status", "error"}; never the token.
+        self.requests_seen: list[dict[str, Any]] = []
+
+    def start(self) -> str:
+        """Serve on a free loopback port in a daemon thread; return the API base URL."""
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        # A short poll interval makes stop() quick; the default half second adds up in tests.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True
+        )
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/api/"
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def inject_errors(self, errors: list[dict[str, Any]]) -> None:
+        """Queue answers for the next requests, one each: {"status": 429, "retry_after": 1},
+        {"error": "invalid_auth"} (HTTP 200, ok false) or {"status": 500}."""
+        with self._lock:
+            self._errors.extend(errors)
+
+    def _next_error(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._errors.pop(0) if self._errors else None
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests_seen.append(entry)
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Store a valid message and answer like Slack does."""
+        channel = str(payload["channel"])
+        with self._lock:
+            self._posted += 1
+            ts = f"{_TS_SECONDS}.{self._posted * 100:06d}"
+            message = {"type": "message", "user": "U0ADPERF", "ts": ts, "bot_id": "B0ADPERF"}
+            message.update({k: payload[k] for k in ("text", "blocks") if k in payload})
+            self.messages.append(dict(payload))
+        return {"ok": True, "channel": _channel_id(channel), "ts": ts, "message": message}
+
+    def _channel_known(self, channel: str) -> bool:
+        return self._channels is None or channel.lstrip("#") in self._channels
+
+
+def _channel_id(channel: str) -> str:
+    """Slack answers with the channel id even when the request named the channel."""
+    name = channel.lstrip("#")
+    if name[:1] in ("C", "G", "D") and name[1:].isalnum() and name.upper() == name:
+        return name
+    return "C" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:10].upper()
+
+
+def _blocks_problem(blocks: Any) -> str | None:
+    """Why Slack would answer `invalid_blocks`, or None."""
+    if not isinstance(blocks, list):
+        return "blocks must be an array"
+    if len(blocks) > _MAX_BLOCKS:
+        return f"more than {_MAX_BLOCKS} blocks"
+    for i, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "header":
+            if len(block["text"]["text"]) > _MAX_HEADER_TEXT:
+                return f"header text too long [{i}]"
+        elif kind == "section":
+            if "text" not in block and "fields" not in block:
+                return f"section needs text or fields [{i}]"
+            if "text" in block and len(block["text"]["text"]) > _MAX_SECTION_TEXT:
+                return f"section text too long [{i}]"
+            fields = block.get("fields", [])
+            if len(fields) > _MAX_FIELDS or any(len(f["text"]) > _MAX_FIELD_TEXT for f in fields):
+                return f"section fields too many or too long [{i}]"
+        elif kind == "context":
+            if not 0 < len(block["elements"]) <= _MAX_CONTEXT_ELEMENTS:
+                return f"context needs 1 to {_MAX_CONTEXT_ELEMENTS} elements [{i}]"
+        elif kind not in ("divider", "image", "actions", "rich_text"):
+            return f"unknown block type {kind!r} [{i}]"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeSlack
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes every request to stderr; route it to logging instead.
+        log.debug("fake-slack: " + format, *args)
+
+    def do_POST(self) -> None:
+        fake = self.server_fake
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        payload = self._payload(raw)
+        header = self.headers.get("Authorization") or ""
+        token = (
+            header[len("Bearer ") :] if header.startswith("Bearer ") else payload.pop("token", "")
+        )
+        path = urlsplit(self.path).path
+        status, body, headers = self._answer(path, str(token or ""), payload)
+        fake._record(
+            {
+                "path": path,
+                "authorized": token == fake._token,
+                "status": status,
+                "error": body.get("error"),
+            }
+        )
+        self._send(status, body, headers)
+
+    def _answer(
+        self, path: str, token: str, payload: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        fake = self.server_fake
+        error = fake._next_error()
+        if error is not None:
+            status = int(error.get("status", 200))
+            headers = {}
+            if "retry_after" in error:
+                headers["Retry-After"] = str(error["retry_after"])
+            name = error.get("error") or ("ratelimited" if status == 429 else "fatal_error")
+            return status, {"ok": False, "error": name}, headers
+        if path != "/api/chat.postMessage":
+            return 404, {"ok": False, "error": "unknown_method"}, {}
+        if not token:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        if token != fake._token:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if "_invalid_json" in payload:
+            return 200, {"ok": False, "error": "invalid_json"}, {}
+        channel = payload.get("channel")
+        if not channel:
+            return 200, {"ok": False, "error": "channel_not_found"}, {}
+        if not fake._channel_known(str(channel)):
+            return 200, {"ok": False, "error": "channel_not_found"}, {}
+        if not payload.get("text") and not payload.get("blocks"):
+            return 200, {"ok": False, "error": "no_text"}, {}
+        if "blocks" in payload:
+            problem = _blocks_problem(payload["blocks"])
+            if problem is not None:
+                return 200, {"ok": False, "error": "invalid_blocks", "errors": [problem]}, {}
+        return 200, fake._post(payload), {}
+
+    def _payload(self, raw: bytes) -> dict[str, Any]:
+        """The request arguments from a JSON or form body (form `blocks` is a JSON string)."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        try:
+            if content_type == "application/json":
+                data = json.loads(raw.decode("utf-8") or "{}")
+                return dict(data) if isinstance(data, dict) else {"_invalid_json": True}
+            form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8")).items()}
+            if "blocks" in form:
+                form["blocks"] = json.loads(form["blocks"])
+            return dict(form)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return {"_invalid_json": True}
+
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)

@@ -1,0 +1,1100 @@
+"""A deterministic simulated ad world on disk: the files the sandbox's fake sources serve, and its truth.
+
+Layout of a world folder (a contract with the fake servers and the tests):
+`world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
+`logs/YYYY-MM-DD.jsonl.gz`, `fx.csv`, `truth/params.json`, `truth/campaign_daily.csv`,
+`truth/daily_totals.csv`, `truth/users.parquet`.
+
+Determinism: every day's randomness comes from a generator seeded by (seed, day, purpose), and a
+user's whole purchase timeline (HORIZON_DAYS) is drawn when the user installs, then cut at the
+world's end; so the same (seed, start, profile) gives the same data for every day <= end,
+whatever `end` is, and extending a world never changes its past.
+"""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import fcntl
+import gzip
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from adperf.errors import ConfigError
+from adperf.sandbox.entities import (
+    CURRENCY_DIGITS,
+    KRW_PER_USD_BASE,
+    TRUTH_HORIZON_DAYS,
+    USD_COUNTRIES,
+    USD_COUNTRY_WEIGHTS,
+    Entities,
+    build_entities,
+    rng_for,
+)
+from adperf.sandbox.process import (
+    REFUND_RATE,
+    sample_amount_cents,
+    sample_first_delay,
+    sample_nu,
+    sample_repeat_times,
+)
+from adperf.sandbox.profiles import Profile, get_profile
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+HORIZON_DAYS = 730.0
+CUID_MISSING_RATE = 0.04
+REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
+APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
+MEDIA_SOURCE_MAP = {"Facebook Ads": "facebook", "googleadwords_int": "google_ads"}
+SUPPORTED_CURRENCIES = ("USD", "KRW")
+US_PER_DAY = 86_400_000_000
+US_PER_SECOND = 1_000_000
+_NEVER = np.iinfo(np.int64).max
+# Exact decimal arithmetic for the truth: products of amounts and 12-digit rates summed over a
+# year stay far below 60 digits, so nothing is ever rounded.
+_EXACT = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation])
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_world(
+    out_dir: Path,
+    *,
+    seed: int = 7,
+    start: date,
+    end: date,
+    profile: str = "small",
+    report_timezone: str = "Asia/Seoul",
+    report_currency: str = "USD",
+) -> dict[str, Any]:
+    """Build the world (seed, profile) for days start..end into `out_dir`, atomically.
+
+    Writes into a temp folder beside `out_dir`, then swaps it in: a killed build leaves no half
+    world. Not locked: concurrent callers should use `ensure_world`. Returns world.json's content.
+    """
+    out_dir = Path(out_dir)
+    prof = get_profile(profile)
+    if end < start:
+        raise ConfigError(f"sandbox: world end {end} is before its start {start}. Fix: swap them")
+    if report_currency not in SUPPORTED_CURRENCIES:
+        raise ConfigError(
+            f"sandbox: report currency {report_currency!r} is not simulated. "
+            f"Fix: set [adperf] report_currency to one of {list(SUPPORTED_CURRENCIES)}"
+        )
+    try:
+        tz = ZoneInfo(report_timezone)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"sandbox: unknown report timezone {report_timezone!r}. "
+            "Fix: set [adperf] report_timezone to an IANA name such as 'Asia/Seoul'"
+        ) from exc
+    if out_dir.exists() and not (out_dir / "world.json").exists() and any(out_dir.iterdir()):
+        raise ConfigError(
+            f"sandbox: {out_dir} is not empty and holds no world.json; refusing to replace it. "
+            "Fix: point the sandbox at an empty or world folder"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        meta = _World(tmp, seed, start, end, prof, tz, report_currency).build()
+        _swap_in(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return meta
+
+
+def ensure_world(
+    out_dir: Path,
+    *,
+    end: date,
+    profile: str = "small",
+    seed: int = 7,
+    days: int | None = None,
+    report_timezone: str = "Asia/Seoul",
+) -> dict[str, Any]:
+    """The world in `out_dir` reaching at least `end`: built if missing, extended if shorter.
+
+    A first build covers `days` days (the profile's default) ending at `end`; an extension keeps
+    the world's start, so its past days stay byte-identical. Serialized by a lock file beside
+    `out_dir`, so parallel workers build it once.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Its own lock file: callers (tasks/resources.py) may already hold `.{name}.lock`, and a
+    # second flock on that same file from this process would wait forever.
+    with _locked(out_dir.parent / f".{out_dir.name}.ensure.lock"):
+        # Leftovers of builds killed mid-way; no build of this folder runs while we hold the lock.
+        for junk in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+            shutil.rmtree(junk, ignore_errors=True)
+        if (out_dir / "world.json").exists():
+            meta = load_meta(out_dir)
+            have = (meta["seed"], meta["profile"], meta["report_timezone"])
+            if have != (seed, profile, report_timezone):
+                raise ConfigError(
+                    f"sandbox: {out_dir} holds the world (seed, profile, timezone) = {have}, "
+                    f"not {(seed, profile, report_timezone)}. Fix: delete the folder or point "
+                    "[adperf] data_root elsewhere"
+                )
+            if date.fromisoformat(meta["end"]) >= end:
+                return meta
+            start = date.fromisoformat(meta["start"])
+            currency = str(meta["report_currency"])
+        else:
+            n_days = days if days is not None else get_profile(profile).days
+            if n_days < 1:
+                raise ConfigError(f"sandbox: days={n_days}. Fix: ask for at least 1 day")
+            start = end - timedelta(days=n_days - 1)
+            currency = "USD"
+        return build_world(
+            out_dir,
+            seed=seed,
+            start=start,
+            end=end,
+            profile=profile,
+            report_timezone=report_timezone,
+            report_currency=currency,
+        )
+
+
+def load_meta(out_dir: Path) -> dict[str, Any]:
+    """world.json of the world in `out_dir`."""
+    path = Path(out_dir) / "world.json"
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sandbox: no world at {out_dir} (missing world.json). "
+            "Fix: build it with adperf.sandbox.world.ensure_world"
+        ) from None
+    return meta
+
+
+def payments_table(table: str = "payments", metadata: sa.MetaData | None = None) -> sa.Table:
+    """The payments table as SQLAlchemy Core: DDL of the production MySQL table, SQLite-friendly."""
+    return sa.Table(
+        table,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column("id", sa.BIGINT, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.VARCHAR(64), nullable=False),
+        sa.Column("amount", sa.DECIMAL(18, 4), nullable=False),
+        sa.Column("currency", sa.CHAR(3), nullable=False),
+        # ENUM on MySQL/MariaDB, VARCHAR(8) elsewhere (SQLite has no enums).
+        sa.Column("kind", sa.Enum("purchase", "refund", name=f"{table}_kind"), nullable=False),
+        # sa.DateTime on SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' text, so ranges compare as
+        # times; MySQL needs fsp=6 or it drops the microseconds.
+        sa.Column(
+            "created_at",
+            sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+            nullable=False,
+        ),
+        sa.Index(f"ix_{table}_created_at", "created_at"),
+    )
+
+
+def create_payments_table(engine: sa.Engine, table: str = "payments") -> None:
+    """Create the payments table (and its created_at index) if it does not exist."""
+    metadata = sa.MetaData()
+    payments_table(table, metadata)
+    metadata.create_all(engine, checkfirst=True)
+
+
+def insert_payments(
+    engine: sa.Engine, rows: pd.DataFrame, table: str = "payments", chunk_rows: int = 20_000
+) -> None:
+    """Insert payment rows (id, user_id, amount, currency, kind, created_at) in one transaction.
+
+    `created_at` is UTC (tz-aware, or naive meaning UTC); `amount` a decimal string, Decimal or
+    number. Chunked executemany, so memory stays flat for big tables.
+    """
+    t = payments_table(table)
+    created = pd.to_datetime(rows["created_at"])
+    if created.dt.tz is not None:
+        created = created.dt.tz_convert("UTC").dt.tz_localize(None)
+    created_py = [ts.to_pydatetime() for ts in created]
+    ids = [int(x) for x in rows["id"]]
+    amounts = [x if isinstance(x, Decimal) else Decimal(str(x)) for x in rows["amount"]]
+    users = [str(x) for x in rows["user_id"]]
+    currencies = [str(x) for x in rows["currency"]]
+    kinds = [str(x) for x in rows["kind"]]
+    with engine.begin() as conn:
+        for lo in range(0, len(ids), chunk_rows):
+            hi = min(lo + chunk_rows, len(ids))
+            conn.execute(
+                t.insert(),
+                [
+                    {
+                        "id": ids[i],
+                        "user_id": users[i],
+                        "amount": amounts[i],
+                        "currency": currencies[i],
+                        "kind": kinds[i],
+                        "created_at": created_py[i],
+                    }
+                    for i in range(lo, hi)
+                ],
+            )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by `tmp` with renames only (the old world is gone only once swapped)."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    old.rmdir()
+    out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old)
+
+
+def _utc_offset_us(tz: ZoneInfo, t_us: int) -> int:
+    """The timezone's UTC offset at an instant, in microseconds."""
+    offset = datetime.fromtimestamp(t_us / US_PER_SECOND, tz).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds()) * US_PER_SECOND
+
+
+def _offset_str(offset_us: int) -> str:
+    sign = "+" if offset_us >= 0 else "-"
+    minutes = abs(offset_us) // (60 * US_PER_SECOND)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _money(minor: int, digits: int) -> str:
+    """Minor units (cents, won) as a decimal string with the currency's digits: 12345 -> '123.45'."""
+    return format(Decimal(minor).scaleb(-digits), "f")
+
+
+def _fmt(x: Decimal) -> str:
+    return format(x, "f")
+
+
+@dataclass
+class _Users:
+    """All users of the world: legacy ones first (indices < n_legacy), then installs by day."""
+
+    key: npt.NDArray[np.uint64]
+    install_us: IntArray  # UTC microseconds; legacy: 0
+    day: IntArray  # install day index; legacy: -1
+    group: IntArray  # campaign index, n_campaigns for organic, -1 for legacy
+    ad: IntArray  # ad index; -1 for organic and legacy
+    has_cuid: BoolArray
+    os: npt.NDArray[np.str_]
+    country: npt.NDArray[np.str_]
+    af_suffix: IntArray
+    n_legacy: int
+
+
+class _Events:
+    """One log day's events, collected as arrays (peer -1: none; premium -1: not a match)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[IntArray, IntArray, IntArray, IntArray]] = []
+
+    def add(
+        self, t_us: Any, user: IntArray, peer: IntArray | None = None, premium: int = -1
+    ) -> None:
+        n = len(user)
+        self.parts.append(
+            (
+                np.asarray(t_us, dtype=np.int64),
+                user,
+                np.full(n, -1, dtype=np.int64) if peer is None else peer,
+                np.full(n, premium, dtype=np.int64),
+            )
+        )
+
+    def sorted(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """(ts, user, peer, premium) in time order (stable, so ties keep insertion order)."""
+        cols = [np.concatenate([p[k] for p in self.parts]) for k in range(4)]
+        order = np.argsort(cols[0], kind="stable")
+        return cols[0][order], cols[1][order], cols[2][order], cols[3][order]
+
+
+@dataclass
+class _Payments:
+    """Payments (purchases and refunds) before the world's end, sorted by time: ids are 1..n."""
+
+    user: IntArray
+    t_us: IntArray
+    day: IntArray
+    refund: BoolArray
+    currency: npt.NDArray[np.str_]
+    minor: IntArray  # positive, in minor units of `currency`
+    usd_cents: IntArray
+
+
+class _World:
+    """One build: simulates day by day, then writes every file into `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        seed: int,
+        start: date,
+        end: date,
+        profile: Profile,
+        tz: ZoneInfo,
+        report_currency: str,
+    ) -> None:
+        self.root = root
+        self.seed = seed
+        self.start = start
+        self.end = end
+        self.profile = profile
+        self.tz = tz
+        self.report_currency = report_currency
+        self.n_days = (end - start).days + 1
+        self.dates = [start + timedelta(days=i) for i in range(self.n_days + 2)]
+        # Local midnights of start .. end+2 in UTC microseconds (DST-safe via zoneinfo).
+        self.bounds = np.array(
+            [
+                int(datetime.combine(d, time(0), tzinfo=tz).timestamp()) * US_PER_SECOND
+                for d in self.dates
+            ],
+            dtype=np.int64,
+        )
+        self.cutoff_us = int(self.bounds[self.n_days])
+        self.ent: Entities = build_entities(seed, profile)
+        self.n_campaigns = len(self.ent.campaigns)
+        self.n_ads = len(self.ent.ads)
+
+    # ----------------------------------------------------------------- simulation
+
+    def build(self) -> dict[str, Any]:
+        self._fx()
+        self._delivery_and_users()
+        self._purchases()
+        self._payments()
+        self._reported()
+        self._write_ads()
+        self._write_ad_daily()
+        self._write_installs()
+        self._write_payments()
+        self._write_fx()
+        self._write_logs()
+        self._write_truth()
+        meta = self._meta()
+        # world.json last: a folder without it is never mistaken for a complete world.
+        (self.root / "world.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return meta
+
+    def _day_rng(self, i: int, purpose: str) -> np.random.Generator:
+        return rng_for(self.seed, self.dates[i].toordinal(), purpose)
+
+    def _fx(self) -> None:
+        """KRW per USD: ~1,380 with a mean-reverting random walk; rates rounded to 12 digits."""
+        base = math.log(KRW_PER_USD_BASE)
+        x = base + float(rng_for(self.seed, self.start.toordinal(), "fx-start").normal(0, 0.02))
+        self.usd_per_krw_str: list[str] = []
+        for i in range(self.n_days + 1):
+            if i:
+                x += float(self._day_rng(i, "fx").normal(0.0, 0.004)) - 0.03 * (x - base)
+            self.usd_per_krw_str.append(f"{math.exp(-x):.12g}")
+        self.usd_per_krw = np.array([float(s) for s in self.usd_per_krw_str])
+        # Report-currency rates (units of report currency per unit), as written in fx.csv.
+        if self.report_currency == "USD":
+            self.rate_str = {"USD": ["1"] * (self.n_days + 1), "KRW": self.usd_per_krw_str}
+        else:
+            self.rate_str = {
+                "USD": [f"{1.0 / float(s):.12g}" for s in self.usd_per_krw_str],
+                "KRW": ["1"] * (self.n_days + 1),
+            }
+
+    def _delivery_and_users(self) -> None:
+        """Per day: each ad's delivery, then its installs (users) and the organic installs."""
+        ads, camps = self.ent.ads, self.ent.campaigns
+        ad_camp = np.array([a.campaign_index for a in ads], dtype=np.int64)
+        budget = np.array([a.daily_budget for a in ads])
+        cpm = np.array([a.cpm for a in ads])
+        ctr = np.array([a.ctr for a in ads])
+        pause = np.array([a.pause_rate for a in ads])
+        cpi = np.array([c.true_cpi for c in camps])[ad_camp]
+        scale = np.array([10 ** CURRENCY_DIGITS[camps[c].currency] for c in ad_camp], dtype=float)
+        camp_os = np.array([c.os for c in camps])
+        camp_country = np.array([c.country for c in camps])
+        payer_rate = np.array(
+            [c.truth.payer_rate for c in camps] + [self.ent.organic.truth.payer_rate]
+        )
+        org = self.ent.organic
+
+        spend_minor, impressions, clicks, reported = [], [], [], []
+        users: dict[str, list[Any]] = {
+            k: []
+            for k in ("key", "us", "day", "group", "ad", "cuid", "os", "country", "af", "payer")
+        }
+        for i in range(self.n_days):
+            d = self.dates[i]
+            rng = self._day_rng(i, "delivery")
+            paused = rng.random(self.n_ads) < pause
+            weekend = 1.1 if d.weekday() >= 5 else 1.0
+            raw = budget * weekend * rng.lognormal(-0.02, 0.2, self.n_ads)
+            minor = np.where(paused, 0, np.rint(raw * scale)).astype(np.int64)
+            spend = minor / scale
+            live = minor > 0
+            installs = rng.poisson(spend / cpi).astype(np.int64)
+            imps = rng.poisson(spend / cpm * 1000.0).astype(np.int64)
+            clk = rng.binomial(imps, ctr).astype(np.int64)
+            # Platforms over-report installs against the MMP (modelled conversions, view-through).
+            rep = np.rint(installs * rng.lognormal(math.log(1.12), 0.08, self.n_ads)).astype(
+                np.int64
+            ) + rng.poisson(0.2, self.n_ads)
+            clk = np.maximum(clk, np.maximum(installs, rep) + 1 + rng.poisson(3.0, self.n_ads))
+            imps = np.maximum(imps, clk * 20 + rng.integers(0, 50, self.n_ads))
+            spend_minor.append(minor)
+            impressions.append(np.where(live, imps, 0))
+            clicks.append(np.where(live, clk, 0))
+            reported.append(np.where(live, rep, 0))
+
+            rng = self._day_rng(i, "users")
+            paid_ad = np.repeat(np.arange(self.n_ads, dtype=np.int64), installs)
+            n_org = int(rng.poisson(self.profile.installs_per_day * org.share))
+            n = len(paid_ad) + n_org
+            group = np.concatenate([ad_camp[paid_ad], np.full(n_org, self.n_campaigns)])
+            lo, hi = int(self.bounds[i]), int(self.bounds[i + 1])
+            users["key"].append(rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True))
+            users["us"].append(lo + np.floor(rng.random(n) * (hi - lo)).astype(np.int64))
+            users["day"].append(np.full(n, i, dtype=np.int64))
+            users["group"].append(group)
+            users["ad"].append(np.concatenate([paid_ad, np.full(n_org, -1, dtype=np.int64)]))
+            users["cuid"].append(rng.random(n) >= CUID_MISSING_RATE)
+            users["af"].append(rng.integers(0, 10**7, n).astype(np.int64))
+            users["payer"].append(rng.random(n) < payer_rate[group])
+            org_os = np.where(rng.random(n_org) < 0.45, "ios", "android")
+            org_country = np.where(
+                rng.random(n_org) < org.kr_share,
+                "KR",
+                rng.choice(USD_COUNTRIES, n_org, p=USD_COUNTRY_WEIGHTS),
+            )
+            users["os"].append(np.concatenate([camp_os[ad_camp[paid_ad]], org_os]))
+            users["country"].append(np.concatenate([camp_country[ad_camp[paid_ad]], org_country]))
+
+        self.spend_minor = np.stack(spend_minor)  # (day, ad)
+        self.impressions = np.stack(impressions)
+        self.clicks = np.stack(clicks)
+        self.installs_reported = np.stack(reported)
+        self.ad_scale = scale
+        self.ad_camp = ad_camp
+
+        leg = self.ent.legacy
+        nl = len(leg.user_key)
+        cat = {k: np.concatenate(v) for k, v in users.items()}
+        self.users = _Users(
+            key=np.concatenate([leg.user_key, cat["key"]]),
+            install_us=np.concatenate([np.zeros(nl, dtype=np.int64), cat["us"]]),
+            day=np.concatenate([np.full(nl, -1, dtype=np.int64), cat["day"]]),
+            group=np.concatenate([np.full(nl, -1, dtype=np.int64), cat["group"]]),
+            ad=np.concatenate([np.full(nl, -1, dtype=np.int64), cat["ad"]]),
+            has_cuid=np.concatenate([np.zeros(nl, dtype=bool), cat["cuid"]]),
+            os=np.concatenate([leg.os, cat["os"]]),
+            country=np.concatenate([leg.country, cat["country"]]),
+            af_suffix=np.concatenate([np.zeros(nl, dtype=np.int64), cat["af"]]),
+            n_legacy=nl,
+        )
+        self.payer = np.concatenate([np.zeros(nl, dtype=bool), cat["payer"]])
+        self.uid = np.array([f"usr_{int(k):016x}" for k in self.users.key], dtype=object)
+        self.uid_arrow = pa.array(self.uid, type=pa.string())
+        if len(set(self.uid)) != len(self.uid):  # 64 random bits: never in practice, but loud
+            raise RuntimeError("sandbox: user id collision; pick another seed")
+        # Index of the first installed user of each day (users are grouped by day).
+        self.day_first = self.users.n_legacy + np.concatenate(
+            [[0], np.cumsum(np.bincount(cat["day"], minlength=self.n_days))]
+        ).astype(np.int64)
+
+    def _purchases(self) -> None:
+        """Each day's payers draw their whole purchase timeline; legacy users pay now and then."""
+        camps = self.ent.campaigns
+        truths = [c.truth for c in camps] + [self.ent.organic.truth]
+
+        def col(name: str) -> FloatArray:
+            return np.array([getattr(t, name) for t in truths], dtype=np.float64)
+
+        fast_share, fast_mean, slow_mean = (
+            col("fast_share"),
+            col("fast_mean_days"),
+            col("slow_mean_days"),
+        )
+        r, alpha, a, b = col("r"), col("alpha"), col("a"), col("b")
+        p, q, v = col("p"), col("q"), col("v")
+        u = self.users
+        who_l, t_l, cents_l, refund_l, refund_t_l = [], [], [], [], []
+        for i in range(self.n_days):
+            rng = self._day_rng(i, "purchases")
+            lo, hi = int(self.day_first[i]), int(self.day_first[i + 1])
+            payers = lo + np.flatnonzero(self.payer[lo:hi])
+            g = u.group[payers]
+            t0 = sample_first_delay(rng, fast_share[g], fast_mean[g], slow_mean[g])
+            owner, t_rep = sample_repeat_times(
+                rng, t0, np.full(len(payers), HORIZON_DAYS), r[g], alpha[g], a[g], b[g]
+            )
+            who = np.concatenate([np.arange(len(payers), dtype=np.int64), owner])
+            t_days = np.concatenate([t0, t_rep])
+            nu = sample_nu(rng, q[g], v[g])
+            cents = sample_amount_cents(rng, p[g][who], nu[who])
+            refund = rng.random(len(who)) < REFUND_RATE
+            refund_delay = rng.uniform(1.0, 5.0, len(who))
+            t_us = u.install_us[payers][who] + np.rint(t_days * US_PER_DAY).astype(np.int64)
+            who_l.append(payers[who])
+            t_l.append(t_us)
+            cents_l.append(cents)
+            refund_l.append(refund)
+            refund_t_l.append(t_us + np.rint(refund_delay * US_PER_DAY).astype(np.int64))
+
+            leg = self.ent.legacy
+            rng = self._day_rng(i, "legacy")
+            k = int(rng.poisson(self.profile.legacy_purchases_per_day)) if len(leg.weight) else 0
+            lw = rng.choice(len(leg.weight), k, p=leg.weight) if k else np.zeros(0, np.int64)
+            lo_us, hi_us = int(self.bounds[i]), int(self.bounds[i + 1])
+            t_us = lo_us + np.floor(rng.random(k) * (hi_us - lo_us)).astype(np.int64)
+            who_l.append(lw.astype(np.int64))
+            t_l.append(t_us)
+            cents_l.append(
+                sample_amount_cents(rng, np.full(k, self.ent.organic.truth.p), leg.nu[lw])
+            )
+            refund_l.append(rng.random(k) < REFUND_RATE)
+            refund_t_l.append(
+                t_us + np.rint(rng.uniform(1.0, 5.0, k) * US_PER_DAY).astype(np.int64)
+            )
+        self.purchase_user = np.concatenate(who_l)
+        self.purchase_us = np.concatenate(t_l)
+        self.purchase_cents = np.concatenate(cents_l)
+        self.purchase_refund = np.concatenate(refund_l)
+        self.refund_us = np.concatenate(refund_t_l)
+
+    def _payments(self) -> None:
+        """Purchases and refunds before the end, in currency, sorted: payment ids follow time."""
+        keep = self.purchase_us < self.cutoff_us
+        user = self.purchase_user[keep]
+        t_us = self.purchase_us[keep]
+        cents = self.purchase_cents[keep]
+        day = np.searchsorted(self.bounds, t_us, side="right") - 1
+        currency = np.where(self.users.country[user] == "KR", "KRW", "USD")
+        # KR users pay in whole won at the day's rate; everyone else in USD cents.
+        won = np.rint(cents / 100.0 / self.usd_per_krw[day]).astype(np.int64)
+        minor = np.where(currency == "KRW", won, cents)
+        refunded = self.purchase_refund[keep] & (self.refund_us[keep] < self.cutoff_us)
+        r_us = self.refund_us[keep][refunded]
+        all_user = np.concatenate([user, user[refunded]])
+        all_us = np.concatenate([t_us, r_us])
+        all_refund = np.concatenate([np.zeros(len(user), bool), np.ones(len(r_us), bool)])
+        all_minor = np.concatenate([minor, minor[refunded]])
+        all_cur = np.concatenate([currency, currency[refunded]])
+        all_cents = np.concatenate([cents, cents[refunded]])
+        # Ties in time are broken by content, so the order never depends on how far we simulated.
+        order = np.lexsort((all_minor, all_refund, self.users.key[all_user], all_us))
+        t_sorted = all_us[order]
+        self.pay = _Payments(
+            user=all_user[order],
+            t_us=t_sorted,
+            day=(np.searchsorted(self.bounds, t_sorted, side="right") - 1).astype(np.int64),
+            refund=all_refund[order],
+            currency=all_cur[order],
+            minor=all_minor[order],
+            usd_cents=all_cents[order],
+        )
+        # First purchase per user, to know who counts as a payer on a given day.
+        self.first_pay_us = np.full(len(self.users.key), _NEVER, dtype=np.int64)
+        np.minimum.at(self.first_pay_us, user, t_us)
+
+    def _reported(self) -> None:
+        """The platform's claimed purchases: ad users' purchases within 7 days, noised."""
+        pay, u = self.pay, self.users
+        sel = (~pay.refund) & (u.ad[pay.user] >= 0)
+        sel &= pay.t_us - u.install_us[pay.user] <= REPORTED_WINDOW_DAYS * US_PER_DAY
+        idx = pay.day[sel] * self.n_ads + u.ad[pay.user[sel]]
+        size = self.n_days * self.n_ads
+        count = np.bincount(idx, minlength=size).reshape(self.n_days, self.n_ads)
+        usd = np.bincount(idx, weights=pay.usd_cents[sel], minlength=size).reshape(
+            self.n_days, self.n_ads
+        )
+        krw = np.array([self.ent.campaigns[c].currency == "KRW" for c in self.ad_camp])
+        self.purchases_reported = np.zeros_like(count, dtype=np.int64)
+        self.value_minor = np.zeros_like(count, dtype=np.int64)
+        for i in range(self.n_days):
+            rng = self._day_rng(i, "reported")
+            n = rng.poisson(count[i] * 1.15).astype(np.int64)
+            cents = usd[i] * rng.lognormal(math.log(1.05), 0.1, self.n_ads)
+            live = self.spend_minor[i] > 0
+            self.purchases_reported[i] = np.where(live, n, 0)
+            value = np.where(krw, np.rint(cents / 100.0 / self.usd_per_krw[i]), np.rint(cents))
+            self.value_minor[i] = np.where(live & (n > 0), value, 0).astype(np.int64)
+
+    # ----------------------------------------------------------------- files
+
+    def _write_ads(self) -> None:
+        with open(self.root / "ads.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(
+                ["platform", "account_id", "campaign_id", "campaign_name", "adset_id",
+                 "adset_name", "ad_id", "ad_name", "currency"]
+            )  # fmt: skip
+            for ad in self.ent.ads:
+                c = self.ent.campaigns[ad.campaign_index]
+                w.writerow(
+                    ["facebook", c.account_id, c.campaign_id, c.name, ad.adset_id,
+                     ad.adset_name, ad.ad_id, ad.ad_name, c.currency]
+                )  # fmt: skip
+
+    def _write_ad_daily(self) -> None:
+        rows: dict[str, list[Any]] = {k: [] for k in _AD_DAILY_SCHEMA.names}
+        for i in range(self.n_days):
+            ds = self.dates[i].isoformat()
+            for j in np.flatnonzero(self.impressions[i] > 0):
+                ad = self.ent.ads[j]
+                c = self.ent.campaigns[ad.campaign_index]
+                digits = CURRENCY_DIGITS[c.currency]
+                rows["date"].append(ds)
+                rows["platform"].append("facebook")
+                rows["account_id"].append(c.account_id)
+                rows["campaign_id"].append(c.campaign_id)
+                rows["campaign_name"].append(c.name)
+                rows["adset_id"].append(ad.adset_id)
+                rows["adset_name"].append(ad.adset_name)
+                rows["ad_id"].append(ad.ad_id)
+                rows["ad_name"].append(ad.ad_name)
+                rows["impressions"].append(int(self.impressions[i, j]))
+                rows["clicks"].append(int(self.clicks[i, j]))
+                rows["installs_reported"].append(int(self.installs_reported[i, j]))
+                rows["purchases_reported"].append(int(self.purchases_reported[i, j]))
+                rows["purchase_value"].append(_money(int(self.value_minor[i, j]), digits))
+                rows["spend"].append(_money(int(self.spend_minor[i, j]), digits))
+        pq.write_table(pa.table(rows, schema=_AD_DAILY_SCHEMA), self.root / "ad_daily.parquet")
+
+    def _installed_order(self) -> IntArray:
+        """Indices of installed (non-legacy) users in install-time order."""
+        u = self.users
+        idx = np.arange(u.n_legacy, len(u.key), dtype=np.int64)
+        return idx[np.argsort(u.install_us[idx], kind="stable")]
+
+    def _write_installs(self) -> None:
+        u, ents = self.users, self.ent
+        idx = self._installed_order()
+        ads = [ents.ads[a] if a >= 0 else None for a in u.ad[idx]]
+        camps = [ents.campaigns[ad.campaign_index] if ad else None for ad in ads]
+        table = pa.table(
+            {
+                "appsflyer_id": [
+                    f"{int(t) // 1000}-{int(s):07d}"
+                    for t, s in zip(u.install_us[idx], u.af_suffix[idx], strict=True)
+                ],
+                "customer_user_id": [self.uid[k] if u.has_cuid[k] else None for k in idx],
+                "install_time": pa.array(u.install_us[idx], pa.timestamp("us", tz="UTC")),
+                "app_id": [APP_IDS[str(o)] for o in u.os[idx]],
+                "media_source": ["Facebook Ads" if ad else "organic" for ad in ads],
+                "campaign": [c.name if c else None for c in camps],
+                "campaign_id": [c.campaign_id if c else None for c in camps],
+                "adset": [ad.adset_name if ad else None for ad in ads],
+                "adset_id": [ad.adset_id if ad else None for ad in ads],
+                "ad": [ad.ad_name if ad else None for ad in ads],
+                "ad_id": [ad.ad_id if ad else None for ad in ads],
+                "country_code": [str(c) for c in u.country[idx]],
+                "platform": [str(o) for o in u.os[idx]],
+            },
+            schema=_INSTALLS_SCHEMA,
+        )
+        pq.write_table(table, self.root / "installs.parquet")
+
+    def _write_payments(self) -> None:
+        pay = self.pay
+        digits = np.where(pay.currency == "KRW", 0, 2)
+        rows = pd.DataFrame(
+            {
+                "id": np.arange(1, len(pay.t_us) + 1, dtype=np.int64),
+                "user_id": self.uid[pay.user],
+                "amount": [_money(int(m), int(d)) for m, d in zip(pay.minor, digits, strict=True)],
+                "currency": pay.currency,
+                "kind": np.where(pay.refund, "refund", "purchase"),
+                "created_at": pd.to_datetime(pay.t_us, unit="us", utc=True),
+            }
+        )
+        engine = sa.create_engine(f"sqlite:///{self.root / 'payments.sqlite'}")
+        try:
+            create_payments_table(engine)
+            insert_payments(engine, rows)
+        finally:
+            engine.dispose()
+
+    def _write_fx(self) -> None:
+        with open(self.root / "fx.csv", "w", newline="", encoding="utf-8") as fh:
+            fh.write("date,currency,rate\n")
+            fh.writelines(
+                f"{self.dates[i].isoformat()},{cur},{self.rate_str[cur][i]}\n"
+                for i in range(self.n_days + 1)
+                for cur in SUPPORTED_CURRENCIES
+            )
+
+    def _write_logs(self) -> None:
+        """One gzip JSON-lines file per report day: sessions, premium and plain matches."""
+        (self.root / "logs").mkdir()
+        u, pay = self.users, self.pay
+        nl = u.n_legacy
+        pay_day_first = np.searchsorted(pay.day, np.arange(self.n_days + 1))
+        for i in range(self.n_days):
+            rng = self._day_rng(i, "logs")
+            lo_us, hi_us = int(self.bounds[i]), int(self.bounds[i + 1])
+            first, last = int(self.day_first[i]), int(self.day_first[i + 1])
+            # Returning users: retention decays with age since install; legacy users drift by.
+            age = i - u.day[nl:first]
+            back = nl + np.flatnonzero(rng.random(first - nl) < 0.03 + 0.4 * age**-0.7)
+            legacy = np.flatnonzero(rng.random(nl) < 0.04)
+            returning = np.concatenate([back, legacy])
+            installs = np.arange(first, last, dtype=np.int64)
+            p_lo, p_hi = int(pay_day_first[i]), int(pay_day_first[i + 1])
+            buy = p_lo + np.flatnonzero(~pay.refund[p_lo:p_hi])
+            buyer, buy_us = pay.user[buy], pay.t_us[buy]
+
+            ev = _Events()
+            ev.add(lo_us + np.floor(rng.random(len(returning)) * (hi_us - lo_us)), returning)
+            ev.add(u.install_us[installs], installs)
+            # A buyer opens the app 1-20 minutes before paying (or at some point since midnight).
+            gap = np.minimum(
+                rng.integers(60, 1200, len(buy)) * US_PER_SECOND,
+                np.floor((buy_us - lo_us) * rng.random(len(buy))).astype(np.int64),
+            )
+            before = buy_us - gap
+            ev.add(before, buyer)
+            pool = np.unique(np.concatenate([returning, installs, buyer]))
+            if len(pool) >= 2:
+                paid = self.first_pay_us[pool] < hi_us
+                # A premium match needs a partner; most partners never pay themselves.
+                peer = self._pick_partner(rng, buyer, pool, paid)
+                after = np.minimum(
+                    buy_us + rng.integers(1, 30, len(buy)) * US_PER_SECOND, hi_us - 1
+                )
+                ev.add(after, buyer, peer, premium=1)
+                m = int(rng.poisson(0.6 * len(pool)))
+                a = rng.integers(0, len(pool), m)
+                b = (a + rng.integers(1, len(pool), m)) % len(pool)
+                t_plain = lo_us + np.floor(rng.random(m) * (hi_us - lo_us))
+                ev.add(t_plain, pool[a], pool[b], premium=0)
+            lines = self._log_lines(*ev.sorted())
+            self._corrupt(rng, lines)
+            path = self.root / "logs" / f"{self.dates[i].isoformat()}.jsonl.gz"
+            # mtime=0 and no file name in the header: the same day gives the same bytes. Level 1:
+            # level 9 took over half of a medium build for ~25% smaller files.
+            with (
+                open(path, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
+            ):
+                gz.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+    @staticmethod
+    def _pick_partner(
+        rng: np.random.Generator, buyer: IntArray, pool: IntArray, paid: BoolArray
+    ) -> IntArray:
+        """For each buyer a partner from the day's pool: ~70% non-payers, never the buyer."""
+        want_free = rng.random(len(buyer)) < 0.7
+        u = rng.random(len(buyer))
+        free, payers = pool[~paid], pool[paid]
+        use_free = (want_free & (len(free) > 0)) | (len(payers) == 0)
+        peer = np.where(
+            use_free,
+            free[np.minimum((u * len(free)).astype(np.int64), max(len(free) - 1, 0))]
+            if len(free)
+            else -1,
+            payers[np.minimum((u * len(payers)).astype(np.int64), max(len(payers) - 1, 0))]
+            if len(payers)
+            else -1,
+        ).astype(np.int64)
+        clash = peer == buyer
+        pos = np.searchsorted(pool, buyer[clash])
+        peer[clash] = pool[(pos + 1) % len(pool)]
+        return peer
+
+    def _log_lines(
+        self, t_us: IntArray, user: IntArray, peer: IntArray, premium: IntArray
+    ) -> list[str]:
+        """JSON lines with ISO-8601 timestamps in the report timezone (offset per instant)."""
+        if len(t_us) and _utc_offset_us(self.tz, int(t_us[0])) == _utc_offset_us(
+            self.tz, int(t_us[-1])
+        ):
+            off = np.full(len(t_us), _utc_offset_us(self.tz, int(t_us[0])), dtype=np.int64)
+        else:  # a DST change inside the day: look each instant up
+            off = np.array([_utc_offset_us(self.tz, int(t)) for t in t_us], dtype=np.int64)
+        local = np.datetime_as_string((t_us + off).astype("datetime64[us]"), unit="us")
+        uniq, inverse = np.unique(off, return_inverse=True)
+        offsets = pa.array([_offset_str(int(o)) for o in uniq], pa.string()).take(pa.array(inverse))
+        # Arrow's element-wise joins build the lines in C: ~5x faster than f-strings per line.
+        stamp = pc.binary_join_element_wise(pa.array(local), pa.array(offsets), "")
+        who = self.uid_arrow.take(pa.array(user))
+        other = self.uid_arrow.take(pa.array(np.maximum(peer, 0)))
+        flag = pc.if_else(pa.array(premium > 0), "true", "false")
+        session = pc.binary_join_element_wise(
+            '{"ts": "', stamp, '", "event": "session_start", "user_id": "', who, '"}', ""
+        )
+        match = pc.binary_join_element_wise(
+            '{"ts": "', stamp, '", "event": "match", "user_id": "', who, '", "peer_id": "',
+            other, '", "props": {"premium": ', flag, "}}", "",
+        )  # fmt: skip
+        lines: list[str] = pc.if_else(pa.array(premium < 0), session, match).to_pylist()
+        return lines
+
+    @staticmethod
+    def _corrupt(rng: np.random.Generator, lines: list[str]) -> None:
+        """~0.1% malformed lines, at least one truncated and one without user_id per file."""
+        if len(lines) < 2:
+            lines.append('{"ts": "')
+            return
+        k = max(2, round(0.001 * len(lines)))
+        for n, j in enumerate(rng.choice(len(lines), k, replace=False)):
+            line = lines[int(j)]
+            if n % 2 == 0:  # cut anywhere before the closing brace: never valid JSON
+                lines[int(j)] = line[: int(rng.integers(1, len(line) - 1))]
+            else:
+                head, _, rest = line.partition(', "user_id": "')
+                lines[int(j)] = head + rest[rest.index('"') + 1 :]
+
+    def _write_truth(self) -> None:
+        """The true parameters, and per day the exact spend, installs and revenue to check against."""
+        (self.root / "truth").mkdir()
+        self._write_params()
+        self._write_users()
+        u, pay = self.users, self.pay
+        nc = self.n_campaigns
+        # Attribution class of each payment: its user's campaign (or organic) when the MMP row
+        # carries the Customer User ID; -1 (unattributed) for unmatched and legacy users.
+        cls = np.where(u.has_cuid[pay.user], u.group[pay.user], -1)
+        signed = np.where(pay.refund, -pay.minor, pay.minor)
+        n_cls = nc + 2  # campaigns, organic, unattributed (stored at index nc + 1)
+        slot = np.where(cls < 0, nc + 1, cls)
+        rev: dict[str, IntArray] = {}
+        for cur in SUPPORTED_CURRENCIES:
+            sel = pay.currency == cur
+            rev[cur] = (
+                np.bincount(
+                    pay.day[sel] * n_cls + slot[sel],
+                    weights=signed[sel],
+                    minlength=self.n_days * n_cls,
+                )
+                .astype(np.int64)
+                .reshape(self.n_days, n_cls)
+            )
+        buy = (~pay.refund) & (cls >= 0)
+        pairs = np.unique(np.stack([pay.day[buy], cls[buy], pay.user[buy]]), axis=1)
+        payers = np.bincount(pairs[0] * n_cls + pairs[1], minlength=self.n_days * n_cls).reshape(
+            self.n_days, n_cls
+        )
+        installed = u.day >= 0
+        installs = np.bincount(
+            u.day[installed] * n_cls + u.group[installed], minlength=self.n_days * n_cls
+        ).reshape(self.n_days, n_cls)
+        camp_spend = np.zeros((self.n_days, nc), dtype=np.int64)
+        np.add.at(camp_spend.T, self.ad_camp, self.spend_minor.T)
+
+        def money(cur: str, minor: int) -> Decimal:
+            return Decimal(minor).scaleb(-CURRENCY_DIGITS[cur], context=_EXACT)
+
+        def report(i: int, amounts: dict[str, int]) -> Decimal:
+            total = Decimal(0)
+            for cur, minor in amounts.items():
+                if minor == 0:  # keeps zero-only sums free of the rates' trailing digits
+                    continue
+                total = _EXACT.add(
+                    total, _EXACT.multiply(money(cur, minor), Decimal(self.rate_str[cur][i]))
+                )
+            return total
+
+        camp_rows: list[list[str]] = []
+        total_rows: list[list[str]] = []
+        for i in range(self.n_days):
+            ds = self.dates[i].isoformat()
+            for c in self.ent.campaigns:
+                spend = money(c.currency, int(camp_spend[i, c.index]))
+                camp_rows.append(
+                    [ds, "facebook", c.account_id, c.campaign_id, c.currency,
+                     _fmt(spend), _fmt(_EXACT.multiply(spend, Decimal(self.rate_str[c.currency][i]))),
+                     str(installs[i, c.index]), str(payers[i, c.index]),
+                     _fmt(report(i, {cur: int(rev[cur][i, c.index]) for cur in rev}))]
+                )  # fmt: skip
+            organic = report(i, {cur: int(rev[cur][i, nc]) for cur in rev})
+            zero = _money(0, CURRENCY_DIGITS[self.report_currency])
+            camp_rows.append(
+                [ds, "organic", "", "organic", self.report_currency, zero, zero,
+                 str(installs[i, nc]), str(payers[i, nc]), _fmt(organic)]
+            )  # fmt: skip
+            attributed = report(i, {cur: int(rev[cur][i, :nc].sum()) for cur in rev})
+            unattributed = report(i, {cur: int(rev[cur][i, nc + 1]) for cur in rev})
+            total = report(i, {cur: int(rev[cur][i].sum()) for cur in rev})
+            total_rows.append(
+                [ds, _fmt(total), _fmt(attributed), _fmt(organic), _fmt(unattributed)]
+            )
+        _write_csv(
+            self.root / "truth" / "campaign_daily.csv",
+            ["date", "platform", "account_id", "campaign_id", "currency_original",
+             "spend_original", "spend_report", "installs", "payers", "revenue_report"],
+            camp_rows,
+        )  # fmt: skip
+        _write_csv(
+            self.root / "truth" / "daily_totals.csv",
+            ["date", "total_payments_report", "attributed_report", "organic_report",
+             "unattributed_report"],
+            total_rows,
+        )  # fmt: skip
+
+    def _write_params(self) -> None:
+        def entry(truth: Any, purchases: float, revenue: float) -> dict[str, Any]:
+            gross = truth.payer_rate * revenue
+            return {
+                "payer_rate": truth.payer_rate,
+                "first_purchase_delay": {
+                    "fast_share": truth.fast_share,
+                    "fast_mean_days": truth.fast_mean_days,
+                    "slow_mean_days": truth.slow_mean_days,
+                    "max_days": 60.0,
+                },
+                "bgnbd": {"r": truth.r, "alpha": truth.alpha, "a": truth.a, "b": truth.b},
+                "gammagamma": {"p": truth.p, "q": truth.q, "v": truth.v},
+                "mean_purchase_usd": truth.mean_purchase_usd,
+                "refund_rate": REFUND_RATE,
+                "horizon_days": TRUTH_HORIZON_DAYS,
+                "expected_purchases_per_payer": purchases,
+                "expected_revenue_per_install_usd": gross,
+                "expected_net_revenue_per_install_usd": gross * (1.0 - REFUND_RATE),
+            }
+
+        params: dict[str, Any] = {}
+        for c in self.ent.campaigns:
+            e = entry(c.truth, c.purchases_per_payer_180d, c.revenue_per_payer_180d_usd)
+            params[c.campaign_id] = {
+                "platform": "facebook",
+                "account_id": c.account_id,
+                "campaign_name": c.name,
+                "currency": c.currency,
+                "country": c.country,
+                "os": c.os,
+                "tier": c.tier,
+                "true_cpi": c.true_cpi,
+                "true_cpi_usd": c.true_cpi_usd,
+                **e,
+                "true_roas": e["expected_net_revenue_per_install_usd"] / c.true_cpi_usd,
+            }
+        o = self.ent.organic
+        params["organic"] = {
+            "platform": "organic",
+            "account_id": "",
+            "currency": None,
+            "organic_share": o.share,
+            "true_cpi": None,
+            "true_cpi_usd": None,
+            **entry(o.truth, o.purchases_per_payer_180d, o.revenue_per_payer_180d_usd),
+        }
+        path = self.root / "truth" / "params.json"
+        path.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+
+    def _write_users(self) -> None:
+        u, nl = self.users, self.users.n_legacy
+        idx = np.concatenate([np.arange(nl, dtype=np.int64), self._installed_order()])
+        leg_days = self.ent.legacy.days_before_start
+        camp_ids = [c.campaign_id for c in self.ent.campaigns] + ["organic"]
+        table = pa.table(
+            {
+                "user_id": self.uid[idx].tolist(),
+                "appsflyer_id": [
+                    None if k < nl else f"{int(u.install_us[k]) // 1000}-{int(u.af_suffix[k]):07d}"
+                    for k in idx
+                ],
+                "install_date": [
+                    (self.start - timedelta(days=int(leg_days[k]))).isoformat()
+                    if k < nl
+                    else self.dates[int(u.day[k])].isoformat()
+                    for k in idx
+                ],
+                "platform": [str(o) for o in u.os[idx]],
+                "campaign_id": [None if k < nl else camp_ids[int(u.group[k])] for k in idx],
+                "has_cuid": u.has_cuid[idx],
+                "legacy": idx < nl,
+                "country_code": [str(c) for c in u.country[idx]],
+            },
+            schema=_USERS_SCHEMA,
+        )
+        pq.write_table(table, self.root / "truth" / "users.parquet")
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "profile": self.profile.name,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "report_timezone": self.tz.key,
+            "report_currency": self.report_currency,
+            "apps": list(APP_IDS.values()),
+            "facebook_accounts": [
+                {
+                    "account_id": a.account_id,
+                    "name": a.name,
+                    "currency": a.currency,
+                    "timezone_name": self.tz.key,
+                }
+                for a in self.ent.accounts
+            ],
+            "media_source_map": dict(MEDIA_SOURCE_MAP),
+        }
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+_S, _I = pa.string(), pa.int64()
+_AD_DAILY_SCHEMA = pa.schema(
+    [
+        ("date", _S), ("platform", _S), ("account_id", _S), ("campaign_id", _S),
+        ("campaign_name", _S), ("adset_id", _S), ("adset_name", _S), ("ad_id", _S),
+        ("ad_name", _S), ("impressions", _I), ("clicks", _I), ("installs_reported", _I),
+        ("purchases_reported", _I), ("purchase_value", _S), ("spend", _S),
+    ]
+)  # fmt: skip
+_INSTALLS_SCHEMA = pa.schema(
+    [
+        ("appsflyer_id", _S), ("customer_user_id", _S),
+        ("install_time", pa.timestamp("us", tz="UTC")), ("app_id", _S), ("media_source", _S),
+        ("campaign", _S), ("campaign_id", _S), ("adset", _S), ("adset_id", _S), ("ad", _S),
+        ("ad_id", _S), ("country_code", _S), ("platform", _S),
+    ]
+)  # fmt: skip
+_USERS_SCHEMA = pa.schema(
+    [
+        ("user_id", _S), ("appsflyer_id", _S), ("install_date", _S), ("platform", _S),
+        ("campaign_id", _S), ("has_cuid", pa.bool_()), ("legacy", pa.bool_()),
+        ("country_code", _S),
+    ]
+)  # fmt: skip

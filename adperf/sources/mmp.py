@@ -1,0 +1,427 @@
+"""MMP installs: AppsFlyer raw installs (attributed and organic) of a day, ids pseudonymized.
+
+Vendor doc: https://dev.appsflyer.com/hc/reference/raw_data_pull_api_tokenv2-overview
+(Pull API raw data v5, token V2 as a Bearer header, CSV body).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import logging
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import requests
+
+from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourceError
+from adperf.pseudonym import pseudonymize
+from adperf.schema import INSTALLS, empty_frame
+
+log = logging.getLogger(__name__)
+
+SOURCE = "mmp"
+
+DEFAULT_MEDIA_SOURCE_MAP: dict[str, str] = {
+    "Facebook Ads": "facebook",
+    "googleadwords_int": "google_ads",
+}
+
+ATTRIBUTED_REPORT = "installs_report"
+ORGANIC_REPORT = "organic_installs_report"
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "AppsFlyer ID",
+    "Customer User ID",
+    "Install Time",
+    "Media Source",
+    "Campaign",
+    "Campaign ID",
+    "Adset",
+    "Adset ID",
+    "Ad",
+    "Ad ID",
+    "Country Code",
+    "Platform",
+)
+
+# Ad hierarchy columns: organic installs have none, attributed ones may leave some empty.
+_AD_COLUMNS = ("Campaign", "Campaign ID", "Adset", "Adset ID", "Ad", "Ad ID")
+
+TOKEN_FIX = (
+    "set ADPERF_MMP_TOKEN to a valid AppsFlyer API token (V2) that has raw-data access to "
+    "every app in [mmp] app_ids"
+)
+
+# Phrases AppsFlyer and its proxies use when a day's raw data is not yet exported; such an
+# answer comes as a 4xx, so only the body tells it apart from a real client error.
+_NOT_READY_PHRASES = ("not ready", "not available yet", "not yet available", "try again later")
+
+# Bounded backoff: first wait 1 s, doubling, never more than a minute per wait.
+_BACKOFF_BASE_S = 1.0
+_BACKOFF_CAP_S = 60.0
+
+# An error body is quoted in messages for diagnosis; a short prefix is enough.
+_ERROR_SNIPPET_CHARS = 200
+
+# AppsFlyer cuts a raw-data report at `maximum_rows` (200,000 unless asked, 1,000,000 at most)
+# without saying so; a report that reaches the limit is refused rather than silently short.
+MAX_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The install days asked for: first..last, days in `zone`."""
+
+    first: datetime.date
+    last: datetime.date
+    zone: zoneinfo.ZoneInfo
+
+    @property
+    def label(self) -> str:
+        """The day (or day range) as errors and logs name it."""
+        if self.first == self.last:
+            return self.first.isoformat()
+        return f"{self.first.isoformat()}..{self.last.isoformat()}"
+
+
+def fetch_installs(
+    *,
+    base_url: str,
+    app_ids: list[str],
+    api_token: str,
+    day: datetime.date,
+    timezone: str,
+    hmac_key: bytes,
+    media_source_map: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+    session: requests.Session | None = None,
+    last_day: datetime.date | None = None,
+    max_rows: int = MAX_ROWS,
+) -> pd.DataFrame:
+    """Installs of `day` (through `last_day` if given; days in `timezone`) for every app.
+
+    One row per install, INSTALLS columns; `date` is each install's day in `timezone`.
+    """
+    if last_day is not None and last_day < day:
+        raise ValueError(f"mmp: last_day {last_day} is before day {day}")
+    if not hmac_key:
+        raise ConfigError("mmp: empty HMAC key. Fix: set ADPERF_HMAC_KEY")
+    if isinstance(app_ids, str) or not all(isinstance(a, str) and a for a in app_ids):
+        raise ConfigError(
+            "mmp: app_ids must be a list of AppsFlyer app id strings (e.g. 'com.example.app', "
+            "'id123456789'). Fix: set [mmp] app_ids"
+        )
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"mmp: unknown timezone {timezone!r}. Fix: set [adperf] report_timezone to an IANA "
+            "name such as 'Asia/Seoul'"
+        ) from exc
+    window = _Window(day, day if last_day is None else last_day, zone)
+    if not api_token:
+        raise SourceError(SOURCE, window.label, "no API token", TOKEN_FIX)
+    mapping = DEFAULT_MEDIA_SOURCE_MAP if media_source_map is None else media_source_map
+
+    own_session = session is None
+    http = requests.Session() if session is None else session
+    try:
+        frames = []
+        for app_id in app_ids:
+            for report in (ATTRIBUTED_REPORT, ORGANIC_REPORT):
+                text = _get_report(
+                    http,
+                    base_url=base_url,
+                    app_id=app_id,
+                    report=report,
+                    api_token=api_token,
+                    window=window,
+                    max_rows=max_rows,
+                    timeout=timeout,
+                    max_retries=max_retries,
+                    sleep=sleep,
+                )
+                frame = _parse_report(
+                    text,
+                    app_id=app_id,
+                    report=report,
+                    window=window,
+                    max_rows=max_rows,
+                    hmac_key=hmac_key,
+                    media_source_map=mapping,
+                )
+                log.info(
+                    "mmp: %s for app %s on %s: %d rows", report, app_id, window.label, len(frame)
+                )
+                frames.append(frame)
+    finally:
+        if own_session:
+            http.close()
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame(INSTALLS)
+    return pd.concat(frames, ignore_index=True)[INSTALLS.columns]
+
+
+def report_url(base_url: str, app_id: str, report: str) -> str:
+    """URL of one raw-data v5 report of one app."""
+    return f"{base_url.rstrip('/')}/api/raw-data/export/app/{quote(app_id, safe='')}/{report}/v5"
+
+
+def _get_report(
+    http: requests.Session,
+    *,
+    base_url: str,
+    app_id: str,
+    report: str,
+    api_token: str,
+    window: _Window,
+    max_rows: int,
+    timeout: float,
+    max_retries: int,
+    sleep: Callable[[float], None],
+) -> str:
+    """The CSV text of one report for one app and window, retrying transient answers."""
+    day_iso = window.label
+    url = report_url(base_url, app_id, report)
+    params = {
+        "from": window.first.isoformat(),
+        "to": window.last.isoformat(),
+        "timezone": window.zone.key,
+        "maximum_rows": str(max_rows),
+    }
+    # The token goes in a header only: URLs end up in urllib3's DEBUG log and in proxies' logs.
+    headers = {"Authorization": f"Bearer {api_token}", "Accept": "text/csv"}
+    what = f"{report} for app {app_id}"
+    last_problem = ""
+    not_ready = False
+    for attempt in range(max_retries + 1):
+        retry_after: float | None = None
+        try:
+            response = http.get(url, params=params, headers=headers, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # The exception text can quote the URL; the class name is enough and leaks nothing.
+            last_problem = f"{what}: {type(exc).__name__}"
+            not_ready = False
+        else:
+            status = response.status_code
+            if status == 200:
+                return _decode(response.content)
+            snippet = _snippet(response.content, api_token)
+            if status in (401, 403):
+                raise SourceError(
+                    SOURCE, day_iso, f"{what} refused the API token (HTTP {status})", TOKEN_FIX
+                )
+            if status in (400, 404) and _says_not_ready(snippet):
+                last_problem = f"{what} is not ready yet (HTTP {status}: {snippet})"
+                not_ready = True
+            elif status == 429 or status >= 500:
+                last_problem = f"{what} answered HTTP {status}: {snippet}"
+                not_ready = False
+                retry_after = _retry_after(response)
+            else:
+                raise SourceError(
+                    SOURCE,
+                    day_iso,
+                    f"{what} answered HTTP {status}: {snippet}",
+                    "check [mmp] base_url and [mmp] app_ids (the app must exist in AppsFlyer)",
+                )
+        if attempt < max_retries:
+            wait = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
+            if retry_after is not None:
+                wait = min(_BACKOFF_CAP_S, max(wait, retry_after))
+            log.warning(
+                "mmp: %s; retry %d/%d in %.0f s", last_problem, attempt + 1, max_retries, wait
+            )
+            sleep(wait)
+    if not_ready:
+        raise DataNotReady(
+            SOURCE,
+            day_iso,
+            last_problem,
+            "wait for AppsFlyer to publish the day's raw data and run the task again",
+        )
+    raise TransientSourceError(
+        SOURCE,
+        day_iso,
+        f"{last_problem} (gave up after {max_retries + 1} attempts)",
+        "run the task again later; if it persists, check AppsFlyer's status and API limits",
+    )
+
+
+def _decode(content: bytes) -> str:
+    """Body bytes as text: AppsFlyer sends UTF-8 without a charset, sometimes with a BOM."""
+    # requests would guess ISO-8859-1 for text/csv without a charset and garble Korean names.
+    return content.decode("utf-8-sig")
+
+
+def _snippet(content: bytes, api_token: str) -> str:
+    """A short, single-line, token-free prefix of an error body for messages."""
+    text = content[: _ERROR_SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
+    text = " ".join(text.split())[:_ERROR_SNIPPET_CHARS]
+    return text.replace(api_token, "<redacted>") if api_token else text
+
+
+def _says_not_ready(snippet: str) -> bool:
+    lowered = snippet.lower()
+    return any(phrase in lowered for phrase in _NOT_READY_PHRASES)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        # An HTTP-date Retry-After is legal but rare here; the exponential backoff covers it.
+        return None
+
+
+def _parse_report(
+    text: str,
+    *,
+    app_id: str,
+    report: str,
+    window: _Window,
+    max_rows: int,
+    hmac_key: bytes,
+    media_source_map: dict[str, str],
+) -> pd.DataFrame:
+    """One report's CSV as INSTALLS rows; columns are found by header name, not position."""
+    day_iso = window.label
+    what = f"{report} for app {app_id}"
+    fix = "check that the AppsFlyer report is a raw-data installs report (Pull API v5)"
+    # newline='' lets the csv module see quoted newlines inside fields as data.
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if header is None:
+        raise SourceError(SOURCE, day_iso, f"{what} has an empty body (no CSV header)", fix)
+    position = {name.strip(): i for i, name in reversed(list(enumerate(header)))}
+    for column in REQUIRED_COLUMNS:
+        if column not in position:
+            raise SourceError(SOURCE, day_iso, f"{what} has no column {column!r}", fix)
+
+    wanted = {column: position[column] for column in REQUIRED_COLUMNS}
+    values: dict[str, list[str]] = {column: [] for column in REQUIRED_COLUMNS}
+    width = len(header)
+    for line_no, row in enumerate(rows, start=2):
+        if not row:
+            continue  # a trailing blank line is not a row
+        if len(row) != width:
+            # The message quotes no cell: a ragged row may hold raw ids.
+            raise SourceError(
+                SOURCE,
+                day_iso,
+                f"{what} row {line_no} has {len(row)} fields, the header has {width}",
+                fix,
+            )
+        for column, i in wanted.items():
+            values[column].append(row[i])
+
+    n = len(values["AppsFlyer ID"])
+    if n == 0:
+        return empty_frame(INSTALLS)
+    if n >= max_rows:
+        raise SourceError(
+            SOURCE,
+            day_iso,
+            f"{what} reached AppsFlyer's {max_rows:,}-row limit, so it may be cut short",
+            "pull shorter ranges (one day per task) so that each report stays under the limit",
+        )
+    organic = report == ORGANIC_REPORT
+    local_time = _localize(values["Install Time"], what=what, window=window)
+
+    media_source = [m.strip() for m in values["Media Source"]]
+    if organic:
+        platform = ["organic"] * n
+        media_source = [m or "organic" for m in media_source]
+        none_column: list[str | None] = [None] * n
+        ids = dict.fromkeys(_AD_COLUMNS, none_column)
+    else:
+        platform = [media_source_map.get(m, "other") for m in media_source]
+        ids = {c: _nullable(values[c]) for c in _AD_COLUMNS}
+
+    return pd.DataFrame(
+        {
+            "date": local_time.dt.strftime("%Y-%m-%d").tolist(),
+            "install_time": local_time.dt.tz_convert("UTC").dt.as_unit("us"),
+            "user_pid": _pseudonyms(values["Customer User ID"], hmac_key),
+            "device_pid": _pseudonyms(values["AppsFlyer ID"], hmac_key),
+            "app_id": [app_id] * n,
+            "media_source": media_source,
+            "platform": platform,
+            "campaign_id": ids["Campaign ID"],
+            "campaign_name": ids["Campaign"],
+            "adset_id": ids["Adset ID"],
+            "adset_name": ids["Adset"],
+            "ad_id": ids["Ad ID"],
+            "ad_name": ids["Ad"],
+            "country": _nullable([c.strip().upper() for c in values["Country Code"]]),
+            "device_os": _nullable([p.strip().lower() for p in values["Platform"]]),
+        },
+        columns=INSTALLS.columns,
+    )
+
+
+def _nullable(values: list[str]) -> list[str | None]:
+    """Strings as read; empty cells become null (ids stay exact strings, never numbers)."""
+    return [v if v != "" else None for v in values]
+
+
+def _pseudonyms(raw: list[str], hmac_key: bytes) -> list[str | None]:
+    """Pseudonyms of raw ids; empty ids stay null (an install the product never matched)."""
+    hashed: list[str | None] = pseudonymize(
+        pa.array([r.strip() for r in raw], type=pa.string()), hmac_key
+    ).to_pylist()
+    return hashed
+
+
+def _localize(local: list[str], *, what: str, window: _Window) -> pd.Series:
+    """Install Time strings as timestamps in the window's zone; each must fall in the window."""
+    day_iso = window.label
+    zone = window.zone
+    parsed = pd.to_datetime(pd.Series(local, dtype=object), format="ISO8601", errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise SourceError(
+            SOURCE,
+            day_iso,
+            # The row number, not the cell: a mislabelled column could hold raw ids.
+            f"{what} has {int(bad.sum())} unreadable Install Time values "
+            f"(first in CSV row {first + 2}; expected 'YYYY-MM-DD HH:MM:SS')",
+            "check the report's Install Time format",
+        )
+    if parsed.dt.tz is not None:
+        # An explicit offset in the cell wins over the requested timezone.
+        localized = parsed.dt.tz_convert(zone)
+    else:
+        # The CSV has no offset: at a DST fall-back the hour repeats and cannot be told apart;
+        # read it as the first occurrence. Skipped spring-forward times cannot occur in real
+        # data; shift them rather than fail.
+        localized = parsed.dt.tz_localize(
+            zone, ambiguous=np.ones(len(parsed), dtype=bool), nonexistent="shift_forward"
+        )
+    local_day = localized.dt.date
+    outside = (local_day < window.first) | (local_day > window.last)
+    if outside.any():
+        raise SourceError(
+            SOURCE,
+            day_iso,
+            f"{what} has {int(outside.sum())} installs whose Install Time is outside "
+            f"{day_iso} in {zone.key}",
+            "make the app's timezone in AppsFlyer match [adperf] report_timezone",
+        )
+    return localized.reset_index(drop=True)

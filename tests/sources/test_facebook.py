@@ -1,0 +1,533 @@
+"""fetch_facebook_spend through the real facebook-business SDK against the local fake Graph API."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+
+from adperf.errors import ConfigError, SourceError, TransientSourceError
+from adperf.sandbox.fake_graph import FakeGraphApi
+from adperf.schema import AD_SPEND, to_table
+from adperf.sources.facebook import (
+    ASYNC_POLL_S,
+    RATE_LIMIT_WAIT_CAP_S,
+    fetch_facebook_spend,
+)
+
+TOKEN = "EAAB-system-user-token-0123456789abcdef"
+DAY = datetime.date(2026, 11, 27)
+VERSION = "v21.0"
+USD_ACCOUNT = {
+    "account_id": "1234567890",
+    "name": "Games US",
+    "currency": "USD",
+    "timezone_name": "America/Los_Angeles",
+}
+KRW_ACCOUNT = {
+    "account_id": "9876543210",
+    "name": "Games KR",
+    "currency": "KRW",
+    "timezone_name": "Asia/Seoul",
+}
+
+
+def ad_row(i: int, **overrides: Any) -> dict[str, Any]:
+    """One ad's delivery on DAY in the fake's `ad_rows` format."""
+    row: dict[str, Any] = {
+        "date": DAY.isoformat(),
+        "account_id": USD_ACCOUNT["account_id"],
+        "campaign_id": "120200000000000001",
+        "campaign_name": "Install US",
+        "adset_id": "120200000000000002",
+        "adset_name": "Broad 18+",
+        "ad_id": f"1202000000{i:08d}",
+        "ad_name": f"Video {i}",
+        "impressions": 1000 + i,
+        "clicks": 10 + i,
+        "installs_reported": 0,
+        "purchases_reported": 0,
+        "spend": "1.00",
+        "purchase_value": "0",
+    }
+    row.update(overrides)
+    return row
+
+
+class Sleeps:
+    """An injected `sleep` that records what it was asked to wait and never waits."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start fake Graph APIs for a test and stop them after it."""
+    started: list[FakeGraphApi] = []
+
+    def _serve(
+        rows: list[dict[str, Any]],
+        accounts: list[dict[str, str]] | None = None,
+        page_size: int = 25,
+        **options: Any,
+    ) -> FakeGraphApi:
+        fake = FakeGraphApi(
+            accounts=accounts or [USD_ACCOUNT],
+            ad_rows=pd.DataFrame(rows, columns=list(ad_row(0))),
+            access_token=TOKEN,
+            page_size=page_size,
+            **options,
+        )
+        fake.start()
+        started.append(fake)
+        return fake
+
+    yield _serve
+    for fake in started:
+        fake.stop()
+
+
+def fetch(fake: FakeGraphApi, sleep: Sleeps | None = None, **kwargs: Any) -> pd.DataFrame:
+    args: dict[str, Any] = {
+        "graph_url": fake.base_url,
+        "api_version": VERSION,
+        "access_token": TOKEN,
+        "account_ids": [f"act_{USD_ACCOUNT['account_id']}"],
+        "day": DAY,
+        "timeout": 10.0,
+        "sleep": sleep or Sleeps(),
+    }
+    args.update(kwargs)
+    return fetch_facebook_spend(**args)
+
+
+def insights_requests(fake: FakeGraphApi) -> list[dict[str, str]]:
+    return [params for path, params in fake.requests_seen if path.endswith("/insights")]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def test_reads_every_page_of_a_multi_page_result(serve: Any) -> None:
+    fake = serve([ad_row(i) for i in range(60)], page_size=25)
+
+    df = fetch(fake)
+
+    to_table(df, AD_SPEND)  # columns and types exactly as declared
+    assert list(df.columns) == AD_SPEND.columns
+    assert len(df) == 60
+    assert sorted(df["ad_id"]) == sorted(ad_row(i)["ad_id"] for i in range(60))
+    pages = insights_requests(fake)
+    assert len(pages) == 3  # 25 + 25 + 10
+    assert "after" not in pages[0] and pages[1]["after"] != pages[2]["after"]
+    assert pages[0]["level"] == "ad" and pages[0]["time_increment"] == "1"
+    assert json.loads(pages[0]["time_range"]) == {"since": "2026-11-27", "until": "2026-11-27"}
+    assert set(df["date"]) == {"2026-11-27"} and set(df["platform"]) == {"facebook"}
+    assert set(df["account_id"]) == {"1234567890"}  # no act_ prefix
+    assert df["impressions"].sum() == sum(1000 + i for i in range(60))
+    assert df["clicks"].sum() == sum(10 + i for i in range(60))
+
+
+def test_money_sums_exactly_in_micros(serve: Any) -> None:
+    rows = [
+        ad_row(i, spend="0.10", purchase_value="0.01", purchases_reported=1) for i in range(999)
+    ]
+    rows.append(ad_row(999, spend="1234567.89", purchase_value="0.07", purchases_reported=1))
+    fake = serve(rows, page_size=200)
+
+    df = fetch(fake)
+
+    assert df["spend_original_micros"].dtype == "int64"
+    # 999 x 0.10 as floats is 99.89999999999...; in micros it is exact.
+    assert int(df["spend_original_micros"].sum()) == 999 * 100_000 + 1_234_567_890_000
+    assert int(df["purchase_value_original_micros"].sum()) == 999 * 10_000 + 70_000
+    big = df.loc[df["ad_id"] == ad_row(999)["ad_id"]].iloc[0]
+    assert big["spend_original_micros"] == 1_234_567_890_000
+
+
+def test_installs_and_purchases_come_from_their_action_types(serve: Any) -> None:
+    rows = [
+        ad_row(1, installs_reported=7, purchases_reported=3, purchase_value="29.97"),
+        ad_row(2, clicks=0, impressions=0, spend="0"),  # no actions, no action_values at all
+        ad_row(3, clicks=40, installs_reported=0, purchases_reported=0),  # link_click only
+    ]
+    fake = serve(rows)
+
+    df = fetch(fake).set_index("ad_id")
+
+    first, quiet, clicks_only = (df.loc[ad_row(i)["ad_id"]] for i in (1, 2, 3))
+    assert (first["installs_reported"], first["purchases_reported"]) == (7, 3)
+    assert first["purchase_value_original_micros"] == 29_970_000
+    assert quiet[["impressions", "clicks", "installs_reported", "purchases_reported"]].tolist() == [
+        0,
+        0,
+        0,
+        0,
+    ]
+    assert quiet["purchase_value_original_micros"] == 0
+    assert quiet["spend_original_micros"] == 0
+    # link_click (40) and omni_* duplicates must not leak into installs or purchases.
+    assert (clicks_only["installs_reported"], clicks_only["purchases_reported"]) == (0, 0)
+
+
+def test_eighteen_digit_ids_stay_exact_strings(serve: Any) -> None:
+    ids = {
+        "campaign_id": "120212345678901234",
+        "adset_id": "120212345678901235",
+        "ad_id": "120299999999999999",  # > 2**53: a float would round it
+    }
+    fake = serve([ad_row(1, **ids)])
+
+    df = fetch(fake)
+
+    row = df.iloc[0]
+    assert {k: row[k] for k in ids} == ids
+    table = to_table(df, AD_SPEND)
+    assert table.column("ad_id").to_pylist() == ["120299999999999999"]
+
+
+def test_each_account_keeps_its_own_currency(serve: Any) -> None:
+    rows = [
+        ad_row(1, spend="12.34"),
+        ad_row(
+            2,
+            account_id=KRW_ACCOUNT["account_id"],
+            spend="15000",
+            purchase_value="33000",
+            purchases_reported=1,
+        ),
+    ]
+    fake = serve(rows, accounts=[USD_ACCOUNT, KRW_ACCOUNT])
+
+    df = fetch(
+        fake,
+        account_ids=["act_1234567890", "9876543210"],  # with or without the act_ prefix
+    ).set_index("account_id")
+
+    assert df.loc["1234567890", "currency_original"] == "USD"
+    assert df.loc["1234567890", "spend_original_micros"] == 12_340_000
+    assert df.loc["9876543210", "currency_original"] == "KRW"
+    assert df.loc["9876543210", "spend_original_micros"] == 15_000_000_000
+    assert df.loc["9876543210", "purchase_value_original_micros"] == 33_000_000_000
+
+
+def test_a_day_without_delivery_is_an_empty_frame_of_the_schema(serve: Any) -> None:
+    fake = serve([ad_row(1, date="2026-11-26")])
+
+    df = fetch(fake)
+
+    assert len(df) == 0
+    assert to_table(df, AD_SPEND, allow_empty=True).num_rows == 0
+
+
+def test_async_report_run_reads_every_page(serve: Any) -> None:
+    fake = serve([ad_row(i) for i in range(60)], page_size=25)
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps, use_async=True)
+
+    assert len(df) == 60 and df["ad_id"].is_unique
+    to_table(df, AD_SPEND)
+    paths = [path for path, _ in fake.requests_seen]
+    assert paths.count(f"/{VERSION}/act_1234567890/insights") == 1  # the POST that starts it
+    run_pages = [p for p in paths if p.endswith("/insights") and "act_" not in p]
+    assert len(run_pages) == 3
+    assert sleeps.calls and set(sleeps.calls) == {ASYNC_POLL_S}  # polled, never backed off
+
+
+def test_a_failed_async_report_is_started_again(serve: Any) -> None:
+    fake = serve([ad_row(i) for i in range(5)], failing_async_runs=1)
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps, use_async=True)
+
+    assert len(df) == 5 and df["ad_id"].is_unique
+    posts = [p for p, params in fake.requests_seen if p.endswith("act_1234567890/insights")]
+    assert len(posts) == 2  # the failed run, then a new one
+    assert sleeps.calls.count(2.0) == 1  # one backoff between the two runs
+
+
+def test_same_account_listed_twice_is_read_once(serve: Any) -> None:
+    fake = serve([ad_row(1), ad_row(2)])
+
+    df = fetch(fake, account_ids=["act_1234567890", "1234567890 "])
+
+    assert len(df) == 2
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_transient_error_is_retried_after_a_backoff(serve: Any) -> None:
+    fake = serve([ad_row(i) for i in range(3)])
+    fake.inject_errors(
+        [
+            {
+                "status": 500,
+                "code": 2,
+                "message": "Service temporarily unavailable",
+                "is_transient": True,
+            }
+        ]
+    )
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert len(df) == 3
+    assert sleeps.calls == [2.0]
+    assert len(fake.requests_seen) == 1 + 1 + 1  # failed account read, retry, one page
+
+
+def test_a_failed_later_page_is_re_read_without_duplicating_rows(serve: Any) -> None:
+    fake = serve([ad_row(i) for i in range(60)], page_size=25)
+    # account node and page 1 pass; page 2 fails twice (5xx, then a dropped connection).
+    fake.inject_errors(
+        [{"after_requests": 2, "status": 503, "body": "<html>Bad gateway</html>"}, {"drop": True}]
+    )
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert len(df) == 60 and df["ad_id"].is_unique
+    assert sleeps.calls == [2.0, 4.0]
+    afters = [p.get("after") for p in insights_requests(fake)]
+    assert afters[1] == afters[2] == afters[3]  # the same page asked again, not page 1
+
+
+def test_rate_limit_waits_the_time_the_usage_header_gives(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+    usage = {
+        "1234567890": [
+            {
+                "type": "ads_insights",
+                "call_count": 100,
+                "total_cputime": 40,
+                "total_time": 60,
+                "estimated_time_to_regain_access": 3,
+            }
+        ]
+    }
+    fake.inject_errors(
+        [
+            {
+                "status": 400,
+                "code": 80000,
+                "error_subcode": 2446079,
+                "message": "There have been too many calls from this ad-account.",
+                "headers": {"X-Business-Use-Case-Usage": json.dumps(usage)},
+            }
+        ]
+    )
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert len(df) == 1
+    assert sleeps.calls == [180.0]  # 3 minutes
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (  # two use cases: the longer wait wins, capped
+            {
+                "X-Business-Use-Case-Usage": json.dumps(
+                    {
+                        "1": [
+                            {"type": "ads_management", "estimated_time_to_regain_access": 1},
+                            {"type": "ads_insights", "estimated_time_to_regain_access": 240},
+                        ]
+                    }
+                )
+            },
+            RATE_LIMIT_WAIT_CAP_S,
+        ),
+        (
+            {"X-Ad-Account-Usage": json.dumps({"acc_id_util_pct": 100, "reset_time_duration": 45})},
+            45.0,
+        ),
+        ({}, 2.0),  # no header: exponential backoff
+        ({"X-Business-Use-Case-Usage": "not json"}, 2.0),
+    ],
+)
+def test_rate_limit_wait_comes_from_headers_else_backoff(
+    serve: Any, headers: dict[str, str], expected: float
+) -> None:
+    fake = serve([ad_row(1)])
+    fake.inject_errors(
+        [{"status": 400, "code": 17, "message": "User request limit reached", "headers": headers}]
+    )
+    sleeps = Sleeps()
+
+    fetch(fake, sleeps)
+
+    assert sleeps.calls == [expected]
+
+
+def test_transient_errors_past_the_retry_budget_raise_transient_source_error(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+    fake.inject_errors([{"status": 500, "code": 1, "message": "An unknown error occurred"}] * 4)
+    sleeps = Sleeps()
+
+    with pytest.raises(TransientSourceError) as caught:
+        fetch(fake, sleeps, max_retries=3)
+
+    assert sleeps.calls == [2.0, 4.0, 8.0]
+    assert len(fake.requests_seen) == 4
+    message = str(caught.value)
+    assert "facebook for 2026-11-27" in message and "act_1234567890" in message
+    assert "code 1" in message and "4 tries" in message
+
+
+def test_bad_token_is_permanent_names_the_account_and_is_not_retried(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+    sleeps = Sleeps()
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake, sleeps, access_token="EAAB-revoked-token-99999")
+
+    assert not isinstance(caught.value, TransientSourceError)
+    assert sleeps.calls == []
+    assert len(fake.requests_seen) == 1
+    error = caught.value
+    assert error.source == "facebook" and error.day == "2026-11-27"
+    assert "act_1234567890" in error.problem and "code 190" in error.problem
+    assert "ADPERF_FACEBOOK_TOKEN" in error.fix
+
+
+@pytest.mark.parametrize(
+    ("injected", "fix_word"),
+    [
+        (
+            {
+                "status": 403,
+                "code": 200,
+                "message": "(#200) Requires ads_read permission",
+                "type": "OAuthException",
+            },
+            "access",
+        ),
+        (
+            {"status": 400, "code": 10, "message": "(#10) Application does not have permission"},
+            "access",
+        ),
+        (
+            {"status": 400, "code": 2, "error_subcode": 1504041, "message": "Invalid breakdowns"},
+            "[facebook]",
+        ),
+    ],
+)
+def test_permanent_api_errors_raise_source_error_at_once(
+    serve: Any, injected: dict[str, Any], fix_word: str
+) -> None:
+    fake = serve([ad_row(1)])
+    fake.inject_errors([injected])
+    sleeps = Sleeps()
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake, sleeps)
+
+    assert not isinstance(caught.value, TransientSourceError)
+    assert sleeps.calls == []
+    assert f"code {injected['code']}" in caught.value.problem
+    assert fix_word in caught.value.fix
+
+
+def test_unknown_account_names_the_account(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake, account_ids=["act_1234567890", "act_555"])
+
+    assert "act_555" in caught.value.problem and "code 100" in caught.value.problem
+    assert "ad_account_ids" in caught.value.fix
+
+
+def test_bad_api_version_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="api_version"):
+        fetch_facebook_spend(
+            graph_url="http://127.0.0.1:9",
+            api_version="21",
+            access_token=TOKEN,
+            account_ids=["act_1"],
+            day=DAY,
+        )
+
+
+# -- the token never leaks --------------------------------------------------------------------
+
+
+def test_token_never_appears_in_logs_messages_or_output(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake = serve([ad_row(i) for i in range(30)], page_size=10)
+    fake.inject_errors([{"status": 500, "code": 2, "is_transient": True, "message": "retry"}])
+
+    df = fetch(fake)  # a full fetch with a retry and several pages
+    fake.inject_errors([{"status": 500, "code": 2, "message": "down"}] * 3)
+    with pytest.raises(TransientSourceError) as transient:
+        fetch(fake, max_retries=2)
+    wrong = "EAAB-a-wrong-token-that-must-not-leak-either"
+    with pytest.raises(SourceError) as permanent:
+        fetch(fake, access_token=wrong)
+
+    # The capture really saw the HTTP layer's DEBUG lines (URLs with their query strings).
+    assert any(
+        r.name.startswith("urllib3") and "insights?" in r.getMessage() for r in caplog.records
+    )
+    logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    texts = [
+        logged,
+        df.to_csv(),
+        str(transient.value),
+        "".join(traceback.format_exception(transient.value)),
+        "".join(traceback.format_exception(permanent.value)),
+    ]
+    for text in texts:
+        assert TOKEN not in text
+        assert wrong not in text
+    assert len(df) == 30
+    assert set(fake.token_locations) == {"header"}  # never in a URL or a form body
+
+
+# -- the fake itself answers like the documented API ------------------------------------------
+
+
+def test_fake_sends_strings_omits_zero_actions_and_ends_paging(serve: Any) -> None:
+    fake = serve([ad_row(1, installs_reported=2, spend="3.50"), ad_row(2, clicks=0)], page_size=1)
+    url = f"{fake.base_url}/{VERSION}/act_1234567890/insights"
+    params = {
+        "level": "ad",
+        "time_range": json.dumps({"since": "2026-11-27", "until": "2026-11-27"}),
+        "time_increment": "1",
+        "fields": "ad_id,impressions,spend,actions,action_values",
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    first = requests.get(url, params=params, headers=auth, timeout=5).json()
+    second = requests.get(first["paging"]["next"], headers=auth, timeout=5).json()
+    denied = requests.get(url, params=params, headers={"Authorization": "Bearer x"}, timeout=5)
+
+    row = first["data"][0]
+    assert row["impressions"] == "1001" and row["spend"] == "3.50"
+    assert {"action_type": "mobile_app_install", "value": "2"} in row["actions"]
+    assert "action_values" not in row
+    assert row["date_start"] == row["date_stop"] == "2026-11-27"
+    assert "actions" not in second["data"][0]
+    assert "next" not in second["paging"] and "after" in second["paging"]["cursors"]
+    assert denied.status_code == 400
+    error = denied.json()["error"]
+    assert (error["code"], error["type"]) == (190, "OAuthException") and error["fbtrace_id"]

@@ -1,0 +1,438 @@
+"""fetch_installs against the local fake AppsFlyer endpoint and against hand-written CSV bodies."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+
+from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourceError
+from adperf.pseudonym import pseudonymize_one
+from adperf.sandbox.fake_mmp import CSV_COLUMNS, FakeMmp
+from adperf.schema import INSTALLS, to_table
+from adperf.sources.mmp import fetch_installs
+
+TOKEN = "af-token-5f1c9e0b-SECRET"
+KEY = b"test-hmac-key"
+DAY = datetime.date(2026, 11, 27)
+TZ = "Asia/Seoul"
+APP = "com.example.demo"
+FB_CAMPAIGN_ID = "120212345678901234"  # 18 digits: exact only as a string
+FB_AD_ID = "120298765432109877"
+FB_CAMPAIGN = '봄 세일, 2026 "특가"'
+FB_ADSET = "타깃: 20대\n여성"
+
+
+def _kst(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz=TZ).tz_convert("UTC")
+
+
+def _install(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "appsflyer_id": "1732000000000-1111111",
+        "customer_user_id": "user-001",
+        "install_time": _kst("2026-11-27 12:00:00"),
+        "app_id": APP,
+        "media_source": "Facebook Ads",
+        "campaign": FB_CAMPAIGN,
+        "campaign_id": FB_CAMPAIGN_ID,
+        "adset": FB_ADSET,
+        "adset_id": "120255555555555555",
+        "ad": "영상 A",
+        "ad_id": FB_AD_ID,
+        "country_code": "KR",
+        "platform": "ios",
+    }
+    row.update(overrides)
+    return row
+
+
+ORGANIC = {"campaign": None, "campaign_id": None, "adset": None, "adset_id": None,
+           "ad": None, "ad_id": None, "media_source": "organic"}  # fmt: skip
+
+
+@pytest.fixture()
+def world() -> pd.DataFrame:
+    rows = [
+        # 23:30 in Seoul is 14:30 UTC the same day: it belongs to DAY.
+        _install(appsflyer_id="af-fb-late", customer_user_id="user-001",
+                 install_time=_kst("2026-11-27 23:30:00")),
+        # 00:05 in Seoul is the previous day in UTC: still DAY.
+        _install(appsflyer_id="af-gg-early", customer_user_id=None,
+                 install_time=_kst("2026-11-27 00:05:00"), media_source="googleadwords_int",
+                 campaign="검색 캠페인", campaign_id="20000000001", adset="키워드",
+                 adset_id="20000000002", ad="텍스트", ad_id="20000000003", platform="android"),
+        _install(appsflyer_id="af-org", customer_user_id="user-003", platform="android",
+                 country_code="US", **ORGANIC),
+        _install(appsflyer_id="af-tiktok", customer_user_id="user-004",
+                 media_source="tiktokglobal_int", campaign="tt", campaign_id="7000000000000000001"),
+        # Outside DAY in Seoul although on DAY in UTC (and the reverse): must not come back.
+        _install(appsflyer_id="af-next", customer_user_id="user-005",
+                 install_time=_kst("2026-11-28 00:10:00")),
+        _install(appsflyer_id="af-prev", customer_user_id="user-006",
+                 install_time=_kst("2026-11-26 23:50:00")),
+        # Another app, asked for separately.
+        _install(appsflyer_id="af-app2", customer_user_id="user-007", app_id="id123456789"),
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture()
+def fake(world: pd.DataFrame) -> Iterator[FakeMmp]:
+    server = FakeMmp(installs=world, api_token=TOKEN)
+    server.base_url = server.start()  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+def _fetch(base_url: str, **overrides: Any) -> pd.DataFrame:
+    kwargs: dict[str, Any] = {
+        "base_url": base_url,
+        "app_ids": [APP],
+        "api_token": TOKEN,
+        "day": DAY,
+        "timezone": TZ,
+        "hmac_key": KEY,
+        "sleep": lambda s: None,
+    }
+    kwargs.update(overrides)
+    return fetch_installs(**kwargs)
+
+
+def _by_device(df: pd.DataFrame, raw_device_id: str) -> pd.Series:
+    rows = df[df["device_pid"] == pseudonymize_one(raw_device_id, KEY)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_round_trip_through_fake(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url)  # type: ignore[attr-defined]
+
+    assert list(df.columns) == INSTALLS.columns
+    to_table(df, INSTALLS)  # passes the lake schema check
+    assert sorted(df["device_pid"]) == sorted(
+        pseudonymize_one(d, KEY) for d in ("af-fb-late", "af-gg-early", "af-org", "af-tiktok")
+    )
+    assert set(df["date"]) == {"2026-11-27"}
+
+    fb = _by_device(df, "af-fb-late")
+    assert fb["install_time"] == pd.Timestamp("2026-11-27 14:30:00", tz="UTC")
+    assert fb["user_pid"] == pseudonymize_one("user-001", KEY)
+    assert fb["platform"] == "facebook"
+    assert fb["media_source"] == "Facebook Ads"
+    assert fb["campaign_name"] == FB_CAMPAIGN
+    assert fb["adset_name"] == FB_ADSET
+    assert fb["campaign_id"] == FB_CAMPAIGN_ID
+    assert fb["ad_id"] == FB_AD_ID
+    assert fb["ad_name"] == "영상 A"
+    assert fb["country"] == "KR"
+    assert fb["device_os"] == "ios"
+    assert fb["app_id"] == APP
+
+    gg = _by_device(df, "af-gg-early")
+    assert gg["install_time"] == pd.Timestamp("2026-11-26 15:05:00", tz="UTC")
+    assert gg["platform"] == "google_ads"
+    assert gg["campaign_name"] == "검색 캠페인"
+    assert gg["device_os"] == "android"
+
+    other = _by_device(df, "af-tiktok")
+    assert other["platform"] == "other"
+    assert other["campaign_id"] == "7000000000000000001"
+
+
+def test_unmatched_install_kept_with_null_user(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url)  # type: ignore[attr-defined]
+    gg = _by_device(df, "af-gg-early")
+    assert gg["user_pid"] is None or pd.isna(gg["user_pid"])
+    assert to_table(df, INSTALLS).column("user_pid").null_count == 1
+
+
+def test_organic_rows(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url)  # type: ignore[attr-defined]
+    org = _by_device(df, "af-org")
+    assert org["platform"] == "organic"
+    assert org["media_source"] == "organic"
+    assert org["user_pid"] == pseudonymize_one("user-003", KEY)
+    for column in ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name"):
+        assert pd.isna(org[column]), column
+    assert org["country"] == "US"
+
+
+def test_media_source_map_is_configurable(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url, media_source_map={"tiktokglobal_int": "tiktok"})  # type: ignore[attr-defined]
+    assert _by_device(df, "af-tiktok")["platform"] == "tiktok"
+    assert _by_device(df, "af-fb-late")["platform"] == "other"
+
+
+def test_requests_use_header_token_and_timezone(fake: FakeMmp) -> None:
+    _fetch(fake.base_url, app_ids=[APP, "id123456789"])  # type: ignore[attr-defined]
+    paths = [r["path"] for r in fake.requests_seen]
+    assert paths == [
+        f"/api/raw-data/export/app/{APP}/installs_report/v5",
+        f"/api/raw-data/export/app/{APP}/organic_installs_report/v5",
+        "/api/raw-data/export/app/id123456789/installs_report/v5",
+        "/api/raw-data/export/app/id123456789/organic_installs_report/v5",
+    ]
+    for seen in fake.requests_seen:
+        assert seen["authorized"] is True
+        assert seen["query"] == {
+            "from": "2026-11-27",
+            "to": "2026-11-27",
+            "timezone": TZ,
+            "maximum_rows": "1000000",
+        }
+        assert TOKEN not in seen["target"]
+
+
+def test_second_app_is_fetched(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url, app_ids=[APP, "id123456789"])  # type: ignore[attr-defined]
+    assert _by_device(df, "af-app2")["app_id"] == "id123456789"
+    assert len(df) == 5
+
+
+def test_no_raw_id_or_token_in_output_or_debug_logs(
+    fake: FakeMmp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    df = _fetch(fake.base_url)  # type: ignore[attr-defined]
+    dumped = df.to_csv(index=False)
+    assert "urllib3" in caplog.text or "127.0.0.1" in caplog.text  # DEBUG logging was captured
+    for raw in ("user-001", "user-003", "af-fb-late", "af-gg-early", "af-org", TOKEN):
+        assert raw not in dumped
+        assert raw not in caplog.text
+
+
+def test_429_then_success_with_injected_sleep(fake: FakeMmp) -> None:
+    fake.inject_errors([{"status": 429}, {"status": 503}, {"status": 429, "retry_after": 7}])
+    waits: list[float] = []
+    df = _fetch(fake.base_url, sleep=waits.append)  # type: ignore[attr-defined]
+    assert waits == [1.0, 2.0, 7.0]  # exponential, and Retry-After honoured when longer
+    assert len(df) == 4
+    assert len(fake.requests_seen) == 5
+
+
+def test_dropped_connection_is_retried(fake: FakeMmp) -> None:
+    fake.inject_errors([{"drop": True}])
+    waits: list[float] = []
+    df = _fetch(fake.base_url, sleep=waits.append)  # type: ignore[attr-defined]
+    assert waits == [1.0]
+    assert len(df) == 4
+
+
+def test_persistent_5xx_gives_up_after_bounded_retries(fake: FakeMmp) -> None:
+    fake.inject_errors([{"status": 502}] * 10)
+    waits: list[float] = []
+    with pytest.raises(TransientSourceError) as info:
+        _fetch(fake.base_url, sleep=waits.append, max_retries=3)  # type: ignore[attr-defined]
+    assert waits == [1.0, 2.0, 4.0]
+    assert len(fake.requests_seen) == 4
+    assert "HTTP 502" in str(info.value)
+    assert info.value.day == "2026-11-27"
+
+
+def test_backoff_is_capped(fake: FakeMmp) -> None:
+    fake.inject_errors([{"status": 500}] * 9)
+    waits: list[float] = []
+    _fetch(fake.base_url, sleep=waits.append, max_retries=9)  # type: ignore[attr-defined]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+def test_report_not_ready_retries_then_data_not_ready(fake: FakeMmp) -> None:
+    not_ready = {"status": 404, "body": "Raw Data reports are not available yet"}
+    fake.inject_errors([not_ready] * 3)
+    waits: list[float] = []
+    with pytest.raises(DataNotReady) as info:
+        _fetch(fake.base_url, sleep=waits.append, max_retries=2)  # type: ignore[attr-defined]
+    assert len(waits) == 2
+    assert "not ready" in str(info.value)
+
+
+def test_report_not_ready_then_ready(fake: FakeMmp) -> None:
+    fake.inject_errors([{"status": 400, "body": "The report is not ready, try again later"}])
+    assert len(_fetch(fake.base_url)) == 4  # type: ignore[attr-defined]
+
+
+def test_other_client_error_is_permanent(fake: FakeMmp) -> None:
+    fake.inject_errors([{"status": 404, "body": "App not found"}])
+    with pytest.raises(SourceError) as info:
+        _fetch(fake.base_url)  # type: ignore[attr-defined]
+    assert not isinstance(info.value, (DataNotReady, TransientSourceError))
+    assert len(fake.requests_seen) == 1
+    assert "App not found" in str(info.value) and "[mmp] app_ids" in str(info.value)
+
+
+def test_bad_token_is_a_clear_error_without_the_token(fake: FakeMmp) -> None:
+    wrong = "wrong-token-DO-NOT-LEAK"
+    with pytest.raises(SourceError) as info:
+        _fetch(fake.base_url, api_token=wrong)  # type: ignore[attr-defined]
+    message = str(info.value)
+    assert "ADPERF_MMP_TOKEN" in message
+    assert "HTTP 401" in message
+    assert wrong not in message and TOKEN not in message
+    assert len(fake.requests_seen) == 1  # not retried
+
+
+def test_day_range_dates_each_install_by_its_local_day(fake: FakeMmp) -> None:
+    df = _fetch(
+        fake.base_url,  # type: ignore[attr-defined]
+        day=datetime.date(2026, 11, 26),
+        last_day=datetime.date(2026, 11, 28),
+    )
+    assert fake.requests_seen[0]["query"]["from"] == "2026-11-26"
+    assert fake.requests_seen[0]["query"]["to"] == "2026-11-28"
+    assert _by_device(df, "af-prev")["date"] == "2026-11-26"
+    assert _by_device(df, "af-fb-late")["date"] == "2026-11-27"
+    # 00:10 on the 28th in Seoul is still the 27th in UTC: the local day wins.
+    nxt = _by_device(df, "af-next")
+    assert nxt["date"] == "2026-11-28"
+    assert nxt["install_time"] == pd.Timestamp("2026-11-27 15:10:00", tz="UTC")
+    assert len(df) == 6
+
+
+def test_report_at_the_row_limit_is_refused(fake: FakeMmp) -> None:
+    # Three attributed installs on DAY; AppsFlyer would silently cut the report at the limit.
+    with pytest.raises(SourceError) as info:
+        _fetch(fake.base_url, max_rows=2)  # type: ignore[attr-defined]
+    assert "2-row limit" in str(info.value)
+    assert len(_fetch(fake.base_url, max_rows=4)) == 4  # type: ignore[attr-defined]
+
+
+def test_app_ids_must_be_strings() -> None:
+    with pytest.raises(ConfigError) as info:
+        _fetch("http://mmp.test", app_ids=[{"app_id": APP}])
+    assert "[mmp] app_ids" in str(info.value)
+
+
+def test_empty_reports_give_an_empty_frame(fake: FakeMmp) -> None:
+    df = _fetch(fake.base_url, day=datetime.date(2026, 1, 1))  # type: ignore[attr-defined]
+    assert len(df) == 0
+    assert list(df.columns) == INSTALLS.columns
+
+
+# --- hand-written bodies through a requests adapter -------------------------------------------
+
+
+class CsvAdapter(BaseAdapter):
+    """Answers each report URL with a fixed body, like a server sending text/csv without charset."""
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        super().__init__()
+        self.bodies = bodies
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.sent.append(request)
+        report = "organic_installs_report" if "/organic_" in str(request.url) else "installs_report"
+        response = requests.Response()
+        response.status_code = 200
+        response._content = self.bodies[report]
+        response.headers = CaseInsensitiveDict({"Content-Type": "text/csv"})
+        # What requests' HTTPAdapter does: text/* without charset is guessed as ISO-8859-1.
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.url = str(request.url)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+HEADER_ONLY = ",".join(CSV_COLUMNS).encode() + b"\n"
+
+
+def _session(installs: bytes, organic: bytes = HEADER_ONLY) -> requests.Session:
+    session = requests.Session()
+    session.mount(
+        "http://mmp.test/",
+        CsvAdapter({"installs_report": installs, "organic_installs_report": organic}),
+    )
+    return session
+
+
+def test_reordered_extra_columns_bom_crlf_parsed_by_name() -> None:
+    body = (
+        "\ufeffPlatform,Extra Column,Ad ID,Ad,Adset ID,Adset,Campaign ID,Campaign,Media Source,"
+        "Country Code,Install Time,Customer User ID,AppsFlyer ID,Event Name\r\n"
+        'iOS,x,120298765432109877,광고,22,"세트, 1",120212345678901234,"캠페인\r\n둘째 줄",'
+        "Facebook Ads,kr,2026-11-27 23:30:00.250,cuid-9,af-9,install\r\n"
+    ).encode("utf-8")
+    df = _fetch("http://mmp.test", session=_session(body))
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["campaign_name"] == "캠페인\r\n둘째 줄"
+    assert row["adset_name"] == "세트, 1"
+    assert row["ad_name"] == "광고"
+    assert row["campaign_id"] == FB_CAMPAIGN_ID
+    assert row["ad_id"] == FB_AD_ID
+    assert row["device_pid"] == pseudonymize_one("af-9", KEY)
+    assert row["user_pid"] == pseudonymize_one("cuid-9", KEY)
+    assert row["install_time"] == pd.Timestamp("2026-11-27 14:30:00.250", tz="UTC")
+    assert row["device_os"] == "ios"
+    assert row["country"] == "KR"
+    to_table(df, INSTALLS)
+
+
+def test_missing_required_column_is_named() -> None:
+    columns = [c for c in CSV_COLUMNS if c != "Install Time"]
+    body = (",".join(columns) + "\n" + ",".join("secret-raw" for _ in columns) + "\n").encode()
+    with pytest.raises(SourceError) as info:
+        _fetch("http://mmp.test", session=_session(body))
+    message = str(info.value)
+    assert f"installs_report for app {APP} has no column 'Install Time'" in message
+    assert "2026-11-27" in message
+    assert "secret-raw" not in message
+
+
+def test_ragged_row_is_an_error_that_quotes_no_cell() -> None:
+    body = HEADER_ONLY + b"only,three,cells-raw-id\n"
+    with pytest.raises(SourceError) as info:
+        _fetch("http://mmp.test", session=_session(body))
+    assert "row 2 has 3 fields" in str(info.value)
+    assert "cells-raw-id" not in str(info.value)
+
+
+def test_install_outside_the_day_is_an_error() -> None:
+    body = (
+        b"AppsFlyer ID,Customer User ID,Install Time,Media Source,Campaign,Campaign ID,Adset,"
+        b"Adset ID,Ad,Ad ID,Country Code,Platform\n"
+        b"af-1,u-1,2026-11-28 00:00:00,Facebook Ads,c,1,s,2,a,3,KR,android\n"
+    )
+    with pytest.raises(SourceError) as info:
+        _fetch("http://mmp.test", session=_session(body))
+    assert "outside 2026-11-27 in Asia/Seoul" in str(info.value)
+
+
+def test_unreadable_install_time_is_an_error() -> None:
+    body = (
+        b"AppsFlyer ID,Customer User ID,Install Time,Media Source,Campaign,Campaign ID,Adset,"
+        b"Adset ID,Ad,Ad ID,Country Code,Platform\n"
+        b"af-1,u-1,27/11/2026 10:00,Facebook Ads,c,1,s,2,a,3,KR,android\n"
+    )
+    with pytest.raises(SourceError) as info:
+        _fetch("http://mmp.test", session=_session(body))
+    assert "unreadable Install Time values (first in CSV row 2" in str(info.value)
+    assert "27/11/2026" not in str(info.value)  # the cell itself is not quoted
+
+
+def test_repeated_dst_hour_reads_as_first_occurrence() -> None:
+    body = (
+        b"AppsFlyer ID,Customer User ID,Install Time,Media Source,Campaign,Campaign ID,Adset,"
+        b"Adset ID,Ad,Ad ID,Country Code,Platform\n"
+        b"af-1,u-1,2026-11-01 01:30:00,Facebook Ads,c,1,s,2,a,3,US,ios\n"
+    )
+    df = _fetch(
+        "http://mmp.test",
+        session=_session(body),
+        day=datetime.date(2026, 11, 1),
+        timezone="America/New_York",
+    )
+    # 01:30 happens twice that night; the first (EDT, UTC-4) is 05:30 UTC.
+    assert df["install_time"].tolist() == [pd.Timestamp("2026-11-01 05:30:00", tz="UTC")]

@@ -1,0 +1,433 @@
+"""adperf.transform.ltv: RFM by hand, the published CDNOW fit, the penalizer ladder, cohort pLTV."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_monetary_value
+from lifetimes.utils import summary_data_from_transaction_data
+from scipy.special import hyp2f1
+
+from adperf.transform.ltv import (
+    COHORT_PLTV_COLUMNS,
+    LtvFitError,
+    LtvModel,
+    build_cohort_pltv,
+    build_rfm,
+    fit_ltv,
+    model_row,
+    predict_customer_value,
+)
+
+M = 1_000_000
+
+
+def payments_frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    """PAYMENTS-like rows from (date, user_pid, kind, amount in units; refunds negative)."""
+    df = pd.DataFrame(rows, columns=["date", "user_pid", "kind", "amount"])
+    df["amount_micros"] = np.round(df["amount"] * M).astype("int64")
+    df["created_at"] = pd.to_datetime(df["date"], utc=True)
+    df["payment_id"] = [str(i) for i in range(len(df))]
+    return df.drop(columns="amount")
+
+
+# --- CDNOW --------------------------------------------------------------------------------------
+
+CDNOW_END = "1997-09-30"
+
+
+@pytest.fixture(scope="module")
+def cdnow_transactions() -> pd.DataFrame:
+    path = files("lifetimes") / "datasets" / "CDNOW_sample.txt"
+    # Columns: master customer id, sample customer id, date, number of CDs, dollar value.
+    # lifetimes' own example uses the 2nd column ("id") as the customer.
+    raw = pd.read_csv(
+        str(path),
+        sep=r"\s+",
+        header=None,
+        names=["master_id", "id", "date", "cds", "amount"],
+        dtype={"master_id": str, "id": str, "date": str},
+    )
+    return raw
+
+
+@pytest.fixture(scope="module")
+def cdnow_payments(cdnow_transactions: pd.DataFrame) -> pd.DataFrame:
+    t = cdnow_transactions
+    df = pd.DataFrame(
+        {
+            "date": pd.to_datetime(t["date"], format="%Y%m%d").dt.strftime("%Y-%m-%d"),
+            "user_pid": t["id"],
+            "kind": "purchase",
+            "amount_micros": np.round(t["amount"] * M).astype("int64"),
+        }
+    )
+    assert len(df) == 6919
+    return df
+
+
+def lifetimes_daily_summary(transactions: pd.DataFrame) -> pd.DataFrame:
+    t = transactions.assign(ts=pd.to_datetime(transactions["date"], format="%Y%m%d"))
+    return summary_data_from_transaction_data(
+        t, "id", "ts", monetary_value_col="amount", observation_period_end=CDNOW_END, freq="D"
+    )
+
+
+def test_rfm_equals_lifetimes_summary_for_every_cdnow_customer(
+    cdnow_transactions: pd.DataFrame, cdnow_payments: pd.DataFrame
+) -> None:
+    rfm = build_rfm(cdnow_payments, CDNOW_END, history_days=365)
+    # 8 of the 2,357 customers bought only $0 items: no positive revenue, so no purchase day
+    # (adperf's definition). lifetimes counts any row; compare on the rows with revenue.
+    zero_only = {"0087", "0155", "0227", "0286", "1080", "1195", "1293", "2086"}
+    everyone = lifetimes_daily_summary(cdnow_transactions)
+    assert len(everyone) == 2357
+    assert set(everyone.index) - set(rfm.index) == zero_only
+    expected = lifetimes_daily_summary(cdnow_transactions[cdnow_transactions["amount"] > 0])
+    assert len(rfm) == len(expected) == 2349
+    got = rfm.loc[expected.index]
+    np.testing.assert_array_equal(got["frequency"].to_numpy(), expected["frequency"].to_numpy())
+    np.testing.assert_array_equal(got["recency"].to_numpy(), expected["recency"].to_numpy())
+    np.testing.assert_array_equal(got["T"].to_numpy(), expected["T"].to_numpy())
+    np.testing.assert_allclose(
+        got["monetary_value"].to_numpy(), expected["monetary_value"].to_numpy(), rtol=1e-12
+    )
+    assert rfm.loc["0001", "first_purchase_date"] == "1997-01-01"
+
+
+def test_rfm_in_weeks_equals_published_cdnow_summary(cdnow_payments: pd.DataFrame) -> None:
+    weeks = build_rfm(cdnow_payments, CDNOW_END, history_days=365, unit_days=7)
+    # Fader & Hardie's published summary: days / 7, rounded to 2 decimals.
+    published = load_cdnow_summary(index_col=[0])
+    published.index = [f"{i:04d}" for i in published.index]
+    got = weeks.loc[weeks.index.intersection(published.index)]
+    assert len(got) == 2349
+    ref = published.loc[got.index]
+    np.testing.assert_array_equal(got["frequency"].to_numpy(), ref["frequency"].to_numpy())
+    assert np.abs(got["recency"] - ref["recency"]).max() <= 0.005 + 1e-9
+    assert np.abs(got["T"] - ref["T"]).max() <= 0.005 + 1e-9
+
+
+def assert_within(got: dict[str, float], expected: dict[str, float], rel: float) -> None:
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v, rel=rel), k
+
+
+PUBLISHED_BGNBD_WEEKS = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+PUBLISHED_GG = {"p": 6.25, "q": 3.74, "v": 15.44}
+
+
+def test_cdnow_published_bgnbd_fit_in_weeks_through_build_rfm(
+    cdnow_payments: pd.DataFrame,
+) -> None:
+    model = fit_ltv(build_rfm(cdnow_payments, CDNOW_END, unit_days=7))
+    assert model.converged and model.penalizer == 0.0
+    assert model.n_customers == 2349 and model.n_repeat == 946
+    assert_within(model.bgnbd, PUBLISHED_BGNBD_WEEKS, rel=0.01)
+    assert model.gammagamma is not None
+    assert_within(model.gammagamma, PUBLISHED_GG, rel=0.01)
+
+
+def test_cdnow_published_fit_in_days(cdnow_payments: pd.DataFrame) -> None:
+    model = fit_ltv(build_rfm(cdnow_payments, CDNOW_END))
+    assert_within(
+        model.bgnbd, {**PUBLISHED_BGNBD_WEEKS, "alpha": 30.90}, rel=0.01
+    )  # alpha is per time unit: 4.414 weeks = 30.90 days
+
+
+def test_cdnow_published_gammagamma_fit_on_summary_with_monetary_value() -> None:
+    summary = load_cdnow_summary_data_with_monetary_value()
+    model = fit_ltv(summary)
+    assert model.n_customers == 2357 and model.n_repeat == 946
+    assert model.gammagamma is not None
+    assert_within(model.gammagamma, PUBLISHED_GG, rel=0.01)
+    assert_within(model.bgnbd, PUBLISHED_BGNBD_WEEKS, rel=0.01)
+
+
+def test_weighted_unique_rows_fit_equals_raw_rows_fit() -> None:
+    summary = load_cdnow_summary_data_with_monetary_value()
+    model = fit_ltv(summary)
+    # Same default start point (lifetimes' 0.1 in log space), one row per customer.
+    raw_bg = BetaGeoFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+    repeat = summary[summary["frequency"] > 0]
+    raw_gg = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"])
+    assert summary.groupby(["frequency", "recency", "T"]).ngroups < len(summary) / 2
+    for k in ("r", "alpha", "a", "b"):
+        assert model.bgnbd[k] == pytest.approx(float(raw_bg.params_[k]), rel=1e-6), k
+    assert model.gammagamma is not None
+    for k in ("p", "q", "v"):
+        assert model.gammagamma[k] == pytest.approx(float(raw_gg.params_[k]), rel=1e-6), k
+
+
+def test_warm_start_reaches_the_same_optimum() -> None:
+    summary = load_cdnow_summary_data_with_monetary_value()
+    cold = fit_ltv(summary)
+    warm = fit_ltv(summary, initial=cold)
+    assert_within(warm.bgnbd, cold.bgnbd, rel=1e-4)
+    assert warm.gammagamma is not None and cold.gammagamma is not None
+    assert_within(warm.gammagamma, cold.gammagamma, rel=1e-4)
+
+
+# --- build_rfm by hand ----------------------------------------------------------------------------
+
+
+def test_build_rfm_by_hand() -> None:
+    payments = payments_frame(
+        [
+            # A: 01-05 is refunded to zero (no purchase day); 01-11 has two purchases (one day).
+            ("2024-01-01", "A", "purchase", 10.0),
+            ("2024-01-05", "A", "purchase", 4.0),
+            ("2024-01-05", "A", "refund", -4.0),
+            ("2024-01-11", "A", "purchase", 6.0),
+            ("2024-01-11", "A", "purchase", 2.0),
+            # B: one purchase.
+            ("2024-01-21", "B", "purchase", 5.0),
+            # C: 2023-01-31 is exactly 365 days back (outside the half-open window), 2024-02-01
+            # is after as_of; 2024-01-31 nets a partial refund.
+            ("2023-01-31", "C", "purchase", 7.0),
+            ("2023-02-01", "C", "purchase", 3.0),
+            ("2024-01-31", "C", "purchase", 1.5),
+            ("2024-01-31", "C", "refund", -0.5),
+            ("2024-02-01", "C", "purchase", 9.0),
+            # D: only a refund: never a customer.
+            ("2024-01-15", "D", "refund", -3.0),
+        ]
+    )
+    rfm = build_rfm(payments, "2024-01-31", history_days=365)
+    assert list(rfm.index) == ["A", "B", "C"]
+    assert rfm.index.name == "user_pid"
+    expected = pd.DataFrame(
+        {
+            "frequency": [1, 0, 1],
+            "recency": [10.0, 0.0, 364.0],
+            "T": [30.0, 10.0, 364.0],
+            "monetary_value": [8.0, 0.0, 1.0],
+            "first_purchase_date": ["2024-01-01", "2024-01-21", "2023-02-01"],
+        },
+        index=pd.Index(["A", "B", "C"], name="user_pid"),
+    )
+    pd.testing.assert_frame_equal(rfm, expected, check_dtype=False)
+    assert rfm["frequency"].dtype == np.int64
+
+    weeks = build_rfm(payments, "2024-01-31", history_days=365, unit_days=7)
+    assert weeks.loc["A", "recency"] == pytest.approx(10 / 7)
+    assert weeks.loc["B", "T"] == pytest.approx(10 / 7)
+    assert weeks.loc["A", "frequency"] == 1
+
+
+def test_build_rfm_empty() -> None:
+    rfm = build_rfm(payments_frame([("2024-01-01", "A", "refund", -1.0)]), "2024-01-31")
+    assert rfm.empty
+    assert list(rfm.columns) == [
+        "frequency",
+        "recency",
+        "T",
+        "monetary_value",
+        "first_purchase_date",
+    ]
+
+
+# --- penalizer ladder -----------------------------------------------------------------------------
+
+
+def rfm_frame(rows: list[tuple[int, float, float, float]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["frequency", "recency", "T", "monetary_value"])
+    df.index = pd.Index([f"u{i}" for i in range(len(df))], name="user_pid")
+    return df.astype({"frequency": "int64"})
+
+
+PREVIOUS = LtvModel(
+    bgnbd={"r": 0.25, "alpha": 30.0, "a": 0.8, "b": 2.5},
+    gammagamma={"p": 6.0, "q": 4.0, "v": 15.0},
+    n_customers=1000,
+    n_repeat=400,
+    converged=True,
+    log_likelihood=-1234.5,
+    penalizer=0.0,
+)
+
+
+def test_nobody_repeats_raises_without_initial_and_falls_back_with_it() -> None:
+    rfm = rfm_frame([(0, 0.0, float(t), 0.0) for t in range(1, 30)])
+    with pytest.raises(LtvFitError, match="0 repeat buyers"):
+        fit_ltv(rfm)
+    model = fit_ltv(rfm, initial=PREVIOUS)
+    assert model.converged is False
+    assert model.bgnbd == PREVIOUS.bgnbd and model.gammagamma == PREVIOUS.gammagamma
+    assert PREVIOUS.converged is True  # the caller's model is not mutated
+
+
+def test_ladder_exhausted_falls_back() -> None:
+    # One repeat buyer: BG/NBD fails at every penalizer of the ladder.
+    rfm = rfm_frame([(1, 10.0, 30.0, 10.0)] + [(0, 0.0, 30.0, 0.0)] * 9)
+    model = fit_ltv(rfm, initial=PREVIOUS)
+    assert model.converged is False and model.bgnbd == PREVIOUS.bgnbd
+    with pytest.raises(LtvFitError):
+        fit_ltv(rfm)
+
+
+def test_ladder_steps_to_the_first_penalizer_that_fits() -> None:
+    # Four customers: unpenalized Gamma-Gamma does not converge; 0.001 fits both models.
+    rfm = rfm_frame(
+        [(1, 10.0, 30.0, 10.0), (2, 20.0, 30.0, 12.0), (0, 0.0, 30.0, 0.0), (0, 0.0, 20.0, 0.0)]
+    )
+    model = fit_ltv(rfm)
+    assert model.converged is True
+    assert model.penalizer == 0.001
+    assert model.n_customers == 4 and model.n_repeat == 2
+    assert all(np.isfinite(v) and v > 0 for v in model.bgnbd.values())
+    only_unpenalized = fit_ltv(rfm, initial=PREVIOUS, penalizers=(0.0,))
+    assert only_unpenalized.converged is False
+
+
+def test_model_json_round_trip_and_report_row() -> None:
+    assert LtvModel.from_json(PREVIOUS.to_json()) == PREVIOUS
+    row = model_row("2024-03-10", PREVIOUS)
+    assert row["date"] == "2024-03-10" and row["model"] == "bgnbd_gammagamma"
+    assert row["n_customers"] == 1000 and row["converged"] is True
+    assert row["log_likelihood"] == -1234.5
+    params = json.loads(row["params"])
+    assert params["bgnbd"] == PREVIOUS.bgnbd and params["gammagamma"] == PREVIOUS.gammagamma
+
+
+def test_log_likelihood_is_the_total_of_both_models() -> None:
+    summary = load_cdnow_summary_data_with_monetary_value()
+    model = fit_ltv(summary)
+    # BG/NBD on CDNOW in weeks: LL = -9582.4 (Fader, Hardie & Lee 2005, "Counting your
+    # customers the easy way", section 5).
+    published_bgnbd_ll = -9582.4
+    repeat = summary[summary["frequency"] > 0]
+    gg = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"])
+    # lifetimes reports the mean negative log-likelihood per customer.
+    gg_total = -gg._negative_log_likelihood_ * len(repeat)
+    assert model.log_likelihood == pytest.approx(published_bgnbd_ll + gg_total, abs=0.05)
+
+
+# --- prediction -----------------------------------------------------------------------------------
+
+
+def expected_purchases_new_customer(model: LtvModel, t: float) -> float:
+    """BG/NBD eq. (9) of Fader, Hardie & Lee (2005): E[X(t)] for a customer just acquired."""
+    r, alpha, a, b = (model.bgnbd[k] for k in ("r", "alpha", "a", "b"))
+    hyp = hyp2f1(r, b, a + b - 1, t / (alpha + t))
+    return float((a + b - 1) / (a - 1) * (1 - hyp * (alpha / (alpha + t)) ** r))
+
+
+def test_predict_customer_value_matches_lifetimes_and_discounts() -> None:
+    rfm = rfm_frame([(0, 0.0, 0.0, 0.0), (2, 20.0, 30.0, 12.0), (0, 0.0, 0.0, 0.0)])
+    value = predict_customer_value(PREVIOUS, rfm, horizon_days=365)
+    assert list(value.index) == ["u0", "u1", "u2"]
+    population_mean = 15.0 * 6.0 / (4.0 - 1.0)  # v p / (q - 1)
+    assert value["u0"] == pytest.approx(
+        expected_purchases_new_customer(PREVIOUS, 365.0) * population_mean, rel=1e-9
+    )
+    assert value["u2"] == value["u0"]
+    bg = BetaGeoFitter()
+    bg.params_ = pd.Series(PREVIOUS.bgnbd)
+    purchases = bg.conditional_expected_number_of_purchases_up_to_time(365.0, 2, 20.0, 30.0)
+    weight = 6.0 * 2 / (6.0 * 2 + 4.0 - 1)  # p x / (p x + q - 1)
+    spend = (1 - weight) * population_mean + weight * 12.0
+    assert value["u1"] == pytest.approx(float(purchases) * spend, rel=1e-9)
+    discounted = predict_customer_value(PREVIOUS, rfm, 365, discount_rate_annual=0.10)
+    np.testing.assert_allclose(discounted.to_numpy(), value.to_numpy() * 1.1**-0.5, rtol=1e-12)
+
+
+# --- cohort pLTV ----------------------------------------------------------------------------------
+
+DAY = "2024-03-10"
+
+
+def installs_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["date", "user_pid", "platform", "campaign_id"])
+    df["install_time"] = pd.to_datetime(df["date"], utc=True)
+    return df
+
+
+def test_build_cohort_pltv_by_hand() -> None:
+    installs = installs_frame(
+        [
+            # history: 4 users installed 9 days before DAY
+            ("2024-03-01", "h1", "facebook", "c1"),
+            ("2024-03-01", "h2", "facebook", "c1"),
+            ("2024-03-01", "h3", "google_ads", "c2"),
+            ("2024-03-01", "h4", "organic", None),
+            # history: 2 users installed 2 days before DAY (observed to age 2 only)
+            ("2024-03-08", "h5", "facebook", "c1"),
+            ("2024-03-08", "h6", "organic", None),
+            # the cohort
+            ("2024-03-10", "u1", "facebook", "c1"),
+            ("2024-03-10", "u2", "facebook", "c1"),
+            ("2024-03-10", "u3", "organic", None),
+            ("2024-03-10", "u4", "google_ads", "c2"),
+            ("2024-03-10", None, "google_ads", "c2"),  # unmatched install: not a cohort user
+        ]
+    )
+    payments = payments_frame(
+        [
+            ("2024-03-01", "h1", "purchase", 5.0),  # paid at age 0
+            ("2024-03-04", "h2", "purchase", 4.0),  # paid at age 3
+            ("2024-03-09", "h5", "purchase", 2.0),  # paid at age 1
+            ("2024-03-10", "u1", "purchase", 10.0),
+            ("2024-03-10", "u1", "refund", -2.0),
+            ("2024-03-10", "u3", "purchase", 3.0),
+            ("2024-03-11", "u4", "purchase", 99.0),  # after DAY: not realized, not known
+        ]
+    )
+    rfm = build_rfm(payments, DAY)
+    out = build_cohort_pltv(DAY, PREVIOUS, rfm, installs, payments, horizon_days=365)
+    assert list(out.columns) == COHORT_PLTV_COLUMNS
+    out = out.set_index(["platform", "campaign_id"])
+    assert sorted(out.index) == [("facebook", "c1"), ("google_ads", "c2"), ("organic", "organic")]
+    assert (out["date"] == DAY).all()
+    assert out["installs"].to_dict() == {
+        ("facebook", "c1"): 2,
+        ("google_ads", "c2"): 1,
+        ("organic", "organic"): 1,
+    }
+    assert out["payers"].to_dict() == {
+        ("facebook", "c1"): 1,
+        ("google_ads", "c2"): 0,
+        ("organic", "organic"): 1,
+    }
+    assert out["realized_micros"].to_dict() == {
+        ("facebook", "c1"): 8_000_000,
+        ("google_ads", "c2"): 0,
+        ("organic", "organic"): 3_000_000,
+    }
+    # Kaplan-Meier over the users unpaid at age 0: at age 1, 5 at risk (h2-h6), h5 pays; at age
+    # 2, 4 at risk, none pays; from age 3 only h2-h4 are observed (h6 is censored), h2 pays at 3.
+    # S = (1 - 1/5)(1 - 1/3) = 8/15, so P(pay later | unpaid at install day) = 7/15 (a naive
+    # converted / unpaid count would give 2/5).
+    p_later = 7 / 15
+    new_buyer_future = expected_purchases_new_customer(PREVIOUS, 365.0) * 30.0
+    # Mean first purchase day's revenue over h1, h2, h5, u1, u3: (5 + 4 + 2 + 8 + 3) / 5 = 4.4.
+    new_payer = 4.4 + new_buyer_future
+    expected = {
+        ("facebook", "c1"): 8.0 + new_buyer_future + 1 * p_later * new_payer,
+        ("google_ads", "c2"): 1 * p_later * new_payer,
+        ("organic", "organic"): 3.0 + new_buyer_future,
+    }
+    for key, units in expected.items():
+        assert out.loc[key, "pltv_micros"] == pytest.approx(units * M, abs=1), key
+        assert out.loc[key, "pltv_micros"] >= out.loc[key, "realized_micros"]
+    assert out["pltv_micros"].dtype == np.int64
+
+
+def test_build_cohort_pltv_without_history_values_nonpayers_at_zero() -> None:
+    installs = installs_frame([(DAY, "u1", "facebook", "c1"), (DAY, "u2", "facebook", "c1")])
+    payments = payments_frame([(DAY, "u1", "purchase", 2.0)])
+    out = build_cohort_pltv(DAY, PREVIOUS, build_rfm(payments, DAY), installs, payments)
+    new_buyer_future = expected_purchases_new_customer(PREVIOUS, 365.0) * 30.0
+    assert out["pltv_micros"].iloc[0] == pytest.approx((2.0 + new_buyer_future) * M, abs=1)
+
+
+def test_build_cohort_pltv_empty_cohort() -> None:
+    installs = installs_frame([("2024-03-09", "u1", "facebook", "c1")])
+    payments = payments_frame([("2024-03-09", "u1", "purchase", 2.0)])
+    out = build_cohort_pltv(DAY, PREVIOUS, build_rfm(payments, DAY), installs, payments)
+    assert out.empty and list(out.columns) == COHORT_PLTV_COLUMNS
