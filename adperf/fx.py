@@ -77,8 +77,9 @@ def convert_micros(
     )
     # One Decimal rate per (day, currency) group; the product per row stays exact integer math:
     # micros * rate with the rate as a fraction p/q, rounded half-even to a micro.
-    for (day, cur), idx in frame.groupby(["d", "c"], sort=False).indices.items():
-        rate = fx.rate(str(cur), str(day))
+    for group_key, idx in frame.groupby(["d", "c"], sort=False).indices.items():
+        day, cur = (str(part) for part in group_key)  # type: ignore[attr-defined]
+        rate = fx.rate(cur, day)
         num, den = rate.as_integer_ratio()
         amounts = frame["a"].to_numpy()[idx]
         out[idx] = [_div_half_even(int(a) * num, den) for a in amounts]

@@ -59,7 +59,12 @@ def write_partition(
 
 
 def write_frame(
-    root: Path, folder: str, key: str, value: str, df: pd.DataFrame, *,
+    root: Path,
+    folder: str,
+    key: str,
+    value: str,
+    df: pd.DataFrame,
+    *,
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a derived (transform) frame as one partition, atomically."""
@@ -105,17 +110,19 @@ def write_table(
 
 def read_partition(root: Path, dataset: str, key: str, value: str) -> pd.DataFrame:
     """Read one complete partition as a DataFrame."""
-    return pq.read_table(partition_path(root, dataset, key, value) / DATA_FILE).to_pandas()
+    frame: pd.DataFrame = pq.read_table(
+        partition_path(root, dataset, key, value) / DATA_FILE
+    ).to_pandas()
+    return frame
 
 
 def read_partitions(root: Path, dataset: str, key: str, values: list[str]) -> pd.DataFrame:
     """Read and concatenate several partitions of one dataset (all must exist)."""
-    tables = [
-        pq.read_table(partition_path(root, dataset, key, v) / DATA_FILE) for v in values
-    ]
+    tables = [pq.read_table(partition_path(root, dataset, key, v) / DATA_FILE) for v in values]
     if not tables:
         raise ValueError(f"read_partitions: no partitions of {dataset} requested")
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    return frame
 
 
 def read_meta(root: Path, dataset: str, key: str, value: str) -> dict[str, Any]:

@@ -164,4 +164,5 @@ def to_table(df: pd.DataFrame, dataset: Dataset, *, allow_empty: bool = False) -
 
 def empty_frame(dataset: Dataset) -> pd.DataFrame:
     """An empty DataFrame with the dataset's columns and dtypes."""
-    return dataset.schema.empty_table().to_pandas()
+    frame: pd.DataFrame = dataset.schema.empty_table().to_pandas()
+    return frame

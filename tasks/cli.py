@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adperf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="build the sandbox world and run DailyReport on it")
-    demo.add_argument("--date", type=dt.date.fromisoformat, default=None,
-                      help="report day (default: the world's latest complete day)")
+    demo.add_argument(
+        "--date",
+        type=dt.date.fromisoformat,
+        default=None,
+        help="report day (default: the world's latest complete day)",
+    )
     demo.add_argument("--workers", type=int, default=1, help="luigi workers")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -42,16 +46,21 @@ def run_demo(day: dt.date | None, workers: int) -> int:
     started = time.monotonic()
     end = day or _yesterday(config.adperf().report_timezone)
     meta = ensure_sandbox_world(end)
-    print(f"sandbox world {config.sandbox().root}: {meta['start']} .. {meta['end']} "
-          f"(profile {meta['profile']}, seed {meta['seed']})")
+    print(
+        f"sandbox world {config.sandbox().root}: {meta['start']} .. {meta['end']} "
+        f"(profile {meta['profile']}, seed {meta['seed']})"
+    )
     resources(end)  # start the fake endpoints in this process, before workers fork
-    result = luigi.build([DailyReport(date=end)], local_scheduler=True, workers=workers,
-                         detailed_summary=True)
+    result = luigi.build(
+        [DailyReport(date=end)], local_scheduler=True, workers=workers, detailed_summary=True
+    )
     elapsed = time.monotonic() - started
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
         print(result.summary_text, file=sys.stderr)
-        print(f"adperf demo: DailyReport {end} did not succeed ({result.status.name})",
-              file=sys.stderr)
+        print(
+            f"adperf demo: DailyReport {end} did not succeed ({result.status.name})",
+            file=sys.stderr,
+        )
         return 1
     print(_summary(end, config))
     print(f"\ndone in {elapsed:.1f} s")
@@ -65,22 +74,38 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
 
     engine = warehouse.make_engine(config.adperf().warehouse_url)
     with engine.connect() as conn:
-        camp = conn.execute(
-            sa.select(warehouse.campaign_daily).where(warehouse.campaign_daily.c.date == day)
-            .order_by(warehouse.campaign_daily.c.platform, warehouse.campaign_daily.c.spend.desc())
-        ).mappings().all()
-        recon = conn.execute(
-            sa.select(warehouse.revenue_reconciliation)
-            .where(warehouse.revenue_reconciliation.c.date == day)
-        ).mappings().first()
-        acts = conn.execute(
-            sa.select(warehouse.actions).where(warehouse.actions.c.date == day)
-        ).mappings().all()
+        camp = (
+            conn.execute(
+                sa.select(warehouse.campaign_daily)
+                .where(warehouse.campaign_daily.c.date == day)
+                .order_by(
+                    warehouse.campaign_daily.c.platform, warehouse.campaign_daily.c.spend.desc()
+                )
+            )
+            .mappings()
+            .all()
+        )
+        recon = (
+            conn.execute(
+                sa.select(warehouse.revenue_reconciliation).where(
+                    warehouse.revenue_reconciliation.c.date == day
+                )
+            )
+            .mappings()
+            .first()
+        )
+        acts = (
+            conn.execute(sa.select(warehouse.actions).where(warehouse.actions.c.date == day))
+            .mappings()
+            .all()
+        )
     engine.dispose()
     cur = config.adperf().report_currency
     lines = [f"\nadperf report for {day} ({cur})", ""]
-    head = f"{'platform':<10} {'campaign':<28} {'spend':>11} {'inst':>6} {'CPI':>7} " \
-           f"{'revenue':>10} {'ROAS':>6} {'pROAS':>6}"
+    head = (
+        f"{'platform':<10} {'campaign':<28} {'spend':>11} {'inst':>6} {'CPI':>7} "
+        f"{'revenue':>10} {'ROAS':>6} {'pROAS':>6}"
+    )
     lines += [head, "-" * len(head)]
     for r in camp:
         lines.append(
@@ -89,17 +114,25 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
             f"{float(r['revenue']):>10,.2f} {_num(r['roas'], 2):>6} {_num(r['proas'], 2):>6}"
         )
     if recon:
-        lines += ["", f"revenue {float(recon['total_payments']):,.2f} = attributed "
-                  f"{float(recon['attributed']):,.2f} + organic {float(recon['organic']):,.2f} + "
-                  f"unattributed {float(recon['unattributed']):,.2f}"]
+        lines += [
+            "",
+            f"revenue {float(recon['total_payments']):,.2f} = attributed "
+            f"{float(recon['attributed']):,.2f} + organic {float(recon['organic']):,.2f} + "
+            f"unattributed {float(recon['unattributed']):,.2f}",
+        ]
     for a in acts:
         if a["action"] != "hold":
-            lines.append(f"{a['action'].upper():<6} {a['object_name'] or a['object_id']}: {a['reason']}")
+            lines.append(
+                f"{a['action'].upper():<6} {a['object_name'] or a['object_id']}: {a['reason']}"
+            )
     from tasks.config import slack
 
-    lines += ["", f"warehouse: {config.adperf().warehouse_url}",
-              f"lake:      {Path(config.adperf().data_root).resolve()}",
-              f"slack:     {(Path(slack().outbox) / f'slack-{day}.json').resolve()} (outbox)"]
+    lines += [
+        "",
+        f"warehouse: {config.adperf().warehouse_url}",
+        f"lake:      {Path(config.adperf().data_root).resolve()}",
+        f"slack:     {(Path(slack().outbox) / f'slack-{day}.json').resolve()} (outbox)",
+    ]
     return "\n".join(lines)
 
 

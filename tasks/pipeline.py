@@ -82,20 +82,30 @@ class AdSpend(LakeTask):
     resources = {"api_facebook": 1}
 
     def output(self) -> LakePartition:
-        return LakePartition(config.data_root(), f"ad_spend/platform={self.platform}", "date",
-                             _iso(self.date))
+        return LakePartition(
+            config.data_root(), f"ad_spend/platform={self.platform}", "date", _iso(self.date)
+        )
 
     def run(self) -> None:
         from adperf.sources.facebook import fetch_facebook_spend
 
         res = endpoints(self.date)
         df = fetch_facebook_spend(
-            graph_url=res.graph_url, api_version=config.facebook().api_version,
+            graph_url=res.graph_url,
+            api_version=config.facebook().api_version,
             access_token=config.secrets().facebook_token,
-            account_ids=res.facebook_account_ids, day=self.date,
+            account_ids=res.facebook_account_ids,
+            day=self.date,
         )
-        lake.write_partition(config.data_root(), AD_SPEND, "date", _iso(self.date), df,
-                             allow_empty=True, folder=f"ad_spend/platform={self.platform}")
+        lake.write_partition(
+            config.data_root(),
+            AD_SPEND,
+            "date",
+            _iso(self.date),
+            df,
+            allow_empty=True,
+            folder=f"ad_spend/platform={self.platform}",
+        )
 
 
 class Installs(LakeTask):
@@ -107,8 +117,9 @@ class Installs(LakeTask):
 
     def run(self) -> None:
         df = _fetch_installs(self.date, self.date)
-        lake.write_partition(config.data_root(), INSTALLS, "date", _iso(self.date), df,
-                             allow_empty=True)
+        lake.write_partition(
+            config.data_root(), INSTALLS, "date", _iso(self.date), df, allow_empty=True
+        )
 
 
 class InstallsMonth(LakeTask):
@@ -124,8 +135,14 @@ class InstallsMonth(LakeTask):
     def run(self) -> None:
         first, last = month_days(self.month)
         df = _fetch_installs(first, last)
-        lake.write_partition(config.data_root(), INSTALLS, *self.partition(), df,
-                             allow_empty=True, folder="installs_monthly")
+        lake.write_partition(
+            config.data_root(),
+            INSTALLS,
+            *self.partition(),
+            df,
+            allow_empty=True,
+            folder="installs_monthly",
+        )
 
 
 def _fetch_installs(first: dt.date, last: dt.date) -> pd.DataFrame:
@@ -133,9 +150,13 @@ def _fetch_installs(first: dt.date, last: dt.date) -> pd.DataFrame:
 
     res = endpoints(last)
     return fetch_installs(
-        base_url=res.mmp_base_url, app_ids=res.mmp_app_ids,
-        api_token=config.secrets().mmp_token, day=first, last_day=last,
-        timezone=config.adperf().report_timezone, hmac_key=config.secrets().hmac_key,
+        base_url=res.mmp_base_url,
+        app_ids=res.mmp_app_ids,
+        api_token=config.secrets().mmp_token,
+        day=first,
+        last_day=last,
+        timezone=config.adperf().report_timezone,
+        hmac_key=config.secrets().hmac_key,
         media_source_map=res.media_source_map,
     )
 
@@ -148,8 +169,9 @@ class Payments(LakeTask):
 
     def run(self) -> None:
         df, counts = _fetch_payments(self.date, self.date)
-        lake.write_partition(config.data_root(), PAYMENTS, "date", _iso(self.date), df,
-                             meta=counts, allow_empty=True)
+        lake.write_partition(
+            config.data_root(), PAYMENTS, "date", _iso(self.date), df, meta=counts, allow_empty=True
+        )
 
 
 class PaymentsMonth(LakeTask):
@@ -163,8 +185,15 @@ class PaymentsMonth(LakeTask):
 
     def run(self) -> None:
         df, counts = _fetch_payments(*month_days(self.month))
-        lake.write_partition(config.data_root(), PAYMENTS, *self.partition(), df,
-                             meta=counts, allow_empty=True, folder="payments_monthly")
+        lake.write_partition(
+            config.data_root(),
+            PAYMENTS,
+            *self.partition(),
+            df,
+            meta=counts,
+            allow_empty=True,
+            folder="payments_monthly",
+        )
 
 
 def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -174,8 +203,13 @@ def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[s
     engine = warehouse.make_engine(res.payments_url)
     try:
         return fetch_payments(
-            engine, first=first, last=last, timezone=config.adperf().report_timezone,
-            hmac_key=config.secrets().hmac_key, fx=_fx(), table=config.payments().table,
+            engine,
+            first=first,
+            last=last,
+            timezone=config.adperf().report_timezone,
+            hmac_key=config.secrets().hmac_key,
+            fx=_fx(),
+            table=config.payments().table,
             query=config.payments().query or None,
         )
     finally:
@@ -192,12 +226,15 @@ class EventLogs(LakeTask):
         from adperf.sources.logs import fetch_events
 
         df, counts = fetch_events(
-            endpoints(self.date).logs_path, day=self.date,
-            timezone=config.adperf().report_timezone, hmac_key=config.secrets().hmac_key,
+            endpoints(self.date).logs_path,
+            day=self.date,
+            timezone=config.adperf().report_timezone,
+            hmac_key=config.secrets().hmac_key,
             max_bad_fraction=config.logs().max_bad_fraction,
         )
-        lake.write_partition(config.data_root(), EVENTS, "date", _iso(self.date), df,
-                             meta=counts, allow_empty=True)
+        lake.write_partition(
+            config.data_root(), EVENTS, "date", _iso(self.date), df, meta=counts, allow_empty=True
+        )
 
 
 # ---------------------------------------------------------------- transform
@@ -216,8 +253,9 @@ class Spend(LakeTask):
         from adperf.transform.spend import build_spend
 
         df = build_spend([t.read() for t in self.input()], _fx())
-        lake.write_partition(config.data_root(), SPEND, "date", _iso(self.date), df,
-                             allow_empty=True)
+        lake.write_partition(
+            config.data_root(), SPEND, "date", _iso(self.date), df, allow_empty=True
+        )
 
 
 class InstallHistory(luigi.WrapperTask):
@@ -269,7 +307,9 @@ class Attribution(LakeTask):
         )
         recon = build_reconciliation(day, payments, attribution)
         root = config.data_root()
-        lake.write_frame(root, "reconciliation", "date", day, pd.DataFrame([{"date": day, **recon}]))
+        lake.write_frame(
+            root, "reconciliation", "date", day, pd.DataFrame([{"date": day, **recon}])
+        )
         lake.write_frame(root, "attribution", "date", day, attribution)
 
 
@@ -291,8 +331,9 @@ class CohortRoas(LakeTask):
         from adperf.transform.cohort import build_cohort_roas
 
         inputs = {k: _read_all(v) for k, v in self.input().items()}
-        df = build_cohort_roas(_iso(self.date), inputs["installs"], inputs["payments"],
-                               inputs["spend"])
+        df = build_cohort_roas(
+            _iso(self.date), inputs["installs"], inputs["payments"], inputs["spend"]
+        )
         lake.write_frame(config.data_root(), "cohort_roas", "date", _iso(self.date), df)
 
 
@@ -303,16 +344,21 @@ class Ltv(LakeTask):
     outputs = ("ltv_model", "pltv")
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {"payments": PaymentHistory(date=self.date),
-                "installs": InstallHistory(date=self.date)}
+        return {
+            "payments": PaymentHistory(date=self.date),
+            "installs": InstallHistory(date=self.date),
+        }
 
     def run(self) -> None:
         from adperf.transform.ltv import build_ltv
 
         day, cfg = _iso(self.date), config.ltv()
         row, pltv = build_ltv(
-            day, self.requires()["payments"].read(), self.requires()["installs"].read(),
-            history_days=cfg.history_days, horizon_days=cfg.horizon_days,
+            day,
+            self.requires()["payments"].read(),
+            self.requires()["installs"].read(),
+            history_days=cfg.history_days,
+            horizon_days=cfg.horizon_days,
             discount_rate_annual=cfg.discount_rate,
         )
         root = config.data_root()
@@ -328,8 +374,11 @@ class Contribution(LakeTask):
 
     def requires(self) -> dict[str, Any]:
         window = _window(self.date, config.contribution().window_days)
-        return {"events": [EventLogs(date=d) for d in window], "payments": Payments(date=self.date),
-                "installs": InstallHistory(date=self.date)}
+        return {
+            "events": [EventLogs(date=d) for d in window],
+            "payments": Payments(date=self.date),
+            "installs": InstallHistory(date=self.date),
+        }
 
     def run(self) -> None:
         from adperf.transform.attribution import build_user_map
@@ -337,8 +386,11 @@ class Contribution(LakeTask):
 
         user_map = build_user_map(self.requires()["installs"].read())
         df = build_contribution(
-            _iso(self.date), _read_all(self.input()["events"]), self.input()["payments"].read(),
-            user_map, partner_share=config.contribution().partner_share,
+            _iso(self.date),
+            _read_all(self.input()["events"]),
+            self.input()["payments"].read(),
+            user_map,
+            partner_share=config.contribution().partner_share,
         )
         lake.write_frame(config.data_root(), "contribution", "date", _iso(self.date), df)
 
@@ -352,8 +404,10 @@ class CampaignReport(LakeTask):
     def requires(self) -> dict[str, Any]:
         return {
             "spend": [Spend(date=d) for d in _window(self.date, COHORT_WINDOW_DAYS + 1)],
-            "installs": Installs(date=self.date), "attribution": Attribution(date=self.date),
-            "contribution": Contribution(date=self.date), "ltv": Ltv(date=self.date),
+            "installs": Installs(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "contribution": Contribution(date=self.date),
+            "ltv": Ltv(date=self.date),
         }
 
     def run(self) -> None:
@@ -362,12 +416,20 @@ class CampaignReport(LakeTask):
         day, inp = _iso(self.date), self.input()
         spend_window = _read_all(inp["spend"])
         report = build_campaign_report(
-            day, spend_window[spend_window["date"] == day], inp["installs"].read(),
-            inp["attribution"]["attribution"].read(), inp["contribution"].read(),
+            day,
+            spend_window[spend_window["date"] == day],
+            inp["installs"].read(),
+            inp["attribution"]["attribution"].read(),
+            inp["contribution"].read(),
             inp["ltv"]["pltv"].read(),
         )
-        actions = build_actions(day, report, _first_spend_dates(spend_window), _rules(),
-                                currency=config.adperf().report_currency)
+        actions = build_actions(
+            day,
+            report,
+            _first_spend_dates(spend_window),
+            _rules(),
+            currency=config.adperf().report_currency,
+        )
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
         lake.write_frame(root, "campaign_report", "date", day, report)
@@ -383,9 +445,14 @@ def _rules() -> Any:
     from adperf.transform.report import Rules
 
     r = config.rules()
-    return Rules(target_roas=r.target_roas, scale_roas=r.scale_roas, pause_roas=r.pause_roas,
-                 min_spend_micros=round(r.min_spend * 1_000_000), min_installs=r.min_installs,
-                 min_age_days=r.min_age_days)
+    return Rules(
+        target_roas=r.target_roas,
+        scale_roas=r.scale_roas,
+        pause_roas=r.pause_roas,
+        min_spend_micros=round(r.min_spend * 1_000_000),
+        min_installs=r.min_installs,
+        min_age_days=r.min_age_days,
+    )
 
 
 # ---------------------------------------------------------------- load
@@ -397,9 +464,13 @@ class LoadReport(luigi.Task):
     date = luigi.DateParameter(description="report day")
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {"spend": Spend(date=self.date), "report": CampaignReport(date=self.date),
-                "cohorts": CohortRoas(date=self.date), "ltv": Ltv(date=self.date),
-                "attribution": Attribution(date=self.date)}
+        return {
+            "spend": Spend(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "ltv": Ltv(date=self.date),
+            "attribution": Attribution(date=self.date),
+        }
 
     def output(self) -> WarehouseDay:
         return WarehouseDay(config.adperf().warehouse_url, _iso(self.date))
@@ -428,8 +499,11 @@ class SlackReport(luigi.Task):
     date = luigi.DateParameter(description="report day")
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {"load": LoadReport(date=self.date), "report": CampaignReport(date=self.date),
-                "attribution": Attribution(date=self.date)}
+        return {
+            "load": LoadReport(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "attribution": Attribution(date=self.date),
+        }
 
     def output(self) -> JsonFile:
         day = _iso(self.date)
@@ -442,7 +516,8 @@ class SlackReport(luigi.Task):
 
         day, inp = _iso(self.date), self.input()
         message = build_slack_message(
-            day=day, currency=config.adperf().report_currency,
+            day=day,
+            currency=config.adperf().report_currency,
             campaigns=_as_money(inp["report"]["campaign_report"].read()),
             actions=_as_money(inp["report"]["actions"].read()),
             reconciliation=_as_money(inp["attribution"]["reconciliation"].read()).iloc[0].to_dict(),
@@ -452,8 +527,12 @@ class SlackReport(luigi.Task):
         if not token:
             write_outbox(message, Path(config.slack().outbox), day)
             return
-        posted = post_message(message, token=token, channel=config.slack().channel,
-                              base_url=endpoints(self.date).slack_base_url)
+        posted = post_message(
+            message,
+            token=token,
+            channel=config.slack().channel,
+            base_url=endpoints(self.date).slack_base_url,
+        )
         _write_json(self.output().path, {"date": day, **posted})
 
 

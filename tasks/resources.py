@@ -108,7 +108,8 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
 
     ad_rows = pd.read_parquet(root / "ad_daily.parquet")
     graph = FakeGraphApi(
-        accounts=meta["facebook_accounts"], ad_rows=ad_rows,
+        accounts=meta["facebook_accounts"],
+        ad_rows=ad_rows,
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
     )
     mmp = FakeMmp(

@@ -29,8 +29,15 @@ def _frames(day: str, spend_micros: int = 12_345_678) -> dict[str, pd.DataFrame]
         }
     )
     recon = pd.DataFrame(
-        [{"date": day, "total_payments_micros": 21_000_001, "attributed_micros": 20_000_000,
-          "organic_micros": 1_000_000, "unattributed_micros": 1}]
+        [
+            {
+                "date": day,
+                "total_payments_micros": 21_000_001,
+                "attributed_micros": 20_000_000,
+                "organic_micros": 1_000_000,
+                "unattributed_micros": 1,
+            }
+        ]
     )
     return {"campaign_daily": campaign, "revenue_reconciliation": recon}
 
@@ -87,10 +94,16 @@ def test_failed_load_keeps_previous_rows_and_no_marker(tmp_path):
         columns=["organic_micros"]
     )
     with pytest.raises(ValueError, match="organic"):
-        warehouse.load_day(engine, "2026-11-28", {**_frames("2026-11-28"),
-                                                 "revenue_reconciliation": broken[
-                                                     "revenue_reconciliation"].assign(
-                                                     date="2026-11-28")})
+        warehouse.load_day(
+            engine,
+            "2026-11-28",
+            {
+                **_frames("2026-11-28"),
+                "revenue_reconciliation": broken["revenue_reconciliation"].assign(
+                    date="2026-11-28"
+                ),
+            },
+        )
     assert not warehouse.is_loaded(engine, "2026-11-28")
     days = set(warehouse.read_table(engine, "campaign_daily")["date"].astype(str))
     assert days == {"2026-11-27"}  # the failed day's campaign rows were rolled back

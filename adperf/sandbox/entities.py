@@ -1,4 +1,4 @@
-"""The sandbox's fixed cast: ad accounts, campaigns, adsets, ads, their true economics, legacy users.
+"""The sandbox's fixed cast: ad accounts, campaigns, adsets, ads, true economics, legacy users.
 
 Everything here depends on (seed, profile) only, never on the world's dates, so extending a
 world in time never changes who is in it.

@@ -207,7 +207,9 @@ class FakeMmp:
         for row, local_time in zip(
             chosen.to_dict("records"), times[keep].head(max_rows), strict=True
         ):
-            writer.writerow(_csv_row(row, local_time, organic=organic))
+            writer.writerow(
+                _csv_row({str(k): v for k, v in row.items()}, local_time, organic=organic)
+            )
         return out.getvalue().encode("utf-8")
 
 

@@ -1,4 +1,4 @@
-"""A deterministic simulated ad world on disk: the files the sandbox's fake sources serve, and its truth.
+"""A deterministic simulated ad world on disk: the files the sandbox's fakes serve, and its truth.
 
 Layout of a world folder (a contract with the fake servers and the tests):
 `world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
@@ -297,7 +297,7 @@ def _offset_str(offset_us: int) -> str:
 
 
 def _money(minor: int, digits: int) -> str:
-    """Minor units (cents, won) as a decimal string with the currency's digits: 12345 -> '123.45'."""
+    """Minor units (cents, won) as a decimal string in the currency's digits: 12345 -> '123.45'."""
     return format(Decimal(minor).scaleb(-digits), "f")
 
 
@@ -881,7 +881,7 @@ class _World:
                 lines[int(j)] = head + rest[rest.index('"') + 1 :]
 
     def _write_truth(self) -> None:
-        """The true parameters, and per day the exact spend, installs and revenue to check against."""
+        """The true parameters, and per day the exact spend, installs and revenue to check."""
         (self.root / "truth").mkdir()
         self._write_params()
         self._write_users()
@@ -938,7 +938,8 @@ class _World:
                 spend = money(c.currency, int(camp_spend[i, c.index]))
                 camp_rows.append(
                     [ds, "facebook", c.account_id, c.campaign_id, c.currency,
-                     _fmt(spend), _fmt(_EXACT.multiply(spend, Decimal(self.rate_str[c.currency][i]))),
+                     _fmt(spend),
+                     _fmt(_EXACT.multiply(spend, Decimal(self.rate_str[c.currency][i]))),
                      str(installs[i, c.index]), str(payers[i, c.index]),
                      _fmt(report(i, {cur: int(rev[cur][i, c.index]) for cur in rev}))]
                 )  # fmt: skip

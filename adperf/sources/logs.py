@@ -44,7 +44,9 @@ def fetch_events(
     files = log_files(path_pattern, day)
     if not files:
         raise SourceError(
-            "logs", day.isoformat(), f"no file matches {path_pattern!r}",
+            "logs",
+            day.isoformat(),
+            f"no file matches {path_pattern!r}",
             "check [logs] path, or wait until the day's logs are rotated",
         )
     ts_raw: list[str] = []
@@ -68,17 +70,22 @@ def fetch_events(
             props = rec.get("props")
             prem = props.get("premium") if isinstance(props, dict) else None
             premium.append(bool(prem) if prem is not None else None)
-    ts = pd.to_datetime(pd.Series(ts_raw, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    ts = pd.to_datetime(
+        pd.Series(ts_raw, dtype=object), utc=True, format="ISO8601", errors="coerce"
+    )
     start, end = day_bounds_utc(day, day, timezone)
     bad_ts = ts.isna().to_numpy()
-    in_day = (~bad_ts) & (ts >= pd.Timestamp(start, tz="UTC")).to_numpy() & (
-        ts < pd.Timestamp(end, tz="UTC")
-    ).to_numpy()
+    in_day = (
+        (~bad_ts)
+        & (ts >= pd.Timestamp(start, tz="UTC")).to_numpy()
+        & (ts < pd.Timestamp(end, tz="UTC")).to_numpy()
+    )
     counts["bad"] += int(bad_ts.sum())
     counts["out_of_day"] = int(((~bad_ts) & ~in_day).sum())
     if counts["lines"] and counts["bad"] / counts["lines"] > max_bad_fraction:
         raise SourceError(
-            "logs", day.isoformat(),
+            "logs",
+            day.isoformat(),
             f"{counts['bad']} of {counts['lines']} lines are malformed "
             f"({counts['bad'] / counts['lines']:.2%} > [logs] max_bad_fraction {max_bad_fraction})",
             "inspect the day's log files; raise max_bad_fraction only if the damage is understood",
@@ -89,10 +96,12 @@ def fetch_events(
             "date": day.isoformat(),
             "ts": ts.iloc[keep].dt.as_unit("us").reset_index(drop=True),
             "event": [events[i] for i in keep],
-            "user_pid": pseudonymize(pa.array([users[i] for i in keep], pa.string()), hmac_key)
-            .to_numpy(zero_copy_only=False),
-            "peer_pid": pseudonymize(pa.array([peers[i] for i in keep], pa.string()), hmac_key)
-            .to_numpy(zero_copy_only=False),
+            "user_pid": pseudonymize(
+                pa.array([users[i] for i in keep], pa.string()), hmac_key
+            ).to_numpy(zero_copy_only=False),
+            "peer_pid": pseudonymize(
+                pa.array([peers[i] for i in keep], pa.string()), hmac_key
+            ).to_numpy(zero_copy_only=False),
             "premium": pd.array([premium[i] for i in keep], dtype="boolean"),
         }
     )
@@ -105,7 +114,7 @@ def _lines(path: Path, counts: dict[str, int]) -> Any:
         try:
             yield from fh
         except (EOFError, zlib.error, gzip.BadGzipFile):
-            # A truncated gzip tail: the lines read so far are good; the tail counts as one bad line.
+            # A truncated gzip tail: the lines read so far are good; the tail is one bad line.
             counts["bad"] += 1
             counts["truncated_files"] = counts.get("truncated_files", 0) + 1
 

@@ -27,7 +27,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _LOST_CONNECTION = {2006, 2013, 2055}
 
 
-def build_query(table: str, query: str | None = None) -> sa.TextClause:
+def build_query(table: str, query: str | None = None) -> sa.TextualSelect:
     """The SELECT for one range of days; `query` replaces the default (params :start, :end)."""
     if query is None:
         if not _IDENT.match(table):
@@ -35,7 +35,9 @@ def build_query(table: str, query: str | None = None) -> sa.TextClause:
         query = DEFAULT_QUERY.format(table=table)
     return (
         sa.text(query)
-        .bindparams(sa.bindparam("start", type_=sa.DateTime), sa.bindparam("end", type_=sa.DateTime))
+        .bindparams(
+            sa.bindparam("start", type_=sa.DateTime), sa.bindparam("end", type_=sa.DateTime)
+        )
         .columns(
             sa.column("id", sa.String),
             sa.column("user_id", sa.String),
@@ -79,22 +81,39 @@ def fetch_payments(
                 continue
             if code in _LOST_CONNECTION or exc.connection_invalidated:
                 raise TransientSourceError(
-                    "payments", where, f"connection lost mid-read (MySQL error {code})",
+                    "payments",
+                    where,
+                    f"connection lost mid-read (MySQL error {code})",
                     "check the database's health; the day is read again from scratch on retry",
                 ) from None
             raise SourceError(
-                "payments", where, f"database error {code or ''} {exc.orig.__class__.__name__}",
+                "payments",
+                where,
+                f"database error {code or ''} {exc.orig.__class__.__name__}",
                 "check [payments] url (or ADPERF_PAYMENTS_URL), the server and the credentials",
             ) from None
         except sa.exc.ProgrammingError as exc:
             raise SourceError(
-                "payments", where, f"the query failed ({exc.orig.__class__.__name__})",
+                "payments",
+                where,
+                f"the query failed ({exc.orig.__class__.__name__})",
                 "check [payments] table / [payments] query (columns id, user_id, amount, "
                 "currency, kind, created_at; parameters :start and :end)",
             ) from None
-    df = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(
-        columns=["payment_id", "user_pid", "amount_original_micros", "currency_original",
-                 "kind", "created_at", "date"]
+    df = (
+        pd.concat(chunks, ignore_index=True)
+        if chunks
+        else pd.DataFrame(
+            columns=[
+                "payment_id",
+                "user_pid",
+                "amount_original_micros",
+                "currency_original",
+                "kind",
+                "created_at",
+                "date",
+            ]
+        )
     )
     rates, converted = convert_micros(
         df["amount_original_micros"], df["currency_original"], df["date"], fx
@@ -106,7 +125,7 @@ def fetch_payments(
 
 def _read(
     engine: sa.Engine,
-    stmt: sa.TextClause,
+    stmt: sa.TextualSelect,
     start: dt.datetime,
     end: dt.datetime,
     timezone: str,
@@ -147,9 +166,9 @@ def _frame(rows: list[Any], tz: Any, hmac_key: bytes) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "payment_id": [str(r.id) for r in rows],
-            "user_pid": pseudonymize(
-                pa.array([str(r.user_id) for r in rows]), hmac_key
-            ).to_numpy(zero_copy_only=False),
+            "user_pid": pseudonymize(pa.array([str(r.user_id) for r in rows]), hmac_key).to_numpy(
+                zero_copy_only=False
+            ),
             "amount_original_micros": pd.array(amounts, dtype="int64"),
             "currency_original": [str(r.currency).upper() for r in rows],
             "kind": [r.kind for r in rows],

@@ -63,7 +63,7 @@ def build_user_map(installs: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_attribution(day: str, payments: pd.DataFrame, user_map: pd.DataFrame) -> pd.DataFrame:
-    """Payers, purchases and revenue of `day`'s payments per acquiring ad (organic, unattributed)."""
+    """Payers, purchases and revenue of `day`'s payments per acquiring ad, organic, unattributed."""
     require_day(payments, day, "payments")
     unknown = sorted(set(user_map["platform"].dropna().unique()) - set(PAID_PLATFORMS) - {ORGANIC})
     if unknown:

@@ -190,4 +190,5 @@ def build_contribution(
         {"date": "str", "platform": "str", "campaign_id": "str", "assisted_revenue_micros": "int64"}
     )
     # A campaign whose users' share rounds to 0 micros assisted nothing worth a row.
-    return out[out["assisted_revenue_micros"] > 0].reset_index(drop=True)
+    kept: pd.DataFrame = out[out["assisted_revenue_micros"] > 0].reset_index(drop=True)
+    return kept

@@ -101,7 +101,8 @@ def _purchase_days(payments: pd.DataFrame) -> pd.DataFrame:
     # Refunds are negative rows on their own day; a day netted to <= 0 bought nothing.
     daily = daily[daily["amount_micros"] > 0].copy()
     daily["day"] = _day_number(daily["date"])
-    return daily.sort_values(["user_pid", "day"], kind="stable").reset_index(drop=True)
+    ordered: pd.DataFrame = daily.sort_values(["user_pid", "day"], kind="stable")
+    return ordered.reset_index(drop=True)
 
 
 def build_rfm(
@@ -556,7 +557,12 @@ def build_ltv(
             empty[c] = empty[c].astype("str")
         return row, empty
     pltv = build_cohort_pltv(
-        day, model, rfm, installs, payments, horizon_days=horizon_days,
+        day,
+        model,
+        rfm,
+        installs,
+        payments,
+        horizon_days=horizon_days,
         discount_rate_annual=discount_rate_annual,
     )
     return model_row(day, model), pltv

@@ -12,7 +12,8 @@ def build_spend(ad_spend: list[pd.DataFrame], fx: FxTable) -> pd.DataFrame:
     """SPEND rows: every platform's AD_SPEND rows of a day plus fx_rate and spend_micros."""
     frames = [f[AD_SPEND.columns] for f in ad_spend if len(f)]
     if not frames:
-        return SPEND.schema.empty_table().to_pandas()
+        empty: pd.DataFrame = SPEND.schema.empty_table().to_pandas()
+        return empty
     df = pd.concat(frames, ignore_index=True)
     duplicated = df.duplicated(["date", "platform", "ad_id"], keep=False)
     if duplicated.any():
@@ -25,6 +26,5 @@ def build_spend(ad_spend: list[pd.DataFrame], fx: FxTable) -> pd.DataFrame:
     )
     df["fx_rate"] = rates
     df["spend_micros"] = converted
-    return df.sort_values(["platform", "campaign_id", "adset_id", "ad_id"]).reset_index(drop=True)[
-        SPEND.columns
-    ]
+    ordered: pd.DataFrame = df.sort_values(["platform", "campaign_id", "adset_id", "ad_id"])
+    return ordered.reset_index(drop=True)[SPEND.columns]

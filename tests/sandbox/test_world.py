@@ -298,7 +298,11 @@ def test_logs_have_events_and_a_few_malformed_lines(world: Path) -> None:
     total = bad = truncated = premium_with_payer = premium = 0
     pay = _payments(world)
     buyers = set(
-        zip(pay[pay["kind"] == "purchase"]["day"], pay[pay["kind"] == "purchase"]["user_id"])
+        zip(
+            pay[pay["kind"] == "purchase"]["day"],
+            pay[pay["kind"] == "purchase"]["user_id"],
+            strict=True,
+        )
     )
     for path in files:
         day = path.name[:10]

@@ -31,8 +31,9 @@ def test_parse_pseudonymize_and_count_bad_lines(tmp_path):
         b"\xff\xfe not utf-8\n",
     ] + [_line("2026-11-27T12:00:00+09:00", user=f"usr_{i}") for i in range(400)]
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
-    df, counts = fetch_events(str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul",
-                              hmac_key=KEY)
+    df, counts = fetch_events(
+        str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul", hmac_key=KEY
+    )
     assert counts["lines"] == 406 and counts["bad"] == 3 and counts["out_of_day"] == 1
     assert len(df) == 402
     first = df.iloc[0]
@@ -48,15 +49,21 @@ def test_too_many_bad_lines_fail_with_clear_message(tmp_path):
     lines = [_line("2026-11-27T12:00:00+09:00")] * 10 + [b"{broken\n"] * 2
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
     with pytest.raises(SourceError, match=r"logs for 2026-11-27: 2 of 12 lines are malformed"):
-        fetch_events(str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul",
-                     hmac_key=KEY, max_bad_fraction=0.01)
+        fetch_events(
+            str(tmp_path / "{date}.jsonl.gz"),
+            day=DAY,
+            timezone="Asia/Seoul",
+            hmac_key=KEY,
+            max_bad_fraction=0.01,
+        )
 
 
 def test_truncated_gzip_keeps_good_lines(tmp_path):
     lines = [_line("2026-11-27T12:00:00+09:00", user=f"usr_{i}") for i in range(2000)]
     _write(tmp_path / "2026-11-27.jsonl.gz", lines, truncate=30)
-    df, counts = fetch_events(str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul",
-                              hmac_key=KEY)
+    df, counts = fetch_events(
+        str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul", hmac_key=KEY
+    )
     assert counts["truncated_files"] == 1
     assert 1900 < len(df) < 2000
     assert counts["lines"] - (counts["bad"] - 1) == len(df)  # every line read is kept or counted
@@ -64,5 +71,6 @@ def test_truncated_gzip_keeps_good_lines(tmp_path):
 
 def test_missing_file_names_the_day_and_the_fix(tmp_path):
     with pytest.raises(SourceError, match="logs for 2026-11-27: no file matches.*Fix"):
-        fetch_events(str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul",
-                     hmac_key=KEY)
+        fetch_events(
+            str(tmp_path / "{date}.jsonl.gz"), day=DAY, timezone="Asia/Seoul", hmac_key=KEY
+        )

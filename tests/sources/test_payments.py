@@ -26,25 +26,33 @@ ROWS = [
 def _make(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "mysql":
-            conn.execute(sa.text(
-                "CREATE TABLE payments (id BIGINT PRIMARY KEY, user_id VARCHAR(64), "
-                "amount DECIMAL(18,4), currency CHAR(3), kind ENUM('purchase','refund'), "
-                "created_at DATETIME(6))"))
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE payments (id BIGINT PRIMARY KEY, user_id VARCHAR(64), "
+                    "amount DECIMAL(18,4), currency CHAR(3), kind ENUM('purchase','refund'), "
+                    "created_at DATETIME(6))"
+                )
+            )
         else:
-            conn.execute(sa.text(
-                "CREATE TABLE payments (id BIGINT PRIMARY KEY, user_id VARCHAR(64), "
-                "amount DECIMAL(18,4), currency CHAR(3), kind VARCHAR(8), created_at DATETIME(6))"))
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE payments (id BIGINT PRIMARY KEY, user_id VARCHAR(64), "
+                    "amount DECIMAL(18,4), currency CHAR(3), kind VARCHAR(8), "
+                    "created_at DATETIME(6))"
+                )
+            )
         conn.execute(
             sa.text("INSERT INTO payments VALUES (:id, :u, :a, :c, :k, :t)"),
-            [dict(zip(["id", "u", "a", "c", "k", "t"], r)) for r in ROWS],
+            [dict(zip(["id", "u", "a", "c", "k", "t"], r, strict=True)) for r in ROWS],
         )
 
 
 def _check(engine: sa.Engine) -> None:
     _make(engine)
     day = dt.date(2026, 11, 27)
-    df, counts = fetch_payments(engine, first=day, last=day, timezone="Asia/Seoul",
-                                hmac_key=KEY, fx=FX, chunk_rows=2)
+    df, counts = fetch_payments(
+        engine, first=day, last=day, timezone="Asia/Seoul", hmac_key=KEY, fx=FX, chunk_rows=2
+    )
     assert df["payment_id"].tolist() == ["2", "3", "4", "6"]
     assert counts == {"rows_read": 5, "quarantined": 1}
     assert df["amount_original_micros"].tolist() == [9_990_000, 15_000_000_000, -4_990_000, 100_000]
@@ -69,5 +77,12 @@ def test_bad_table_is_a_named_error(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'p.db'}")
     day = dt.date(2026, 11, 27)
     with pytest.raises(SourceError, match="payments for 2026-11-27.*Fix: check"):
-        fetch_payments(engine, first=day, last=day, timezone="Asia/Seoul", hmac_key=KEY, fx=FX,
-                       table="no_such_table")
+        fetch_payments(
+            engine,
+            first=day,
+            last=day,
+            timezone="Asia/Seoul",
+            hmac_key=KEY,
+            fx=FX,
+            table="no_such_table",
+        )

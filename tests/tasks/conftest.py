@@ -17,9 +17,13 @@ def configure(root: Path, **overrides: dict[str, str]) -> None:
     """Point every adperf section into `root` (a sandbox run) and reset luigi's caches."""
     cfg = luigi.configuration.get_config()
     values = {
-        "adperf": {"sandbox": "true", "data_root": str(root / "lake"),
-                   "warehouse_url": f"sqlite:///{root / 'warehouse.db'}",
-                   "report_timezone": "Asia/Seoul", "report_currency": "USD"},
+        "adperf": {
+            "sandbox": "true",
+            "data_root": str(root / "lake"),
+            "warehouse_url": f"sqlite:///{root / 'warehouse.db'}",
+            "report_timezone": "Asia/Seoul",
+            "report_currency": "USD",
+        },
         "sandbox": {"root": str(root / "world"), "profile": "tiny", "seed": "7"},
         "slack": {"outbox": str(root / "outbox"), "channel": "#marketing-daily"},
     }

@@ -21,13 +21,15 @@ CENT = Decimal("0.005")
 
 
 def _build(day=END, workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
-    return luigi.build([DailyReport(date=day)], local_scheduler=True, detailed_summary=True,
-                       workers=workers)
+    return luigi.build(
+        [DailyReport(date=day)], local_scheduler=True, detailed_summary=True, workers=workers
+    )
 
 
 def _truth(root: Path) -> pd.DataFrame:
-    return pd.read_csv(root / "world" / "truth" / "campaign_daily.csv", dtype=str,
-                       keep_default_na=False)
+    return pd.read_csv(
+        root / "world" / "truth" / "campaign_daily.csv", dtype=str, keep_default_na=False
+    )
 
 
 @pytest.fixture()
@@ -66,8 +68,11 @@ def test_installs_per_campaign_equal_truth(done: Path) -> None:
 def test_revenue_reconciles_to_the_cent_and_matches_truth(done: Path) -> None:
     engine = warehouse.make_engine(f"sqlite:///{done / 'warehouse.db'}")
     rec = warehouse.read_table(engine, "revenue_reconciliation").iloc[0]
-    parts = Decimal(str(rec["attributed"])) + Decimal(str(rec["organic"])) + Decimal(
-        str(rec["unattributed"]))
+    parts = (
+        Decimal(str(rec["attributed"]))
+        + Decimal(str(rec["organic"]))
+        + Decimal(str(rec["unattributed"]))
+    )
     assert abs(Decimal(str(rec["total_payments"])) - parts) < CENT
     totals = pd.read_csv(done / "world" / "truth" / "daily_totals.csv", dtype=str)
     t = totals[totals["date"] == END.isoformat()].iloc[0]

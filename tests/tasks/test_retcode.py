@@ -16,9 +16,22 @@ def _luigi(tmp_path: Path, cfg: str, env: dict[str, str]) -> subprocess.Complete
     full = {k: v for k, v in os.environ.items() if not k.startswith("ADPERF_")}
     full.update(env, LUIGI_CONFIG_PATH=str(path))
     return subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "tasks", "DailyReport", "--date",
-         "2026-11-20", "--local-scheduler"],
-        cwd=REPO, env=full, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "tasks",
+            "DailyReport",
+            "--date",
+            "2026-11-20",
+            "--local-scheduler",
+        ],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -410,7 +410,7 @@ def test_actions_skip_organic_and_order_by_platform_then_id() -> None:
         {},
         Rules(),
     )
-    assert list(zip(got["platform"], got["object_id"])) == [
+    assert list(zip(got["platform"], got["object_id"], strict=True)) == [
         ("facebook", "c1"),
         ("facebook", "c2"),
         ("google_ads", "g1"),
