@@ -43,12 +43,23 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _run_root(root: Path, tiny_world: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_world, root / "world")
+    configure(root)
+    return root
+
+
 @pytest.fixture()
 def run_root(tmp_path: Path, tiny_world: Path) -> Iterator[Path]:
     """tmp_path configured as the lake/warehouse/outbox root, with the shared tiny world."""
-    import shutil
+    yield _run_root(tmp_path, tiny_world)
+    Register.clear_instance_cache()
 
-    shutil.copytree(tiny_world, tmp_path / "world")
-    configure(tmp_path)
-    yield tmp_path
+
+@pytest.fixture(scope="module")
+def module_root(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) -> Iterator[Path]:
+    """Like run_root, shared by a module's tests (one pipeline run for many checks)."""
+    yield _run_root(tmp_path_factory.mktemp("run"), tiny_world)
     Register.clear_instance_cache()

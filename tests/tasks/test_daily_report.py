@@ -32,11 +32,14 @@ def _truth(root: Path) -> pd.DataFrame:
     )
 
 
-@pytest.fixture()
-def done(run_root: Path) -> Path:
+@pytest.fixture(scope="module")
+def done(module_root: Path) -> Path:
+    from .conftest import configure
+
+    configure(module_root)
     result = _build()
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
-    return run_root
+    return module_root
 
 
 def test_spend_per_platform_equals_truth_to_the_cent(done: Path) -> None:
@@ -112,6 +115,9 @@ def test_no_raw_user_id_anywhere(done: Path) -> None:
 
 
 def test_rerun_of_a_complete_day_runs_nothing(done: Path) -> None:
+    from .conftest import configure
+
+    configure(done)
     marker = (done / "lake" / "spend" / f"date={END}" / "part-0.parquet").stat().st_mtime_ns
     result = _build()
     assert result.status == LuigiStatusCode.SUCCESS
