@@ -151,9 +151,27 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
-def create_tables(engine: sa.Engine) -> None:
-    """Create the report tables and the load marker where missing."""
-    metadata.create_all(engine, checkfirst=True)
+def create_tables(engine: sa.Engine, meta: sa.MetaData = metadata) -> None:
+    """Create the report tables and the load marker where missing; add new nullable columns.
+
+    Report tables only ever gain nullable columns (the analysts' contract keeps old ones), so
+    a warehouse written by an older adperf is brought up to date with ALTER TABLE ADD COLUMN.
+    """
+    meta.create_all(engine, checkfirst=True)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in meta.sorted_tables:
+            existing = {c["name"] for c in inspector.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in existing:
+                    continue
+                if not col.nullable:
+                    raise ConfigError(
+                        f"warehouse: table {table.name} lacks the required column {col.name}. "
+                        "Fix: new required columns need a migration; add it as nullable"
+                    )
+                ddl = col.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl}"))
 
 
 def is_loaded(engine: sa.Engine, day: str) -> bool:

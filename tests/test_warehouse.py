@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from adperf import warehouse
+from adperf.errors import ConfigError
 
 
 def _frames(day: str, spend_micros: int = 12_345_678) -> dict[str, pd.DataFrame]:
@@ -114,3 +115,22 @@ def test_rows_of_another_day_are_refused(tmp_path):
     with pytest.raises(ValueError, match="another day"):
         warehouse.load_day(engine, "2026-11-28", _frames("2026-11-27"))
     assert not warehouse.is_loaded(engine, "2026-11-28")
+
+
+def test_older_warehouse_gains_new_nullable_columns(tmp_path):
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    warehouse.create_tables(engine)
+    newer = sa.MetaData()
+    sa.Table(
+        "actions",
+        newer,
+        *[c.copy() for c in warehouse.actions.columns],
+        sa.Column("proas_low", sa.Float, nullable=True),
+    )
+    warehouse.create_tables(engine, newer)
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("actions")}
+    assert "proas_low" in cols and "reason" in cols
+    required = sa.MetaData()
+    sa.Table("actions", required, sa.Column("must", sa.Integer, nullable=False))
+    with pytest.raises(ConfigError, match="lacks the required column must"):
+        warehouse.create_tables(engine, required)
