@@ -44,6 +44,9 @@ ad_spend_daily = sa.Table(
     sa.Column("spend_original", MONEY, nullable=False),
     sa.Column("currency_original", sa.String(3), nullable=False),
     sa.Column("fx_rate", sa.Float),
+    # The day of the pull the figure comes from: a later pull's figure is never replaced by an
+    # earlier one's, whatever order days are loaded in (see load_day, spend_pull).
+    sa.Column("pulled", sa.Date),
 )
 
 campaign_daily = sa.Table(
@@ -64,6 +67,9 @@ campaign_daily = sa.Table(
     sa.Column("assisted_revenue", MONEY, nullable=False),
     sa.Column("pltv", MONEY),
     sa.Column("proas", sa.Float),
+    # The 90% interval of pROAS (bootstrap over the cohort's users and the LTV parameters).
+    sa.Column("proas_low", sa.Float),
+    sa.Column("proas_high", sa.Float),
 )
 
 cohort_roas = sa.Table(
@@ -92,6 +98,12 @@ ltv_model = sa.Table(
     sa.Column("n_customers", sa.BigInteger, nullable=False),
     sa.Column("converged", sa.Boolean, nullable=False),
     sa.Column("log_likelihood", sa.Float),
+    # The day the parameters were fitted: earlier than `date` when the fit fell back to the
+    # last good model (converged is then false).
+    sa.Column("model_date", sa.Date),
+    # The model fitted as of date - 90 days predicting each campaign's revenue since then.
+    sa.Column("backtest_mape", sa.Float),
+    sa.Column("backtest_bias", sa.Float),
 )
 
 revenue_reconciliation = sa.Table(
@@ -117,6 +129,9 @@ actions = sa.Table(
     sa.Column("roas", sa.Float),
     sa.Column("proas", sa.Float),
     sa.Column("spend", MONEY, nullable=False),
+    sa.Column("parent_id", ID),  # an adset's campaign_id (level 'adset')
+    sa.Column("proas_low", sa.Float),
+    sa.Column("proas_high", sa.Float),
 )
 
 load_marker = sa.Table(
@@ -125,6 +140,24 @@ load_marker = sa.Table(
     sa.Column("date", sa.Date, primary_key=True),
     sa.Column("loaded_at", sa.DateTime, nullable=False),
     sa.Column("row_counts", sa.Text, nullable=False),
+)
+
+# One row per task run (monitoring): appended by the luigi event handlers of tasks/ops.py.
+pipeline_runs = sa.Table(
+    "pipeline_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(96), nullable=False, index=True),
+    sa.Column("task_id", sa.String(200), nullable=False),
+    sa.Column("family", sa.String(64), nullable=False, index=True),
+    sa.Column("day", sa.Date, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("rows_in", sa.BigInteger),
+    sa.Column("rows_out", sa.BigInteger),
+    sa.Column("bytes_out", sa.BigInteger),
+    sa.Column("error_class", sa.String(64)),
 )
 
 # The column that holds the report day in each table: a day's rows are deleted by it.
@@ -186,14 +219,31 @@ def is_loaded(engine: sa.Engine, day: str) -> bool:
     return found is not None
 
 
-def load_day(engine: sa.Engine, day: str, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Replace one report day in every given table plus its marker, in one transaction."""
+def load_day(
+    engine: sa.Engine,
+    day: str,
+    frames: dict[str, pd.DataFrame],
+    *,
+    spend_pull: tuple[pd.DataFrame, dict[str, tuple[str, str]]] | None = None,
+) -> dict[str, int]:
+    """Replace one report day in every given table plus its marker, in one transaction.
+
+    `spend_pull` = (ad_spend_daily rows of the pull made on `day`, {platform: (first, last)}
+    days it covers): each (platform, day) of those windows is replaced by the pull's rows (none
+    when it has none), restated earlier days included, unless the table already holds that
+    day from a later pull. So ad_spend_daily ends with the latest figure of every day, in
+    whatever order report days are loaded or re-loaded.
+    """
     unknown = set(frames) - set(REPORT_TABLES)
     if unknown:
         raise ValueError(f"load_day: unknown tables {sorted(unknown)}")
+    if spend_pull is not None and "ad_spend_daily" in frames:
+        raise ValueError("load_day: give ad_spend_daily either as a frame or as spend_pull")
     create_tables(engine)
     counts: dict[str, int] = {}
     with engine.begin() as conn:
+        if spend_pull is not None:
+            counts["ad_spend_daily"] = _replace_pulled_spend(conn, day, *spend_pull)
         for name, df in frames.items():
             table = REPORT_TABLES[name]
             day_col = table.c[DAY_COLUMN[name]]
@@ -217,6 +267,68 @@ def load_day(engine: sa.Engine, day: str, frames: dict[str, pd.DataFrame]) -> di
             ],
         )
     return counts
+
+
+def record_pipeline_run(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Append one task run to `pipeline_runs` (created where missing)."""
+    pipeline_runs.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        conn.execute(pipeline_runs.insert(), [row])
+
+
+def latest_pipeline_runs(engine: sa.Engine, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The last recorded run of each (family, day) with first <= day <= last."""
+    if not sa.inspect(engine).has_table(pipeline_runs.name):
+        return pd.DataFrame(columns=[c.name for c in pipeline_runs.columns])
+    last_ids = (
+        sa.select(sa.func.max(pipeline_runs.c.id))
+        .where(pipeline_runs.c.day.between(first, last))
+        .group_by(pipeline_runs.c.family, pipeline_runs.c.day)
+    )
+    with engine.connect() as conn:
+        return pd.read_sql(sa.select(pipeline_runs).where(pipeline_runs.c.id.in_(last_ids)), conn)
+
+
+def _replace_pulled_spend(
+    conn: sa.Connection, day: str, rows: pd.DataFrame, windows: dict[str, tuple[str, str]]
+) -> int:
+    """Write one pull's ad_spend_daily rows over its windows; later pulls already there win."""
+    t = ad_spend_daily
+    pulled = _day(day)
+    frame = rows.assign(pulled=pulled)
+    written = 0
+    outside = ~pd.Series(False, index=frame.index)
+    for platform, (first, last) in windows.items():
+        lo, hi = _day(first), _day(last)
+        if hi != pulled:
+            raise ValueError(f"load_day: the {platform} pull of {day} ends on {last}")
+        mine = (frame["platform"] == platform) & frame["date"].map(
+            lambda v, lo=lo, hi=hi: lo <= _day(v) <= hi
+        )
+        outside &= ~mine
+        newer = {
+            d
+            for (d,) in conn.execute(
+                sa.select(t.c.date)
+                .where(t.c.platform == platform, t.c.date.between(lo, hi), t.c.pulled > pulled)
+                .distinct()
+            )
+        }
+        # Days a later pull already wrote keep their figure; the rest are replaced.
+        keep = t.c.date.in_(sorted(newer)) if newer else sa.false()
+        conn.execute(t.delete().where(t.c.platform == platform, t.c.date.between(lo, hi), ~keep))
+        chosen = frame[mine & ~frame["date"].map(lambda v, newer=newer: _day(v) in newer)]
+        out = to_rows(chosen, t)
+        if out:
+            conn.execute(t.insert(), out)
+        written += len(out)
+    if outside.any():
+        bad = frame[outside].iloc[0]
+        raise ValueError(
+            f"load_day: ad_spend_daily row of {bad['platform']} on {bad['date']} is outside "
+            f"the pull windows {windows}"
+        )
+    return written
 
 
 def to_rows(df: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
@@ -243,6 +355,23 @@ def read_table(engine: sa.Engine, name: str) -> pd.DataFrame:
     """A whole report table, for tests and the CLI."""
     with engine.connect() as conn:
         return pd.read_sql(sa.select(metadata.tables[name]), conn)
+
+
+def read_days(engine: sa.Engine, name: str, first: str, last: str) -> pd.DataFrame:
+    """Rows of report table `name` whose report day is in [first, last] (none if no table)."""
+    table = REPORT_TABLES[name]
+    if not sa.inspect(engine).has_table(table.name):
+        return pd.DataFrame(columns=[c.name for c in table.columns])
+    day_col = table.c[DAY_COLUMN[name]]
+    # A warehouse loaded by an older adperf lacks the newer nullable columns until its next
+    # load (create_tables adds them): read what is there, the rest as NULL.
+    existing = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    with engine.connect() as conn:
+        query = sa.select(*[c for c in table.columns if c.name in existing]).where(
+            day_col.between(_day(first), _day(last))
+        )
+        frame = pd.read_sql(query, conn)
+    return frame.reindex(columns=[c.name for c in table.columns])
 
 
 def _micros_to_decimal(v: Any) -> Decimal | None:

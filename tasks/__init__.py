@@ -2,6 +2,7 @@
 
 import luigi.tools.range  # noqa: F401 - registers RangeDaily for `luigi --module tasks RangeDaily`
 
+from tasks import ops  # noqa: F401 - registers the monitoring and alert event handlers
 from tasks.config import (  # noqa: F401 - registers the config sections
     adperf,
     contribution,
@@ -23,15 +24,18 @@ from tasks.pipeline import (
     Contribution,
     DailyReport,
     EventLogs,
+    EventLogsShard,
     InstallHistory,
     Installs,
     InstallsMonth,
     LoadReport,
+    LogFiles,
     Ltv,
     PaymentHistory,
     Payments,
     PaymentsMonth,
     SlackReport,
+    SourceReady,
     Spend,
 )
 
@@ -43,14 +47,17 @@ __all__ = [
     "Contribution",
     "DailyReport",
     "EventLogs",
+    "EventLogsShard",
     "InstallHistory",
     "Installs",
     "InstallsMonth",
     "LoadReport",
+    "LogFiles",
     "Ltv",
     "Payments",
     "PaymentHistory",
     "PaymentsMonth",
     "SlackReport",
+    "SourceReady",
     "Spend",
 ]

@@ -24,7 +24,23 @@ def main(argv: list[str] | None = None) -> int:
         help="report day (default: the world's latest complete day)",
     )
     demo.add_argument("--workers", type=int, default=1, help="luigi workers")
-    args = parser.parse_args(argv)
+    status = sub.add_parser("status", help="complete / failed / missing tasks of the last days")
+    status.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last day shown")
+    status.add_argument("--days", type=int, default=7, help="number of days (default 7)")
+    sub.add_parser(
+        "luigid", help="start the central scheduler (flags: adperf luigid -h)", add_help=False
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "luigid":
+        from tasks import luigid
+
+        return luigid.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "status":
+        from tasks import status as status_cmd
+
+        return status_cmd.main(args.end, args.days)
     if args.command == "demo":
         return run_demo(args.date, args.workers)
     return 2
@@ -125,15 +141,34 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
             lines.append(
                 f"{a['action'].upper():<6} {a['object_name'] or a['object_id']}: {a['reason']}"
             )
-    from tasks.config import slack
-
     lines += [
         "",
         f"warehouse: {config.adperf().warehouse_url}",
         f"lake:      {Path(config.adperf().data_root).resolve()}",
-        f"slack:     {(Path(slack().outbox) / f'slack-{day}.json').resolve()} (outbox)",
+        *_report_lines(day, config),
     ]
     return "\n".join(lines)
+
+
+def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped-def]
+    """Where the day's HTML report is, and where the Slack report went (post or outbox files)."""
+    import json
+
+    from adperf.sinks.render import HTML_FILE, report_path
+
+    root = Path(config.adperf().data_root)
+    lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
+    marker_path = root / "slack_posts" / f"{day}.json"
+    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+    if marker.get("delivery") == "slack":
+        lines.append(f"slack:     posted to {marker['channel']} (ts {marker['ts']})")
+    else:
+        files = marker.get("files") or []
+        for i, name in enumerate(files):
+            lines.append(f"{'slack:' if i == 0 else '':<10} {Path(name).resolve()}")
+        if files:
+            lines.append(f"{'':<10} (outbox: set ADPERF_SLACK_TOKEN to post to Slack)")
+    return lines
 
 
 def _num(v: object, digits: int) -> str:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 
 from adperf.errors import ConfigError
 
+if TYPE_CHECKING:
+    from adperf.sources.google_ads import GoogleAdsCredentials
+
 # Only for the sandbox's fake endpoints: a production config never falls back to these.
 SANDBOX_HMAC_KEY = "adperf-sandbox-demo-key-not-secret"
 SANDBOX_FACEBOOK_TOKEN = "EAAsandboxDemoTokenNotSecret"
 SANDBOX_MMP_TOKEN = "sandbox-mmp-token-not-secret"
+SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN = "sandbox-google-ads-developer-token-not-secret"
 
 
 class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
@@ -47,6 +52,27 @@ class facebook(luigi.Config):  # noqa: N801
     lookback_days = luigi.IntParameter(
         default=28, description="recent days re-pulled each run (Facebook restates them)"
     )
+    use_async = luigi.BoolParameter(
+        default=True, description="read Insights through async report runs (big accounts)"
+    )
+
+
+class google_ads(luigi.Config):  # noqa: N801
+    endpoint = luigi.Parameter(
+        default="googleads.googleapis.com", description="Google Ads API gRPC endpoint"
+    )
+    customer_ids = luigi.Parameter(
+        default="", description="comma-separated customer ids (10 digits, dashes allowed)"
+    )
+    login_customer_id = luigi.Parameter(
+        default="", description="manager (MCC) account the access goes through, if any"
+    )
+    lookback_days = luigi.IntParameter(
+        default=14, description="recent days re-pulled each run (Google Ads restates them)"
+    )
+    timeout_s = luigi.FloatParameter(
+        default=600.0, description="deadline of one SearchStream call, so a hung stream fails"
+    )
 
 
 class mmp(luigi.Config):  # noqa: N801
@@ -70,6 +96,9 @@ class logs(luigi.Config):  # noqa: N801
     path = luigi.Parameter(default="", description="glob of a day's log files; {date} = YYYY-MM-DD")
     max_bad_fraction = luigi.FloatParameter(
         default=0.01, description="share of malformed lines above which the day fails"
+    )
+    shards = luigi.IntParameter(
+        default=1, description="EventLogs split by a hash of the user id, one task per shard"
     )
 
 
@@ -142,6 +171,24 @@ def secrets() -> Secrets:
         mmp_token=mm,
         slack_token=os.environ.get("ADPERF_SLACK_TOKEN", ""),
         payments_url=os.environ.get("ADPERF_PAYMENTS_URL", "") or payments().url,
+    )
+
+
+def google_ads_credentials() -> GoogleAdsCredentials:
+    """Google Ads secrets from the environment (ADPERF_GOOGLE_ADS_*); never logged."""
+    from adperf.sources.google_ads import GoogleAdsCredentials
+
+    env = os.environ.get
+    token = env("ADPERF_GOOGLE_ADS_DEVELOPER_TOKEN", "")
+    if adperf().sandbox:
+        return GoogleAdsCredentials(developer_token=token or SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN)
+    return GoogleAdsCredentials(
+        developer_token=token,
+        client_id=env("ADPERF_GOOGLE_ADS_CLIENT_ID", ""),
+        client_secret=env("ADPERF_GOOGLE_ADS_CLIENT_SECRET", ""),
+        refresh_token=env("ADPERF_GOOGLE_ADS_REFRESH_TOKEN", ""),
+        json_key_file_path=env("ADPERF_GOOGLE_ADS_JSON_KEY_PATH", ""),
+        impersonated_email=env("ADPERF_GOOGLE_ADS_IMPERSONATED_EMAIL", ""),
     )
 
 

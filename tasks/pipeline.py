@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,16 @@ import luigi
 import pandas as pd
 
 from adperf import lake, warehouse
+from adperf.errors import ConfigError, DataNotReady
 from adperf.fx import FxTable, load_rates
-from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND
+from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
-from tasks import config
+from tasks import config, ops  # noqa: F401 - ops registers the monitoring and alert handlers
 from tasks.resources import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
-PLATFORMS = ("facebook",)
+PLATFORMS = ("facebook", "google_ads")
 
 
 def _iso(day: dt.date) -> str:
@@ -70,42 +72,132 @@ class LakeTask(luigi.Task):
         targets = {name: LakePartition(root, name, key, value) for name in self.outputs}
         return targets if len(targets) > 1 else next(iter(targets.values()))
 
+    def progress(self, percent: int, message: str) -> None:
+        """Show progress in luigid's UI (a no-op outside a worker)."""
+        _progress(self, percent, message)
+
+    def not_ready(self, exc: DataNotReady) -> SourceReady:
+        """The dependency to yield from run() when a source has no data for the day yet.
+
+        The task then stays pending behind a missing input instead of failing: luigi reports
+        it as not run ([retcode] not_run, 25; luigi's summary only follows static requires, so
+        not missing_data) with no failure alert; the next run (cron, or keep_alive) asks again.
+        """
+        marker = config.data_root() / "_not_ready" / exc.source / f"{exc.day}.json"
+        _write_json(marker, {"source": exc.source, "date": exc.day, "problem": exc.problem})
+        return SourceReady(source=exc.source, day=exc.day or "")
+
+
+class SourceReady(luigi.ExternalTask):
+    """A source has published a day: false while its last answer was 'not ready yet'."""
+
+    source = luigi.Parameter(description="source name (mmp, logs, ...)")
+    day = luigi.Parameter(description="the day (or period) asked for")
+
+    # A 'not ready' answer holds this long; then a keep_alive worker with
+    # [worker] retry_external_tasks lets the waiting task ask the source again.
+    recheck_after_s = 900.0
+
+    def complete(self) -> bool:
+        marker = config.data_root() / "_not_ready" / self.source / f"{self.day}.json"
+        return not marker.is_file() or time.time() - marker.stat().st_mtime > self.recheck_after_s
+
+
+def _progress(task: luigi.Task, percent: int, message: str) -> None:
+    # The worker sets these callbacks only while the task runs (luigi/worker.py TaskProcess).
+    if task.set_progress_percentage is not None:
+        task.set_progress_percentage(percent)
+    if task.set_status_message is not None:
+        task.set_status_message(message)
+
 
 # ---------------------------------------------------------------- extract
 
 
 class AdSpend(LakeTask):
-    """Ad-level delivery of one platform and one day, in the ad account's currency."""
+    """One pull of a platform: ad-level delivery of the `lookback_days` days up to the report
+    day, in each account's currency, kept whole under the day it was pulled.
+
+    Platforms restate recent days, so every report day re-pulls the window in one request per
+    account; SpendLatest picks each day's figure from the latest pull (later pull wins).
+    """
 
     platform = luigi.ChoiceParameter(choices=PLATFORMS, description="ad platform")
-    date = luigi.DateParameter(description="report day")
-    resources = {"api_facebook": 1}
+    date = luigi.DateParameter(description="report day = pull day; the window ends on it")
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        # [resources] api_facebook / api_google_ads cap concurrent pulls per platform.
+        return {f"api_{self.platform}": 1}
 
     def output(self) -> LakePartition:
-        return LakePartition(
-            config.data_root(), f"ad_spend/platform={self.platform}", "date", _iso(self.date)
-        )
+        folder = f"ad_spend_pulls/platform={self.platform}"
+        return LakePartition(config.data_root(), folder, "pulled", _iso(self.date))
 
     def run(self) -> None:
-        from adperf.sources.facebook import fetch_facebook_spend
+        from adperf.transform.restatement import window_first
 
-        res = endpoints(self.date)
-        df = fetch_facebook_spend(
-            graph_url=res.graph_url,
-            api_version=config.facebook().api_version,
-            access_token=config.secrets().facebook_token,
-            account_ids=res.facebook_account_ids,
-            day=self.date,
-        )
+        first = window_first(self.date, _lookback_days(self.platform))
+        df = _fetch_ad_spend(self.platform, first, self.date)
         lake.write_partition(
             config.data_root(),
             AD_SPEND,
-            "date",
+            "pulled",
             _iso(self.date),
             df,
             allow_empty=True,
-            folder=f"ad_spend/platform={self.platform}",
+            folder=f"ad_spend_pulls/platform={self.platform}",
+            meta={"platform": self.platform, "first_day": _iso(first), "last_day": _iso(self.date)},
         )
+
+
+def _platforms() -> tuple[str, ...]:
+    """The platforms to pull: in production those with accounts configured (a Facebook-only
+    company lists no Google customers); with none, Facebook, whose pull then fails naming the
+    missing key. The sandbox has both."""
+    if config.adperf().sandbox:
+        return PLATFORMS
+    configured = {
+        "facebook": config.csv_list(config.facebook().ad_account_ids),
+        "google_ads": config.csv_list(config.google_ads().customer_ids),
+    }
+    return tuple(p for p in PLATFORMS if configured[p]) or ("facebook",)
+
+
+def _lookback_days(platform: str) -> int:
+    if platform == "google_ads":
+        return int(config.google_ads().lookback_days)
+    return int(config.facebook().lookback_days)
+
+
+def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
+    res, tz = endpoints(last), config.adperf().report_timezone
+    if platform == "google_ads":
+        from adperf.sources.google_ads import fetch_google_ads_spend
+
+        return fetch_google_ads_spend(
+            endpoint=res.google_ads_endpoint,
+            credentials=config.google_ads_credentials(),
+            customer_ids=res.google_ads_customer_ids,
+            login_customer_id=res.google_ads_login_customer_id,
+            first_day=first,
+            day=last,
+            report_timezone=tz,
+            insecure=res.google_ads_insecure,
+            timeout=config.google_ads().timeout_s,
+        )
+    from adperf.sources.facebook import fetch_facebook_spend
+
+    return fetch_facebook_spend(
+        graph_url=res.graph_url,
+        api_version=config.facebook().api_version,
+        access_token=config.secrets().facebook_token,
+        account_ids=res.facebook_account_ids,
+        first_day=first,
+        day=last,
+        report_timezone=tz,
+        use_async=config.facebook().use_async,
+    )
 
 
 class Installs(LakeTask):
@@ -115,8 +207,15 @@ class Installs(LakeTask):
     outputs = ("installs",)
     resources = {"api_mmp": 1}
 
-    def run(self) -> None:
-        df = _fetch_installs(self.date, self.date)
+    def run(self) -> Any:
+        from adperf.sources.mmp import expected_min_installs
+
+        try:
+            expected = expected_min_installs(_previous_install_counts(self.date))
+            df = _fetch_installs(self.date, self.date, expected_min=expected)
+        except DataNotReady as exc:
+            yield self.not_ready(exc)  # missing data, not a failure: the next run asks again
+            return
         lake.write_partition(
             config.data_root(), INSTALLS, "date", _iso(self.date), df, allow_empty=True
         )
@@ -145,7 +244,14 @@ class InstallsMonth(LakeTask):
         )
 
 
-def _fetch_installs(first: dt.date, last: dt.date) -> pd.DataFrame:
+def _previous_install_counts(day: dt.date) -> list[int]:
+    """Install counts of the 7 days before `day` from their partitions' metadata (those present)."""
+    root, week = config.data_root(), [day - dt.timedelta(days=k) for k in range(7, 0, -1)]
+    present = [_iso(d) for d in week if lake.partition_exists(root, "installs", "date", _iso(d))]
+    return [int(lake.read_meta(root, "installs", "date", d)["rows"]) for d in present]
+
+
+def _fetch_installs(first: dt.date, last: dt.date, expected_min: int = 0) -> pd.DataFrame:
     from adperf.sources.mmp import fetch_installs
 
     res = endpoints(last)
@@ -158,6 +264,7 @@ def _fetch_installs(first: dt.date, last: dt.date) -> pd.DataFrame:
         timezone=config.adperf().report_timezone,
         hmac_key=config.secrets().hmac_key,
         media_source_map=res.media_source_map,
+        expected_min=expected_min,
     )
 
 
@@ -196,7 +303,7 @@ class PaymentsMonth(LakeTask):
         )
 
 
-def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, int]]:
+def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
     from adperf.sources.payments import fetch_payments
 
     res = endpoints(last)
@@ -216,46 +323,185 @@ def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[s
         engine.dispose()
 
 
+class DayFiles(luigi.Target):
+    """The files of one day matching a glob with {date}; exists once at least one is there."""
+
+    def __init__(self, pattern: str, day: dt.date) -> None:
+        self.pattern, self.day = pattern, day
+
+    def exists(self) -> bool:
+        from adperf.sources.logs import log_files
+
+        return bool(log_files(self.pattern, self.day))
+
+
+class LogFiles(luigi.ExternalTask):
+    """The server-log files of one report day: the servers write them, adperf only reads.
+
+    External, so a day whose logs are not rotated yet is 'missing data' ([retcode]
+    missing_data), not a failure; with [worker] retry_external_tasks it is re-checked.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def output(self) -> DayFiles:
+        if config.adperf().sandbox:
+            return DayFiles(endpoints(self.date).logs_path, self.date)
+        if not config.logs().path:
+            raise ConfigError("[logs] path is not set. Fix: set it in luigi.cfg (glob with {date})")
+        return DayFiles(config.logs().path, self.date)
+
+
+class EventLogsShard(LakeTask):
+    """The events of one report day of the users whose pseudonym falls in `shard`."""
+
+    date = luigi.DateParameter(description="report day")
+    shard = luigi.IntParameter(description="shard number, 0..shards-1")
+    shards = luigi.IntParameter(description="number of shards ([logs] shards)")
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> LakePartition:
+        return LakePartition(config.data_root(), self._folder(), "date", _iso(self.date))
+
+    def _folder(self) -> str:
+        return f"events_shards/shards={self.shards}/shard={self.shard}"
+
+    def run(self) -> None:
+        self.progress(0, f"reading the logs of {self.date}, shard {self.shard + 1}/{self.shards}")
+        df, counts = _fetch_events(self.date, self.shard, self.shards)
+        lake.write_partition(
+            config.data_root(),
+            EVENTS,
+            "date",
+            _iso(self.date),
+            df,
+            meta=counts,
+            allow_empty=True,
+            folder=self._folder(),
+        )
+
+
 class EventLogs(LakeTask):
-    """Server-log events of one report day, ids pseudonymized, malformed lines counted."""
+    """Server-log events of one report day, ids pseudonymized: read whole, or merged from
+    `[logs] shards` EventLogsShard tasks (several workers share a day)."""
 
     date = luigi.DateParameter(description="report day")
     outputs = ("events",)
 
-    def run(self) -> None:
-        from adperf.sources.logs import fetch_events
+    def requires(self) -> luigi.Task | list[luigi.Task]:
+        n = config.logs().shards
+        if n <= 1:
+            return LogFiles(date=self.date)
+        return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
 
-        df, counts = fetch_events(
-            endpoints(self.date).logs_path,
-            day=self.date,
-            timezone=config.adperf().report_timezone,
-            hmac_key=config.secrets().hmac_key,
-            max_bad_fraction=config.logs().max_bad_fraction,
-        )
+    def run(self) -> None:
+        from adperf.ops import merge_shard_counts
+
+        if config.logs().shards <= 1:
+            df, counts = _fetch_events(self.date)
+        else:
+            parts = self.input()
+            self.progress(50, f"merging {len(parts)} shards of {self.date}")
+            df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
+            counts = merge_shard_counts([p.meta() for p in parts])
         lake.write_partition(
             config.data_root(), EVENTS, "date", _iso(self.date), df, meta=counts, allow_empty=True
         )
+
+
+def _fetch_events(day: dt.date, shard: int = 0, shards: int = 1) -> tuple[pd.DataFrame, Any]:
+    from adperf.sources.logs import fetch_events
+
+    return fetch_events(
+        endpoints(day).logs_path,
+        day=day,
+        timezone=config.adperf().report_timezone,
+        hmac_key=config.secrets().hmac_key,
+        max_bad_fraction=config.logs().max_bad_fraction,
+        shard=shard,
+        shards=shards,
+    )
 
 
 # ---------------------------------------------------------------- transform
 
 
 class Spend(LakeTask):
-    """All platforms' ad-level spend of one day in the report currency."""
+    """All platforms' ad-level spend of one day in the report currency, from that day's pulls."""
 
     date = luigi.DateParameter(description="report day")
     outputs = ("spend",)
 
     def requires(self) -> list[AdSpend]:
-        return [AdSpend(platform=p, date=self.date) for p in PLATFORMS]
+        return [AdSpend(platform=p, date=self.date) for p in _platforms()]
 
     def run(self) -> None:
         from adperf.transform.spend import build_spend
 
-        df = build_spend([t.read() for t in self.input()], _fx())
-        lake.write_partition(
-            config.data_root(), SPEND, "date", _iso(self.date), df, allow_empty=True
-        )
+        day = _iso(self.date)
+        frames = [t.read() for t in self.input()]
+        df = build_spend([f[f["date"] == day] for f in frames], _fx())
+        lake.write_partition(config.data_root(), SPEND, "date", day, df, allow_empty=True)
+
+
+class SpendLatest(LakeTask):
+    """Ad-level spend of the cohort window (31 days up to the report day), each day's figure
+    from the latest pull made by the report day (later pull wins)."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("spend_latest",)
+
+    def requires(self) -> list[AdSpend]:
+        from adperf.transform.restatement import pull_days_for
+
+        return [
+            AdSpend(platform=p, date=d)
+            for p in _platforms()
+            for d in pull_days_for(self.date, COHORT_WINDOW_DAYS + 1, _lookback_days(p))
+        ]
+
+    def run(self) -> None:
+        from adperf.transform.restatement import build_latest, convert_pulls
+
+        day, pulls = _iso(self.date), _pulls(self.input())
+        first = _iso(self.date - dt.timedelta(days=COHORT_WINDOW_DAYS))
+        latest = build_latest(convert_pulls(pulls, _fx()), first, day)
+        # The windows of this day's pulls: LoadReport replaces those days in ad_spend_daily.
+        windows = {p.platform: [p.first, p.last] for p in pulls if p.pulled == day}
+        table = to_table(latest, SPEND, allow_empty=True)
+        root = config.data_root()
+        lake.write_table(root, "spend_latest", "date", day, table, meta={"windows": windows})
+
+
+class Restatements(LakeTask):
+    """How much the report day's pulls changed earlier days' spend (vs. the day before's)."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("restatements",)
+
+    def requires(self) -> list[AdSpend]:
+        before = self.date - dt.timedelta(days=1)
+        return [AdSpend(platform=p, date=d) for p in _platforms() for d in (before, self.date)]
+
+    def run(self) -> None:
+        from adperf.transform.restatement import build_day_restatements, convert_pulls
+
+        day = _iso(self.date)
+        df = build_day_restatements(day, convert_pulls(_pulls(self.input()), _fx()))
+        lake.write_frame(config.data_root(), "restatements", "date", day, df)
+
+
+def _pulls(targets: list[LakePartition]) -> list[Any]:
+    """AdSpend outputs as restatement.Pull objects (window from the partition's meta)."""
+    from adperf.transform.restatement import Pull
+
+    out = []
+    for t in targets:
+        meta = t.meta()
+        out.append(Pull(meta["platform"], t.value, meta["first_day"], meta["last_day"], t.read()))
+    return out
 
 
 class InstallHistory(luigi.WrapperTask):
@@ -324,7 +570,7 @@ class CohortRoas(LakeTask):
         return {
             "installs": [Installs(date=d) for d in window],
             "payments": [Payments(date=d) for d in window],
-            "spend": [Spend(date=d) for d in window],
+            "spend": [SpendLatest(date=self.date)],  # the window, latest figures
         }
 
     def run(self) -> None:
@@ -338,7 +584,8 @@ class CohortRoas(LakeTask):
 
 
 class Ltv(LakeTask):
-    """BG/NBD + Gamma-Gamma fit on the payment history and predicted LTV of the day's cohort."""
+    """BG/NBD + Gamma-Gamma fit on the payment history; the day's cohort pLTV per campaign and
+    adset with its interval; the model's 90-day backtest."""
 
     date = luigi.DateParameter(description="report day")
     outputs = ("ltv_model", "pltv")
@@ -352,7 +599,9 @@ class Ltv(LakeTask):
     def run(self) -> None:
         from adperf.transform.ltv import build_ltv
 
+        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
         day, cfg = _iso(self.date), config.ltv()
+        previous_date, previous = _previous_ltv_model(self.date)
         row, pltv = build_ltv(
             day,
             self.requires()["payments"].read(),
@@ -360,10 +609,33 @@ class Ltv(LakeTask):
             history_days=cfg.history_days,
             horizon_days=cfg.horizon_days,
             discount_rate_annual=cfg.discount_rate,
+            initial=previous,
+            initial_date=previous_date,
         )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
         lake.write_frame(root, "ltv_model", "date", day, pd.DataFrame([row]))
+
+
+def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
+    """(model_date, model) of the newest usable ltv_model partition of the 7 days before `day`.
+
+    Read if present, not required: a dependency on Ltv(day - 1) would chain every report day
+    back to the first one (a long graph, backfills forced into sequence), while the previous
+    model is only a warm start and the fallback when today's fit does not converge.
+    """
+    from adperf.transform.ltv import model_from_row
+
+    root = config.data_root()
+    for back in range(1, 8):
+        d = _iso(day - dt.timedelta(days=back))
+        if not lake.partition_exists(root, "ltv_model", "date", d):
+            continue
+        rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
+        found = model_from_row(rows[0]) if rows else None
+        if found is not None:
+            return found
+    return None, None
 
 
 class Contribution(LakeTask):
@@ -384,6 +656,7 @@ class Contribution(LakeTask):
         from adperf.transform.attribution import build_user_map
         from adperf.transform.contribution import build_contribution
 
+        self.progress(10, f"PageRank over the match graph of the {self.date} window")
         user_map = build_user_map(self.requires()["installs"].read())
         df = build_contribution(
             _iso(self.date),
@@ -403,7 +676,7 @@ class CampaignReport(LakeTask):
 
     def requires(self) -> dict[str, Any]:
         return {
-            "spend": [Spend(date=d) for d in _window(self.date, COHORT_WINDOW_DAYS + 1)],
+            "spend": [SpendLatest(date=self.date)],  # the 31-day window, latest figures
             "installs": Installs(date=self.date),
             "attribution": Attribution(date=self.date),
             "contribution": Contribution(date=self.date),
@@ -411,17 +684,18 @@ class CampaignReport(LakeTask):
         }
 
     def run(self) -> None:
-        from adperf.transform.report import build_actions, build_campaign_report
+        from adperf.transform.report import (
+            build_actions,
+            build_adset_report,
+            build_campaign_report,
+        )
 
         day, inp = _iso(self.date), self.input()
         spend_window = _read_all(inp["spend"])
+        spend_day, installs = spend_window[spend_window["date"] == day], inp["installs"].read()
+        attribution, pltv = inp["attribution"]["attribution"].read(), inp["ltv"]["pltv"].read()
         report = build_campaign_report(
-            day,
-            spend_window[spend_window["date"] == day],
-            inp["installs"].read(),
-            inp["attribution"]["attribution"].read(),
-            inp["contribution"].read(),
-            inp["ltv"]["pltv"].read(),
+            day, spend_day, installs, attribution, inp["contribution"].read(), pltv
         )
         actions = build_actions(
             day,
@@ -429,15 +703,19 @@ class CampaignReport(LakeTask):
             _first_spend_dates(spend_window),
             _rules(),
             currency=config.adperf().report_currency,
+            adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
+            adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
         )
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
         lake.write_frame(root, "campaign_report", "date", day, report)
 
 
-def _first_spend_dates(spend: pd.DataFrame) -> dict[tuple[str, str], str]:
+def _first_spend_dates(
+    spend: pd.DataFrame, column: str = "campaign_id"
+) -> dict[tuple[str, str], str]:
     paid = spend[spend["spend_micros"] > 0]
-    firsts = paid.groupby(["platform", "campaign_id"])["date"].min()
+    firsts = paid.groupby(["platform", column])["date"].min()
     return {(str(p), str(c)): str(d) for (p, c), d in firsts.items()}
 
 
@@ -466,6 +744,9 @@ class LoadReport(luigi.Task):
     def requires(self) -> dict[str, luigi.Task]:
         return {
             "spend": Spend(date=self.date),
+            "spend_latest": SpendLatest(date=self.date),
+            # Written before the report is rendered: its notes say which days were restated.
+            "restatements": Restatements(date=self.date),
             "report": CampaignReport(date=self.date),
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
@@ -478,8 +759,13 @@ class LoadReport(luigi.Task):
     def run(self) -> None:
         inp = self.input()
         cohorts = inp["cohorts"].read().rename(columns={})
+        # ad_spend_daily: this day's pulls replace every day they cover (restated days too), in
+        # the same transaction, unless a later pull already loaded a day (README, Restatement).
+        from adperf.transform.restatement import rows_in_windows
+
+        spend = inp["spend_latest"]
+        windows = {p: (w[0], w[1]) for p, w in spend.meta()["windows"].items()}
         frames = {
-            "ad_spend_daily": inp["spend"].read(),
             "campaign_daily": inp["report"]["campaign_report"].read(),
             "cohort_roas": cohorts,
             "ltv_model": inp["ltv"]["ltv_model"].read(),
@@ -488,52 +774,125 @@ class LoadReport(luigi.Task):
         }
         engine = warehouse.make_engine(config.adperf().warehouse_url)
         try:
-            warehouse.load_day(engine, _iso(self.date), frames)
+            pulled = rows_in_windows(spend.read(), windows)
+            warehouse.load_day(engine, _iso(self.date), frames, spend_pull=(pulled, windows))
         finally:
             engine.dispose()
 
 
-class SlackReport(luigi.Task):
-    """The morning Slack report of one day: posted once (token) or written to the outbox."""
+class RenderReport(luigi.Task):
+    """The day's report rendered once: Slack message, chart PNG, CSV and HTML page in the lake.
+
+    Earlier days (the d/d and w/w changes, the 30-day chart) come from the warehouse, as loaded:
+    reading them is not a dependency (that would pull 30 days of graph into every report).
+    """
 
     date = luigi.DateParameter(description="report day")
 
     def requires(self) -> dict[str, luigi.Task]:
         return {
+            # The load first: the warehouse then holds the day's (and restated days') spend.
             "load": LoadReport(date=self.date),
             "report": CampaignReport(date=self.date),
             "attribution": Attribution(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "ltv": Ltv(date=self.date),
         }
 
     def output(self) -> JsonFile:
-        day = _iso(self.date)
-        if config.secrets().slack_token:
-            return JsonFile(config.data_root() / "slack_posts" / f"{day}.json")
-        return JsonFile(Path(config.slack().outbox) / f"slack-{day}.json")
+        from adperf.sinks.render import META_FILE, report_path
+
+        return JsonFile(report_path(config.data_root(), _iso(self.date)) / META_FILE)
+
+    def complete(self) -> bool:
+        from adperf.sinks.render import read_report_meta
+
+        # Complete for the inputs it was rendered from only: a day re-run on restated numbers
+        # (its campaign report rewritten) is rendered again, and SlackReport then updates.
+        meta = read_report_meta(config.data_root(), _iso(self.date))
+        return meta is not None and meta.get("inputs") == _report_inputs(self.date)
 
     def run(self) -> None:
-        from adperf.sinks.slack import build_slack_message, post_message, write_outbox
+        from adperf.sinks.render import render_report, write_report_files
 
-        day, inp = _iso(self.date), self.input()
-        message = build_slack_message(
+        day, inp, history = _iso(self.date), self.input(), _report_history(self.date)
+        report = render_report(
             day=day,
             currency=config.adperf().report_currency,
             campaigns=_as_money(inp["report"]["campaign_report"].read()),
             actions=_as_money(inp["report"]["actions"].read()),
+            cohorts=_as_money(inp["cohorts"].read()),
             reconciliation=_as_money(inp["attribution"]["reconciliation"].read()).iloc[0].to_dict(),
             notes=_quality_notes(self.date),
+            history_campaigns=history["campaign_daily"],
+            history_cohorts=history["cohort_roas"],
+            history_spend=history["ad_spend_daily"],
+            target_roas=config.rules().target_roas,
         )
+        meta = {"date": day, "content_hash": report.content_hash}
+        meta["inputs"] = _report_inputs(self.date)
+        write_report_files(config.data_root(), day, report.files(), meta)
+
+
+class SlackReport(luigi.Task):
+    """The morning Slack report of one day: posted once (token) or written to the outbox.
+
+    The marker `<data_root>/slack_posts/<day>.json` holds the post's channel and ts and the
+    content hash it shows. Complete when the marker matches the current rendering: after a
+    re-render with other numbers the task runs again and `chat.update`s the same message.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {"load": LoadReport(date=self.date), "render": RenderReport(date=self.date)}
+
+    def output(self) -> JsonFile:
+        return JsonFile(config.data_root() / "slack_posts" / f"{_iso(self.date)}.json")
+
+    def complete(self) -> bool:
+        from adperf.sinks.render import read_report_meta
+
+        marker = _read_json(self.output().path)
+        if not marker or not marker.get("complete"):
+            return False
+        if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
+            return False
+        # luigi looks no further than a complete task: a stale rendering makes this stale too.
+        meta = read_report_meta(config.data_root(), _iso(self.date))
+        render = RenderReport(date=self.date)
+        fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
+        return fresh and render.complete()
+
+    def run(self) -> None:
+        from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE, report_path
+        from adperf.sinks.slack import publish_report, write_outbox
+
+        day, marker = _iso(self.date), self.output().path
+        folder = report_path(config.data_root(), day)
+        content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
+        message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
+        files = {
+            f"adperf-{day}.png": (folder / CHART_FILE).read_bytes(),
+            f"adperf-{day}-campaigns.csv": (folder / CSV_FILE).read_bytes(),
+        }
         token = config.secrets().slack_token
         if not token:
-            write_outbox(message, Path(config.slack().outbox), day)
+            paths = write_outbox(message, Path(config.slack().outbox), day, files)
+            state = {"date": day, "delivery": "outbox", "content_hash": content_hash}
+            _write_json(marker, {**state, "complete": True, "files": [str(p) for p in paths]})
             return
-        posted = post_message(
+        publish_report(
             message,
+            [(name, content, name) for name, content in files.items()],
             token=token,
             channel=config.slack().channel,
             base_url=endpoints(self.date).slack_base_url,
+            day=day,
+            content_hash=content_hash,
+            previous=_read_json(marker),
+            save=lambda state: _write_json(marker, state),
         )
-        _write_json(self.output().path, {"date": day, **posted})
 
 
 class DailyReport(luigi.WrapperTask):
@@ -544,6 +903,14 @@ class DailyReport(luigi.WrapperTask):
     def requires(self) -> list[luigi.Task]:
         config.secrets()  # a production config without ADPERF_HMAC_KEY refuses to start
         return [LoadReport(date=self.date), SlackReport(date=self.date)]
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Any) -> list[Any]:
+        """The complete days among `parameter_tuples`, for RangeDaily (cron's catch-up)."""
+        # Without this, luigi's RangeDaily falls back to infer_bulk_complete_from_fs, which
+        # reads `.path` of every output; a warehouse day has none, and the run fails with
+        # SCHEDULING_FAILED. `cls` may be a functools.partial (RangeDaily's of_params).
+        return [day for day in parameter_tuples if cls(date=day).complete()]
 
 
 def _as_money(df: pd.DataFrame) -> pd.DataFrame:
@@ -556,13 +923,83 @@ def _as_money(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _quality_notes(day: dt.date) -> list[str]:
-    root, notes = config.data_root(), []
-    for dataset, label in (("payments", "payment rows"), ("events", "log lines")):
-        meta = lake.read_meta(root, dataset, "date", _iso(day))
-        bad = meta.get("quarantined", 0) + meta.get("bad", 0)
-        if bad:
-            notes.append(f"{bad} {label} quarantined")
-    return notes
+    """Restated spend, quarantined rows and the LTV model's state, from the day's lake files."""
+    from adperf.sinks.render import build_quality_notes
+
+    root, iso = config.data_root(), _iso(day)
+
+    def optional(dataset: str) -> pd.DataFrame | None:
+        # Written by other tasks when they have something to say (restatements: issue 4).
+        if not lake.partition_exists(root, dataset, "date", iso):
+            return None
+        return _as_money(lake.read_partition(root, dataset, "date", iso))
+
+    def meta(dataset: str) -> dict[str, Any]:
+        if not (lake.partition_path(root, dataset, "date", iso) / lake.META_FILE).is_file():
+            return {}
+        return lake.read_meta(root, dataset, "date", iso)
+
+    return build_quality_notes(
+        currency=config.adperf().report_currency,
+        payments_meta=meta("payments"),
+        events_meta=meta("events"),
+        restatements=optional("restatements"),
+        ltv_model=optional("ltv_model"),
+    )
+
+
+# The lake files a rendered report is made of (besides the warehouse history).
+_REPORT_INPUTS = ("campaign_report", "actions", "reconciliation", "cohort_roas", "ltv_model")
+
+
+def _report_inputs(day: dt.date) -> str | None:
+    """A hash of the day's report inputs as they are now; None while one is missing."""
+    import hashlib
+
+    root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
+    for dataset in _REPORT_INPUTS:
+        path = lake.partition_path(root, dataset, "date", iso) / lake.DATA_FILE
+        if not path.is_file():
+            return None
+        digest.update(dataset.encode() + b"\0" + path.read_bytes())
+    for dataset in ("payments", "events", "restatements"):
+        folder = lake.partition_path(root, dataset, "date", iso)
+        for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
+            if name and (folder / name).is_file():
+                digest.update(f"{dataset}/{name}".encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _report_history(day: dt.date) -> dict[str, pd.DataFrame]:
+    """campaign_daily and cohort_roas of the 30 days before `day`, ad_spend_daily of the 30
+    days to `day`, as loaded in the warehouse."""
+    first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS))
+    last = _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        frames = {
+            name: warehouse.read_days(engine, name, first, last)
+            for name in ("campaign_daily", "cohort_roas")
+        }
+        chart_first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS - 1))
+        spend = warehouse.read_days(engine, "ad_spend_daily", chart_first, _iso(day))
+        frames["ad_spend_daily"] = spend[["date", "platform", "spend"]]
+    finally:
+        engine.dispose()
+    money = ("spend", "cpi", "revenue", "assisted_revenue", "pltv")
+    for df in frames.values():
+        # DECIMAL columns come back as Decimal objects; the report shows floats.
+        for col in [c for c in money if c in df.columns]:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return frames
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object written by `_write_json`, or None when there is none."""
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

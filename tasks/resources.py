@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ class Resources:
 
     graph_url: str
     facebook_account_ids: list[str]
+    google_ads_endpoint: str
+    google_ads_customer_ids: list[str]
+    google_ads_login_customer_id: str
+    google_ads_insecure: bool  # plain gRPC without OAuth: only the sandbox's loopback fake
     mmp_base_url: str
     mmp_app_ids: list[str]
     media_source_map: dict[str, str] | None
@@ -44,6 +49,10 @@ def resources(day: dt.date | None = None) -> Resources:
     res = Resources(
         graph_url=config.facebook().graph_url,
         facebook_account_ids=config.csv_list(config.facebook().ad_account_ids),
+        google_ads_endpoint=config.google_ads().endpoint,
+        google_ads_customer_ids=config.csv_list(config.google_ads().customer_ids),
+        google_ads_login_customer_id=config.google_ads().login_customer_id,
+        google_ads_insecure=False,
         mmp_base_url=config.mmp().base_url,
         mmp_app_ids=config.csv_list(config.mmp().app_ids),
         media_source_map=None,
@@ -103,26 +112,41 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
 def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
     import pandas as pd
 
+    from adperf.sandbox.fake_google_ads import FakeGoogleAds, rows_from_ad_daily
     from adperf.sandbox.fake_graph import FakeGraphApi
     from adperf.sandbox.fake_mmp import FakeMmp
 
     ad_rows = pd.read_parquet(root / "ad_daily.parquet")
     graph = FakeGraphApi(
         accounts=meta["facebook_accounts"],
-        ad_rows=ad_rows,
+        ad_rows=ad_rows[ad_rows["platform"] == "facebook"],
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
+        # Async report runs complete at the first poll: the sandbox never waits.
+        async_polls_until_done=0,
+    )
+    google = FakeGoogleAds(
+        customers=meta.get("google_ads_customers", []),
+        ad_rows=rows_from_ad_daily(ad_rows, meta.get("google_app_campaign_ids", [])),
+        developer_token=config.SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN,
     )
     mmp = FakeMmp(
         installs=pd.read_parquet(root / "installs.parquet"), api_token=config.SANDBOX_MMP_TOKEN
     )
-    graph_url, mmp_url = graph.start(), mmp.start()
+    graph_url, mmp_url, google_endpoint = graph.start(), mmp.start(), google.start()
     slack_base = config.slack().base_url
     _sandbox.update(
         key=(str(root.resolve()), meta["end"]),
-        servers=[graph, mmp],
+        servers=[graph, mmp, google],
+        pid=os.getpid(),
         resources=Resources(
             graph_url=graph_url,
             facebook_account_ids=[a["account_id"] for a in meta["facebook_accounts"]],
+            google_ads_endpoint=google_endpoint,
+            google_ads_customer_ids=[
+                c["customer_id"] for c in meta.get("google_ads_customers", [])
+            ],
+            google_ads_login_customer_id="",
+            google_ads_insecure=True,
             mmp_base_url=mmp_url,
             mmp_app_ids=list(meta["apps"]),
             media_source_map=dict(meta.get("media_source_map") or {}) or None,
@@ -135,8 +159,11 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
 
 
 def _stop_fakes() -> None:
-    for server in _sandbox.get("servers", []):
-        server.stop()
+    # A forked luigi worker inherits the parent's fakes without their serving threads: stopping
+    # them there would wait forever (HTTPServer.shutdown) or break the parent's gRPC server.
+    if _sandbox.get("pid") == os.getpid():
+        for server in _sandbox.get("servers", []):
+            server.stop()
     _sandbox.clear()
 
 

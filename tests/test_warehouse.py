@@ -124,12 +124,12 @@ def test_older_warehouse_gains_new_nullable_columns(tmp_path):
     sa.Table(
         "actions",
         newer,
-        *[c.copy() for c in warehouse.actions.columns],
-        sa.Column("proas_low", sa.Float, nullable=True),
+        *[c._copy() for c in warehouse.actions.columns],
+        sa.Column("later_column", sa.Float, nullable=True),
     )
     warehouse.create_tables(engine, newer)
     cols = {c["name"] for c in sa.inspect(engine).get_columns("actions")}
-    assert "proas_low" in cols and "reason" in cols
+    assert "later_column" in cols and "reason" in cols
     required = sa.MetaData()
     sa.Table("actions", required, sa.Column("must", sa.Integer, nullable=False))
     with pytest.raises(ConfigError, match="lacks the required column must"):

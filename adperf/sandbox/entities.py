@@ -1,5 +1,9 @@
 """The sandbox's fixed cast: ad accounts, campaigns, adsets, ads, true economics, legacy users.
 
+Two Facebook ad accounts (USD, KRW) and one Google Ads customer (USD), each with the profile's
+campaigns; the Google customer's first campaign is an App campaign, which Google Ads reports
+at campaign level only (no ad-level rows).
+
 Everything here depends on (seed, profile) only, never on the world's dates, so extending a
 world in time never changes who is in it.
 """
@@ -55,11 +59,12 @@ def rng_for(seed: int, key: int, purpose: str) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Account:
-    """A Facebook ad account."""
+    """An ad account: a Facebook ad account or a Google Ads customer."""
 
     account_id: str
     name: str
     currency: str
+    platform: str = "facebook"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Campaign:
     truth: PayerTruth
     purchases_per_payer_180d: float
     revenue_per_payer_180d_usd: float
+    platform: str = "facebook"  # 'facebook' | 'google_ads'
+    app_campaign: bool = False  # a Google App campaign: reported at campaign level only
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,17 @@ def _fb_ids(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
     return out
 
 
+def _google_ids(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
+    """`n` new 11-digit ids, like Google Ads campaign / ad group / ad ids."""
+    out: list[str] = []
+    while len(out) < n:
+        candidate = str(int(rng.integers(10**10, 10**11)))
+        if candidate not in taken:
+            taken.add(candidate)
+            out.append(candidate)
+    return out
+
+
 def _payer_truth(rng: np.random.Generator, payer_rate: float) -> PayerTruth:
     """Random but realistic payer parameters; `v` is a placeholder set once the mean is chosen."""
     return PayerTruth(
@@ -176,6 +194,10 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     accounts = (
         Account(str(int(rng.integers(10**15, 10**16))), "adperf Demo Global (USD)", "USD"),
         Account(str(int(rng.integers(10**14, 10**15))), "adperf Demo KR (KRW)", "KRW"),
+        # A Google Ads customer id: 10 digits.
+        Account(
+            str(int(rng.integers(10**9, 10**10))), "adperf Demo Google (USD)", "USD", "google_ads"
+        ),
     )
     n_campaigns = len(accounts) * profile.campaigns_per_account
     tiers = [("good", "bad", "mid")[i % 3] for i in range(n_campaigns)]
@@ -185,6 +207,9 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     campaigns: list[Campaign] = []
     for i in range(n_campaigns):
         account = accounts[i // profile.campaigns_per_account]
+        google = account.platform == "google_ads"
+        # The Google customer's first campaign is an App campaign (campaign-level reporting).
+        app_campaign = google and i % profile.campaigns_per_account == 0
         country = (
             "KR"
             if account.currency == "KRW"
@@ -192,6 +217,8 @@ def build_entities(seed: int, profile: Profile) -> Entities:
         )
         os_name = "ios" if rng.random() < 0.45 else "android"
         name = f"{country}_{'iOS' if os_name == 'ios' else 'Android'}_{rng.choice(_OBJECTIVES)}"
+        if google:
+            name = f"{'UAC' if app_campaign else 'GS'}_{name}"
         suffix = 2
         base = name
         while name in names:
@@ -215,10 +242,11 @@ def build_entities(seed: int, profile: Profile) -> Entities:
             true_cpi = round(cpi_usd, 2)
             cpi_usd = true_cpi
         purchases, revenue = _monte_carlo(seed, i, truth, profile.mc_payers)
+        new_ids = _google_ids if google else _fb_ids
         campaigns.append(
             Campaign(
                 index=i,
-                campaign_id=_fb_ids(rng, 1, taken)[0],
+                campaign_id=new_ids(rng, 1, taken)[0],
                 name=name,
                 account_id=account.account_id,
                 currency=account.currency,
@@ -230,6 +258,8 @@ def build_entities(seed: int, profile: Profile) -> Entities:
                 truth=truth,
                 purchases_per_payer_180d=purchases,
                 revenue_per_payer_180d_usd=revenue,
+                platform=account.platform,
+                app_campaign=app_campaign,
             )
         )
 
@@ -241,8 +271,9 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     ads: list[Ad] = []
     for c in campaigns:
         usd_per_unit = 1.0 if c.currency == "USD" else 1.0 / KRW_PER_USD_BASE
+        new_ids = _google_ids if c.platform == "google_ads" else _fb_ids
         for s in range(profile.adsets_per_campaign):
-            adset_id = _fb_ids(rng, 1, taken)[0]
+            adset_id = new_ids(rng, 1, taken)[0]
             adset_name = f"{c.country}_{_AGES[s % len(_AGES)]}_{rng.choice(_AUDIENCES)}"
             for j in range(profile.ads_per_adset):
                 idx = len(ads)
@@ -254,7 +285,7 @@ def build_entities(seed: int, profile: Profile) -> Entities:
                         campaign_index=c.index,
                         adset_id=adset_id,
                         adset_name=adset_name,
-                        ad_id=_fb_ids(rng, 1, taken)[0],
+                        ad_id=new_ids(rng, 1, taken)[0],
                         ad_name=f"{rng.choice(_FORMATS)}_{rng.choice(_THEMES)}_v{j + 1}",
                         daily_budget=expected_installs * c.true_cpi / (1.0 - pause_rate),
                         cpm=float(rng.uniform(4.0, 14.0)) / usd_per_unit,

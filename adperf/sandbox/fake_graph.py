@@ -8,7 +8,10 @@ talk to it unchanged (only `FacebookSession.GRAPH` points here):
   (https://developers.facebook.com/docs/graph-api/results);
 - `POST /{version}/act_{id}/insights` → `{"report_run_id"}`, `GET /{version}/{report_run_id}`
   (async_status, async_percent_completion) and `GET /{version}/{report_run_id}/insights` —
-  async report runs (https://developers.facebook.com/docs/marketing-api/insights/best-practices);
+  async report runs (https://developers.facebook.com/docs/marketing-api/insights/best-practices),
+  which can be scripted to end in Job Failed / Job Skipped or to stall;
+- `X-Business-Use-Case-Usage` / `X-Ad-Account-Usage` headers on every account answer
+  (https://developers.facebook.com/docs/graph-api/overview/rate-limiting);
 - errors as `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
   (https://developers.facebook.com/docs/graph-api/guides/error-handling; Insights codes:
   https://developers.facebook.com/documentation/ads-commerce/marketing-api/insights/error-codes).
@@ -62,6 +65,9 @@ ASYNC_NOT_STARTED = "Job Not Started"
 ASYNC_RUNNING = "Job Running"
 ASYNC_COMPLETED = "Job Completed"
 ASYNC_FAILED = "Job Failed"
+ASYNC_SKIPPED = "Job Skipped"
+# What an async report run does, as scripted by `async_outcomes`.
+OUTCOMES = ("completed", "failed", "skipped", "stalled")
 
 _VERSION = re.compile(r"^v\d+\.\d+$")
 
@@ -78,6 +84,7 @@ class FakeGraphApi:
         page_size: int = 25,
         async_polls_until_done: int = 2,
         failing_async_runs: int = 0,
+        async_outcomes: list[str] | None = None,
     ) -> None:
         missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
         if missing:
@@ -90,11 +97,17 @@ class FakeGraphApi:
             raise ValueError("page_size must be at least 1")
         self._accounts = {_strip_act(a["account_id"]): dict(a) for a in accounts}
         self._rows = _rows_as_records(ad_rows)
+        outcomes = ["failed"] * failing_async_runs + list(async_outcomes or [])
+        unknown = [o for o in outcomes if o not in OUTCOMES]
+        if unknown:
+            raise ValueError(f"async_outcomes {unknown} are not among {OUTCOMES}")
+        # Outcomes of the next async report runs, in order; runs past the script complete.
+        self._async_outcomes: deque[str] = deque(outcomes)
+        # (since, until) of every async report run started, in order.
+        self.report_run_ranges: list[tuple[str, str]] = []
         self._token = access_token
         self._page_size = page_size
         self._async_polls_until_done = async_polls_until_done
-        # The first n async report runs end in "Job Failed", as a run the API gives up on does.
-        self._failing_async_runs = failing_async_runs
         self._lock = threading.Lock()
         self._errors: deque[dict[str, Any]] = deque()
         self._report_runs: dict[str, dict[str, Any]] = {}
@@ -158,6 +171,15 @@ class FakeGraphApi:
         with self._lock:
             self._errors.extend(dict(e) for e in errors)
 
+    def set_rows(self, ad_rows: pd.DataFrame) -> None:
+        """Replace the delivery served (e.g. the platform restating recent days)."""
+        missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
+        if missing:
+            raise ValueError(f"ad_rows is missing columns {missing}")
+        rows = _rows_as_records(ad_rows)
+        with self._lock:
+            self._rows = rows
+
     # -- request handling (called from the handler threads) ---------------------------------
 
     def _handle(self, method: str, raw_path: str, body: bytes, headers: dict[str, str]) -> _Reply:
@@ -201,29 +223,31 @@ class FakeGraphApi:
         account = self._accounts.get(_strip_act(node))
         if account is None:
             return _unsupported(method, node)
+        usage = _usage_headers(account["account_id"])
         if edge == "" and method == "GET":
-            return _ok(_account_node(account, params))
+            return _ok(_account_node(account, params), usage)
         if edge == "insights" and method == "GET":
             query = _parse_insights_query(params)
             if isinstance(query, _Reply):
                 return query
             rows = self._select(account["account_id"], query)
-            return _ok(self._page(rows, query.fields, params, f"{version}/{node}/insights"))
+            page = self._page(rows, query.fields, params, f"{version}/{node}/insights")
+            return _ok(page, usage)
         if edge == "insights" and method == "POST":
             query = _parse_insights_query(params)
             if isinstance(query, _Reply):
                 return query
             run_id = str(6_000_000_000_000_000 + secrets.randbelow(10**15))
             with self._lock:
-                fails = self._failing_async_runs > 0
-                self._failing_async_runs -= int(fails)
+                outcome = self._async_outcomes.popleft() if self._async_outcomes else "completed"
+                self.report_run_ranges.append((query.since, query.until))
                 self._report_runs[run_id] = {
                     "account_id": _strip_act(account["account_id"]),
                     "query": query,
                     "polls": 0,
-                    "fails": fails,
+                    "outcome": outcome,
                 }
-            return _ok({"report_run_id": run_id})
+            return _ok({"report_run_id": run_id}, usage)
         return _unsupported(method, f"{node}/{edge}")
 
     def _report_run_route(
@@ -235,11 +259,15 @@ class FakeGraphApi:
             with self._lock:
                 run["polls"] += 1
                 polls = run["polls"]
-            done = polls > self._async_polls_until_done
+            outcome = run["outcome"]
+            done = polls > self._async_polls_until_done and outcome != "stalled"
             status = (
                 ASYNC_COMPLETED if done else (ASYNC_NOT_STARTED if polls == 1 else ASYNC_RUNNING)
             )
-            percent = 100 if done else min(99, 100 * (polls - 1) // self._async_polls_until_done)
+            steps = max(1, self._async_polls_until_done)
+            percent = 100 if done else min(99, 100 * (polls - 1) // steps)
+            if outcome == "stalled":
+                percent = min(percent, 42)  # stuck, as runs sometimes are
             node: dict[str, Any] = {
                 "id": run_id,
                 "account_id": run["account_id"],
@@ -248,7 +276,7 @@ class FakeGraphApi:
                 "date_start": query.since,
                 "date_stop": query.until,
             }
-            if done and run["fails"]:
+            if done and outcome == "failed":
                 # Insights error -2/2490547, "report failed" (error codes page, module docstring).
                 node.update(
                     async_status=ASYNC_FAILED,
@@ -257,12 +285,14 @@ class FakeGraphApi:
                     error_subcode=2490547,
                     error_message="Generating the report failed. Try again later.",
                 )
+            elif done and outcome == "skipped":
+                node.update(async_status=ASYNC_SKIPPED, async_percent_completion=0)
             wanted = _parse_fields(params.get("fields", ""))
             if wanted:
                 node = {k: v for k, v in node.items() if k in wanted or k == "id"}
             return _ok(node)
         if edge == "insights" and method == "GET":
-            if run["polls"] <= self._async_polls_until_done or run["fails"]:
+            if run["polls"] <= self._async_polls_until_done or run["outcome"] != "completed":
                 # Reading results before the job completes is an error on the real API too.
                 return _error(400, 100, "Report run is not complete yet")
             rows = self._select(run["account_id"], query)
@@ -271,10 +301,10 @@ class FakeGraphApi:
 
     def _select(self, account_id: str, query: _InsightsQuery) -> list[dict[str, Any]]:
         wanted = _strip_act(account_id)
+        with self._lock:
+            rows = self._rows
         return [
-            r
-            for r in self._rows
-            if r["account_id"] == wanted and query.since <= r["date"] <= query.until
+            r for r in rows if r["account_id"] == wanted and query.since <= r["date"] <= query.until
         ]
 
     def _page(
@@ -527,8 +557,28 @@ def _unsupported(method: str, node: str) -> _Reply:
     )
 
 
-def _ok(body: dict[str, Any]) -> _Reply:
-    return _Reply(200, body)
+def _ok(body: dict[str, Any], headers: dict[str, str] | None = None) -> _Reply:
+    return _Reply(200, body, headers)
+
+
+def _usage_headers(account_id: str) -> dict[str, str]:
+    """Usage headers as the API sends them with ad account answers (low, steady usage)."""
+    acct = _strip_act(account_id)
+    buc = {
+        acct: [
+            {
+                "type": "ads_insights",
+                "call_count": 3,
+                "total_cputime": 2,
+                "total_time": 2,
+                "estimated_time_to_regain_access": 0,
+            }
+        ]
+    }
+    return {
+        "X-Business-Use-Case-Usage": json.dumps(buc),
+        "X-Ad-Account-Usage": json.dumps({"acc_id_util_pct": 1.5, "reset_time_duration": 0}),
+    }
 
 
 def _encode_cursor(offset: int) -> str:

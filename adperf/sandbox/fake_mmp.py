@@ -178,25 +178,26 @@ class FakeMmp:
         *,
         app_id: str,
         organic: bool,
-        start: datetime.date,
-        end: datetime.date,
+        start: datetime.date | datetime.datetime,
+        end: datetime.date | datetime.datetime,
         tz: str,
         max_rows: int = DEFAULT_MAX_ROWS,
     ) -> bytes:
         """The report body: rows of `app_id` installed from `start` to `end` in `tz`.
 
-        Like AppsFlyer, it silently stops at `max_rows` rows.
+        Dates cover whole days, both ends included; local times ('yyyy-mm-dd hh:mm') cover
+        `start` to the end of the `end` minute. Like AppsFlyer, it silently stops at `max_rows`.
         """
         zone = zoneinfo.ZoneInfo(tz)
         df = self._installs
         times = pd.to_datetime(df["install_time"], utc=True).dt.tz_convert(zone)
-        local_day = times.dt.date
+        local = times.dt.tz_localize(None)
         is_organic = df["media_source"] == "organic"
         keep = (
             (df["app_id"] == app_id)
             & (is_organic if organic else ~is_organic)
-            & (local_day >= start)
-            & (local_day <= end)
+            & (local >= pd.Timestamp(_range_start(start)))
+            & (local < pd.Timestamp(_range_end(end)))
         )
         out = io.StringIO()
         # AppsFlyer ends lines with \n; csv quotes only what needs quoting (commas, newlines).
@@ -211,6 +212,26 @@ class FakeMmp:
                 _csv_row({str(k): v for k, v in row.items()}, local_time, organic=organic)
             )
         return out.getvalue().encode("utf-8")
+
+
+def _range_start(value: datetime.date | datetime.datetime) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.combine(value, datetime.time())
+
+
+def _range_end(value: datetime.date | datetime.datetime) -> datetime.datetime:
+    """The exclusive end of a `to` value: the next day, or the next minute."""
+    if isinstance(value, datetime.datetime):
+        return value + datetime.timedelta(minutes=1)
+    return datetime.datetime.combine(value + datetime.timedelta(days=1), datetime.time())
+
+
+def _parse_when(text: str) -> datetime.date | datetime.datetime:
+    """A `from`/`to` value: 'yyyy-mm-dd' or 'yyyy-mm-dd hh:mm' (AppsFlyer raw data v5)."""
+    if len(text) == 10:
+        return datetime.date.fromisoformat(text)
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M")
 
 
 def _text(value: Any) -> str:
@@ -322,8 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not Found", "text/plain")
             return
         try:
-            start = datetime.date.fromisoformat(query["from"][:10])
-            end = datetime.date.fromisoformat(query["to"][:10])
+            start = _parse_when(query["from"])
+            end = _parse_when(query["to"])
             tz = query.get("timezone", "UTC")
             zoneinfo.ZoneInfo(tz)
         except (KeyError, ValueError, zoneinfo.ZoneInfoNotFoundError):

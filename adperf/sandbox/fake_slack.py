@@ -1,8 +1,11 @@
-"""A local fake of Slack's Web API `chat.postMessage`, for the demo and tests.
+"""A local fake of Slack's Web API for the demo and tests: messages and file uploads.
 
-Follows https://api.slack.com/methods/chat.postMessage and https://api.slack.com/web: errors are
-HTTP 200 with `{"ok": false, "error": ...}`, rate limits are HTTP 429 with Retry-After, the token
-comes as `Authorization: Bearer` (or a `token` form field), the body is form-encoded or JSON.
+Methods: chat.postMessage, chat.update, and the external upload flow that slack-sdk's
+files_upload_v2 drives (files.getUploadURLExternal, a POST of the bytes to the returned URL,
+files.completeUploadExternal; https://api.slack.com/messaging/files#uploading_files).
+Follows https://api.slack.com/web: errors are HTTP 200 with `{"ok": false, "error": ...}`, rate
+limits are HTTP 429 with Retry-After, the token comes as `Authorization: Bearer` (or a `token`
+form field), the body is form-encoded or JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ _MAX_CONTEXT_ELEMENTS = 10
 
 _TS_SECONDS = 1732700000
 
+_METHODS = frozenset(
+    f"/api/{m}"
+    for m in (
+        "chat.postMessage",
+        "chat.update",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    )
+)
+
 
 class FakeSlack:
     """`chat.postMessage` on 127.0.0.1; base URL ends with '/api/' like slack-sdk expects."""
@@ -40,7 +53,15 @@ class FakeSlack:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._posted = 0
+        self._base = ""
+        # The messages as they are now (chat.update edits them in place), in posting order.
         self.messages: list[dict[str, Any]] = []
+        # Every chat.update as {"channel", "ts", "text", "blocks"}.
+        self.updates: list[dict[str, Any]] = []
+        # Files shared by files.completeUploadExternal: {"id", "filename", "title", "content",
+        # "channel", "thread_ts", "initial_comment"}.
+        self.files: list[dict[str, Any]] = []
+        self._pending: dict[str, dict[str, Any]] = {}
         # Every request as {"path", "authorized", "status", "error"}; never the token.
         self.requests_seen: list[dict[str, Any]] = []
 
@@ -59,7 +80,8 @@ class FakeSlack:
         )
         self._thread.start()
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/api/"
+        self._base = f"http://{host!s}:{port}"
+        return f"{self._base}/api/"
 
     def stop(self) -> None:
         """Stop serving and free the port."""
@@ -73,13 +95,19 @@ class FakeSlack:
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue answers for the next requests, one each: {"status": 429, "retry_after": 1},
-        {"error": "invalid_auth"} (HTTP 200, ok false) or {"status": 500}."""
+        {"error": "invalid_auth"} (HTTP 200, ok false), {"status": 500}, or {"drop": True}
+        (the connection is closed before the request is processed, no answer).
+
+        {"method": "chat.update", ...} applies only to the next request for that method."""
         with self._lock:
             self._errors.extend(errors)
 
-    def _next_error(self) -> dict[str, Any] | None:
+    def _next_error(self, method: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._errors.pop(0) if self._errors else None
+            for i, error in enumerate(self._errors):
+                if error.get("method", method) == method:
+                    return self._errors.pop(i)
+            return None
 
     def _record(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -93,11 +121,82 @@ class FakeSlack:
             ts = f"{_TS_SECONDS}.{self._posted * 100:06d}"
             message = {"type": "message", "user": "U0ADPERF", "ts": ts, "bot_id": "B0ADPERF"}
             message.update({k: payload[k] for k in ("text", "blocks") if k in payload})
-            self.messages.append(dict(payload))
+            self.messages.append({**payload, "ts": ts})
         return {"ok": True, "channel": _channel_id(channel), "ts": ts, "message": message}
 
+    def _update(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Edit a posted message in place; Slack keeps its ts."""
+        channel, ts = _channel_id(str(payload.get("channel", ""))), str(payload.get("ts", ""))
+        with self._lock:
+            for message in self.messages:
+                if _channel_id(str(message["channel"])) == channel and message["ts"] == ts:
+                    message.update({k: payload[k] for k in ("text", "blocks") if k in payload})
+                    self.updates.append({"channel": channel, "ts": ts, **message})
+                    return {"ok": True, "channel": channel, "ts": ts, "text": message.get("text")}
+        return {"ok": False, "error": "message_not_found"}
+
+    def _upload_url(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """files.getUploadURLExternal: reserve a file id and a one-time upload URL."""
+        if not payload.get("filename") or not str(payload.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            file_id = f"F{len(self._pending) + len(self.files) + 1:09d}"
+            self._pending[file_id] = {
+                "id": file_id,
+                "filename": str(payload["filename"]),
+                "length": int(payload["length"]),
+                "content": None,
+            }
+        return {"ok": True, "file_id": file_id, "upload_url": f"{self._base}/upload/v1/{file_id}"}
+
+    def _receive(self, file_id: str, content: bytes) -> int:
+        """The POST of a file's bytes to its upload URL; 200, or 404 for an unknown id."""
+        with self._lock:
+            pending = self._pending.get(file_id)
+            if pending is None:
+                return 404
+            pending["content"] = content
+        return 200
+
+    def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """files.completeUploadExternal: share uploaded files in a channel (or a thread)."""
+        try:
+            wanted = json.loads(str(payload.get("files", "[]")))
+        except json.JSONDecodeError:
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = payload.get("channel_id") or payload.get("channels")
+        if channel and not self._channel_known(str(channel)):
+            return {"ok": False, "error": "channel_not_found"}
+        shared = []
+        with self._lock:
+            for item in wanted:
+                pending = self._pending.get(str(item.get("id")))
+                # Slack refuses to complete a file whose bytes never arrived.
+                if pending is None or pending["content"] is None:
+                    return {"ok": False, "error": "file_not_found"}
+                if len(pending["content"]) != pending["length"]:
+                    return {"ok": False, "error": "file_upload_size_mismatch"}
+            for item in wanted:
+                pending = self._pending.pop(str(item["id"]))
+                record = {
+                    **pending,
+                    "title": item.get("title") or pending["filename"],
+                    "channel": _channel_id(str(channel)) if channel else None,
+                    "thread_ts": payload.get("thread_ts"),
+                    "initial_comment": payload.get("initial_comment"),
+                }
+                self.files.append(record)
+                shared.append(
+                    {"id": record["id"], "title": record["title"], "name": record["filename"]}
+                )
+        return {"ok": True, "files": shared}
+
     def _channel_known(self, channel: str) -> bool:
-        return self._channels is None or channel.lstrip("#") in self._channels
+        if self._channels is None:
+            return True
+        # A channel is known by its name or by the id Slack answered with.
+        name = channel.lstrip("#")
+        return name in self._channels or name in {_channel_id(c) for c in self._channels}
 
 
 def _channel_id(channel: str) -> str:
@@ -153,7 +252,19 @@ class _Handler(BaseHTTPRequestHandler):
             header[len("Bearer ") :] if header.startswith("Bearer ") else payload.pop("token", "")
         )
         path = urlsplit(self.path).path
-        status, body, headers = self._answer(path, str(token or ""), payload)
+        if path.startswith("/upload/v1/"):
+            # The upload URL carries no token: Slack signs it (https://api.slack.com/methods/files.getUploadURLExternal).
+            status = fake._receive(path.rsplit("/", 1)[-1], raw)
+            fake._record({"path": path, "authorized": True, "status": status, "error": None})
+            self._send(status, {"ok": status == 200}, {}, text=f"OK - {len(raw)}")
+            return
+        error = fake._next_error(path.rsplit("/", 1)[-1])
+        if error is not None and error.get("drop"):
+            fake._record({"path": path, "authorized": None, "status": None, "error": "dropped"})
+            # No answer at all: the client sees the connection closed (RemoteDisconnected).
+            self.close_connection = True
+            return
+        status, body, headers = self._answer(path, str(token or ""), payload, error)
         fake._record(
             {
                 "path": path,
@@ -165,10 +276,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body, headers)
 
     def _answer(
-        self, path: str, token: str, payload: dict[str, Any]
+        self, path: str, token: str, payload: dict[str, Any], error: dict[str, Any] | None
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         fake = self.server_fake
-        error = fake._next_error()
         if error is not None:
             status = int(error.get("status", 200))
             headers = {}
@@ -176,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["Retry-After"] = str(error["retry_after"])
             name = error.get("error") or ("ratelimited" if status == 429 else "fatal_error")
             return status, {"ok": False, "error": name}, headers
-        if path != "/api/chat.postMessage":
+        if path not in _METHODS:
             return 404, {"ok": False, "error": "unknown_method"}, {}
         if not token:
             return 200, {"ok": False, "error": "not_authed"}, {}
@@ -184,6 +294,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if "_invalid_json" in payload:
             return 200, {"ok": False, "error": "invalid_json"}, {}
+        if path == "/api/files.getUploadURLExternal":
+            return 200, fake._upload_url(payload), {}
+        if path == "/api/files.completeUploadExternal":
+            return 200, fake._complete(payload), {}
         channel = payload.get("channel")
         if not channel:
             return 200, {"ok": False, "error": "channel_not_found"}, {}
@@ -195,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             problem = _blocks_problem(payload["blocks"])
             if problem is not None:
                 return 200, {"ok": False, "error": "invalid_blocks", "errors": [problem]}, {}
+        if path == "/api/chat.update":
+            return 200, fake._update(payload), {}
         return 200, fake._post(payload), {}
 
     def _payload(self, raw: bytes) -> dict[str, Any]:
@@ -211,10 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError):
             return {"_invalid_json": True}
 
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str], text: str | None = None
+    ) -> None:
+        data = (json.dumps(body, ensure_ascii=False) if text is None else text).encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        kind = "application/json" if text is None else "text/plain"
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)

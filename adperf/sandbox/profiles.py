@@ -30,7 +30,8 @@ PROFILES: dict[str, Profile] = {
         Profile("tiny", 40, 60, 2, 2, 2, legacy_users=40, legacy_purchases_per_day=1.0),
         Profile("small", 75, 400, 3, 2, 2, legacy_users=300, legacy_purchases_per_day=4.0),
         Profile("medium", 120, 4_000, 10, 2, 2, legacy_users=3_000, legacy_purchases_per_day=40.0),
-        # ~1M users over a year; 2 accounts x 150 campaigns x 2 adsets x 5 ads = 3,000 ads.
+        # ~1M users over a year; 3 accounts (2 Facebook, 1 Google Ads) x 150 campaigns x
+        # 2 adsets x 5 ads = 4,500 ads.
         Profile("large", 365, 2_740, 150, 2, 5, legacy_users=20_000, legacy_purchases_per_day=30.0),
     )
 }

@@ -1,6 +1,7 @@
 """A deterministic simulated ad world on disk: the files the sandbox's fakes serve, and its truth.
 
-Layout of a world folder (a contract with the fake servers and the tests):
+Layout of a world folder (a contract with the fake servers and the tests; `ad_daily.parquet`
+holds both platforms' delivery, told apart by `platform`):
 `world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
 `logs/YYYY-MM-DD.jsonl.gz`, `fx.csv`, `truth/params.json`, `truth/campaign_daily.csv`,
 `truth/daily_totals.csv`, `truth/users.parquet`.
@@ -68,6 +69,7 @@ CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
 MEDIA_SOURCE_MAP = {"Facebook Ads": "facebook", "googleadwords_int": "google_ads"}
+_MEDIA_SOURCE = {platform: source for source, platform in MEDIA_SOURCE_MAP.items()}
 SUPPORTED_CURRENCIES = ("USD", "KRW")
 US_PER_DAY = 86_400_000_000
 US_PER_SECOND = 1_000_000
@@ -667,7 +669,7 @@ class _World:
             for ad in self.ent.ads:
                 c = self.ent.campaigns[ad.campaign_index]
                 w.writerow(
-                    ["facebook", c.account_id, c.campaign_id, c.name, ad.adset_id,
+                    [c.platform, c.account_id, c.campaign_id, c.name, ad.adset_id,
                      ad.adset_name, ad.ad_id, ad.ad_name, c.currency]
                 )  # fmt: skip
 
@@ -680,7 +682,7 @@ class _World:
                 c = self.ent.campaigns[ad.campaign_index]
                 digits = CURRENCY_DIGITS[c.currency]
                 rows["date"].append(ds)
-                rows["platform"].append("facebook")
+                rows["platform"].append(c.platform)
                 rows["account_id"].append(c.account_id)
                 rows["campaign_id"].append(c.campaign_id)
                 rows["campaign_name"].append(c.name)
@@ -716,7 +718,7 @@ class _World:
                 "customer_user_id": [self.uid[k] if u.has_cuid[k] else None for k in idx],
                 "install_time": pa.array(u.install_us[idx], pa.timestamp("us", tz="UTC")),
                 "app_id": [APP_IDS[str(o)] for o in u.os[idx]],
-                "media_source": ["Facebook Ads" if ad else "organic" for ad in ads],
+                "media_source": [_MEDIA_SOURCE[c.platform] if c else "organic" for c in camps],
                 "campaign": [c.name if c else None for c in camps],
                 "campaign_id": [c.campaign_id if c else None for c in camps],
                 "adset": [ad.adset_name if ad else None for ad in ads],
@@ -937,7 +939,7 @@ class _World:
             for c in self.ent.campaigns:
                 spend = money(c.currency, int(camp_spend[i, c.index]))
                 camp_rows.append(
-                    [ds, "facebook", c.account_id, c.campaign_id, c.currency,
+                    [ds, c.platform, c.account_id, c.campaign_id, c.currency,
                      _fmt(spend),
                      _fmt(_EXACT.multiply(spend, Decimal(self.rate_str[c.currency][i]))),
                      str(installs[i, c.index]), str(payers[i, c.index]),
@@ -993,7 +995,8 @@ class _World:
         for c in self.ent.campaigns:
             e = entry(c.truth, c.purchases_per_payer_180d, c.revenue_per_payer_180d_usd)
             params[c.campaign_id] = {
-                "platform": "facebook",
+                "platform": c.platform,
+                "app_campaign": c.app_campaign,
                 "account_id": c.account_id,
                 "campaign_name": c.name,
                 "currency": c.currency,
@@ -1063,6 +1066,21 @@ class _World:
                     "timezone_name": self.tz.key,
                 }
                 for a in self.ent.accounts
+                if a.platform == "facebook"
+            ],
+            "google_ads_customers": [
+                {
+                    "customer_id": a.account_id,
+                    "descriptive_name": a.name,
+                    "currency_code": a.currency,
+                    "time_zone": self.tz.key,
+                }
+                for a in self.ent.accounts
+                if a.platform == "google_ads"
+            ],
+            # Google App campaigns: the fake Google Ads reports them at campaign level only.
+            "google_app_campaign_ids": [
+                c.campaign_id for c in self.ent.campaigns if c.app_campaign
             ],
             "media_source_map": dict(MEDIA_SOURCE_MAP),
         }

@@ -7,24 +7,34 @@ elements. Every list here is cut to fit, whatever the number of campaigns.
 
 from __future__ import annotations
 
-import datetime
+import contextlib
+import datetime as dt
 import json
 import logging
 import math
 import os
 import pathlib
 import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
 
 from adperf.errors import SourceError, TransientSourceError
+from adperf.sinks.summary import (
+    build_total_rows,
+    build_totals,
+    comparison_days,
+)
+from adperf.sinks.summary import money as _money
+from adperf.sinks.summary import num as _num
+from adperf.sinks.summary import ratio as _ratio
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +54,13 @@ MAX_NAME_CHARS = 80
 MAX_REASON_CHARS = 300
 MAX_NOTE_CHARS = 500
 
-# ISO 4217 currencies without minor units: "1,234,567 KRW", not "1,234,567.00 KRW".
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"}
-    | {"RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"}
-)
-
 _AUTH_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 )
-_TOKEN_FIX = "set ADPERF_SLACK_TOKEN to a valid bot token (xoxb-…) with the chat:write scope"
+_TOKEN_FIX = (
+    "set ADPERF_SLACK_TOKEN to a valid bot token (xoxb-…) with the chat:write and files:write "
+    "scopes"
+)
 
 
 def build_slack_message(
@@ -64,43 +71,63 @@ def build_slack_message(
     actions: pd.DataFrame,
     reconciliation: dict[str, float],
     notes: list[str],
+    cohorts: pd.DataFrame | None = None,
+    day_before: dict[str, Any] | None = None,
+    week_before: dict[str, Any] | None = None,
+    attachment: str | None = None,
 ) -> dict[str, Any]:
-    """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}."""
-    paid = campaigns[campaigns["platform"] != "organic"]
-    organic = campaigns[campaigns["platform"] == "organic"]
-    spend = _sum(paid["spend"])
-    paid_installs = int(_sum(paid["installs"]))
-    organic_installs = int(_sum(organic["installs"]))
-    revenue = _sum(paid["revenue"])
-    # No LTV prediction at all (e.g. the model did not converge) is n/a, not a pROAS of 0%.
-    has_pltv = bool(pd.to_numeric(paid["pltv"], errors="coerce").notna().any())
-    pltv = _sum(paid["pltv"])
-    cpi = spend / paid_installs if paid_installs > 0 else None
-    roas = revenue / spend if spend > 0 else None
-    proas = pltv / spend if spend > 0 and has_pltv else None
+    """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}.
 
+    `day_before` / `week_before` are `build_totals` of the day before and of the same weekday a
+    week before (None: not in the warehouse); `attachment` names the CSV with every campaign.
+    """
+    cohorts = _empty_cohorts() if cohorts is None else cohorts
+    totals = build_totals(campaigns, cohorts, day)
+    rows = {r.key: r for r in build_total_rows(totals, day_before, week_before, currency)}
+    d1, d7 = comparison_days(day)
+    weekday = dt.date.fromisoformat(day).strftime("%a")
+
+    def field(key: str, extra: str = "") -> dict[str, str]:
+        r = rows[key]
+        return _mrkdwn(
+            f"*{r.label}*\n{r.value}{extra}\n{r.day_change} d/d · {r.week_change} w/w",
+            MAX_FIELD_TEXT,
+        )
+
+    organic = int(totals["organic_installs"])
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": _cut(f"adperf — {day}", MAX_HEADER_TEXT)},
+            "text": {
+                "type": "plain_text",
+                "text": _cut(f"adperf — {day} ({weekday})", MAX_HEADER_TEXT),
+            },
         },
         {
             "type": "section",
             "fields": [
-                _mrkdwn(text, MAX_FIELD_TEXT)
-                for text in (
-                    f"*Spend*\n{_money(spend, currency)}",
-                    f"*Installs*\n{paid_installs:,} paid · {organic_installs:,} organic",
-                    f"*CPI*\n{_money(cpi, currency)}",
-                    f"*Revenue (paid cohorts)*\n{_money(revenue, currency)}",
-                    f"*ROAS*\n{_ratio(roas)}",
-                    f"*pROAS*\n{_ratio(proas)}",
+                field("spend"),
+                field("installs", f" · {organic:,} organic"),
+                field("cpi"),
+                field("revenue", f" · ROAS {_ratio(totals['roas'])}"),
+                field("roas_d0"),
+                field("roas_d7"),
+                field("proas"),
+            ],
+        },
+        {
+            "type": "context",
+            "elements": [
+                _mrkdwn(
+                    f"d/d: vs {d1} · w/w: vs {d7} (same weekday) · ROAS D0: the cohort installed "
+                    f"on {day}, D7: the cohort of {d7}, as of {day} · pp: percentage points"
                 )
             ],
         },
         {"type": "divider"},
     ]
 
+    paid = campaigns[campaigns["platform"] != "organic"]
     ranked = paid[(paid["spend"] > 0) & paid["roas"].notna()].sort_values(
         ["roas", "spend"], ascending=[False, False], kind="stable"
     )
@@ -110,7 +137,7 @@ def build_slack_message(
     if len(ranked):
         blocks.append(
             _list_section(
-                f"*Top campaigns by ROAS* ({len(ranked):,} with spend)",
+                f"*Best campaigns by ROAS* ({len(ranked):,} with spend)",
                 [_campaign_line(r, currency) for r in top.itertuples()],
                 hidden=0,
             )
@@ -120,7 +147,7 @@ def build_slack_message(
     if len(bottom):
         blocks.append(
             _list_section(
-                "*Bottom campaigns by ROAS*",
+                "*Worst campaigns by ROAS*",
                 [_campaign_line(r, currency) for r in bottom.itertuples()],
                 hidden=0,
             )
@@ -149,16 +176,64 @@ def build_slack_message(
     if not listed_any:
         blocks.append(_text_section("*Recommended actions*\nNo scale or pause recommendations."))
 
+    if attachment:
+        shown_campaigns = len(top) + len(bottom)
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    _mrkdwn(
+                        f":page_facing_up: All {len(campaigns):,} campaigns and "
+                        f"{len(actions):,} actions ({shown_campaigns:,} shown here): "
+                        f"`{_escape(attachment)}` and the chart in this message's thread"
+                    )
+                ],
+            }
+        )
     blocks.append(_quality_context(reconciliation, currency, notes, n_hold))
 
     n_scale = int((actions["action"] == "scale").sum()) if len(actions) else 0
     n_pause = int((actions["action"] == "pause").sum()) if len(actions) else 0
     fallback = (
-        f"adperf {day}: spend {_money(spend, currency)}, {paid_installs:,} paid installs, "
-        f"CPI {_money(cpi, currency)}, ROAS {_ratio(roas)}, pROAS {_ratio(proas)}; "
+        f"adperf {day}: spend {_money(totals['spend'], currency)} ({rows['spend'].day_change} "
+        f"d/d), {int(totals['installs'] or 0):,} paid installs, "
+        f"CPI {_money(totals['cpi'], currency)}, ROAS D0 {_ratio(totals['roas_d0'])}, "
+        f"D7 {_ratio(totals['roas_d7'])}, pROAS {_ratio(totals['proas'])}; "
         f"{n_scale} to scale, {n_pause} to pause"
     )
     return {"text": _cut(fallback, MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def build_campaign_csv(campaigns: pd.DataFrame, actions: pd.DataFrame) -> bytes:
+    """Every campaign of the day with its recommended action, as UTF-8 CSV (the long tail)."""
+    columns = ["platform", "campaign_id", "action", "action_reason"]
+    if len(actions):
+        keyed = actions.loc[
+            actions["level"] == "campaign", ["platform", "object_id", "action", "reason"]
+        ]
+        recommended = keyed.set_axis(columns, axis=1)
+    else:
+        recommended = pd.DataFrame(columns=columns)
+    out = campaigns.merge(recommended, on=["platform", "campaign_id"], how="left")
+    out = out.sort_values(["platform", "spend"], ascending=[True, False], kind="stable")
+    # Ids stay text; utf-8-sig so spreadsheet programs read Korean names right.
+    return out.to_csv(index=False).encode("utf-8-sig")
+
+
+def make_client(token: str, base_url: str | None = None) -> WebClient:
+    """A WebClient that retries rate limits and dropped connections, never 5xx answers."""
+    return WebClient(
+        token=token,
+        base_url=base_url or WebClient.BASE_URL,
+        # No ServerErrorRetryHandler: chat.postMessage has no idempotency key, and a 5xx may
+        # come after Slack has already posted, so a retry could post the report twice. A 429 is
+        # answered before anything is done (https://api.slack.com/apis/rate-limits), and the
+        # connection handler retries only errors raised before an answer arrived.
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+        ],
+    )
 
 
 def post_message(
@@ -170,46 +245,169 @@ def post_message(
     day: str | None = None,
 ) -> dict[str, str]:
     """Post a built message with slack-sdk; return {"channel", "ts"} of the posted message."""
-    client = WebClient(
-        token=token,
-        base_url=base_url or WebClient.BASE_URL,
-        # No ServerErrorRetryHandler: chat.postMessage has no idempotency key, and a 5xx may
-        # come after Slack has already posted, so a retry could post the report twice.
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-        ],
-    )
-    try:
+    client = make_client(token, base_url)
+    with _errors("chat.postMessage", channel, day):
         response = client.chat_postMessage(
             channel=channel, text=message["text"], blocks=message["blocks"]
         )
-    except SlackApiError as exc:
-        raise _classify(exc, channel=channel, day=day) from exc
-    except OSError as exc:
-        # urllib's URLError and timeouts, after ConnectionErrorRetryHandler's retries.
-        raise TransientSourceError(
-            SOURCE,
-            day,
-            f"could not reach Slack ({type(exc).__name__})",
-            "check [slack] base_url and the network, then run the task again",
-        ) from exc
     log.info("slack: posted the report for %s to %s", day or "?", response["channel"])
     return {"channel": str(response["channel"]), "ts": str(response["ts"])}
 
 
-def write_outbox(message: dict[str, Any], outbox_dir: pathlib.Path, day: str) -> pathlib.Path:
-    """Write the message of `day` to `<outbox_dir>/slack-<day>.json` atomically; return the path."""
-    # The day names the file: refuse anything that is not a plain date (no path tricks).
-    datetime.date.fromisoformat(day)
+def update_message(
+    message: dict[str, Any],
+    *,
+    token: str,
+    channel: str,
+    ts: str,
+    base_url: str | None = None,
+    day: str | None = None,
+) -> dict[str, str]:
+    """Replace the text and blocks of the posted message `ts` (https://api.slack.com/methods/chat.update)."""
+    client = make_client(token, base_url)
+    with _errors("chat.update", channel, day):
+        response = client.chat_update(
+            channel=channel, ts=ts, text=message["text"], blocks=message["blocks"]
+        )
+    log.info("slack: updated the report for %s in %s", day or "?", response["channel"])
+    return {"channel": str(response["channel"]), "ts": str(response["ts"])}
+
+
+def upload_files(
+    files: list[tuple[str, bytes, str]],
+    *,
+    token: str,
+    channel: str,
+    thread_ts: str,
+    base_url: str | None = None,
+    day: str | None = None,
+    comment: str | None = None,
+) -> list[str]:
+    """Upload (filename, content, title) files into the thread of `thread_ts`; return file ids.
+
+    files_upload_v2 is Slack's external upload flow: files.getUploadURLExternal, a POST of the
+    bytes to the returned URL, files.completeUploadExternal to share them in the thread
+    (https://api.slack.com/messaging/files#uploading_files).
+    """
+    client = make_client(token, base_url)
+    with _errors("files_upload_v2", channel, day):
+        response = client.files_upload_v2(
+            file_uploads=[
+                {"filename": name, "content": content, "title": title}
+                for name, content, title in files
+            ],
+            channel=channel,
+            thread_ts=thread_ts,
+            initial_comment=comment,
+        )
+    return [str(f["id"]) for f in response.get("files") or []]
+
+
+def publish_report(
+    message: dict[str, Any],
+    files: list[tuple[str, bytes, str]],
+    *,
+    token: str,
+    channel: str,
+    base_url: str | None,
+    day: str,
+    content_hash: str,
+    previous: dict[str, Any] | None,
+    save: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Deliver the day's report to Slack exactly once; return the marker that `save` stored.
+
+    The marker of the previous run decides: no post yet → chat.postMessage; a post whose
+    content hash differs (the day was re-run on restated numbers) → chat.update of the same
+    `ts`; the same content → nothing. `save` is called as soon as the post's `ts` is known, so
+    a failure after posting (e.g. in the file upload) never leads to a second post; the marker
+    says `complete: false` until the chart and CSV are in the thread.
+    """
+    state: dict[str, Any] | None = None
+    if previous and previous.get("delivery") == "slack" and previous.get("ts"):
+        state = dict(previous)
+    if state is not None and state.get("content_hash") != content_hash:
+        try:
+            update_message(
+                message,
+                token=token,
+                channel=str(state["channel"]),
+                ts=str(state["ts"]),
+                base_url=base_url,
+                day=day,
+            )
+            state.update(content_hash=content_hash, complete=False)
+            state["updates"] = int(state.get("updates", 0)) + 1
+            save(state)
+        except MessageGone:
+            # Someone deleted the message: the report is posted again, not lost.
+            log.warning("slack: the report message of %s is gone; posting it again", day)
+            state = None
+    if state is None:
+        posted = post_message(message, token=token, channel=channel, base_url=base_url, day=day)
+        state = {
+            "date": day,
+            "delivery": "slack",
+            **posted,
+            "content_hash": content_hash,
+            "files_hash": None,
+            "complete": False,
+            "updates": 0,
+        }
+        save(state)
+    if files and state.get("files_hash") != content_hash:
+        comment = (
+            None
+            if state.get("files_hash") is None
+            else f"The numbers of {day} changed (restated data): the message above is updated; "
+            "here are the new chart and CSV."
+        )
+        state["file_ids"] = upload_files(
+            files,
+            token=token,
+            channel=str(state["channel"]),
+            thread_ts=str(state["ts"]),
+            base_url=base_url,
+            day=day,
+            comment=comment,
+        )
+        state["files_hash"] = content_hash
+    state["complete"] = True
+    save(state)
+    return state
+
+
+def write_outbox(
+    message: dict[str, Any],
+    outbox_dir: pathlib.Path,
+    day: str,
+    files: dict[str, bytes] | None = None,
+) -> list[pathlib.Path]:
+    """Write the day's files, then `slack-<day>.json` last, each atomically; return the paths.
+
+    `files` maps a plain file name (what would be uploaded to the thread) to its content; the
+    JSON comes last, so its presence means the day's outbox is complete.
+    """
+    # The day names the files: refuse anything that is not a plain date (no path tricks).
+    dt.date.fromisoformat(day)
     outbox_dir.mkdir(parents=True, exist_ok=True)
-    target = outbox_dir / f"slack-{day}.json"
-    fd, tmp_name = tempfile.mkstemp(dir=outbox_dir, prefix=f".slack-{day}-", suffix=".tmp")
+    paths = []
+    for name, content in (files or {}).items():
+        if pathlib.PurePath(name).name != name or name.startswith("."):
+            raise ValueError(f"outbox file name must be a plain name, got {name!r}")
+        paths.append(_atomic_write(outbox_dir / name, content))
+    text = json.dumps(message, ensure_ascii=False, indent=2) + "\n"
+    paths.append(_atomic_write(outbox_dir / f"slack-{day}.json", text.encode("utf-8")))
+    return paths
+
+
+def _atomic_write(target: pathlib.Path, content: bytes) -> pathlib.Path:
+    """Write `content` to `target` through a temp file in the same folder and a rename."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
     tmp = pathlib.Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(message, f, ensure_ascii=False, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         # Same directory, so os.replace is an atomic rename: readers see old or new, never half.
@@ -220,9 +418,37 @@ def write_outbox(message: dict[str, Any], outbox_dir: pathlib.Path, day: str) ->
     return target
 
 
-def _classify(exc: SlackApiError, *, channel: str, day: str | None) -> SourceError:
+class MessageGone(SourceError):
+    """chat.update found no message at the stored ts (deleted in Slack)."""
+
+
+@contextlib.contextmanager
+def _errors(method: str, channel: str, day: str | None) -> Iterator[None]:
+    """slack-sdk's errors as named adperf errors that say what to fix."""
+    try:
+        yield
+    except SlackApiError as exc:
+        raise _classify(exc, method=method, channel=channel, day=day) from exc
+    except SlackRequestError as exc:
+        # files_upload_v2's POST of the bytes answered non-200 (the message holds no token).
+        raise TransientSourceError(
+            SOURCE, day, f"{method}: the file upload failed", "run the task again"
+        ) from exc
+    except OSError as exc:
+        # urllib's URLError and timeouts, after ConnectionErrorRetryHandler's retries.
+        raise TransientSourceError(
+            SOURCE,
+            day,
+            f"could not reach Slack ({type(exc).__name__})",
+            "check [slack] base_url and the network, then run the task again",
+        ) from exc
+
+
+def _classify(exc: SlackApiError, *, method: str, channel: str, day: str | None) -> SourceError:
     """A SlackApiError as a named adperf error whose message says what to fix."""
     error = str(exc.response.get("error", "") or f"HTTP {exc.response.status_code}")
+    if error == "message_not_found":
+        return MessageGone(SOURCE, day, "the message to update is gone", "none: it is reposted")
     if error in _AUTH_ERRORS:
         return SourceError(SOURCE, day, f"Slack refused the token ({error})", _TOKEN_FIX)
     if error == "channel_not_found":
@@ -240,7 +466,10 @@ def _classify(exc: SlackApiError, *, channel: str, day: str | None) -> SourceErr
             f"invite the app to the channel (/invite @<app> in {channel})",
         )
     if error == "missing_scope":
-        return SourceError(SOURCE, day, "the token lacks a scope", _TOKEN_FIX)
+        needed = exc.response.get("needed") or "chat:write, files:write"
+        return SourceError(
+            SOURCE, day, f"the token lacks a scope ({needed})", f"add the scope: {_TOKEN_FIX}"
+        )
     if error == "ratelimited" or exc.response.status_code == 429:
         return TransientSourceError(
             SOURCE, day, "still rate limited after retries", "run the task again later"
@@ -248,8 +477,8 @@ def _classify(exc: SlackApiError, *, channel: str, day: str | None) -> SourceErr
     return SourceError(
         SOURCE,
         day,
-        f"chat.postMessage failed ({error})",
-        "see https://api.slack.com/methods/chat.postMessage#errors",
+        f"{method} failed ({error})",
+        f"see https://api.slack.com/methods/{method.replace('_v2', '')}#errors",
     )
 
 
@@ -297,9 +526,17 @@ def _more(n: int) -> str:
 def _campaign_line(row: Any, currency: str) -> str:
     name = _escape(_cut(_label(row.campaign_name, row.campaign_id), MAX_NAME_CHARS))
     return (
-        f"• *{name}* ({row.platform}) — ROAS {_ratio(row.roas)} · pROAS {_ratio(row.proas)} · "
+        f"• *{name}* ({row.platform}) — ROAS {_ratio(row.roas)} · pROAS {_proas(row)} · "
         f"spend {_money(row.spend, currency)} · {int(_num(row.installs) or 0):,} installs"
     )
+
+
+def _proas(row: Any) -> str:
+    """pROAS with its interval when the LTV model gives one ('180% [150–210%]')."""
+    low, high = getattr(row, "proas_low", None), getattr(row, "proas_high", None)
+    if _num(row.proas) is None or _num(low) is None or _num(high) is None:
+        return _ratio(row.proas)
+    return f"{_ratio(row.proas)} [{_ratio(low)[:-1]}–{_ratio(high)}]"
 
 
 def _action_line(row: Any, currency: str) -> str:
@@ -343,27 +580,5 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _num(value: Any) -> float | None:
-    """A number, or None when missing/NaN (an undefined ratio, not zero)."""
-    if value is None or value is pd.NA:
-        return None
-    number = float(value)
-    return None if math.isnan(number) else number
-
-
-def _sum(column: pd.Series) -> float:
-    return float(pd.to_numeric(column, errors="coerce").sum(skipna=True))
-
-
-def _money(amount: Any, currency: str) -> str:
-    number = _num(amount)
-    if number is None:
-        return "n/a"
-    decimals = 0 if currency.upper() in ZERO_DECIMAL_CURRENCIES else 2
-    return f"{number:,.{decimals}f} {currency}"
-
-
-def _ratio(value: Any) -> str:
-    """ROAS-style ratio as a percentage (1.52 -> 152%)."""
-    number = _num(value)
-    return "n/a" if number is None else f"{number:.0%}"
+def _empty_cohorts() -> pd.DataFrame:
+    return pd.DataFrame(columns=["as_of", "platform", "age_days", "revenue", "spend"])

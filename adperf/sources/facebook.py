@@ -1,6 +1,14 @@
-"""Facebook ad spend: one day's ad-level Insights of some ad accounts, as an AD_SPEND frame.
+"""Facebook ad spend: ad-level daily Insights of some ad accounts over a day range, as AD_SPEND.
 
 Goes through the real facebook-business SDK; production and sandbox differ only in `graph_url`.
+
+One request per account covers the whole range (`time_range` since..until, `time_increment=1`),
+so a re-pull of the last 28 days (Facebook restates them) costs one report, not 28. Days are the
+ad account's (`timezone_name`): Insights cannot re-cut them to another zone, so an account whose
+zone differs from `report_timezone` is a ConfigError rather than silently shifted spend.
+Async report runs are polled with growing waits; a run that fails, is skipped or stalls is
+started again once, then its range is split in halves (a smaller report is likelier to finish),
+down to single days.
 
 The access token travels in an `Authorization: Bearer` header, never in a URL. The SDK would
 put it in the query string of every request (`FacebookSession` sets it in
@@ -60,6 +68,7 @@ INSIGHTS_FIELDS = [
     "actions",
     "action_values",
     "date_start",
+    "date_stop",
 ]
 # https://developers.facebook.com/docs/marketing-api/reference/ads-action-stats/
 INSTALL_ACTION = "mobile_app_install"
@@ -71,8 +80,13 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 120.0
 # A rate-limit wait longer than this is cut short: the next attempt tells us again.
 RATE_LIMIT_WAIT_CAP_S = 15 * 60.0
-ASYNC_POLL_S = 10.0
-ASYNC_MAX_POLLS = 180  # 30 minutes at ASYNC_POLL_S
+# Async report runs: polls wait 2 s, 3 s, 4.5 s, ... up to 30 s; a run still unfinished after
+# ASYNC_STALL_S of waiting is abandoned like a failed one. ASYNC_TRIES runs per range, then split.
+ASYNC_POLL_FIRST_S = 2.0
+ASYNC_POLL_FACTOR = 1.5
+ASYNC_POLL_CAP_S = 30.0
+ASYNC_STALL_S = 30 * 60.0
+ASYNC_TRIES = 2
 
 # https://developers.facebook.com/docs/graph-api/guides/error-handling and
 # https://developers.facebook.com/docs/marketing-api/overview/rate-limiting
@@ -89,6 +103,7 @@ PERMISSION_CODES = frozenset({10, *range(200, 300)})
 
 ASYNC_DONE = "Job Completed"
 ASYNC_FAILED = frozenset({"Job Failed", "Job Skipped"})
+ASYNC_STALLED = "stalled"
 
 _VERSION = re.compile(r"^v\d+\.\d+$")
 T = TypeVar("T")
@@ -101,17 +116,21 @@ def fetch_facebook_spend(
     access_token: str,
     account_ids: list[str],
     day: datetime.date,
+    first_day: datetime.date | None = None,
+    report_timezone: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     use_async: bool = False,
+    async_stall_s: float = ASYNC_STALL_S,
 ) -> pd.DataFrame:
-    """One row per ad and account for `day` (the account's day), in AD_SPEND's columns.
+    """One row per ad, account and day from `first_day` (default `day`) to `day`, as AD_SPEND.
 
-    Money is int64 micros in the account's currency, parsed from the API's decimal strings.
-    Transient errors and rate limits are retried `max_retries` times, waiting through `sleep`;
-    then `TransientSourceError`. Permanent errors raise `SourceError` naming account and fix.
-    `use_async` reads Insights through an async report run (for big accounts).
+    Days are the account's; with `report_timezone` given, an account in another zone is a
+    ConfigError. Money is int64 micros in the account's currency, parsed from the API's decimal
+    strings. Transient errors and rate limits are retried `max_retries` times, waiting through
+    `sleep`; then `TransientSourceError`. Permanent errors raise `SourceError` naming account
+    and fix. `use_async` reads Insights through async report runs (for big accounts).
     """
     if not _VERSION.match(api_version):
         raise ConfigError(f"[facebook] api_version must look like v21.0, got {api_version!r}")
@@ -119,6 +138,9 @@ def fetch_facebook_spend(
         raise ConfigError("[facebook] ad_account_ids is empty: list the ad accounts to read")
     if not access_token:
         raise ConfigError("facebook: no access token; set ADPERF_FACEBOOK_TOKEN")
+    first = first_day or day
+    if first > day:
+        raise ConfigError(f"facebook: first day {first} is after the last day {day}")
 
     session = FacebookSession(timeout=timeout)
     session.GRAPH = graph_url.rstrip("/")  # the SDK reads it from the instance
@@ -132,8 +154,9 @@ def fetch_facebook_spend(
         records: list[dict[str, Any]] = []
         # Each account once, however it is spelled: a repeat would double its spend.
         for account_id in dict.fromkeys(a.strip().removeprefix("act_") for a in account_ids):
-            caller = _Caller(day, account_id, access_token, max_retries, sleep)
-            records.extend(_fetch_account(api, caller, use_async))
+            caller = _Caller(day, account_id, access_token, max_retries, sleep, first)
+            caller.async_stall_s = async_stall_s
+            records.extend(_fetch_account(api, caller, use_async, report_timezone))
     finally:
         session.requests.close()
 
@@ -143,11 +166,22 @@ def fetch_facebook_spend(
     for name in AD_SPEND.columns:
         if AD_SPEND.schema.field(name).type == I64:
             frame[name] = frame[name].astype("int64")
-    return frame
+    duplicated = frame.duplicated(["date", "ad_id"])
+    if duplicated.any():
+        first_dup = frame[duplicated].iloc[0]
+        raise SourceError(
+            SOURCE,
+            day.isoformat(),
+            f"Insights returned ad {first_dup['ad_id']} twice for {first_dup['date']}",
+            "report this: paging or async splitting returned overlapping rows",
+        )
+    return frame.sort_values(["date", "account_id", "ad_id"]).reset_index(drop=True)
 
 
-def _fetch_account(api: FacebookAdsApi, caller: _Caller, use_async: bool) -> list[dict[str, Any]]:
-    """AD_SPEND records of one ad account for the caller's day."""
+def _fetch_account(
+    api: FacebookAdsApi, caller: _Caller, use_async: bool, report_timezone: str | None
+) -> list[dict[str, Any]]:
+    """AD_SPEND records of one ad account for the caller's day range."""
     account = AdAccount(f"act_{caller.account_id}", api=api)
     info = caller.call("read the ad account", lambda: account.api_get(fields=ACCOUNT_FIELDS))
     currency = str(info.get(AdAccount.Field.currency) or "")
@@ -158,30 +192,49 @@ def _fetch_account(api: FacebookAdsApi, caller: _Caller, use_async: bool) -> lis
             f"ad account {caller.act} has no currency",
             "check that the token's system user can read the account's settings",
         )
-    params = {
-        "level": "ad",
-        "time_range": {"since": caller.day_iso, "until": caller.day_iso},
-        "time_increment": "1",
-        "limit": PAGE_LIMIT,
-    }
+    zone = str(info.get(AdAccount.Field.timezone_name) or "")
+    if report_timezone and zone != report_timezone:
+        # Insights reports days in the ad account's time zone (AdAccount.timezone_name,
+        # https://developers.facebook.com/docs/marketing-api/reference/ad-account/); it has no
+        # parameter to report in another zone.
+        raise ConfigError(
+            f"facebook: ad account {caller.act} reports days in {zone or 'an unknown zone'}, "
+            f"the report in {report_timezone}; its daily spend would land on the wrong days. "
+            "Fix: set [adperf] report_timezone to the account's zone, or remove the account "
+            "from [facebook] ad_account_ids (a new ad account can be created in the report's "
+            "zone)"
+        )
     if use_async:
-        cursor = _async_cursor(account, caller, params)
+        rows = _async_rows(account, caller, caller.first_day, caller.day)
     else:
+        params = _params(caller.first_iso, caller.day_iso)
         cursor = caller.call(
             "read Insights page 1",
             lambda: account.get_insights(fields=INSIGHTS_FIELDS, params=dict(params)),
         )
-    records = [_to_record(row, caller, currency) for row in _all_rows(cursor, caller)]
+        rows = list(_all_rows(cursor, caller))
+    records = [_to_record(row, caller, currency) for row in rows]
     log.info(
-        "facebook %s (%s, %s, %s): %d ad rows for %s",
+        "facebook %s (%s, %s, %s): %d ad rows for %s..%s",
         caller.act,
         info.get("name"),
-        info.get("timezone_name"),
+        zone,
         currency,
         len(records),
+        caller.first_iso,
         caller.day_iso,
     )
     return records
+
+
+def _params(since: str, until: str) -> dict[str, Any]:
+    """Insights parameters: ad level, one row per ad and day over since..until."""
+    return {
+        "level": "ad",
+        "time_range": {"since": since, "until": until},
+        "time_increment": "1",
+        "limit": PAGE_LIMIT,
+    }
 
 
 def _all_rows(cursor: Cursor, caller: _Caller) -> Iterator[dict[str, Any]]:
@@ -198,64 +251,113 @@ def _all_rows(cursor: Cursor, caller: _Caller) -> Iterator[dict[str, Any]]:
         yield dict(row.export_all_data())
 
 
-def _async_cursor(account: AdAccount, caller: _Caller, params: dict[str, Any]) -> Cursor:
-    """Run an async Insights report and return a cursor over its first page of results.
+def _async_rows(
+    account: AdAccount, caller: _Caller, since: datetime.date, until: datetime.date
+) -> list[dict[str, Any]]:
+    """Every Insights row of since..until through async report runs, splitting when they fail.
 
     https://developers.facebook.com/docs/marketing-api/insights/best-practices#asynchronous
-    A failed or skipped job is started again, within the caller's retry budget; one still
-    running after ASYNC_MAX_POLLS polls is given up on (another would likely be as slow).
+    A run that ends in Job Failed / Job Skipped or stalls is started again (ASYNC_TRIES runs in
+    all); then the range is split in halves, each read the same way, down to single days.
     """
-    for attempt in range(caller.max_retries + 1):
-        run: AdReportRun = caller.call(
-            "start an async Insights report",
-            # get_insights_async writes `fields` into params: give it a copy.
-            lambda: account.get_insights_async(fields=INSIGHTS_FIELDS, params=dict(params)),
-        )
-        status = ""
-        for _ in range(ASYNC_MAX_POLLS):
-            run = caller.call(
-                "poll the async Insights report",
-                functools.partial(run.api_get, fields=["async_status", "async_percent_completion"]),
-            )
-            status = str(run.get("async_status", ""))
-            if status == ASYNC_DONE and int(run.get("async_percent_completion", 0)) == 100:
-                return caller.call(
-                    "read async Insights page 1",
-                    functools.partial(run.get_result, params={"limit": PAGE_LIMIT}),
-                )
-            if status in ASYNC_FAILED:
-                break
-            caller.sleep(ASYNC_POLL_S)
-        else:
-            raise TransientSourceError(
-                SOURCE,
-                caller.day_iso,
-                f"the async Insights report {run.get('id')} of {caller.act} was still "
-                f"'{status}' after {ASYNC_MAX_POLLS * ASYNC_POLL_S / 60:.0f} minutes",
-                "run the task again later",
-            )
-        log.warning("facebook %s: async report %s: %s", caller.act, run.get("id"), status)
-        if attempt < caller.max_retries:
+    params = _params(since.isoformat(), until.isoformat())
+    outcome = ""
+    for attempt in range(ASYNC_TRIES):
+        cursor, outcome = _async_run(account, caller, params)
+        if cursor is not None:
+            return list(_all_rows(cursor, caller))
+        if attempt < ASYNC_TRIES - 1:
             caller.sleep(_backoff(attempt))
-    raise TransientSourceError(
-        SOURCE,
-        caller.day_iso,
-        f"the async Insights report of {caller.act} did not complete "
-        f"in {caller.max_retries + 1} tries (last: {status})",
-        "run the task again later",
+    if since == until:
+        raise TransientSourceError(
+            SOURCE,
+            caller.day_iso,
+            f"the async Insights report of {caller.act} for {since} did not complete in "
+            f"{ASYNC_TRIES} runs (last: {outcome}), even for a single day",
+            "run the task again later; check https://metastatus.com",
+        )
+    middle = since + (until - since) // 2
+    log.warning(
+        "facebook %s: async report %s..%s %s; splitting into %s..%s and %s..%s",
+        caller.act,
+        since,
+        until,
+        outcome,
+        since,
+        middle,
+        middle + datetime.timedelta(days=1),
+        until,
     )
+    return _async_rows(account, caller, since, middle) + _async_rows(
+        account, caller, middle + datetime.timedelta(days=1), until
+    )
+
+
+def _async_run(
+    account: AdAccount, caller: _Caller, params: dict[str, Any]
+) -> tuple[Cursor | None, str]:
+    """Start one async report run and poll it: (cursor over its results, 'Job Completed'), or
+    (None, the status it ended in: 'Job Failed', 'Job Skipped' or 'stalled')."""
+    run: AdReportRun = caller.call(
+        "start an async Insights report",
+        # get_insights_async writes `fields` into params: give it a copy.
+        lambda: account.get_insights_async(fields=INSIGHTS_FIELDS, params=dict(params)),
+    )
+    waited, wait = 0.0, ASYNC_POLL_FIRST_S
+    while True:
+        run = caller.call(
+            "poll the async Insights report",
+            functools.partial(
+                run.api_get,
+                fields=["async_status", "async_percent_completion", "error_code", "error_message"],
+            ),
+        )
+        status = str(run.get("async_status", ""))
+        if status == ASYNC_DONE and int(run.get("async_percent_completion", 0)) == 100:
+            cursor: Cursor = caller.call(
+                "read async Insights page 1",
+                functools.partial(run.get_result, params={"limit": PAGE_LIMIT}),
+            )
+            return cursor, status
+        if status in ASYNC_FAILED:
+            # Error fields on the run node: Graph API v25.0+ (Insights error codes page).
+            log.warning(
+                "facebook %s: async report %s: %s (code %s: %s)",
+                caller.act,
+                run.get("id"),
+                status,
+                run.get("error_code"),
+                caller.scrub(str(run.get("error_message") or "")),
+            )
+            return None, status
+        if waited >= caller.async_stall_s:
+            log.warning(
+                "facebook %s: async report %s still '%s' at %s%% after %.0f s; abandoning it",
+                caller.act,
+                run.get("id"),
+                status,
+                run.get("async_percent_completion"),
+                waited,
+            )
+            return None, ASYNC_STALLED
+        caller.sleep(wait)
+        waited += wait
+        wait = min(ASYNC_POLL_CAP_S, wait * ASYNC_POLL_FACTOR)
 
 
 def _to_record(row: Mapping[str, Any], caller: _Caller, currency: str) -> dict[str, Any]:
     """One Insights row as an AD_SPEND record."""
     ad_id = str(row.get("ad_id", ""))
-    if row.get("date_start") != caller.day_iso:
+    start, stop = row.get("date_start"), row.get("date_stop", row.get("date_start"))
+    if not (isinstance(start, str) and caller.first_iso <= start <= caller.day_iso) or (
+        stop != start
+    ):
         raise SourceError(
             SOURCE,
             caller.day_iso,
-            f"{caller.act} returned a row for {row.get('date_start')!r} (ad {ad_id}) "
-            f"when asked for {caller.day_iso} only",
-            "report this: the Insights request's time_range was not honoured",
+            f"{caller.act} returned a row for {start!r}..{stop!r} (ad {ad_id}) when asked "
+            f"for single days of {caller.first_iso}..{caller.day_iso}",
+            "report this: the Insights request's time_range / time_increment was not honoured",
         )
     actions = row.get("actions") or []
     values = row.get("action_values") or []
@@ -275,7 +377,7 @@ def _to_record(row: Mapping[str, Any], caller: _Caller, currency: str) -> dict[s
         return str(value)
 
     return {
-        "date": caller.day_iso,
+        "date": start,
         "platform": PLATFORM,
         "account_id": str(row.get("account_id") or caller.account_id).removeprefix("act_"),
         "campaign_id": required("campaign_id"),
@@ -365,8 +467,13 @@ class _Caller:
         token: str,
         max_retries: int,
         sleep: Callable[[float], None],
+        first_day: datetime.date | None = None,
     ) -> None:
+        self.day = day
+        self.first_day = first_day or day
         self.day_iso = day.isoformat()
+        self.first_iso = self.first_day.isoformat()
+        self.async_stall_s = ASYNC_STALL_S
         self.account_id = account_id
         self.act = f"act_{account_id}"
         self._token = token
@@ -449,7 +556,7 @@ class _Caller:
             trace = body["error"].get("fbtrace_id")
             if trace:
                 text += f" (fbtrace_id {trace})"
-        return self._scrub(text)
+        return self.scrub(text)
 
     def _permanent(self, exc: FacebookRequestError, what: str) -> SourceError:
         code = exc.api_error_code()
@@ -471,7 +578,8 @@ class _Caller:
             fix = "check the [facebook] settings; quote the fbtrace_id to Meta support"
         return SourceError(SOURCE, self.day_iso, problem, fix)
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """`text` with the access token masked."""
         return text.replace(self._token, "***") if self._token else text
 
 

@@ -72,8 +72,18 @@ _BACKOFF_CAP_S = 60.0
 _ERROR_SNIPPET_CHARS = 200
 
 # AppsFlyer cuts a raw-data report at `maximum_rows` (200,000 unless asked, 1,000,000 at most)
-# without saying so; a report that reaches the limit is refused rather than silently short.
+# without saying so: a report of exactly the limit may be cut short, so its time range is split
+# in halves ('yyyy-mm-dd hh:mm' from/to) and pulled again, down to one minute.
 MAX_ROWS = 1_000_000
+_MIN_SPLIT = datetime.timedelta(minutes=2)
+_TIME_PARAM = "%Y-%m-%d %H:%M"
+
+#: A day is suspicious when it has no install although each of the previous 7 had at least this.
+USUAL_DAILY_INSTALLS = 20
+
+
+class _AtRowCap(Exception):
+    """A report came back with exactly (or more than) the row cap: it may be cut short."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,17 @@ class _Window:
     first: datetime.date
     last: datetime.date
     zone: zoneinfo.ZoneInfo
+
+    @property
+    def start(self) -> datetime.datetime:
+        """The first instant of the window (aware, in its zone)."""
+        return datetime.datetime.combine(self.first, datetime.time(), tzinfo=self.zone)
+
+    @property
+    def end(self) -> datetime.datetime:
+        """The instant after the window (aware, in its zone)."""
+        nxt = self.last + datetime.timedelta(days=1)
+        return datetime.datetime.combine(nxt, datetime.time(), tzinfo=self.zone)
 
     @property
     def label(self) -> str:
@@ -107,10 +128,13 @@ def fetch_installs(
     session: requests.Session | None = None,
     last_day: datetime.date | None = None,
     max_rows: int = MAX_ROWS,
+    expected_min: int = 0,
 ) -> pd.DataFrame:
     """Installs of `day` (through `last_day` if given; days in `timezone`) for every app.
 
     One row per install, INSTALLS columns; `date` is each install's day in `timezone`.
+    `expected_min` > 0 (see `expected_min_installs`) turns an answer of no install at all into
+    DataNotReady: AppsFlyer answers an unexported day with an empty report, not an error.
     """
     if last_day is not None and last_day < day:
         raise ValueError(f"mmp: last_day {last_day} is before day {day}")
@@ -139,24 +163,19 @@ def fetch_installs(
         frames = []
         for app_id in app_ids:
             for report in (ATTRIBUTED_REPORT, ORGANIC_REPORT):
-                text = _get_report(
+                frame = _fetch_span(
                     http,
                     base_url=base_url,
                     app_id=app_id,
                     report=report,
                     api_token=api_token,
                     window=window,
+                    start=window.start,
+                    end=window.end,
                     max_rows=max_rows,
                     timeout=timeout,
                     max_retries=max_retries,
                     sleep=sleep,
-                )
-                frame = _parse_report(
-                    text,
-                    app_id=app_id,
-                    report=report,
-                    window=window,
-                    max_rows=max_rows,
                     hmac_key=hmac_key,
                     media_source_map=mapping,
                 )
@@ -169,6 +188,14 @@ def fetch_installs(
             http.close()
 
     frames = [f for f in frames if len(f)]
+    if not frames and expected_min > 0:
+        raise DataNotReady(
+            SOURCE,
+            window.label,
+            f"no install at all, although each of the previous days had at least {expected_min}",
+            "wait for AppsFlyer to export the day's raw data and run the task again; if the app "
+            "really had no install, check the app ids and the SDK",
+        )
     if not frames:
         return empty_frame(INSTALLS)
     return pd.concat(frames, ignore_index=True)[INSTALLS.columns]
@@ -179,6 +206,108 @@ def report_url(base_url: str, app_id: str, report: str) -> str:
     return f"{base_url.rstrip('/')}/api/raw-data/export/app/{quote(app_id, safe='')}/{report}/v5"
 
 
+def expected_min_installs(previous_days: list[int]) -> int:
+    """The install count below which an empty day is 'not ready': from the previous 7 days.
+
+    A full week of at least USUAL_DAILY_INSTALLS a day makes a day with none implausible; a
+    new or small app (fewer days, fewer installs) expects nothing.
+    """
+    week = previous_days[-7:]
+    if len(week) < 7 or min(week) < USUAL_DAILY_INSTALLS:
+        return 0
+    return min(week)
+
+
+def _fetch_span(
+    http: requests.Session,
+    *,
+    base_url: str,
+    app_id: str,
+    report: str,
+    api_token: str,
+    window: _Window,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    max_rows: int,
+    timeout: float,
+    max_retries: int,
+    sleep: Callable[[float], None],
+    hmac_key: bytes,
+    media_source_map: dict[str, str],
+) -> pd.DataFrame:
+    """One report's installs in [start, end), split in halves while a pull hits the row cap."""
+    whole = start == window.start and end == window.end
+    if whole:
+        span = (window.first.isoformat(), window.last.isoformat())
+    else:
+        # From/to with hours and minutes: AppsFlyer raw data v5 takes 'yyyy-mm-dd hh:mm', both
+        # ends included like its dates, so [start, end) is asked as start .. end - 1 minute;
+        # rows outside [start, end) are cut below all the same, so halves never overlap.
+        last_minute = end - datetime.timedelta(minutes=1)
+        span = (start.strftime(_TIME_PARAM), last_minute.strftime(_TIME_PARAM))
+    text = _get_report(
+        http,
+        base_url=base_url,
+        app_id=app_id,
+        report=report,
+        api_token=api_token,
+        window=window,
+        span=span,
+        max_rows=max_rows,
+        timeout=timeout,
+        max_retries=max_retries,
+        sleep=sleep,
+    )
+    try:
+        frame = _parse_report(
+            text,
+            app_id=app_id,
+            report=report,
+            window=window,
+            max_rows=max_rows,
+            hmac_key=hmac_key,
+            media_source_map=media_source_map,
+        )
+    except _AtRowCap:
+        if end - start < _MIN_SPLIT:
+            raise SourceError(
+                SOURCE,
+                window.label,
+                f"{report} for app {app_id} reached AppsFlyer's {max_rows:,}-row limit within "
+                f"one minute ({span[0]})",
+                f"raise max_rows (AppsFlyer allows up to {MAX_ROWS:,})",
+            ) from None
+        mid_utc = start.astimezone(datetime.UTC) + (end - start) / 2
+        mid = mid_utc.replace(second=0, microsecond=0).astimezone(window.zone)
+        log.info("mmp: %s for app %s hit the row cap on %s; splitting", report, app_id, span)
+        halves = [
+            _fetch_span(
+                http,
+                base_url=base_url,
+                app_id=app_id,
+                report=report,
+                api_token=api_token,
+                window=window,
+                start=a,
+                end=b,
+                max_rows=max_rows,
+                timeout=timeout,
+                max_retries=max_retries,
+                sleep=sleep,
+                hmac_key=hmac_key,
+                media_source_map=media_source_map,
+            )
+            for a, b in ((start, mid), (mid, end))
+        ]
+        parts = [h for h in halves if len(h)]
+        return pd.concat(parts, ignore_index=True) if parts else empty_frame(INSTALLS)
+    if whole or frame.empty:
+        return frame
+    t = frame["install_time"]
+    inside = (t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))
+    return frame.loc[inside].reset_index(drop=True)
+
+
 def _get_report(
     http: requests.Session,
     *,
@@ -187,17 +316,18 @@ def _get_report(
     report: str,
     api_token: str,
     window: _Window,
+    span: tuple[str, str],
     max_rows: int,
     timeout: float,
     max_retries: int,
     sleep: Callable[[float], None],
 ) -> str:
-    """The CSV text of one report for one app and window, retrying transient answers."""
+    """The CSV text of one report for one app and span (from, to), retrying transient answers."""
     day_iso = window.label
     url = report_url(base_url, app_id, report)
     params = {
-        "from": window.first.isoformat(),
-        "to": window.last.isoformat(),
+        "from": span[0],
+        "to": span[1],
         "timezone": window.zone.key,
         "maximum_rows": str(max_rows),
     }
@@ -334,12 +464,7 @@ def _parse_report(
     if n == 0:
         return empty_frame(INSTALLS)
     if n >= max_rows:
-        raise SourceError(
-            SOURCE,
-            day_iso,
-            f"{what} reached AppsFlyer's {max_rows:,}-row limit, so it may be cut short",
-            "pull shorter ranges (one day per task) so that each report stays under the limit",
-        )
+        raise _AtRowCap(what)
     organic = report == ORGANIC_REPORT
     local_time = _localize(values["Install Time"], what=what, window=window)
 

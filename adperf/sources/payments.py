@@ -1,9 +1,17 @@
-"""Payments from the product's transactional database (SQLAlchemy; MySQL/MariaDB or SQLite)."""
+"""Payments from the product's transactional database (SQLAlchemy; MySQL/MariaDB or SQLite).
+
+One range of report days is read in one consistent snapshot: the rows are counted, then
+streamed through a server-side cursor in bounded chunks, in the same read-only transaction, and
+the two must agree (accepted + quarantined = the source's row count). Raw user ids are
+pseudonymized chunk by chunk and never leave this module.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -12,9 +20,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from adperf.errors import ConfigError, SourceError, TransientSourceError
-from adperf.fx import FxTable, convert_micros
-from adperf.pseudonym import pseudonymize
-from adperf.schema import MICROS, PAYMENTS
+from adperf.fx import FxTable, convert_micros, decimal_to_micros
+from adperf.pseudonym import pseudonymize, pseudonymize_one
+from adperf.schema import PAYMENTS, empty_frame
 from adperf.timeutil import day_bounds_utc, zone
 
 DEFAULT_QUERY = (
@@ -22,30 +30,75 @@ DEFAULT_QUERY = (
     "WHERE created_at >= :start AND created_at < :end ORDER BY id"
 )
 CHUNK_ROWS = 50_000
+#: Quarantined rows kept (pseudonymized) per reason in the partition's _meta.json.
+SAMPLE_PER_REASON = 5
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-# MySQL client errors for a connection lost mid-query: the day is read again from scratch.
+# MySQL client errors for a connection lost mid-query (2006 gone away, 2013 lost during query,
+# 2055 lost at a system call): the day is read again from scratch.
+# https://dev.mysql.com/doc/mysql-errors/8.0/en/client-error-reference.html
 _LOST_CONNECTION = {2006, 2013, 2055}
+QUARANTINE_REASONS = (
+    "null_id",
+    "null_user",
+    "null_amount",
+    "null_currency",
+    "null_created_at",
+    "bad_kind",
+    "unknown_currency",
+    "duplicate_id",
+)
+
+
+@dataclass
+class PaymentsRead:
+    """What one read saw: row counts by outcome and a pseudonymized sample of quarantined rows."""
+
+    source_rows: int = 0
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    sample: list[dict[str, str | None]] = field(default_factory=list)
+
+    def meta(self) -> dict[str, Any]:
+        """Counts and sample for the partition's _meta.json."""
+        return {
+            "source_rows": self.source_rows,
+            "rows_read": self.rows_read,
+            "accepted": self.accepted,
+            "quarantined": sum(self.quarantined.values()),
+            **{f"quarantined_{k}": v for k, v in sorted(self.quarantined.items())},
+            "quarantine_sample": self.sample,
+        }
 
 
 def build_query(table: str, query: str | None = None) -> sa.TextualSelect:
     """The SELECT for one range of days; `query` replaces the default (params :start, :end)."""
-    if query is None:
-        if not _IDENT.match(table):
-            raise ConfigError(f"payments: [payments] table {table!r} is not a plain table name")
-        query = DEFAULT_QUERY.format(table=table)
-    return (
-        sa.text(query)
-        .bindparams(
-            sa.bindparam("start", type_=sa.DateTime), sa.bindparam("end", type_=sa.DateTime)
-        )
-        .columns(
-            sa.column("id", sa.String),
-            sa.column("user_id", sa.String),
-            sa.column("amount", sa.Numeric(18, 4, asdecimal=True)),
-            sa.column("currency", sa.String),
-            sa.column("kind", sa.String),
-            sa.column("created_at", sa.DateTime),
-        )
+    return _bound(_sql(table, query)).columns(
+        sa.column("id", sa.String),
+        sa.column("user_id", sa.String),
+        sa.column("amount", sa.Numeric(18, 4, asdecimal=True)),
+        sa.column("currency", sa.String),
+        sa.column("kind", sa.String),
+        sa.column("created_at", sa.DateTime),
+    )
+
+
+def count_query(table: str, query: str | None = None) -> sa.TextClause:
+    """SELECT COUNT(*) of the rows `build_query` returns (same parameters)."""
+    return _bound(f"SELECT COUNT(*) FROM ({_sql(table, query)}) AS q")
+
+
+def _sql(table: str, query: str | None) -> str:
+    if query is not None:
+        return query
+    if not _IDENT.match(table):
+        raise ConfigError(f"payments: [payments] table {table!r} is not a plain table name")
+    return DEFAULT_QUERY.format(table=table)
+
+
+def _bound(sql: str) -> sa.TextClause:
+    return sa.text(sql).bindparams(
+        sa.bindparam("start", type_=sa.DateTime), sa.bindparam("end", type_=sa.DateTime)
     )
 
 
@@ -61,108 +114,192 @@ def fetch_payments(
     query: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     max_attempts: int = 3,
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Payments created in report days first..last: PAYMENTS rows and counts (read, quarantined).
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Payments created in report days first..last: PAYMENTS rows and the read's meta.
 
-    Rows are streamed with a server-side cursor in chunks; user ids are pseudonymized per chunk,
-    so raw ids never leave this function. A row with a NULL user id, amount or currency, or an
-    unknown kind, is quarantined (counted), never silently dropped.
+    A connection lost mid-stream reads the days again from scratch (bounded), so a partial read
+    is never returned. Rows with a NULL id, user id, amount, currency or time, an unknown kind
+    or currency, or a repeated id are quarantined: counted, sampled, never silently dropped.
     """
-    start, end = day_bounds_utc(first, last, timezone)
-    stmt = build_query(table, query)
-    where = f"payments for {first}" + (f"..{last}" if last != first else "")
     for attempt in range(1, max_attempts + 1):
+        read = PaymentsRead()
         try:
-            chunks, counts = _read(engine, stmt, start, end, timezone, hmac_key, chunk_rows)
-            break
-        except sa.exc.OperationalError as exc:
-            code = _mysql_code(exc)
-            if code in _LOST_CONNECTION and attempt < max_attempts:
-                continue
-            if code in _LOST_CONNECTION or exc.connection_invalidated:
-                raise TransientSourceError(
-                    "payments",
-                    where,
-                    f"connection lost mid-read (MySQL error {code})",
-                    "check the database's health; the day is read again from scratch on retry",
-                ) from None
-            raise SourceError(
-                "payments",
-                where,
-                f"database error {code or ''} {exc.orig.__class__.__name__}",
-                "check [payments] url (or ADPERF_PAYMENTS_URL), the server and the credentials",
-            ) from None
-        except sa.exc.ProgrammingError as exc:
-            raise SourceError(
-                "payments",
-                where,
-                f"the query failed ({exc.orig.__class__.__name__})",
-                "check [payments] table / [payments] query (columns id, user_id, amount, "
-                "currency, kind, created_at; parameters :start and :end)",
-            ) from None
-    df = (
-        pd.concat(chunks, ignore_index=True)
-        if chunks
-        else pd.DataFrame(
-            columns=[
-                "payment_id",
-                "user_pid",
-                "amount_original_micros",
-                "currency_original",
-                "kind",
-                "created_at",
-                "date",
-            ]
-        )
-    )
-    rates, converted = convert_micros(
-        df["amount_original_micros"], df["currency_original"], df["date"], fx
-    )
-    df["fx_rate"] = rates
-    df["amount_micros"] = converted
-    return df[PAYMENTS.columns].reset_index(drop=True), counts
+            chunks = list(
+                iter_payments(
+                    engine,
+                    first=first,
+                    last=last,
+                    timezone=timezone,
+                    hmac_key=hmac_key,
+                    fx=fx,
+                    table=table,
+                    query=query,
+                    chunk_rows=chunk_rows,
+                    read=read,
+                )
+            )
+        except TransientSourceError:
+            if attempt >= max_attempts:
+                raise
+            continue
+        df = pd.concat(chunks, ignore_index=True) if chunks else empty_frame(PAYMENTS)
+        return df[PAYMENTS.columns].reset_index(drop=True), read.meta()
+    raise ValueError(f"payments: max_attempts must be >= 1, got {max_attempts}")
 
 
-def _read(
+def iter_payments(
     engine: sa.Engine,
-    stmt: sa.TextualSelect,
-    start: dt.datetime,
-    end: dt.datetime,
+    *,
+    first: dt.date,
+    last: dt.date,
     timezone: str,
     hmac_key: bytes,
-    chunk_rows: int,
-) -> tuple[list[pd.DataFrame], dict[str, int]]:
-    chunks: list[pd.DataFrame] = []
-    counts = {"rows_read": 0, "quarantined": 0}
+    fx: FxTable,
+    table: str = "payments",
+    query: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    read: PaymentsRead | None = None,
+) -> Iterator[pd.DataFrame]:
+    """PAYMENTS rows of days first..last, one chunk of at most `chunk_rows` source rows at a time.
+
+    Memory is bounded by the chunk, not the day. Not retried: a TransientSourceError (connection
+    lost) means the consumer must start over; `fetch_payments` does. `read` receives the counts.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"payments: chunk_rows must be >= 1, got {chunk_rows}")
+    start, end = day_bounds_utc(first, last, timezone)
+    stmt = build_query(table, query)
+    where = f"{first}" + (f"..{last}" if last != first else "")
+    read = read if read is not None else PaymentsRead()
     tz = zone(timezone)
-    with engine.connect() as conn:
-        # stream_results: a server-side (unbuffered) cursor on MySQL, so memory stays bounded.
-        result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
-            stmt, {"start": start, "end": end}
+    known = {currency for _, currency in fx.rates} | {fx.report_currency}
+    params = {"start": start, "end": end}
+    try:
+        with engine.connect() as conn:
+            _begin_snapshot(conn)
+            read.source_rows = int(conn.execute(count_query(table, query), params).scalar_one())
+            # stream_results: a server-side (unbuffered) cursor on MySQL, so the driver holds
+            # one chunk, not the day. https://docs.sqlalchemy.org/en/20/core/connections.html#engine-stream-results
+            result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
+                stmt, params
+            )
+            previous: Any = None
+            for part in result.partitions(chunk_rows):
+                read.rows_read += len(part)
+                good, previous = _screen(part, previous, known, read, hmac_key, where)
+                read.accepted += len(good)
+                if good:
+                    yield _convert(_frame(good, tz, hmac_key), fx)
+            conn.rollback()  # read only: end the snapshot
+    except sa.exc.DBAPIError as exc:
+        raise _classify(exc, where) from None
+    quarantined = sum(read.quarantined.values())
+    if read.rows_read != read.source_rows or read.accepted + quarantined != read.rows_read:
+        raise SourceError(
+            "payments",
+            where,
+            f"read {read.rows_read} rows ({read.accepted} accepted + {quarantined} quarantined) "
+            f"but the snapshot counted {read.source_rows}",
+            "make [payments] query deterministic (no LIMIT, no volatile functions) and check "
+            "that the database supports consistent snapshots (InnoDB)",
         )
-        for part in result.partitions(chunk_rows):
-            counts["rows_read"] += len(part)
-            good = [r for r in part if _valid(r)]
-            counts["quarantined"] += len(part) - len(good)
-            if good:
-                chunks.append(_frame(good, tz, hmac_key))
-    return chunks, counts
 
 
-def _valid(row: Any) -> bool:
-    return (
-        row.user_id not in (None, "")
-        and row.amount is not None
-        and row.currency not in (None, "")
-        and row.kind in ("purchase", "refund")
-        and row.created_at is not None
-    )
+def _begin_snapshot(conn: sa.Connection) -> None:
+    """Start a read-only transaction whose reads all see one snapshot of the database."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        # WITH CONSISTENT SNAPSHOT only holds under REPEATABLE READ; the server's default may
+        # be READ COMMITTED. https://dev.mysql.com/doc/refman/8.0/en/commit.html
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    elif conn.dialect.name == "sqlite":
+        # pysqlite opens no transaction for SELECTs; without one each SELECT sees its own state.
+        conn.exec_driver_sql("BEGIN")
+
+
+def _screen(
+    rows: Sequence[Any],
+    previous: Any,
+    known: set[str],
+    read: PaymentsRead,
+    hmac_key: bytes,
+    where: str,
+) -> tuple[list[Any], Any]:
+    """The acceptable rows of a chunk; the others are counted and sampled by reason."""
+    good = []
+    for row in rows:
+        reason = _problem(row, known)
+        if reason is None and previous is not None:
+            if row.id == previous:
+                reason = "duplicate_id"
+            elif _before(row.id, previous):
+                raise SourceError(
+                    "payments",
+                    where,
+                    "the query's rows are not ordered by id, so repeated ids cannot be found",
+                    "end [payments] query with ORDER BY id",
+                )
+        if reason is None:
+            good.append(row)
+            previous = row.id
+            continue
+        read.quarantined[reason] = read.quarantined.get(reason, 0) + 1
+        if read.quarantined[reason] <= SAMPLE_PER_REASON:
+            read.sample.append(_sample(row, reason, hmac_key))
+    return good, previous
+
+
+def _before(a: Any, b: Any) -> bool:
+    try:
+        return bool(a < b)
+    except TypeError:
+        return False
+
+
+def _problem(row: Any, known: set[str]) -> str | None:
+    if row.id is None:
+        return "null_id"
+    if row.user_id in (None, ""):
+        return "null_user"
+    if row.amount is None:
+        return "null_amount"
+    if row.currency in (None, ""):
+        return "null_currency"
+    if row.created_at is None:
+        return "null_created_at"
+    if row.kind not in ("purchase", "refund"):
+        return "bad_kind"
+    # An ISO code the FX table has never heard of is bad input (quarantined); a known currency
+    # without the day's rate is a gap in the rates file and fails the day (MissingFxRate).
+    if str(row.currency).strip().upper() not in known:
+        return "unknown_currency"
+    return None
+
+
+def _sample(row: Any, reason: str, hmac_key: bytes) -> dict[str, str | None]:
+    """A quarantined row for inspection: the user id pseudonymized, everything else as read."""
+
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "reason": reason,
+        "payment_id": text(row.id),
+        "user_pid": pseudonymize_one(str(row.user_id), hmac_key)
+        if row.user_id not in (None, "")
+        else None,
+        "amount": text(row.amount),
+        "currency": text(row.currency),
+        "kind": text(row.kind),
+        "created_at": row.created_at.isoformat() if row.created_at is not None else None,
+    }
 
 
 def _frame(rows: list[Any], tz: Any, hmac_key: bytes) -> pd.DataFrame:
     created = pd.to_datetime([r.created_at for r in rows]).tz_localize("UTC").as_unit("us")
-    sign = [(-1 if r.kind == "refund" else 1) for r in rows]
-    amounts = [int(Decimal(r.amount) * MICROS) * s for r, s in zip(rows, sign, strict=True)]
+    amounts = [
+        decimal_to_micros(Decimal(r.amount)) * (-1 if r.kind == "refund" else 1) for r in rows
+    ]
     return pd.DataFrame(
         {
             "payment_id": [str(r.id) for r in rows],
@@ -170,11 +307,54 @@ def _frame(rows: list[Any], tz: Any, hmac_key: bytes) -> pd.DataFrame:
                 zero_copy_only=False
             ),
             "amount_original_micros": pd.array(amounts, dtype="int64"),
-            "currency_original": [str(r.currency).upper() for r in rows],
+            "currency_original": [str(r.currency).strip().upper() for r in rows],
             "kind": [r.kind for r in rows],
             "created_at": created,
             "date": created.tz_convert(tz).strftime("%Y-%m-%d"),
         }
+    )
+
+
+def _convert(df: pd.DataFrame, fx: FxTable) -> pd.DataFrame:
+    rates, converted = convert_micros(
+        df["amount_original_micros"], df["currency_original"], df["date"], fx
+    )
+    df["fx_rate"] = rates
+    df["amount_micros"] = converted
+    return df[PAYMENTS.columns]
+
+
+def _classify(exc: sa.exc.DBAPIError, day: str) -> SourceError:
+    """A driver error as a named error: transient (connection lost) or permanent."""
+    code = _mysql_code(exc)
+    if code in _LOST_CONNECTION or exc.connection_invalidated:
+        return TransientSourceError(
+            "payments",
+            day,
+            f"connection lost mid-read (MySQL error {code})",
+            "check the database's health; the day is read again from scratch on retry",
+        )
+    if isinstance(exc, sa.exc.ProgrammingError):
+        return SourceError(
+            "payments",
+            day,
+            f"the query failed ({exc.orig.__class__.__name__})",
+            "check [payments] table / [payments] query (columns id, user_id, amount, "
+            "currency, kind, created_at; parameters :start and :end)",
+        )
+    if isinstance(exc, sa.exc.OperationalError) and "no such table" in str(exc.orig):
+        # SQLite reports a missing table as an OperationalError.
+        return SourceError(
+            "payments",
+            day,
+            "the query failed (no such table)",
+            "check [payments] table / [payments] query",
+        )
+    return SourceError(
+        "payments",
+        day,
+        f"database error {code or ''} {exc.orig.__class__.__name__}",
+        "check [payments] url (or ADPERF_PAYMENTS_URL), the server and the credentials",
     )
 
 

@@ -83,7 +83,9 @@ def _cohort_at_age(
         return _empty()
     rows[_COUNTS] = rows[_COUNTS].fillna(0).astype("int64")
     # Spend's name is the platform's current one; the MMP's is what it was at install.
-    rows["campaign_name"] = rows["spend_name"].fillna(rows["installs_name"])
+    # object first: with no spend row the name column is all-NaN float64, which pandas refuses
+    # to fill with strings.
+    rows["campaign_name"] = rows["spend_name"].astype("object").fillna(rows["installs_name"])
     rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
     rows["cohort_date"] = cohort
     rows["age_days"] = age

@@ -1,13 +1,21 @@
-"""Behavioural contribution: revenue-seeded PageRank over the match graph credits partners.
+"""Behavioural contribution: who made the day's revenue possible without paying for it.
 
 A premium match needs a partner; the partner did not pay, but without them there was nothing to
-buy. A share of the day's revenue of matched payers ("the pool") is credited to non-payers in
-proportion to their personalized PageRank score, teleporting to payers in proportion to their
-revenue, and rolled up to the campaigns that acquired them ("assisted revenue").
+buy. Two views, both rolled up to the campaigns that acquired the users:
+
+- PageRank (`assisted_revenue_micros`): a share of the day's revenue of matched payers ("the
+  pool") is credited to non-payers in proportion to their personalized PageRank score over the
+  window's match graph, teleporting to payers in proportion to their revenue.
+- Shapley (`shapley_*`): each payer's revenue of the day is split among the participants of
+  their premium matches that day (see `match_shapley`), and the same game played by the
+  campaigns that acquired the participants gives a Shapley channel attribution.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
@@ -16,7 +24,17 @@ import scipy.sparse as sp
 
 from adperf.errors import AdperfError
 
-CONTRIBUTION_COLUMNS = ["date", "platform", "campaign_id", "assisted_revenue_micros"]
+CONTRIBUTION_COLUMNS = [
+    "date",
+    "platform",
+    "campaign_id",
+    "assisted_revenue_micros",
+    "shapley_assisted_micros",
+    "shapley_channel_micros",
+]
+_VALUES = CONTRIBUTION_COLUMNS[3:]
+#: Players above which `shapley_values` refuses to enumerate coalitions (2**n of them).
+MAX_EXACT_PLAYERS = 16
 UNATTRIBUTED = "unattributed"
 ORGANIC = "organic"
 PREMIUM_MATCH_WEIGHT = 2.0
@@ -91,7 +109,7 @@ def _empty() -> pd.DataFrame:
             "date": pd.Series(dtype="str"),
             "platform": pd.Series(dtype="str"),
             "campaign_id": pd.Series(dtype="str"),
-            "assisted_revenue_micros": pd.Series(dtype="int64"),
+            **{c: pd.Series(dtype="int64") for c in _VALUES},
         }
     )
 
@@ -124,18 +142,78 @@ def build_contribution(
 ) -> pd.DataFrame:
     """Assisted revenue of `day` per acquiring (platform, campaign_id), in micros.
 
-    The pool, partner_share x the day's positive net revenue of payers with at least one match
-    in `events`' match graph, goes to non-payers by revenue-personalized PageRank; rows sum to it.
+    `assisted_revenue_micros`: the pool, partner_share x the day's positive net revenue of payers
+    with at least one match in `events`' match graph, goes to non-payers by revenue-personalized
+    PageRank; the column sums to the pool. `shapley_assisted_micros` / `shapley_channel_micros`:
+    see `build_shapley`. One row per campaign with any non-zero value.
     """
+    if not 0 <= partner_share <= 0.5:
+        raise ValueError(
+            f"contribution for {day}: partner_share {partner_share} is not in [0, 0.5]. "
+            "Fix: set [contribution] partner_share (a partner's Shapley share of a paid match is "
+            "at most half of it)"
+        )
+    revenue = _day_revenue(day, payments)
+    parts = [
+        _pagerank_credit(events, revenue, user_map, partner_share),
+        build_shapley(day, events, payments, user_map, partner_share),
+    ]
+    keyed = [p.set_index(["platform", "campaign_id"]) for p in parts if len(p)]
+    if not keyed:
+        return _empty()
+    out = pd.concat(keyed, axis=1).reindex(columns=_VALUES).fillna(0).astype("int64")
+    out = out[(out != 0).any(axis=1)].sort_index().reset_index()
+    out.insert(0, "date", day)
+    result: pd.DataFrame = out[CONTRIBUTION_COLUMNS].astype(
+        {"date": "str", "platform": "str", "campaign_id": "str"}
+    )
+    return result
+
+
+def _day_revenue(day: str, payments: pd.DataFrame) -> pd.Series:
+    """Net revenue per payer on `day`, positive only (refunds are negative on their own day)."""
+    day_payments = payments[payments["date"] == day]
+    revenue = day_payments.groupby("user_pid")["amount_micros"].sum()
+    return revenue[revenue > 0]
+
+
+def _channels(user_map: pd.DataFrame, users: pd.Index) -> pd.DataFrame:
+    """(platform, campaign_id) that acquired each user: organic, or unattributed when unknown."""
+    mapping = user_map.drop_duplicates("user_pid").set_index("user_pid")
+    out = pd.DataFrame(index=users)
+    out["platform"] = mapping["platform"].reindex(users).astype("object")
+    out["campaign_id"] = mapping["campaign_id"].reindex(users).astype("object")
+    unknown = out["platform"].isna()
+    out.loc[unknown, ["platform", "campaign_id"]] = UNATTRIBUTED
+    out.loc[out["platform"] == ORGANIC, "campaign_id"] = ORGANIC
+    out["campaign_id"] = out["campaign_id"].fillna(UNATTRIBUTED)
+    return out
+
+
+def _per_campaign(
+    shares: pd.Series, channels: pd.DataFrame, total: int, column: str
+) -> pd.DataFrame:
+    """Float shares per user → integer micros per campaign summing exactly to `total`."""
+    frame = channels.loc[shares.index].assign(share=shares.to_numpy())
+    grouped = frame.groupby(["platform", "campaign_id"], sort=True)["share"].sum()
+    return pd.DataFrame(
+        {
+            "platform": grouped.index.get_level_values(0),
+            "campaign_id": grouped.index.get_level_values(1),
+            column: _largest_remainder(grouped.to_numpy(), total),
+        }
+    )
+
+
+def _pagerank_credit(
+    events: pd.DataFrame, revenue: pd.Series, user_map: pd.DataFrame, partner_share: float
+) -> pd.DataFrame:
+    """assisted_revenue_micros per campaign: the pool by revenue-personalized PageRank."""
     matches = events[
         (events["event"] == "match")
         & events["peer_pid"].notna()
         & (events["user_pid"] != events["peer_pid"])  # a self-match partners nobody
     ]
-    day_payments = payments[payments["date"] == day]
-    revenue = day_payments.groupby("user_pid")["amount_micros"].sum()
-    # Refunds are negative revenue on their own day; only a positive net day makes a payer.
-    revenue = revenue[revenue > 0]
     if matches.empty or revenue.empty:
         return _empty()
 
@@ -166,29 +244,132 @@ def build_contribution(
     if pool == 0 or not partner_scores.sum() > 0:
         # Payers matched only with payers: nobody to credit.
         return _empty()
+    shares = pd.Series(pool * partner_scores[partner] / partner_scores.sum(), index=nodes[partner])
+    return _per_campaign(
+        shares, _channels(user_map, nodes[partner]), pool, "assisted_revenue_micros"
+    )
 
-    mapping = user_map.drop_duplicates("user_pid").set_index("user_pid")
-    credited = pd.DataFrame(
-        {"share": pool * partner_scores[partner] / partner_scores.sum()},
-        index=nodes[partner],
-    )
-    credited["platform"] = mapping["platform"].reindex(credited.index)
-    credited["campaign_id"] = mapping["campaign_id"].reindex(credited.index).astype("object")
-    unknown = credited["platform"].isna()
-    credited.loc[unknown, ["platform", "campaign_id"]] = UNATTRIBUTED
-    credited.loc[credited["platform"] == ORGANIC, "campaign_id"] = ORGANIC
-    credited["campaign_id"] = credited["campaign_id"].fillna(UNATTRIBUTED)
 
-    per_campaign = credited.groupby(["platform", "campaign_id"], sort=True, as_index=False)[
-        "share"
-    ].sum()
-    out = per_campaign.assign(
-        date=day,
-        assisted_revenue_micros=_largest_remainder(per_campaign["share"].to_numpy(), pool),
+# ---------------------------------------------------------------- Shapley
+
+
+def shapley_values(n_players: int, value: Callable[[frozenset[int]], float]) -> np.ndarray:
+    """Exact Shapley value of players 0..n-1 of the game `value` (coalition → worth).
+
+    phi_i = sum over S not holding i of |S|! (n-|S|-1)! / n! x (v(S + i) - v(S)): every
+    coalition is enumerated, so n is capped at MAX_EXACT_PLAYERS. Used to check `match_shapley`.
+    """
+    if not 0 <= n_players <= MAX_EXACT_PLAYERS:
+        raise ValueError(f"shapley_values: {n_players} players; at most {MAX_EXACT_PLAYERS}")
+    phi = np.zeros(n_players)
+    weight = [
+        math.factorial(k) * math.factorial(n_players - k - 1) / math.factorial(n_players)
+        for k in range(n_players)
+    ]
+    for i in range(n_players):
+        others = [j for j in range(n_players) if j != i]
+        for k in range(n_players):
+            for coalition in itertools.combinations(others, k):
+                s = frozenset(coalition)
+                phi[i] += weight[k] * (value(s | {i}) - value(s))
+    return phi
+
+
+def match_value(
+    coalition: frozenset[str], payer: str, partner_matches: dict[str, int], revenue: float, s: float
+) -> float:
+    """Worth of a coalition of a paid match's participants (the game `match_shapley` solves).
+
+    Without the payer nothing was paid. The payer alone would still have paid (1 - 2s) of the
+    revenue; the rest needed the partners, each in proportion to their premium matches with the
+    payer that day: v(S) = R [payer in S] (1 - 2s + 2s sum_{p in S} w_p / W).
+    """
+    if payer not in coalition:
+        return 0.0
+    total = sum(partner_matches.values())
+    present = sum(w for p, w in partner_matches.items() if p in coalition)
+    return revenue * (1 - 2 * s + 2 * s * present / total)
+
+
+def match_shapley(
+    day: str, events: pd.DataFrame, payments: pd.DataFrame, partner_share: float
+) -> pd.DataFrame:
+    """Shapley shares of each paid match's revenue among its participants, in micros (float).
+
+    A paid match is a payer's positive net revenue R of `day` with the payer's premium matches
+    that day; in the game `match_value` the Shapley value is closed-form (a dictator game plus
+    one two-player unanimity game per partner): partner p gets s R w_p / W, the payer (1 - s) R.
+    Rows (payer_pid, participant_pid, role, share_micros); the shares of a payer sum to R.
+    """
+    revenue = _day_revenue(day, payments)
+    premium = events["premium"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    paid = events[
+        premium
+        & (events["date"] == day)
+        & (events["event"] == "match")
+        & events["peer_pid"].notna()
+        & (events["user_pid"] != events["peer_pid"])
+        & events["user_pid"].isin(revenue.index)
+    ]
+    if paid.empty:
+        return pd.DataFrame(
+            {
+                "payer_pid": pd.Series(dtype="str"),
+                "participant_pid": pd.Series(dtype="str"),
+                "role": pd.Series(dtype="str"),
+                "share_micros": pd.Series(dtype="float64"),
+            }
+        )
+    w = paid.groupby(["user_pid", "peer_pid"]).size().rename("w").reset_index()
+    w["W"] = w.groupby("user_pid")["w"].transform("sum")
+    w["R"] = revenue.reindex(w["user_pid"]).to_numpy(dtype="float64")
+    partners = pd.DataFrame(
+        {
+            "payer_pid": w["user_pid"],
+            "participant_pid": w["peer_pid"],
+            "role": "partner",
+            "share_micros": partner_share * w["R"] * w["w"] / w["W"],
+        }
     )
-    out = out[CONTRIBUTION_COLUMNS].astype(
-        {"date": "str", "platform": "str", "campaign_id": "str", "assisted_revenue_micros": "int64"}
+    payer_revenue = revenue.reindex(w["user_pid"].unique()).astype("float64")
+    payers = pd.DataFrame(
+        {
+            "payer_pid": payer_revenue.index,
+            "participant_pid": payer_revenue.index,
+            "role": "payer",
+            "share_micros": (1 - partner_share) * payer_revenue.to_numpy(),
+        }
     )
-    # A campaign whose users' share rounds to 0 micros assisted nothing worth a row.
-    kept: pd.DataFrame = out[out["assisted_revenue_micros"] > 0].reset_index(drop=True)
-    return kept
+    both = pd.concat([payers, partners], ignore_index=True)
+    return both.sort_values(["payer_pid", "role", "participant_pid"], kind="mergesort").reset_index(
+        drop=True
+    )
+
+
+def build_shapley(
+    day: str,
+    events: pd.DataFrame,
+    payments: pd.DataFrame,
+    user_map: pd.DataFrame,
+    partner_share: float = 0.2,
+) -> pd.DataFrame:
+    """Shapley credit of `day` per acquiring (platform, campaign_id), in micros.
+
+    `shapley_assisted_micros`: the partners' shares of the paid matches (`match_shapley`), by
+    the campaign that acquired each partner; sums to partner_share x the matched revenue.
+    `shapley_channel_micros`: the match game played by campaigns (a campaign brings the
+    participants it acquired); since the game is a sum of dictator and pair games, a campaign's
+    Shapley value is the sum of its participants' shares. Sums to the matched revenue.
+    """
+    shares = match_shapley(day, events, payments, partner_share)
+    if shares.empty:
+        return _empty()
+    matched = int(_day_revenue(day, payments).reindex(shares["payer_pid"].unique()).sum())
+    by_user = shares.groupby("participant_pid")["share_micros"].sum()
+    partner = shares[shares["role"] == "partner"].groupby("participant_pid")["share_micros"].sum()
+    channels = _channels(user_map, pd.Index(by_user.index))
+    channel = _per_campaign(by_user, channels, matched, "shapley_channel_micros")
+    assisted = _per_campaign(
+        partner, channels, _pool_micros(partner_share, matched), "shapley_assisted_micros"
+    )
+    return channel.merge(assisted, on=["platform", "campaign_id"], how="outer")

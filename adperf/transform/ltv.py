@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import ConvergenceError
+from scipy.special import hyp2f1
 
 from adperf.errors import AdperfError
 from adperf.schema import MICROS
@@ -28,13 +29,18 @@ from adperf.schema import MICROS
 MODEL_NAME = "bgnbd_gammagamma"
 RFM_COLUMNS = ["frequency", "recency", "T", "monetary_value", "first_purchase_date"]
 COHORT_PLTV_COLUMNS = [
-    "date",
+    "date",  # the cohort's install day
+    "level",  # 'campaign' or 'adset'
     "platform",
     "campaign_id",
-    "installs",
+    "adset_id",  # None at campaign level
+    "installs",  # all installs, with or without a user id
+    "users",  # installs with a user id (the users valued)
     "payers",
     "realized_micros",
     "pltv_micros",
+    "pltv_low_micros",
+    "pltv_high_micros",
 ]
 ORGANIC = "organic"
 UNATTRIBUTED = "unattributed"
@@ -88,21 +94,104 @@ class LtvModel:
 
 
 def _day_number(dates: pd.Series | pd.Index) -> np.ndarray:
-    """'YYYY-MM-DD' strings -> int64 days since 1970-01-01."""
-    parsed = pd.to_datetime(pd.Series(np.asarray(dates, dtype=object)), format="%Y-%m-%d")
-    return np.asarray(parsed.to_numpy().astype("datetime64[D]").astype(np.int64))
+    """'YYYY-MM-DD' strings -> int64 days since 1970-01-01 (each distinct string parsed once)."""
+    codes, uniques = pd.factorize(pd.Series(np.asarray(dates, dtype=object)))
+    parsed = pd.to_datetime(pd.Series(np.asarray(uniques, dtype=object)), format="%Y-%m-%d")
+    days = parsed.to_numpy().astype("datetime64[D]").astype(np.int64)
+    return np.asarray(days[codes], dtype=np.int64)
 
 
-def _purchase_days(payments: pd.DataFrame) -> pd.DataFrame:
-    """Per (user_pid, date) with positive net revenue: amount_micros and day number, sorted."""
-    daily = payments.groupby(["user_pid", "date"], sort=False, as_index=False)[
-        "amount_micros"
-    ].sum()
-    # Refunds are negative rows on their own day; a day netted to <= 0 bought nothing.
-    daily = daily[daily["amount_micros"] > 0].copy()
-    daily["day"] = _day_number(daily["date"])
-    ordered: pd.DataFrame = daily.sort_values(["user_pid", "day"], kind="stable")
-    return ordered.reset_index(drop=True)
+def _day_of(day: str) -> int:
+    return int(_day_number(pd.Index([day]))[0])
+
+
+@dataclass
+class _Payments:
+    """Payments as arrays sorted by (user, day): user code (an index into `names`), day, micros."""
+
+    user: np.ndarray
+    day: np.ndarray
+    amount: np.ndarray
+    names: np.ndarray  # user code -> user_pid
+    extra: np.ndarray  # the codes of `extra_ids` given to _encode (-1: null)
+
+
+def _encode(payments: pd.DataFrame, extra_ids: pd.Series | None = None) -> _Payments:
+    """Payments with integer user codes, sorted once; `extra_ids` (installs') share the codes.
+
+    Strings are factorized once here: every later group-by runs on sorted integers, which at a
+    million customers is the difference between seconds and minutes.
+    """
+    ids = payments["user_pid"]
+    if extra_ids is not None:
+        ids = pd.concat([ids, extra_ids], ignore_index=True)
+    codes, names = pd.factorize(ids)  # nulls get -1
+    n = len(payments)
+    user = codes[:n].astype(np.int64)
+    day = _day_number(payments["date"]) if n else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((day, user))
+    return _Payments(
+        user=user[order],
+        day=day[order],
+        amount=payments["amount_micros"].to_numpy(dtype=np.int64)[order],
+        names=np.asarray(names, dtype=object),
+        extra=codes[n:].astype(np.int64),
+    )
+
+
+def _net_days(
+    enc: _Payments, first_day: int, last_day: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, day, net micros) per user and day with first_day <= day <= last_day, sorted."""
+    keep = (enc.day >= first_day) & (enc.day <= last_day)
+    user, day, amount = enc.user[keep], enc.day[keep], enc.amount[keep]
+    if len(user) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    starts = np.flatnonzero(np.r_[True, (user[1:] != user[:-1]) | (day[1:] != day[:-1])])
+    return user[starts], day[starts], np.add.reduceat(amount, starts)
+
+
+def _rfm_codes(
+    user: np.ndarray, day: np.ndarray, net: np.ndarray, as_of_day: int, unit_days: int = 1
+) -> pd.DataFrame:
+    """RFM per user code (index) from sorted net days: frequency, recency, T, monetary_value,
+    first_day. A purchase day is a day with positive net revenue (refunds net on their day)."""
+    bought = net > 0
+    user, day, net = user[bought], day[bought], net[bought]
+    if len(user) == 0:
+        frame = pd.DataFrame(
+            {
+                "frequency": pd.Series(dtype="int64"),
+                "recency": pd.Series(dtype="float64"),
+                "T": pd.Series(dtype="float64"),
+                "monetary_value": pd.Series(dtype="float64"),
+                "first_day": pd.Series(dtype="int64"),
+            }
+        )
+        frame.index = pd.Index([], dtype="int64", name="user")
+        return frame
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    ends = np.r_[starts[1:], len(user)] - 1
+    n = ends - starts + 1
+    first, last = day[starts], day[ends]
+    total = np.add.reduceat(net, starts)
+    frequency = (n - 1).astype(np.int64)
+    # The first purchase is excluded from monetary value, as in lifetimes: Gamma-Gamma models
+    # the spend of repeat transactions only.
+    repeat_total = (total - net[starts]).astype("float64")
+    monetary = np.where(frequency > 0, repeat_total / np.maximum(frequency, 1) / MICROS, 0.0)
+    frame = pd.DataFrame(
+        {
+            "frequency": frequency,
+            "recency": (last - first) / unit_days,
+            "T": (as_of_day - first) / unit_days,
+            "monetary_value": monetary.astype("float64"),
+            "first_day": first,
+        },
+        index=pd.Index(user[starts], name="user"),
+    )
+    return frame
 
 
 def build_rfm(
@@ -117,50 +206,15 @@ def build_rfm(
     units (0 when frequency is 0) -- the conventions of lifetimes'
     `summary_data_from_transaction_data(freq='D', observation_period_end=as_of)`.
     """
-    as_of_day = int(_day_number(pd.Index([as_of]))[0])
-    first_day = pd.Timestamp(as_of) - pd.Timedelta(days=history_days)
-    lower = first_day.strftime("%Y-%m-%d")
-    # ISO dates compare correctly as strings.
-    window = payments[(payments["date"] > lower) & (payments["date"] <= as_of)]
-    days = _purchase_days(window[["user_pid", "date", "amount_micros"]])
-    if days.empty:
-        empty = pd.DataFrame(
-            {
-                "frequency": pd.Series(dtype="int64"),
-                "recency": pd.Series(dtype="float64"),
-                "T": pd.Series(dtype="float64"),
-                "monetary_value": pd.Series(dtype="float64"),
-                "first_purchase_date": pd.Series(dtype="str"),
-            }
-        )
-        empty.index = pd.Index([], dtype="str", name="user_pid")
-        return empty
-    g = days.groupby("user_pid", sort=True)
-    agg = g.agg(
-        first=("day", "min"),
-        last=("day", "max"),
-        n=("day", "size"),
-        total=("amount_micros", "sum"),
-        first_amount=("amount_micros", "first"),
-        first_purchase_date=("date", "first"),
+    as_of_day = _day_of(as_of)
+    enc = _encode(payments[["user_pid", "date", "amount_micros"]])
+    rfm = _rfm_codes(*_net_days(enc, as_of_day - history_days + 1, as_of_day), as_of_day, unit_days)
+    first = rfm.pop("first_day").to_numpy().astype("datetime64[D]")
+    rfm["first_purchase_date"] = pd.Series(np.datetime_as_string(first), index=rfm.index).astype(
+        "str"
     )
-    frequency = (agg["n"] - 1).astype("int64")
-    repeat_total = agg["total"] - agg["first_amount"]
-    # The first purchase is excluded from monetary value, as in lifetimes: Gamma-Gamma models
-    # the spend of repeat transactions only.
-    monetary = np.where(frequency > 0, repeat_total / frequency.clip(lower=1) / MICROS, 0.0)
-    rfm = pd.DataFrame(
-        {
-            "frequency": frequency,
-            "recency": (agg["last"] - agg["first"]) / unit_days,
-            "T": (as_of_day - agg["first"]) / unit_days,
-            "monetary_value": monetary.astype("float64"),
-            "first_purchase_date": agg["first_purchase_date"].astype("str"),
-        },
-        index=agg.index,
-    )
-    rfm.index.name = "user_pid"
-    return rfm
+    rfm.index = pd.Index(enc.names[rfm.index.to_numpy()], dtype="str", name="user_pid")
+    return rfm.sort_index()
 
 
 def _unique_rows(rfm: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -377,144 +431,739 @@ def predict_customer_value(
     return pd.Series(mapped, index=rfm.index, dtype="float64", name="expected_value")
 
 
-def _nonpayer_conversion_probability(
-    day: str, installs: pd.DataFrame, payments: pd.DataFrame, horizon_days: int
-) -> float:
-    """P(a user who has not paid by the end of install day pays within the horizon).
+# --- cohort value per campaign and adset ------------------------------------------------------
 
-    Kaplan-Meier on first-purchase age over all earlier install days, pooled: each earlier
-    user is at risk at age t if unpaid before t and observed at t (day - install day >= t), so
-    young cohorts count only for the ages they have lived. The horizon is capped at the oldest
-    observed age: beyond it there is no evidence.
-    """
-    history = installs[(installs["date"] < day) & installs["user_pid"].notna()]
-    if history.empty:
-        return 0.0
-    first_install = history.groupby("user_pid", sort=False)["date"].min()
-    paid = _purchase_days(payments[payments["date"] <= day][["user_pid", "date", "amount_micros"]])
-    first_paid = paid.groupby("user_pid", sort=False)["day"].min()
-    users = pd.DataFrame({"install_day": _day_number(first_install)}, index=first_install.index)
-    users["first_paid_day"] = first_paid.reindex(users.index)
-    users["age_paid"] = users["first_paid_day"] - users["install_day"]
-    # Paid before installing: a returning customer on a new device, not a new user's curve.
-    users = users[~(users["age_paid"] < 0)]
-    if users.empty:
-        return 0.0
-    observed = int(_day_number(pd.Index([day]))[0]) - users["install_day"].to_numpy()
-    age_paid = users["age_paid"].to_numpy(dtype="float64")  # NaN: not paid yet
-    horizon = min(horizon_days, int(observed.max()))
-    if horizon < 1:
-        return 0.0
-    # At risk at age t: observed at t and unpaid at every age < t, i.e. min(observed age, paid
-    # age) >= t. Counted by a reverse cumulative sum, not a users x ages matrix. Age 0 payers
-    # are never at risk: the cohort's non-payers are exactly those unpaid at age 0.
-    unpaid_before = np.where(np.isnan(age_paid), np.inf, age_paid)
-    last_at_risk = np.minimum(np.minimum(observed, unpaid_before), horizon).astype(np.int64)
-    at_risk = np.cumsum(np.bincount(last_at_risk, minlength=horizon + 1)[::-1])[::-1][1:]
-    events = np.bincount(
-        age_paid[(age_paid >= 1) & (age_paid <= horizon)].astype(np.int64), minlength=horizon + 1
-    )[1:]
-    hazard = np.divide(events, at_risk, out=np.zeros(horizon), where=at_risk > 0)
-    return float(1.0 - np.prod(1.0 - hazard))
+LEVELS = ("campaign", "adset")
+_LEVEL_KEYS = {
+    "campaign": ["platform", "campaign_id"],
+    "adset": ["platform", "campaign_id", "adset_id"],
+}
+INTERVAL = (0.05, 0.95)  # a 90% interval
+BOOTSTRAP_REPLICATES = 200
+BACKTEST_DAYS = 90
+# Hazard prior strength when the segments look alike (no between-segment variance measured):
+# effectively the pooled curve.
+_FULL_POOLING = 1e9
 
 
-def _campaign_key(frame: pd.DataFrame) -> pd.DataFrame:
-    """platform/campaign_id with organic installs as ('organic', 'organic')."""
-    out = frame.copy()
+def _segment_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """platform / campaign_id / adset_id; organic ids are 'organic', missing ids 'unattributed'."""
+    out = pd.DataFrame({"platform": frame["platform"].astype("str")}, index=frame.index)
     organic = out["platform"] == ORGANIC
-    out["campaign_id"] = out["campaign_id"].astype("object")
-    out.loc[organic, "campaign_id"] = ORGANIC
-    out["campaign_id"] = out["campaign_id"].fillna(UNATTRIBUTED).astype("str")
+    for col in ("campaign_id", "adset_id"):
+        ids = frame[col] if col in frame.columns else pd.Series(None, index=frame.index)
+        ids = ids.astype("object").where(ids.notna(), UNATTRIBUTED)
+        out[col] = ids.where(~organic, ORGANIC).astype("str")
+    return out
+
+
+@dataclass
+class _Prepared:
+    """Payments and installs with integer user codes and day numbers, encoded once per day."""
+
+    pay: _Payments
+    installs: pd.DataFrame
+    user: np.ndarray  # installs' user codes (-1: no user id)
+    day: np.ndarray  # installs' day numbers
+    time: np.ndarray  # installs' install_time (int64, for ordering)
+
+
+def _prepare(payments: pd.DataFrame, installs: pd.DataFrame) -> _Prepared:
+    pay = _encode(payments[["user_pid", "date", "amount_micros"]], installs["user_pid"])
+    if "install_time" in installs.columns:
+        times = pd.to_datetime(installs["install_time"], utc=True)
+        time = times.dt.tz_localize(None).to_numpy(dtype="datetime64[us]").astype(np.int64)
+    else:
+        time = np.zeros(len(installs), dtype=np.int64)
+    return _Prepared(
+        pay=pay,
+        installs=installs.reset_index(drop=True),
+        user=pay.extra,
+        day=_day_number(installs["date"]) if len(installs) else np.zeros(0, dtype=np.int64),
+        time=time,
+    )
+
+
+def _user_table(
+    prep: _Prepared, as_of_day: int, net: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> pd.DataFrame:
+    """Per installed user (index: user code): segment ids, install day, first paid day, revenue.
+
+    A user belongs to the first install on record (up to as_of). Revenue counts from the install
+    day on: a payment before it is a returning customer's, not this install's. A purchase day
+    is a day with positive net revenue; first_paid_day is NaN for users who have not paid.
+    repeat_days / repeat_micros: the purchase days after the first and their revenue.
+    `net` is _net_days over the history window up to as_of.
+    """
+    rows = np.flatnonzero((prep.user >= 0) & (prep.day <= as_of_day))
+    order = rows[np.lexsort((prep.time[rows], prep.day[rows]))]
+    _, first_at = np.unique(prep.user[order], return_index=True)
+    first = np.sort(order[first_at])
+    code, install_day = prep.user[first], prep.day[first]
+    users = _segment_ids(prep.installs.iloc[first])
+    users.index = pd.Index(code, name="user")
+    users["install_day"] = install_day
+    n_codes = len(prep.pay.names)
+    installed = np.full(n_codes, np.iinfo(np.int64).max, dtype=np.int64)
+    installed[code] = install_day
+    p_user, p_day, p_net = net
+    mine = p_day >= installed[p_user]
+    p_user, p_day, p_net = p_user[mine], p_day[mine], p_net[mine]
+    # Float sums of int64 micros are exact below 2**53 micros (9 billion currency units).
+    realized = np.rint(np.bincount(p_user, weights=p_net, minlength=n_codes)).astype(np.int64)
+    users["realized_micros"] = realized[code]
+    bought = p_net > 0
+    b_user, b_day, b_net = p_user[bought], p_day[bought], p_net[bought]
+    first_paid = np.full(n_codes, np.nan)
+    first_micros = np.zeros(n_codes, dtype=np.int64)
+    repeat_days = np.zeros(n_codes, dtype=np.int64)
+    repeat_micros = np.zeros(n_codes, dtype=np.int64)
+    if len(b_user):
+        # Sorted by (user, day): each user's first purchase day opens its run.
+        starts = np.flatnonzero(np.r_[True, b_user[1:] != b_user[:-1]])
+        who = b_user[starts]
+        first_paid[who] = b_day[starts]
+        first_micros[who] = b_net[starts]
+        repeat_days[who] = np.diff(np.r_[starts, len(b_user)]) - 1
+        repeat_micros[who] = np.add.reduceat(b_net, starts) - b_net[starts]
+    users["first_paid_day"] = first_paid[code]
+    users["first_day_micros"] = first_micros[code]
+    users["repeat_days"] = repeat_days[code]
+    users["repeat_micros"] = repeat_micros[code]
+    return users
+
+
+@dataclass
+class _Segments:
+    """Per-segment parameters of one level (arrays aligned with `keys` rows), shrunk."""
+
+    keys: pd.DataFrame
+    hazard: np.ndarray  # (K, G + 1): P(first purchase at age t | none before), t >= 1
+    conv_rel_sd: np.ndarray  # relative sd of the conversion probability
+    first_units: np.ndarray  # expected revenue of a first purchase day
+    first_sd: np.ndarray
+    rate: np.ndarray  # purchase rate relative to the pooled BG/NBD's (alpha / rate)
+    rate_sd: np.ndarray
+    spend: np.ndarray  # mean revenue of a repeat purchase day (Gamma-Gamma's prior mean)
+    spend_sd: np.ndarray
+
+    def take(self, rows: np.ndarray, keys: pd.DataFrame) -> _Segments:
+        """The rows `rows` of every array, as the prior of the segments `keys`."""
+        return _Segments(
+            keys=keys,
+            hazard=self.hazard[rows],
+            conv_rel_sd=self.conv_rel_sd[rows],
+            first_units=self.first_units[rows],
+            first_sd=self.first_sd[rows],
+            rate=self.rate[rows],
+            rate_sd=self.rate_sd[rows],
+            spend=self.spend[rows],
+            spend_sd=self.spend_sd[rows],
+        )
+
+
+def _shrink(
+    raw: np.ndarray, var: np.ndarray, prior: np.ndarray, prior_sd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical-Bayes (normal-normal) estimates and their sd: raw shrunk toward prior.
+
+    The between-segment variance tau^2 is DerSimonian and Laird's moment estimate (inverse-
+    variance weighted, so many tiny segments cannot inflate it); each segment keeps the share
+    tau^2 / (tau^2 + its sampling variance) of its own deviation, so thin evidence stays near
+    the prior and a segment without evidence is the prior, uncertain by tau.
+    """
+    has = np.isfinite(raw) & np.isfinite(var) & (var > 0)
+    own_var = np.where(has, var, 0.0)
+    dev = np.where(has, raw - prior, 0.0)
+    tau2 = _dersimonian_laird(dev[has], own_var[has])
+    weight = np.where(has, tau2 / np.maximum(tau2 + own_var, 1e-300), 0.0)
+    post = prior + weight * dev
+    post_var = np.where(has, weight * own_var, tau2) + (1 - weight) ** 2 * prior_sd**2
+    return post, np.sqrt(post_var)
+
+
+def _dersimonian_laird(dev: np.ndarray, var: np.ndarray) -> float:
+    """Between-segment variance of true values from deviations and their sampling variances."""
+    if len(dev) < 2:
+        return 0.0
+    w = 1.0 / var
+    q = float(np.sum(w * dev**2))
+    scale = float(w.sum() - np.sum(w**2) / w.sum())
+    return max((q - (len(dev) - 1)) / scale, 0.0) if scale > 0 else 0.0
+
+
+def _ratio_estimate(
+    codes: np.ndarray, observed: np.ndarray, expected: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment: sum(observed) / sum(expected) and its quasi-Poisson sampling variance.
+
+    The dispersion is pooled over all segments, so a segment with a few silent members does not
+    claim certainty (a per-segment variance of zeros would be zero).
+    """
+    o_sum = np.bincount(codes, weights=observed, minlength=k)
+    e_sum = np.bincount(codes, weights=expected, minlength=k)
+    total = float(expected.sum())
+    if total <= 0:
+        return np.full(k, np.nan), np.full(k, np.nan)
+    pooled = float(observed.sum()) / total
+    dispersion = float(np.sum((observed - pooled * expected) ** 2)) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = np.where(e_sum > 0, o_sum / e_sum, np.nan)
+        var = np.where(e_sum > 0, dispersion / e_sum, np.nan)
+    return raw, var
+
+
+def _risk_counts(
+    old: pd.DataFrame, codes: np.ndarray, k: int, as_of_day: int, grid: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(at risk, first purchases) per segment and age 0..grid, Kaplan-Meier style."""
+    observed = (as_of_day - old["install_day"].to_numpy()).astype(np.int64)
+    age_paid = old["first_paid_day"].to_numpy() - old["install_day"].to_numpy()
+    # At risk at age t >= 1: observed at t and unpaid before t, i.e. min(observed, paid age) >= t;
+    # counted by a reverse cumulative sum over ages, not a users x ages matrix. An age-0 payer is
+    # never at risk: a cohort's non-payers are exactly those unpaid at age 0.
+    last = np.minimum(np.minimum(observed, np.where(np.isnan(age_paid), np.inf, age_paid)), grid)
+    counts = np.bincount(codes * (grid + 1) + last.astype(np.int64), minlength=k * (grid + 1))
+    at_risk = np.cumsum(counts.reshape(k, grid + 1)[:, ::-1], axis=1)[:, ::-1].copy()
+    at_risk[:, 0] = 0
+    later = ~np.isnan(age_paid) & (age_paid >= 1) & (age_paid <= grid)
+    events = np.bincount(
+        codes[later] * (grid + 1) + age_paid[later].astype(np.int64), minlength=k * (grid + 1)
+    ).reshape(k, grid + 1)
+    return at_risk, events
+
+
+def _rate_estimate(
+    codes: np.ndarray, span: np.ndarray, repeats: np.ndarray, k: int, curves: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment: the RATE_GRID multiplier matching observed to expected repeat purchases, and
+    its sampling variance (quasi-Poisson, pooled dispersion, delta method)."""
+    grid = curves.shape[1] - 1
+    hist = np.bincount(codes * (grid + 1) + span, minlength=k * (grid + 1)).reshape(k, grid + 1)
+    expected = hist @ curves.T  # (k, rates): increasing in the rate
+    observed = np.bincount(codes, weights=repeats, minlength=k)
+    one = int(np.argmin(np.abs(RATE_GRID - 1.0)))
+    e_pool = curves[one][span]
+    total = float(e_pool.sum())
+    raw, var = np.full(k, np.nan), np.full(k, np.nan)
+    if total <= 0:
+        return raw, var
+    dispersion = float(np.sum((repeats - repeats.sum() / total * e_pool) ** 2)) / total
+    for i in np.flatnonzero(expected[:, -1] > 0):
+        raw[i] = float(np.interp(observed[i], expected[i], RATE_GRID))
+        slope = float(np.interp(raw[i], RATE_GRID, np.gradient(expected[i], RATE_GRID)))
+        at = float(np.interp(raw[i], RATE_GRID, expected[i]))
+        var[i] = dispersion * max(at, observed[i], 1.0) / max(slope, 1e-12) ** 2
+    return raw, var
+
+
+def _estimate_segments(
+    old: pd.DataFrame,
+    codes: np.ndarray,
+    keys: pd.DataFrame,
+    as_of_day: int,
+    curves: np.ndarray,
+    prior: _Segments,
+) -> _Segments:
+    """Per-segment conversion hazard, first-day value, repeat frequency and spend, shrunk.
+
+    `old` are users installed before as_of and `codes` their segment (row of `keys`); `prior`
+    holds each segment's prior (the pooled or the parent estimate), row-aligned with `keys`.
+    `curves` are _purchase_curves: a new payer's expected repeat purchases by rate and days.
+    """
+    k, grid = len(keys), prior.hazard.shape[1] - 1
+    at_risk, events = _risk_counts(old, codes, k, as_of_day, grid)
+    # Conversion: beta-binomial shrinkage of each age's hazard toward the prior's, with a prior
+    # worth kappa users; kappa from the spread of the segments' conversion beyond binomial noise.
+    seen = at_risk > 0
+    raw_h = np.divide(events, at_risk, out=np.zeros(at_risk.shape), where=seen)
+    p_raw = 1.0 - np.prod(1.0 - raw_h, axis=1)
+    p_prior = 1.0 - np.prod(np.where(seen, 1.0 - prior.hazard, 1.0), axis=1)
+    n1 = at_risk[:, 1].astype("float64")
+    has = n1 > 0
+    kappa = _FULL_POOLING
+    has &= (p_prior > 0) & (p_prior < 1)
+    if has.sum() >= 2:
+        binomial = p_prior[has] * (1 - p_prior[has]) / n1[has]
+        tau2 = _dersimonian_laird(p_raw[has] - p_prior[has], binomial)
+        p_bar = float(np.average(p_prior[has], weights=n1[has]))
+        if tau2 > 0:
+            kappa = max(p_bar * (1 - p_bar) / tau2 - 1.0, 1.0)
+    hazard = (events + kappa * prior.hazard) / (at_risk + kappa)
+    hazard[:, 0] = 0.0
+    p_post = 1.0 - np.prod(1.0 - hazard, axis=1)
+    own = np.divide(p_post * (1 - p_post) / (n1 + kappa + 1.0), p_post**2, out=np.zeros(k),
+                    where=p_post > 0)  # fmt: skip
+    conv_rel_sd = np.sqrt(own + (prior.conv_rel_sd * kappa / (n1 + kappa)) ** 2)
+
+    payer = ~np.isnan(old["first_paid_day"].to_numpy())
+    pc = codes[payer]
+    # First purchase day's revenue: a segment mean with its sampling variance (pooled spread).
+    first = old["first_day_micros"].to_numpy()[payer] / MICROS
+    n_pay = np.bincount(pc, minlength=k).astype("float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_raw = np.bincount(pc, weights=first, minlength=k) / n_pay
+        f_var = (float(np.var(first)) if len(first) > 1 else np.nan) / n_pay
+    first_units, first_sd = _shrink(f_raw, f_var, prior.first_units, prior.first_sd)
+    # Purchase rate: the multiplier of the pooled BG/NBD's mean rate under which the segment's
+    # payers would be expected to have made the repeat purchase days they made (each over its
+    # own span since the first purchase), with a quasi-Poisson variance by the delta method.
+    span = np.clip(as_of_day - old["first_paid_day"].to_numpy()[payer], 0, grid).astype(np.int64)
+    repeat_days = old["repeat_days"].to_numpy()[payer].astype("float64")
+    rate_raw, rate_var = _rate_estimate(pc, span, repeat_days, k, curves)
+    rate, rate_sd = _shrink(rate_raw, rate_var, prior.rate, prior.rate_sd)
+    spend_units = old["repeat_micros"].to_numpy()[payer] / MICROS
+    s_raw, s_var = _ratio_estimate(pc, spend_units, repeat_days, k)
+    spend, spend_sd = _shrink(s_raw, s_var, prior.spend, prior.spend_sd)
+    return _Segments(
+        keys=keys,
+        hazard=hazard,
+        conv_rel_sd=conv_rel_sd,
+        first_units=np.maximum(first_units, 0.0),
+        first_sd=first_sd,
+        rate=np.clip(rate, RATE_GRID[0], RATE_GRID[-1]),
+        rate_sd=rate_sd,
+        spend=np.maximum(spend, 0.0),
+        spend_sd=spend_sd,
+    )
+
+
+# Segment purchase rates relative to the pooled BG/NBD's, as multipliers of E[lambda] = r/alpha.
+RATE_GRID = np.exp(np.linspace(np.log(0.1), np.log(10.0), 93))
+
+
+def _bgnbd_expected(
+    t: np.ndarray | float,
+    x: np.ndarray | float,
+    t_x: np.ndarray | float,
+    big_t: np.ndarray | float,
+    model: LtvModel,
+    rate: np.ndarray | float = 1.0,
+) -> np.ndarray:
+    """BG/NBD E[purchases in (T, T + t] | x, t_x, T] with alpha / rate, elementwise (broadcast).
+
+    Equation (10) of Fader, Hardie & Lee (2005), "Counting your customers the easy way", as in
+    lifetimes' conditional_expected_number_of_purchases_up_to_time, but with a per-row alpha:
+    scaling alpha by 1 / rate scales the prior mean purchase rate r / alpha by `rate`.
+    """
+    r, a, b = (model.bgnbd[k] for k in ("r", "a", "b"))
+    alpha = model.bgnbd["alpha"] / np.asarray(rate, dtype="float64")
+    x, t_x, big_t, t = (np.asarray(v, dtype="float64") for v in (x, t_x, big_t, t))
+    _a, _b, _c = r + x, b + x, a + b + x - 1
+    z = t / (alpha + big_t + t)
+    with np.errstate(all="ignore"):
+        ln_hyp = np.log(hyp2f1(_a, _b, _c, z))
+        # lifetimes' switch to Euler's transformation where the direct series overflows.
+        alt = np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log1p(-z)
+        ln_hyp = np.where(np.isinf(ln_hyp), alt, ln_hyp)
+        second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + big_t) / (alpha + t + big_t)))
+        numerator = (a + b + x - 1) / (a - 1) * second
+        denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
+        out = numerator / denominator
+    return np.asarray(np.nan_to_num(out, nan=0.0, posinf=0.0), dtype="float64")
+
+
+def _purchase_curves(model: LtvModel, grid: int) -> np.ndarray:
+    """(len(RATE_GRID), grid + 1): expected repeat purchases of a new payer (0, 0, 0) within
+    0..grid days, for each rate multiplier of RATE_GRID."""
+    t = np.arange(grid + 1, dtype="float64")[None, :]
+    return _bgnbd_expected(t, 0.0, 0.0, 0.0, model, RATE_GRID[:, None])
+
+
+@dataclass
+class _Fitted:
+    """What the valuation needs at one as_of day: users, segments per level, pooled curves."""
+
+    as_of_day: int
+    users: pd.DataFrame
+    codes: dict[str, np.ndarray]  # level -> segment code per user
+    segments: dict[str, _Segments]
+    curves: np.ndarray  # _purchase_curves
+    net_share: float  # net revenue / purchase-day revenue: refunds still to come
+
+
+def _fit_segments(
+    prep: _Prepared, as_of_day: int, model: LtvModel, history_days: int, grid: int
+) -> _Fitted:
+    """Users and the shrunk campaign (toward pooled) and adset (toward campaign) parameters."""
+    net = _net_days(prep.pay, as_of_day - history_days + 1, as_of_day)
+    users = _user_table(prep, as_of_day, net)
+    curves = _purchase_curves(model, grid)
+    old = users[(users["install_day"] < as_of_day).to_numpy()]
+    parent = _pooled(old, as_of_day, grid, model)
+    parent_codes: np.ndarray = np.zeros(len(users), dtype=np.int64)
+    codes: dict[str, np.ndarray] = {}
+    segments: dict[str, _Segments] = {}
+    old_mask = (users["install_day"] < as_of_day).to_numpy()
+    for level in LEVELS:
+        cols = _LEVEL_KEYS[level]
+        code = users.groupby(cols, sort=True).ngroup().to_numpy(dtype=np.int64)
+        keys = users[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
+        up: np.ndarray = np.zeros(len(keys), dtype=np.int64)
+        up[code] = parent_codes  # each segment's parent (all its users share it)
+        seg = _estimate_segments(
+            old, code[old_mask], keys, as_of_day, curves, parent.take(up, keys)
+        )
+        codes[level], segments[level] = code, seg
+        parent, parent_codes = seg, code
+    positive = float(net[2][net[2] > 0].sum())
+    share = float(net[2].sum()) / positive if positive > 0 else 1.0
+    return _Fitted(as_of_day, users, codes, segments, curves, min(max(share, 0.0), 1.0))
+
+
+def _pooled(old: pd.DataFrame, as_of_day: int, grid: int, model: LtvModel) -> _Segments:
+    """The pooled segment: raw estimates over all older users, Gamma-Gamma's mean spend."""
+    at_risk, events = _risk_counts(old, np.zeros(len(old), dtype=np.int64), 1, as_of_day, grid)
+    hazard = np.divide(events, at_risk, out=np.zeros(at_risk.shape), where=at_risk > 0)
+    payer = ~np.isnan(old["first_paid_day"].to_numpy())
+    first = old["first_day_micros"].to_numpy()[payer] / MICROS
+    gg = model.gammagamma or {"p": 1.0, "q": 2.0, "v": 0.0}
+    zero = np.zeros(1)
+    return _Segments(
+        keys=pd.DataFrame(index=[0]),
+        hazard=hazard,
+        conv_rel_sd=zero,
+        first_units=np.array([float(first.mean()) if len(first) else 0.0]),
+        first_sd=zero,
+        rate=np.ones(1),  # the pooled BG/NBD is the pooled purchase rate
+        rate_sd=zero,
+        spend=np.array([gg["p"] * gg["v"] / (gg["q"] - 1.0)]),
+        spend_sd=zero,
+    )
+
+
+def _nonpayer_terms(
+    seg: _Segments, codes: np.ndarray, ages: np.ndarray, horizon: int, model: LtvModel
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per (segment, age): P(first purchase within `horizon` days | unpaid through age), and the
+    expected repeat purchases (the segment's rate) that follow it within the horizon.
+    """
+    if horizon < 1 or len(codes) == 0:
+        return np.zeros(len(codes)), np.zeros(len(codes))
+    survival = np.cumprod(1.0 - seg.hazard, axis=1)  # hazard[:, 0] == 0: survival[:, 0] == 1
+    t = ages[:, None] + np.arange(1, horizon + 1)[None, :]
+    rows = codes[:, None]
+    s_age = survival[codes, ages]
+    safe = np.where(s_age > 0, s_age, 1.0)
+    density = (survival[rows, t - 1] - survival[rows, t]) / safe[:, None]
+    convert = np.where(s_age > 0, 1.0 - survival[codes, ages + horizon] / safe, 0.0)
+    # A first purchase at age + j leaves horizon - j days of repeat purchases.
+    days_left = np.arange(horizon + 1, dtype="float64")[None, :]
+    curves = _bgnbd_expected(days_left, 0.0, 0.0, 0.0, model, seg.rate[:, None])
+    left = curves[rows, horizon - np.arange(1, horizon + 1)[None, :]]
+    repeats = np.where(s_age > 0, (density * left).sum(axis=1), 0.0)
+    return convert, repeats
+
+
+def _payer_terms(
+    model: LtvModel, rfm: pd.DataFrame, ids: pd.Index, horizon: int, rate: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per payer: (expected purchases x Gamma-Gamma's weight on the payer's own mean spend x
+    that mean, expected purchases x the weight left for the segment's mean spend).
+
+    BG/NBD purchases on the payer's own history with the segment's rate as prior; Gamma-Gamma's
+    conditional mean spend is w * own mean + (1 - w) * prior mean with w = p x / (p x + q - 1),
+    the prior mean being the segment's: value = first term + segment spend x second term.
+    """
+    n = len(ids)
+    if n == 0 or horizon < 1:
+        return np.zeros(n), np.zeros(n)
+    rows = rfm.reindex(ids)[["frequency", "recency", "T", "monetary_value"]].fillna(0.0)
+    x = rows["frequency"].to_numpy(dtype="float64")
+    # Once per unique (frequency, recency, T, rate): far fewer rows than payers. Integer day
+    # counts pack into one int64 key (np.unique over a float matrix is many times slower).
+    rec = rows["recency"].to_numpy(dtype="float64")
+    big_t = rows["T"].to_numpy(dtype="float64")
+    rate_code = np.unique(rate, return_inverse=True)[1].ravel().astype(np.int64)
+    whole = all(np.array_equal(v, np.round(v)) and v.max(initial=0) < 4096 for v in (x, rec, big_t))
+    if whole:
+        key = (x.astype(np.int64) * 4096 + rec.astype(np.int64)) * 4096 + big_t.astype(np.int64)
+        _, first, back = np.unique(
+            key * (rate_code.max(initial=0) + 1) + rate_code, return_index=True, return_inverse=True
+        )
+    else:
+        pattern = np.column_stack([x, rec, big_t, rate])
+        _, first, back = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+    purchases = _bgnbd_expected(
+        float(horizon), x[first], rec[first], big_t[first], model, rate[first]
+    )[np.ravel(back)]
+    gg = model.gammagamma or {"p": 1.0, "q": 2.0}
+    weight = gg["p"] * x / (gg["p"] * x + gg["q"] - 1.0)
+    own = purchases * weight * rows["monetary_value"].to_numpy(dtype="float64")
+    return own, purchases * (1.0 - weight)
+
+
+def _cohort_frame(
+    cohort_date: str, level: str, keys: pd.DataFrame, values: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    out = keys.copy()
+    if level == "campaign":
+        out["adset_id"] = None
+    out.insert(0, "level", level)
+    out.insert(0, "date", cohort_date)
+    for name, col in values.items():
+        out[name] = col
     return out
 
 
 def build_cohort_pltv(
     day: str,
     model: LtvModel,
-    rfm: pd.DataFrame,
     installs: pd.DataFrame,
     payments: pd.DataFrame,
     horizon_days: int = 365,
     discount_rate_annual: float = 0.0,
+    *,
+    cohort_dates: list[str] | None = None,
+    history_days: int = 365,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Predicted lifetime value of `day`'s install cohort per (platform, campaign_id), in micros.
+    """Predicted value of install cohorts per campaign and adset, in micros, with a 90% interval.
 
-    pltv = revenue realized by the cohort up to `day` + predicted future value of its payers
-    + n_nonpayers x P(pay later | unpaid at install day) x expected horizon value of a new payer.
-    `rfm` is build_rfm(payments, day); `installs` and `payments` carry the history (install days
-    before `day` feed the first-purchase curve).
+    pltv = revenue the cohort realized up to `day`
+      + its payers' expected revenue until they are `horizon_days` old: pooled BG/NBD purchases
+        on their own history x the segment's frequency multiplier x Gamma-Gamma spend with the
+        segment's mean spend as prior
+      + its non-payers x P(first purchase by that age | unpaid so far) x (first purchase day's
+        revenue + the repeat revenue that follows),
+    each segment parameter from older cohorts, shrunk toward the parent (campaign -> pooled,
+    adset -> campaign) by empirical Bayes. Installs without a user id count at their segment's
+    mean. The interval: a Poisson bootstrap over the cohort's users with draws of the segment
+    parameters. `cohort_dates` (install days, each valued at its age on `day`) default to
+    [day].
     """
-    cohort = installs[(installs["date"] == day) & installs["user_pid"].notna()]
-    cohort = _campaign_key(cohort.sort_values("install_time", kind="stable"))
-    # A user installing twice on one day is one member of the cohort, credited to the first.
-    cohort = cohort.drop_duplicates("user_pid")[["user_pid", "platform", "campaign_id"]]
-    if cohort.empty:
-        out = pd.DataFrame({c: pd.Series(dtype="int64") for c in COHORT_PLTV_COLUMNS})
-        for c in ("date", "platform", "campaign_id"):
-            out[c] = out[c].astype("str")
-        return out
-
-    realized = (
-        payments[(payments["date"] <= day) & payments["user_pid"].isin(cohort["user_pid"])]
-        .groupby("user_pid")["amount_micros"]
-        .sum()
+    return _cohort_pltv(
+        _prepare(payments, installs),
+        day,
+        model,
+        horizon_days=horizon_days,
+        discount_rate_annual=discount_rate_annual,
+        cohort_dates=cohort_dates,
+        history_days=history_days,
+        replicates=replicates,
+        seed=seed,
     )
-    users = cohort.set_index("user_pid")
-    users["realized_micros"] = realized.reindex(users.index, fill_value=0).astype("int64")
-    users["payer"] = users["realized_micros"] > 0
-
-    # Future value of payers from their own RFM; a payer absent from rfm (built over another
-    # window) has only this day's history, i.e. is a first-day buyer (0, 0, 0).
-    payer_ids = users.index[users["payer"]]
-    payer_rfm = rfm.reindex(payer_ids)
-    payer_rfm = payer_rfm.fillna({"frequency": 0, "recency": 0.0, "T": 0.0, "monetary_value": 0.0})
-    payer_rfm["frequency"] = payer_rfm["frequency"].astype("int64")
-    users["future"] = 0.0
-    users.loc[payer_ids, "future"] = predict_customer_value(
-        model, payer_rfm, horizon_days, discount_rate_annual
-    ).to_numpy()
-
-    # A new payer: the mean first purchase day's revenue, then the future of a (0, 0, 0) buyer.
-    first_days = _purchase_days(
-        payments[payments["date"] <= day][["user_pid", "date", "amount_micros"]]
-    ).drop_duplicates("user_pid")
-    mean_first_units = (
-        float(first_days["amount_micros"].mean()) / MICROS if len(first_days) else 0.0
-    )
-    new_buyer = pd.DataFrame(
-        {"frequency": [0], "recency": [0.0], "T": [0.0], "monetary_value": [0.0]}
-    )
-    new_payer_units = mean_first_units + float(
-        predict_customer_value(model, new_buyer, horizon_days, discount_rate_annual).iloc[0]
-    )
-    p_convert = _nonpayer_conversion_probability(day, installs, payments, horizon_days)
-
-    grouped = users.groupby(["platform", "campaign_id"], sort=True).agg(
-        installs=("payer", "size"),
-        payers=("payer", "sum"),
-        realized_micros=("realized_micros", "sum"),
-        future_units=("future", "sum"),
-    )
-    nonpayers = grouped["installs"] - grouped["payers"]
-    expected_units = grouped["future_units"] + nonpayers * p_convert * new_payer_units
-    pltv = grouped["realized_micros"] + np.round(expected_units * MICROS)
-    out = grouped.reset_index()
-    out["date"] = day
-    out["installs"] = out["installs"].astype("int64")
-    out["payers"] = out["payers"].astype("int64")
-    out["realized_micros"] = out["realized_micros"].astype("int64")
-    out["pltv_micros"] = pltv.to_numpy().astype("int64")
-    return out[COHORT_PLTV_COLUMNS]
 
 
-def model_row(day: str, model: LtvModel) -> dict[str, Any]:
-    """One `ltv_model` report-table row for `day`."""
+def _cohort_pltv(
+    prep: _Prepared,
+    day: str,
+    model: LtvModel,
+    *,
+    horizon_days: int,
+    discount_rate_annual: float,
+    cohort_dates: list[str] | None,
+    history_days: int,
+    replicates: int,
+    seed: int,
+    rfm: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """build_cohort_pltv on prepared inputs (`rfm`: _rfm_codes at day, computed if None)."""
+    dates = [day] if cohort_dates is None else list(cohort_dates)
+    as_of_day = _day_of(day)
+    installs = prep.installs
+    cohort_installs = installs[installs["date"].isin(dates) & (installs["date"] <= day)]
+    if cohort_installs["user_pid"].notna().sum() == 0:
+        return _empty_pltv()
+    if rfm is None:
+        rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
+    fit = _fit_segments(prep, as_of_day, model, history_days, grid=horizon_days + history_days + 1)
+    frames = [
+        _value_cohort(
+            fit,
+            model,
+            rfm,
+            cohort_installs[cohort_installs["date"] == d],
+            _day_of(d),
+            horizon_days=horizon_days,
+            discount_rate_annual=discount_rate_annual,
+            replicates=replicates,
+            seed=seed,
+        )
+        for d in sorted(set(dates))
+        if _day_of(d) <= as_of_day
+    ]
+    out = pd.concat([f for f in frames if not f.empty] or [_empty_pltv()], ignore_index=True)
+    return out[COHORT_PLTV_COLUMNS].reset_index(drop=True)
+
+
+def _value_cohort(
+    fit: _Fitted,
+    model: LtvModel,
+    rfm: pd.DataFrame,
+    day_installs: pd.DataFrame,
+    cohort_day: int,
+    *,
+    horizon_days: int,
+    discount_rate_annual: float,
+    replicates: int,
+    seed: int,
+) -> pd.DataFrame:
+    """build_cohort_pltv's rows for one install day (both levels)."""
+    age = fit.as_of_day - cohort_day
+    horizon = max(horizon_days - age, 0)
+    cohort_date = str(np.datetime64(cohort_day, "D"))
+    in_cohort = (fit.users["install_day"] == cohort_day).to_numpy()
+    users = fit.users[in_cohort]
+    if users.empty:
+        return _empty_pltv()
+    payer = users["first_paid_day"].notna().to_numpy()
+    nonpayer = (~payer).astype("float64")
+    realized = users["realized_micros"].to_numpy() / MICROS
+    # Future revenue is net of the refunds still to come and discounted.
+    future_factor = fit.net_share * _discount_factor(horizon, discount_rate_annual)
+    all_ids = _segment_ids(day_installs)
+    rng = np.random.default_rng([seed, cohort_day])
+    weights = rng.poisson(1.0, size=(replicates, len(users))).astype("float64")
+    frames = []
+    for level in LEVELS:
+        seg = fit.segments[level]
+        codes = fit.codes[level][in_cohort]
+        k = len(seg.keys)
+        own, prior_w = np.zeros(len(users)), np.zeros(len(users))
+        own[payer], prior_w[payer] = _payer_terms(
+            model, rfm, users.index[payer], horizon, seg.rate[codes[payer]]
+        )
+        own, prior_w = own * future_factor, prior_w * future_factor
+        convert, repeats = _nonpayer_terms(
+            seg, np.arange(k), np.full(k, age, dtype=np.int64), horizon, model
+        )
+        convert = convert * _discount_factor(horizon, discount_rate_annual)
+        repeats = repeats * future_factor
+
+        def total(x: np.ndarray, codes: np.ndarray = codes, k: int = k) -> np.ndarray:
+            return np.bincount(codes, weights=x, minlength=k)
+
+        n_users = total(np.ones(len(users)))
+        point = (
+            total(realized)
+            + total(own)
+            + seg.spend * total(prior_w)
+            + total(nonpayer) * (convert * seg.first_units + seg.spend * repeats)
+        )
+        # Bootstrap replicates: user weights x membership gives per-segment sums per replicate.
+        member = np.zeros((len(users), k))
+        member[np.arange(len(users)), codes] = 1.0
+        b_realized, b_own = (weights * realized) @ member, (weights * own) @ member
+        b_prior, b_nonpayers = (weights * prior_w) @ member, (weights * nonpayer) @ member
+        z = rng.standard_normal((4, replicates, k))
+        # Repeat revenue taken as proportional to the rate (exact for small rate x horizon).
+        rate = np.maximum(1.0 + seg.rate_sd / seg.rate * z[0], 0.0)
+        spend = np.maximum(seg.spend + seg.spend_sd * z[1], 0.0)
+        first = np.maximum(seg.first_units + seg.first_sd * z[2], 0.0)
+        conv = np.maximum(1.0 + seg.conv_rel_sd * z[3], 0.0)
+        boot = (
+            b_realized
+            + rate * (b_own + spend * b_prior)
+            + b_nonpayers * conv * (convert * first + rate * spend * repeats)
+        )
+        low, high = np.quantile(boot, INTERVAL, axis=0)
+
+        key_cols = _LEVEL_KEYS[level]
+        counted = all_ids.groupby(key_cols).size().rename("n").reset_index()
+        installs_all = (
+            seg.keys[key_cols].merge(counted, on=key_cols, how="left")["n"].fillna(0).to_numpy()
+        )
+        installs_all = np.maximum(installs_all, n_users)
+        scale = np.divide(installs_all, n_users, out=np.ones(k), where=n_users > 0)
+        frame = _cohort_frame(
+            cohort_date,
+            level,
+            seg.keys[key_cols],
+            {
+                "installs": installs_all.astype("int64"),
+                "users": n_users.astype("int64"),
+                "payers": total(payer.astype("float64")).astype("int64"),
+                "realized_micros": np.round(total(realized) * MICROS).astype("int64"),
+                "pltv_micros": np.round(point * scale * MICROS).astype("int64"),
+                "pltv_low_micros": np.round(low * scale * MICROS).astype("int64"),
+                "pltv_high_micros": np.round(high * scale * MICROS).astype("int64"),
+            },
+        )
+        frames.append(frame[n_users > 0])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty_pltv() -> pd.DataFrame:
+    out = pd.DataFrame({c: pd.Series(dtype="int64") for c in COHORT_PLTV_COLUMNS})
+    for c in ("date", "level", "platform", "campaign_id", "adset_id"):
+        out[c] = out[c].astype("str")
+    return out
+
+
+def backtest(
+    day: str,
+    model: LtvModel,
+    payments: pd.DataFrame,
+    installs: pd.DataFrame,
+    *,
+    days: int = BACKTEST_DAYS,
+    history_days: int = 365,
+) -> tuple[float, float, int] | None:
+    """(MAPE, bias, campaigns) of each campaign's revenue from day - days to day as predicted by
+    `model` (fitted as of day - days) from what was known then, against what came."""
+    return _backtest(_prepare(payments, installs), day, model, days, history_days)
+
+
+def _backtest(
+    prep: _Prepared, day: str, model: LtvModel, days: int, history_days: int
+) -> tuple[float, float, int] | None:
+    """(MAPE, bias, campaigns) of each campaign's revenue from day - days to day as predicted by
+    `model` (fitted as of day - days) from what was known then, against what came.
+
+    Users installed by day - days; MAPE over campaigns (organic included, 'unattributed' not)
+    with revenue in the window; bias = predicted total / actual total - 1. None without them.
+    """
+    as_of_day = _day_of(day) - days
+    fit = _fit_segments(prep, as_of_day, model, history_days, grid=days + history_days + 1)
+    users = fit.users
+    if users.empty:
+        return None
+    seg, codes = fit.segments["campaign"], fit.codes["campaign"]
+    payer = users["first_paid_day"].notna().to_numpy()
+    pc = codes[payer]
+    rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
+    own, prior_w = _payer_terms(model, rfm, users.index[payer], days, seg.rate[pc])
+    predicted = np.zeros(len(users))
+    predicted[payer] = (own + seg.spend[pc] * prior_w) * fit.net_share
+    ages = np.clip(fit.as_of_day - users["install_day"].to_numpy(), 0, history_days)
+    pairs = pd.DataFrame({"code": codes[~payer], "age": ages[~payer].astype(np.int64)})
+    unique = pairs.drop_duplicates().reset_index(drop=True)
+    uc = unique["code"].to_numpy()
+    convert, repeats = _nonpayer_terms(seg, uc, unique["age"].to_numpy(), days, model)
+    unique["value"] = convert * seg.first_units[uc] + seg.spend[uc] * repeats * fit.net_share
+    predicted[~payer] = pairs.merge(unique, on=["code", "age"], how="left")["value"].to_numpy()
+    l_user, _, l_net = _net_days(prep.pay, as_of_day + 1, as_of_day + days)
+    after = np.bincount(l_user, weights=l_net / MICROS, minlength=len(prep.pay.names))
+    came = after[users.index.to_numpy()]
+    k = len(seg.keys)
+    actual = np.bincount(codes, weights=came, minlength=k)
+    pred = np.bincount(codes, weights=predicted, minlength=k)
+    keep = (seg.keys["campaign_id"] != UNATTRIBUTED).to_numpy() & (actual > 0)
+    if not keep.any():
+        return None
+    mape = float(np.mean(np.abs(pred[keep] - actual[keep]) / actual[keep]))
+    bias = float(pred[keep].sum() / actual[keep].sum() - 1.0)
+    return mape, bias, int(keep.sum())
+
+
+def model_row(
+    day: str,
+    model: LtvModel,
+    *,
+    model_date: str | None = None,
+    backtest_result: tuple[float, float, int] | None = None,
+) -> dict[str, Any]:
+    """One `ltv_model` report-table row for `day`; model_date is the day the model was fitted."""
     params = {
         "bgnbd": model.bgnbd,
         "gammagamma": model.gammagamma,
         "penalizer": model.penalizer,
         "n_repeat": model.n_repeat,
     }
+    if backtest_result is not None:
+        params["backtest_campaigns"] = backtest_result[2]
     return {
         "date": day,
         "model": MODEL_NAME,
@@ -522,7 +1171,35 @@ def model_row(day: str, model: LtvModel) -> dict[str, Any]:
         "n_customers": model.n_customers,
         "converged": model.converged,
         "log_likelihood": model.log_likelihood,
+        "model_date": model_date if model_date is not None else day,
+        "backtest_mape": None if backtest_result is None else backtest_result[0],
+        "backtest_bias": None if backtest_result is None else backtest_result[1],
     }
+
+
+def model_from_row(row: dict[str, Any]) -> tuple[str, LtvModel] | None:
+    """(model_date, model) of an `ltv_model` row, or None when the row holds no usable model."""
+    try:
+        params = json.loads(str(row["params"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(params, dict) or "bgnbd" not in params or params.get("gammagamma") is None:
+        return None
+    model_date = row.get("model_date")
+    usable = bool(row.get("converged")) or (model_date is not None and model_date != row["date"])
+    if not usable:
+        return None
+    ll = row.get("log_likelihood")
+    model = LtvModel(
+        bgnbd={k: float(v) for k, v in params["bgnbd"].items()},
+        gammagamma={k: float(v) for k, v in params["gammagamma"].items()},
+        n_customers=int(row.get("n_customers") or 0),
+        n_repeat=int(params.get("n_repeat", 0)),
+        converged=True,
+        log_likelihood=float(ll) if ll is not None and not pd.isna(ll) else math.nan,
+        penalizer=float(params.get("penalizer", 0.0)),
+    )
+    return str(model_date if model_date is not None else row["date"]), model
 
 
 def build_ltv(
@@ -534,13 +1211,20 @@ def build_ltv(
     horizon_days: int = 365,
     discount_rate_annual: float = 0.0,
     initial: LtvModel | None = None,
+    initial_date: str | None = None,
+    backtest_days: int = BACKTEST_DAYS,
+    replicates: int = BOOTSTRAP_REPLICATES,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The day's `ltv_model` row and its cohort pLTV; a failed fit never fails the report.
 
-    Without a converged model (too little history, and no earlier model to fall back on) the
-    row says converged=False with the reason, and the cohort pLTV is empty (pROAS is NULL).
+    `initial` (fitted on `initial_date`, e.g. the previous day's model) warm-starts the fit and
+    is the fallback when no penalizer converges: the row then says converged=False and
+    model_date=initial_date. Without any usable model the row carries the reason and the cohort
+    pLTV is empty (pROAS is NULL). The backtest refits on the history up to day - backtest_days.
     """
-    rfm = build_rfm(payments, day, history_days)
+    prep = _prepare(payments, installs)
+    as_of_day = _day_of(day)
+    rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
     try:
         model = fit_ltv(rfm, initial=initial)
     except LtvFitError as exc:
@@ -551,18 +1235,34 @@ def build_ltv(
             "n_customers": len(rfm),
             "converged": False,
             "log_likelihood": None,
+            "model_date": None,
+            "backtest_mape": None,
+            "backtest_bias": None,
         }
-        empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in COHORT_PLTV_COLUMNS})
-        for c in ("date", "platform", "campaign_id"):
-            empty[c] = empty[c].astype("str")
-        return row, empty
-    pltv = build_cohort_pltv(
+        return row, _empty_pltv()
+    model_date = day if model.converged else (initial_date or day)
+    pltv = _cohort_pltv(
+        prep,
         day,
         model,
-        rfm,
-        installs,
-        payments,
         horizon_days=horizon_days,
         discount_rate_annual=discount_rate_annual,
+        cohort_dates=None,
+        history_days=history_days,
+        replicates=replicates,
+        seed=0,
+        rfm=rfm,
     )
-    return model_row(day, model), pltv
+    result = None
+    if backtest_days > 0:
+        then_day = as_of_day - backtest_days
+        net = _net_days(prep.pay, then_day - history_days + 1, then_day)
+        try:
+            # Warm-started from today's model; a fit that falls back to it would leak the
+            # future into the backtest, so only a converged fit counts.
+            then = fit_ltv(_rfm_codes(*net, then_day), initial=model)
+        except LtvFitError:
+            then = None
+        if then is not None and then.converged:
+            result = _backtest(prep, day, then, backtest_days, history_days)
+    return model_row(day, model, model_date=model_date, backtest_result=result), pltv

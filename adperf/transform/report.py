@@ -6,8 +6,10 @@ Pure functions: DataFrames in, DataFrames out; the report day and the rules are 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Hashable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pandas as pd
 
@@ -31,7 +33,26 @@ REPORT_COLUMNS: list[str] = [
     "assisted_revenue_micros",
     "pltv_micros",
     "proas",
+    "proas_low",
+    "proas_high",
 ]
+ADSET_KEY: list[str] = ["platform", "campaign_id", "adset_id"]
+ADSET_REPORT_COLUMNS: list[str] = [
+    "date",
+    "platform",
+    "campaign_id",
+    "adset_id",
+    "adset_name",
+    "spend_micros",
+    "installs",
+    "revenue_micros",
+    "roas",
+    "pltv_micros",
+    "proas",
+    "proas_low",
+    "proas_high",
+]
+_PLTV_VALUES: list[str] = ["pltv_micros", "pltv_low_micros", "pltv_high_micros"]
 ACTION_COLUMNS: list[str] = [
     "date",
     "platform",
@@ -43,6 +64,9 @@ ACTION_COLUMNS: list[str] = [
     "roas",
     "proas",
     "spend_micros",
+    "parent_id",  # an adset's campaign_id (the campaign's own id at campaign level)
+    "proas_low",
+    "proas_high",
 ]
 _ZERO_IF_ABSENT: list[str] = [
     "spend_micros",
@@ -105,11 +129,13 @@ def build_campaign_report(
         how="left",
     )
     rows = rows.merge(
-        _one_per_campaign(pltv, ["pltv_micros"], day, "pltv"), on=CAMPAIGN_KEY, how="left"
+        _one_per_campaign(_pltv_level(pltv, "campaign"), _PLTV_VALUES, day, "pltv"),
+        on=CAMPAIGN_KEY,
+        how="left",
     )
 
     rows[_ZERO_IF_ABSENT] = rows[_ZERO_IF_ABSENT].fillna(0).astype("int64")
-    rows["pltv_micros"] = rows["pltv_micros"].astype("Int64")
+    rows[_PLTV_VALUES] = rows[_PLTV_VALUES].astype("Int64")
     rows["campaign_name"] = (
         rows["spend_name"].fillna(rows["installs_name"]).fillna(rows["attribution_name"])
     )
@@ -118,9 +144,67 @@ def build_campaign_report(
     rows.loc[rows["platform"] == ORGANIC, "cpi_micros"] = pd.NA
     rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
     rows["proas"] = _ratio(rows["pltv_micros"], rows["spend_micros"])
+    rows["proas_low"] = _ratio(rows["pltv_low_micros"], rows["spend_micros"])
+    rows["proas_high"] = _ratio(rows["pltv_high_micros"], rows["spend_micros"])
     rows["date"] = day
     rows = rows.sort_values(CAMPAIGN_KEY, kind="mergesort", na_position="last")
     return rows[REPORT_COLUMNS].reset_index(drop=True)
+
+
+def _pltv_level(pltv: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The pLTV rows of one level, with the interval columns (absent in older partitions)."""
+    out = pltv if "level" not in pltv.columns else pltv.loc[pltv["level"] == level]
+    out = out.copy()
+    for col in _PLTV_VALUES:
+        if col not in out.columns:
+            out[col] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    if "adset_id" not in out.columns:
+        out["adset_id"] = None
+    return out
+
+
+def build_adset_report(
+    day: str,
+    spend: pd.DataFrame,
+    installs: pd.DataFrame,
+    attribution: pd.DataFrame,
+    pltv: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per paid (platform, campaign_id, adset_id) of `day`: spend, installs, ROAS, pROAS.
+
+    The adset's pROAS comes from its own installs' pLTV (shrunk toward its campaign's).
+    """
+    for frame, what in ((spend, "spend"), (installs, "installs"), (attribution, "attribution")):
+        require_day(frame, day, what)
+    paid = spend.loc[spend["platform"].ne(ORGANIC)]
+    spend_by = paid.groupby(ADSET_KEY, dropna=False, sort=False).agg(
+        spend_micros=("spend_micros", "sum"), spend_name=("adset_name", "first")
+    )
+    mmp = installs.loc[installs["platform"].ne(ORGANIC) & installs["campaign_id"].notna()]
+    installs_by = mmp.groupby(ADSET_KEY, dropna=False, sort=False).agg(
+        installs=("date", "size"), installs_name=("adset_name", "first")
+    )
+    attributed = attribution.loc[~attribution["platform"].isin([ORGANIC, UNATTRIBUTED])]
+    revenue_by = attributed.groupby(ADSET_KEY, dropna=False, sort=False).agg(
+        revenue_micros=("revenue_micros", "sum")
+    )
+    rows = _nullable_ints(spend_by.reset_index())
+    for part in (installs_by, revenue_by):
+        rows = rows.merge(_nullable_ints(part.reset_index()), on=ADSET_KEY, how="outer")
+    values = _pltv_level(pltv, "adset")
+    rows = rows.merge(_nullable_ints(values[[*ADSET_KEY, *_PLTV_VALUES]]), on=ADSET_KEY, how="left")
+    rows = rows.loc[rows["adset_id"].notna()]
+    zero = ["spend_micros", "installs", "revenue_micros"]
+    rows[zero] = rows[zero].fillna(0).astype("int64")
+    rows[_PLTV_VALUES] = rows[_PLTV_VALUES].astype("Int64")
+    rows["adset_name"] = rows["spend_name"].fillna(rows["installs_name"])
+    rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
+    rows["proas"] = _ratio(rows["pltv_micros"], rows["spend_micros"])
+    rows["proas_low"] = _ratio(rows["pltv_low_micros"], rows["spend_micros"])
+    rows["proas_high"] = _ratio(rows["pltv_high_micros"], rows["spend_micros"])
+    rows["date"] = day
+    rows = rows.sort_values(ADSET_KEY, kind="mergesort", na_position="last")
+    return rows[ADSET_REPORT_COLUMNS].reset_index(drop=True)
 
 
 def _one_per_campaign(df: pd.DataFrame, values: list[str], day: str, what: str) -> pd.DataFrame:
@@ -176,36 +260,57 @@ def build_actions(
     first_spend_dates: dict[tuple[str, str], str],
     rules: Rules,
     currency: str = "USD",
+    *,
+    adset_report: pd.DataFrame | None = None,
+    adset_first_spend_dates: dict[tuple[str, str], str] | None = None,
 ) -> pd.DataFrame:
-    """One recommended action (scale, pause, hold) with its reason per paid campaign of `day`."""
+    """One recommended action (scale, pause, hold) with its reason per paid campaign and adset.
+
+    First spend dates are keyed (platform, campaign_id) and (platform, adset_id).
+    """
     require_day(campaign_report, day, "campaign report")
+    objects: list[tuple[str, dict[Hashable, Any], str, str | None]] = []
     paid = campaign_report.loc[campaign_report["platform"].ne(ORGANIC)]
+    for row in paid.to_dict("records"):
+        name = None if pd.isna(row["campaign_name"]) else str(row["campaign_name"])
+        objects.append(("campaign", row, str(row["campaign_id"]), name))
+    if adset_report is not None:
+        require_day(adset_report, day, "adset report")
+        for row in adset_report.to_dict("records"):
+            name = None if pd.isna(row["adset_name"]) else str(row["adset_name"])
+            objects.append(("adset", row, str(row["adset_id"]), name))
     report_day = dt.date.fromisoformat(day)
     records: list[dict[str, object]] = []
-    for row in paid.to_dict("records"):
+    for level, row, object_id, name in objects:
         platform = str(row["platform"])
-        campaign_id = str(row["campaign_id"])
-        first = first_spend_dates.get((platform, campaign_id))
+        dates = first_spend_dates if level == "campaign" else (adset_first_spend_dates or {})
+        first = dates.get((platform, object_id))
         # No first spend date on record means no history: as new as it gets.
         age = (report_day - dt.date.fromisoformat(first)).days if first is not None else 0
-        roas = _optional_float(row["roas"])
-        proas = _optional_float(row["proas"])
-        spend_micros = int(row["spend_micros"])
-        action, reason = _decide(
-            spend_micros, int(row["installs"]), age, roas, proas, rules, currency
+        evidence = _Evidence(
+            roas=_optional_float(row.get("roas")),
+            proas=_optional_float(row.get("proas")),
+            low=_optional_float(row.get("proas_low")),
+            high=_optional_float(row.get("proas_high")),
         )
+        spend_micros = int(row["spend_micros"])
+        action, reason = _decide(spend_micros, int(row["installs"]), age, evidence, rules, currency)
+        campaign_id = row.get("campaign_id")
         records.append(
             {
                 "date": day,
                 "platform": platform,
-                "level": "campaign",
-                "object_id": campaign_id,
-                "object_name": None if pd.isna(row["campaign_name"]) else str(row["campaign_name"]),
+                "level": level,
+                "object_id": object_id,
+                "object_name": name,
                 "action": action,
                 "reason": reason,
-                "roas": roas,
-                "proas": proas,
+                "roas": evidence.roas,
+                "proas": evidence.proas,
                 "spend_micros": spend_micros,
+                "parent_id": None if pd.isna(campaign_id) else str(campaign_id),
+                "proas_low": evidence.low,
+                "proas_high": evidence.high,
             }
         )
     out = pd.DataFrame.from_records(records, columns=ACTION_COLUMNS)
@@ -221,22 +326,44 @@ def build_actions(
             "roas": "Float64",
             "proas": "Float64",
             "spend_micros": "int64",
+            "parent_id": "str",
+            "proas_low": "Float64",
+            "proas_high": "Float64",
         }
     )
-    out = out.sort_values(["platform", "object_id"], kind="mergesort")
+    # Campaigns first, then adsets; each by platform and id.
+    out = out.sort_values(
+        ["level", "platform", "object_id"],
+        key=lambda col: col.map({"campaign": 0, "adset": 1}) if col.name == "level" else col,
+        kind="mergesort",
+    )
     return out.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """One object's ROAS so far and its pROAS with the interval's ends."""
+
+    roas: float | None
+    proas: float | None
+    low: float | None
+    high: float | None
 
 
 def _decide(
     spend_micros: int,
     installs: int,
     age_days: int,
-    roas: float | None,
-    proas: float | None,
+    evidence: _Evidence,
     rules: Rules,
     currency: str,
 ) -> tuple[str, str]:
-    """(action, one-line reason) for one campaign's numbers under `rules`."""
+    """(action, one-line reason) for one campaign's or adset's numbers under `rules`.
+
+    Scale only when the pROAS interval's low end is at or over scale_roas, pause only when its
+    high end is under pause_roas, and only once the minimums are met. Without pROAS, ROAS so far
+    is a lower bound of the lifetime value: it can justify a scale, never a pause.
+    """
     shortfalls = []
     if spend_micros < rules.min_spend_micros:
         shortfalls.append(
@@ -252,26 +379,37 @@ def _decide(
     if shortfalls:
         return "hold", "; ".join(shortfalls)
 
-    # pROAS sees the cohort's whole predicted life; today's ROAS only its first days.
-    label, evidence = ("pROAS", proas) if proas is not None else ("ROAS", roas)
     volume = f"on {_money(spend_micros, currency)} spend, {installs:,} installs"
-    if evidence is None:
-        return "hold", f"no ROAS or pROAS to judge {volume}"
-    if evidence >= rules.scale_roas:
-        return (
-            "scale",
-            f"{label} {evidence:.2f} over scale threshold {rules.scale_roas:.2f} {volume}",
+    scale, pause, target = rules.scale_roas, rules.pause_roas, rules.target_roas
+    if evidence.proas is None:
+        roas = evidence.roas
+        if roas is None:
+            return "hold", f"no ROAS or pROAS to judge {volume}"
+        if roas >= scale:
+            return (
+                "scale",
+                f"ROAS so far {roas:.2f} already over scale threshold {scale:.2f} {volume}",
+            )
+        return "hold", (
+            f"ROAS so far {roas:.2f}, no pROAS (LTV model unavailable): revenue so far alone "
+            f"is no reason to pause {volume}"
         )
-    if evidence < rules.pause_roas:
-        return (
-            "pause",
-            f"{label} {evidence:.2f} under pause threshold {rules.pause_roas:.2f} {volume}",
-        )
-    side = "at or over" if evidence >= rules.target_roas else "under"
-    return "hold", (
-        f"{label} {evidence:.2f} {side} target {rules.target_roas:.2f}, between pause "
-        f"{rules.pause_roas:.2f} and scale {rules.scale_roas:.2f} thresholds {volume}"
-    )
+    proas = evidence.proas
+    low = proas if evidence.low is None else min(evidence.low, proas)
+    high = proas if evidence.high is None else max(evidence.high, proas)
+    shown = f"pROAS {proas:.2f} [{low:.2f}–{high:.2f}]"
+    if low >= scale:
+        return "scale", f"{shown} over scale threshold {scale:.2f} {volume}"
+    if high < pause:
+        return "pause", f"{shown} under pause threshold {pause:.2f} {volume}"
+    side = "at or over" if proas >= target else "under"
+    if proas >= scale:
+        why = f"interval reaches below scale threshold {scale:.2f}"
+    elif proas < pause:
+        why = f"interval reaches above pause threshold {pause:.2f}"
+    else:
+        why = f"between pause {pause:.2f} and scale {scale:.2f} thresholds"
+    return "hold", f"{shown} {side} target {target:.2f}, {why} {volume}"
 
 
 def _optional_float(value: float | None) -> float | None:

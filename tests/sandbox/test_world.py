@@ -38,6 +38,8 @@ END = date(2026, 11, 27)
 START = END - timedelta(days=39)  # the tiny profile's 40 days
 E1 = END - timedelta(days=12)
 FB_ID = re.compile(r"^238\d{15}$")
+GOOGLE_ID = re.compile(r"^\d{11}$")
+ID_FORMAT = {"facebook": FB_ID, "google_ads": GOOGLE_ID}
 
 
 @pytest.fixture(autouse=True)
@@ -195,20 +197,48 @@ def test_world_json_contract(world: Path) -> None:
     for a in accounts:
         assert re.fullmatch(r"\d{15,16}", a["account_id"]) and a["timezone_name"] == "Asia/Seoul"
     assert meta["media_source_map"]["Facebook Ads"] == "facebook"
+    assert meta["media_source_map"]["googleadwords_int"] == "google_ads"
+    (google,) = meta["google_ads_customers"]
+    assert re.fullmatch(r"\d{10}", google["customer_id"])
+    assert (google["currency_code"], google["time_zone"]) == ("USD", "Asia/Seoul")
+    ads = pd.read_csv(world / "ads.csv", dtype=str)
+    google_campaigns = set(ads.loc[ads["platform"] == "google_ads", "campaign_id"])
+    assert len(meta["google_app_campaign_ids"]) == 1
+    assert set(meta["google_app_campaign_ids"]) < google_campaigns
+
+
+def test_google_ads_campaigns_have_spend_and_mmp_installs(world: Path) -> None:
+    ads = pd.read_csv(world / "ads.csv", dtype=str)
+    google = ads[ads["platform"] == "google_ads"]
+    assert google["campaign_id"].nunique() == 2 and set(google["currency"]) == {"USD"}
+    ad_daily = pd.read_parquet(world / "ad_daily.parquet")
+    assert set(ad_daily["platform"]) == {"facebook", "google_ads"}
+    installs = pd.read_parquet(world / "installs.parquet")
+    from_google = installs[installs["media_source"] == "googleadwords_int"]
+    assert len(from_google) > 100
+    assert set(from_google["campaign_id"]) == set(google["campaign_id"])
+    assert set(from_google["ad_id"]) <= set(google["ad_id"])
 
 
 def test_ids_are_18_digit_strings(world: Path) -> None:
     ads = pd.read_csv(world / "ads.csv", dtype=str)
-    assert len(ads) == 2 * 2 * 2 * 2  # accounts x campaigns x adsets x ads
-    for col in ("campaign_id", "adset_id", "ad_id"):
-        assert ads[col].str.fullmatch(FB_ID).all(), col
-    assert ads["ad_id"].is_unique and ads["campaign_id"].nunique() == 4
+    assert len(ads) == 3 * 2 * 2 * 2  # accounts (2 Facebook, 1 Google) x campaigns x adsets x ads
+    for platform, fmt in ID_FORMAT.items():
+        mine = ads[ads["platform"] == platform]
+        assert len(mine) == 8 * (2 if platform == "facebook" else 1)
+        for col in ("campaign_id", "adset_id", "ad_id"):
+            assert mine[col].str.fullmatch(fmt).all(), (platform, col)
+    assert ads["ad_id"].is_unique and ads["campaign_id"].nunique() == 6
+    platform_of = dict(zip(ads["campaign_id"], ads["platform"], strict=False))
     ad_daily = pd.read_parquet(world / "ad_daily.parquet")
     installs = pd.read_parquet(world / "installs.parquet")
     for df in (ad_daily, installs):
+        paid = df.dropna(subset=["campaign_id"])
         for col in ("campaign_id", "adset_id", "ad_id"):
-            ids = df[col].dropna()
-            assert ids.map(type).eq(str).all() and ids.str.fullmatch(FB_ID).all()
+            ids = paid[col]
+            assert ids.map(type).eq(str).all()
+            fmt = paid["campaign_id"].map(platform_of).map(ID_FORMAT)
+            assert all(f.fullmatch(i) for f, i in zip(fmt, ids, strict=True)), col
     assert set(installs["ad_id"].dropna()) <= set(ads["ad_id"])
 
 
@@ -233,8 +263,10 @@ def test_delivery_is_consistent_and_over_reported(world: Path) -> None:
     assert (ad["clicks"] < ad["impressions"]).all()
     assert (ad["installs_reported"] < ad["clicks"]).all()
     installs = pd.read_parquet(world / "installs.parquet")
-    paid = int((installs["media_source"] == "Facebook Ads").sum())
-    assert ad["installs_reported"].sum() > paid * 1.03  # the platform over-claims
+    for platform, source in (("facebook", "Facebook Ads"), ("google_ads", "googleadwords_int")):
+        paid = int((installs["media_source"] == source).sum())
+        claimed = ad.loc[ad["platform"] == platform, "installs_reported"].sum()
+        assert claimed > paid * 1.03, platform  # the platform over-claims
     assert ad["purchases_reported"].sum() > 0
     assert ad["purchase_value"].map(Decimal).sum() > 0
     # Some ads skip days (zero spend gives no row).
@@ -385,9 +417,9 @@ def test_campaign_spend_matches_ad_daily(world: Path) -> None:
         spend = Decimal(row.spend)
         original[(row.date, row.campaign_id)] += spend
         report[(row.date, row.campaign_id)] += spend * fx[(row.date, currency[row.campaign_id])]
-    fb = truth[truth["platform"] == "facebook"]
-    assert len(fb) == 40 * 4
-    for row in fb.itertuples():
+    paid = truth[truth["platform"] != "organic"]
+    assert len(paid) == 40 * 6 and set(paid["platform"]) == {"facebook", "google_ads"}
+    for row in paid.itertuples():
         key = (row.date, row.campaign_id)
         assert Decimal(row.spend_original) == original.get(key, Decimal(0)), key
         assert Decimal(row.spend_report) == report.get(key, Decimal(0)), key
@@ -438,15 +470,15 @@ def test_revenue_recomputed_from_sources_matches_truth(world: Path) -> None:
         key = (row.date, row.campaign_id)
         assert Decimal(row.revenue_report) == revenue.get(key, Decimal(0)), key
         assert int(row.payers) == len(payers.get(key, ())), key
-    is_fb = truth["platform"] == "facebook"
+    is_paid = truth["platform"] != "organic"
     for row in totals.itertuples():
         t, a = Decimal(row.total_payments_report), Decimal(row.attributed_report)
         o, u = Decimal(row.organic_report), Decimal(row.unattributed_report)
         assert t == total.get(row.date, Decimal(0)) == a + o + u, row.date
         assert u == unattributed.get(row.date, Decimal(0)), row.date
         day = truth["date"] == row.date
-        assert a == sum(map(Decimal, truth[is_fb & day]["revenue_report"]), Decimal(0))
-        assert o == Decimal(truth[~is_fb & day]["revenue_report"].iloc[0])
+        assert a == sum(map(Decimal, truth[is_paid & day]["revenue_report"]), Decimal(0))
+        assert o == Decimal(truth[~is_paid & day]["revenue_report"].iloc[0])
     assert sum(map(Decimal, totals["unattributed_report"])) > 0
     assert sum(map(Decimal, totals["attributed_report"])) > sum(
         map(Decimal, totals["unattributed_report"])

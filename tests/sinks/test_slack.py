@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pathlib
@@ -15,7 +16,15 @@ from slack_sdk.http_retry import builtin_handlers
 
 from adperf.errors import SourceError, TransientSourceError
 from adperf.sandbox.fake_slack import FakeSlack
-from adperf.sinks.slack import build_slack_message, post_message, write_outbox
+from adperf.sinks.slack import (
+    build_campaign_csv,
+    build_slack_message,
+    post_message,
+    publish_report,
+    update_message,
+    upload_files,
+    write_outbox,
+)
 
 TOKEN = "xoxb-test-SECRET-token"
 DAY = "2026-11-27"
@@ -94,7 +103,20 @@ def _assert_within_slack_limits(message: dict[str, Any]) -> None:
     json.dumps(message)  # serializable as is
 
 
+def _cohorts(d0: tuple[float, float], d7: tuple[float, float], as_of: str = DAY) -> pd.DataFrame:
+    """cohort_roas rows as of `as_of`: paid D0 and D7 (revenue, spend), plus organic noise."""
+    rows = [
+        {"as_of": as_of, "platform": "facebook", "age_days": 0, "revenue": d0[0], "spend": d0[1]},
+        {"as_of": as_of, "platform": "facebook", "age_days": 7, "revenue": d7[0], "spend": d7[1]},
+        # Organic cohorts have no spend; their revenue must not count in paid ROAS.
+        {"as_of": as_of, "platform": "organic", "age_days": 0, "revenue": 999.0, "spend": 0.0},
+    ]
+    return pd.DataFrame(rows)
+
+
 def test_message_with_three_campaigns() -> None:
+    before = {"spend": 2000.0, "installs": 100.0, "cpi": 20.0, "revenue": 3000.0,
+              "roas_d0": 0.10, "roas_d7": None, "proas": 1.5}  # fmt: skip
     message = build_slack_message(
         day=DAY,
         currency="USD",
@@ -102,30 +124,80 @@ def test_message_with_three_campaigns() -> None:
         actions=_actions(),
         reconciliation=RECON,
         notes=["Facebook restated 2026-11-25"],
+        cohorts=_cohorts(d0=(250.0, 1000.0), d7=(300.0, 200.0)),
+        day_before=before,
+        week_before=None,
+        attachment="adperf-2026-11-27-campaigns.csv",
     )
     _assert_within_slack_limits(message)
     blocks = message["blocks"]
     assert blocks[0] == {
         "type": "header",
-        "text": {"type": "plain_text", "text": f"adperf — {DAY}"},
+        "text": {"type": "plain_text", "text": f"adperf — {DAY} (Fri)"},
     }
-    totals = json.dumps(blocks[1], ensure_ascii=False)
-    assert "2,234.75 USD" in totals  # 1234.5 + 1000.25, organic spend excluded
-    assert "150 paid · 40 organic" in totals
-    assert "14.90 USD" in totals  # CPI = 2234.75 / 150
-    assert "2,969.12 USD" in totals  # paid revenue 2469 + 500.125
-    assert "133%" in totals  # ROAS = 2969.125 / 2234.75
-    assert "170%" in totals  # pROAS = 3800 / 2234.75
+    fields = {f["text"].split("\n")[0]: f["text"] for f in blocks[1]["fields"]}
+    # 1234.5 + 1000.25, organic spend excluded; +11.7% against 2000 the day before.
+    assert fields["*Spend*"] == "*Spend*\n2,234.75 USD\n+12% d/d · n/a w/w"
+    assert fields["*Installs (paid)*"].startswith("*Installs (paid)*\n150 · 40 organic\n+50% d/d")
+    assert fields["*CPI*"].startswith("*CPI*\n14.90 USD\n−26% d/d")  # 14.898 vs 20: −25.5%
+    # paid revenue 2469 + 500.125; daily ROAS 2969.125 / 2234.75
+    assert fields["*Revenue (paid cohorts)*"].startswith(
+        "*Revenue (paid cohorts)*\n2,969.12 USD · ROAS 133%\n−1% d/d"
+    )
+    # D0 = 250 / 1000 (organic's 999 left out); 25% vs 10% is +15 points, not +150%.
+    assert fields["*ROAS D0*"] == "*ROAS D0*\n25%\n+15 pp d/d · n/a w/w"
+    assert fields["*ROAS D7*"] == "*ROAS D7*\n150%\nn/a d/d · n/a w/w"
+    assert fields["*pROAS*"].startswith("*pROAS*\n170%\n+20 pp d/d")  # 3800 / 2234.75
     text = _texts(message)
+    assert "vs 2026-11-26" in text and "vs 2026-11-20 (same weekday)" in text
     # Names are escaped for mrkdwn; the best campaign is listed first.
     assert "봄 세일 &lt;VIP&gt; &amp; 친구" in text
     assert text.index("봄 세일") < text.index("Search KR")
     assert "scale campaign 0" in text and "pause campaign 0" in text
     assert "hold campaign" not in text
     assert "ROAS scale rule 0" in text
+    assert "All 3 campaigns and 3 actions" in text and "adperf-2026-11-27-campaigns.csv" in text
     assert "Unattributed revenue: 5.0% of payments" in text
     assert "Facebook restated 2026-11-25" in text
-    assert "2,234.75 USD" in message["text"]
+    assert "2,234.75 USD" in message["text"] and "+12% d/d" in message["text"]
+
+
+def test_proas_interval_is_shown_when_the_model_gives_one() -> None:
+    campaigns = _three_campaigns().assign(proas_low=[1.5, 0.6, None], proas_high=[2.1, 1.0, None])
+    message = build_slack_message(
+        day=DAY, currency="USD", campaigns=campaigns, actions=_actions(0, 0, 0),
+        reconciliation=RECON, notes=[],
+    )  # fmt: skip
+    text = _texts(message)
+    assert "pROAS 243% [150–210%]" in text  # 3000 / 1234.5
+    assert "pROAS 80% [60–100%]" in text
+
+
+def test_campaign_csv_has_every_campaign_and_its_action() -> None:
+    campaigns = pd.DataFrame(
+        [_campaign(f"1202{i:014d}", f"캠페인 {i}", 100.0 + i, float(i), 10) for i in range(300)]
+    )
+    actions = _actions(0, 0, 0)
+    actions = pd.DataFrame(
+        [
+            {
+                **_actions(1, 0, 0).iloc[0].to_dict(),
+                "object_id": "120200000000000007",
+                "reason": "pROAS 1.80 over 1.30",
+            }
+        ]  # fmt: skip
+    )
+    data = build_campaign_csv(campaigns, actions)
+    assert data.startswith(b"\xef\xbb\xbf")  # BOM: spreadsheets read the Korean names right
+    table = pd.read_csv(io.BytesIO(data), dtype={"campaign_id": str}, encoding="utf-8-sig")
+    assert len(table) == 300
+    # 18-digit ids stay text (as numbers they would be rounded).
+    assert set(table["campaign_id"]) == {f"1202{i:014d}" for i in range(300)}
+    row = table[table["campaign_id"] == "120200000000000007"].iloc[0]
+    assert row["action"] == "scale" and row["action_reason"] == "pROAS 1.80 over 1.30"
+    assert row["campaign_name"] == "캠페인 7"
+    assert table["action"].notna().sum() == 1
+    assert table["spend"].iloc[0] == 399.0  # largest spend first
 
 
 def test_message_with_300_campaigns_stays_within_limits() -> None:
@@ -184,7 +256,7 @@ def test_undefined_totals_show_na_not_zero() -> None:
         notes=[],
     )  # fmt: skip
     totals = json.dumps(message["blocks"][1])
-    assert "*CPI*\\nn/a" in totals and "*ROAS*\\nn/a" in totals
+    assert "*CPI*\\nn/a" in totals and "ROAS n/a" in totals and "*ROAS D0*\\nn/a" in totals
     assert "No campaign had spend" in _texts(message)
     assert "Unattributed revenue: n/a" in _texts(message)
 
@@ -197,7 +269,7 @@ def test_missing_ltv_is_na_not_zero() -> None:
     )  # fmt: skip
     totals = json.dumps(message["blocks"][1])
     assert "*pROAS*\\nn/a" in totals
-    assert "*ROAS*\\n133%" in totals
+    assert "ROAS 133%" in totals
 
 
 # --- posting -----------------------------------------------------------------------------------
@@ -304,7 +376,7 @@ def test_300_campaign_message_is_accepted_by_the_fake(slack: FakeSlack) -> None:
 
 def test_outbox_write_is_atomic_json(tmp_path: pathlib.Path, message: dict[str, Any]) -> None:
     outbox = tmp_path / "outbox"
-    path = write_outbox(message, outbox, DAY)
+    [path] = write_outbox(message, outbox, DAY)
     assert path == outbox / f"slack-{DAY}.json"
     assert json.loads(path.read_text(encoding="utf-8")) == message
     assert "봄 세일" in path.read_text(encoding="utf-8")  # UTF-8, not \u escapes
@@ -325,3 +397,139 @@ def test_outbox_write_is_atomic_json(tmp_path: pathlib.Path, message: dict[str, 
 def test_outbox_rejects_a_day_that_is_not_a_date(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError):
         write_outbox({"text": "x", "blocks": []}, tmp_path, "../escape")
+
+
+# --- exactly once: post, update, files in the thread ---------------------------------------
+
+
+def _publish(
+    slack: FakeSlack,
+    message: dict[str, Any],
+    content_hash: str,
+    previous: dict[str, Any] | None,
+    saved: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return publish_report(
+        message,
+        [
+            ("adperf-2026-11-27.png", b"\x89PNG fake", "chart"),
+            ("c.csv", b"a,b\n1,2\n", "csv"),
+        ],
+        token=TOKEN,
+        channel="#adperf",
+        base_url=slack.base_url,  # type: ignore[attr-defined]
+        day=DAY,
+        content_hash=content_hash,
+        previous=previous,
+        save=lambda state: saved.append(dict(state)),
+    )
+
+
+def test_publish_posts_then_uploads_files_into_the_thread(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    saved: list[dict[str, Any]] = []
+    state = _publish(slack, message, "h1", None, saved)
+    assert len(slack.messages) == 1 and slack.updates == []
+    ts = slack.messages[0]["ts"]
+    assert state["ts"] == ts and state["content_hash"] == "h1" and state["complete"] is True
+    # The ts is saved before the upload: a failed upload can never lead to a second post.
+    assert saved[0]["ts"] == ts and saved[0]["complete"] is False
+    assert [f["filename"] for f in slack.files] == ["adperf-2026-11-27.png", "c.csv"]
+    assert {f["thread_ts"] for f in slack.files} == {ts}
+    assert slack.files[0]["content"] == b"\x89PNG fake"
+    assert state["file_ids"] == [f["id"] for f in slack.files]
+    paths = [r["path"] for r in slack.requests_seen]
+    assert paths == [
+        "/api/chat.postMessage",
+        "/api/files.getUploadURLExternal",
+        "/api/files.getUploadURLExternal",
+        f"/upload/v1/{slack.files[0]['id']}",
+        f"/upload/v1/{slack.files[1]['id']}",
+        "/api/files.completeUploadExternal",
+    ]
+
+    # Same content again: nothing is sent at all.
+    again = _publish(slack, message, "h1", state, saved)
+    assert again == state and len(slack.requests_seen) == len(paths)
+
+
+def test_changed_content_updates_the_same_message(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    saved: list[dict[str, Any]] = []
+    first = _publish(slack, message, "h1", None, saved)
+    restated = {**message, "text": "restated numbers"}
+    second = _publish(slack, restated, "h2", first, saved)
+    assert len(slack.messages) == 1  # updated, not reposted
+    assert slack.messages[0]["text"] == "restated numbers"
+    assert slack.updates[0]["ts"] == first["ts"]
+    assert second["ts"] == first["ts"] and second["content_hash"] == "h2"
+    assert second["updates"] == 1 and second["complete"] is True
+    # The new chart and CSV go into the same thread, with a comment saying why.
+    assert len(slack.files) == 4 and {f["thread_ts"] for f in slack.files} == {first["ts"]}
+    assert "changed (restated data)" in slack.files[2]["initial_comment"]
+
+
+def test_a_failed_upload_leaves_the_post_and_the_next_run_only_uploads(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    saved: list[dict[str, Any]] = []
+    slack.inject_errors([{"method": "files.completeUploadExternal", "error": "missing_scope"}])
+    with pytest.raises(SourceError) as info:
+        _publish(slack, message, "h1", None, saved)
+    assert "scope" in str(info.value) and "files:write" in str(info.value)
+    marker = saved[-1]
+    assert marker["ts"] == slack.messages[0]["ts"] and marker["complete"] is False
+    state = _publish(slack, message, "h1", marker, saved)
+    assert len(slack.messages) == 1 and slack.updates == []
+    assert state["complete"] is True and len(slack.files) == 2
+
+
+def test_a_deleted_message_is_posted_again(slack: FakeSlack, message: dict[str, Any]) -> None:
+    saved: list[dict[str, Any]] = []
+    stale = {"date": DAY, "delivery": "slack", "channel": "C0123ABCD", "ts": "1.000001",
+             "content_hash": "old", "files_hash": "old", "complete": True}  # fmt: skip
+    state = _publish(slack, message, "h2", stale, saved)
+    assert len(slack.messages) == 1 and state["ts"] == slack.messages[0]["ts"] != "1.000001"
+    assert state["updates"] == 0 and len(slack.files) == 2
+
+
+def test_an_outbox_marker_is_posted_when_a_token_appears(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    outbox = {"date": DAY, "delivery": "outbox", "content_hash": "h1", "complete": True}
+    state = _publish(slack, message, "h1", outbox, [])
+    assert state["delivery"] == "slack" and len(slack.messages) == 1
+
+
+def test_dropped_connection_is_retried_and_posts_once(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    # Slack never saw the first request (the connection broke before an answer): a retry is
+    # safe, and slack-sdk's ConnectionErrorRetryHandler makes it.
+    slack.inject_errors([{"drop": True}])
+    result = post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url)  # type: ignore[attr-defined]
+    assert [r["error"] for r in slack.requests_seen] == ["dropped", None]
+    assert len(slack.messages) == 1 and result["ts"] == slack.messages[0]["ts"]
+
+
+def test_update_and_upload_errors_are_named(slack: FakeSlack, message: dict[str, Any]) -> None:
+    with pytest.raises(SourceError) as info:
+        update_message(message, token="xoxb-wrong", channel="C0123ABCD", ts="1.1",
+                       base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]  # fmt: skip
+    assert "invalid_auth" in str(info.value) and "xoxb-wrong" not in str(info.value)
+    with pytest.raises(SourceError) as info:
+        upload_files([("a.csv", b"x", "a")], token=TOKEN, channel="#nope", thread_ts="1.1",
+                     base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]  # fmt: skip
+    assert "channel '#nope' not found" in str(info.value)
+
+
+def test_outbox_holds_the_files_and_the_json_last(
+    tmp_path: pathlib.Path, message: dict[str, Any]
+) -> None:
+    paths = write_outbox(message, tmp_path, DAY, {"adperf-x.png": b"png", "adperf-x.csv": b"c"})
+    assert [p.name for p in paths] == ["adperf-x.png", "adperf-x.csv", f"slack-{DAY}.json"]
+    assert (tmp_path / "adperf-x.png").read_bytes() == b"png"
+    with pytest.raises(ValueError):
+        write_outbox(message, tmp_path, DAY, {"../x.png": b"png"})

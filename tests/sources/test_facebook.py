@@ -17,7 +17,7 @@ from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.sandbox.fake_graph import FakeGraphApi
 from adperf.schema import AD_SPEND, to_table
 from adperf.sources.facebook import (
-    ASYNC_POLL_S,
+    ASYNC_POLL_CAP_S,
     RATE_LIMIT_WAIT_CAP_S,
     fetch_facebook_spend,
 )
@@ -243,19 +243,109 @@ def test_async_report_run_reads_every_page(serve: Any) -> None:
     assert paths.count(f"/{VERSION}/act_1234567890/insights") == 1  # the POST that starts it
     run_pages = [p for p in paths if p.endswith("/insights") and "act_" not in p]
     assert len(run_pages) == 3
-    assert sleeps.calls and set(sleeps.calls) == {ASYNC_POLL_S}  # polled, never backed off
+    # Two polls before it completes: waits grow (2 s, then 3 s), never a fixed interval.
+    assert sleeps.calls == [2.0, 3.0]
 
 
-def test_a_failed_async_report_is_started_again(serve: Any) -> None:
-    fake = serve([ad_row(i) for i in range(5)], failing_async_runs=1)
+def test_async_polls_back_off_up_to_a_cap(serve: Any) -> None:
+    fake = serve([ad_row(1)], async_polls_until_done=12)
     sleeps = Sleeps()
 
-    df = fetch(fake, sleeps, use_async=True)
+    fetch(fake, sleeps, use_async=True)
+
+    assert sleeps.calls[:4] == [2.0, 3.0, 4.5, 6.75]
+    assert max(sleeps.calls) == ASYNC_POLL_CAP_S and len(sleeps.calls) == 12
+
+
+@pytest.mark.parametrize("outcome", ["failed", "skipped", "stalled"])
+def test_a_failed_skipped_or_stalled_async_report_is_started_again(
+    serve: Any, outcome: str
+) -> None:
+    fake = serve([ad_row(i) for i in range(5)], async_outcomes=[outcome])
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps, use_async=True, async_stall_s=60.0)
 
     assert len(df) == 5 and df["ad_id"].is_unique
     posts = [p for p, params in fake.requests_seen if p.endswith("act_1234567890/insights")]
-    assert len(posts) == 2  # the failed run, then a new one
-    assert sleeps.calls.count(2.0) == 1  # one backoff between the two runs
+    assert len(posts) == 2  # the bad run, then a new one over the same range
+    assert fake.report_run_ranges == [("2026-11-27", "2026-11-27")] * 2
+    if outcome == "stalled":
+        # Polled until 60 s of waiting had passed, then abandoned.
+        assert sum(sleeps.calls[:-3]) >= 60.0
+
+
+def test_an_async_range_that_keeps_failing_is_split_in_halves(serve: Any) -> None:
+    first = DAY - datetime.timedelta(days=27)
+    rows = [
+        ad_row(i, date=(first + datetime.timedelta(days=i % 28)).isoformat(), spend="2.50")
+        for i in range(56)
+    ]
+    # The 28-day run fails twice, then the first half (14 days) fails twice too.
+    fake = serve(rows, async_outcomes=["failed", "skipped", "failed", "failed"])
+
+    df = fetch(fake, use_async=True, first_day=first)
+
+    assert len(df) == 56 and not df.duplicated(["date", "ad_id"]).any()
+    assert int(df["spend_original_micros"].sum()) == 56 * 2_500_000
+    assert fake.report_run_ranges == [
+        ("2026-10-31", "2026-11-27"),
+        ("2026-10-31", "2026-11-27"),
+        ("2026-10-31", "2026-11-13"),
+        ("2026-10-31", "2026-11-13"),
+        ("2026-10-31", "2026-11-06"),
+        ("2026-11-07", "2026-11-13"),
+        ("2026-11-14", "2026-11-27"),
+    ]
+
+
+def test_a_single_day_that_never_completes_raises_transient(serve: Any) -> None:
+    fake = serve([ad_row(1)], async_outcomes=["failed", "failed"])
+
+    with pytest.raises(TransientSourceError) as caught:
+        fetch(fake, use_async=True)
+
+    assert "single day" in caught.value.problem and "Job Failed" in caught.value.problem
+
+
+def test_a_window_is_one_request_with_one_row_per_ad_and_day(serve: Any) -> None:
+    first = DAY - datetime.timedelta(days=27)
+    rows = [
+        ad_row(i % 3, date=(first + datetime.timedelta(days=d)).isoformat(), spend=f"{d}.01")
+        for d in range(28)
+        for i in range(3)
+    ]
+    rows.append(ad_row(1, date=(first - datetime.timedelta(days=1)).isoformat()))  # outside
+    fake = serve(rows, page_size=500)
+
+    df = fetch(fake, first_day=first)
+
+    assert len(df) == 84 and sorted(set(df["date"]))[0] == first.isoformat()
+    assert len(insights_requests(fake)) == 1
+    query = insights_requests(fake)[0]
+    assert json.loads(query["time_range"]) == {"since": "2026-10-31", "until": "2026-11-27"}
+    assert query["time_increment"] == "1"
+    day5 = df[df["date"] == (first + datetime.timedelta(days=5)).isoformat()]
+    assert set(day5["spend_original_micros"]) == {5_010_000}
+
+
+def test_an_account_in_another_timezone_is_a_config_error(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+
+    with pytest.raises(ConfigError, match="act_1234567890.*America/Los_Angeles.*Asia/Seoul"):
+        fetch(fake, report_timezone="Asia/Seoul")
+    assert len(fetch(fake, report_timezone="America/Los_Angeles")) == 1
+
+
+def test_the_fake_sends_usage_headers_with_account_answers(serve: Any) -> None:
+    fake = serve([ad_row(1)])
+    url = f"{fake.base_url}/{VERSION}/act_1234567890"
+    answer = requests.get(
+        url, params={"fields": "currency"}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    usage = json.loads(answer.headers["X-Business-Use-Case-Usage"])
+    assert usage["1234567890"][0]["type"] == "ads_insights"
+    assert "acc_id_util_pct" in json.loads(answer.headers["X-Ad-Account-Usage"])
 
 
 def test_same_account_listed_twice_is_read_once(serve: Any) -> None:

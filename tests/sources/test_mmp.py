@@ -18,7 +18,7 @@ from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourc
 from adperf.pseudonym import pseudonymize_one
 from adperf.sandbox.fake_mmp import CSV_COLUMNS, FakeMmp
 from adperf.schema import INSTALLS, to_table
-from adperf.sources.mmp import fetch_installs
+from adperf.sources.mmp import expected_min_installs, fetch_installs
 
 TOKEN = "af-token-5f1c9e0b-SECRET"
 KEY = b"test-hmac-key"
@@ -297,12 +297,61 @@ def test_day_range_dates_each_install_by_its_local_day(fake: FakeMmp) -> None:
     assert len(df) == 6
 
 
-def test_report_at_the_row_limit_is_refused(fake: FakeMmp) -> None:
-    # Three attributed installs on DAY; AppsFlyer would silently cut the report at the limit.
-    with pytest.raises(SourceError) as info:
-        _fetch(fake.base_url, max_rows=2)  # type: ignore[attr-defined]
-    assert "2-row limit" in str(info.value)
-    assert len(_fetch(fake.base_url, max_rows=4)) == 4  # type: ignore[attr-defined]
+def test_report_at_the_row_limit_is_split_into_smaller_time_ranges(fake: FakeMmp) -> None:
+    # Three attributed installs on DAY (00:05, 12:00, 23:30); AppsFlyer would silently cut the
+    # report at the limit, so a report of exactly max_rows rows is pulled again in halves.
+    whole = _fetch(fake.base_url, max_rows=4)  # type: ignore[attr-defined]
+    fake.requests_seen.clear()
+    split = _fetch(fake.base_url, max_rows=2)  # type: ignore[attr-defined]
+    key = ["device_pid", "install_time"]
+    assert to_table(split.sort_values(key), INSTALLS).equals(
+        to_table(whole.sort_values(key), INSTALLS)
+    )
+    assert len(split) == 4 and not split["device_pid"].duplicated().any()
+    spans = [(r["query"]["from"], r["query"]["to"]) for r in fake.requests_seen]
+    assert spans[0] == ("2026-11-27", "2026-11-27")
+    # Halves meet at 12:00 without overlap (both ends included, as for dates): the installs at
+    # exactly 12:00 come in the later half only.
+    assert ("2026-11-27 00:00", "2026-11-27 11:59") in spans
+    assert ("2026-11-27 12:00", "2026-11-27 23:59") in spans
+
+
+def test_row_limit_within_one_minute_is_a_clear_error(world: pd.DataFrame) -> None:
+    same_minute = [
+        _install(appsflyer_id=f"af-{i}", install_time=_kst("2026-11-27 09:30:00")) for i in (1, 2)
+    ]
+    server = FakeMmp(installs=pd.DataFrame(same_minute), api_token=TOKEN)
+    url = server.start()
+    try:
+        with pytest.raises(SourceError) as info:
+            _fetch(url, max_rows=2)
+    finally:
+        server.stop()
+    assert "2-row limit within one minute (2026-11-27 09:30)" in str(info.value)
+    assert "Fix: raise max_rows" in str(info.value)
+
+
+def test_an_empty_day_after_a_busy_week_is_not_ready(fake: FakeMmp) -> None:
+    empty_day = datetime.date(2026, 1, 1)
+    with pytest.raises(DataNotReady, match="mmp for 2026-01-01: no install at all.*at least 25"):
+        _fetch(fake.base_url, day=empty_day, expected_min=25)  # type: ignore[attr-defined]
+    assert len(_fetch(fake.base_url, day=empty_day, expected_min=0)) == 0  # type: ignore[attr-defined]
+    # Only a day with no install at all is suspicious: a quiet day is data.
+    assert len(_fetch(fake.base_url, expected_min=1000)) == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("previous", "expected"),
+    [
+        ([30, 40, 25, 50, 60, 33, 41], 25),  # a busy week: at least its quietest day
+        ([5, 30, 40, 25, 50, 60, 33, 41], 25),  # only the last 7 days count
+        ([30, 40, 25, 50, 60, 33], 0),  # less than a week of history
+        ([30, 40, 25, 50, 60, 33, 3], 0),  # a quiet day in the week: an empty day is plausible
+        ([], 0),
+    ],
+)
+def test_expected_min_installs(previous: list[int], expected: int) -> None:
+    assert expected_min_installs(previous) == expected
 
 
 def test_app_ids_must_be_strings() -> None:

@@ -123,3 +123,26 @@ def test_rerun_of_a_complete_day_runs_nothing(done: Path) -> None:
     assert result.status == LuigiStatusCode.SUCCESS
     assert "ran successfully" not in result.summary_text
     assert (done / "lake" / "spend" / f"date={END}" / "part-0.parquet").stat().st_mtime_ns == marker
+
+
+def test_range_daily_catch_up_skips_complete_days(done: Path) -> None:
+    """What cron runs: RangeDaily over days that are complete schedules nothing new."""
+    import datetime as dt
+
+    from luigi.tools.range import RangeDaily
+
+    from .conftest import configure
+
+    configure(done)
+    result = luigi.build(
+        [RangeDaily(of=DailyReport, start=END, stop=END + dt.timedelta(days=1))],
+        local_scheduler=True,
+        detailed_summary=True,
+    )
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    ran = (
+        result.summary_text.split("ran successfully")[-1]
+        if "ran successfully" in (result.summary_text)
+        else ""
+    )
+    assert "DailyReport(" not in ran and "LoadReport" not in ran

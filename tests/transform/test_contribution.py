@@ -8,9 +8,14 @@ import pytest
 
 from adperf.transform.contribution import (
     CONTRIBUTION_COLUMNS,
+    MAX_EXACT_PLAYERS,
     PageRankNotConverged,
     build_contribution,
+    build_shapley,
+    match_shapley,
+    match_value,
     pagerank,
+    shapley_values,
 )
 
 D = 0.85
@@ -110,8 +115,15 @@ USER_MAP = pd.DataFrame(
 )
 
 
-def as_dict(out: pd.DataFrame) -> dict[tuple[str, str], int]:
-    return {(r.platform, r.campaign_id): r.assisted_revenue_micros for r in out.itertuples()}
+def as_dict(
+    out: pd.DataFrame, column: str = "assisted_revenue_micros"
+) -> dict[tuple[str, str], int]:
+    """Non-zero values of one column by campaign."""
+    return {
+        (r.platform, r.campaign_id): getattr(r, column)
+        for r in out.itertuples()
+        if getattr(r, column)
+    }
 
 
 def test_only_partner_of_the_only_payer_gets_the_whole_pool() -> None:
@@ -185,15 +197,145 @@ def test_many_campaigns_sum_exactly_to_the_pool() -> None:
     revenue = payments[payments["user_pid"].isin(matched)]["amount_micros"].sum()
     assert out["assisted_revenue_micros"].sum() == round(0.3 * int(revenue))
     assert ("unattributed", "unattributed") in as_dict(out)
-    assert len(out) == 12
+    assert len(as_dict(out)) == 12
 
 
-def test_no_payers_or_payers_matched_only_with_payers_give_an_empty_frame() -> None:
+def test_no_payers_give_an_empty_frame_and_payers_matched_only_with_payers_no_pagerank() -> None:
     events = events_frame([("match", "P", "X", True)])
-    for payments in (
-        payments_frame([("2024-03-09", "P", 10.0)]),
-        payments_frame([(DAY, "P", 10.0), (DAY, "X", 1.0)]),
-    ):
-        out = build_contribution(DAY, events, payments, USER_MAP)
-        assert out.empty and list(out.columns) == CONTRIBUTION_COLUMNS
-        assert out["assisted_revenue_micros"].dtype == np.int64
+    out = build_contribution(DAY, events, payments_frame([("2024-03-09", "P", 10.0)]), USER_MAP)
+    assert out.empty and list(out.columns) == CONTRIBUTION_COLUMNS
+    assert out["assisted_revenue_micros"].dtype == np.int64
+    # X pays too: nobody to credit by PageRank, but X still partnered P's paid match.
+    out = build_contribution(
+        DAY, events, payments_frame([(DAY, "P", 10.0), (DAY, "X", 1.0)]), USER_MAP
+    )
+    assert (out["assisted_revenue_micros"] == 0).all()
+    assert as_dict(out, "shapley_assisted_micros") == {("facebook", "c1"): 2_000_000}
+    assert as_dict(out, "shapley_channel_micros") == {
+        ("facebook", "c1"): 2_000_000,
+        ("facebook", "c9"): 8_000_000,
+    }
+
+
+# --- Shapley ----------------------------------------------------------------------------------
+
+
+def test_shapley_values_of_the_glove_game_by_hand() -> None:
+    # Player 0 holds a left glove, players 1 and 2 a right one; a pair is worth 1. Orders in
+    # which 0 completes a pair: 4 of 6 -> 2/3; each right glove completes it when it follows 0
+    # and precedes the other right glove: 1 of 6 -> 1/6.
+    def v(s: frozenset[int]) -> float:
+        return 1.0 if 0 in s and (1 in s or 2 in s) else 0.0
+
+    np.testing.assert_allclose(shapley_values(3, v), [2 / 3, 1 / 6, 1 / 6], rtol=1e-12)
+    assert shapley_values(0, v).shape == (0,)
+    with pytest.raises(ValueError, match="at most"):
+        shapley_values(MAX_EXACT_PLAYERS + 1, v)
+
+
+SHAPLEY_EVENTS = [
+    ("match", "P", "X", True),
+    ("match", "P", "X", True),
+    ("match", "P", "Y", True),
+    ("match", "P", "Z", False),  # not premium: no paid match
+    ("match", "Q", "X", True),  # Q's refund nets its day to 0: no paid match
+]
+
+
+def test_match_shapley_by_hand_and_against_enumeration() -> None:
+    events = events_frame(SHAPLEY_EVENTS)
+    payments = payments_frame([(DAY, "P", 10.0), (DAY, "Q", 3.0), (DAY, "Q", -3.0)])
+    shares = match_shapley(DAY, events, payments, partner_share=0.2)
+    got = {r.participant_pid: r.share_micros for r in shares.itertuples()}
+    # R = 10; X has 2 of P's 3 premium matches, Y 1: X = 0.2 x 10 x 2/3, Y = 0.2 x 10 / 3,
+    # P = (1 - 0.2) x 10.
+    assert got == pytest.approx({"P": 8 * M, "X": 4 / 3 * M, "Y": 2 / 3 * M}, rel=1e-12)
+    assert sum(got.values()) == pytest.approx(10 * M, rel=1e-12)  # efficiency
+
+    players = ["P", "X", "Y"]
+
+    def v(s: frozenset[int]) -> float:
+        members = frozenset(players[i] for i in s)
+        return match_value(members, "P", {"X": 2, "Y": 1}, 10 * M, 0.2)
+
+    exact = shapley_values(3, v)
+    assert [got[p] for p in players] == pytest.approx(list(exact), rel=1e-12)
+    assert exact.sum() == pytest.approx(v(frozenset({0, 1, 2})), rel=1e-12)
+
+
+def test_channel_shapley_by_hand_and_against_the_channel_game() -> None:
+    events = events_frame(SHAPLEY_EVENTS)
+    payments = payments_frame([(DAY, "P", 10.0)])
+    user_map = pd.DataFrame(
+        {"user_pid": ["P", "X", "Y"], "platform": "facebook", "campaign_id": ["c9", "c1", "c9"]}
+    )
+    out = build_shapley(DAY, events, payments, user_map, partner_share=0.2)
+    channel = as_dict(out, "shapley_channel_micros")
+    # v(c9) = 6 (P alone) + 4/3 (P with Y); v(c1) = 0; v(c9, c1) = 10: c9 = (6 + 4/3 + 10 - 0) / 2
+    # = 8.667, c1 = (0 + 10 - 22/3) / 2 = 1.333; the unit left by rounding goes to c9.
+    assert channel == {("facebook", "c9"): 8_666_667, ("facebook", "c1"): 1_333_333}
+    assert as_dict(out, "shapley_assisted_micros") == {
+        ("facebook", "c1"): 1_333_333,
+        ("facebook", "c9"): 666_667,
+    }
+    owner = {"P": "c9", "X": "c1", "Y": "c9"}
+    camps = ["c9", "c1"]
+
+    def v(s: frozenset[int]) -> float:
+        members = frozenset(u for u, c in owner.items() if c in {camps[i] for i in s})
+        return match_value(members, "P", {"X": 2, "Y": 1}, 10 * M, 0.2)
+
+    exact = shapley_values(2, v)
+    assert [channel[("facebook", c)] for c in camps] == pytest.approx(list(exact), abs=1)
+
+
+def test_channel_shapley_equals_enumeration_on_random_days() -> None:
+    rng = np.random.default_rng(11)
+    users = [f"u{i}" for i in range(9)]
+    camp = {u: f"c{i % 4}" for i, u in enumerate(users)}
+    rows = [
+        ("match", str(a), str(b), bool(rng.random() < 0.6))
+        for a, b in (rng.choice(users, 2, replace=False) for _ in range(40))
+    ]
+    events = events_frame(rows)
+    payments = payments_frame([(DAY, u, float(rng.integers(1, 5000)) / 3) for u in users[:4]])
+    user_map = pd.DataFrame(
+        {"user_pid": users, "platform": "google_ads", "campaign_id": [camp[u] for u in users]}
+    )
+    out = build_shapley(DAY, events, payments, user_map, partner_share=0.25)
+    got = as_dict(out, "shapley_channel_micros")
+
+    camps = sorted(set(camp.values()))
+    expected = np.zeros(len(camps))
+    shares = match_shapley(DAY, events, payments, 0.25)
+    revenue = payments.groupby("user_pid")["amount_micros"].sum()
+    for payer in shares["payer_pid"].unique():  # a sum of games: Shapley adds up
+        mine = events[
+            (events["user_pid"] == payer) & events["premium"].fillna(False).astype(bool)
+            & (events["peer_pid"] != payer)
+        ]  # fmt: skip
+        w = mine.groupby("peer_pid").size().to_dict()
+
+        def v(s: frozenset[int], payer: str = payer, w: dict = w) -> float:
+            inside = {camps[i] for i in s}
+            members = frozenset(u for u in users if camp[u] in inside)
+            return match_value(members, payer, w, float(revenue[payer]), 0.25)
+
+        expected += shapley_values(len(camps), v)
+    assert [got.get(("google_ads", c), 0) for c in camps] == pytest.approx(list(expected), abs=1)
+    assert sum(got.values()) == revenue[shares["payer_pid"].unique()].sum()  # efficiency
+    assert out["shapley_assisted_micros"].sum() == round(0.25 * sum(got.values()))
+
+
+def test_only_the_days_premium_matches_of_payers_count() -> None:
+    events = events_frame([("match", "P", "X", True), ("match", "P", "Y", True)])
+    events.loc[1, "date"] = "2024-03-09"  # the day before: not today's paid match
+    payments = payments_frame([(DAY, "P", 5.0), (DAY, "W", 7.0)])  # W: no premium match
+    out = build_contribution(DAY, events, payments, USER_MAP, partner_share=0.1)
+    assert as_dict(out, "shapley_channel_micros") == {
+        ("facebook", "c9"): 4_500_000,  # P keeps 1 - 0.1
+        ("facebook", "c1"): 500_000,  # X
+    }
+    assert as_dict(out, "shapley_assisted_micros") == {("facebook", "c1"): 500_000}
+    with pytest.raises(ValueError, match="partner_share 0.6 is not in"):
+        build_contribution(DAY, events, payments, USER_MAP, partner_share=0.6)

@@ -17,9 +17,14 @@ from adperf.transform.ltv import (
     COHORT_PLTV_COLUMNS,
     LtvFitError,
     LtvModel,
+    _day_of,
+    _fit_segments,
+    _prepare,
     build_cohort_pltv,
+    build_ltv,
     build_rfm,
     fit_ltv,
+    model_from_row,
     model_row,
     predict_customer_value,
 )
@@ -348,23 +353,27 @@ def installs_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.Da
     return df
 
 
+def new_payer_purchases(model: LtvModel, t: float) -> float:
+    """Expected repeat purchases within t days of a payer who just made the first purchase."""
+    bg = BetaGeoFitter()
+    bg.params_ = pd.Series(model.bgnbd)
+    return float(bg.conditional_expected_number_of_purchases_up_to_time(t, 0, 0.0, 0.0))
+
+
 def test_build_cohort_pltv_by_hand() -> None:
     installs = installs_frame(
         [
-            # history: 4 users installed 9 days before DAY
+            # history: 3 users installed 9 days before DAY, 1 two days before (observed to age 2)
             ("2024-03-01", "h1", "facebook", "c1"),
             ("2024-03-01", "h2", "facebook", "c1"),
-            ("2024-03-01", "h3", "google_ads", "c2"),
-            ("2024-03-01", "h4", "organic", None),
-            # history: 2 users installed 2 days before DAY (observed to age 2 only)
+            ("2024-03-01", "h3", "facebook", "c1"),
+            ("2024-03-01", "h4", "facebook", "c1"),
             ("2024-03-08", "h5", "facebook", "c1"),
-            ("2024-03-08", "h6", "organic", None),
+            ("2024-03-08", "h6", "facebook", "c1"),
             # the cohort
             ("2024-03-10", "u1", "facebook", "c1"),
             ("2024-03-10", "u2", "facebook", "c1"),
-            ("2024-03-10", "u3", "organic", None),
-            ("2024-03-10", "u4", "google_ads", "c2"),
-            ("2024-03-10", None, "google_ads", "c2"),  # unmatched install: not a cohort user
+            ("2024-03-10", None, "facebook", "c1"),  # no user id: valued at the cohort's mean
         ]
     )
     payments = payments_frame(
@@ -374,54 +383,41 @@ def test_build_cohort_pltv_by_hand() -> None:
             ("2024-03-09", "h5", "purchase", 2.0),  # paid at age 1
             ("2024-03-10", "u1", "purchase", 10.0),
             ("2024-03-10", "u1", "refund", -2.0),
-            ("2024-03-10", "u3", "purchase", 3.0),
-            ("2024-03-11", "u4", "purchase", 99.0),  # after DAY: not realized, not known
+            ("2024-03-11", "u2", "purchase", 99.0),  # after DAY: not realized, not known
         ]
     )
-    rfm = build_rfm(payments, DAY)
-    out = build_cohort_pltv(DAY, PREVIOUS, rfm, installs, payments, horizon_days=365)
+    out = build_cohort_pltv(DAY, PREVIOUS, installs, payments, horizon_days=365)
     assert list(out.columns) == COHORT_PLTV_COLUMNS
-    out = out.set_index(["platform", "campaign_id"])
-    assert sorted(out.index) == [("facebook", "c1"), ("google_ads", "c2"), ("organic", "organic")]
-    assert (out["date"] == DAY).all()
-    assert out["installs"].to_dict() == {
-        ("facebook", "c1"): 2,
-        ("google_ads", "c2"): 1,
-        ("organic", "organic"): 1,
-    }
-    assert out["payers"].to_dict() == {
-        ("facebook", "c1"): 1,
-        ("google_ads", "c2"): 0,
-        ("organic", "organic"): 1,
-    }
-    assert out["realized_micros"].to_dict() == {
-        ("facebook", "c1"): 8_000_000,
-        ("google_ads", "c2"): 0,
-        ("organic", "organic"): 3_000_000,
-    }
+    assert out["level"].tolist() == ["campaign", "adset"]
+    camp = out.iloc[0]
+    assert (camp["date"], camp["platform"], camp["campaign_id"]) == (DAY, "facebook", "c1")
+    assert (camp["installs"], camp["users"], camp["payers"]) == (3, 2, 1)
+    assert camp["realized_micros"] == 8_000_000
+    # One campaign: nothing to shrink toward but itself, so its parameters are the pooled ones.
     # Kaplan-Meier over the users unpaid at age 0: at age 1, 5 at risk (h2-h6), h5 pays; at age
     # 2, 4 at risk, none pays; from age 3 only h2-h4 are observed (h6 is censored), h2 pays at 3.
     # S = (1 - 1/5)(1 - 1/3) = 8/15, so P(pay later | unpaid at install day) = 7/15 (a naive
-    # converted / unpaid count would give 2/5).
+    # converted / unpaid count would give 2/5); first purchases at age 1 (1/5) and 3 (4/15).
     p_later = 7 / 15
-    new_buyer_future = expected_purchases_new_customer(PREVIOUS, 365.0) * 30.0
-    # Mean first purchase day's revenue over h1, h2, h5, u1, u3: (5 + 4 + 2 + 8 + 3) / 5 = 4.4.
-    new_payer = 4.4 + new_buyer_future
-    expected = {
-        ("facebook", "c1"): 8.0 + new_buyer_future + 1 * p_later * new_payer,
-        ("google_ads", "c2"): 1 * p_later * new_payer,
-        ("organic", "organic"): 3.0 + new_buyer_future,
-    }
-    for key, units in expected.items():
-        assert out.loc[key, "pltv_micros"] == pytest.approx(units * M, abs=1), key
-        assert out.loc[key, "pltv_micros"] >= out.loc[key, "realized_micros"]
+    first_day = (5 + 4 + 2) / 3  # the older payers' first purchase days
+    spend = 15.0 * 6.0 / (4.0 - 1.0)  # no repeat purchase yet: Gamma-Gamma's mean, v p / (q - 1)
+    repeats_after = 1 / 5 * new_payer_purchases(PREVIOUS, 364) + 4 / 15 * new_payer_purchases(
+        PREVIOUS, 362
+    )
+    nonpayer = p_later * first_day + spend * repeats_after
+    payer_future = new_payer_purchases(PREVIOUS, 365.0) * spend  # u1: (0, 0, 0)
+    per_user = (8.0 + payer_future + nonpayer) / 2
+    assert camp["pltv_micros"] == pytest.approx(3 * per_user * M, abs=2)
+    assert camp["pltv_low_micros"] < camp["pltv_micros"] < camp["pltv_high_micros"]
+    adset = out.iloc[1]
+    assert adset["adset_id"] == "unattributed" and adset["pltv_micros"] == camp["pltv_micros"]
     assert out["pltv_micros"].dtype == np.int64
 
 
 def test_build_cohort_pltv_without_history_values_nonpayers_at_zero() -> None:
     installs = installs_frame([(DAY, "u1", "facebook", "c1"), (DAY, "u2", "facebook", "c1")])
     payments = payments_frame([(DAY, "u1", "purchase", 2.0)])
-    out = build_cohort_pltv(DAY, PREVIOUS, build_rfm(payments, DAY), installs, payments)
+    out = build_cohort_pltv(DAY, PREVIOUS, installs, payments)
     new_buyer_future = expected_purchases_new_customer(PREVIOUS, 365.0) * 30.0
     assert out["pltv_micros"].iloc[0] == pytest.approx((2.0 + new_buyer_future) * M, abs=1)
 
@@ -429,5 +425,65 @@ def test_build_cohort_pltv_without_history_values_nonpayers_at_zero() -> None:
 def test_build_cohort_pltv_empty_cohort() -> None:
     installs = installs_frame([("2024-03-09", "u1", "facebook", "c1")])
     payments = payments_frame([("2024-03-09", "u1", "purchase", 2.0)])
-    out = build_cohort_pltv(DAY, PREVIOUS, build_rfm(payments, DAY), installs, payments)
+    out = build_cohort_pltv(DAY, PREVIOUS, installs, payments)
     assert out.empty and list(out.columns) == COHORT_PLTV_COLUMNS
+
+
+def synthetic_history(
+    rates: dict[str, tuple[int, float]], seed: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Installs over 60 days before DAY per campaign (n users, share paying at age 1..5)."""
+    rng = np.random.default_rng(seed)
+    inst, pay = [], []
+    for campaign, (n, share) in rates.items():
+        for i in range(n):
+            day = (pd.Timestamp(DAY) - pd.Timedelta(days=int(rng.integers(10, 60)))).date()
+            uid = f"{campaign}-{i}"
+            inst.append((day.isoformat(), uid, "facebook", campaign))
+            if rng.random() < share:
+                paid = day + pd.Timedelta(days=int(rng.integers(1, 6)))
+                pay.append((paid.isoformat(), uid, "purchase", 5.0))
+    return installs_frame(inst), payments_frame(pay)
+
+
+def test_campaign_conversion_is_its_own_with_evidence_and_pooled_without() -> None:
+    installs, payments = synthetic_history(
+        {"big_good": (3000, 0.10), "big_bad": (3000, 0.02), "tiny": (12, 0.5)}
+    )
+    fit = _fit_segments(_prepare(payments, installs), _day_of(DAY), PREVIOUS, 365, grid=400)
+    seg = fit.segments["campaign"]
+    convert = dict(zip(seg.keys["campaign_id"], 1 - np.prod(1 - seg.hazard, axis=1), strict=True))
+    assert convert["big_good"] == pytest.approx(0.10, abs=0.015)
+    assert convert["big_bad"] == pytest.approx(0.02, abs=0.006)
+    # 12 users, 5 payers: far from the others on little evidence, so pulled toward the pool
+    # (6%) -- not all the way: the campaigns do differ (2% vs 10%), so the prior is wide.
+    raw_tiny = payments["user_pid"].str.startswith("tiny").sum() / 12
+    assert raw_tiny == pytest.approx(5 / 12)
+    assert 0.1 < convert["tiny"] < raw_tiny - 0.1
+
+
+# --- backtest and the last good model ---------------------------------------------------------
+
+
+def test_model_row_round_trip_marks_fallback() -> None:
+    row = model_row(
+        "2024-03-10", PREVIOUS, model_date="2024-03-08", backtest_result=(0.1, -0.02, 7)
+    )
+    assert row["model_date"] == "2024-03-08"
+    assert (row["backtest_mape"], row["backtest_bias"]) == (0.1, -0.02)
+    found = model_from_row(row)
+    assert found is not None and found[0] == "2024-03-08"
+    assert found[1].bgnbd == PREVIOUS.bgnbd and found[1].gammagamma == PREVIOUS.gammagamma
+    # A failed fit's row holds no model.
+    assert model_from_row({"date": "2024-03-10", "params": '{"error": "x"}'}) is None
+
+
+def test_build_ltv_falls_back_to_the_last_good_model_and_says_so() -> None:
+    installs = installs_frame([(DAY, "u1", "facebook", "c1"), (DAY, "u2", "facebook", "c1")])
+    payments = payments_frame([(DAY, "u1", "purchase", 2.0)])  # nobody repeats: no fit
+    row, pltv = build_ltv(DAY, payments, installs)
+    assert row["converged"] is False and row["model_date"] is None and pltv.empty
+    row, pltv = build_ltv(DAY, payments, installs, initial=PREVIOUS, initial_date="2024-03-08")
+    assert row["converged"] is False and row["model_date"] == "2024-03-08"
+    assert json.loads(row["params"])["bgnbd"] == PREVIOUS.bgnbd
+    assert not pltv.empty

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from adperf.schema import INSTALLS, SPEND
-from adperf.transform.report import Rules, build_actions, build_campaign_report
+from adperf.transform.ltv import COHORT_PLTV_COLUMNS
+from adperf.transform.report import (
+    Rules,
+    build_actions,
+    build_adset_report,
+    build_campaign_report,
+)
 
 DAY = "2026-11-27"
 
@@ -117,21 +123,29 @@ def contribution(*rows: tuple[str, str, int]) -> pd.DataFrame:
     )
 
 
-def pltv(*rows: tuple[str, str, int]) -> pd.DataFrame:
-    """pLTV rows of DAY from (platform, campaign_id, pltv_micros)."""
+def pltv(
+    *rows: tuple[str, str, int], level: str = "campaign", adset: str | None = None
+) -> pd.DataFrame:
+    """pLTV rows of DAY from (platform, campaign_id, pltv_micros); the interval is +-20%."""
     return pd.DataFrame(
         [
             {
                 "date": DAY,
+                "level": level,
                 "platform": p,
                 "campaign_id": c,
+                "adset_id": adset,
                 "installs": 0,
+                "users": 0,
                 "payers": 0,
+                "realized_micros": 0,
                 "pltv_micros": m,
+                "pltv_low_micros": m * 8 // 10,
+                "pltv_high_micros": m * 12 // 10,
             }
             for p, c, m in rows
         ],
-        columns=["date", "platform", "campaign_id", "installs", "payers", "pltv_micros"],
+        columns=COHORT_PLTV_COLUMNS,
     )
 
 
@@ -159,9 +173,16 @@ def test_campaign_report_by_hand() -> None:
             ("unattributed", "unattributed", "unattributed", None, 2, 700_000),
         ),
         contribution(("facebook", "c1", 250_000)),
-        pltv(("facebook", "c1", 6_000_000), ("google_ads", "g2", 1_000_000)),
+        pd.concat(
+            [
+                pltv(("facebook", "c1", 6_000_000), ("google_ads", "g2", 1_000_000)),
+                # adset rows are not the campaign's
+                pltv(("facebook", "c1", 99_000_000), level="adset", adset="s"),
+            ]
+        ),
     )
     zero = {"spend_micros": 0, "impressions": 0, "clicks": 0}
+    none = {"proas_low": None, "proas_high": None}
     assert records(got) == [
         {
             "date": DAY,
@@ -179,6 +200,8 @@ def test_campaign_report_by_hand() -> None:
             "assisted_revenue_micros": 250_000,
             "pltv_micros": 6_000_000,
             "proas": 1.5,
+            "proas_low": pytest.approx(1.2),
+            "proas_high": pytest.approx(1.8),
         },
         {
             "date": DAY,
@@ -194,6 +217,7 @@ def test_campaign_report_by_hand() -> None:
             "assisted_revenue_micros": 0,
             "pltv_micros": None,
             "proas": None,
+            **none,
         },
         {
             "date": DAY,
@@ -211,6 +235,7 @@ def test_campaign_report_by_hand() -> None:
             "assisted_revenue_micros": 0,
             "pltv_micros": 1_000_000,
             "proas": None,
+            **none,
         },
         {
             "date": DAY,
@@ -226,6 +251,7 @@ def test_campaign_report_by_hand() -> None:
             "assisted_revenue_micros": 0,
             "pltv_micros": None,
             "proas": None,
+            **none,
         },
     ]
     assert "unattributed" not in set(got["platform"]) | set(got["campaign_id"])
@@ -268,8 +294,13 @@ def test_campaign_report_rejects_rows_of_another_day() -> None:
         )
 
 
-def report(*rows: tuple[str, str, int, int, float | None, float | None]) -> pd.DataFrame:
-    """Campaign report rows from (platform, campaign_id, spend_micros, installs, roas, proas)."""
+Interval = tuple[float, float] | None
+
+
+def report(
+    *rows: tuple[str, str, int, int, float | None, float | None, Interval],
+) -> pd.DataFrame:
+    """Campaign report rows from (platform, id, spend_micros, installs, roas, proas, interval)."""
     data = [
         {
             "date": DAY,
@@ -280,91 +311,117 @@ def report(*rows: tuple[str, str, int, int, float | None, float | None]) -> pd.D
             "installs": n,
             "roas": r,
             "proas": q,
+            "proas_low": None if ci is None else ci[0],
+            "proas_high": None if ci is None else ci[1],
         }
-        for p, c, s, n, r, q in rows
+        for p, c, s, n, r, q, ci in rows
     ]
     out = pd.DataFrame(data)
-    return out.astype({"roas": "Float64", "proas": "Float64"})
+    return out.astype(
+        {"roas": "Float64", "proas": "Float64", "proas_low": "Float64", "proas_high": "Float64"}
+    )
 
 
 OLD = "2026-11-01"  # 26 days before DAY: old enough
+VOLUME = "on $4,200.00 spend, 310 installs"
+BIG = ("facebook", "c1", 4_200_000_000, 310)
 
 
 @pytest.mark.parametrize(
     ("row", "first_spend", "action", "reason"),
     [
+        # the whole interval over the scale threshold (the low end exactly at it counts)
         (
-            ("facebook", "c1", 4_200_000_000, 310, 0.9, 1.82),
+            (*BIG, 0.9, 1.82, (1.3, 2.1)),
             OLD,
             "scale",
-            "pROAS 1.82 over scale threshold 1.30 on $4,200.00 spend, 310 installs",
+            f"pROAS 1.82 [1.30–2.10] over scale threshold 1.30 {VOLUME}",
         ),
-        # no pROAS: ROAS is the evidence; exactly at the threshold scales
+        # the point over the threshold, the interval not: hold
         (
-            ("facebook", "c1", 150_000_000, 1_234, 1.3, None),
+            (*BIG, 0.9, 1.82, (1.2, 2.5)),
             OLD,
-            "scale",
-            "ROAS 1.30 over scale threshold 1.30 on $150.00 spend, 1,234 installs",
+            "hold",
+            f"pROAS 1.82 [1.20–2.50] at or over target 1.00, interval reaches below scale "
+            f"threshold 1.30 {VOLUME}",
         ),
-        # pROAS wins over a good ROAS
+        # the whole interval under the pause threshold, whatever ROAS says
         (
-            ("facebook", "c1", 150_000_000, 60, 2.0, 0.4),
+            (*BIG, 2.0, 0.3, (0.2, 0.45)),
             OLD,
             "pause",
-            "pROAS 0.40 under pause threshold 0.50 on $150.00 spend, 60 installs",
+            f"pROAS 0.30 [0.20–0.45] under pause threshold 0.50 {VOLUME}",
+        ),
+        # the high end exactly at the pause threshold: not clearly under it
+        (
+            (*BIG, 0.1, 0.3, (0.2, 0.5)),
+            OLD,
+            "hold",
+            f"pROAS 0.30 [0.20–0.50] under target 1.00, interval reaches above pause threshold "
+            f"0.50 {VOLUME}",
         ),
         (
-            ("google_ads", "g1", 100_000_000, 50, 0.49, None),
+            (*BIG, 0.2, 1.1, (0.8, 1.4)),
+            OLD,
+            "hold",
+            f"pROAS 1.10 [0.80–1.40] at or over target 1.00, between pause 0.50 and scale 1.30 "
+            f"thresholds {VOLUME}",
+        ),
+        # a pROAS without an interval (an older partition): the point is the interval
+        (
+            ("facebook", "c1", 150_000_000, 60, 2.0, 0.4, None),
+            OLD,
+            "pause",
+            "pROAS 0.40 [0.40–0.40] under pause threshold 0.50 on $150.00 spend, 60 installs",
+        ),
+        # no pROAS: ROAS so far is a lower bound -- enough to scale, never to pause
+        (
+            ("facebook", "c1", 150_000_000, 1_234, 1.3, None, None),
+            OLD,
+            "scale",
+            "ROAS so far 1.30 already over scale threshold 1.30 on $150.00 spend, 1,234 installs",
+        ),
+        (
+            ("google_ads", "g1", 100_000_000, 50, 0.2, None, None),
             "2026-11-20",
-            "pause",
-            "ROAS 0.49 under pause threshold 0.50 on $100.00 spend, 50 installs",
+            "hold",
+            "ROAS so far 0.20, no pROAS (LTV model unavailable): revenue so far alone is no "
+            "reason to pause on $100.00 spend, 50 installs",
         ),
         (
-            ("facebook", "c1", 150_000_000, 60, 0.2, 1.1),
+            ("facebook", "c1", 150_000_000, 60, None, None, None),
             OLD,
             "hold",
-            (
-                "pROAS 1.10 at or over target 1.00, between pause 0.50 and scale 1.30 thresholds"
-                " on $150.00 spend, 60 installs"
-            ),
+            "no ROAS or pROAS to judge on $150.00 spend, 60 installs",
         ),
+        # each minimum alone holds, whatever the evidence
         (
-            ("facebook", "c1", 150_000_000, 60, 0.5, None),
-            OLD,
-            "hold",
-            (
-                "ROAS 0.50 under target 1.00, between pause 0.50 and scale 1.30 thresholds"
-                " on $150.00 spend, 60 installs"
-            ),
-        ),
-        # each minimum alone holds, whatever the ROAS
-        (
-            ("facebook", "c1", 12_000_000, 310, 9.0, 9.0),
+            ("facebook", "c1", 12_000_000, 310, 9.0, 9.0, (8.0, 10.0)),
             OLD,
             "hold",
             "only $12.00 spend (< $100.00 minimum)",
         ),
         (
-            ("facebook", "c1", 4_200_000_000, 30, 0.1, 0.1),
+            ("facebook", "c1", 4_200_000_000, 30, 0.1, 0.1, (0.05, 0.2)),
             OLD,
             "hold",
             "only 30 installs (< 50 minimum)",
         ),
         (
-            ("facebook", "c1", 4_200_000_000, 310, 9.0, 9.0),
+            (*BIG, 9.0, 9.0, (8.0, 10.0)),
             "2026-11-24",
             "hold",
             "only 3 days since first spend (< 7 minimum)",
         ),
         (
-            ("facebook", "c1", 4_200_000_000, 310, 9.0, 9.0),
+            (*BIG, 9.0, 9.0, (8.0, 10.0)),
             None,
             "hold",
             "only 0 days since first spend (< 7 minimum)",
         ),
         # all three short: all three said
         (
-            ("facebook", "c1", 0, 0, None, None),
+            ("facebook", "c1", 0, 0, None, None, None),
             None,
             "hold",
             (
@@ -375,7 +432,7 @@ OLD = "2026-11-01"  # 26 days before DAY: old enough
     ],
 )
 def test_actions_each_branch(
-    row: tuple[str, str, int, int, float | None, float | None],
+    row: tuple[str, str, int, int, float | None, float | None, Interval],
     first_spend: str | None,
     action: str,
     reason: str,
@@ -394,6 +451,9 @@ def test_actions_each_branch(
             "roas": row[4],
             "proas": row[5],
             "spend_micros": row[2],
+            "parent_id": row[1],
+            "proas_low": None if row[6] is None else row[6][0],
+            "proas_high": None if row[6] is None else row[6][1],
         }
     ]
 
@@ -402,10 +462,10 @@ def test_actions_skip_organic_and_order_by_platform_then_id() -> None:
     got = build_actions(
         DAY,
         report(
-            ("google_ads", "g1", 0, 0, None, None),
-            ("organic", "organic", 0, 500, None, None),
-            ("facebook", "c2", 0, 0, None, None),
-            ("facebook", "c1", 0, 0, None, None),
+            ("google_ads", "g1", 0, 0, None, None, None),
+            ("organic", "organic", 0, 500, None, None, None),
+            ("facebook", "c2", 0, 0, None, None, None),
+            ("facebook", "c1", 0, 0, None, None, None),
         ),
         {},
         Rules(),
@@ -420,12 +480,60 @@ def test_actions_skip_organic_and_order_by_platform_then_id() -> None:
 def test_actions_reason_uses_rules_and_currency() -> None:
     rules = Rules(scale_roas=2.0, min_spend_micros=1_000_000, min_installs=1, min_age_days=0)
     got = build_actions(
-        DAY, report(("facebook", "c1", 2_500_000_000, 1, 1.9, None)), {}, rules, currency="EUR"
+        DAY,
+        report(("facebook", "c1", 2_500_000_000, 1, 1.9, 1.9, (1.7, 2.1))),
+        {},
+        rules,
+        currency="EUR",
     )
     assert got["action"].tolist() == ["hold"]
     assert got["reason"].tolist() == [
-        (
-            "ROAS 1.90 at or over target 1.00, between pause 0.50 and scale 2.00 thresholds"
-            " on €2,500.00 spend, 1 installs"
-        )
+        "pROAS 1.90 [1.70–2.10] at or over target 1.00, between pause 0.50 and scale 2.00"
+        " thresholds on €2,500.00 spend, 1 installs"
     ]
+
+
+def test_adset_report_and_actions_use_the_adsets_own_installs_and_plv() -> None:
+    spend_rows = spend(
+        ("facebook", "c1", "a1", 300_000_000, 0, 0), ("facebook", "c1", "a2", 200_000_000, 0, 0)
+    )
+    spend_rows["adset_id"] = ["s1", "s2"]
+    spend_rows["adset_name"] = ["good", "bad"]
+    mmp = installs(*[(f"u{i}", "facebook", "c1") for i in range(160)], ("o", "organic", None))
+    mmp["adset_id"] = ["s1"] * 100 + ["s2"] * 60 + [None]
+    attributed = attribution(("facebook", "c1", "n", "a1", 3, 60_000_000))
+    attributed["adset_id"] = "s1"
+    values = pd.concat(
+        [
+            pltv(("facebook", "c1", 700_000_000)),
+            pltv(("facebook", "c1", 600_000_000), level="adset", adset="s1"),
+            pltv(("facebook", "c1", 40_000_000), level="adset", adset="s2"),
+        ]
+    )
+    adsets = build_adset_report(DAY, spend_rows, mmp, attributed, values)
+    assert records(adsets[["adset_id", "adset_name", "spend_micros", "installs", "roas"]]) == [
+        {"adset_id": "s1", "adset_name": "good", "spend_micros": 300_000_000, "installs": 100,
+         "roas": 0.2},
+        {"adset_id": "s2", "adset_name": "bad", "spend_micros": 200_000_000, "installs": 60,
+         "roas": 0.0},
+    ]  # fmt: skip
+    assert adsets["proas"].tolist() == [2.0, 0.2]
+    assert adsets["proas_low"].tolist() == [pytest.approx(1.6), pytest.approx(0.16)]
+    campaigns = report(("facebook", "c1", 500_000_000, 160, 0.12, 1.4, (1.12, 1.68)))
+    first = {("facebook", "c1"): OLD}
+    got = build_actions(
+        DAY,
+        campaigns,
+        first,
+        Rules(),
+        adset_report=adsets,
+        adset_first_spend_dates={("facebook", "s1"): OLD, ("facebook", "s2"): OLD},
+    )
+    assert got[["level", "object_id", "parent_id", "action"]].values.tolist() == [
+        ["campaign", "c1", "c1", "hold"],
+        ["adset", "s1", "c1", "scale"],
+        ["adset", "s2", "c1", "pause"],
+    ]
+    assert got["reason"].iloc[1] == (
+        "pROAS 2.00 [1.60–2.40] over scale threshold 1.30 on $300.00 spend, 100 installs"
+    )

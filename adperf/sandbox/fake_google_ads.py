@@ -1,0 +1,330 @@
+"""A local fake of the Google Ads API's `GoogleAdsService.SearchStream`, for the sandbox and tests.
+
+A real gRPC server on 127.0.0.1 speaking the SDK's own message types (the google-ads package's
+generated proto-plus classes), so the real `GoogleAdsClient` talks to it unchanged:
+
+- `SearchStream(customer_id, query)` answers GAQL over `ad_group_ad` (ad-level rows of ad-level
+  campaigns), `campaign` (every campaign, App campaigns included) and `customer`, filtered by
+  `segments.date BETWEEN 'a' AND 'b'`, in batches of `batch_rows` rows per response
+  (https://developers.google.com/google-ads/api/docs/reporting/streaming);
+- errors as the real API sends them: a gRPC status plus a serialized `GoogleAdsFailure` in the
+  trailing metadata key `google.ads.googleads.<version>.errors.googleadsfailure-bin`, with
+  `QuotaErrorDetails.retry_delay` for quota errors
+  (https://developers.google.com/google-ads/api/docs/best-practices/error-types);
+- the `developer-token` request header is checked; `login-customer-id` is recorded.
+
+Faults are injected per call (`inject_errors`): an error status, a stream that breaks after some
+rows, or a stream that hangs until the client's deadline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent import futures
+from decimal import Decimal
+from typing import Any, NoReturn, Self
+
+import grpc
+import pandas as pd
+
+API_VERSION = "v26"
+SERVICE = f"google.ads.googleads.{API_VERSION}.services.GoogleAdsService"
+FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
+
+_svc = importlib.import_module(
+    f"google.ads.googleads.{API_VERSION}.services.types.google_ads_service"
+)
+_err = importlib.import_module(f"google.ads.googleads.{API_VERSION}.errors.types.errors")
+
+AD_ROW_COLUMNS = (
+    "date",
+    "customer_id",
+    "campaign_id",
+    "campaign_name",
+    "channel_type",  # advertising_channel_type, e.g. SEARCH, MULTI_CHANNEL (App campaigns)
+    "ad_group_id",
+    "ad_group_name",
+    "ad_id",
+    "ad_name",
+    "ad_level",  # False: delivery the API reports at campaign level only (App campaigns)
+    "impressions",
+    "clicks",
+    "cost_micros",
+    "conversions",
+)
+CUSTOMER_KEYS = ("customer_id", "descriptive_name", "currency_code", "time_zone")
+
+_FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
+_DATES = re.compile(
+    r"segments\.date\s+BETWEEN\s+'(\d{4}-\d\d-\d\d)'\s+AND\s+'(\d{4}-\d\d-\d\d)'", re.IGNORECASE
+)
+
+
+class FakeGoogleAds:
+    """A fake GoogleAdsService on a free loopback port (insecure gRPC, no OAuth)."""
+
+    def __init__(
+        self,
+        *,
+        customers: list[dict[str, str]],
+        ad_rows: pd.DataFrame,
+        developer_token: str,
+        batch_rows: int = 10_000,
+    ) -> None:
+        for customer in customers:
+            absent = [k for k in CUSTOMER_KEYS if k not in customer]
+            if absent:
+                raise ValueError(f"customer {customer!r} is missing keys {absent}")
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be at least 1")
+        self._customers = {str(c["customer_id"]): dict(c) for c in customers}
+        self._developer_token = developer_token
+        self._batch_rows = batch_rows
+        self._lock = threading.Lock()
+        self._errors: deque[dict[str, Any]] = deque()
+        self._rows: list[dict[str, Any]] = []
+        self.set_rows(ad_rows)
+        self._server: grpc.Server | None = None
+        self.endpoint = ""
+        # (customer_id, FROM resource, since, until, login-customer-id) of every call.
+        self.calls: list[tuple[str, str, str, str, str | None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Serve on 127.0.0.1 in background threads; return 'host:port'."""
+        if self._server is not None:
+            return self.endpoint
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "SearchStream": grpc.unary_stream_rpc_method_handler(
+                    self._search_stream,
+                    request_deserializer=_svc.SearchGoogleAdsStreamRequest.deserialize,
+                    response_serializer=_svc.SearchGoogleAdsStreamResponse.serialize,
+                )
+            },
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        self.endpoint = f"127.0.0.1:{port}"
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop serving (cancelling streams still open) and release the port."""
+        if self._server is None:
+            return
+        self._server.stop(grace=None).wait(5)
+        self._server = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test controls ---------------------------------------------------------------------
+
+    def set_rows(self, ad_rows: pd.DataFrame) -> None:
+        """Replace the delivery served (e.g. the platform restating recent days)."""
+        missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
+        if missing:
+            raise ValueError(f"ad_rows is missing columns {missing}")
+        rows: list[dict[str, Any]] = [
+            {str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+            for r in ad_rows[list(AD_ROW_COLUMNS)].to_dict("records")
+        ]
+        with self._lock:
+            self._rows = rows
+
+    def inject_errors(self, errors: list[dict[str, Any]]) -> None:
+        """Queue faults: each next SearchStream call takes the next one.
+
+        Keys: `code` (a grpc.StatusCode name, default INTERNAL), `error` (a (field, enum name)
+        pair of GoogleAdsError.error_code, e.g. ('quota_error', 'RESOURCE_TEMPORARILY_EXHAUSTED');
+        without it no GoogleAdsFailure is sent), `message`, `retry_delay_s` (quota errors);
+        `after_rows: n` streams n rows first (a stream breaking midway); `hang: True` sends
+        nothing until the client gives up (its deadline).
+        """
+        with self._lock:
+            self._errors.extend(dict(e) for e in errors)
+
+    # -- the RPC ---------------------------------------------------------------------------
+
+    def _search_stream(self, request: Any, context: grpc.ServicerContext) -> Any:
+        metadata = dict(context.invocation_metadata())
+        query = str(request.query)
+        found = _FROM.search(query)
+        resource = found.group(1).lower() if found else ""
+        dates = _DATES.search(query)
+        since, until = (dates.group(1), dates.group(2)) if dates else ("", "")
+        customer_id = str(request.customer_id)
+        with self._lock:
+            self.calls.append(
+                (customer_id, resource, since, until, metadata.get("login-customer-id"))
+            )
+            fault = self._errors.popleft() if self._errors else None
+        request_id = uuid.uuid4().hex[:22]
+        context.set_trailing_metadata((("request-id", request_id),))
+        if fault is not None and not fault.get("after_rows") and not fault.get("hang"):
+            _abort(context, fault, request_id)
+        if metadata.get("developer-token") != self._developer_token:
+            _abort(
+                context,
+                {
+                    "code": "UNAUTHENTICATED",
+                    "error": ("authentication_error", "DEVELOPER_TOKEN_INVALID"),
+                    "message": "The developer token is not valid.",
+                },
+                request_id,
+            )
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            _abort(
+                context,
+                {
+                    "code": "PERMISSION_DENIED",
+                    "error": ("authorization_error", "USER_PERMISSION_DENIED"),
+                    "message": "User doesn't have permission to access customer.",
+                },
+                request_id,
+            )
+        if fault is not None and fault.get("hang"):
+            # A stream that never answers: wait until the client cancels (its deadline).
+            while context.is_active():
+                time.sleep(0.01)
+            return
+        rows = self._select(customer, resource, since, until)
+        sent = 0
+        limit = int(fault["after_rows"]) if fault is not None else None
+        for start in range(0, max(len(rows), 1), self._batch_rows):
+            batch = rows[start : start + self._batch_rows]
+            if limit is not None and sent + len(batch) >= limit:
+                batch = batch[: limit - sent]
+                if batch:
+                    yield _svc.SearchGoogleAdsStreamResponse(results=batch, request_id=request_id)
+                _abort(context, fault or {}, request_id)
+            sent += len(batch)
+            yield _svc.SearchGoogleAdsStreamResponse(results=batch, request_id=request_id)
+
+    def _select(self, customer: dict[str, str], resource: str, since: str, until: str) -> list[Any]:
+        cid = str(customer["customer_id"])
+        base = {
+            "id": int(cid),
+            "descriptive_name": customer["descriptive_name"],
+            "currency_code": customer["currency_code"],
+            "time_zone": customer["time_zone"],
+        }
+        if resource == "customer":
+            return [_svc.GoogleAdsRow(customer=base)]
+        with self._lock:
+            mine = [
+                r
+                for r in self._rows
+                if str(r["customer_id"]) == cid and (not since or since <= r["date"] <= until)
+            ]
+        if resource == "ad_group_ad":
+            return [
+                _svc.GoogleAdsRow(
+                    customer=base,
+                    campaign=_campaign(r),
+                    ad_group={"id": int(r["ad_group_id"]), "name": r["ad_group_name"]},
+                    ad_group_ad={"ad": {"id": int(r["ad_id"]), "name": r["ad_name"] or ""}},
+                    segments={"date": r["date"]},
+                    metrics=_metrics(r),
+                )
+                for r in mine
+                if r["ad_level"]
+            ]
+        if resource == "campaign":
+            totals: dict[tuple[str, str], dict[str, Any]] = {}
+            for r in mine:
+                key = (r["date"], str(r["campaign_id"]))
+                t = totals.setdefault(
+                    key, {**r, "impressions": 0, "clicks": 0, "cost_micros": 0, "conversions": 0.0}
+                )
+                for m in ("impressions", "clicks", "cost_micros", "conversions"):
+                    t[m] += r[m]
+            return [
+                _svc.GoogleAdsRow(
+                    customer=base,
+                    campaign=_campaign(t),
+                    segments={"date": t["date"]},
+                    metrics=_metrics(t),
+                )
+                for t in totals.values()
+            ]
+        return []
+
+
+def rows_from_ad_daily(ad_daily: pd.DataFrame, app_campaign_ids: list[str]) -> pd.DataFrame:
+    """The sandbox world's Google Ads delivery (`ad_daily.parquet` rows) as this fake's rows."""
+    g = ad_daily[ad_daily["platform"] == "google_ads"]
+    app = g["campaign_id"].isin(set(app_campaign_ids))
+    return pd.DataFrame(
+        {
+            "date": g["date"],
+            "customer_id": g["account_id"],
+            "campaign_id": g["campaign_id"],
+            "campaign_name": g["campaign_name"],
+            "channel_type": app.map({True: "MULTI_CHANNEL", False: "SEARCH"}),
+            "ad_group_id": g["adset_id"],
+            "ad_group_name": g["adset_name"],
+            "ad_id": g["ad_id"],
+            "ad_name": g["ad_name"],
+            "ad_level": ~app,
+            "impressions": g["impressions"],
+            "clicks": g["clicks"],
+            # The world's spend is a decimal string in the currency; cost_micros is exact.
+            "cost_micros": [int(Decimal(v).scaleb(6)) for v in g["spend"]],
+            "conversions": g["installs_reported"].astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
+def _campaign(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": int(r["campaign_id"]),
+        "name": r["campaign_name"],
+        "advertising_channel_type": r["channel_type"],
+    }
+
+
+def _metrics(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "impressions": int(r["impressions"]),
+        "clicks": int(r["clicks"]),
+        "cost_micros": int(r["cost_micros"]),
+        "conversions": float(r["conversions"]),
+    }
+
+
+def _abort(context: grpc.ServicerContext, fault: dict[str, Any], request_id: str) -> NoReturn:
+    """End the call with a status and, when given, a GoogleAdsFailure in trailing metadata."""
+    code = getattr(grpc.StatusCode, str(fault.get("code", "INTERNAL")))
+    message = str(fault.get("message", "Internal error encountered."))
+    trailing: list[tuple[str, str | bytes]] = [("request-id", request_id)]
+    if fault.get("error"):
+        field, name = fault["error"]
+        error: dict[str, Any] = {"error_code": {field: name}, "message": message}
+        if fault.get("retry_delay_s") is not None:
+            error["details"] = {
+                "quota_error_details": {
+                    "rate_name": "Requests per developer token per minute",
+                    "retry_delay": {"seconds": int(fault["retry_delay_s"])},
+                }
+            }
+        failure = _err.GoogleAdsFailure(errors=[error], request_id=request_id)
+        trailing.append((FAILURE_KEY, _err.GoogleAdsFailure.serialize(failure)))
+    context.set_trailing_metadata(tuple(trailing))
+    context.abort(code, message)
+    raise AssertionError("grpc's context.abort returned")  # it always raises

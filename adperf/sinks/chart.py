@@ -1,0 +1,308 @@
+"""The report's picture: daily spend and ROAS per platform, and cohort ROAS curves, as a PNG.
+
+`build_chart_data` is pure (history frames in, chart frames out); `render_chart` draws them with
+matplotlib's Agg backend (no display needed) into PNG bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: cron and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
+from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+
+ORGANIC = "organic"
+WINDOW_DAYS = 30
+TOP_CURVES = 5
+MAX_AGE = 30
+# Fonts tried in order, glyph by glyph (matplotlib >= 3.6): Korean or Japanese campaign names
+# render where a CJK font is installed, DejaVu Sans (bundled with matplotlib) covers the rest.
+FONTS = ["DejaVu Sans", "Noto Sans CJK KR", "Noto Sans CJK JP", "NanumGothic"]
+PLATFORM_COLORS = {"facebook": "#1877F2", "google_ads": "#EA4335"}
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """What the picture shows, as frames (also the HTML report's tables and the content hash)."""
+
+    day: str
+    # date, platform, spend, roas_d0, roas_d7 (by install day; NaN where not known yet)
+    daily: pd.DataFrame
+    # platform, campaign_id, label, age_days, roas (pooled over the window's cohorts)
+    curves: pd.DataFrame
+
+    def fingerprint(self) -> str:
+        """A stable text form of the data, for the report's content hash."""
+        return self.daily.to_csv(index=False) + self.curves.to_csv(index=False)
+
+
+def build_chart_data(
+    day: str,
+    campaigns: pd.DataFrame,
+    cohorts: pd.DataFrame,
+    *,
+    window_days: int = WINDOW_DAYS,
+    top: int = TOP_CURVES,
+    spend: pd.DataFrame | None = None,
+) -> ChartData:
+    """Chart frames from campaign_daily rows and cohort_roas rows of the last `window_days`.
+
+    `campaigns` has date, platform, campaign_id, campaign_name, spend; `cohorts` has cohort_date,
+    platform, campaign_id, age_days, revenue, spend, as_of; `spend` (optional: ad_spend_daily
+    rows, date, platform, spend) gives the daily spend when it has more days than `campaigns`.
+    Amounts in the report currency.
+    """
+    last = dt.date.fromisoformat(day)
+    first = (last - dt.timedelta(days=window_days - 1)).isoformat()
+    campaigns = _typed(campaigns, ["date", "platform", "campaign_id"], ["spend"])
+    cohorts = _typed(
+        cohorts, ["cohort_date", "platform", "campaign_id", "as_of"], ["revenue", "spend"]
+    ).astype({"age_days": "int64"})
+    camp = campaigns[
+        (campaigns["platform"] != ORGANIC)
+        & (campaigns["date"].astype(str) >= first)
+        & (campaigns["date"].astype(str) <= day)
+    ].assign(date=lambda d: d["date"].astype(str))
+    # Rows computed in the window: the D30 point of a curve is the cohort of 30 days ago.
+    cohort = cohorts[
+        (cohorts["platform"] != ORGANIC)
+        & (cohorts["as_of"].astype(str) <= day)
+        & (cohorts["as_of"].astype(str) >= first)
+    ].assign(cohort_date=lambda d: d["cohort_date"].astype(str))
+
+    daily_spend = camp
+    if spend is not None and len(spend):
+        ads = _typed(spend, ["date", "platform"], ["spend"])
+        ads = ads[(ads["platform"] != ORGANIC) & ads["date"].between(first, day)]
+        # ad_spend_daily holds each day's latest (restated) figure for the platforms' lookback.
+        if ads["date"].nunique() > camp["date"].nunique():
+            daily_spend = ads
+    parts = [daily_spend.groupby(["date", "platform"], as_index=False).agg(spend=("spend", "sum"))]
+    for age in (0, 7):
+        at_age = cohort[cohort["age_days"] == age]
+        pooled = at_age.groupby(["cohort_date", "platform"], as_index=False).agg(
+            revenue=("revenue", "sum"), spend=("spend", "sum")
+        )
+        pooled[f"roas_d{age}"] = _div(pooled["revenue"], pooled["spend"])
+        parts.append(
+            pooled.rename(columns={"cohort_date": "date"})[["date", "platform", f"roas_d{age}"]]
+        )
+    # Concatenate and take each column's value per key (a merge of empty text keys breaks).
+    columns = ["date", "platform", "spend", "roas_d0", "roas_d7"]
+    stacked = pd.concat([p.reindex(columns=columns) for p in parts], ignore_index=True)
+    daily = (
+        stacked.astype({c: "float64" for c in columns[2:]})
+        .groupby(["date", "platform"], as_index=False)
+        .first()
+    )
+    daily = daily[daily["date"].between(first, day)]
+    daily = daily.sort_values(["platform", "date"], kind="stable").reset_index(drop=True)
+
+    by_spend = (
+        camp.groupby(["platform", "campaign_id"], as_index=False)
+        .agg(spend=("spend", "sum"), name=("campaign_name", "last"))
+        .sort_values(["spend", "platform", "campaign_id"], ascending=[False, True, True])
+        .head(top)
+    )
+    curves = []
+    for row in by_spend.itertuples():
+        rows = cohort[
+            (cohort["platform"] == row.platform) & (cohort["campaign_id"] == row.campaign_id)
+        ]
+        pooled = rows.groupby("age_days", as_index=False)[["revenue", "spend"]].sum()
+        pooled = pooled[pooled["age_days"] <= MAX_AGE]
+        name = str(row.name) if isinstance(row.name, str) and row.name else ""
+        if not name or not drawable(name):
+            # Boxes for a name no installed font can draw say nothing: show the id instead.
+            name = f"id {row.campaign_id}"
+        curves.append(
+            pd.DataFrame(
+                {
+                    "platform": row.platform,
+                    "campaign_id": row.campaign_id,
+                    "label": f"{name[:32]} ({row.platform})",
+                    "age_days": pooled["age_days"].astype("int64"),
+                    "roas": _div(pooled["revenue"], pooled["spend"]),
+                }
+            )
+        )
+    columns = ["platform", "campaign_id", "label", "age_days", "roas"]
+    curve_frame = (
+        pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
+    )[columns]
+    return ChartData(day=day, daily=daily, curves=curve_frame.reset_index(drop=True))
+
+
+def render_chart(data: ChartData, currency: str, target_roas: float | None = None) -> bytes:
+    """The picture as PNG bytes: spend per platform, ROAS D0/D7 per platform, cohort curves."""
+    last = dt.date.fromisoformat(data.day)
+    dates = pd.date_range(last - dt.timedelta(days=WINDOW_DAYS - 1), last, freq="D")
+    with (
+        plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}),
+        warnings.catch_warnings(),
+    ):
+        # A name with a glyph no installed font has is drawn as a box; say nothing per glyph.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig, (ax_spend, ax_roas, ax_curve) = plt.subplots(
+            3, 1, figsize=(9, 10), dpi=100, height_ratios=[1, 1, 1.2]
+        )
+        try:
+            _spend_panel(ax_spend, data.daily, dates, currency)
+            _roas_panel(ax_roas, data.daily, dates, target_roas)
+            _curve_panel(ax_curve, data.curves, target_roas)
+            fig.suptitle(f"adperf — {data.day}", fontsize=13, fontweight="bold")
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            # No date or software version in the file: the same data gives the same bytes.
+            fig.savefig(buffer, format="png", metadata={"Software": None})
+        finally:
+            plt.close(fig)
+    return buffer.getvalue()
+
+
+def _spend_panel(ax: Axes, daily: pd.DataFrame, dates: pd.DatetimeIndex, currency: str) -> None:
+    ax.set_title(f"Daily spend per platform ({currency}), last {WINDOW_DAYS} days", loc="left")
+    spend = daily.pivot_table(index="date", columns="platform", values="spend", aggfunc="sum")
+    spend.index = pd.to_datetime(spend.index)
+    spend = spend.reindex(dates).fillna(0.0)
+    bottom = pd.Series(0.0, index=dates)
+    for platform in spend.columns:
+        ax.bar(
+            dates,
+            spend[platform],
+            bottom=bottom,
+            width=0.8,
+            label=platform,
+            color=PLATFORM_COLORS.get(str(platform)),
+        )
+        bottom = bottom + spend[platform]
+    if not len(spend.columns) or not bottom.any():
+        _empty(ax, "no spend in the warehouse for these days")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    _date_axis(ax, dates)
+    if len(spend.columns):
+        ax.legend(loc="upper left", frameon=False, ncols=len(spend.columns))
+
+
+def _roas_panel(
+    ax: Axes, daily: pd.DataFrame, dates: pd.DatetimeIndex, target: float | None
+) -> None:
+    ax.set_title("ROAS by install day: D0 (solid), D7 (dashed)", loc="left")
+    drawn = False
+    for platform, rows in daily.groupby("platform"):
+        series = rows.assign(date=pd.to_datetime(rows["date"])).set_index("date")
+        color = PLATFORM_COLORS.get(str(platform))
+        for column, style in (("roas_d0", "-"), ("roas_d7", "--")):
+            values = series[column].astype("float64").reindex(dates)
+            if values.notna().any():
+                label = f"{platform} {column[-2:].upper()}"
+                ax.plot(dates, values, style, marker="o", ms=3, color=color, label=label)
+                drawn = True
+    _target_line(ax, target)
+    if not drawn:
+        _empty(ax, "no cohort ROAS in the warehouse for these days")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    _date_axis(ax, dates)
+    if drawn:
+        ax.legend(loc="upper left", frameon=False, fontsize=8, ncols=2)
+
+
+def _curve_panel(ax: Axes, curves: pd.DataFrame, target: float | None) -> None:
+    ax.set_title(
+        f"Cohort ROAS by age (D0…D{MAX_AGE}), top campaigns by spend, cohorts of the last "
+        f"{WINDOW_DAYS} days pooled",
+        loc="left",
+    )
+    for (_platform, _campaign), rows in curves.groupby(["platform", "campaign_id"], sort=False):
+        rows = rows.sort_values("age_days")
+        ax.plot(
+            rows["age_days"],
+            rows["roas"].astype("float64"),
+            marker="o",
+            label=rows["label"].iloc[0],
+        )
+    _target_line(ax, target)
+    if not len(curves):
+        _empty(ax, "no campaign cohorts yet")
+    ax.set_xlim(-0.5, MAX_AGE + 0.5)
+    ax.set_xticks([0, 3, 7, 14, 21, 30])
+    ax.set_xlabel("days since install")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(axis="y", alpha=0.3)
+    if len(curves):
+        ax.legend(loc="upper left", frameon=False, fontsize=8)
+
+
+def _target_line(ax: Axes, target: float | None) -> None:
+    """The target ROAS as a dotted line, labelled at the right; room above for the legend."""
+    top = max(ax.get_ylim()[1], (target or 0.0)) * 1.25
+    ax.set_ylim(0, top if top > 0 else 1.0)
+    if target is not None:
+        ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
+        ax.text(1.0, target, f" target {target:.0%}", transform=ax.get_yaxis_transform(),
+                fontsize=8, color="grey", va="center", ha="left")  # fmt: skip
+
+
+def _date_axis(ax: Axes, dates: pd.DatetimeIndex) -> None:
+    half_day = pd.Timedelta(hours=12)
+    # matplotlib converts dates itself (its stubs only name floats).
+    ax.set_xlim(dates[0] - half_day, dates[-1] + half_day)  # type: ignore[arg-type]
+    ticks = dates[::-7][::-1]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([d.strftime("%m-%d %a") for d in ticks])
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
+@functools.cache
+def _installed_fonts() -> list[str]:
+    """The families of FONTS installed here (matplotlib logs a warning for each missing one)."""
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    return [family for family in FONTS if family in names] or ["DejaVu Sans"]
+
+
+@functools.cache
+def _drawable_chars() -> frozenset[int]:
+    """Code points some installed font of FONTS can draw."""
+    chars: set[int] = set()
+    for family in _installed_fonts():
+        path = font_manager.findfont(family)
+        if os.path.exists(path):
+            chars.update(FT2Font(path).get_charmap())
+    return frozenset(chars)
+
+
+def drawable(text: str) -> bool:
+    """Whether every character of `text` has a glyph in an installed font of FONTS."""
+    chars = _drawable_chars()
+    return all(ord(c) in chars for c in text)
+
+
+def _typed(df: pd.DataFrame, texts: list[str], numbers: list[str]) -> pd.DataFrame:
+    """`df` with its key columns as text and its amounts as floats (warehouse rows vary)."""
+    # Dates come as datetime.date from the warehouse and as text from the lake.
+    out = df.astype({c: "str" for c in texts})
+    for col in numbers:
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    return out
+
+
+def _div(num: pd.Series, den: pd.Series) -> pd.Series:
+    num, den = num.astype("float64"), den.astype("float64")
+    return (num / den).where(den > 0)

@@ -1,0 +1,171 @@
+"""The report's headline numbers of one day and their changes, shared by Slack and HTML.
+
+Amounts are floats in the report currency (display only: the warehouse keeps exact decimals).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+ORGANIC = "organic"
+
+# ISO 4217 currencies without minor units: "1,234,567 KRW", not "1,234,567.00 KRW".
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"}
+    | {"RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+
+# (key, label, kind): kind says how a value is shown and how its change is measured.
+TOTALS: tuple[tuple[str, str, str], ...] = (
+    ("spend", "Spend", "money"),
+    ("installs", "Installs (paid)", "count"),
+    ("cpi", "CPI", "money"),
+    ("revenue", "Revenue (paid cohorts)", "money"),
+    ("roas_d0", "ROAS D0", "ratio"),
+    ("roas_d7", "ROAS D7", "ratio"),
+    ("proas", "pROAS", "ratio"),
+)
+
+
+@dataclass(frozen=True)
+class TotalRow:
+    """One headline number: its value and its change vs the day before and a week before."""
+
+    key: str
+    label: str
+    value: str
+    day_change: str
+    week_change: str
+
+
+def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> dict[str, Any]:
+    """Paid-campaign totals of `day` (campaign_daily rows) and its cohort ROAS D0 / D7."""
+    paid = campaigns[campaigns["platform"] != ORGANIC] if len(campaigns) else campaigns
+    spend = _sum(paid, "spend")
+    installs = _sum(paid, "installs")
+    revenue = _sum(paid, "revenue")
+    # No LTV prediction at all (e.g. the model did not converge) is n/a, not a pROAS of 0%.
+    has_pltv = len(paid) > 0 and bool(pd.to_numeric(paid["pltv"], errors="coerce").notna().any())
+    pltv = _sum(paid, "pltv")
+    return {
+        "spend": spend if len(paid) else None,
+        "installs": installs if len(paid) else None,
+        "organic_installs": _sum(campaigns[campaigns["platform"] == ORGANIC], "installs")
+        if len(campaigns)
+        else 0.0,
+        "cpi": spend / installs if installs > 0 else None,
+        "revenue": revenue if len(paid) else None,
+        "roas": revenue / spend if spend > 0 else None,
+        "roas_d0": _cohort_roas(cohorts, day, 0),
+        "roas_d7": _cohort_roas(cohorts, day, 7),
+        "proas": pltv / spend if spend > 0 and has_pltv else None,
+    }
+
+
+def build_total_rows(
+    current: dict[str, Any],
+    day_before: dict[str, Any] | None,
+    week_before: dict[str, Any] | None,
+    currency: str,
+) -> list[TotalRow]:
+    """The headline rows, each with its change; a missing comparison day shows 'n/a'."""
+    rows = []
+    for key, label, kind in TOTALS:
+        value = current.get(key)
+        shown = (
+            money(value, currency)
+            if kind == "money"
+            else ratio(value)
+            if kind == "ratio"
+            else count(value)
+        )
+        rows.append(
+            TotalRow(
+                key=key,
+                label=label,
+                value=shown,
+                day_change=change(value, None if day_before is None else day_before.get(key), kind),
+                week_change=change(
+                    value, None if week_before is None else week_before.get(key), kind
+                ),
+            )
+        )
+    return rows
+
+
+def change(value: Any, before: Any, kind: str) -> str:
+    """'+12%' for amounts and counts, '+5 pp' for ratios; 'n/a' when either side is missing."""
+    now, then = num(value), num(before)
+    if now is None or then is None:
+        return "n/a"
+    if kind == "ratio":
+        # A ratio's relative change (ROAS 10% → 20% is "+100%") misleads: points say it plainly.
+        points = (now - then) * 100
+        return f"{_signed(points, 0)} pp"
+    if then == 0:
+        return "new" if now else "±0%"
+    return f"{_signed((now - then) / abs(then) * 100, 0)}%"
+
+
+def comparison_days(day: str) -> tuple[str, str]:
+    """The day before and the same weekday a week before."""
+    d = dt.date.fromisoformat(day)
+    return (d - dt.timedelta(days=1)).isoformat(), (d - dt.timedelta(days=7)).isoformat()
+
+
+def num(value: Any) -> float | None:
+    """A number, or None when missing/NaN (an undefined ratio, not zero)."""
+    if value is None or value is pd.NA:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def money(amount: Any, currency: str) -> str:
+    """'1,234.50 USD' ('1,234 KRW' for currencies without minor units); 'n/a' when missing."""
+    number = num(amount)
+    if number is None:
+        return "n/a"
+    decimals = 0 if currency.upper() in ZERO_DECIMAL_CURRENCIES else 2
+    return f"{number:,.{decimals}f} {currency}"
+
+
+def ratio(value: Any) -> str:
+    """A ROAS-style ratio as a percentage (1.52 -> 152%)."""
+    number = num(value)
+    return "n/a" if number is None else f"{number:.0%}"
+
+
+def count(value: Any) -> str:
+    number = num(value)
+    return "n/a" if number is None else f"{int(number):,}"
+
+
+def _signed(x: float, decimals: int) -> str:
+    text = f"{x:+,.{decimals}f}"
+    # "-0" and "+0" read as a change; a rounded zero is none.
+    return "±0" if text.lstrip("+-").strip("0.,") == "" else text.replace("-", "−")
+
+
+def _sum(df: pd.DataFrame, column: str) -> float:
+    if not len(df) or column not in df.columns:
+        return 0.0
+    return float(pd.to_numeric(df[column], errors="coerce").sum(skipna=True))
+
+
+def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
+    """Paid ROAS at `age` of the cohort that reaches it on `day` (all paid campaigns pooled)."""
+    if not len(cohorts):
+        return None
+    rows = cohorts[
+        (cohorts["as_of"].astype(str) == day)
+        & (cohorts["age_days"] == age)
+        & (cohorts["platform"] != ORGANIC)
+    ]
+    spend = _sum(rows, "spend")
+    return _sum(rows, "revenue") / spend if spend > 0 else None

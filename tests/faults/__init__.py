@@ -1,0 +1,1 @@
+"""Fault tests: kills, reruns, dependency faults, bad input, secrets (issue 9)."""

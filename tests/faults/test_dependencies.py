@@ -1,0 +1,136 @@
+"""Dependency faults at the pipeline level: an unreachable warehouse, a connection killed mid-load.
+
+Source-level faults (API fakes' transient errors, rate limits, hangs, permanent errors; the
+payments connection killed mid-extract) are tested beside each source: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adperf import lake, warehouse
+from adperf.sandbox.fake_slack import FakeSlack
+
+from .conftest import CleanRun
+from .harness import DAY, SLACK_TOKEN, copy_run, planted, warehouse_rows
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_unreachable_warehouse_exits_non_zero_and_posts_nothing(
+    tmp_path: Path, clean: CleanRun
+) -> None:
+    root = copy_run(clean.root, tmp_path, drop=("reports", "slack_posts"))
+    slack = FakeSlack(SLACK_TOKEN)
+    url = slack.start()
+    cfg = tmp_path / "override.cfg"
+    cfg.write_text(
+        f"""
+[adperf]
+sandbox = true
+data_root = {root}/lake
+# Nothing listens on port 1: WarehouseDay.exists() cannot connect when complete() runs.
+warehouse_url = mysql+pymysql://root@127.0.0.1:1/adperf
+[sandbox]
+root = {root}/world
+profile = tiny
+seed = 7
+[slack]
+outbox = {root}/outbox
+base_url = {url}
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPERF_")}
+    env |= planted() | {"ADPERF_SLACK_TOKEN": SLACK_TOKEN, "LUIGI_CONFIG_PATH": str(cfg)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "luigi", "--module", "tasks", "DailyReport", "--date", DAY]
+            # --no-lock: luigi's pid lock would make a concurrent identical command exit 10.
+            + ["--local-scheduler", "--no-lock"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        slack.stop()
+    assert proc.returncode == 35, proc.stderr[-2000:]  # [retcode] scheduling_error
+    assert "OperationalError" in proc.stderr or "Can't connect" in proc.stderr
+    assert slack.messages == [] and slack.files == []
+    assert not (root / "outbox").exists()
+    assert not (root / "lake" / "slack_posts").exists()
+    assert SLACK_TOKEN not in proc.stdout + proc.stderr
+
+
+@pytest.mark.mysql
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
+    clean: CleanRun, mysql_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KILL the load's connection from another session inside its transaction."""
+    from adperf.transform.restatement import rows_in_windows
+
+    root = clean.root / "lake"
+
+    def read(dataset: str):  # type: ignore[no-untyped-def]
+        return lake.read_partition(root, dataset, "date", DAY)
+
+    spend_meta = lake.read_meta(root, "spend_latest", "date", DAY)
+    windows = {p: (w[0], w[1]) for p, w in spend_meta["windows"].items()}
+    frames = {
+        "campaign_daily": read("campaign_report"),
+        "cohort_roas": read("cohort_roas"),
+        "ltv_model": read("ltv_model"),
+        "revenue_reconciliation": read("reconciliation"),
+        "actions": read("actions"),
+    }
+    pull = (rows_in_windows(read("spend_latest"), windows), windows)
+
+    real = warehouse.to_rows
+    killed: list[int] = []
+
+    def to_rows(df, table):  # type: ignore[no-untyped-def]
+        if table.name == "cohort_roas" and not killed:
+            with mysql_engine.connect() as admin:
+                # The load's connection: the one holding an open transaction on our tables.
+                ids = admin.execute(
+                    sa.text(
+                        "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx "
+                        "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
+                    )
+                ).scalars()
+                for thread in ids:
+                    admin.execute(sa.text("KILL CONNECTION :id"), {"id": thread})
+                    killed.append(thread)
+        return real(df, table)
+
+    monkeypatch.setattr(warehouse, "to_rows", to_rows)
+    engine = warehouse.make_engine(mysql_engine.url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(sa.exc.OperationalError):
+            warehouse.load_day(engine, DAY, frames, spend_pull=pull)
+        assert killed
+        assert not warehouse.is_loaded(engine, DAY)
+        with engine.connect() as conn:
+            for name, table in warehouse.REPORT_TABLES.items():
+                n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                assert n == 0, name
+        monkeypatch.setattr(warehouse, "to_rows", real)
+        warehouse.load_day(engine, DAY, frames, spend_pull=pull)  # the retry
+        warehouse.load_day(engine, DAY, frames, spend_pull=pull)  # and a re-run
+    finally:
+        engine.dispose()
+    got = warehouse_rows(mysql_engine.url.render_as_string(hide_password=False))
+    want = warehouse_rows(clean.warehouse_url)
+    for name, rows in want.items():
+        assert len(got[name]) == len(rows) > 0 or name == "actions", name
+        key = [c.name for c in warehouse.REPORT_TABLES[name].primary_key.columns]
+        assert not got[name].duplicated(key).any(), name
+        assert got[name][key].equals(rows[key]), name

@@ -1,0 +1,309 @@
+"""The rendered report: chart data, PNG, HTML, content hash, quality notes, the report folder."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adperf.sinks.chart import build_chart_data, render_chart
+from adperf.sinks.render import (
+    build_quality_notes,
+    read_report_meta,
+    render_report,
+    report_path,
+    write_report_files,
+)
+from adperf.sinks.summary import build_totals, change
+
+DAY = "2026-11-27"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _days(n: int) -> list[str]:
+    last = dt.date.fromisoformat(DAY)
+    return [(last - dt.timedelta(days=k)).isoformat() for k in range(n - 1, -1, -1)]
+
+
+def _campaigns(day: str, scale: float = 1.0) -> pd.DataFrame:
+    """Three paid campaigns (one Korean name) and organic, on `day`."""
+    rows = [
+        ("facebook", "120200000000000001", "KR_iOS_purchase", 500.0, 100, 400.0),
+        ("facebook", "120200000000000002", "봄 세일 <VIP>", 300.0, 60, 90.0),
+        ("google_ads", "20000000001", "Search KR", 200.0, 40, 260.0),
+        ("organic", "organic", "organic", 0.0, 80, 150.0),
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "date": day,
+                "platform": p,
+                "campaign_id": c,
+                "campaign_name": n,
+                "spend": s * scale,
+                "impressions": 1000,
+                "clicks": 10,
+                "installs": i,
+                "cpi": s * scale / i if s else None,
+                "payers": 3,
+                "revenue": r,
+                "roas": r / (s * scale) if s else None,
+                "assisted_revenue": 0.0,
+                "pltv": r * 2,
+                "proas": 2 * r / (s * scale) if s else None,
+            }  # fmt: skip
+            for p, c, n, s, i, r in rows
+        ]
+    )
+
+
+def _cohorts(as_of: str) -> pd.DataFrame:
+    """cohort_roas rows as of `as_of`: ages 0, 3, 7, 14, 30, ROAS growing with age."""
+    out = []
+    for age, factor in ((0, 0.2), (3, 0.5), (7, 0.8), (14, 1.0), (30, 1.3)):
+        cohort = (dt.date.fromisoformat(as_of) - dt.timedelta(days=age)).isoformat()
+        for p, c, spend in (("facebook", "120200000000000001", 500.0),
+                            ("facebook", "120200000000000002", 300.0),
+                            ("google_ads", "20000000001", 200.0),
+                            ("organic", "organic", 0.0)):  # fmt: skip
+            out.append(
+                {
+                    "cohort_date": cohort,
+                    "platform": p,
+                    "campaign_id": c,
+                    "age_days": age,
+                    "users": 10,
+                    "installs": 10,
+                    "payers": 1,
+                    "revenue": spend * factor + 5,
+                    "spend": spend,
+                    "roas": None,
+                    "as_of": as_of,
+                }  # fmt: skip
+            )
+    return pd.DataFrame(out)
+
+
+@pytest.fixture(scope="module")
+def history() -> tuple[pd.DataFrame, pd.DataFrame]:
+    days = _days(31)[:-1]  # the 30 days before DAY
+    campaigns = pd.concat([_campaigns(d, 1.0 + k / 30) for k, d in enumerate(days)])
+    cohorts = pd.concat([_cohorts(d) for d in days])
+    return campaigns.reset_index(drop=True), cohorts.reset_index(drop=True)
+
+
+def _render(history: tuple[pd.DataFrame, pd.DataFrame], **kw: object):  # type: ignore[no-untyped-def]
+    args = dict(
+        day=DAY,
+        currency="USD",
+        campaigns=_campaigns(DAY, 2.0),
+        actions=pd.DataFrame(
+            [
+                {
+                    "date": DAY,
+                    "platform": "facebook",
+                    "level": "campaign",
+                    "object_id": "120200000000000002",
+                    "object_name": "봄 세일 <VIP>",
+                    "action": "pause",
+                    "reason": "pROAS 0.30 under 0.50 <b>",
+                    "roas": 0.15,
+                    "proas": 0.3,
+                    "spend": 600.0,
+                }
+            ]  # fmt: skip
+        ),
+        cohorts=_cohorts(DAY),
+        reconciliation={
+            "total_payments": 1000.0,
+            "attributed": 750.0,
+            "organic": 150.0,
+            "unattributed": 100.0,
+        },  # fmt: skip
+        notes=["Facebook spend for 2026-11-20 restated +12.40 USD"],
+        history_campaigns=history[0],
+        history_cohorts=history[1],
+        target_roas=1.0,
+    )
+    args.update(kw)
+    return render_report(**args)  # type: ignore[arg-type]
+
+
+def test_changes_against_the_day_before_and_a_week_before(history) -> None:  # type: ignore[no-untyped-def]
+    report = _render(history)
+    fields = {f["text"].split("\n")[0]: f["text"] for f in report.message["blocks"][1]["fields"]}
+    # Spend 2000 on DAY; history spend scale on DAY-1 is 1 + 29/30, on DAY-7 is 1 + 23/30.
+    spend_d1, spend_d7 = 1000 * (1 + 29 / 30), 1000 * (1 + 23 / 30)
+    assert fields["*Spend*"] == (
+        f"*Spend*\n2,000.00 USD\n+{round((2000 / spend_d1 - 1) * 100)}% d/d · "
+        f"+{round((2000 / spend_d7 - 1) * 100)}% w/w"
+    )
+    # Cohort ROAS is the same every day in the fixture: no change, in points.
+    assert fields["*ROAS D0*"].endswith("±0 pp d/d · ±0 pp w/w")
+
+
+def test_missing_history_days_show_na(history) -> None:  # type: ignore[no-untyped-def]
+    campaigns, cohorts = history
+    gap = campaigns[campaigns["date"] != "2026-11-26"]
+    report = _render(history, history_campaigns=gap)
+    spend = report.message["blocks"][1]["fields"][0]["text"]
+    assert spend.endswith("n/a d/d · +13% w/w")
+
+
+def test_content_hash_is_stable_and_follows_the_numbers(history) -> None:  # type: ignore[no-untyped-def]
+    first, again = _render(history), _render(history)
+    assert first.content_hash == again.content_hash
+    restated = _render(history, campaigns=_campaigns(DAY, 2.01))
+    assert restated.content_hash != first.content_hash
+    # The chart's data counts too: a restated history day changes the picture.
+    campaigns, cohorts = history
+    changed = campaigns.assign(spend=campaigns["spend"].where(campaigns["date"] != _days(30)[0], 1))
+    assert _render(history, history_campaigns=changed).content_hash != first.content_hash
+
+
+def test_chart_data_pools_cohorts_and_ranks_by_spend(history) -> None:  # type: ignore[no-untyped-def]
+    campaigns, cohorts = history
+    data = build_chart_data(
+        DAY,
+        pd.concat([campaigns, _campaigns(DAY, 2.0)]),
+        pd.concat([cohorts, _cohorts(DAY)]),
+        top=2,
+    )
+    assert sorted(data.daily["date"].unique())[0] == _days(30)[0]  # 30 days, DAY included
+    assert set(data.daily["platform"]) == {"facebook", "google_ads"}  # organic is not charted
+    day = data.daily[(data.daily["date"] == DAY) & (data.daily["platform"] == "facebook")].iloc[0]
+    assert day["spend"] == pytest.approx(1600.0)
+    assert day["roas_d0"] == pytest.approx((100 + 5 + 60 + 5) / 800)  # pooled, not averaged
+    # Top 2 by 30-day spend: the two biggest facebook campaigns, not google's.
+    assert list(data.curves["campaign_id"].unique()) == ["120200000000000001", "120200000000000002"]
+    curve = data.curves[data.curves["campaign_id"] == "120200000000000001"]
+    assert list(curve["age_days"]) == [0, 3, 7, 14, 30]
+    assert curve["roas"].tolist() == pytest.approx([0.21, 0.51, 0.81, 1.01, 1.31])
+
+
+def test_png_is_a_png_and_deterministic(history, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    report = _render(history)
+    assert report.png.startswith(PNG_MAGIC) and len(report.png) > 20_000
+    assert _render(history).png == report.png
+    (tmp_path / "chart.png").write_bytes(report.png)
+
+
+def test_chart_without_any_history_still_renders() -> None:
+    empty = pd.DataFrame(columns=["date", "platform", "campaign_id", "campaign_name", "spend"])
+    cohorts = pd.DataFrame(
+        columns=["cohort_date", "platform", "campaign_id", "age_days", "revenue", "spend", "as_of"]
+    )
+    data = build_chart_data(DAY, empty, cohorts)
+    assert data.daily.empty and data.curves.empty
+    assert render_chart(data, "USD").startswith(PNG_MAGIC)
+
+
+def test_html_is_self_contained_and_escaped(history) -> None:  # type: ignore[no-untyped-def]
+    report = _render(history)
+    page = report.html
+    embedded = re.search(r'src="data:image/png;base64,([^"]+)"', page)
+    assert embedded and base64.b64decode(embedded.group(1)) == report.png
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert "봄 세일 &lt;VIP&gt;" in page and "<VIP>" not in page
+    assert "under 0.50 &lt;b&gt;" in page
+    assert "2,000.00 USD" in page and "restated +12.40 USD" in page
+    assert "Unattributed revenue: 10.0% of payments" in page
+    assert page.count("<tr>") >= 7 + 1 + 4  # totals, one action, four campaigns
+
+
+def test_quality_notes() -> None:
+    restated = pd.DataFrame(
+        [
+            {
+                "date": "2026-11-20",
+                "platform": "facebook",
+                "previous": 100.0,
+                "latest": 112.4,
+                "delta": 12.4,
+            },
+            {
+                "date": "2026-11-21",
+                "platform": "google_ads",
+                "previous": 50.0,
+                "latest": 50.0,
+                "delta": 0.0,
+            },
+            {
+                "date": "2026-11-19",
+                "platform": "google_ads",
+                "previous": 80.0,
+                "latest": 70.0,
+                "delta": -10.0,
+            },
+        ]  # fmt: skip
+    )
+    notes = build_quality_notes(
+        currency="USD",
+        payments_meta={"rows": 10, "quarantined": 3},
+        events_meta={"rows": 5, "bad": 1200},
+        restatements=restated,
+        ltv_model=pd.DataFrame([{"converged": False, "n_customers": 40}]),
+    )
+    assert notes == [
+        "Google Ads spend for 2026-11-19 restated −10.00 USD (80.00 USD → 70.00 USD)",
+        "Facebook spend for 2026-11-20 restated +12.40 USD (100.00 USD → 112.40 USD)",
+        "3 payment rows quarantined (not counted)",
+        "1,200 log lines quarantined (not counted)",
+        "The LTV model did not converge (40 customers): pROAS is n/a and actions rely on ROAS",
+    ]
+    fallback = build_quality_notes(
+        currency="USD", payments_meta={}, events_meta={}, restatements=None,
+        ltv_model=pd.DataFrame([{"converged": False, "fallback": True, "fitted_on": "2026-11-20"}]),
+    )  # fmt: skip
+    assert fallback == [
+        "pROAS uses an older LTV model (fitted on 2026-11-20): today's fit did not converge"
+    ]
+    assert build_quality_notes(currency="USD", payments_meta={}, events_meta={},
+                               restatements=None, ltv_model=None) == []  # fmt: skip
+
+
+def test_totals_and_changes() -> None:
+    totals = build_totals(_campaigns(DAY), _cohorts(DAY), DAY)
+    assert totals["spend"] == 1000.0 and totals["installs"] == 200.0
+    assert totals["organic_installs"] == 80.0
+    assert totals["roas_d0"] == pytest.approx((100 + 60 + 40 + 15) / 1000)
+    assert totals["roas_d7"] == pytest.approx((400 + 240 + 160 + 15) / 1000)
+    assert change(1.25, 1.0, "money") == "+25%"
+    assert change(0.8, 1.0, "money") == "−20%"
+    assert change(1.2, 1.0, "ratio") == "+20 pp"
+    assert change(5.0, 0.0, "money") == "new"
+    assert change(None, 1.0, "money") == change(1.0, None, "ratio") == "n/a"
+
+
+def test_report_folder_is_replaced_atomically(tmp_path: Path) -> None:
+    write_report_files(tmp_path, DAY, {"report.html": b"old", "x.csv": b"1"}, {"content_hash": "a"})
+    write_report_files(tmp_path, DAY, {"report.html": b"new"}, {"content_hash": "b"})
+    folder = report_path(tmp_path, DAY)
+    assert sorted(p.name for p in folder.iterdir()) == ["_meta.json", "report.html"]
+    assert (folder / "report.html").read_bytes() == b"new"
+    assert read_report_meta(tmp_path, DAY) == {"content_hash": "b"}
+    assert read_report_meta(tmp_path, "2026-11-28") is None
+    assert [p.name for p in folder.parent.iterdir()] == [f"date={DAY}"]  # no temp folders left
+    assert json.loads((folder / "_meta.json").read_text()) == {"content_hash": "b"}
+
+
+def test_daily_spend_comes_from_ad_spend_daily_when_it_has_more_days() -> None:
+    # One report day loaded, but ad_spend_daily holds the platforms' restated lookback window.
+    ads = pd.DataFrame(
+        [{"date": d, "platform": "facebook", "spend": 10.0} for d in _days(40)]
+        + [{"date": DAY, "platform": "facebook", "spend": 5.0}]
+    )
+    cohorts = _cohorts(DAY)
+    data = build_chart_data(DAY, _campaigns(DAY), cohorts, spend=ads)
+    facebook = data.daily[data.daily["platform"] == "facebook"]
+    spend = facebook.set_index("date")["spend"]
+    assert len(spend.dropna()) == 30  # the window, not the 40 days given
+    assert spend[DAY] == 15.0 and spend[_days(30)[0]] == 10.0
+    # Fewer days than campaign_daily: the campaign rows win.
+    fewer = build_chart_data(DAY, _campaigns(DAY), cohorts, spend=ads.iloc[:0])
+    assert fewer.daily.set_index(["date", "platform"])["spend"][(DAY, "facebook")] == 800.0

@@ -1,0 +1,98 @@
+"""Scale-out: two worker processes on one luigid share a day's log shards; the merge equals
+the unsharded read."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from adperf import lake
+from adperf.sources.logs import fetch_events
+from tasks.config import SANDBOX_HMAC_KEY
+
+from .conftest import END
+from .test_luigid import REPO, api, start_luigid
+
+SHARDS = 2
+
+
+def test_two_workers_run_each_shard_once_and_the_merge_equals_the_whole(
+    tmp_path: Path, tiny_world: Path
+) -> None:
+    shutil.copytree(tiny_world, tmp_path / "world")
+    cfg = tmp_path / "luigi.cfg"
+    cfg.write_text(
+        f"[adperf]\nsandbox = true\ndata_root = {tmp_path}/lake\n"
+        f"warehouse_url = sqlite:///{tmp_path}/w.db\n"
+        f"[sandbox]\nroot = {tmp_path}/world\nprofile = tiny\n"
+        f"[slack]\noutbox = {tmp_path}/outbox\n"
+        f"[logs]\nshards = {SHARDS}\n"
+        # A worker whose tasks are taken by the other waits for them instead of exiting.
+        "[worker]\nkeep_alive = true\nwait_interval = 0.2\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADPERF_")}
+    env["LUIGI_CONFIG_PATH"] = str(cfg)
+    var = tmp_path / "var"
+    var.mkdir()
+    for port in start_luigid(var):
+        # --no-lock: the same command twice on one machine is the point here.
+        cmd = [sys.executable, "-m", "luigi", "--module", "tasks", "EventLogs"]
+        cmd += ["--date", END.isoformat(), "--workers", "1", "--no-lock"]
+        cmd += ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(port)]
+        procs = [
+            subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=240)[0] for p in procs]
+        # A worker whose share was taken by the other says so in its exit code (luigi's view
+        # per process: 10 'run by another worker', 25 'not granted'); never a failure code.
+        assert {p.returncode for p in procs} <= {0, 10, 25}, [o[-3000:] for o in outs]
+        assert not any(re.search(r"\* \d+ failed", o) for o in outs)
+        done = api(port, "task_list", {"status": "DONE"})
+        shard_tasks = sorted(
+            t["params"]["shard"] for t in done.values() if t["name"] == "EventLogsShard"
+        )
+        assert shard_tasks == [str(k) for k in range(SHARDS)]
+
+    # Each shard ran exactly once, in one of the two processes (pipeline_runs, one row a run).
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        runs = conn.execute(
+            "SELECT task_id, status FROM pipeline_runs WHERE family = 'EventLogsShard'"
+        ).fetchall()
+    assert len(runs) == SHARDS and {s for _, s in runs} == {"DONE"}
+    assert len({t for t, _ in runs}) == SHARDS
+    assert sum("running   EventLogsShard" in o for o in outs) >= 1
+
+    merged = lake.read_partition(tmp_path / "lake", "events", "date", END.isoformat())
+    whole, counts = fetch_events(
+        str(tmp_path / "world" / "logs" / "{date}.jsonl.gz"),
+        day=END,
+        timezone="Asia/Seoul",
+        hmac_key=SANDBOX_HMAC_KEY.encode(),
+    )
+    assert len(whole) > 0
+    key = ["ts", "user_pid", "event", "peer_pid"]
+    pd.testing.assert_frame_equal(
+        merged.sort_values(key, kind="stable").reset_index(drop=True),
+        whole.sort_values(key, kind="stable").reset_index(drop=True),
+        check_dtype=False,
+    )
+    meta = lake.read_meta(tmp_path / "lake", "events", "date", END.isoformat())
+    assert meta["rows"] == len(whole)
+    assert (meta["lines"], meta["bad"]) == (counts["lines"], counts["bad"])
+    shard_rows = [
+        lake.read_meta(
+            tmp_path / "lake", f"events_shards/shards={SHARDS}/shard={k}", "date", END.isoformat()
+        )["rows"]
+        for k in range(SHARDS)
+    ]
+    assert all(r > 0 for r in shard_rows) and sum(shard_rows) == len(whole)
