@@ -269,6 +269,10 @@ def _problem(row: Any, known: set[str]) -> str | None:
         return "null_created_at"
     if row.kind not in ("purchase", "refund"):
         return "bad_kind"
+    # Amounts are positive by contract (a refund is its own row with `kind = refund`): a
+    # negative amount would silently flip a purchase into a refund, so it is bad input.
+    if row.amount < 0:
+        return "negative_amount"
     # An ISO code the FX table has never heard of is bad input (quarantined); a known currency
     # without the day's rate is a gap in the rates file and fails the day (MissingFxRate).
     if str(row.currency).strip().upper() not in known:

@@ -149,11 +149,6 @@ def test_bad_payments_are_quarantined_by_reason_and_counted(tmp_path: Path) -> N
     assert "u-good" not in sample and _pid("u-good-3") in sample  # pseudonymized
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap (issue 9 report): a purchase with a negative amount is accepted as negative "
-    "revenue, neither quarantined nor an error (adperf/sources/payments.py _problem)",
-)
 def test_a_negative_purchase_amount_is_quarantined(tmp_path: Path) -> None:
     df, meta = _fetch_payments(_payments_db(tmp_path, "negative.csv"))
     assert len(df) == 0 and meta["quarantined"] == 1
