@@ -92,7 +92,7 @@ def fetch_events(
     Malformed lines (bad JSON or UTF-8, missing `ts`/`event`/`user_id`, a truncated gzip tail)
     are counted, not fatal, unless their share passes `max_bad_fraction`. With `shards` > 1 only
     users whose pseudonym falls in `shard` are kept (see `shard_of`); the counts stay whole-day.
-    Counts: lines = kept + bad + out_of_day + other_events + other_shards.
+    Counts: lines = kept + bad + out_of_day + other_events + duplicates + other_shards.
     """
     if shards < 1 or not 0 <= shard < shards:
         raise ValueError(f"logs: shard {shard} of {shards} is not in 0..{shards - 1}")
@@ -105,6 +105,7 @@ def fetch_events(
             "check [logs] path, or wait until the day's logs are rotated",
         )
     counts = {"lines": 0, "bad": 0, "out_of_day": 0, "other_events": 0, "other_shards": 0}
+    counts["duplicates"] = 0
     counts |= {"files": len(files), "truncated_files": 0}
     con = duckdb.connect()
     try:
@@ -136,6 +137,9 @@ def fetch_events(
         wanted = pc.is_in(table["event"], pa.array(sorted(events), pa.string()))
         counts["other_events"] = table.num_rows - int(pc.sum(wanted).as_py() or 0)
         table = table.filter(wanted)
+    deduped = _drop_duplicates(table)
+    counts["duplicates"] = table.num_rows - deduped.num_rows
+    table = deduped
     if table.num_rows == 0:
         return empty_frame(EVENTS), counts
 
@@ -155,6 +159,20 @@ def fetch_events(
         }
     )
     return df[EVENTS.columns], counts
+
+
+def _drop_duplicates(table: pa.Table) -> pa.Table:
+    """The table without exact repeats of a line's fields (the first one kept, order kept)."""
+    # Log shippers deliver a line twice after a retry; a repeated premium match would weigh
+    # double in the contribution graph. Two real events never share ts to the microsecond.
+    if table.num_rows < 2:
+        return table
+    keys = [c for c in ("ts", "event", "user_id", "peer_id", "premium") if c in table.column_names]
+    indexed = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    firsts = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    if len(firsts) == table.num_rows:
+        return table
+    return table.take(pa.array(np.sort(firsts.to_numpy())))
 
 
 def _non_empty(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -28,7 +28,7 @@ def _fetch(tmp_path, pattern="{date}.jsonl.gz", **kw):
 
 
 def _balanced(counts, kept):
-    keys = ("bad", "out_of_day", "other_events", "other_shards")
+    keys = ("bad", "out_of_day", "other_events", "duplicates", "other_shards")
     return counts["lines"] == kept + sum(counts[k] for k in keys)
 
 
@@ -75,7 +75,8 @@ def test_parse_pseudonymize_and_count_bad_lines(tmp_path):
 
 
 def test_too_many_bad_lines_fail_with_clear_message(tmp_path):
-    lines = [_line("2026-11-27T12:00:00+09:00")] * 10 + [b"{broken\n"] * 2
+    lines = [_line("2026-11-27T12:00:00+09:00", user=f"usr_{i}") for i in range(10)]
+    lines += [b"{broken\n"] * 2
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
     with pytest.raises(SourceError, match=r"logs for 2026-11-27: 2 of 12 lines are malformed"):
         _fetch(tmp_path, max_bad_fraction=0.01)
