@@ -37,6 +37,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pandas as pd
 
+from adperf.sandbox import loopback
+
 log = logging.getLogger(__name__)
 
 AD_ROW_COLUMNS = (
@@ -125,31 +127,15 @@ class FakeGraphApi:
         """Serve on a free loopback port in a daemon thread; return the base URL."""
         if self._server is not None:
             return self.base_url
-        handler = _make_handler(self)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(
-            # A short poll interval so stop() returns promptly (the default waits up to 0.5 s).
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-graph-api",
-            daemon=True,
+        self._server, self._thread, self.base_url = loopback.serve(
+            _make_handler(self), "fake-graph-api"
         )
-        self._thread.start()
         return self.base_url
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        loopback.shutdown(self._server, self._thread)
+        self._server, self._thread = None, None
 
     def __enter__(self) -> Self:
         self.start()

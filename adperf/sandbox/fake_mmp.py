@@ -23,6 +23,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 
+from adperf.sandbox import loopback
+
 log = logging.getLogger(__name__)
 
 # AppsFlyer's raw-data column order (a realistic subset); the client must find columns by name.
@@ -133,25 +135,13 @@ class FakeMmp:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval makes stop() quick; the default half second adds up in tests.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-mmp", daemon=True
-        )
-        self._thread.start()
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self._server, self._thread, base_url = loopback.serve(Handler, "fake-mmp")
+        return base_url
 
     def stop(self) -> None:
         """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        loopback.shutdown(self._server, self._thread)
+        self._server, self._thread = None, None
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue answers for the next requests, one each, before any normal answer.

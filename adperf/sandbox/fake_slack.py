@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from adperf.sandbox import loopback
+
 log = logging.getLogger(__name__)
 
 # Block Kit limits the real API enforces with `invalid_blocks`; the fake enforces them too.
@@ -72,26 +74,13 @@ class FakeSlack:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval makes stop() quick; the default half second adds up in tests.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True
-        )
-        self._thread.start()
-        host, port = self._server.server_address[:2]
-        self._base = f"http://{host!s}:{port}"
+        self._server, self._thread, self._base = loopback.serve(Handler, "fake-slack")
         return f"{self._base}/api/"
 
     def stop(self) -> None:
         """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        loopback.shutdown(self._server, self._thread)
+        self._server, self._thread = None, None
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue answers for the next requests, one each: {"status": 429, "retry_after": 1},
