@@ -4,6 +4,11 @@ Layout: `<root>/<dataset>/<key>=<value>/part-0.parquet` plus `_meta.json` (row c
 quarantine counts of the run that wrote it). A partition is complete exactly when its folder
 exists: it is written in a temp folder beside it and renamed into place, so a killed writer
 leaves only a `_tmp-*` folder, which readers ignore and the next write of the dataset removes.
+
+A partition holding user pseudonyms (`*_pid` columns) records the HMAC key version it was
+pseudonymized under (`pseudonym_key_version` in `_meta.json`); given the current version,
+`partition_exists` takes one of another version as missing and the readers refuse it
+(`KeyVersionMismatch`), so data of two keys is re-extracted, never joined.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adperf.pseudonym import (
+    KEY_VERSION_META,
+    LEGACY_KEY_VERSION,
+    KeyVersionMismatch,
+    MixedKeyVersions,
+    holds_pseudonyms,
+)
 from adperf.schema import Dataset, to_table
 
 TMP_PREFIX = "_tmp-"
@@ -34,9 +46,40 @@ def partition_path(root: Path, dataset: str, key: str, value: str) -> Path:
     return Path(root) / dataset / f"{key}={value}"
 
 
-def partition_exists(root: Path, dataset: str, key: str, value: str) -> bool:
-    """True when the partition was completely written."""
-    return (partition_path(root, dataset, key, value) / DATA_FILE).is_file()
+def partition_exists(
+    root: Path, dataset: str, key: str, value: str, *, key_version: str | None = None
+) -> bool:
+    """True when the partition was completely written (and, given `key_version`, holds no
+    pseudonyms or was pseudonymized under that key version)."""
+    if not (partition_path(root, dataset, key, value) / DATA_FILE).is_file():
+        return False
+    if key_version is None:
+        return True
+    holds, found = partition_key_version(root, dataset, key, value)
+    return not holds or found == key_version
+
+
+def partition_key_version(
+    root: Path, dataset: str, key: str, value: str
+) -> tuple[bool, str | None]:
+    """(holds pseudonyms, the key version they were made under; None when unrecorded)."""
+    folder = partition_path(root, dataset, key, value)
+    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
+    if KEY_VERSION_META in meta:
+        found = meta[KEY_VERSION_META]
+        return True, None if found is None else str(found)
+    # Written before versions were recorded: pseudonyms then came from the first key.
+    if holds_pseudonyms(pq.read_schema(folder / DATA_FILE).names):
+        return True, LEGACY_KEY_VERSION
+    return False, None
+
+
+def check_key_version(root: Path, dataset: str, key: str, value: str, expected: str) -> None:
+    """Raise KeyVersionMismatch unless the partition holds no pseudonyms or was pseudonymized
+    under the `expected` key version."""
+    holds, found = partition_key_version(root, dataset, key, value)
+    if holds and found != expected:
+        raise KeyVersionMismatch(f"{dataset}/{key}={value}", found, expected)
 
 
 def write_partition(
@@ -49,13 +92,17 @@ def write_partition(
     meta: dict[str, Any] | None = None,
     allow_empty: bool = False,
     folder: str | None = None,
+    key_version: str | None = None,
 ) -> Path:
     """Check `df` against `dataset` and write it as one partition, atomically (replaces any).
 
-    `folder` overrides the dataset's folder (e.g. 'ad_spend/platform=facebook').
+    `folder` overrides the dataset's folder (e.g. 'ad_spend/platform=facebook');
+    `key_version` is the HMAC key version of the pseudonyms in `df` (see `write_table`).
     """
     table = to_table(df, dataset, allow_empty=allow_empty)
-    return write_table(root, folder or dataset.name, key, value, table, meta=meta)
+    return write_table(
+        root, folder or dataset.name, key, value, table, meta=meta, key_version=key_version
+    )
 
 
 def write_frame(
@@ -66,10 +113,11 @@ def write_frame(
     df: pd.DataFrame,
     *,
     meta: dict[str, Any] | None = None,
+    key_version: str | None = None,
 ) -> Path:
     """Write a derived (transform) frame as one partition, atomically."""
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    return write_table(root, folder, key, value, table, meta=meta)
+    return write_table(root, folder, key, value, table, meta=meta, key_version=key_version)
 
 
 def write_table(
@@ -80,8 +128,13 @@ def write_table(
     table: pa.Table,
     *,
     meta: dict[str, Any] | None = None,
+    key_version: str | None = None,
 ) -> Path:
-    """Write an Arrow table as one partition through a temp folder and a rename."""
+    """Write an Arrow table as one partition through a temp folder and a rename.
+
+    A table with pseudonym columns (`*_pid`) records `key_version` in `_meta.json` as
+    `pseudonym_key_version`; without one it is recorded as null, which no reader accepts.
+    """
     final = partition_path(root, dataset, key, value)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(final.parent)
@@ -91,6 +144,8 @@ def write_table(
         # Deterministic bytes for the same rows: no write timestamps in the file.
         pq.write_table(table, tmp / DATA_FILE, compression="zstd", write_statistics=True)
         info = {"dataset": dataset, key: value, "rows": table.num_rows, **(meta or {})}
+        if holds_pseudonyms(table.column_names):
+            info[KEY_VERSION_META] = key_version
         (tmp / META_FILE).write_text(json.dumps(info, sort_keys=True, indent=1, default=str))
         _fsync_dir(tmp)
         if final.exists():
@@ -108,16 +163,34 @@ def write_table(
     return final
 
 
-def read_partition(root: Path, dataset: str, key: str, value: str) -> pd.DataFrame:
-    """Read one complete partition as a DataFrame."""
+def read_partition(
+    root: Path, dataset: str, key: str, value: str, *, key_version: str | None = None
+) -> pd.DataFrame:
+    """Read one complete partition as a DataFrame; given `key_version`, refuse a partition
+    pseudonymized under another one (KeyVersionMismatch)."""
+    if key_version is not None:
+        check_key_version(root, dataset, key, value, key_version)
     frame: pd.DataFrame = pq.read_table(
         partition_path(root, dataset, key, value) / DATA_FILE
     ).to_pandas()
     return frame
 
 
-def read_partitions(root: Path, dataset: str, key: str, values: list[str]) -> pd.DataFrame:
-    """Read and concatenate several partitions of one dataset (all must exist)."""
+def read_partitions(
+    root: Path, dataset: str, key: str, values: list[str], *, key_version: str | None = None
+) -> pd.DataFrame:
+    """Read and concatenate several partitions of one dataset (all must exist).
+
+    Partitions pseudonymized under different key versions are never combined
+    (MixedKeyVersions); given `key_version`, each must be of that version (KeyVersionMismatch).
+    """
+    if key_version is not None:
+        for v in values:
+            check_key_version(root, dataset, key, v, key_version)
+    recorded = {v: partition_key_version(root, dataset, key, v) for v in values}
+    versions = {f"{key}={v}": found for v, (holds, found) in recorded.items() if holds}
+    if len(set(versions.values())) > 1:
+        raise MixedKeyVersions(dataset, versions)
     tables = [pq.read_table(partition_path(root, dataset, key, v) / DATA_FILE) for v in values]
     if not tables:
         raise ValueError(f"read_partitions: no partitions of {dataset} requested")

@@ -1,15 +1,86 @@
-"""Keyed HMAC-SHA256 pseudonyms for user ids: one function for MMP, payments and logs."""
+"""Keyed HMAC-SHA256 pseudonyms for user ids: one function for MMP, payments and logs.
+
+Pseudonyms made under two keys never match, and a join across them fails silently (every
+payer becomes "unattributed"). So each key has a version (a label, never the key), the lake
+records it with every partition holding pseudonyms, and readers refuse other versions.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adperf.errors import AdperfError
+
 # 128 bits of the HMAC, hex: collision-free at any realistic user count, half the bytes.
 PSEUDONYM_HEX_CHARS = 32
+
+#: Columns holding pseudonyms end with this (schema.py: user_pid, device_pid, peer_pid).
+PSEUDONYM_SUFFIX = "_pid"
+#: The `_meta.json` key of the key version a partition was pseudonymized under.
+KEY_VERSION_META = "pseudonym_key_version"
+#: The version of partitions written before versions were recorded (the first key).
+LEGACY_KEY_VERSION = "1"
+_KEY_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+
+
+class KeyVersionMismatch(AdperfError):
+    """A partition was pseudonymized under another key version than the one expected."""
+
+    def __init__(self, partition: str, found: str | None, expected: str) -> None:
+        self.partition, self.found, self.expected = partition, found, expected
+        was = f"key version {found}" if found else "an unrecorded key version"
+        restore = (
+            f" or restore ADPERF_HMAC_KEY_VERSION={found} together with the key it names"
+            if found
+            else ""
+        )
+        super().__init__(
+            f"lake: {partition} was pseudonymized with {was}, this run uses key version "
+            f"{expected}; its user pseudonyms cannot be joined with this run's. Fix: re-extract "
+            f"those days under the current key (run the report again: luigi takes a partition "
+            f"of another key version as not complete and extracts it again){restore}"
+        )
+
+
+class MixedKeyVersions(KeyVersionMismatch):
+    """Partitions asked to be read together were pseudonymized under different key versions."""
+
+    def __init__(self, dataset: str, versions: dict[str, str | None]) -> None:
+        self.partition, self.found, self.expected, self.versions = dataset, None, "", versions
+        shown = ", ".join(f"{k}: {v or 'unrecorded'}" for k, v in sorted(versions.items()))
+        AdperfError.__init__(
+            self,
+            f"lake: the {dataset} partitions asked for were pseudonymized under different key "
+            f"versions ({shown}); their user pseudonyms cannot be joined. Fix: re-extract the "
+            "days of the older version under the current key (run the report again)",
+        )
+
+
+def check_key_version(version: str, key: bytes | None = None) -> str:
+    """`version` if it is a valid key version label (1-32 of A-Z a-z 0-9 . _ -), else ValueError.
+
+    It is written beside the data: it must never be the key itself (checked when `key` given).
+    """
+    if not _KEY_VERSION.fullmatch(version):
+        raise ValueError(
+            "the HMAC key version must be 1-32 letters, digits, '.', '_' or '-' (e.g. 1, 2, "
+            "2026-11)"
+        )
+    if key is not None and version.encode("utf-8") == key:
+        raise ValueError("the HMAC key version is the key itself: it is stored beside the data")
+    return version
+
+
+def holds_pseudonyms(columns: Iterable[str]) -> bool:
+    """True when a table with these column names carries user pseudonyms."""
+    return any(str(c).endswith(PSEUDONYM_SUFFIX) for c in columns)
 
 
 def pseudonymize_one(raw_id: str, key: bytes) -> str:
@@ -31,6 +102,43 @@ def pseudonymize(ids: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
     ids = pc.cast(ids, pa.string())
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
     encoded = pc.dictionary_encode(ids)
-    uniques = encoded.dictionary.to_pylist()
-    hashed = pa.array([pseudonymize_one(u, key) for u in uniques], type=pa.string())
+    hashed = pseudonym_hex(hmac_prefixes(encoded.dictionary, key))
     return hashed.take(encoded.indices)
+
+
+# RFC 2104 pads for a 64-byte block hash (SHA-256), as bytes.translate tables.
+_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+PSEUDONYM_BYTES = PSEUDONYM_HEX_CHARS // 2
+
+
+def hmac_prefixes(ids: pa.Array, key: bytes) -> bytes:
+    """HMAC-SHA256 of each id (UTF-8), first PSEUDONYM_BYTES bytes each, concatenated.
+
+    The same values as `pseudonymize_one`, 4-5x faster: the key's inner and outer SHA-256
+    states are computed once (RFC 2104) and copied per id, instead of `hmac.new` padding and
+    hashing the key again for every id. A null id gets the digest of the empty string.
+    """
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner, outer = hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
+    new_inner, new_outer = inner.copy, outer.copy
+    out: list[bytes] = []
+    append = out.append
+    for raw in pc.cast(ids, pa.binary()).to_pylist():
+        h = new_inner()
+        h.update(raw or b"")
+        o = new_outer()
+        o.update(h.digest())
+        append(o.digest()[:PSEUDONYM_BYTES])
+    return b"".join(out)
+
+
+def pseudonym_hex(digests: bytes) -> pa.Array:
+    """The pseudonyms (lowercase hex) of concatenated `hmac_prefixes` digests, as strings."""
+    n = len(digests) // PSEUDONYM_BYTES
+    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
+    data = digests.hex().encode("ascii")
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))

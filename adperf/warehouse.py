@@ -134,6 +134,37 @@ actions = sa.Table(
     sa.Column("proas_high", sa.Float),
 )
 
+# One row per change `adperf actions apply --yes` made (or tried) on an ad platform; appended,
+# never replaced (adperf/actions). `value_before`/`value_after`, not before/after: BEFORE is a
+# reserved word in MySQL. Values are the API's: a status name, or an integer budget in `unit`.
+action_log = sa.Table(
+    "action_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("date", sa.Date, nullable=False, index=True),  # the report day of the action
+    sa.Column("platform", sa.String(16), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),  # of the object changed
+    sa.Column("object_id", ID, nullable=False),
+    sa.Column("object_name", NAME),
+    sa.Column("action", sa.String(8), nullable=False),
+    sa.Column("field", sa.String(32), nullable=False),
+    sa.Column("value_before", sa.String(64)),
+    sa.Column("value_after", sa.String(64)),
+    sa.Column("unit", sa.String(32)),
+    sa.Column("applied_at", sa.DateTime, nullable=False),  # UTC
+    sa.Column("applied_by", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),  # pending, applied, failed
+    sa.Column("error", sa.String(1024)),
+    # The `actions` row it comes from, when that is another object (a campaign's adsets).
+    sa.Column("source_level", sa.String(16)),
+    sa.Column("source_id", ID),
+    # 1 while a scale's row is pending or applied, NULL otherwise (a failure releases it). The
+    # unique key below lets one apply at a time hold (date, platform, object_id, field), so two
+    # concurrent `--yes` runs cannot both scale a budget; NULLs never collide (SQLite, MySQL).
+    sa.Column("claim", sa.SmallInteger),
+    sa.Index("uq_action_log_claim", "date", "platform", "object_id", "field", "claim", unique=True),
+)
+
 load_marker = sa.Table(
     "adperf_load_marker",
     metadata,
@@ -184,13 +215,28 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+def _create_if_missing(engine: sa.Engine, table: sa.Table) -> None:
+    """Create `table` (and its indexes) unless it exists, tolerating a concurrent creator.
+
+    Two worker processes' first runs can both see no table and both CREATE it; the loser's
+    "already exists" error is not a failure (seen as a lost `pipeline_runs` row in the shards
+    test), so it is swallowed only when the table is there afterwards.
+    """
+    try:
+        table.create(engine, checkfirst=True)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        if not sa.inspect(engine).has_table(table.name):
+            raise
+
+
 def create_tables(engine: sa.Engine, meta: sa.MetaData = metadata) -> None:
     """Create the report tables and the load marker where missing; add new nullable columns.
 
     Report tables only ever gain nullable columns (the analysts' contract keeps old ones), so
     a warehouse written by an older adperf is brought up to date with ALTER TABLE ADD COLUMN.
     """
-    meta.create_all(engine, checkfirst=True)
+    for table in meta.sorted_tables:
+        _create_if_missing(engine, table)
     inspector = sa.inspect(engine)
     with engine.begin() as conn:
         for table in meta.sorted_tables:
@@ -205,6 +251,41 @@ def create_tables(engine: sa.Engine, meta: sa.MetaData = metadata) -> None:
                     )
                 ddl = col.type.compile(dialect=engine.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl}"))
+
+
+def create_action_log(engine: sa.Engine) -> None:
+    """Create action_log where missing; give an older one the claim column and its unique key.
+
+    An older action_log's scales that are still pending or applied are claimed first (the
+    newest row of each object and field, so rows an unguarded race duplicated cannot block the
+    key), then the key is created.
+    """
+    t = action_log
+    _create_if_missing(engine, t)
+    inspector = sa.inspect(engine)
+    if "claim" not in {c["name"] for c in inspector.get_columns(t.name)}:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE action_log ADD COLUMN claim SMALLINT"))
+    index = next(i for i in t.indexes if i.name == "uq_action_log_claim")
+    if index.name in {i["name"] for i in sa.inspect(engine).get_indexes(t.name)}:
+        return
+    key = (t.c.date, t.c.platform, t.c.object_id, t.c.field)
+    newest = (
+        sa.select(sa.func.max(t.c.id))
+        .where(t.c.status.in_(["pending", "applied"]), t.c.field != "status")
+        .group_by(*key)
+    )
+    try:
+        with engine.begin() as conn:
+            ids = [i for (i,) in conn.execute(newest)]
+            conn.execute(t.update().where(t.c.claim.is_not(None)).values(claim=None))
+            if ids:
+                conn.execute(t.update().where(t.c.id.in_(ids)).values(claim=1))
+            index.create(conn)
+    except sa.exc.DatabaseError:
+        # Another apply migrating at the same moment made it first.
+        if index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(t.name)}:
+            raise
 
 
 def is_loaded(engine: sa.Engine, day: str) -> bool:
@@ -271,7 +352,7 @@ def load_day(
 
 def record_pipeline_run(engine: sa.Engine, row: dict[str, Any]) -> None:
     """Append one task run to `pipeline_runs` (created where missing)."""
-    pipeline_runs.create(engine, checkfirst=True)
+    _create_if_missing(engine, pipeline_runs)
     with engine.begin() as conn:
         conn.execute(pipeline_runs.insert(), [row])
 

@@ -72,7 +72,8 @@ def run_stage(name: str, prof: BenchProfile, data_dir: Path, cap_s: float | None
         return {"error": tail[0]}
     result: dict[str, Any] = json.loads(out.read_text())
     _log(
-        f"{name}: {result['seconds']:.3f} s timed, {result['rows']:,} rows, "
+        f"{name}: {result['seconds']:.3f} s timed ({result.get('cpu_seconds', 0):.2f} s CPU), "
+        f"{result['rows']:,} rows, "
         f"{result['peak_rss_bytes'] / report.MIB:,.0f} MiB peak "
         f"({time.perf_counter() - t0:.1f} s with setup)"
     )
@@ -103,10 +104,17 @@ def checks(stages: dict[str, Any], data_dir: Path) -> dict[str, str]:
         counts = stages.get("logs.adperf", {}).get("info", {}).get("counts")
         out["logs rows kept"] = (
             ", ".join(f"{n.split('.')[1]} {v:,}" for n, v in kept.items())
-            + " of the same lines. The naive loop keeps every well-formed in-day line; DuckDB"
+            + " of the same lines. The naive loop keeps what adperf keeps (well-formed lines of"
+            " the day of the events adperf uses) but does not drop exact repeats; DuckDB"
             " (ignore_errors) every line that parses; adperf what its counts say: "
             + json.dumps(counts, sort_keys=True)
         )
+        naive = kept.get("logs.naive")
+        if counts and naive is not None and kept.get("logs.adperf") is not None:
+            same = kept["logs.adperf"] + counts.get("duplicates", 0) == naive
+            out["logs adperf vs naive"] = (
+                "same rows kept" if same else "DIFFERENT rows kept (adperf + duplicates != naive)"
+            )
     params = {
         n: stages[n]["info"].get("params") for n in GROUPS["ltv"] if "info" in stages.get(n, {})
     }
@@ -225,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     (data_dir / "latest.md").write_text(text)
     if args.readme:
         write_readme(prof.name, text, result["machine"])
-    failed = [n for n, s in stages.items() if "error" in s and not s["error"].startswith("skip")]
+    failed = [
+        n
+        for n, s in stages.items()
+        if ("error" in s and not s["error"].startswith("skip")) or s.get("failed_runs")
+    ]
     if failed:
         _log(f"failed stages: {failed}")
     return 1 if failed else 0

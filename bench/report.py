@@ -14,7 +14,7 @@ MIB = 1024**2
 
 # Stage → (what it is, which stage it is compared with, how the ratio reads).
 STAGE_DOC: dict[str, str] = {
-    "logs.adperf": "logs extract: adperf fetch_events + lake write",
+    "logs.adperf": "logs extract: adperf fetch_events_table + lake write",
     "logs.duckdb": "logs: DuckDB read_json, explicit columns (limit)",
     "logs.naive": "logs: stdlib json + per-row hmac + Parquet (naive)",
     "ltv.adperf": "LTV: build_ltv (RFM + fit + pLTV), cold start",
@@ -59,11 +59,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return {"runs": runs, "error": runs[-1].get("error", "no run") if runs else "no run"}
     median = statistics.median(r["seconds"] for r in ok)
+    cpu = [r["cpu_seconds"] for r in ok if r.get("cpu_seconds") is not None]
     rows = ok[-1]["rows"]
     return {
         "runs": runs,
         "n": len(ok),
+        "failed_runs": len(runs) - len(ok),
         "median_s": median,
+        "median_cpu_s": statistics.median(cpu) if cpu else None,
         "rows": rows,
         "rows_per_s": rows / median if median > 0 else None,
         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in ok),
@@ -75,6 +78,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _median(stages: dict[str, Any], name: str) -> float | None:
     s = stages.get(name, {})
     return s.get("median_s") if "error" not in s else None
+
+
+def _cpu_ratio(stages: dict[str, Any], num: str, den: str) -> float | None:
+    a = stages.get(num, {}).get("median_cpu_s")
+    b = stages.get(den, {}).get("median_cpu_s")
+    return a / b if a and b and "error" not in stages[num] and "error" not in stages[den] else None
 
 
 def _ratio_status(value: float, limit: float, *, at_most: bool) -> str:
@@ -96,6 +105,8 @@ def targets(stages: dict[str, Any]) -> list[Target]:
             return
         r = a / b
         shown = f"{'>' if lower_bound else ''}{r:.2f}x"
+        c = _cpu_ratio(stages, num, den)
+        shown += f" (CPU {c:.2f}x)" if c else ""
         status = _ratio_status(r, limit, at_most=at_most)
         if lower_bound and status != "met":
             status = f"at least {shown}: cap too low to tell"
@@ -182,13 +193,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _fmt_s(s: dict[str, Any]) -> tuple[str, str, str, str]:
+def _fmt_s(s: dict[str, Any]) -> tuple[str, str, str, str, str]:
     if "error" in s:
-        return "-", "failed", "-", "-"
+        return "-", "failed", "-", "-", "-"
     med = f"{'>' if s.get('capped') else ''}{s['median_s']:.3f}"
+    cpu = f"{s['median_cpu_s']:.2f}" if s.get("median_cpu_s") is not None else "-"
     rps = f"{s['rows_per_s']:,.0f}" if s.get("rows_per_s") else "-"
     rss = f"{s['peak_rss_bytes'] / MIB:,.0f}" if s["peak_rss_bytes"] else "-"
-    return f"{s['rows']:,}" if s["rows"] else "-", med, rps, rss
+    return f"{s['rows']:,}" if s["rows"] else "-", med, cpu, rps, rss
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -198,26 +210,34 @@ def markdown(result: dict[str, Any]) -> str:
         f"Profile `{result['profile']}`, {result['started']}: the median of `runs` runs of each "
         "stage, each run in a fresh process.",
         "",
-        "| stage | what | rows | runs | median s | rows/s | peak RSS MiB | vs adperf |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| stage | what | rows | runs | median s | CPU s | rows/s | peak RSS MiB | vs adperf |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = list(STAGE_DOC)
     for name in sorted(stages, key=lambda n: order.index(n) if n in order else len(order)):
         s = stages[name]
-        rows, med, rps, rss = _fmt_s(s)
+        rows, med, cpu, rps, rss = _fmt_s(s)
         vs = ""
         base = BASELINE_OF.get(name)
         if base and "error" not in s and "median_s" in stages.get(base, {}):
             ratio = s["median_s"] / stages[base]["median_s"]
             vs = f"{'>' if s.get('capped') else ''}{ratio:.2f}x"
+            cpu_ratio = _cpu_ratio(stages, name, base)
+            vs += f" (CPU {cpu_ratio:.2f}x)" if cpu_ratio else ""
         elif "error" in s:
             vs = str(s["error"])[:90]
         what = STAGE_DOC.get(name, "") + (f" (run of {s['from_run']})" if "from_run" in s else "")
         runs = s.get("n", len(s.get("runs", [])))
-        lines.append(f"| {name} | {what} | {rows} | {runs} | {med} | {rps} | {rss} | {vs} |")
+        if s.get("failed_runs"):
+            vs += f" {s['failed_runs']} run(s) FAILED"
+        lines.append(
+            f"| {name} | {what} | {rows} | {runs} | {med} | {cpu} | {rps} | {rss} | {vs} |"
+        )
     lines += [
         "",
-        "`vs adperf` = this stage's median / the adperf stage's median (> 1: adperf is faster).",
+        "`vs adperf` = this stage's median / the adperf stage's median (> 1: adperf is faster);"
+        " in brackets the same ratio of median CPU seconds (process + waited-for children),"
+        " which a busy machine moves less than wall seconds.",
         "",
     ]
     if result.get("checks"):

@@ -100,14 +100,25 @@ class Ctx:
     data_dir: Path
     scratch: Path
     seconds: float = float("nan")
+    cpu_seconds: float = float("nan")
     info: dict[str, Any] = field(default_factory=dict)
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Time the block: the one measured part of the stage."""
-        t0 = time.perf_counter()
+        """Time the block: the one measured part of the stage (wall and CPU seconds).
+
+        CPU seconds are this process's threads plus the children it waited for (luigi's forked
+        workers): on a shared machine they move less with the load than wall seconds do.
+        """
+        c0, t0 = _cpu(), time.perf_counter()
         yield
         self.seconds = time.perf_counter() - t0
+        self.cpu_seconds = _cpu() - c0
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 STAGES: dict[str, Callable[[Ctx], int]] = {}
@@ -135,17 +146,24 @@ def _in_day_bounds() -> tuple[dt.datetime, dt.datetime]:
 
 @stage("logs.adperf")
 def logs_adperf(ctx: Ctx) -> int:
-    """adperf.sources.logs.fetch_events + the lake write of the EVENTS partition."""
+    """adperf.sources.logs.fetch_events_table + the lake write of the EVENTS partition.
+
+    The same two calls as the pipeline's EventLogs task: Arrow in, Parquet out, no pandas.
+    """
     from adperf import lake
     from adperf.schema import EVENTS
-    from adperf.sources.logs import fetch_events
+    from adperf.sources.logs import fetch_events_table
 
     path = data.log_day(ctx.data_dir, ctx.prof)
     pattern = str(path.parent / "{date}.jsonl.gz")
     with ctx.timed():
-        df, counts = fetch_events(pattern, day=REPORT_DAY, timezone=TIMEZONE, hmac_key=HMAC_KEY)
-        lake.write_partition(ctx.scratch / "lake", EVENTS, "date", REPORT_DAY.isoformat(), df)
-    ctx.info.update(kept=len(df), counts={k: int(v) for k, v in counts.items()})
+        table, counts = fetch_events_table(
+            pattern, day=REPORT_DAY, timezone=TIMEZONE, hmac_key=HMAC_KEY
+        )
+        lake.write_table(
+            ctx.scratch / "lake", EVENTS.name, "date", REPORT_DAY.isoformat(), table, meta=counts
+        )
+    ctx.info.update(kept=table.num_rows, counts={k: int(v) for k, v in counts.items()})
     return int(counts["lines"])
 
 
@@ -164,15 +182,21 @@ def logs_duckdb(ctx: Ctx) -> int:
         table = con.sql(
             f"SELECT * FROM read_json('{path}', format='newline_delimited', "
             f"columns={columns}, ignore_errors=true, compression='gzip')"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     ctx.info.update(kept=table.num_rows)
     return _line_count(path)
 
 
 @stage("logs.naive")
 def logs_naive(ctx: Ctx) -> int:
-    """The naive way: stdlib json per line, HMAC per row, a DataFrame, Parquet."""
+    """The naive way to the same output: stdlib json per line, HMAC per row, pandas, Parquet.
+
+    It keeps what adperf keeps (well-formed lines of the report day whose event is one adperf
+    uses) and pseudonymizes user and peer of each kept row with its own `hmac.new`.
+    """
     import pandas as pd
+
+    from adperf.sources.logs import KEPT_EVENTS
 
     path = data.log_day(ctx.data_dir, ctx.prof)
     start, end = _in_day_bounds()
@@ -180,7 +204,7 @@ def logs_naive(ctx: Ctx) -> int:
     def pid(raw: str) -> str:
         return hmac.new(HMAC_KEY, raw.encode(), hashlib.sha256).hexdigest()[:32]
 
-    lines = 0
+    lines = bad = 0
     rows: list[tuple[Any, ...]] = []
     with ctx.timed():
         with gzip.open(path, "rt", encoding="utf-8") as fh:
@@ -192,8 +216,9 @@ def logs_naive(ctx: Ctx) -> int:
                     user = rec["user_id"]
                     event = rec["event"]
                 except (ValueError, KeyError, TypeError):
+                    bad += 1
                     continue
-                if not (start <= ts < end):
+                if not (start <= ts < end) or event not in KEPT_EVENTS:
                     continue
                 peer = rec.get("peer_id")
                 premium = (rec.get("props") or {}).get("premium")
@@ -203,7 +228,7 @@ def logs_naive(ctx: Ctx) -> int:
         out = ctx.scratch / "naive"
         out.mkdir(parents=True, exist_ok=True)
         df.to_parquet(out / "part-0.parquet", index=False)
-    ctx.info.update(kept=len(df))
+    ctx.info.update(kept=len(df), bad=bad)
     return lines
 
 
@@ -227,44 +252,76 @@ def _ltv_params(row: dict[str, Any]) -> dict[str, Any]:
     return {"bgnbd": params.get("bgnbd"), "gammagamma": params.get("gammagamma")}
 
 
-@stage("ltv.adperf")
-def ltv_adperf(ctx: Ctx) -> int:
-    """adperf.transform.ltv.build_ltv: RFM summary + fit + cohort predictions, cold start."""
-    from adperf.transform.ltv import build_ltv
+# What the ltv.adperf stages time (ADPERF_BENCH_LTV): 'core' = RFM summary + fits + cohort
+# predictions, no backtest, no bootstrap (like for like with ltv.lifetimes, issue 3's baseline);
+# 'full' (default) = build_ltv as the Ltv task runs it, with the 90-day backtest (its D-90 model
+# taken from the lake as the task does, or fitted when ADPERF_BENCH_LTV_BACKTEST_MODEL=fit) and
+# the bootstrap interval.
+LTV_SCOPES = ("full", "core")
 
+
+def _ltv_model_cache(ctx: Ctx, day: dt.date) -> Any:
+    """The model fitted as of `day` on the profile's payments (cached beside the inputs): what the
+    lake holds for an earlier report day."""
+    from adperf.transform.ltv import LtvModel, build_rfm, fit_ltv
+
+    cache = ctx.data_dir / f"ltv_model_{day.isoformat()}.json"
+    if not cache.exists():
+        payments, _ = _ltv_frames(ctx)
+        model = fit_ltv(build_rfm(payments[payments["date"] <= day.isoformat()], day.isoformat()))
+        cache.write_text(model.to_json())
+    return LtvModel.from_json(cache.read_text())
+
+
+def _ltv_run(ctx: Ctx, *, warm: bool) -> int:
+    from adperf.transform.ltv import BACKTEST_DAYS, build_ltv
+
+    scope = os.environ.get("ADPERF_BENCH_LTV", "full")
+    if scope not in LTV_SCOPES:
+        raise SystemExit(f"ADPERF_BENCH_LTV={scope!r}: use one of {LTV_SCOPES}")
+    kwargs: dict[str, Any] = {}
+    if warm:
+        kwargs["initial"] = _ltv_model_cache(ctx, REPORT_DAY - dt.timedelta(days=1))
+    backtest_source = "none"
+    if scope == "core":
+        kwargs.update(backtest_days=0, replicates=0)
+    elif warm and os.environ.get("ADPERF_BENCH_LTV_BACKTEST_MODEL", "stored") == "stored":
+        # Warm = a daily run: D-1 (warm start) and D-90 (backtest) models are in the lake.
+        kwargs["backtest_model"] = _ltv_model_cache(
+            ctx, REPORT_DAY - dt.timedelta(days=BACKTEST_DAYS)
+        )
     payments, installs = _ltv_frames(ctx)
+    cpu0 = time.process_time()
     with ctx.timed():
-        row, pltv = build_ltv(REPORT_DAY.isoformat(), payments, installs)
+        row, pltv = build_ltv(REPORT_DAY.isoformat(), payments, installs, **kwargs)
+    params = json.loads(row["params"])
+    if scope == "full":
+        backtest_source = params.get("backtest_model", "none")
     ctx.info.update(
+        scope=scope,
+        warm=warm,
+        cpu_seconds=round(time.process_time() - cpu0, 3),
+        backtest_model=backtest_source,
+        backtest_mape=row["backtest_mape"],
         customers=int(row["n_customers"]),
         converged=bool(row["converged"]),
         params=_ltv_params(row),
         pltv_rows=len(pltv),
     )
     return len(payments)
+
+
+@stage("ltv.adperf")
+def ltv_adperf(ctx: Ctx) -> int:
+    """adperf.transform.ltv.build_ltv, cold start (no earlier model); scope: ADPERF_BENCH_LTV."""
+    return _ltv_run(ctx, warm=False)
 
 
 @stage("ltv.adperf_warm")
 def ltv_adperf_warm(ctx: Ctx) -> int:
-    """build_ltv warm-started from the previous day's model (what the daily pipeline can pass)."""
-    from adperf.transform.ltv import LtvModel, build_ltv, build_rfm, fit_ltv
-
-    payments, installs = _ltv_frames(ctx)
-    prev_day = (REPORT_DAY - dt.timedelta(days=1)).isoformat()
-    cache = ctx.data_dir / "ltv_prev_model.json"
-    if not cache.exists():
-        prev = fit_ltv(build_rfm(payments[payments["date"] <= prev_day], prev_day))
-        cache.write_text(prev.to_json())
-    initial = LtvModel.from_json(cache.read_text())
-    with ctx.timed():
-        row, pltv = build_ltv(REPORT_DAY.isoformat(), payments, installs, initial=initial)
-    ctx.info.update(
-        customers=int(row["n_customers"]),
-        converged=bool(row["converged"]),
-        params=_ltv_params(row),
-        pltv_rows=len(pltv),
-    )
-    return len(payments)
+    """build_ltv warm-started from the previous day's model, the backtest's D-90 model stored
+    (what the daily pipeline passes); scope: ADPERF_BENCH_LTV."""
+    return _ltv_run(ctx, warm=True)
 
 
 @stage("ltv.lifetimes")
@@ -286,6 +343,7 @@ def ltv_lifetimes(ctx: Ctx) -> int:
             "amount": payments["amount_micros"] / 1e6,
         }
     )
+    cpu0 = time.process_time()
     with (
         ctx.timed(),
         contextlib.redirect_stdout(io.StringIO()),
@@ -318,6 +376,7 @@ def ltv_lifetimes(ctx: Ctx) -> int:
             "gammagamma": {k: float(ggf.params_[k]) for k in ("p", "q", "v")},
         },
         total_value=float(value.sum()),
+        cpu_seconds=round(time.process_time() - cpu0, 3),
     )
     return len(payments)
 
@@ -511,7 +570,7 @@ def pipeline_cold(ctx: Ctx) -> int:
     _configure(ctx, root)
     workers = int(os.environ.get("BENCH_WORKERS", "2"))
     with ctx.timed():
-        resources(REPORT_DAY)  # fake endpoints start in this process, before workers fork
+        resources(REPORT_DAY)  # the fakes start (in their own process) before workers fork
         status = _build([DailyReport(date=REPORT_DAY)], workers)
     ctx.info.update(status=status, workers=workers, partitions=len(_lake_state(root)))
     if status != "SUCCESS":
@@ -611,6 +670,7 @@ def run(name: str, prof: BenchProfile, data_dir: Path, out: Path) -> dict[str, A
         "stage": name,
         "profile": prof.name,
         "seconds": ctx.seconds,
+        "cpu_seconds": ctx.cpu_seconds,
         "rows": rows,
         "peak_rss_bytes": rss.peak,
         "info": ctx.info,

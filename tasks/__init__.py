@@ -31,11 +31,11 @@ from tasks.pipeline import (
     LoadReport,
     LogFiles,
     Ltv,
+    MmpReady,
     PaymentHistory,
     Payments,
     PaymentsMonth,
     SlackReport,
-    SourceReady,
     Spend,
 )
 
@@ -54,10 +54,10 @@ __all__ = [
     "LoadReport",
     "LogFiles",
     "Ltv",
+    "MmpReady",
     "Payments",
     "PaymentHistory",
     "PaymentsMonth",
     "SlackReport",
-    "SourceReady",
     "Spend",
 ]

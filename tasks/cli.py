@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "luigid", help="start the central scheduler (flags: adperf luigid -h)", add_help=False
     )
+    actions = sub.add_parser("actions", help="the recommended scale / pause actions")
+    actions_sub = actions.add_subparsers(dest="actions_command", required=True)
+    apply = actions_sub.add_parser(
+        "apply", help="apply a day's actions through the platform APIs (dry run unless --yes)"
+    )
+    apply.add_argument("--date", type=dt.date.fromisoformat, required=True, help="report day")
+    apply.add_argument("--yes", action="store_true", help="make the changes (default: dry run)")
+    apply.add_argument("--platform", choices=("facebook", "google_ads"), default=None)
+    apply.add_argument("--by", default=None, help="who applies, for action_log (default: OS user)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "luigid":
         from tasks import luigid
@@ -43,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return status_cmd.main(args.end, args.days)
     if args.command == "demo":
         return run_demo(args.date, args.workers)
+    if args.command == "actions":
+        from tasks import actions as actions_cmd
+
+        return actions_cmd.main(args.date, yes=args.yes, platform=args.platform, by=args.by)
     return 2
 
 
@@ -66,7 +79,7 @@ def run_demo(day: dt.date | None, workers: int) -> int:
         f"sandbox world {config.sandbox().root}: {meta['start']} .. {meta['end']} "
         f"(profile {meta['profile']}, seed {meta['seed']})"
     )
-    resources(end)  # start the fake endpoints in this process, before workers fork
+    resources(end)  # start the fakes now, in their own process (tasks/resources.py)
     result = luigi.build(
         [DailyReport(date=end)], local_scheduler=True, workers=workers, detailed_summary=True
     )

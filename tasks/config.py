@@ -80,6 +80,16 @@ class mmp(luigi.Config):  # noqa: N801
         default="https://hq1.appsflyer.com", description="MMP Pull API base URL"
     )
     app_ids = luigi.Parameter(default="", description="comma-separated app ids")
+    timeout_s = luigi.FloatParameter(
+        default=60.0,
+        description="timeout of one Pull API request (connect, and each wait for bytes), so a "
+        "hung answer fails and is retried",
+    )
+    recheck_s = luigi.FloatParameter(
+        default=300.0,
+        description="after the MMP answered 'not ready' for a day, ask it again at most this "
+        "often (seconds); meanwhile the run ends as missing data",
+    )
 
 
 class payments(luigi.Config):  # noqa: N801
@@ -125,6 +135,17 @@ class rules(luigi.Config):  # noqa: N801
     min_age_days = luigi.IntParameter(default=7, description="minimum days since first spend")
 
 
+class actions(luigi.Config):  # noqa: N801
+    scale_factor = luigi.FloatParameter(
+        default=1.2, description="`adperf actions apply`: a scale multiplies the budget by this"
+    )
+    max_budget_increase = luigi.FloatParameter(
+        default=0.5,
+        description="largest share one scale may raise a budget by (scale_factor above "
+        "1 + this is refused)",
+    )
+
+
 class ltv(luigi.Config):  # noqa: N801
     history_days = luigi.IntParameter(default=365, description="payment history for the fit")
     horizon_days = luigi.IntParameter(default=365, description="horizon of predicted LTV")
@@ -147,6 +168,7 @@ class Secrets:
     mmp_token: str
     slack_token: str
     payments_url: str
+    hmac_key_version: str = "1"  # a label recorded with the data, not a secret
 
 
 def secrets() -> Secrets:
@@ -157,10 +179,11 @@ def secrets() -> Secrets:
         if not is_sandbox:
             raise ConfigError(
                 "ADPERF_HMAC_KEY is not set. Fix: export ADPERF_HMAC_KEY=<a long random secret>; "
-                "user ids are pseudonymized with it at extraction (keep it stable: changing it "
-                "breaks joins with earlier data)"
+                "user ids are pseudonymized with it at extraction (keep it stable; on rotation "
+                "set ADPERF_HMAC_KEY_VERSION to a new label: older days are then re-extracted)"
             )
         key = SANDBOX_HMAC_KEY
+    version = hmac_key_version(key.encode("utf-8"))
     fb = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
     mm = os.environ.get("ADPERF_MMP_TOKEN", "")
     if is_sandbox:
@@ -171,7 +194,29 @@ def secrets() -> Secrets:
         mmp_token=mm,
         slack_token=os.environ.get("ADPERF_SLACK_TOKEN", ""),
         payments_url=os.environ.get("ADPERF_PAYMENTS_URL", "") or payments().url,
+        hmac_key_version=version,
     )
+
+
+def hmac_key_version(key: bytes | None = None) -> str:
+    """ADPERF_HMAC_KEY_VERSION: the label of ADPERF_HMAC_KEY, recorded with pseudonymized data.
+
+    Unset: "1" (the documented default: bump it whenever the key is rotated), or "demo" for the
+    sandbox's built-in key. Partitions of another version are extracted again, never joined.
+    """
+    from adperf.pseudonym import check_key_version
+
+    version = os.environ.get("ADPERF_HMAC_KEY_VERSION", "").strip()
+    if not version:
+        demo = adperf().sandbox and not os.environ.get("ADPERF_HMAC_KEY", "")
+        return "demo" if demo else "1"
+    try:
+        return check_key_version(version, key)
+    except ValueError as exc:
+        raise ConfigError(
+            f"ADPERF_HMAC_KEY_VERSION is not a valid key version: {exc}. Fix: set it to a short "
+            "label of the current ADPERF_HMAC_KEY (e.g. 2 after the second rotation)"
+        ) from None
 
 
 def google_ads_credentials() -> GoogleAdsCredentials:

@@ -27,7 +27,7 @@ def install_task_history_shim() -> None:
     """Make luigi's DbTaskHistory work with SQLAlchemy 2 (idempotent)."""
     from luigi import db_task_history
 
-    db_task_history._upgrade_schema = upgrade_task_history_schema  # type: ignore[attr-defined]
+    db_task_history._upgrade_schema = upgrade_task_history_schema
 
 
 def upgrade_task_history_schema(engine: sa.Engine) -> None:

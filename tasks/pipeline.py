@@ -15,9 +15,10 @@ from typing import Any
 
 import luigi
 import pandas as pd
+import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import ConfigError, DataNotReady
+from adperf.errors import AdperfError, ConfigError, DataNotReady
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
@@ -64,7 +65,7 @@ class LakeTask(luigi.Task):
     outputs: tuple[str, ...] = ()
 
     def partition(self) -> tuple[str, str]:
-        return "date", _iso(self.date)  # type: ignore[attr-defined]
+        return "date", _iso(self.date)
 
     def output(self) -> Any:
         key, value = self.partition()
@@ -75,32 +76,6 @@ class LakeTask(luigi.Task):
     def progress(self, percent: int, message: str) -> None:
         """Show progress in luigid's UI (a no-op outside a worker)."""
         _progress(self, percent, message)
-
-    def not_ready(self, exc: DataNotReady) -> SourceReady:
-        """The dependency to yield from run() when a source has no data for the day yet.
-
-        The task then stays pending behind a missing input instead of failing: luigi reports
-        it as not run ([retcode] not_run, 25; luigi's summary only follows static requires, so
-        not missing_data) with no failure alert; the next run (cron, or keep_alive) asks again.
-        """
-        marker = config.data_root() / "_not_ready" / exc.source / f"{exc.day}.json"
-        _write_json(marker, {"source": exc.source, "date": exc.day, "problem": exc.problem})
-        return SourceReady(source=exc.source, day=exc.day or "")
-
-
-class SourceReady(luigi.ExternalTask):
-    """A source has published a day: false while its last answer was 'not ready yet'."""
-
-    source = luigi.Parameter(description="source name (mmp, logs, ...)")
-    day = luigi.Parameter(description="the day (or period) asked for")
-
-    # A 'not ready' answer holds this long; then a keep_alive worker with
-    # [worker] retry_external_tasks lets the waiting task ask the source again.
-    recheck_after_s = 900.0
-
-    def complete(self) -> bool:
-        marker = config.data_root() / "_not_ready" / self.source / f"{self.day}.json"
-        return not marker.is_file() or time.time() - marker.stat().st_mtime > self.recheck_after_s
 
 
 def _progress(task: luigi.Task, percent: int, message: str) -> None:
@@ -126,7 +101,7 @@ class AdSpend(LakeTask):
     date = luigi.DateParameter(description="report day = pull day; the window ends on it")
 
     @property
-    def resources(self) -> dict[str, int]:  # type: ignore[override]
+    def resources(self) -> dict[str, int]:
         # [resources] api_facebook / api_google_ads cap concurrent pulls per platform.
         return {f"api_{self.platform}": 1}
 
@@ -200,6 +175,65 @@ def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFram
     )
 
 
+class MmpReady(luigi.ExternalTask):
+    """The MMP has published one day's installs: false while it answers 'not ready yet'.
+
+    Installs requires it once the MMP has said 'not ready' for the day (a marker in the lake,
+    removed when the day is read). An incomplete external input is luigi's missing data: the
+    run ends 20 ([retcode] missing_data) with a wait notice, no failure alert, and the MMP is
+    asked again by the next run (or within the run: [worker] keep_alive, retry_external_tasks).
+    """
+
+    date = luigi.DateParameter(description="install day")
+    source = "mmp"
+
+    def marker(self) -> Path:
+        return config.data_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
+
+    def complete(self) -> bool:
+        marker = self.marker()
+        if not marker.is_file() or _probe_key(self.date) in _probed_installs:
+            return True
+        if time.time() - marker.stat().st_mtime < config.mmp().recheck_s:
+            return False
+        return _probe_installs(self)
+
+    def waiting(self, exc: DataNotReady) -> MmpReady:
+        """Record a 'not ready' answer; the input Installs.run then yields."""
+        _probed_installs.pop(_probe_key(self.date), None)
+        _write_json(self.marker(), {"source": exc.source, "date": exc.day, "problem": exc.problem})
+        return self
+
+    def waiting_for(self) -> str:
+        """What the wait notice says."""
+        problem = (_read_json(self.marker()) or {}).get("problem") or "not ready"
+        return f"{self.source} has not published {_iso(self.date)} yet: {problem}"
+
+
+# Installs of a day whose MmpReady probe found it ready, for Installs.run in this process (or a
+# worker forked from it): the day is downloaded once, not once to probe and once to read.
+_probed_installs: dict[tuple[str, dt.date], pd.DataFrame] = {}
+
+
+def _probe_key(day: dt.date) -> tuple[str, dt.date]:
+    return str(config.data_root()), day
+
+
+def _probe_installs(ready: MmpReady) -> bool:
+    """Ask the MMP for the day once, without retries. 'Not ready' renews the marker; any other
+    error counts as ready here: Installs then runs, retries and fails with its named error."""
+    expected = _expected_installs(ready.date)
+    try:
+        df = _fetch_installs(ready.date, ready.date, expected_min=expected, max_retries=0)
+    except DataNotReady as exc:
+        ready.waiting(exc)
+        return False
+    except AdperfError:
+        return True
+    _probed_installs[_probe_key(ready.date)] = df
+    return True
+
+
 class Installs(LakeTask):
     """Installs (attributed and organic) of one day from the MMP, ids pseudonymized."""
 
@@ -207,18 +241,32 @@ class Installs(LakeTask):
     outputs = ("installs",)
     resources = {"api_mmp": 1}
 
-    def run(self) -> Any:
-        from adperf.sources.mmp import expected_min_installs
+    def requires(self) -> list[MmpReady]:
+        # Only after a 'not ready' answer: ordinary days cost no probe. Then a static input
+        # (luigi's summary follows only static requires: yielded alone it would be 'not run').
+        ready = MmpReady(date=self.date)
+        return [ready] if ready.marker().is_file() else []
 
+    def run(self) -> Any:
+        ready = MmpReady(date=self.date)
+        df = _probed_installs.pop(_probe_key(self.date), None)
         try:
-            expected = expected_min_installs(_previous_install_counts(self.date))
-            df = _fetch_installs(self.date, self.date, expected_min=expected)
+            if df is None:
+                expected = _expected_installs(self.date)
+                df = _fetch_installs(self.date, self.date, expected_min=expected)
         except DataNotReady as exc:
-            yield self.not_ready(exc)  # missing data, not a failure: the next run asks again
+            yield ready.waiting(exc)  # missing data, not a failure: asked again later
             return
         lake.write_partition(
-            config.data_root(), INSTALLS, "date", _iso(self.date), df, allow_empty=True
+            config.data_root(),
+            INSTALLS,
+            "date",
+            _iso(self.date),
+            df,
+            allow_empty=True,
+            key_version=config.hmac_key_version(),
         )
+        ready.marker().unlink(missing_ok=True)
 
 
 class InstallsMonth(LakeTask):
@@ -241,7 +289,14 @@ class InstallsMonth(LakeTask):
             df,
             allow_empty=True,
             folder="installs_monthly",
+            key_version=config.hmac_key_version(),
         )
+
+
+def _expected_installs(day: dt.date) -> int:
+    from adperf.sources.mmp import expected_min_installs
+
+    return expected_min_installs(_previous_install_counts(day))
 
 
 def _previous_install_counts(day: dt.date) -> list[int]:
@@ -251,7 +306,9 @@ def _previous_install_counts(day: dt.date) -> list[int]:
     return [int(lake.read_meta(root, "installs", "date", d)["rows"]) for d in present]
 
 
-def _fetch_installs(first: dt.date, last: dt.date, expected_min: int = 0) -> pd.DataFrame:
+def _fetch_installs(
+    first: dt.date, last: dt.date, expected_min: int = 0, max_retries: int = 5
+) -> pd.DataFrame:
     from adperf.sources.mmp import fetch_installs
 
     res = endpoints(last)
@@ -265,6 +322,8 @@ def _fetch_installs(first: dt.date, last: dt.date, expected_min: int = 0) -> pd.
         hmac_key=config.secrets().hmac_key,
         media_source_map=res.media_source_map,
         expected_min=expected_min,
+        max_retries=max_retries,
+        timeout=config.mmp().timeout_s,
     )
 
 
@@ -277,7 +336,14 @@ class Payments(LakeTask):
     def run(self) -> None:
         df, counts = _fetch_payments(self.date, self.date)
         lake.write_partition(
-            config.data_root(), PAYMENTS, "date", _iso(self.date), df, meta=counts, allow_empty=True
+            config.data_root(),
+            PAYMENTS,
+            "date",
+            _iso(self.date),
+            df,
+            meta=counts,
+            allow_empty=True,
+            key_version=config.hmac_key_version(),
         )
 
 
@@ -300,6 +366,7 @@ class PaymentsMonth(LakeTask):
             meta=counts,
             allow_empty=True,
             folder="payments_monthly",
+            key_version=config.hmac_key_version(),
         )
 
 
@@ -370,16 +437,15 @@ class EventLogsShard(LakeTask):
 
     def run(self) -> None:
         self.progress(0, f"reading the logs of {self.date}, shard {self.shard + 1}/{self.shards}")
-        df, counts = _fetch_events(self.date, self.shard, self.shards)
-        lake.write_partition(
+        table, counts = _fetch_events(self.date, self.shard, self.shards)
+        lake.write_table(
             config.data_root(),
-            EVENTS,
+            self._folder(),
             "date",
             _iso(self.date),
-            df,
+            table,
             meta=counts,
-            allow_empty=True,
-            folder=self._folder(),
+            key_version=config.hmac_key_version(),
         )
 
 
@@ -400,21 +466,29 @@ class EventLogs(LakeTask):
         from adperf.ops import merge_shard_counts
 
         if config.logs().shards <= 1:
-            df, counts = _fetch_events(self.date)
+            table, counts = _fetch_events(self.date)  # already in the EVENTS schema
         else:
             parts = self.input()
             self.progress(50, f"merging {len(parts)} shards of {self.date}")
             df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
+            table = to_table(df, EVENTS, allow_empty=True)
             counts = merge_shard_counts([p.meta() for p in parts])
-        lake.write_partition(
-            config.data_root(), EVENTS, "date", _iso(self.date), df, meta=counts, allow_empty=True
+        lake.write_table(
+            config.data_root(),
+            EVENTS.name,
+            "date",
+            _iso(self.date),
+            table,
+            meta=counts,
+            key_version=config.hmac_key_version(),
         )
 
 
-def _fetch_events(day: dt.date, shard: int = 0, shards: int = 1) -> tuple[pd.DataFrame, Any]:
-    from adperf.sources.logs import fetch_events
+def _fetch_events(day: dt.date, shard: int = 0, shards: int = 1) -> tuple[Any, Any]:
+    """The day's EVENTS Arrow table (checked against the schema by fetch_events_table)."""
+    from adperf.sources.logs import fetch_events_table
 
-    return fetch_events(
+    return fetch_events_table(
         endpoints(day).logs_path,
         day=day,
         timezone=config.adperf().report_timezone,
@@ -600,6 +674,8 @@ class Ltv(LakeTask):
         from adperf.transform.ltv import build_ltv
 
         self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
+        from adperf.transform.ltv import BACKTEST_DAYS
+
         day, cfg = _iso(self.date), config.ltv()
         previous_date, previous = _previous_ltv_model(self.date)
         row, pltv = build_ltv(
@@ -611,6 +687,7 @@ class Ltv(LakeTask):
             discount_rate_annual=cfg.discount_rate,
             initial=previous,
             initial_date=previous_date,
+            backtest_model=_stored_ltv_model(self.date - dt.timedelta(days=BACKTEST_DAYS)),
         )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
@@ -632,10 +709,23 @@ def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
         if not lake.partition_exists(root, "ltv_model", "date", d):
             continue
         rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
-        found = model_from_row(rows[0]) if rows else None
+        found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
         if found is not None:
             return found
     return None, None
+
+
+def _stored_ltv_model(day: dt.date) -> Any:
+    """The model fitted as of `day` from its ltv_model partition, or None (absent, or that day
+    fell back to an older model): the backtest's model, reused instead of fitted again."""
+    from adperf.transform.ltv import model_from_row
+
+    root, d = config.data_root(), _iso(day)
+    if not lake.partition_exists(root, "ltv_model", "date", d):
+        return None
+    rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
+    found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
+    return found[1] if found is not None and found[0] == d else None
 
 
 class Contribution(LakeTask):
@@ -716,7 +806,7 @@ def _first_spend_dates(
 ) -> dict[tuple[str, str], str]:
     paid = spend[spend["spend_micros"] > 0]
     firsts = paid.groupby(["platform", column])["date"].min()
-    return {(str(p), str(c)): str(d) for (p, c), d in firsts.items()}
+    return {(str(p), str(c)): str(d) for p, c, d in firsts.reset_index().itertuples(index=False)}
 
 
 def _rules() -> Any:
@@ -776,8 +866,34 @@ class LoadReport(luigi.Task):
         try:
             pulled = rows_in_windows(spend.read(), windows)
             warehouse.load_day(engine, _iso(self.date), frames, spend_pull=(pulled, windows))
+        except sa.exc.DBAPIError as exc:
+            raise _load_failed(exc, engine, _iso(self.date)) from None
         finally:
             engine.dispose()
+
+
+def _load_failed(exc: Any, engine: Any, day: str) -> Exception:
+    """A driver error of the load as a named error: no SQL text or row values in it (SQLAlchemy's
+    message quotes both), the server by host and port only (never the URL's password)."""
+    from adperf.errors import SourceError, TransientSourceError
+
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    where = f"{engine.url.host}:{engine.url.port}" if engine.url.host else engine.url.database
+    # 2003 cannot connect, 2006 gone away, 2013 lost during a query, 2055 lost at handshake.
+    if exc.connection_invalidated or code in (2003, 2006, 2013, 2055):
+        return TransientSourceError(
+            "warehouse",
+            day,
+            f"lost the connection to {where} during the load (MySQL error {code}); the day's "
+            "transaction was rolled back, nothing of it is loaded",
+            "check that the warehouse server is up, then run the day again",
+        )
+    return SourceError(
+        "warehouse",
+        day,
+        f"the load failed ({type(exc.orig).__name__} {code or ''})",
+        "check [adperf] warehouse_url, the server and the credentials; then run the day again",
+    )
 
 
 class RenderReport(luigi.Task):
@@ -822,14 +938,14 @@ class RenderReport(luigi.Task):
             campaigns=_as_money(inp["report"]["campaign_report"].read()),
             actions=_as_money(inp["report"]["actions"].read()),
             cohorts=_as_money(inp["cohorts"].read()),
-            reconciliation=_as_money(inp["attribution"]["reconciliation"].read()).iloc[0].to_dict(),
+            reconciliation=_first_row(_as_money(inp["attribution"]["reconciliation"].read())),
             notes=_quality_notes(self.date),
             history_campaigns=history["campaign_daily"],
             history_cohorts=history["cohort_roas"],
             history_spend=history["ad_spend_daily"],
             target_roas=config.rules().target_roas,
         )
-        meta = {"date": day, "content_hash": report.content_hash}
+        meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
         write_report_files(config.data_root(), day, report.files(), meta)
 
@@ -840,6 +956,8 @@ class SlackReport(luigi.Task):
     The marker `<data_root>/slack_posts/<day>.json` holds the post's channel and ts and the
     content hash it shows. Complete when the marker matches the current rendering: after a
     re-render with other numbers the task runs again and `chat.update`s the same message.
+    Before posting, the marker is *pending* (no ts): a run that finds it looks the post up in
+    the channel by its metadata key instead of posting again (see `publish_report`).
     """
 
     date = luigi.DateParameter(description="report day")
@@ -892,6 +1010,8 @@ class SlackReport(luigi.Task):
             content_hash=content_hash,
             previous=_read_json(marker),
             save=lambda state: _write_json(marker, state),
+            # A post Slack refused leaves no marker; a pending one stays until it is looked up.
+            forget=lambda: marker.unlink(missing_ok=True),
         )
 
 
@@ -950,6 +1070,10 @@ def _quality_notes(day: dt.date) -> list[str]:
 
 # The lake files a rendered report is made of (besides the warehouse history).
 _REPORT_INPUTS = ("campaign_report", "actions", "reconciliation", "cohort_roas", "ltv_model")
+
+
+def _first_row(df: pd.DataFrame) -> dict[str, Any]:
+    return {str(k): v for k, v in df.iloc[0].items()}
 
 
 def _report_inputs(day: dt.date) -> str | None:

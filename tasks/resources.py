@@ -6,6 +6,7 @@ code either way.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import fcntl
 import os
@@ -13,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import luigi
 
 from adperf.errors import ConfigError
 from tasks import config
@@ -39,6 +42,11 @@ class Resources:
 
 _lock = threading.Lock()
 _sandbox: dict[str, Any] = {}
+_sandbox_atexit: list[bool] = []
+#: `thread` serves the sandbox's fakes from threads of this process (debugging only: a process
+#: that forks luigi workers after starting gRPC's server threads can hang them); the default,
+#: `process`, serves them from a separate spawned process (adperf.sandbox.loopback.FakeProcess).
+FAKES_ENV = "ADPERF_SANDBOX_FAKES"
 
 
 def resources(day: dt.date | None = None) -> Resources:
@@ -109,7 +117,12 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
         return _sandbox["resources"]  # type: ignore[no-any-return]
 
 
-def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
+def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
+    """The world's fakes, not started: Graph API, MMP, Google Ads (in this order).
+
+    Module-level and free of luigi config: the fakes' process (spawn) calls it with the
+    arguments it was given, and sees none of the caller's in-memory settings.
+    """
     import pandas as pd
 
     from adperf.sandbox.fake_google_ads import FakeGoogleAds, rows_from_ad_daily
@@ -123,20 +136,41 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
         # Async report runs complete at the first poll: the sandbox never waits.
         async_polls_until_done=0,
+        **sandbox_ad_objects(root, meta)["facebook"],
     )
     google = FakeGoogleAds(
         customers=meta.get("google_ads_customers", []),
         ad_rows=rows_from_ad_daily(ad_rows, meta.get("google_app_campaign_ids", [])),
         developer_token=config.SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN,
+        **sandbox_ad_objects(root, meta)["google_ads"],
     )
     mmp = FakeMmp(
         installs=pd.read_parquet(root / "installs.parquet"), api_token=config.SANDBOX_MMP_TOKEN
     )
-    graph_url, mmp_url, google_endpoint = graph.start(), mmp.start(), google.start()
+    return [graph, mmp, google]
+
+
+def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
+    from adperf.sandbox.loopback import FakeProcess
+
+    servers: list[Any]
+    if os.environ.get(FAKES_ENV, "process") == "thread":
+        servers = sandbox_fakes(root, meta)
+        urls = [server.start() for server in servers]
+        stop: Any = servers
+    else:
+        process = FakeProcess(sandbox_fakes, root, meta)
+        servers, urls, stop = process.proxies(), process.urls, [process]
+        if not _sandbox_atexit:
+            atexit.register(_stop_fakes)
+            _sandbox_atexit.append(True)
+    graph_url, mmp_url, google_endpoint = urls
     slack_base = config.slack().base_url
     _sandbox.update(
         key=(str(root.resolve()), meta["end"]),
-        servers=[graph, mmp, google],
+        # The fakes, or in the default mode stand-ins whose method calls run on them.
+        servers=servers,
+        stoppable=stop,
         pid=os.getpid(),
         resources=Resources(
             graph_url=graph_url,
@@ -158,13 +192,69 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
     )
 
 
+def sandbox_ad_objects(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of each fake for the world's editable ad objects (adsets, campaigns,
+    budgets), kept in a state file beside the world so every process sees the same ones."""
+    from adperf.sandbox.ad_objects import objects_path, sandbox_objects
+
+    def initial(platform: str) -> Any:
+        return lambda: sandbox_objects(meta)[0 if platform == "facebook" else 1]
+
+    return {
+        platform: {"objects": initial(platform), "objects_path": objects_path(root, meta, platform)}
+        for platform in ("facebook", "google_ads")
+    }
+
+
 def _stop_fakes() -> None:
-    # A forked luigi worker inherits the parent's fakes without their serving threads: stopping
-    # them there would wait forever (HTTPServer.shutdown) or break the parent's gRPC server.
+    # A forked luigi worker inherits the parent's fakes without their serving threads (or
+    # process): stopping them there would wait forever (HTTPServer.shutdown), break the
+    # parent's gRPC server or end the parent's fakes' process.
     if _sandbox.get("pid") == os.getpid():
-        for server in _sandbox.get("servers", []):
+        for server in _sandbox.get("stoppable", []):
             server.stop()
     _sandbox.clear()
+
+
+def preload_platform_sdks() -> None:
+    """Import the ad platforms' SDKs (and Google Ads' service protos) in this process, once.
+
+    luigi runs each task of a `--workers > 1` run in a process forked from the scheduling
+    one; whatever that one has imported, every fork has for free. Without this each AdSpend
+    fork imported facebook-business, grpc and google-ads' v-N protos itself: 5-10 s of CPU per
+    task, most of the AdSpend time of a cold run. Imports only: no channel, no thread, so
+    forking afterwards stays safe for gRPC.
+    """
+    if _preloaded:
+        return
+    import importlib
+
+    from adperf.sources import facebook, google_ads  # noqa: F401
+
+    version = google_ads.API_VERSION
+    for name in (
+        "google.ads.googleads.client",
+        "google.ads.googleads.errors",
+        "google.ads.googleads.interceptors",
+        f"google.ads.googleads.{version}.services.services.google_ads_service",
+        f"google.ads.googleads.{version}.services.services.google_ads_service.transports",
+    ):
+        importlib.import_module(name)
+    _preloaded.append(True)
+
+
+_preloaded: list[bool] = []
+
+
+def _preload_before_workers_fork(task: luigi.Task, dependency: luigi.Task) -> None:
+    # Fired in the scheduling process while luigi walks the graph, before any worker forks;
+    # only a graph that still has ad spend to pull pays for the imports.
+    if dependency.get_task_family() == "AdSpend":
+        preload_platform_sdks()
+
+
+# Registered by a call: a decorator from luigi (Any to mypy, pyproject.toml) would untype it.
+luigi.Task.event_handler(luigi.Event.DEPENDENCY_DISCOVERED)(_preload_before_workers_fork)
 
 
 def _yesterday() -> dt.date:

@@ -80,7 +80,9 @@ def _graph_order(day: dt.date) -> dict[str, int]:
 def main(end: dt.date | None, n_days: int = DEFAULT_DAYS) -> int:
     """Print the table; exit 1 when a task of these days failed, else 0."""
     from adperf.timeutil import zone
+    from tasks import ops
 
+    ops.flush_stale_spools()  # alerts a killed run left behind are sent, once, by whoever looks
     last = end or dt.datetime.now(zone(config.adperf().report_timezone)).date() - dt.timedelta(1)
     days = [last - dt.timedelta(days=i) for i in reversed(range(n_days))]
     grid = status_grid(days)

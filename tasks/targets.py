@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import luigi
+import pandas as pd
 
 from adperf import lake, warehouse
+from tasks import config
 
 
 class LakePartition(luigi.Target):
@@ -20,10 +22,18 @@ class LakePartition(luigi.Target):
         return lake.partition_path(self.root, self.folder, self.key, self.value)
 
     def exists(self) -> bool:
-        return lake.partition_exists(self.root, self.folder, self.key, self.value)
+        # A partition pseudonymized under another HMAC key version is not complete: after a key
+        # rotation luigi extracts it again instead of joining old pseudonyms with new ones.
+        version = config.hmac_key_version()
+        return lake.partition_exists(
+            self.root, self.folder, self.key, self.value, key_version=version
+        )
 
-    def read(self):  # type: ignore[no-untyped-def]
-        return lake.read_partition(self.root, self.folder, self.key, self.value)
+    def read(self) -> pd.DataFrame:
+        version = config.hmac_key_version()  # KeyVersionMismatch for another version
+        return lake.read_partition(
+            self.root, self.folder, self.key, self.value, key_version=version
+        )
 
     def meta(self) -> dict:  # type: ignore[type-arg]
         return lake.read_meta(self.root, self.folder, self.key, self.value)

@@ -134,3 +134,32 @@ def test_older_warehouse_gains_new_nullable_columns(tmp_path):
     sa.Table("actions", required, sa.Column("must", sa.Integer, nullable=False))
     with pytest.raises(ConfigError, match="lacks the required column must"):
         warehouse.create_tables(engine, required)
+
+
+def test_a_table_another_worker_created_meanwhile_is_not_an_error(tmp_path, monkeypatch):
+    # Two workers' first runs race: both find no pipeline_runs, the other one creates it first,
+    # ours then fails with "already exists". The run's row must still be recorded.
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    real_create = sa.Table.create
+    raced: list[str] = []
+
+    def racing_create(self, bind, checkfirst=False):  # type: ignore[no-untyped-def]
+        real_create(self, bind, checkfirst=True)  # the other worker wins
+        raced.append(self.name)
+        real_create(self, bind, checkfirst=False)  # ours: "table ... already exists"
+
+    monkeypatch.setattr(sa.Table, "create", racing_create)
+    row = {
+        "run_id": "r1",
+        "task_id": "Payments(date=2026-11-20)",
+        "family": "Payments",
+        "day": dt.date(2026, 11, 20),
+        "status": "DONE",
+        "started_at": dt.datetime(2026, 11, 20, 6, 30),
+        "duration_s": 1.5,
+    }
+    warehouse.record_pipeline_run(engine, row)
+    monkeypatch.undo()
+    assert raced == ["pipeline_runs"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM pipeline_runs")).scalar() == 1

@@ -11,7 +11,15 @@ generated proto-plus classes), so the real `GoogleAdsClient` talks to it unchang
   trailing metadata key `google.ads.googleads.<version>.errors.googleadsfailure-bin`, with
   `QuotaErrorDetails.retry_delay` for quota errors
   (https://developers.google.com/google-ads/api/docs/best-practices/error-types);
-- the `developer-token` request header is checked; `login-customer-id` is recorded.
+- the `developer-token` request header is checked; `login-customer-id` is recorded;
+- editable campaigns and budgets (`objects`, kept in a JSON state file when `objects_path` is
+  given, see `adperf.sandbox.ad_objects`): GAQL `FROM campaign` without `segments.date` answers
+  one row per campaign with `campaign.status` and its `campaign_budget` (`amount_micros`,
+  `explicitly_shared`), optionally `WHERE campaign.id IN (...)`;
+  `CampaignService.MutateCampaigns` (update `status`) and
+  `CampaignBudgetService.MutateCampaignBudgets` (update `amount_micros`) with field masks, on
+  resource names `customers/{cid}/campaigns/{id}` and `customers/{cid}/campaignBudgets/{id}`
+  (https://developers.google.com/google-ads/api/docs/mutating/overview).
 
 Faults are injected per call (`inject_errors`): an error status, a stream that breaks after some
 rows, or a stream that hangs until the client's deadline.
@@ -25,21 +33,37 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent import futures
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NoReturn, Self
 
 import grpc
 import pandas as pd
 
+from adperf.sandbox.ad_objects import JsonState
+
 API_VERSION = "v26"
 SERVICE = f"google.ads.googleads.{API_VERSION}.services.GoogleAdsService"
+CAMPAIGN_SERVICE = f"google.ads.googleads.{API_VERSION}.services.CampaignService"
+BUDGET_SERVICE = f"google.ads.googleads.{API_VERSION}.services.CampaignBudgetService"
 FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
 
 _svc = importlib.import_module(
     f"google.ads.googleads.{API_VERSION}.services.types.google_ads_service"
 )
 _err = importlib.import_module(f"google.ads.googleads.{API_VERSION}.errors.types.errors")
+_camp_svc = importlib.import_module(
+    f"google.ads.googleads.{API_VERSION}.services.types.campaign_service"
+)
+_budget_svc = importlib.import_module(
+    f"google.ads.googleads.{API_VERSION}.services.types.campaign_budget_service"
+)
+CAMPAIGN_STATUSES = ("ENABLED", "PAUSED")
+_CAMPAIGN_RN = re.compile(r"^customers/(\d+)/campaigns/(\d+)$")
+_BUDGET_RN = re.compile(r"^customers/(\d+)/campaignBudgets/(\d+)$")
+_IDS = re.compile(r"campaign\.id\s+(?:IN\s*\(([^)]*)\)|=\s*(\d+))", re.IGNORECASE)
 
 AD_ROW_COLUMNS = (
     "date",
@@ -75,6 +99,8 @@ class FakeGoogleAds:
         ad_rows: pd.DataFrame,
         developer_token: str,
         batch_rows: int = 10_000,
+        objects: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        objects_path: Path | None = None,
     ) -> None:
         for customer in customers:
             absent = [k for k in CUSTOMER_KEYS if k not in customer]
@@ -89,8 +115,12 @@ class FakeGoogleAds:
         self._errors: deque[dict[str, Any]] = deque()
         self._rows: list[dict[str, Any]] = []
         self.set_rows(ad_rows)
+        self._objects = JsonState(objects or {"campaigns": {}, "budgets": {}}, objects_path)
+        self._read_only: set[str] = set()
         self._server: grpc.Server | None = None
         self.endpoint = ""
+        # (customer_id, [update_mask paths], resource name) of every mutate operation received.
+        self.mutations: list[tuple[str, list[str], str]] = []
         # (customer_id, FROM resource, since, until, login-customer-id) of every call.
         self.calls: list[tuple[str, str, str, str, str | None]] = []
 
@@ -110,8 +140,28 @@ class FakeGoogleAds:
                 )
             },
         )
+        mutate_campaigns = grpc.method_handlers_generic_handler(
+            CAMPAIGN_SERVICE,
+            {
+                "MutateCampaigns": grpc.unary_unary_rpc_method_handler(
+                    self._mutate_campaigns,
+                    request_deserializer=_camp_svc.MutateCampaignsRequest.deserialize,
+                    response_serializer=_camp_svc.MutateCampaignsResponse.serialize,
+                )
+            },
+        )
+        mutate_budgets = grpc.method_handlers_generic_handler(
+            BUDGET_SERVICE,
+            {
+                "MutateCampaignBudgets": grpc.unary_unary_rpc_method_handler(
+                    self._mutate_budgets,
+                    request_deserializer=_budget_svc.MutateCampaignBudgetsRequest.deserialize,
+                    response_serializer=_budget_svc.MutateCampaignBudgetsResponse.serialize,
+                )
+            },
+        )
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        server.add_generic_rpc_handlers((handler,))
+        server.add_generic_rpc_handlers((handler, mutate_campaigns, mutate_budgets))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._server = server
@@ -158,7 +208,158 @@ class FakeGoogleAds:
         with self._lock:
             self._errors.extend(dict(e) for e in errors)
 
-    # -- the RPC ---------------------------------------------------------------------------
+    def deny_mutations(self, resource_names: list[str]) -> None:
+        """Mutations of these resources fail with authorization_error.ACTION_NOT_PERMITTED (a
+        read-only user on the customer)."""
+        with self._lock:
+            self._read_only.update(resource_names)
+
+    def objects(self) -> dict[str, Any]:
+        """The editable campaigns and budgets as they are now."""
+        return self._objects.read()
+
+    # -- the RPCs --------------------------------------------------------------------------
+
+    def _check_caller(self, context: grpc.ServicerContext, customer_id: str) -> str:
+        """The request id; aborts on a bad developer token or an unknown customer."""
+        metadata = dict(context.invocation_metadata())
+        request_id = uuid.uuid4().hex[:22]
+        context.set_trailing_metadata((("request-id", request_id),))
+        if metadata.get("developer-token") != self._developer_token:
+            _abort(
+                context,
+                {
+                    "code": "UNAUTHENTICATED",
+                    "error": ("authentication_error", "DEVELOPER_TOKEN_INVALID"),
+                    "message": "The developer token is not valid.",
+                },
+                request_id,
+            )
+        if customer_id not in self._customers:
+            _abort(
+                context,
+                {
+                    "code": "PERMISSION_DENIED",
+                    "error": ("authorization_error", "USER_PERMISSION_DENIED"),
+                    "message": "User doesn't have permission to access customer.",
+                },
+                request_id,
+            )
+        return request_id
+
+    def _mutate_campaigns(self, request: Any, context: grpc.ServicerContext) -> Any:
+        customer_id = str(request.customer_id)
+        request_id = self._check_caller(context, customer_id)
+        updates: list[tuple[str, dict[str, Any]]] = []
+        for op in request.operations:
+            name = str(op.update.resource_name)
+            paths = list(op.update_mask.paths)
+            with self._lock:
+                self.mutations.append((customer_id, paths, name))
+            found = _CAMPAIGN_RN.match(name)
+            camp = self._objects.read()["campaigns"].get(found.group(2)) if found else None
+            self._check_target(context, request_id, customer_id, name, found, camp, paths)
+            if paths != ["status"]:
+                _abort_field_mask(context, request_id, paths)
+            status = op.update.status.name
+            if status not in CAMPAIGN_STATUSES:
+                _abort(
+                    context,
+                    {
+                        "code": "INVALID_ARGUMENT",
+                        "error": ("request_error", "INVALID_ENUM_VALUE"),
+                        "message": f"Campaign status {status} cannot be set with update.",
+                    },
+                    request_id,
+                )
+            assert found is not None
+            updates.append((found.group(2), {"status": status}))
+        if not request.validate_only:
+            self._objects.update(lambda doc: _apply(doc["campaigns"], updates))
+        return _camp_svc.MutateCampaignsResponse(
+            results=[{"resource_name": str(op.update.resource_name)} for op in request.operations]
+        )
+
+    def _mutate_budgets(self, request: Any, context: grpc.ServicerContext) -> Any:
+        customer_id = str(request.customer_id)
+        request_id = self._check_caller(context, customer_id)
+        updates: list[tuple[str, dict[str, Any]]] = []
+        currency = self._customers[customer_id]["currency_code"]
+        for op in request.operations:
+            name = str(op.update.resource_name)
+            paths = list(op.update_mask.paths)
+            with self._lock:
+                self.mutations.append((customer_id, paths, name))
+            found = _BUDGET_RN.match(name)
+            budget = self._objects.read()["budgets"].get(found.group(2)) if found else None
+            self._check_target(context, request_id, customer_id, name, found, budget, paths)
+            if paths != ["amount_micros"]:
+                _abort_field_mask(context, request_id, paths)
+            amount = int(op.update.amount_micros)
+            # Budgets are multiples of the currency's minimum unit: a cent, or a whole won/yen.
+            unit = 1_000_000 if currency in ZERO_DECIMAL_CURRENCIES else 10_000
+            if amount <= 0 or amount % unit:
+                _abort(
+                    context,
+                    {
+                        "code": "INVALID_ARGUMENT",
+                        "error": ("campaign_budget_error", "NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT"),
+                        "message": "The budget amount must be a multiple of the minimum unit.",
+                    },
+                    request_id,
+                )
+            assert found is not None
+            updates.append((found.group(2), {"amount_micros": amount}))
+        if not request.validate_only:
+            self._objects.update(lambda doc: _apply(doc["budgets"], updates))
+        return _budget_svc.MutateCampaignBudgetsResponse(
+            results=[{"resource_name": str(op.update.resource_name)} for op in request.operations]
+        )
+
+    def _check_target(
+        self,
+        context: grpc.ServicerContext,
+        request_id: str,
+        customer_id: str,
+        name: str,
+        found: re.Match[str] | None,
+        target: dict[str, Any] | None,
+        paths: list[str],
+    ) -> None:
+        if found is None or found.group(1) != customer_id:
+            _abort(
+                context,
+                {
+                    "code": "INVALID_ARGUMENT",
+                    "error": ("request_error", "RESOURCE_NAME_MALFORMED"),
+                    "message": f"Resource name '{name}' is malformed for customer {customer_id}.",
+                },
+                request_id,
+            )
+        if target is None or str(target["customer_id"]) != customer_id:
+            _abort(
+                context,
+                {
+                    "code": "INVALID_ARGUMENT",
+                    "error": ("mutate_error", "RESOURCE_NOT_FOUND"),
+                    "message": "The requested resource was not found.",
+                },
+                request_id,
+            )
+        with self._lock:
+            denied = name in self._read_only
+        if denied:
+            _abort(
+                context,
+                {
+                    "code": "PERMISSION_DENIED",
+                    "error": ("authorization_error", "ACTION_NOT_PERMITTED"),
+                    "message": "The user does not have permission to perform this action.",
+                },
+                request_id,
+            )
+        if not paths:
+            _abort_field_mask(context, request_id, paths)
 
     def _search_stream(self, request: Any, context: grpc.ServicerContext) -> Any:
         metadata = dict(context.invocation_metadata())
@@ -203,7 +404,7 @@ class FakeGoogleAds:
             while context.is_active():
                 time.sleep(0.01)
             return
-        rows = self._select(customer, resource, since, until)
+        rows = self._select(customer, resource, since, until, query)
         sent = 0
         limit = int(fault["after_rows"]) if fault is not None else None
         for start in range(0, max(len(rows), 1), self._batch_rows):
@@ -216,7 +417,46 @@ class FakeGoogleAds:
             sent += len(batch)
             yield _svc.SearchGoogleAdsStreamResponse(results=batch, request_id=request_id)
 
-    def _select(self, customer: dict[str, str], resource: str, since: str, until: str) -> list[Any]:
+    def _campaign_objects(self, base: dict[str, Any], query: str) -> list[Any]:
+        """One row per editable campaign of the customer (status and budget), by campaign id."""
+        cid = str(base["id"])
+        wanted: set[str] | None = None
+        ids = _IDS.search(query)
+        if ids:
+            listed = ids.group(1) if ids.group(1) is not None else ids.group(2)
+            wanted = {v.strip() for v in listed.split(",") if v.strip()}
+        doc = self._objects.read()
+        rows = []
+        for campaign_id, camp in sorted(doc["campaigns"].items()):
+            if str(camp["customer_id"]) != cid:
+                continue
+            if wanted is not None and campaign_id not in wanted:
+                continue
+            budget = doc["budgets"][camp["budget_id"]]
+            budget_rn = f"customers/{cid}/campaignBudgets/{camp['budget_id']}"
+            rows.append(
+                _svc.GoogleAdsRow(
+                    customer=base,
+                    campaign={
+                        "resource_name": f"customers/{cid}/campaigns/{campaign_id}",
+                        "id": int(campaign_id),
+                        "name": camp["name"],
+                        "status": camp["status"],
+                        "campaign_budget": budget_rn,
+                    },
+                    campaign_budget={
+                        "resource_name": budget_rn,
+                        "id": int(camp["budget_id"]),
+                        "amount_micros": int(budget["amount_micros"]),
+                        "explicitly_shared": bool(budget["explicitly_shared"]),
+                    },
+                )
+            )
+        return rows
+
+    def _select(
+        self, customer: dict[str, str], resource: str, since: str, until: str, query: str = ""
+    ) -> list[Any]:
         cid = str(customer["customer_id"])
         base = {
             "id": int(cid),
@@ -226,6 +466,8 @@ class FakeGoogleAds:
         }
         if resource == "customer":
             return [_svc.GoogleAdsRow(customer=base)]
+        if resource == "campaign" and not since:
+            return self._campaign_objects(base, query)
         with self._lock:
             mine = [
                 r
@@ -289,6 +531,26 @@ def rows_from_ad_daily(ad_daily: pd.DataFrame, app_campaign_ids: list[str]) -> p
             "conversions": g["installs_reported"].astype("float64"),
         }
     ).reset_index(drop=True)
+
+
+ZERO_DECIMAL_CURRENCIES = frozenset({"KRW", "JPY"})
+
+
+def _apply(objects: dict[str, Any], updates: list[tuple[str, dict[str, Any]]]) -> None:
+    for object_id, values in updates:
+        objects[object_id].update(values)
+
+
+def _abort_field_mask(context: grpc.ServicerContext, request_id: str, paths: list[str]) -> NoReturn:
+    _abort(
+        context,
+        {
+            "code": "INVALID_ARGUMENT",
+            "error": ("field_mask_error", "FIELD_NOT_FOUND"),
+            "message": f"The field mask {paths} names no field the fake can update.",
+        },
+        request_id,
+    )
 
 
 def _campaign(r: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,11 @@ talk to it unchanged (only `FacebookSession.GRAPH` points here):
   which can be scripted to end in Job Failed / Job Skipped or to stall;
 - `X-Business-Use-Case-Usage` / `X-Ad-Account-Usage` headers on every account answer
   (https://developers.facebook.com/docs/graph-api/overview/rate-limiting);
+- `GET /{version}/{adset_id}?fields=status,daily_budget,name,campaign_id,account_id` and
+  `POST /{version}/{adset_id}` with form fields `status` / `daily_budget` → `{"success": true}`
+  (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/#Updating);
+  `GET /{version}/{campaign_id}` and `GET /{version}/{campaign_id}/adsets` (cursor paging), over
+  editable objects kept in a JSON state file (`adperf.sandbox.ad_objects`);
 - errors as `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
   (https://developers.facebook.com/docs/graph-api/guides/error-handling; Insights codes:
   https://developers.facebook.com/documentation/ads-commerce/marketing-api/insights/error-codes).
@@ -31,13 +36,16 @@ import secrets
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pandas as pd
 
 from adperf.sandbox import loopback
+from adperf.sandbox.ad_objects import JsonState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ ASYNC_RUNNING = "Job Running"
 ASYNC_COMPLETED = "Job Completed"
 ASYNC_FAILED = "Job Failed"
 ASYNC_SKIPPED = "Job Skipped"
+# Adset statuses a client may set (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/).
+ADSET_STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED")
+ADSET_FIELDS = ("id", "name", "status", "daily_budget", "campaign_id", "account_id")
 # What an async report run does, as scripted by `async_outcomes`.
 OUTCOMES = ("completed", "failed", "skipped", "stalled")
 
@@ -87,6 +98,8 @@ class FakeGraphApi:
         async_polls_until_done: int = 2,
         failing_async_runs: int = 0,
         async_outcomes: list[str] | None = None,
+        objects: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        objects_path: Path | None = None,
     ) -> None:
         missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
         if missing:
@@ -107,6 +120,10 @@ class FakeGraphApi:
         self._async_outcomes: deque[str] = deque(outcomes)
         # (since, until) of every async report run started, in order.
         self.report_run_ranges: list[tuple[str, str]] = []
+        # Editable campaigns and adsets ({"campaigns": {...}, "adsets": {...}}); with a path,
+        # kept in that file (created from `objects` when missing) and shared with other processes.
+        self._objects = JsonState(objects or {"campaigns": {}, "adsets": {}}, objects_path)
+        self._read_only: set[str] = set()
         self._token = access_token
         self._page_size = page_size
         self._async_polls_until_done = async_polls_until_done
@@ -157,6 +174,16 @@ class FakeGraphApi:
         with self._lock:
             self._errors.extend(dict(e) for e in errors)
 
+    def deny_writes(self, object_ids: list[str]) -> None:
+        """POSTs to these objects answer a permission error (code 200), as for a token without
+        ads_management on their ad account."""
+        with self._lock:
+            self._read_only.update(object_ids)
+
+    def objects(self) -> dict[str, Any]:
+        """The editable campaigns and adsets as they are now."""
+        return self._objects.read()
+
     def set_rows(self, ad_rows: pd.DataFrame) -> None:
         """Replace the delivery served (e.g. the platform restating recent days)."""
         missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
@@ -201,7 +228,69 @@ class FakeGraphApi:
             return self._account_route(method, version, node, edge, params)
         if node in self._report_runs:
             return self._report_run_route(method, version, node, edge, params)
+        objects = self._objects.read()
+        if node in objects["adsets"]:
+            return self._adset_route(method, node, edge, params)
+        if node in objects["campaigns"]:
+            return self._campaign_route(method, version, node, edge, params, objects)
         return _unsupported(method, node)
+
+    def _adset_route(self, method: str, node: str, edge: str, params: dict[str, str]) -> _Reply:
+        if edge:
+            return _unsupported(method, f"{node}/{edge}")
+        if method == "GET":
+            adset = self._objects.read()["adsets"][node]
+            return _ok(_node(node, adset, params))
+        with self._lock:
+            denied = node in self._read_only
+        if denied:
+            # https://developers.facebook.com/docs/marketing-api/error-reference (code 200)
+            return _error(
+                403, 200, "(#200) Requires ads_management permission to manage the object"
+            )
+        update: dict[str, Any] = {}
+        if "status" in params:
+            if params["status"] not in ADSET_STATUSES:
+                return _error(
+                    400,
+                    100,
+                    f"(#100) Param status must be one of {{{', '.join(ADSET_STATUSES)}}}",
+                )
+            update["status"] = params["status"]
+        if "daily_budget" in params:
+            raw = params["daily_budget"]
+            if not raw.isdigit() or int(raw) < 1:
+                return _error(400, 100, "(#100) Param daily_budget must be a positive integer")
+            update["daily_budget"] = int(raw)
+        unknown = set(params) - {"status", "daily_budget"}
+        if unknown or not update:
+            return _error(400, 100, f"(#100) Invalid parameter {sorted(unknown) or 'none'}")
+        self._objects.update(lambda doc: doc["adsets"][node].update(update))
+        return _ok({"success": True})
+
+    def _campaign_route(
+        self,
+        method: str,
+        version: str,
+        node: str,
+        edge: str,
+        params: dict[str, str],
+        objects: dict[str, Any],
+    ) -> _Reply:
+        if method != "GET":
+            return _unsupported(method, f"{node}/{edge}" if edge else node)
+        if edge == "":
+            return _ok(_node(node, objects["campaigns"][node], params))
+        if edge == "adsets":
+            rows = [
+                {"id": adset_id, **adset}
+                for adset_id, adset in sorted(objects["adsets"].items())
+                if adset["campaign_id"] == node
+            ]
+            page = self._page(rows, [], params, f"{version}/{node}/adsets")
+            page["data"] = [_node(str(r["id"]), r, params) for r in page["data"]]
+            return _ok(page)
+        return _unsupported(method, f"{node}/{edge}")
 
     def _account_route(
         self, method: str, version: str, node: str, edge: str, params: dict[str, str]
@@ -309,7 +398,11 @@ class FakeGraphApi:
         size = max(1, min(limit, self._page_size))
         start = _decode_cursor(params.get("after")) if params.get("after") else 0
         chunk = rows[start : start + size]
-        body: dict[str, Any] = {"data": [_insights_row(r, fields) for r in chunk]}
+        if path.endswith("/insights"):
+            data = [_insights_row(r, fields) for r in chunk]
+        else:
+            data = list(chunk)
+        body: dict[str, Any] = {"data": data}
         if not chunk:
             return body
         end = start + len(chunk)
@@ -427,6 +520,17 @@ def _parse_fields(value: str) -> list[str]:
         except ValueError:
             return []
     return [f for f in value.split(",") if f]
+
+
+def _node(node_id: str, values: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    """An object node with the fields asked for (id always); numbers as strings, as the API
+    sends budgets (`"daily_budget": "5000"`)."""
+    out: dict[str, Any] = {"id": node_id}
+    for field in _parse_fields(params.get("fields", "")) or ["name"]:
+        if field in values and field != "id":
+            value = values[field]
+            out[field] = str(value) if isinstance(value, int) else value
+    return out
 
 
 def _account_node(account: dict[str, str], params: dict[str, str]) -> dict[str, str]:

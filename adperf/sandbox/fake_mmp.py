@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import re
 import threading
 import zoneinfo
@@ -21,7 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from adperf.sandbox import loopback
 
@@ -120,11 +123,19 @@ class FakeMmp:
         if missing:
             raise ValueError(f"FakeMmp: installs lacks columns {missing}")
         self._installs = installs.reset_index(drop=True)
+        # Install times once, in UTC; per zone the wall-clock times sorted (see _local_index).
+        self._utc_series = pd.to_datetime(self._installs["install_time"], utc=True)
+        self._utc = self._utc_series.dt.tz_localize(None).to_numpy()
+        self._by_zone: dict[
+            str,
+            tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], npt.NDArray[np.datetime64]],
+        ] = {}
         self._api_token = api_token
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends injected hangs at stop()
         # What each request asked for (path, query, whether it was authorized); never the token.
         self.requests_seen: list[dict[str, Any]] = []
 
@@ -135,11 +146,13 @@ class FakeMmp:
         class Handler(_Handler):
             server_fake = fake
 
+        self._stopping.clear()
         self._server, self._thread, base_url = loopback.serve(Handler, "fake-mmp")
         return base_url
 
     def stop(self) -> None:
         """Stop serving and free the port."""
+        self._stopping.set()
         loopback.shutdown(self._server, self._thread)
         self._server, self._thread = None, None
 
@@ -147,7 +160,9 @@ class FakeMmp:
         """Queue answers for the next requests, one each, before any normal answer.
 
         Keys: `status` (HTTP code), optional `body` (text), `retry_after` (seconds, sent as the
-        Retry-After header), or `drop: True` to close the connection without an answer.
+        Retry-After header), `drop: True` to close the connection without an answer, or
+        `hang: seconds` to accept the request and send nothing for that long (a stuck server or
+        load balancer), then close the connection.
         """
         with self._lock:
             self._errors.extend(errors)
@@ -178,30 +193,47 @@ class FakeMmp:
         Dates cover whole days, both ends included; local times ('yyyy-mm-dd hh:mm') cover
         `start` to the end of the `end` minute. Like AppsFlyer, it silently stops at `max_rows`.
         """
+        # Whole columns at a time: built row by row, a month of the bench's medium world took
+        # 20 s per report (tests/sources/test_mmp.py keeps the row-by-row rendering
+        # as the reference the output must equal byte for byte).
         zone = zoneinfo.ZoneInfo(tz)
-        df = self._installs
-        times = pd.to_datetime(df["install_time"], utc=True).dt.tz_convert(zone)
-        local = times.dt.tz_localize(None)
-        is_organic = df["media_source"] == "organic"
-        keep = (
-            (df["app_id"] == app_id)
-            & (is_organic if organic else ~is_organic)
-            & (local >= pd.Timestamp(_range_start(start)))
-            & (local < pd.Timestamp(_range_end(end)))
+        by_time, order, local = self._local_index(zone)
+        lo, hi = np.searchsorted(
+            by_time, [np.datetime64(_range_start(start)), np.datetime64(_range_end(end))]
         )
-        out = io.StringIO()
-        # AppsFlyer ends lines with \n; csv quotes only what needs quoting (commas, newlines).
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        chosen = df[keep].head(max_rows)
-        # Plain dicts, not df.loc per row: the demo's larger worlds serve 100k-row reports.
-        for row, local_time in zip(
-            chosen.to_dict("records"), times[keep].head(max_rows), strict=True
-        ):
-            writer.writerow(
-                _csv_row({str(k): v for k, v in row.items()}, local_time, organic=organic)
-            )
-        return out.getvalue().encode("utf-8")
+        rows = np.sort(order[lo:hi])  # the installs' own order, as AppsFlyer's export keeps it
+        df = self._installs.take(rows)
+        is_organic = df["media_source"] == "organic"
+        keep = ((df["app_id"] == app_id) & (is_organic if organic else ~is_organic)).to_numpy()
+        rows = rows[keep][:max_rows]
+        cells = _cells(
+            self._installs.take(rows),
+            local[rows],
+            self._utc[rows],
+            zone,
+            organic=organic,
+        )
+        # AppsFlyer ends lines with \n and quotes only what needs quoting, like Python's csv.
+        return _csv_body(cells)
+
+    def _local_index(
+        self, zone: zoneinfo.ZoneInfo
+    ) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], npt.NDArray[np.datetime64]]:
+        """Install times as wall-clock times in `zone`: (sorted, the rows in that order, all).
+
+        Computed once per zone. Requests filter on wall-clock time, which is not monotonic in
+        UTC (a DST fall-back hour repeats), hence sorted wall-clock times, not a UTC range.
+        """
+        with self._lock:
+            cached = self._by_zone.get(zone.key)
+        if cached is None:
+            local = self._utc_series.dt.tz_convert(zone).dt.tz_localize(None).to_numpy()
+            valid = np.flatnonzero(~np.isnat(local))  # no install time: in no report
+            order = valid[np.argsort(local[valid], kind="stable")]
+            cached = (local[order], order, local)
+            with self._lock:
+                self._by_zone[zone.key] = cached
+        return cached
 
 
 def _range_start(value: datetime.date | datetime.datetime) -> datetime.datetime:
@@ -224,25 +256,133 @@ def _parse_when(text: str) -> datetime.date | datetime.datetime:
     return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M")
 
 
-def _text(value: Any) -> str:
-    """A cell: None/NaN as empty, everything else as its string (ids stay exact)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
+def _csv_quote_triggers() -> str:
+    """The characters that make the csv module (QUOTE_MINIMAL, '\\n' lines) quote a field.
+
+    Asked of the csv module itself rather than written down: which characters it quotes for
+    differs between Python versions (3.11 leaves a lone '\\r' unquoted under '\\n' lines).
+    """
+    triggers = []
+    for code in range(128):
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow([f"a{chr(code)}b", "c"])
+        if out.getvalue().startswith('"'):
+            triggers.append(chr(code))
+    return "".join(triggers)
 
 
-def _csv_row(row: dict[str, Any], local_time: pd.Timestamp, *, organic: bool) -> list[str]:
-    """One plausible AppsFlyer raw-data row for an install."""
-    device = _text(row["appsflyer_id"])
-    seed = int(hashlib.sha256(device.encode("utf-8")).hexdigest()[:8], 16)
-    os_name = _text(row["platform"]).lower()
-    ios = os_name == "ios"
-    touch = local_time - pd.Timedelta(minutes=3 + seed % 50)
-    install = local_time.strftime(_TIME_FORMAT)
-    app_id = _text(row["app_id"])
-    cells = {
-        "Attributed Touch Type": "" if organic else ("click" if seed % 5 else "impression"),
-        "Attributed Touch Time": "" if organic else touch.strftime(_TIME_FORMAT),
+_QUOTE_TRIGGERS = _csv_quote_triggers()
+
+
+def _field(value: str) -> str:
+    """One CSV field as the csv module writes it (quoted only when needed)."""
+    if any(c in value for c in _QUOTE_TRIGGERS):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _fields(values: pa.Array) -> pa.Array:
+    """A column of CSV fields as the csv module writes them (quoted only when needed)."""
+    needs = pc.match_substring(values, _QUOTE_TRIGGERS[0])
+    for char in _QUOTE_TRIGGERS[1:]:
+        needs = pc.or_(needs, pc.match_substring(values, char))
+    if not pc.any(needs).as_py():
+        return values
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, values)
+
+
+def _csv_body(cells: dict[str, pa.Array | str]) -> bytes:
+    """The header and one line per row of `cells` (CSV_COLUMNS order), each ending in '\\n'."""
+    header = ",".join(_field(c) for c in CSV_COLUMNS) + "\n"
+    columns = [
+        pa.scalar(_field(v)) if isinstance(v, str) else _fields(v)
+        for v in (cells[c] for c in CSV_COLUMNS)
+    ]
+    rows = pc.binary_join_element_wise(*columns, ",")
+    # Every column joined is null-free; a null would drop its whole line.
+    if rows.null_count:
+        raise AssertionError("fake-mmp: a CSV cell is null")
+    lines = pc.binary_join_element_wise(rows, "", "\n")  # row + "\n" + ""
+    return header.encode("utf-8") + _concatenated(lines)
+
+
+def _concatenated(values: pa.Array) -> bytes:
+    """All strings of a null-free string array, one after another."""
+    if len(values) == 0:
+        return b""
+    values = values.cast(pa.large_string())
+    _, offsets, data = values.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+    return bytes(memoryview(data)[int(bounds[0]) : int(bounds[-1])])
+
+
+def _texts(column: pd.Series) -> pa.Array:
+    """Cells of a column: missing as empty, everything else as its string (ids stay exact)."""
+    if isinstance(column.dtype, pd.StringDtype):
+        values = pa.array(column, type=pa.string(), from_pandas=True)
+    else:
+        filled = column.astype(object).where(column.notna(), "")
+        values = pa.array([str(v) for v in filled], type=pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.fill_null(values, "")
+
+
+def _times(wall_clock: npt.NDArray[np.datetime64]) -> pa.Array:
+    """'yyyy-mm-dd hh:mm:ss' of naive wall-clock times (seconds cut, as strftime does)."""
+    seconds = pa.array(wall_clock.astype("datetime64[s]"))
+    return pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S")
+
+
+def _lower(values: pa.Array) -> pa.Array:
+    """str.lower() of each value (Python's, computed once per distinct value)."""
+    encoded = pc.dictionary_encode(values)
+    lowered = pa.array([v.lower() for v in encoded.dictionary.to_pylist()], type=pa.string())
+    return lowered.take(encoded.indices)
+
+
+def _cells(
+    df: pd.DataFrame,
+    local: npt.NDArray[np.datetime64],
+    utc: npt.NDArray[np.datetime64],
+    zone: zoneinfo.ZoneInfo,
+    *,
+    organic: bool,
+) -> dict[str, pa.Array | str]:
+    """Plausible AppsFlyer raw-data cells for installs: CSV_COLUMNS name -> column or constant."""
+    device = _texts(df["appsflyer_id"])
+    # Per-device details (touch type, city, IDs...) follow from a hash of the device id, so a
+    # device always looks the same; the first 8 hex digits of its SHA-256 are the seed.
+    hex_list = [hashlib.sha256(d.encode("utf-8")).hexdigest()[:8] for d in device.to_pylist()]
+    hexes = pa.array(hex_list, type=pa.string())
+    hex_upper = pc.ascii_upper(hexes)
+    seed = np.frombuffer(bytes.fromhex("".join(hex_list)), dtype=">u4").astype(np.int64)
+    os_name = _lower(_texts(df["platform"]))
+    ios = pc.equal(os_name, "ios")
+    install = _times(local)
+    media = _texts(df["media_source"])
+
+    def pick(condition: Any, yes: str, no: str) -> pa.Array:
+        return pc.if_else(pa.array(condition, type=pa.bool_()), yes, no)
+
+    def paid(values: pa.Array | str) -> pa.Array | str:
+        return "" if organic else values
+
+    def join(*parts: pa.Array | str) -> pa.Array:
+        return pc.binary_join_element_wise(*parts, "")
+
+    touch_time: pa.Array | str = ""
+    if not organic:
+        # Minus minutes in absolute time, shown on the zone's clock (as aware arithmetic does).
+        touch_utc = utc - (3 + seed % 50).astype("timedelta64[m]")
+        touch_local = (
+            pd.DatetimeIndex(touch_utc).tz_localize("UTC").tz_convert(zone).tz_localize(None)
+        )
+        touch_time = _times(touch_local.to_numpy())
+    return {
+        "Attributed Touch Type": paid(pick(seed % 5 != 0, "click", "impression")),
+        "Attributed Touch Time": touch_time,
         "Install Time": install,
         "Event Time": install,
         "Event Name": "install",
@@ -253,56 +393,53 @@ def _csv_row(row: dict[str, Any], local_time: pd.Timestamp, *, organic: bool) ->
         "Event Source": "SDK",
         "Is Receipt Validated": "",
         "Partner": "",
-        "Media Source": _text(row["media_source"]),
-        "Channel": ""
-        if organic
-        else ("Facebook" if "Facebook" in str(row["media_source"]) else "ACI_Search"),
+        "Media Source": media,
+        "Channel": paid(pick(pc.match_substring(media, "Facebook"), "Facebook", "ACI_Search")),
         "Keywords": "",
-        "Campaign": "" if organic else _text(row["campaign"]),
-        "Campaign ID": "" if organic else _text(row["campaign_id"]),
-        "Adset": "" if organic else _text(row["adset"]),
-        "Adset ID": "" if organic else _text(row["adset_id"]),
-        "Ad": "" if organic else _text(row["ad"]),
-        "Ad ID": "" if organic else _text(row["ad_id"]),
-        "Ad Type": "" if organic else "video",
+        "Campaign": paid(_texts(df["campaign"])),
+        "Campaign ID": paid(_texts(df["campaign_id"])),
+        "Adset": paid(_texts(df["adset"])),
+        "Adset ID": paid(_texts(df["adset_id"])),
+        "Ad": paid(_texts(df["ad"])),
+        "Ad ID": paid(_texts(df["ad_id"])),
+        "Ad Type": paid("video"),
         "Site ID": "",
         "Sub Site ID": "",
-        "Cost Model": "" if organic else "CPI",
+        "Cost Model": paid("CPI"),
         "Cost Value": "",
         "Cost Currency": "",
         "Region": "AS",
-        "Country Code": _text(row["country_code"]),
+        "Country Code": _texts(df["country_code"]),
         "State": "11",
-        "City": "Seoul" if seed % 3 else "Busan",
+        "City": pick(seed % 3 != 0, "Seoul", "Busan"),
         "Postal Code": "",
         # Documentation address range (RFC 5737): plausible, never a real user's address.
-        "IP": f"203.0.113.{seed % 254 + 1}",
-        "WIFI": "true" if seed % 2 else "false",
-        "Operator": "SKTelecom" if seed % 2 else "KT",
+        "IP": join("203.0.113.", pc.cast(pa.array(seed % 254 + 1), pa.string())),
+        "WIFI": pick(seed % 2 != 0, "true", "false"),
+        "Operator": pick(seed % 2 != 0, "SKTelecom", "KT"),
         "Language": "한국어",
         "AppsFlyer ID": device,
-        "Advertising ID": "" if ios else f"{seed:08x}-0000-4000-8000-000000000000",
-        "IDFA": f"{seed:08X}-0000-4000-8000-000000000000" if ios else "",
-        "Customer User ID": _text(row["customer_user_id"]),
-        "IDFV": f"{seed:08X}-1111-4000-8000-000000000000" if ios else "",
+        "Advertising ID": pc.if_else(ios, "", join(hexes, "-0000-4000-8000-000000000000")),
+        "IDFA": pc.if_else(ios, join(hex_upper, "-0000-4000-8000-000000000000"), ""),
+        "Customer User ID": _texts(df["customer_user_id"]),
+        "IDFV": pc.if_else(ios, join(hex_upper, "-1111-4000-8000-000000000000"), ""),
         "Platform": os_name,
-        "Device Type": "iPhone15,2" if ios else "SM-S911N",
-        "Device Model": "iPhone 14 Pro" if ios else "Galaxy S23",
-        "OS Version": "17.5.1" if ios else "14",
+        "Device Type": pc.if_else(ios, "iPhone15,2", "SM-S911N"),
+        "Device Model": pc.if_else(ios, "iPhone 14 Pro", "Galaxy S23"),
+        "OS Version": pc.if_else(ios, "17.5.1", "14"),
         "App Version": "3.12.0",
         "SDK Version": "v6.14.3",
-        "App ID": app_id,
+        "App ID": _texts(df["app_id"]),
         "App Name": "Demo App",
         "Bundle ID": "com.example.demo",
         "Is Retargeting": "false",
         "Retargeting Conversion Type": "",
-        "Attribution Lookback": "" if organic else "7d",
+        "Attribution Lookback": paid("7d"),
         "Is Primary Attribution": "true",
-        "User Agent": "Dalvik/2.1.0" if not ios else "CFNetwork/1496.0.7 Darwin/23.5.0",
+        "User Agent": pc.if_else(ios, "CFNetwork/1496.0.7 Darwin/23.5.0", "Dalvik/2.1.0"),
         "HTTP Referrer": "",
         "Original URL": "",
     }
-    return [cells[c] for c in CSV_COLUMNS]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -357,6 +494,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, "text/csv")
 
     def _answer_error(self, error: dict[str, Any]) -> None:
+        if "hang" in error:
+            # Not a byte: only the client's read timeout ends this for it.
+            self.server_fake._stopping.wait(float(error["hang"]))
+            self.close_connection = True
+            return
         if error.get("drop"):
             # No answer at all: the server closes the socket, the client sees a dropped connection.
             self.close_connection = True

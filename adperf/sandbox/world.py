@@ -4,7 +4,7 @@ Layout of a world folder (a contract with the fake servers and the tests; `ad_da
 holds both platforms' delivery, told apart by `platform`):
 `world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
 `logs/YYYY-MM-DD.jsonl.gz`, `fx.csv`, `truth/params.json`, `truth/campaign_daily.csv`,
-`truth/daily_totals.csv`, `truth/users.parquet`.
+`truth/daily_totals.csv`, `truth/users.parquet`, `truth/user_value.parquet`.
 
 Determinism: every day's randomness comes from a generator seeded by (seed, day, purpose), and a
 user's whole purchase timeline (HORIZON_DAYS) is drawn when the user installs, then cut at the
@@ -53,6 +53,7 @@ from adperf.sandbox.entities import (
 )
 from adperf.sandbox.process import (
     REFUND_RATE,
+    expected_purchases_and_revenue,
     sample_amount_cents,
     sample_first_delay,
     sample_nu,
@@ -65,6 +66,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 HORIZON_DAYS = 730.0
+LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days' default
 CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
@@ -887,6 +889,7 @@ class _World:
         (self.root / "truth").mkdir()
         self._write_params()
         self._write_users()
+        self._write_user_value()
         u, pay = self.users, self.pay
         nc = self.n_campaigns
         # Attribution class of each payment: its user's campaign (or organic) when the MMP row
@@ -991,9 +994,24 @@ class _World:
                 "expected_net_revenue_per_install_usd": gross * (1.0 - REFUND_RATE),
             }
 
+        def long_run(key: int, truth: Any) -> dict[str, float]:
+            # The same truth at 365 days ([ltv] horizon_days' default; `horizon_days` and
+            # `true_roas` are the 180-day truth), so the demo's 365-day pROAS has a like-for-like
+            # truth: `true_roas_365d`. A quarter of
+            # the 180-day draws (Monte Carlo error ~1%): every world build pays for it.
+            _, revenue = expected_purchases_and_revenue(
+                truth,
+                rng_for(self.seed, key, "truth-monte-carlo-365"),
+                max(self.profile.mc_payers // 4, 1),
+                LONG_TRUTH_HORIZON_DAYS,
+            )
+            net = truth.payer_rate * revenue * (1.0 - REFUND_RATE)
+            return {"expected_net_revenue_per_install_usd_365d": net}
+
         params: dict[str, Any] = {}
         for c in self.ent.campaigns:
             e = entry(c.truth, c.purchases_per_payer_180d, c.revenue_per_payer_180d_usd)
+            e.update(long_run(c.index, c.truth))
             params[c.campaign_id] = {
                 "platform": c.platform,
                 "app_campaign": c.app_campaign,
@@ -1007,6 +1025,7 @@ class _World:
                 "true_cpi_usd": c.true_cpi_usd,
                 **e,
                 "true_roas": e["expected_net_revenue_per_install_usd"] / c.true_cpi_usd,
+                "true_roas_365d": e["expected_net_revenue_per_install_usd_365d"] / c.true_cpi_usd,
             }
         o = self.ent.organic
         params["organic"] = {
@@ -1017,6 +1036,7 @@ class _World:
             "true_cpi": None,
             "true_cpi_usd": None,
             **entry(o.truth, o.purchases_per_payer_180d, o.revenue_per_payer_180d_usd),
+            **long_run(self.n_campaigns, o.truth),
         }
         path = self.root / "truth" / "params.json"
         path.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
@@ -1048,6 +1068,34 @@ class _World:
             schema=_USERS_SCHEMA,
         )
         pq.write_table(table, self.root / "truth" / "users.parquet")
+
+    def _write_user_value(self) -> None:
+        """truth/user_value.parquet: each installed user's net revenue (USD) within
+        TRUTH_HORIZON_DAYS of the install, from the purchase timeline the world drew at install
+        (it runs past the world's end), refunded purchases netted out.
+
+        Summed over a campaign's cohorts it is what those users really brought; its distance
+        to the campaign's expected value (params.json) is the sampling noise of the users the
+        campaign happened to acquire, which no forecast can know in advance.
+        """
+        u, nl = self.users, self.users.n_legacy
+        who = self.purchase_user
+        installed = who >= nl
+        age_us = self.purchase_us - u.install_us[who]
+        within = installed & (age_us < int(TRUTH_HORIZON_DAYS * US_PER_DAY))
+        net = np.where(self.purchase_refund, 0, self.purchase_cents)
+        cents = np.bincount(who[within], weights=net[within], minlength=len(u.key))
+        idx = self._installed_order()
+        camp_ids = [c.campaign_id for c in self.ent.campaigns] + ["organic"]
+        table = pa.table(
+            {
+                "user_id": self.uid[idx].tolist(),
+                "install_date": [self.dates[int(u.day[k])].isoformat() for k in idx],
+                "campaign_id": [camp_ids[int(u.group[k])] for k in idx],
+                "net_revenue_180d_usd": cents[idx] / 100.0,
+            }
+        )
+        pq.write_table(table, self.root / "truth" / "user_value.parquet")
 
     def _meta(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,9 @@ import logging
 import math
 import os
 import pathlib
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
+from slack_sdk.http_retry.handler import RetryHandler
 
 from adperf.errors import SourceError, TransientSourceError
 from adperf.sinks.summary import (
@@ -57,9 +60,22 @@ MAX_NOTE_CHARS = 500
 _AUTH_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 )
+# Looking a pending post up: conversations.history, and conversations.list to turn a channel
+# name into its id (https://api.slack.com/methods/conversations.history#scopes).
+_HISTORY_SCOPES = (
+    "channels:history and channels:read (groups:history and groups:read for a private channel)"
+)
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{8,}")
+METADATA_EVENT_TYPE = "adperf_report"
+# conversations.history pages (Slack allows up to 999, recommends no more than 200).
+HISTORY_PAGE_SIZE = 200
+MAX_HISTORY_PAGES = 50
+LOOKUP_MARGIN_SECONDS = 600.0
+POST_TIMEOUT_SECONDS = 30
+
 _TOKEN_FIX = (
-    "set ADPERF_SLACK_TOKEN to a valid bot token (xoxb-…) with the chat:write and files:write "
-    "scopes"
+    "set ADPERF_SLACK_TOKEN to a valid bot token (xoxb-…) with the chat:write, files:write, "
+    "channels:history and channels:read scopes (groups:* for a private channel)"
 )
 
 
@@ -220,20 +236,39 @@ def build_campaign_csv(campaigns: pd.DataFrame, actions: pd.DataFrame) -> bytes:
     return out.to_csv(index=False).encode("utf-8-sig")
 
 
-def make_client(token: str, base_url: str | None = None) -> WebClient:
-    """A WebClient that retries rate limits and dropped connections, never 5xx answers."""
+def make_client(
+    token: str, base_url: str | None = None, *, retry_connections: bool = True
+) -> WebClient:
+    """A WebClient that retries rate limits and (for idempotent calls) dropped connections.
+
+    Never 5xx answers, and never a dropped connection of chat.postMessage (`retry_connections`
+    False): a post has no idempotency key, and a 5xx or a connection closed before the answer
+    may come after Slack has posted, so slack-sdk's ConnectionErrorRetryHandler re-sending it
+    is exactly the double post. `publish_report` looks such a post up instead. A 429 is
+    answered before anything is done (https://api.slack.com/apis/rate-limits): always retried.
+    """
+    handlers: list[RetryHandler] = [RateLimitErrorRetryHandler(max_retry_count=3)]
+    if retry_connections:
+        handlers.insert(0, ConnectionErrorRetryHandler(max_retry_count=2))
     return WebClient(
         token=token,
         base_url=base_url or WebClient.BASE_URL,
-        # No ServerErrorRetryHandler: chat.postMessage has no idempotency key, and a 5xx may
-        # come after Slack has already posted, so a retry could post the report twice. A 429 is
-        # answered before anything is done (https://api.slack.com/apis/rate-limits), and the
-        # connection handler retries only errors raised before an answer arrived.
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        timeout=POST_TIMEOUT_SECONDS,
+        retry_handlers=handlers,
     )
+
+
+def report_key(day: str) -> str:
+    """The idempotency key of a day's report, carried in the message's metadata."""
+    return f"adperf-report-{day}"
+
+
+def report_metadata(day: str) -> dict[str, Any]:
+    """Message metadata (https://api.slack.com/metadata/using) that finds the post again."""
+    return {
+        "event_type": METADATA_EVENT_TYPE,
+        "event_payload": {"date": day, "key": report_key(day)},
+    }
 
 
 def post_message(
@@ -243,15 +278,117 @@ def post_message(
     channel: str,
     base_url: str | None = None,
     day: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Post a built message with slack-sdk; return {"channel", "ts"} of the posted message."""
-    client = make_client(token, base_url)
-    with _errors("chat.postMessage", channel, day):
+    """Post a built message with slack-sdk, sent once; return {"channel", "ts"} of the post.
+
+    Raises PostOutcomeUnknown when the request may have reached Slack without an answer (a
+    dropped connection, a timeout, a 5xx): only a look-up can tell whether it was posted.
+    """
+    client = make_client(token, base_url, retry_connections=False)
+    try:
         response = client.chat_postMessage(
-            channel=channel, text=message["text"], blocks=message["blocks"]
+            channel=channel, text=message["text"], blocks=message["blocks"], metadata=metadata
         )
+    except SlackApiError as exc:
+        if exc.response.status_code < 500:
+            # An answer with ok false (or a 429 past the retries): Slack did not post.
+            raise _classify(exc, method="chat.postMessage", channel=channel, day=day) from exc
+        raise PostOutcomeUnknown(day, f"HTTP {exc.response.status_code}", repost_now=False) from exc
+    except OSError as exc:
+        # urllib's URLError, RemoteDisconnected (the connection closed before the answer),
+        # ConnectionResetError, timeouts. A timed-out request may still be running in Slack:
+        # it is not posted again in this run (see PostOutcomeUnknown).
+        raise PostOutcomeUnknown(day, type(exc).__name__, repost_now=not _is_timeout(exc)) from exc
     log.info("slack: posted the report for %s to %s", day or "?", response["channel"])
     return {"channel": str(response["channel"]), "ts": str(response["ts"])}
+
+
+def find_posted_report(
+    *,
+    token: str,
+    channel: str,
+    day: str,
+    oldest: float,
+    base_url: str | None = None,
+) -> dict[str, str] | None:
+    """The {"channel", "ts"} of the day's report posted since `oldest` (epoch s), or None.
+
+    Reads conversations.history newest first with the messages' metadata
+    (https://api.slack.com/methods/conversations.history, `include_all_metadata`), page by page
+    through `response_metadata.next_cursor`; the report is the message whose metadata carries
+    the day's key. Needs channels:history (groups:history for a private channel).
+    """
+    client = make_client(token, base_url)
+    channel_id = resolve_channel_id(client, channel, day)
+    key = report_key(day)
+    found: list[str] = []
+    cursor: str | None = None
+    for _page in range(MAX_HISTORY_PAGES):
+        with _errors("conversations.history", channel, day, history=True):
+            response = client.conversations_history(
+                channel=channel_id,
+                oldest=f"{oldest:.6f}",
+                include_all_metadata=True,
+                limit=HISTORY_PAGE_SIZE,
+                cursor=cursor,
+            )
+        for item in response.get("messages") or []:
+            meta = item.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == METADATA_EVENT_TYPE and payload.get("key") == key:
+                found.append(str(item["ts"]))
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not response.get("has_more") or not cursor:
+            break
+    else:
+        raise SourceError(
+            SOURCE,
+            day,
+            f"more than {MAX_HISTORY_PAGES * HISTORY_PAGE_SIZE:,} messages in {channel!r} since "
+            "the pending post; gave up looking for it (not posting, to avoid a duplicate)",
+            "check the channel for the report; delete <data_root>/slack_posts/<day>.json to post "
+            "anyway",
+        )
+    if not found:
+        return None
+    if len(found) > 1:
+        log.warning("slack: %d posts of the report of %s; keeping the first", len(found), day)
+    # Slack ts strings order as numbers ("1732700000.000200"); the first post is the smallest.
+    return {"channel": channel_id, "ts": min(found, key=float)}
+
+
+def resolve_channel_id(client: WebClient, channel: str, day: str | None) -> str:
+    """The channel's id: itself when it is one, else looked up by name in conversations.list.
+
+    conversations.history takes a channel id only (a '#name' answers channel_not_found);
+    chat.postMessage also takes a name. Resolving a name needs channels:read (groups:read for
+    a private channel); configuring the id in [slack] channel skips this call.
+    """
+    name = channel.lstrip("#")
+    if _CHANNEL_ID.fullmatch(name):
+        return name
+    cursor: str | None = None
+    for _page in range(MAX_HISTORY_PAGES):
+        with _errors("conversations.list", channel, day, history=True):
+            response = client.conversations_list(
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=HISTORY_PAGE_SIZE,
+                cursor=cursor,
+            )
+        for item in response.get("channels") or []:
+            if item.get("name") == name:
+                return str(item["id"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor:
+            break
+    raise SourceError(
+        SOURCE,
+        day,
+        f"channel {channel!r} is not in conversations.list: cannot look the pending post up",
+        "set [slack] channel to the channel id (e.g. C0123456789), then run the task again",
+    )
 
 
 def update_message(
@@ -314,18 +451,31 @@ def publish_report(
     content_hash: str,
     previous: dict[str, Any] | None,
     save: Callable[[dict[str, Any]], None],
+    forget: Callable[[], None] | None = None,
+    now: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """Deliver the day's report to Slack exactly once; return the marker that `save` stored.
 
-    The marker of the previous run decides: no post yet → chat.postMessage; a post whose
-    content hash differs (the day was re-run on restated numbers) → chat.update of the same
-    `ts`; the same content → nothing. `save` is called as soon as the post's `ts` is known, so
-    a failure after posting (e.g. in the file upload) never leads to a second post; the marker
-    says `complete: false` until the chart and CSV are in the thread.
+    Before chat.postMessage, `save` stores a *pending* marker (channel, the day's key, the
+    time); the post carries the key in its metadata. A run that finds a pending marker, or a
+    post that got no answer, looks the message up in conversations.history and adopts its ts;
+    it posts only when the message is not there. So a kill or a dropped connection between
+    Slack posting and the marker holding the ts never leads to a second post. A post Slack
+    refused (an answer with ok false) puts the previous marker back (`forget` when none).
+
+    Then the marker of the previous run decides: a post whose content hash differs (the day
+    was re-run on restated numbers) → chat.update of the same `ts`; the same content →
+    nothing. The marker says `complete: false` until the chart and CSV are in the thread.
     """
     state: dict[str, Any] | None = None
     if previous and previous.get("delivery") == "slack" and previous.get("ts"):
         state = dict(previous)
+    elif previous and previous.get("delivery") == "slack" and previous.get("pending_since"):
+        found = _look_up(previous, token=token, base_url=base_url, day=day)
+        if found is not None:
+            log.info("slack: the report of %s was posted before its marker; adopting it", day)
+            state = _posted_state(day, found, str(previous.get("content_hash")))
+            save(state)
     if state is not None and state.get("content_hash") != content_hash:
         try:
             update_message(
@@ -344,16 +494,19 @@ def publish_report(
             log.warning("slack: the report message of %s is gone; posting it again", day)
             state = None
     if state is None:
-        posted = post_message(message, token=token, channel=channel, base_url=base_url, day=day)
-        state = {
-            "date": day,
-            "delivery": "slack",
-            **posted,
-            "content_hash": content_hash,
-            "files_hash": None,
-            "complete": False,
-            "updates": 0,
-        }
+        posted = _post_once(
+            message,
+            token=token,
+            channel=channel,
+            base_url=base_url,
+            day=day,
+            content_hash=content_hash,
+            previous=previous,
+            save=save,
+            forget=forget,
+            now=now,
+        )
+        state = _posted_state(day, posted, content_hash)
         save(state)
     if files and state.get("files_hash") != content_hash:
         comment = (
@@ -375,6 +528,86 @@ def publish_report(
     state["complete"] = True
     save(state)
     return state
+
+
+def _post_once(
+    message: dict[str, Any],
+    *,
+    token: str,
+    channel: str,
+    base_url: str | None,
+    day: str,
+    content_hash: str,
+    previous: dict[str, Any] | None,
+    save: Callable[[dict[str, Any]], None],
+    forget: Callable[[], None] | None,
+    now: Callable[[], float],
+) -> dict[str, str]:
+    """Post behind a pending marker; a post without an answer is looked up, not re-sent blindly."""
+    pending = {
+        "date": day,
+        "delivery": "slack",
+        "channel": channel,
+        "key": report_key(day),
+        "pending_since": now(),
+        "content_hash": content_hash,
+        "complete": False,
+    }
+    save(pending)
+    for attempt in (1, 2):
+        try:
+            return post_message(
+                message,
+                token=token,
+                channel=channel,
+                base_url=base_url,
+                day=day,
+                metadata=report_metadata(day),
+            )
+        except PostOutcomeUnknown as exc:
+            log.warning("slack: %s; looking the post up", exc.problem)
+            found = _look_up(pending, token=token, base_url=base_url, day=day)
+            if found is not None:
+                return found
+            if not exc.repost_now or attempt == 2:
+                # The pending marker stays: the next run looks again before it posts.
+                raise
+        except SourceError:
+            # Slack answered and did not post: the pending marker must not outlive this run.
+            if previous is not None:
+                save(previous)
+            elif forget is not None:
+                forget()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _look_up(
+    pending: dict[str, Any], *, token: str, base_url: str | None, day: str
+) -> dict[str, str] | None:
+    """The post a pending marker announced, if Slack has it (see find_posted_report)."""
+    return find_posted_report(
+        token=token,
+        channel=str(pending["channel"]),
+        day=day,
+        # Slack's clock and ours differ a little; the key, not the time, identifies the post.
+        oldest=float(pending["pending_since"]) - LOOKUP_MARGIN_SECONDS,
+        base_url=base_url,
+    )
+
+
+def _posted_state(day: str, posted: dict[str, str], content_hash: str) -> dict[str, Any]:
+    return {
+        "date": day,
+        "delivery": "slack",
+        "channel": posted["channel"],
+        "ts": posted["ts"],
+        "key": report_key(day),
+        "content_hash": content_hash,
+        "files_hash": None,
+        "complete": False,
+        "updates": 0,
+    }
 
 
 def write_outbox(
@@ -422,12 +655,50 @@ class MessageGone(SourceError):
     """chat.update found no message at the stored ts (deleted in Slack)."""
 
 
+class PostOutcomeUnknown(TransientSourceError):
+    """chat.postMessage got no answer: Slack may have posted; only a look-up can tell.
+
+    `repost_now`: a look-up that finds nothing allows one more post in the same run. False after
+    a timeout or a 5xx, when the first request may still be at work inside Slack.
+    """
+
+    def __init__(self, day: str | None, what: str, *, repost_now: bool) -> None:
+        super().__init__(
+            SOURCE,
+            day,
+            f"chat.postMessage got no answer ({what}); the report may or may not be posted",
+            "run the task again: it looks the post up in the channel before posting",
+        )
+        self.repost_now = repost_now
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a urllib error is a timeout (raw, or wrapped in URLError's `reason`)."""
+    reason = getattr(exc, "reason", None)
+    return isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError)
+
+
 @contextlib.contextmanager
-def _errors(method: str, channel: str, day: str | None) -> Iterator[None]:
-    """slack-sdk's errors as named adperf errors that say what to fix."""
+def _errors(method: str, channel: str, day: str | None, *, history: bool = False) -> Iterator[None]:
+    """slack-sdk's errors as named adperf errors that say what to fix.
+
+    `history`: the call looks for a post whose marker is pending, so a refusal means "cannot
+    tell whether the report is posted", and the task fails rather than risk a second post.
+    """
     try:
         yield
     except SlackApiError as exc:
+        if history and exc.response.get("error") == "missing_scope":
+            raise SourceError(
+                SOURCE,
+                day,
+                f"{method} refused (missing_scope, needs "
+                f"{exc.response.get('needed') or 'a history scope'}): cannot check whether the "
+                f"report was already posted to {channel!r}, so it is not posted again",
+                f"add the bot scopes {_HISTORY_SCOPES} to the Slack app, reinstall it to the "
+                "workspace, then run the task again (or check the channel and delete "
+                "<data_root>/slack_posts/<day>.json to post anyway)",
+            ) from exc
         raise _classify(exc, method=method, channel=channel, day=day) from exc
     except SlackRequestError as exc:
         # files_upload_v2's POST of the bytes answered non-200 (the message holds no token).

@@ -142,23 +142,16 @@ def fetch_facebook_spend(
     if first > day:
         raise ConfigError(f"facebook: first day {first} is after the last day {day}")
 
-    session = FacebookSession(timeout=timeout)
-    session.GRAPH = graph_url.rstrip("/")  # the SDK reads it from the instance
-    # See the module docstring: the token goes in a header, never in the URL.
-    session.requests.params.pop("access_token", None)
-    session.requests.headers["Authorization"] = f"Bearer {access_token}"
-    session.requests.hooks["response"].append(_refuse_unreadable)
-    # One api object per call, never FacebookAdsApi.init/set_default_api (global state).
-    api = FacebookAdsApi(session, api_version=api_version)
+    api, http = make_api(graph_url, api_version, access_token, timeout)
     try:
         records: list[dict[str, Any]] = []
         # Each account once, however it is spelled: a repeat would double its spend.
         for account_id in dict.fromkeys(a.strip().removeprefix("act_") for a in account_ids):
-            caller = _Caller(day, account_id, access_token, max_retries, sleep, first)
+            caller = GraphCaller(day, account_id, access_token, max_retries, sleep, first)
             caller.async_stall_s = async_stall_s
             records.extend(_fetch_account(api, caller, use_async, report_timezone))
     finally:
-        session.requests.close()
+        http.close()
 
     if not records:
         return empty_frame(AD_SPEND)
@@ -178,8 +171,25 @@ def fetch_facebook_spend(
     return frame.sort_values(["date", "account_id", "ad_id"]).reset_index(drop=True)
 
 
+def make_api(
+    graph_url: str, api_version: str, access_token: str, timeout: float
+) -> tuple[FacebookAdsApi, requests.Session]:
+    """An SDK api object on its own session, and that session's HTTP client (close it after).
+
+    The token goes in a header, never in the URL (see the module docstring); a non-JSON answer
+    raises before the SDK reads it (`_refuse_unreadable`). One api object per caller, never
+    FacebookAdsApi.init/set_default_api (global state).
+    """
+    session = FacebookSession(timeout=timeout)
+    session.GRAPH = graph_url.rstrip("/")  # the SDK reads it from the instance
+    session.requests.params.pop("access_token", None)
+    session.requests.headers["Authorization"] = f"Bearer {access_token}"
+    session.requests.hooks["response"].append(_refuse_unreadable)
+    return FacebookAdsApi(session, api_version=api_version), session.requests
+
+
 def _fetch_account(
-    api: FacebookAdsApi, caller: _Caller, use_async: bool, report_timezone: str | None
+    api: FacebookAdsApi, caller: GraphCaller, use_async: bool, report_timezone: str | None
 ) -> list[dict[str, Any]]:
     """AD_SPEND records of one ad account for the caller's day range."""
     account = AdAccount(f"act_{caller.account_id}", api=api)
@@ -212,7 +222,7 @@ def _fetch_account(
             "read Insights page 1",
             lambda: account.get_insights(fields=INSIGHTS_FIELDS, params=dict(params)),
         )
-        rows = list(_all_rows(cursor, caller))
+        rows = list(all_rows(cursor, caller))
     records = [_to_record(row, caller, currency) for row in rows]
     log.info(
         "facebook %s (%s, %s, %s): %d ad rows for %s..%s",
@@ -237,7 +247,7 @@ def _params(since: str, until: str) -> dict[str, Any]:
     }
 
 
-def _all_rows(cursor: Cursor, caller: _Caller) -> Iterator[dict[str, Any]]:
+def all_rows(cursor: Cursor, caller: GraphCaller) -> Iterator[dict[str, Any]]:
     """Every row of every page; a page that fails to load is retried where it stopped.
 
     The SDK's Cursor advances its `after` cursor only once a page has loaded, so calling
@@ -252,7 +262,7 @@ def _all_rows(cursor: Cursor, caller: _Caller) -> Iterator[dict[str, Any]]:
 
 
 def _async_rows(
-    account: AdAccount, caller: _Caller, since: datetime.date, until: datetime.date
+    account: AdAccount, caller: GraphCaller, since: datetime.date, until: datetime.date
 ) -> list[dict[str, Any]]:
     """Every Insights row of since..until through async report runs, splitting when they fail.
 
@@ -265,7 +275,7 @@ def _async_rows(
     for attempt in range(ASYNC_TRIES):
         cursor, outcome = _async_run(account, caller, params)
         if cursor is not None:
-            return list(_all_rows(cursor, caller))
+            return list(all_rows(cursor, caller))
         if attempt < ASYNC_TRIES - 1:
             caller.sleep(_backoff(attempt))
     if since == until:
@@ -294,7 +304,7 @@ def _async_rows(
 
 
 def _async_run(
-    account: AdAccount, caller: _Caller, params: dict[str, Any]
+    account: AdAccount, caller: GraphCaller, params: dict[str, Any]
 ) -> tuple[Cursor | None, str]:
     """Start one async report run and poll it: (cursor over its results, 'Job Completed'), or
     (None, the status it ended in: 'Job Failed', 'Job Skipped' or 'stalled')."""
@@ -345,7 +355,7 @@ def _async_run(
         wait = min(ASYNC_POLL_CAP_S, wait * ASYNC_POLL_FACTOR)
 
 
-def _to_record(row: Mapping[str, Any], caller: _Caller, currency: str) -> dict[str, Any]:
+def _to_record(row: Mapping[str, Any], caller: GraphCaller, currency: str) -> dict[str, Any]:
     """One Insights row as an AD_SPEND record."""
     ad_id = str(row.get("ad_id", ""))
     start, stop = row.get("date_start"), row.get("date_stop", row.get("date_start"))
@@ -407,7 +417,7 @@ def _action(entries: list[Mapping[str, Any]], action_type: str) -> object:
     return "0"
 
 
-def _decimal(raw: object, field: str, ad_id: str, caller: _Caller) -> Decimal:
+def _decimal(raw: object, field: str, ad_id: str, caller: GraphCaller) -> Decimal:
     """A number from the API, exactly: the API sends decimal strings, never parse as float."""
     try:
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
@@ -457,8 +467,11 @@ def _refuse_unreadable(response: requests.Response, *args: Any, **kwargs: Any) -
     raise _UnreadableResponse(response.status_code, b"Service Unavailable" in response.content)
 
 
-class _Caller:
-    """Runs SDK calls for one account and day: retries transient errors, names permanent ones."""
+class GraphCaller:
+    """Runs SDK calls for one account and day: retries transient errors, names permanent ones.
+
+    Subclasses (adperf.actions.facebook) override `_permanent` to name other fixes.
+    """
 
     def __init__(
         self,
@@ -492,7 +505,7 @@ class _Caller:
                 kind = _classify(exc)
                 if kind == "permanent":
                     raise self._permanent(exc, what) from None
-                failure = self._describe(exc)
+                failure = self.describe(exc)
                 if exc.api_error_subcode() in TIMEOUT_SUBCODES:
                     hint = ", or read the account with async reports ([facebook] use_async)"
                 if kind == "rate_limit":
@@ -540,7 +553,7 @@ class _Caller:
             self.sleep(delay)
             attempt += 1
 
-    def _describe(self, exc: FacebookRequestError) -> str:
+    def describe(self, exc: FacebookRequestError) -> str:
         """The error's status, code, subcode, type and message, with no token in it."""
         parts = [f"HTTP {exc.http_status()}"]
         if exc.api_error_code() is not None:
@@ -560,7 +573,7 @@ class _Caller:
 
     def _permanent(self, exc: FacebookRequestError, what: str) -> SourceError:
         code = exc.api_error_code()
-        problem = f"could not {what} for {self.act}: {self._describe(exc)}"
+        problem = f"could not {what} for {self.act}: {self.describe(exc)}"
         if code in TOKEN_CODES:
             fix = TOKEN_FIX.format(account=self.act)
         elif code in PERMISSION_CODES:

@@ -150,11 +150,11 @@ def fetch_google_ads_spend(
     if not credentials.developer_token:
         raise ConfigError("google_ads: no developer token; set ADPERF_GOOGLE_ADS_DEVELOPER_TOKEN")
 
-    service, channel = _service(endpoint, credentials, login_customer_id, insecure, day)
+    service, channel = google_ads_service(endpoint, credentials, login_customer_id, insecure, day)
     try:
         records: list[dict[str, Any]] = []
         for cid in customers:
-            caller = _Caller(cid, first_day, day, max_retries, sleep)
+            caller = GoogleAdsCaller(cid, first_day, day, max_retries, sleep)
             records.extend(_fetch_customer(service, caller, timeout, report_timezone))
     finally:
         if channel is not None:
@@ -168,14 +168,17 @@ def fetch_google_ads_spend(
     return frame.sort_values(["date", "campaign_id", "adset_id", "ad_id"]).reset_index(drop=True)
 
 
-def _service(
+def google_ads_service(
     endpoint: str,
     credentials: GoogleAdsCredentials,
     login_customer_id: str,
     insecure: bool,
     day: datetime.date,
 ) -> tuple[Any, grpc.Channel | None]:
-    """The SDK's GoogleAdsService client, and the channel to close (insecure only)."""
+    """The SDK's GoogleAdsService client, and the channel to close (insecure only).
+
+    Shared with adperf.actions.google_ads, whose mutate services reuse this client's channel.
+    """
     from google.ads.googleads.client import GoogleAdsClient
 
     login = login_customer_id.replace("-", "") or None
@@ -271,17 +274,17 @@ def _is_loopback(host: str) -> bool:
 
 
 def _fetch_customer(
-    service: Any, caller: _Caller, timeout: float, report_timezone: str | None
+    service: Any, caller: GoogleAdsCaller, timeout: float, report_timezone: str | None
 ) -> list[dict[str, Any]]:
     """AD_SPEND records of one customer: ad-level rows plus what campaign totals add."""
     window = {"since": caller.first_iso, "until": caller.day_iso}
     ad_rows = caller.call(
         "stream ad-level rows",
-        lambda: _stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),
+        lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),
     )
     campaign_rows = caller.call(
         "stream campaign-level rows",
-        lambda: _stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),
+        lambda: stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),
     )
     records = [_ad_record(r, caller) for r in ad_rows]
     for r in [*ad_rows, *campaign_rows]:
@@ -298,18 +301,18 @@ def _fetch_customer(
     return records
 
 
-def _stream(service: Any, customer_id: str, query: str, timeout: float) -> list[Any]:
+def stream(service: Any, customer_id: str, query: str, timeout: float) -> list[Any]:
     """Every row of one SearchStream call; a stream that breaks midway raises (no partial rows)."""
     rows: list[Any] = []
-    stream: Iterator[Any] = service.search_stream(
+    batches: Iterator[Any] = service.search_stream(
         customer_id=customer_id, query=query, timeout=timeout
     )
-    for batch in stream:
+    for batch in batches:
         rows.extend(batch.results)
     return rows
 
 
-def _check_customer(row: Any, caller: _Caller, report_timezone: str | None) -> None:
+def _check_customer(row: Any, caller: GoogleAdsCaller, report_timezone: str | None) -> None:
     zone = str(row.customer.time_zone)
     if report_timezone and zone and zone != report_timezone:
         raise ConfigError(
@@ -327,7 +330,7 @@ def _check_customer(row: Any, caller: _Caller, report_timezone: str | None) -> N
         )
 
 
-def _base(row: Any, caller: _Caller) -> dict[str, Any]:
+def _base(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
     day = str(row.segments.date)
     if not caller.first_iso <= day <= caller.day_iso:
         raise SourceError(
@@ -353,7 +356,7 @@ def _base(row: Any, caller: _Caller) -> dict[str, Any]:
     }
 
 
-def _ad_record(row: Any, caller: _Caller) -> dict[str, Any]:
+def _ad_record(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
     return {
         **_base(row, caller),
         "adset_id": str(row.ad_group.id),
@@ -364,7 +367,7 @@ def _ad_record(row: Any, caller: _Caller) -> dict[str, Any]:
 
 
 def _campaign_remainders(
-    ad_records: list[dict[str, Any]], campaign_rows: list[Any], caller: _Caller
+    ad_records: list[dict[str, Any]], campaign_rows: list[Any], caller: GoogleAdsCaller
 ) -> list[dict[str, Any]]:
     """Rows for what campaign totals exceed their ad-level rows by (App campaigns)."""
     metrics = ("impressions", "clicks", "installs_reported", "spend_original_micros")
@@ -416,8 +419,11 @@ def _round(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-class _Caller:
-    """Runs SearchStream calls of one customer: retries transient errors, names permanent ones."""
+class GoogleAdsCaller:
+    """Runs Google Ads calls of one customer: retries transient errors, names permanent ones.
+
+    Subclasses (adperf.actions.google_ads) override `_permanent` to name other fixes.
+    """
 
     def __init__(
         self,

@@ -14,8 +14,13 @@ cores; parse + timestamp conversion, before pseudonymization):
       per line for a block that fails                                 and fell back (no ts parse)
     polars read_ndjson, same blocks          3.02   0.7 M       75   likewise
 
-End to end (`fetch_events`, pseudonyms and all) on that day: 13.3 s with the stdlib loop this
-replaced, 3.2 s now keeping every event, 1.6 s keeping only `match` (the default).
+Everything after the parse happens in the same pass: one DuckDB statement per file reads the
+gzip once, converts `ts`, classifies each line (malformed, out of the day, another event,
+kept) and stores only the kept lines' fields (plus a hash of them) in a temporary table; the
+counts are one GROUP BY over it, exact duplicates are looked for among equal hashes only, and
+the kept rows come out as Arrow in file order. Ids are pseudonymized once per distinct id
+(users and peers together) with the key's HMAC states computed once, and the result is the
+EVENTS Arrow table, written to Parquet by pyarrow without a pandas round trip.
 
 DuckDB gives one row per non-blank line, all-null when the line is not JSON (bad syntax, bad
 UTF-8, a cut line), so malformed lines are counted exactly without a second pass. A gzip with a
@@ -30,17 +35,23 @@ import glob
 import tempfile
 import zlib
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adperf.errors import SourceError
-from adperf.pseudonym import pseudonymize
-from adperf.schema import EVENTS, empty_frame
+from adperf.errors import SchemaError, SourceError
+from adperf.pseudonym import PSEUDONYM_BYTES as _PSEUDONYM_BYTES
+from adperf.pseudonym import PSEUDONYM_HEX_CHARS
+from adperf.pseudonym import hmac_prefixes as _hmac_prefixes  # key states computed once
+from adperf.pseudonym import pseudonym_hex as _hex  # noqa: F401 (tests/sources/test_logs.py)
+from adperf.schema import EVENTS
 from adperf.timeutil import day_bounds_utc
 
 DEFAULT_MAX_BAD_FRACTION = 0.01
@@ -50,16 +61,65 @@ KEPT_EVENTS: tuple[str, ...] = ("match",)
 _SHARD_HEX_CHARS = 8
 _DECOMPRESS_CHUNK = 1 << 20
 
-# Fields as VARCHAR: a number where a string belongs is read as its text, a non-string `ts` then
-# fails the timestamp cast and counts as malformed.
-_COLUMNS = (
-    "{ts: 'VARCHAR', event: 'VARCHAR', user_id: 'VARCHAR', peer_id: 'VARCHAR', "
-    "props: 'STRUCT(premium BOOLEAN)'}"
+# What each line is, in the order the checks apply (the first that holds wins).
+BAD, OUT_OF_DAY, OTHER_EVENT, KEPT = 0, 1, 2, 3
+
+# Only module constants below: every value (path, day bounds, events) is a bound parameter.
+# `ts` is typed in the column spec: a value that is no timestamp (a word, a number) becomes NULL
+# in that field only (ignore_errors), and the line counts as malformed.
+# One statement per file, streamed to Arrow (parallel, in file order): a temporary DuckDB table
+# filled with INSERT was measured to run on one thread where this runs on all. Only the kept
+# lines' fields are returned (other lines as status + nulls), with a hash of those fields.
+_READ = (
+    "SELECT status, "
+    "CASE WHEN status = 3 THEN ts END AS ts, CASE WHEN status = 3 THEN event END AS event, "
+    "CASE WHEN status = 3 THEN user_id END AS user_id, "
+    "CASE WHEN status = 3 THEN peer_id END AS peer_id, "
+    "CASE WHEN status = 3 THEN premium END AS premium, "
+    "CASE WHEN status = 3 THEN hash(ts, event, user_id, peer_id, premium) END AS h "
+    "FROM (SELECT CASE "
+    "WHEN ts IS NULL OR event IS NULL OR event = '' OR user_id IS NULL OR user_id = '' THEN 0 "
+    "WHEN ts < $start OR ts >= $end THEN 1 "
+    "WHEN NOT ($all_events OR list_contains($events, event)) THEN 2 "
+    "ELSE 3 END::UTINYINT AS status, ts, event, user_id, nullif(peer_id, '') AS peer_id, "
+    "props.premium AS premium "
+    "FROM read_json($path, format = 'newline_delimited', ignore_errors = true, columns = "
+    "{ts: 'TIMESTAMPTZ', event: 'VARCHAR', user_id: 'VARCHAR', peer_id: 'VARCHAR', "
+    "props: 'STRUCT(premium BOOLEAN)'}))"
 )
-_QUERY = (
-    "SELECT try_cast(ts AS TIMESTAMPTZ) AS ts, event, user_id, peer_id, props.premium AS premium "
-    f"FROM read_json(?, format = 'newline_delimited', ignore_errors = true, columns = {_COLUMNS})"
+_COUNTS = "SELECT status, count(*) FROM lines GROUP BY status"
+# Kept lines whose hash repeats: the only candidates for exact duplicates (usually none).
+_REPEATS = (
+    "SELECT rowid, ts, event, user_id, peer_id, premium FROM lines WHERE status = 3 AND h IN "
+    "(SELECT h FROM lines WHERE status = 3 GROUP BY h HAVING count(*) > 1)"
 )
+# Without ORDER BY, DuckDB returns a filtered scan in insertion (= file) order
+# (preserve_insertion_order, on by default).
+# Each kept line's ids as DuckDB's 64-bit hash, and the distinct ids with theirs: the rows
+# find their id's pseudonym through the hash (pandas' integer hash table), so the id strings
+# are neither copied per row nor hashed again in Arrow. DISTINCT is exact on the strings, so
+# two ids sharing one hash show up as a repeated hash; then the strings decide (`_encode_ids`).
+_KEPT = (
+    "SELECT ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
+    "peer_id IS NOT NULL AS has_peer FROM lines WHERE status = 3"
+)
+_KEPT_ROWIDS = (
+    "SELECT rowid, ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
+    "peer_id IS NOT NULL AS has_peer FROM lines WHERE status = 3"
+)
+_KEPT_IDS = (
+    "SELECT ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
+    "peer_id IS NOT NULL AS has_peer, user_id, peer_id FROM lines WHERE status = 3"
+)
+_KEPT_IDS_ROWIDS = (
+    "SELECT rowid, ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
+    "peer_id IS NOT NULL AS has_peer, user_id, peer_id FROM lines WHERE status = 3"
+)
+_DISTINCT_IDS = (
+    "SELECT id, hash(id) AS h FROM (SELECT user_id AS id FROM lines WHERE status = 3 "
+    "UNION SELECT peer_id FROM lines WHERE status = 3 AND peer_id IS NOT NULL)"
+)
+_DEDUP_KEYS = ["ts", "event", "user_id", "peer_id", "premium"]
 
 
 def log_files(path_pattern: str, day: dt.date) -> list[Path]:
@@ -87,15 +147,45 @@ def fetch_events(
     shard: int = 0,
     shards: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """EVENTS rows of one report day (of `events`; all when None) and counts.
+    """EVENTS rows of one report day as a DataFrame, and counts (see `fetch_events_table`)."""
+    table, counts = fetch_events_table(
+        path_pattern,
+        day=day,
+        timezone=timezone,
+        hmac_key=hmac_key,
+        max_bad_fraction=max_bad_fraction,
+        events=events,
+        shard=shard,
+        shards=shards,
+    )
+    df = table.to_pandas()
+    df["premium"] = df["premium"].astype("boolean")
+    return df, counts
+
+
+def fetch_events_table(
+    path_pattern: str,
+    *,
+    day: dt.date,
+    timezone: str,
+    hmac_key: bytes,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    events: Collection[str] | None = KEPT_EVENTS,
+    shard: int = 0,
+    shards: int = 1,
+) -> tuple[pa.Table, dict[str, int]]:
+    """EVENTS rows of one report day (of `events`; all when None) in file order, and counts.
 
     Malformed lines (bad JSON or UTF-8, missing `ts`/`event`/`user_id`, a truncated gzip tail)
-    are counted, not fatal, unless their share passes `max_bad_fraction`. With `shards` > 1 only
-    users whose pseudonym falls in `shard` are kept (see `shard_of`); the counts stay whole-day.
+    are counted, not fatal, unless their share passes `max_bad_fraction`. An exact repeat of a
+    kept line is kept once and counted. With `shards` > 1 only users whose pseudonym falls in
+    `shard` are kept (see `shard_of`); the counts stay whole-day.
     Counts: lines = kept + bad + out_of_day + other_events + duplicates + other_shards.
     """
     if shards < 1 or not 0 <= shard < shards:
         raise ValueError(f"logs: shard {shard} of {shards} is not in 0..{shards - 1}")
+    if not hmac_key:
+        raise ValueError("logs: empty HMAC key")
     files = log_files(path_pattern, day)
     if not files:
         raise SourceError(
@@ -107,76 +197,201 @@ def fetch_events(
     counts = {"lines": 0, "bad": 0, "out_of_day": 0, "other_events": 0, "other_shards": 0}
     counts["duplicates"] = 0
     counts |= {"files": len(files), "truncated_files": 0}
+    start, end = day_bounds_utc(day, day, timezone)
+    params: dict[str, Any] = {
+        "start": start.replace(tzinfo=dt.UTC),
+        "end": end.replace(tzinfo=dt.UTC),
+        "all_events": events is None,
+        # A list DuckDB can type even when empty; with all_events it is never looked at.
+        "events": sorted(events) if events else [""],
+    }
     con = duckdb.connect()
     try:
         # Timestamps without an offset are read as UTC, whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'")
-        tables = [_read_file(con, path, counts) for path in files]
+        lines = pa.concat_tables([_read_file(con, path, params, counts) for path in files])
+        # `lines` is scanned in place by the queries below; rowid numbers the lines in order.
+        lines = lines.append_column("rowid", pa.array(np.arange(lines.num_rows, dtype=np.int64)))
+        con.register("lines", lines)
+        per_status = dict(con.execute(_COUNTS).fetchall())
+        counts["lines"] += sum(per_status.values())
+        counts["bad"] += per_status.get(BAD, 0)
+        _check_bad_share(counts, day, max_bad_fraction)
+        counts["out_of_day"] = per_status.get(OUT_OF_DAY, 0)
+        counts["other_events"] = per_status.get(OTHER_EVENT, 0)
+        # The distinct ids first: their HMACs (Python, holding the GIL) are computed while
+        # DuckDB (which releases it) finds the repeats and returns the kept lines.
+        ids = con.sql(_DISTINCT_IDS).to_arrow_table()
+        uniques = ids["id"].combine_chunks()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            kept = pool.submit(_kept_lines, con, counts)
+            digests = _hmac_prefixes(uniques, hmac_key)
+            drop, table = kept.result()
+        if table.num_rows == 0:
+            return EVENTS.schema.empty_table(), counts
+        index = pd.Index(ids["h"].to_numpy())
+        if index.is_unique:
+            user_idx, peer_idx = _indices(index, table)
+        else:  # two ids share a 64-bit hash: group the id strings themselves
+            table = _kept(con, drop, with_ids=True)
+            uniques, user_idx, peer_idx = _encode_ids(table)
+            digests = _hmac_prefixes(uniques, hmac_key)
     finally:
         con.close()
-    table = pa.concat_tables(tables)
-    start, end = day_bounds_utc(day, day, timezone)
-    ts = table["ts"]
-    good = pc.and_(
-        pc.is_valid(ts),
-        pc.and_(_non_empty(table["event"]), _non_empty(table["user_id"])),
-    )
-    good = pc.fill_null(good, False)
-    counts["lines"] += table.num_rows
-    counts["bad"] += table.num_rows - int(pc.sum(good).as_py() or 0)
-    _check_bad_share(counts, day, max_bad_fraction)
 
-    table = table.filter(good)
-    in_day = pc.and_(
-        pc.greater_equal(ts.filter(good), pa.scalar(start, pa.timestamp("us", "UTC"))),
-        pc.less(ts.filter(good), pa.scalar(end, pa.timestamp("us", "UTC"))),
-    )
-    counts["out_of_day"] = table.num_rows - int(pc.sum(in_day).as_py() or 0)
-    table = table.filter(in_day)
-    if events is not None:
-        wanted = pc.is_in(table["event"], pa.array(sorted(events), pa.string()))
-        counts["other_events"] = table.num_rows - int(pc.sum(wanted).as_py() or 0)
-        table = table.filter(wanted)
-    deduped = _drop_duplicates(table)
-    counts["duplicates"] = table.num_rows - deduped.num_rows
-    table = deduped
-    if table.num_rows == 0:
-        return empty_frame(EVENTS), counts
-
-    user_pid = pseudonymize(table["user_id"], hmac_key)
     if shards > 1:
-        mine = pa.array(shard_of(user_pid, shards) == shard)
-        counts["other_shards"] = table.num_rows - int(pc.sum(mine).as_py() or 0)
-        table, user_pid = table.filter(mine), user_pid.filter(mine)
-    df = pd.DataFrame(
-        {
-            "date": day.isoformat(),
-            "ts": table["ts"].to_pandas(),
-            "event": table["event"].to_pandas(),
-            "user_pid": user_pid.to_numpy(zero_copy_only=False),
-            "peer_pid": pseudonymize(table["peer_id"], hmac_key).to_numpy(zero_copy_only=False),
-            "premium": table["premium"].to_pandas().astype("boolean"),
-        }
+        per_unique = _first_u32(digests) % shards
+        mine = per_unique[user_idx] == shard
+        counts["other_shards"] = table.num_rows - int(mine.sum())
+        table, user_idx, peer_idx = table.filter(pa.array(mine)), user_idx[mine], peer_idx[mine]
+    n = table.num_rows
+    out = pa.Table.from_arrays(
+        [
+            _repeat_str(day.isoformat(), n),
+            pc.cast(table["ts"], EVENTS.schema.field("ts").type),
+            table["event"],
+            _pids(digests, user_idx),
+            _pids(digests, peer_idx),
+            table["premium"],
+        ],
+        schema=EVENTS.schema,
     )
-    return df[EVENTS.columns], counts
+    _check_not_null(out)
+    return out, counts
 
 
-def _drop_duplicates(table: pa.Table) -> pa.Table:
-    """The table without exact repeats of a line's fields (the first one kept, order kept)."""
+def _read_file(
+    con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, Any], counts: dict[str, int]
+) -> pa.Table:
+    """One file's lines, classified (one statement: the gzip is read once)."""
+    try:
+        table: pa.Table = con.sql(_READ, params={**params, "path": str(path)}).to_arrow_table()
+        return table
+    except duckdb.IOException:
+        if path.suffix != ".gz":
+            raise
+    # A gzip that ends early (a copy cut short, a writer killed mid-rotation): keep the lines
+    # before the damage; the cut line and whatever followed count as one bad line.
+    counts["truncated_files"] += 1
+    counts["lines"] += 1
+    counts["bad"] += 1
+    with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
+        plain = Path(tmp) / "readable.jsonl"
+        _decompress_readable(path, plain)
+        table = con.sql(_READ, params={**params, "path": str(plain)}).to_arrow_table()
+        return table
+
+
+def _repeated_rows(con: duckdb.DuckDBPyConnection, counts: dict[str, int]) -> np.ndarray | None:
+    """Row ids of the exact repeats of a kept line (all but its first), counted; None if none."""
     # Log shippers deliver a line twice after a retry; a repeated premium match would weigh
     # double in the contribution graph. Two real events never share ts to the microsecond.
-    if table.num_rows < 2:
-        return table
-    keys = [c for c in ("ts", "event", "user_id", "peer_id", "premium") if c in table.column_names]
-    indexed = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    firsts = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])["_row_min"]
-    if len(firsts) == table.num_rows:
-        return table
-    return table.take(pa.array(np.sort(firsts.to_numpy())))
+    repeats: pa.Table = con.sql(_REPEATS).to_arrow_table()
+    if repeats.num_rows == 0:
+        return None
+    # Equal hashes are candidates; equal fields decide (nulls group together).
+    firsts = repeats.group_by(_DEDUP_KEYS, use_threads=False).aggregate([("rowid", "min")])
+    drop = np.setdiff1d(repeats["rowid"].to_numpy(), firsts["rowid_min"].to_numpy())
+    counts["duplicates"] = len(drop)
+    return drop if len(drop) else None
 
 
-def _non_empty(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.fill_null(pc.greater(pc.utf8_length(column), 0), False)
+def _kept(con: duckdb.DuckDBPyConnection, drop: np.ndarray | None, *, with_ids: bool) -> pa.Table:
+    """The kept lines in file order without the repeats in `drop` (ids as strings if asked)."""
+    if drop is None:
+        kept: pa.Table = con.sql(_KEPT_IDS if with_ids else _KEPT).to_arrow_table()
+        return kept
+    table: pa.Table = con.sql(_KEPT_IDS_ROWIDS if with_ids else _KEPT_ROWIDS).to_arrow_table()
+    keep = ~np.isin(table["rowid"].to_numpy(), drop)
+    return table.filter(pa.array(keep)).drop_columns(["rowid"])
+
+
+def _kept_lines(
+    con: duckdb.DuckDBPyConnection, counts: dict[str, int]
+) -> tuple[np.ndarray | None, pa.Table]:
+    """The repeats to drop and the kept lines (ids as hashes), for a worker thread."""
+    drop = _repeated_rows(con, counts)
+    return drop, _kept(con, drop, with_ids=False)
+
+
+def _indices(index: pd.Index, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's user and peer as positions in `index` (the distinct ids' hashes); -1: no peer."""
+    users = index.get_indexer(table["user_h"].to_numpy())
+    peers = index.get_indexer(table["peer_h"].to_numpy())
+    has_peer = table["has_peer"].to_numpy()
+    if (users < 0).any() or (peers[has_peer] < 0).any():
+        raise RuntimeError("logs: an id of a kept line is missing from the distinct ids")
+    peers[~has_peer] = -1
+    return users, peers
+
+
+def _pids(digests: bytes, idx: np.ndarray) -> pa.Array:
+    """The pseudonym of each row's id (`idx` into the digests; -1 is null), as a string array.
+
+    Gathers the 16-byte digests per row and hex-encodes them at once: cheaper than taking
+    32-character strings row by row.
+    """
+    table = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _PSEUDONYM_BYTES)
+    valid = idx >= 0
+    rows = table[np.where(valid, idx, 0)] if len(table) else np.zeros((len(idx), 16), np.uint8)
+    data = rows.tobytes().hex().encode("ascii")
+    n = len(idx)
+    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int64)
+    nulls = int(n - valid.sum())
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    out = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls
+    )
+    return out.cast(pa.string())
+
+
+def _encode_ids(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Distinct ids of users and peers (one dictionary) and each column's indices into it
+    (-1: no peer).
+
+    Groups the ids by their DuckDB hash (`user_h`, `peer_h`) with a hash table on integers,
+    then checks that every id equals its group's first id; a 64-bit collision (two ids, one
+    hash) fails that check and the exact string dictionary is used instead.
+    """
+    users = table["user_id"].combine_chunks()
+    peers = table["peer_id"].combine_chunks()
+    n = len(users)
+    has_peer = peers.is_valid().to_numpy(zero_copy_only=False)
+    ids = pa.concat_arrays([users, peers.filter(pa.array(has_peer))])
+    keys = np.concatenate(
+        [
+            table["user_h"].to_numpy(),
+            table["peer_h"].to_numpy()[has_peer],
+        ]
+    )
+    codes, uniques = pd.factorize(keys)
+    first = np.empty(len(uniques), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes), dtype=np.int64)[::-1]
+    dictionary = ids.take(pa.array(first))
+    if not pc.all(pc.equal(dictionary.take(pa.array(codes)), ids)).as_py():
+        encoded = pc.dictionary_encode(ids)
+        dictionary, codes = encoded.dictionary, encoded.indices.to_numpy()
+    peer_codes = np.full(n, -1, dtype=np.int64)
+    peer_codes[has_peer] = codes[n:]
+    return dictionary, codes[:n].astype(np.int64), peer_codes
+
+
+def _first_u32(digests: bytes) -> npt.NDArray[np.int64]:
+    """The first 4 bytes of each 16-byte digest as a big-endian number: its first 8 hex chars."""
+    rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _PSEUDONYM_BYTES)[:, :4]
+    return np.ascontiguousarray(rows).view(">u4").ravel().astype(np.int64)
+
+
+def _repeat_str(value: str, n: int) -> pa.Array:
+    """A string array of `value` repeated n times, built without n Python objects."""
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
+
+
+def _check_not_null(table: pa.Table) -> None:
+    """The EVENTS schema's non-nullable columns hold no null (a bug here, never bad input)."""
+    for field in EVENTS.schema:
+        if not field.nullable and table[field.name].null_count:
+            raise SchemaError(f"dataset events: column {field.name} has nulls")
 
 
 def _check_bad_share(counts: dict[str, int], day: dt.date, max_bad_fraction: float) -> None:
@@ -189,30 +404,6 @@ def _check_bad_share(counts: dict[str, int], day: dt.date, max_bad_fraction: flo
             f"({bad / lines:.2%} > [logs] max_bad_fraction {max_bad_fraction})",
             "inspect the day's log files; raise max_bad_fraction only if the damage is understood",
         )
-
-
-def _read_file(con: duckdb.DuckDBPyConnection, path: Path, counts: dict[str, int]) -> pa.Table:
-    """One file's lines as rows (ts, event, user_id, peer_id, premium); bad lines all-null."""
-    try:
-        return _query(con, str(path))
-    except duckdb.IOException:
-        if path.suffix != ".gz":
-            raise
-    # A gzip that ends early (a copy cut short, a writer killed mid-rotation): keep the lines
-    # before the damage; the cut line and whatever followed count as one bad line.
-    counts["truncated_files"] += 1
-    counts["lines"] += 1
-    counts["bad"] += 1
-    with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
-        plain = Path(tmp) / "readable.jsonl"
-        _decompress_readable(path, plain)
-        return _query(con, str(plain))
-
-
-def _query(con: duckdb.DuckDBPyConnection, path: str) -> pa.Table:
-    table: pa.Table = con.sql(_QUERY, params=[path]).to_arrow_table()
-    # DuckDB names the zone Etc/UTC; one type for every file's table.
-    return table.set_column(0, "ts", pc.cast(table["ts"], pa.timestamp("us", "UTC")))
 
 
 def _decompress_readable(path: Path, out: Path) -> None:

@@ -34,9 +34,10 @@ CHUNK_ROWS = 50_000
 SAMPLE_PER_REASON = 5
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # MySQL client errors for a connection lost mid-query (2006 gone away, 2013 lost during query,
-# 2055 lost at a system call): the day is read again from scratch.
+# 2055 lost at a system call) or never made (2003: server down or restarting, e.g. a replica
+# failing over): transient, the day is read again from scratch on retry.
 # https://dev.mysql.com/doc/mysql-errors/8.0/en/client-error-reference.html
-_LOST_CONNECTION = {2006, 2013, 2055}
+_LOST_CONNECTION = {2003, 2006, 2013, 2055}
 QUARANTINE_REASONS = (
     "null_id",
     "null_user",
@@ -335,7 +336,7 @@ def _classify(exc: sa.exc.DBAPIError, day: str) -> SourceError:
         return TransientSourceError(
             "payments",
             day,
-            f"connection lost mid-read (MySQL error {code})",
+            f"connection lost or refused (MySQL error {code})",
             "check the database's health; the day is read again from scratch on retry",
         )
     if isinstance(exc, sa.exc.ProgrammingError):

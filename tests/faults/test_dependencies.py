@@ -23,9 +23,11 @@ from .harness import DAY, SLACK_TOKEN, copy_run, planted, warehouse_rows
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_unreachable_warehouse_exits_non_zero_and_posts_nothing(
-    tmp_path: Path, clean: CleanRun
-) -> None:
+def run_report_cli(
+    tmp_path: Path, clean: CleanRun, warehouse_url: str
+) -> tuple[subprocess.CompletedProcess[str], FakeSlack, Path]:
+    """The luigi CLI's DailyReport of the clean run's day (Slack token set, fake Slack) on a
+    copy of its lake whose report is not posted yet: (process, the fake Slack, run root)."""
     root = copy_run(clean.root, tmp_path, drop=("reports", "slack_posts"))
     slack = FakeSlack(SLACK_TOKEN)
     url = slack.start()
@@ -35,8 +37,7 @@ def test_unreachable_warehouse_exits_non_zero_and_posts_nothing(
 [adperf]
 sandbox = true
 data_root = {root}/lake
-# Nothing listens on port 1: WarehouseDay.exists() cannot connect when complete() runs.
-warehouse_url = mysql+pymysql://root@127.0.0.1:1/adperf
+warehouse_url = {warehouse_url}
 [sandbox]
 root = {root}/world
 profile = tiny
@@ -61,6 +62,14 @@ base_url = {url}
         )
     finally:
         slack.stop()
+    return proc, slack, root
+
+
+def test_unreachable_warehouse_exits_non_zero_and_posts_nothing(
+    tmp_path: Path, clean: CleanRun
+) -> None:
+    # Nothing listens on port 1: WarehouseDay.exists() cannot connect when complete() runs.
+    proc, slack, root = run_report_cli(tmp_path, clean, "mysql+pymysql://root@127.0.0.1:1/adperf")
     assert proc.returncode == 35, proc.stderr[-2000:]  # [retcode] scheduling_error
     assert "OperationalError" in proc.stderr or "Can't connect" in proc.stderr
     assert slack.messages == [] and slack.files == []

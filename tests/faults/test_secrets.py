@@ -7,21 +7,25 @@ token are ours, the API tokens are the ones the sandbox fakes accept. Every sink
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import luigi
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 
 from adperf import warehouse
 from tasks.pipeline import DailyReport
 
+from ..tasks.test_luigid import api, start_luigid
 from .conftest import CleanRun
-from .harness import END, SLACK_TOKEN, configure, planted, planted_env
+from .harness import DAY, END, SLACK_TOKEN, configure, copy_run, planted, planted_env
 
 REPO = Path(__file__).resolve().parents[2]
 _WORD = re.compile(r"[A-Za-z0-9_\-]+")
@@ -121,6 +125,68 @@ def test_secrets_are_never_luigi_parameters(clean: CleanRun) -> None:
     assert leaks == []
 
 
+# What the run below must do again (derived days, and extracts that read raw ids in the worker;
+# not the LTV fit, slow and reached through the same inputs).
+_REDO = (
+    *(f"{d}/date={DAY}" for d in ("installs", "payments", "events", "attribution", "spend")),
+    *(f"{d}/date={DAY}" for d in ("reconciliation", "cohort_roas", "contribution")),
+    *(f"{d}/date={DAY}" for d in ("campaign_report", "actions", "restatements", "spend_latest")),
+    "reports",
+    "slack_posts",
+)
+_STATUSES = ("DONE", "FAILED", "PENDING", "RUNNING", "DISABLED", "UNKNOWN")
+
+
+def test_luigid_shows_no_secret_or_raw_id_in_params_or_errors(
+    tmp_path: Path, clean: CleanRun
+) -> None:
+    """A report day on a real luigid, Slack refusing the planted token (so a task fails and
+    luigid holds its error): every task's params, the dependency graph and the error texts, as
+    luigid's API serves them to the UI, hold no token, HMAC key or raw user id."""
+    from adperf.sandbox.fake_slack import FakeSlack
+    from tasks.resources import resources
+
+    root = copy_run(clean.root, tmp_path / "run", drop=_REDO)
+    slack = FakeSlack("xoxb-the-token-slack-expects-0000")  # not the planted one: invalid_auth
+    configure(root, slack_url=slack.start())
+    (tmp_path / "var").mkdir()
+    served: dict[str, Any] = {}
+    try:
+        for port in start_luigid(tmp_path / "var"):
+            with planted_env(slack=True):
+                resources(END)  # the fakes start before the run
+                result = luigi.build(
+                    [DailyReport(date=END)],
+                    scheduler_host="127.0.0.1",
+                    scheduler_port=port,
+                    workers=1,
+                    detailed_summary=True,
+                )
+            root_id = DailyReport(date=END).task_id
+            served["dep_graph"] = api(port, "dep_graph", {"task_id": root_id})
+            for status in _STATUSES:
+                served[status] = api(port, "task_list", {"status": status, "upstream_status": ""})
+            served["errors"] = {
+                task_id: api(port, "fetch_error", {"task_id": task_id})
+                for task_id in served["FAILED"]
+            }
+    finally:
+        slack.stop()
+        Register.clear_instance_cache()
+    assert result.status == LuigiStatusCode.FAILED, result.summary_text
+    # The search is meaningful: luigid served the whole graph, params and the failure's text.
+    assert len(served["dep_graph"]) > 50 and len(served["DONE"]) > 50
+    families = {t["name"] for t in served["DONE"].values()}
+    assert {"Installs", "Payments", "EventLogs", "Attribution", "Ltv", "LoadReport"} <= families
+    assert {t["name"] for t in served["FAILED"].values()} == {"SlackReport"}
+    errors = " ".join(e["error"] for e in served["errors"].values())
+    assert "invalid_auth" in errors and DAY in errors
+    assert all(t["params"].get("date") == DAY for t in served["FAILED"].values())
+    shown = json.dumps(served)
+    assert [s[:6] for s in _secrets() if s in shown] == []
+    assert sorted(_raw_ids(clean) & set(_WORD.findall(shown)))[:3] == []
+
+
 # SQL text built by string formatting, each with the reason it cannot inject: (file, line text).
 ALLOWED_SQL_FORMATTING = {
     # [payments] table is matched against _IDENT before it is formatted in.
@@ -144,11 +210,16 @@ ALLOWED_SQL_FORMATTING = {
     # GAQL has no bind parameters; the values are date.isoformat() strings of the window.
     (
         "adperf/sources/google_ads.py",
-        "lambda: _stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),",
+        "lambda: stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),",
     ),
     (
         "adperf/sources/google_ads.py",
-        "lambda: _stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),",
+        "lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),",
+    ),
+    # GAQL again: the ids are checked with isdigit() before they reach the query.
+    (
+        "adperf/actions/google_ads.py",
+        'query = QUERY.format(ids=", ".join(sorted(set(wanted) - set(found))))',
     ),
 }
 _SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|ALTER|CREATE|DROP|WHERE)\b")

@@ -6,6 +6,8 @@ import io
 import json
 import math
 import pathlib
+import re
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +19,13 @@ from slack_sdk.http_retry import builtin_handlers
 from adperf.errors import SourceError, TransientSourceError
 from adperf.sandbox.fake_slack import FakeSlack
 from adperf.sinks.slack import (
+    PostOutcomeUnknown,
     build_campaign_csv,
     build_slack_message,
+    find_posted_report,
     post_message,
     publish_report,
+    report_key,
     update_message,
     upload_files,
     write_outbox,
@@ -293,9 +298,10 @@ def message() -> dict[str, Any]:
 
 def test_post_through_webclient(slack: FakeSlack, message: dict[str, Any]) -> None:
     result = post_message(message, token=TOKEN, channel="C0123ABCD", base_url=slack.base_url)  # type: ignore[attr-defined]
-    assert result == {"channel": "C0123ABCD", "ts": "1732700000.000100"}
     assert len(slack.messages) == 1
     posted = slack.messages[0]
+    assert result == {"channel": "C0123ABCD", "ts": posted["ts"]}
+    assert re.fullmatch(r"\d{10}\.\d{6}", result["ts"])  # Slack's seconds.microseconds
     assert posted["channel"] == "C0123ABCD"
     assert posted["blocks"] == message["blocks"]
     assert posted["text"] == message["text"]
@@ -312,7 +318,7 @@ def test_429_then_success_posts_exactly_once(
     result = post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url)  # type: ignore[attr-defined]
     assert [r["status"] for r in slack.requests_seen] == [429, 200]
     assert len(slack.messages) == 1
-    assert result["ts"] == "1732700000.000100"
+    assert result["ts"] == slack.messages[0]["ts"]
     assert len(waits) == 1 and 1.0 <= waits[0] < 2.0
 
 
@@ -408,6 +414,10 @@ def _publish(
     content_hash: str,
     previous: dict[str, Any] | None,
     saved: list[dict[str, Any]],
+    *,
+    channel: str = "#adperf",
+    token: str = TOKEN,
+    forgotten: list[bool] | None = None,
 ) -> dict[str, Any]:
     return publish_report(
         message,
@@ -415,13 +425,14 @@ def _publish(
             ("adperf-2026-11-27.png", b"\x89PNG fake", "chart"),
             ("c.csv", b"a,b\n1,2\n", "csv"),
         ],
-        token=TOKEN,
-        channel="#adperf",
+        token=token,
+        channel=channel,
         base_url=slack.base_url,  # type: ignore[attr-defined]
         day=DAY,
         content_hash=content_hash,
         previous=previous,
         save=lambda state: saved.append(dict(state)),
+        forget=lambda: (forgotten if forgotten is not None else []).append(True),
     )
 
 
@@ -433,8 +444,15 @@ def test_publish_posts_then_uploads_files_into_the_thread(
     assert len(slack.messages) == 1 and slack.updates == []
     ts = slack.messages[0]["ts"]
     assert state["ts"] == ts and state["content_hash"] == "h1" and state["complete"] is True
+    # Before the post: a pending marker with the day's key, which the post carries in metadata.
+    assert saved[0]["key"] == report_key(DAY) == "adperf-report-2026-11-27"
+    assert "ts" not in saved[0] and saved[0]["pending_since"] > 0
+    assert slack.messages[0]["metadata"] == {
+        "event_type": "adperf_report",
+        "event_payload": {"date": DAY, "key": "adperf-report-2026-11-27"},
+    }
     # The ts is saved before the upload: a failed upload can never lead to a second post.
-    assert saved[0]["ts"] == ts and saved[0]["complete"] is False
+    assert saved[1]["ts"] == ts and saved[1]["complete"] is False
     assert [f["filename"] for f in slack.files] == ["adperf-2026-11-27.png", "c.csv"]
     assert {f["thread_ts"] for f in slack.files} == {ts}
     assert slack.files[0]["content"] == b"\x89PNG fake"
@@ -503,15 +521,192 @@ def test_an_outbox_marker_is_posted_when_a_token_appears(
     assert state["delivery"] == "slack" and len(slack.messages) == 1
 
 
-def test_dropped_connection_is_retried_and_posts_once(
+def test_a_post_without_an_answer_is_never_resent_by_slack_sdk(
     slack: FakeSlack, message: dict[str, Any]
 ) -> None:
-    # Slack never saw the first request (the connection broke before an answer): a retry is
-    # safe, and slack-sdk's ConnectionErrorRetryHandler makes it.
-    slack.inject_errors([{"drop": True}])
-    result = post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url)  # type: ignore[attr-defined]
-    assert [r["error"] for r in slack.requests_seen] == ["dropped", None]
-    assert len(slack.messages) == 1 and result["ts"] == slack.messages[0]["ts"]
+    # Slack posted, then the connection closed before the answer. slack-sdk's
+    # ConnectionErrorRetryHandler would re-send it (a second post): not for chat.postMessage.
+    slack.inject_errors([{"accept_then_drop": True}])
+    with pytest.raises(PostOutcomeUnknown) as info:
+        post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]
+    assert info.value.repost_now is True and "may or may not be posted" in str(info.value)
+    assert [r["error"] for r in slack.requests_seen] == ["accepted_then_dropped"]
+    assert len(slack.messages) == 1
+
+
+def test_a_dropped_connection_after_slack_posted_posts_once(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    slack.inject_errors([{"method": "chat.postMessage", "accept_then_drop": True}])
+    saved: list[dict[str, Any]] = []
+    state = _publish(slack, message, "h1", None, saved)
+    assert len(slack.messages) == 1  # looked up and adopted, not posted again
+    assert state["ts"] == slack.messages[0]["ts"] and state["complete"] is True
+    assert [r["path"] for r in slack.requests_seen[:4]] == [
+        "/api/chat.postMessage",
+        "/api/conversations.list",  # '#adperf' is a name; conversations.history takes ids
+        "/api/conversations.history",
+        "/api/files.getUploadURLExternal",
+    ]
+    assert {f["thread_ts"] for f in slack.files} == {state["ts"]} and len(slack.files) == 2
+
+
+def test_a_connection_dropped_before_slack_posted_posts_once(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    # Slack never saw the request: the look-up finds nothing, so it is posted (once) again.
+    slack.inject_errors([{"method": "chat.postMessage", "drop": True}])
+    state = _publish(slack, message, "h1", None, [], channel="C0123ABCD")
+    assert [r["error"] for r in slack.requests_seen[:3]] == ["dropped", None, None]
+    assert [r["path"] for r in slack.requests_seen[:3]] == [
+        "/api/chat.postMessage",
+        "/api/conversations.history",
+        "/api/chat.postMessage",
+    ]
+    assert len(slack.messages) == 1 and state["ts"] == slack.messages[0]["ts"]
+
+
+def test_a_5xx_not_found_keeps_the_marker_pending_and_does_not_repost(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    # A 5xx may come while Slack is still posting: nothing found now is no proof; the next run
+    # looks again rather than risk a second message.
+    slack.inject_errors([{"method": "chat.postMessage", "status": 500}])
+    saved: list[dict[str, Any]] = []
+    forgotten: list[bool] = []
+    with pytest.raises(PostOutcomeUnknown) as info:
+        _publish(slack, message, "h1", None, saved, forgotten=forgotten)
+    assert info.value.repost_now is False
+    assert [r["path"] for r in slack.requests_seen].count("/api/chat.postMessage") == 1
+    assert len(saved) == 1 and "ts" not in saved[0] and forgotten == []
+    # The next run finds the marker pending and nothing in the channel: it posts, once.
+    state = _publish(slack, message, "h1", saved[0], saved)
+    assert len(slack.messages) == 1 and state["ts"] == slack.messages[0]["ts"]
+
+
+def _pending(channel: str, since: float) -> dict[str, Any]:
+    return {"date": DAY, "delivery": "slack", "channel": channel, "key": report_key(DAY),
+            "pending_since": since, "content_hash": "h1", "complete": False}  # fmt: skip
+
+
+def test_a_pending_marker_adopts_the_post_found_on_the_second_history_page(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    since = time.time()
+    # The run that posted was killed before its marker held the ts; 250 messages came since.
+    meta = {"event_type": "adperf_report", "event_payload": {"date": DAY, "key": report_key(DAY)}}
+    slack._post({**message, "channel": "C0123ABCD", "metadata": meta})
+    report_ts = slack.messages[0]["ts"]
+    for i in range(250):
+        slack._post({"channel": "C0123ABCD", "text": f"chatter {i}", "metadata": {
+            "event_type": "other_app", "event_payload": {"key": report_key(DAY)}}})  # fmt: skip
+    saved: list[dict[str, Any]] = []
+    state = _publish(slack, message, "h1", _pending("C0123ABCD", since), saved)
+    history = [r for r in slack.requests_seen if r["path"] == "/api/conversations.history"]
+    assert len(history) == 2  # 200 newest first, then the page with the report
+    assert state["ts"] == report_ts and saved[0]["ts"] == report_ts
+    assert len(slack.messages) == 251  # nothing posted
+    assert [r["path"] for r in slack.requests_seen].count("/api/chat.postMessage") == 0
+    assert {f["thread_ts"] for f in slack.files} == {report_ts}
+
+
+def test_a_pending_marker_without_a_post_posts_once(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    # Killed after the pending marker, before chat.postMessage reached Slack.
+    saved: list[dict[str, Any]] = []
+    state = _publish(slack, message, "h1", _pending("#adperf", time.time()), saved)
+    assert len(slack.messages) == 1 and state["ts"] == slack.messages[0]["ts"]
+    again = _publish(slack, message, "h1", state, saved)
+    assert len(slack.messages) == 1 and again["ts"] == state["ts"]
+
+
+def test_a_token_without_history_scopes_fails_rather_than_risk_a_second_post(
+    message: dict[str, Any],
+) -> None:
+    fake = FakeSlack(TOKEN, channels={"C0123ABCD"}, scopes={"chat:write", "files:write"})
+    fake.base_url = fake.start()  # type: ignore[attr-defined]
+    try:
+        saved: list[dict[str, Any]] = []
+        forgotten: list[bool] = []
+        pending = _pending("C0123ABCD", time.time())
+        with pytest.raises(SourceError) as info:
+            _publish(fake, message, "h1", pending, saved, forgotten=forgotten)
+        text = str(info.value)
+        assert "missing_scope, needs channels:history" in text
+        assert "groups:history" in text and "reinstall" in text and "not posted again" in text
+        assert fake.messages == [] and saved == [] and forgotten == []  # the marker stays
+        assert TOKEN not in text
+    finally:
+        fake.stop()
+
+
+def test_a_refused_post_removes_its_pending_marker(
+    slack: FakeSlack, message: dict[str, Any]
+) -> None:
+    saved: list[dict[str, Any]] = []
+    forgotten: list[bool] = []
+    with pytest.raises(SourceError) as info:
+        _publish(slack, message, "h1", None, saved, token="xoxb-wrong", forgotten=forgotten)
+    assert "invalid_auth" in str(info.value)
+    assert len(saved) == 1 and "ts" not in saved[0] and forgotten == [True]
+    # With a previous marker (e.g. the outbox's), that one is put back instead.
+    outbox = {"date": DAY, "delivery": "outbox", "content_hash": "h1", "complete": True}
+    with pytest.raises(SourceError):
+        _publish(slack, message, "h1", outbox, saved, token="xoxb-wrong", forgotten=forgotten)
+    assert saved[-1] == outbox and forgotten == [True]
+
+
+def test_fake_history_follows_the_web_api(slack: FakeSlack) -> None:
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    for i in range(5):
+        slack._post({"channel": "C0123ABCD", "text": f"m{i}",
+                     "metadata": {"event_type": "t", "event_payload": {"i": i}}})  # fmt: skip
+    slack._post({"channel": "#adperf", "text": "elsewhere"})
+    ts = [m["ts"] for m in slack.messages]
+    client = WebClient(token=TOKEN, base_url=slack.base_url)  # type: ignore[attr-defined]
+    page = client.conversations_history(channel="C0123ABCD", limit=2)
+    assert [m["text"] for m in page["messages"]] == ["m4", "m3"]  # newest first
+    assert page["has_more"] is True and "metadata" not in page["messages"][0]
+    cursor = page["response_metadata"]["next_cursor"]
+    rest = client.conversations_history(
+        channel="C0123ABCD", limit=10, cursor=cursor, include_all_metadata=True
+    )
+    assert [m["text"] for m in rest["messages"]] == ["m2", "m1", "m0"]
+    assert rest["has_more"] is False and rest["messages"][0]["metadata"]["event_payload"] == {
+        "i": 2
+    }
+    # oldest / latest are exclusive unless inclusive.
+    window = client.conversations_history(channel="C0123ABCD", oldest=ts[1], latest=ts[4])
+    assert [m["text"] for m in window["messages"]] == ["m3", "m2"]
+    window = client.conversations_history(
+        channel="C0123ABCD", oldest=ts[1], latest=ts[4], inclusive=True
+    )
+    assert [m["text"] for m in window["messages"]] == ["m4", "m3", "m2", "m1"]
+    for channel in ("#adperf", "C0NOTHERE1"):  # a name, an unknown id
+        with pytest.raises(SlackApiError) as info:
+            client.conversations_history(channel=channel)
+        assert info.value.response["error"] == "channel_not_found"
+    listed = client.conversations_list(limit=1)
+    assert [c["name"] for c in listed["channels"]] == ["adperf"]
+    assert listed["response_metadata"]["next_cursor"] == ""
+
+
+def test_find_posted_report_ignores_other_days_and_older_messages(slack: FakeSlack) -> None:
+    meta = {"event_type": "adperf_report", "event_payload": {"date": "2026-11-26",
+            "key": report_key("2026-11-26")}}  # fmt: skip
+    slack._post({"channel": "C0123ABCD", "text": "yesterday", "metadata": meta})
+    ts = slack.messages[0]["ts"]
+
+    def find(day: str, oldest: float) -> dict[str, str] | None:
+        return find_posted_report(token=TOKEN, channel="C0123ABCD", day=day, oldest=oldest,
+                                  base_url=slack.base_url)  # type: ignore[attr-defined]  # fmt: skip
+
+    assert find(DAY, 0.0) is None  # another day's key
+    assert find("2026-11-26", float(ts)) is None  # older than the pending time allows
+    assert find("2026-11-26", float(ts) - 1) == {"channel": "C0123ABCD", "ts": ts}
 
 
 def test_update_and_upload_errors_are_named(slack: FakeSlack, message: dict[str, Any]) -> None:
@@ -533,3 +728,28 @@ def test_outbox_holds_the_files_and_the_json_last(
     assert (tmp_path / "adperf-x.png").read_bytes() == b"png"
     with pytest.raises(ValueError):
         write_outbox(message, tmp_path, DAY, {"../x.png": b"png"})
+
+
+def test_a_timed_out_post_is_not_reposted_in_the_same_run(
+    slack: FakeSlack, message: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read timeout: the request may still be at work inside Slack, so finding nothing now is
+    # no proof. urllib raises it raw or wrapped in URLError; both count as a timeout.
+    from urllib.error import URLError
+
+    from slack_sdk import WebClient
+
+    for error in (TimeoutError("timed out"), URLError(TimeoutError("timed out"))):
+
+        def timed_out(self: WebClient, *, _error: Exception = error, **kw: Any) -> Any:
+            raise _error
+
+        monkeypatch.setattr(WebClient, "chat_postMessage", timed_out)
+        with pytest.raises(PostOutcomeUnknown) as info:
+            post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]
+        assert info.value.repost_now is False
+    monkeypatch.setattr(WebClient, "chat_postMessage", lambda self, **kw: (_ for _ in ()).throw(
+        ConnectionResetError("reset")))  # fmt: skip
+    with pytest.raises(PostOutcomeUnknown) as info:
+        post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]
+    assert info.value.repost_now is True

@@ -485,3 +485,178 @@ def test_repeated_dst_hour_reads_as_first_occurrence() -> None:
     )
     # 01:30 happens twice that night; the first (EDT, UTC-4) is 05:30 UTC.
     assert df["install_time"].tolist() == [pd.Timestamp("2026-11-01 05:30:00", tz="UTC")]
+
+
+# --- the fake's CSV rendering against the row-by-row reference -------------------------------
+
+
+def _reference_csv(
+    installs: pd.DataFrame,
+    *,
+    app_id: str,
+    organic: bool,
+    start: datetime.date | datetime.datetime,
+    end: datetime.date | datetime.datetime,
+    tz: str,
+    max_rows: int,
+) -> bytes:
+    """FakeMmp.render_csv as it was written first: one csv.writer row per install."""
+    import csv
+    import hashlib
+    import io
+    import math
+    import zoneinfo
+
+    from adperf.sandbox.fake_mmp import _range_end, _range_start
+
+    def text(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return str(value)
+
+    fmt = "%Y-%m-%d %H:%M:%S"
+    df = installs.reset_index(drop=True)
+    zone = zoneinfo.ZoneInfo(tz)
+    times = pd.to_datetime(df["install_time"], utc=True).dt.tz_convert(zone)
+    local = times.dt.tz_localize(None)
+    is_organic = df["media_source"] == "organic"
+    keep = (
+        (df["app_id"] == app_id)
+        & (is_organic if organic else ~is_organic)
+        & (local >= pd.Timestamp(_range_start(start)))
+        & (local < pd.Timestamp(_range_end(end)))
+    )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    chosen = df[keep].head(max_rows)
+    for row, t in zip(chosen.to_dict("records"), times[keep].head(max_rows), strict=True):
+        device = text(row["appsflyer_id"])
+        seed = int(hashlib.sha256(device.encode("utf-8")).hexdigest()[:8], 16)
+        os_name = text(row["platform"]).lower()
+        ios = os_name == "ios"
+        touch = t - pd.Timedelta(minutes=3 + seed % 50)
+        install = t.strftime(fmt)
+        paid = not organic
+        cells = {
+            "Attributed Touch Type": ("click" if seed % 5 else "impression") if paid else "",
+            "Attributed Touch Time": touch.strftime(fmt) if paid else "",
+            "Install Time": install, "Event Time": install, "Event Name": "install",
+            "Event Value": "", "Event Revenue": "", "Event Revenue Currency": "USD",
+            "Event Revenue USD": "", "Event Source": "SDK", "Is Receipt Validated": "",
+            "Partner": "", "Media Source": text(row["media_source"]),
+            "Channel": ("Facebook" if "Facebook" in str(row["media_source"]) else "ACI_Search")
+            if paid else "",
+            "Keywords": "",
+            "Campaign": text(row["campaign"]) if paid else "",
+            "Campaign ID": text(row["campaign_id"]) if paid else "",
+            "Adset": text(row["adset"]) if paid else "",
+            "Adset ID": text(row["adset_id"]) if paid else "",
+            "Ad": text(row["ad"]) if paid else "",
+            "Ad ID": text(row["ad_id"]) if paid else "",
+            "Ad Type": "video" if paid else "", "Site ID": "", "Sub Site ID": "",
+            "Cost Model": "CPI" if paid else "", "Cost Value": "", "Cost Currency": "",
+            "Region": "AS", "Country Code": text(row["country_code"]), "State": "11",
+            "City": "Seoul" if seed % 3 else "Busan", "Postal Code": "",
+            "IP": f"203.0.113.{seed % 254 + 1}",
+            "WIFI": "true" if seed % 2 else "false",
+            "Operator": "SKTelecom" if seed % 2 else "KT", "Language": "한국어",
+            "AppsFlyer ID": device,
+            "Advertising ID": "" if ios else f"{seed:08x}-0000-4000-8000-000000000000",
+            "IDFA": f"{seed:08X}-0000-4000-8000-000000000000" if ios else "",
+            "Customer User ID": text(row["customer_user_id"]),
+            "IDFV": f"{seed:08X}-1111-4000-8000-000000000000" if ios else "",
+            "Platform": os_name,
+            "Device Type": "iPhone15,2" if ios else "SM-S911N",
+            "Device Model": "iPhone 14 Pro" if ios else "Galaxy S23",
+            "OS Version": "17.5.1" if ios else "14", "App Version": "3.12.0",
+            "SDK Version": "v6.14.3", "App ID": text(row["app_id"]), "App Name": "Demo App",
+            "Bundle ID": "com.example.demo", "Is Retargeting": "false",
+            "Retargeting Conversion Type": "", "Attribution Lookback": "7d" if paid else "",
+            "Is Primary Attribution": "true",
+            "User Agent": "Dalvik/2.1.0" if not ios else "CFNetwork/1496.0.7 Darwin/23.5.0",
+            "HTTP Referrer": "", "Original URL": "",
+        }  # fmt: skip
+        writer.writerow([cells[c] for c in CSV_COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def _tricky_world(n: int, *, string_dtype: bool) -> pd.DataFrame:
+    """Installs over DST changes in New York and Seoul days, with names worth quoting."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    names = [
+        FB_CAMPAIGN, FB_ADSET, "plain", 'say "hi"', "a,b", "line\r\nbreak", "cr\ronly",
+        "\ufeffbom-first", "중국어 中文 日本語", " padded ", "", None, float("nan"),
+    ]  # fmt: skip
+    sources = ["Facebook Ads", "googleadwords_int", "organic", "tiktok, int", None]
+    # 2026-03-08 and 2026-11-01 are the US DST changes; spread over a few days around each.
+    base = np.array(["2026-03-07T00:00", "2026-10-31T00:00"], dtype="datetime64[s]")
+    seconds = rng.integers(0, 3 * 86400, n)
+    times = base[rng.integers(0, 2, n)] + seconds.astype("timedelta64[s]")
+    times = times + rng.integers(0, 1_000_000, n).astype("timedelta64[us]")
+
+    def pick(options: list[Any]) -> list[Any]:
+        return [options[i] for i in rng.integers(0, len(options), n)]
+
+    df = pd.DataFrame(
+        {
+            "appsflyer_id": [f"af-{i}" if i % 17 else None for i in range(n)],
+            "customer_user_id": pick(["user-1", "사용자 2", "", None, "u,3"]),
+            "install_time": pd.to_datetime(times).tz_localize("UTC"),
+            "app_id": pick([APP, "id123456789"]),
+            "media_source": pick(sources),
+            "campaign": pick(names),
+            "campaign_id": pick([FB_CAMPAIGN_ID, "20000000001", None]),
+            "adset": pick(names),
+            "adset_id": pick(["1", "22", None]),
+            "ad": pick(names),
+            "ad_id": pick([FB_AD_ID, None, "3"]),
+            "country_code": pick(["KR", "US", None]),
+            "platform": pick(["ios", "Android", "IOS", None, "İos"]),
+        }
+    )
+    text_columns = [c for c in df.columns if c != "install_time"]
+    if string_dtype:
+        df[text_columns] = df[text_columns].astype("str")  # the bench worlds' dtype
+    else:
+        df[text_columns] = df[text_columns].astype(object)
+    return df
+
+
+@pytest.mark.parametrize("string_dtype", [True, False])
+def test_fake_renders_exactly_like_the_row_by_row_reference(string_dtype: bool) -> None:
+    installs = _tricky_world(3000, string_dtype=string_dtype)
+    fake = FakeMmp(installs=installs, api_token=TOKEN)
+    day = datetime.date
+    minute = datetime.datetime
+    requests_ = [
+        ("America/New_York", day(2026, 3, 7), day(2026, 3, 9), 1_000_000),
+        ("America/New_York", day(2026, 11, 1), day(2026, 11, 1), 1_000_000),
+        # The repeated 01:00-02:00 hour of the fall-back night, by minutes.
+        ("America/New_York", minute(2026, 11, 1, 1, 0), minute(2026, 11, 1, 1, 59), 1_000_000),
+        ("Asia/Seoul", day(2026, 10, 31), day(2026, 11, 2), 1_000_000),
+        ("Asia/Seoul", minute(2026, 3, 8, 9, 30), minute(2026, 3, 8, 17, 0), 1_000_000),
+        ("UTC", day(2026, 3, 1), day(2026, 11, 30), 37),  # the row cap cuts in file order
+        ("UTC", day(2026, 3, 1), day(2026, 11, 30), 0),
+        ("UTC", day(2026, 1, 1), day(2026, 1, 31), 1_000_000),  # no install: header only
+    ]
+    nonempty = 0
+    for tz, start, end, max_rows in requests_:
+        for app in (APP, "id123456789"):
+            for organic in (False, True):
+                kwargs: dict[str, Any] = {
+                    "app_id": app, "organic": organic, "start": start, "end": end, "tz": tz,
+                    "max_rows": max_rows,
+                }  # fmt: skip
+                got = fake.render_csv(**kwargs)
+                assert got == _reference_csv(installs, **kwargs), kwargs
+                nonempty += got.count(b"\n") > 1
+    assert nonempty >= 20
+    # The cases worth quoting did come out (the comparison would pass on a bland world).
+    body = fake.render_csv(
+        app_id=APP, organic=False, start=day(2026, 3, 1), end=day(2026, 11, 30), tz="UTC"
+    )
+    for quoted in (b'"a,b"', b'"say ""hi"""', b'"line\r\nbreak"', "\ufeffbom".encode()):
+        assert quoted in body, quoted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from .conftest import END
@@ -165,3 +167,57 @@ def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[str], timeout: fl
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- MMP report not ready
+
+# Ask the MMP again at once after a 'not ready' answer (default: at most every 300 s).
+RECHECK_NOW = """
+[mmp]
+recheck_s = 0
+"""
+
+
+def _hold_back_installs(world: Path, day: dt.date) -> pd.DataFrame:
+    """Take `day`'s installs out of the sandbox MMP (AppsFlyer answers an unexported day with an
+    empty report); return the full table to put back."""
+    path = world / "installs.parquet"
+    full = pd.read_parquet(path)
+    local_day = full["install_time"].dt.tz_convert("Asia/Seoul").dt.date
+    full[local_day != day].to_parquet(path)
+    return full
+
+
+def _alert_texts(root: Path) -> dict[str, str]:
+    return {a.name: json.loads(a.read_text())["text"] for a in (root / "alerts").glob("alert-*")}
+
+
+def test_mmp_not_ready_is_missing_data_then_the_next_run_reads_it(
+    tmp_path: Path, tiny_world: Path
+) -> None:
+    shutil.copytree(tiny_world, tmp_path / "world")
+    cfg = SANDBOX.format(root=tmp_path) + RECHECK_NOW
+    week = ("--start", str(END - dt.timedelta(days=7)), "--stop", END.isoformat())
+    proc = _luigi(tmp_path, cfg, {}, ("RangeDailyBase", "--of", "Installs", *week))
+    assert proc.returncode == 0, proc.stderr[-2000:]  # a week of >= 20 installs a day
+    full = _hold_back_installs(tmp_path / "world", END)
+
+    proc = _luigi(tmp_path, cfg, {}, ("Installs", "--date", END.isoformat()))
+    # Missing data (20), not 'not run' (25) nor a failure (30); luigi's own words say so.
+    assert proc.returncode == 20, proc.stderr[-3000:]
+    assert "were missing external dependencies" in proc.stderr
+    assert f"MmpReady(date={END})" in proc.stderr
+    assert not (tmp_path / "lake" / "installs" / f"date={END}").exists()
+    notices = _alert_texts(tmp_path)
+    assert [n.split("-MmpReady")[0] for n in notices] == [f"alert-{END}"], notices
+    (text,) = notices.values()
+    assert "waiting for data" in text and "no install at all" in text
+    assert "failed" not in text
+
+    full.to_parquet(tmp_path / "world" / "installs.parquet")  # AppsFlyer has exported the day
+    proc = _luigi(tmp_path, cfg, {}, ("Installs", "--date", END.isoformat()))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    partition = tmp_path / "lake" / "installs" / f"date={END}"
+    assert json.loads((partition / "_meta.json").read_text())["rows"] == 46
+    assert not (tmp_path / "lake" / "_not_ready" / "mmp" / f"{END}.json").exists()
+    assert _alert_texts(tmp_path) == notices  # no new alert, and never a failure alert

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_monetary_value
@@ -15,11 +17,20 @@ from scipy.special import hyp2f1
 
 from adperf.transform.ltv import (
     COHORT_PLTV_COLUMNS,
+    RATE_GRID,
     LtvFitError,
     LtvModel,
+    _adset_codes,
+    _bgnbd_expected,
     _day_of,
     _fit_segments,
+    _new_payer_expected,
     _prepare,
+    _rfm_rows,
+    _segment_ids,
+    _unique_rows,
+    _user_codes,
+    backtest,
     build_cohort_pltv,
     build_ltv,
     build_rfm,
@@ -487,3 +498,202 @@ def test_build_ltv_falls_back_to_the_last_good_model_and_says_so() -> None:
     assert row["converged"] is False and row["model_date"] == "2024-03-08"
     assert json.loads(row["params"])["bgnbd"] == PREVIOUS.bgnbd
     assert not pltv.empty
+
+
+# --- speed paths: same numbers, less work --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bgnbd",
+    [
+        {"r": 0.5367, "alpha": 13.73, "a": 1.7455, "b": 11.54},  # the 1M-customer bench fit
+        {"r": 0.243, "alpha": 30.9, "a": 0.793, "b": 2.426},  # CDNOW, per day
+        {"r": 1.1, "alpha": 12.0, "a": 0.6, "b": 5.5},
+    ],
+)
+def test_new_payer_curve_spline_equals_the_exact_formula(bgnbd: dict[str, float]) -> None:
+    model = LtvModel(bgnbd, None, 1, 1, True, 0.0, 0.0)
+    days = np.arange(732, dtype="float64")[None, :]
+    rate = RATE_GRID[:, None]
+    exact = _bgnbd_expected(days, 0.0, 0.0, 0.0, model, rate)
+    fast = _new_payer_expected(days, rate, model)
+    assert fast[:, 0].tolist() == [0.0] * len(RATE_GRID)
+    np.testing.assert_allclose(fast, exact, rtol=1e-9, atol=1e-12)
+    # At rate 1 both are lifetimes' own conditional expectation for a new payer.
+    one = _new_payer_expected(np.array([200.0]), np.array([1.0]), model)
+    assert one[0] == pytest.approx(new_payer_purchases(model, 200.0), rel=1e-12)
+
+
+def test_day_numbers_parse_and_reject_bad_dates() -> None:
+    assert _day_of("1970-01-02") == 1 and _day_of("2024-03-10") == 19792
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        _day_of("2024-13-01")
+
+
+def simulated_history(days: int = 200, users: int = 2000, seed: int = 3) -> tuple[str, Any, Any]:
+    """(last day, payments, installs): users installing daily, a third paying now and then
+    (BG/NBD-like rates and drop-out, Gamma-Gamma-like spend)."""
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2024-01-01")
+    rows, inst = [], []
+    for i in range(users):
+        d0 = int(rng.integers(0, days))
+        inst.append((str(start + d0), f"u{i}", "facebook", f"c{i % 3}"))
+        if rng.random() < 0.35:
+            t, rate, scale = float(d0), float(rng.gamma(1.0, 0.05)), float(rng.gamma(4.0, 1.0))
+            while t < days and rng.random() > 0.1:
+                rows.append(
+                    (str(start + int(t)), f"u{i}", "purchase", float(rng.gamma(4.0, scale)))
+                )
+                t += rng.exponential(1.0 / max(rate, 1e-3))
+    return str(start + days - 1), payments_frame(rows), installs_frame(inst)
+
+
+def test_backtest_reuses_the_stored_model_of_day_minus_90() -> None:
+    day, payments, installs = simulated_history()
+    then_day = str(np.datetime64(day) - 90)
+    stored = fit_ltv(build_rfm(payments[payments["date"] <= then_day], then_day))
+    row, _ = build_ltv(day, payments, installs, backtest_model=stored, replicates=20)
+    expected = backtest(day, stored, payments, installs)
+    assert expected is not None
+    assert json.loads(row["params"])["backtest_model"] == "stored"
+    assert (row["backtest_mape"], row["backtest_bias"]) == pytest.approx(expected[:2], rel=1e-12)
+    # Without it the model is fitted as of D-90 here: the same model, so the same figures.
+    refit, _ = build_ltv(day, payments, installs, replicates=20)
+    assert json.loads(refit["params"])["backtest_model"] == "fitted"
+    assert refit["backtest_mape"] == pytest.approx(row["backtest_mape"], rel=1e-4)
+    # A stored model that is not the D-90 fit gives other figures: the stored one is used.
+    other = LtvModel(
+        {k: v * 1.5 for k, v in stored.bgnbd.items()}, stored.gammagamma, 1, 1, True, 0.0, 0.0
+    )
+    moved, _ = build_ltv(day, payments, installs, backtest_model=other, replicates=20)
+    assert moved["backtest_mape"] != pytest.approx(row["backtest_mape"], rel=1e-3)
+
+
+def test_no_replicates_gives_the_point_value_as_its_interval() -> None:
+    day, payments, installs = simulated_history()
+    model = fit_ltv(build_rfm(payments, day))
+    cohorts = [str(np.datetime64(day) - a) for a in range(0, 30)]
+    full = build_cohort_pltv(day, model, installs, payments, cohort_dates=cohorts)
+    bare = build_cohort_pltv(day, model, installs, payments, cohort_dates=cohorts, replicates=0)
+    assert not full.empty
+    pd.testing.assert_series_equal(full["pltv_micros"], bare["pltv_micros"])
+    assert (bare["pltv_low_micros"] == bare["pltv_micros"]).all()
+    assert (bare["pltv_high_micros"] == bare["pltv_micros"]).all()
+    assert (full["pltv_low_micros"] < full["pltv_high_micros"]).any()
+
+
+def _hex_ids(n: int, width: int, prefix: str = "", seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 16, size=(n, width))
+    return [prefix + "".join("0123456789abcdef"[d] for d in row) for row in digits]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        # pseudonyms (32 hex: four words), raw ids like the sandbox's, repeats in any order
+        _hex_ids(300, 32) * 2 + _hex_ids(50, 32, seed=1),
+        _hex_ids(300, 16, prefix="usr_")[::-1] + _hex_ids(300, 16, prefix="usr_"),
+        ["abcdefgh", "abcdefgh", "bbcdefgh", "abcdefgi"],  # one word, no common prefix
+        ["same-id-0001"] * 3,  # every word constant
+        ["a", "bb", "a", "ccc"],  # varying length: the string path
+        ["u1", None, "u2", "u1"],  # nulls: the string path, -1
+    ],
+)
+def test_user_codes_equal_pandas_factorize(ids: list[str | None]) -> None:
+    half = len(ids) // 2  # two chunks, as pandas' Arrow strings come
+    chunked = pa.chunked_array([pa.array(ids[:half], pa.string()), pa.array(ids[half:])])
+    got = _user_codes(chunked)
+    want, uniques = pd.factorize(pd.Series(ids, dtype="object"))
+    assert np.array_equal(got.codes, want)
+    assert got.n_codes == len(uniques)
+    codes = np.arange(got.n_codes)
+    assert list(got.names(codes)) == list(uniques)
+
+
+def test_user_codes_separate_ids_whose_mixed_words_collide(monkeypatch: Any) -> None:
+    # Force every id onto one mixed key: the per-word check must catch it.
+    import adperf.transform.ltv as ltv
+
+    monkeypatch.setattr(ltv, "_mix_words", lambda words: np.zeros(len(words[0]), np.uint64))
+    ids = _hex_ids(40, 32)
+    got = _user_codes(pa.chunked_array([pa.array(ids)]))
+    assert np.array_equal(got.codes, pd.factorize(pd.Series(ids))[0])
+
+
+@pytest.mark.parametrize(
+    "keys", [["frequency", "recency", "T"], ["frequency", "monetary_value"], ["recency"]]
+)
+def test_unique_rows_equal_groupby_size(keys: list[str]) -> None:
+    rng = np.random.default_rng(3)
+    n = 5000
+    rfm = pd.DataFrame(
+        {
+            "frequency": rng.integers(0, 9, n),
+            "recency": rng.integers(0, 30, n).astype("float64"),
+            "T": rng.integers(0, 30, n).astype("float64"),
+            "monetary_value": rng.gamma(2.0, 3.0, n).round(1),
+        }
+    )
+    want = rfm.groupby(keys, sort=True).size().rename("weight").reset_index()
+    pd.testing.assert_frame_equal(_unique_rows(rfm, keys), want)
+    weeks = rfm.assign(recency=rfm["recency"] / 7.0, T=rfm["T"] / 7.0)  # fractional: groupby
+    want = weeks.groupby(keys, sort=True).size().rename("weight").reset_index()
+    pd.testing.assert_frame_equal(_unique_rows(weeks, keys), want)
+
+
+def test_rfm_rows_equal_reindex_with_zeros_for_unknown_users() -> None:
+    rfm = pd.DataFrame(
+        {"frequency": [1, 0, 3], "recency": [2.0, 0.0, 9.0], "T": [5.0, 1.0, 9.0],
+         "monetary_value": [4.5, 0.0, 2.0]},
+        index=pd.Index([2, 5, 9], name="user"),
+    )  # fmt: skip
+    codes = np.array([9, 0, 5, 11, 2, 9])
+    want = rfm.reindex(codes).fillna(0.0)
+    for got, col in zip(_rfm_rows(rfm, codes), want.columns, strict=True):
+        assert np.array_equal(got, want[col].to_numpy(dtype="float64"))
+
+
+def _chunked(values: list[Any]) -> pd.Series:
+    """Arrow-backed strings in two chunks, nulls in both (as pandas reads them from Parquet)."""
+    chunks = pa.chunked_array([pa.array(values[:3], pa.string()), pa.array(values[3:])])
+    return pd.Series(pd.arrays.ArrowExtensionArray(chunks))
+
+
+@pytest.mark.parametrize("form", ["object", "chunked", "mixed"])
+def test_adset_codes_equal_grouping_every_install(form: str) -> None:
+    columns: dict[str, list[Any]] = {
+        "platform": ["facebook", "organic", "google_ads", "facebook", "organic", "facebook"],
+        "campaign_id": ["c2", None, "g1", "c1", "x", None],
+        "adset_id": ["a1", None, None, "a9", "y", "a1"],
+    }
+    if form == "mixed":  # ids that are not all strings: the pandas path
+        columns["adset_id"] = ["a1", None, 7, "a9", "y", "a1"]
+    installs = pd.DataFrame(
+        {k: _chunked(v) if form == "chunked" else pd.Series(v, dtype="object")
+         for k, v in columns.items()}
+    )  # fmt: skip
+    ids = _segment_ids(installs)
+    cols = ["platform", "campaign_id", "adset_id"]
+    want = ids.groupby(cols, sort=True).ngroup().to_numpy()
+    got, adsets = _adset_codes(installs)
+    assert np.array_equal(got, want)
+    first = np.unique(want, return_index=True)[1]
+    pd.testing.assert_frame_equal(adsets, ids.iloc[first][cols].reset_index(drop=True))
+    assert adsets.iloc[got].reset_index(drop=True).equals(ids[cols])
+
+
+def test_campaigns_alone_equal_campaigns_beside_adsets() -> None:
+    # The backtest shrinks campaigns only: adsets shrink toward campaigns, never the reverse.
+    day, payments, installs = simulated_history()
+    prep = _prepare(payments, installs)
+    model = fit_ltv(build_rfm(payments, day))
+    both = _fit_segments(prep, _day_of(day) - 30, model, 365, grid=500)
+    alone = _fit_segments(prep, _day_of(day) - 30, model, 365, grid=500, levels=("campaign",))
+    assert set(alone.segments) == {"campaign"}
+    a, b = alone.segments["campaign"], both.segments["campaign"]
+    assert len(a.keys) > 1
+    for name in ("hazard", "first_units", "rate", "rate_sd", "spend", "spend_sd"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert np.array_equal(alone.codes["campaign"], both.codes["campaign"])

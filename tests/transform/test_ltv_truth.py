@@ -3,12 +3,24 @@
 Slow (~1-2 minutes: a 210-day medium world is built once per run): marked `slow`, still run in CI.
 The world is long enough for the naive baseline's D180/D7 ratio to come from cohorts that
 really reached 180 days.
+
+Two windows of install cohorts, valued as of the world's last day:
+- every cohort that is 7..179 days old (all installs of the last half year whose 180 days are
+  not complete yet, each with its D7 revenue known), pooled per campaign: the issue's criterion,
+  literally -- each campaign with 500+ installs within 20% of its true expected revenue per
+  install, and a smaller error than the naive baseline;
+- the youngest four weeks (7..34 days old), where the forecast carries most of the value: a
+  statistical criterion (nearly all within 20%, none far off, better than the baselines).
+The world also records what each user really brought in 180 days (its purchase timelines run
+past its end): the "oracle" column, whose distance to the truth is the sampling noise of the
+users a campaign happened to acquire -- no forecast can know it in advance.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,23 +35,32 @@ from adperf.sandbox.world import build_world
 from adperf.sources.payments import fetch_payments
 from adperf.transform.ltv import build_cohort_pltv, build_rfm, fit_ltv
 
-pytestmark = pytest.mark.slow
+# The 210-day medium world takes ~1 min to build on a quiet machine, 4+ min on a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TZ = "Asia/Seoul"
 KEY = b"truth-test-key"
 END = dt.date(2026, 11, 27)
 WORLD_DAYS = 210  # 30 days of cohorts 180+ days old for the baseline's ratio
 HORIZON = 180  # the truth's horizon (truth/params.json: horizon_days)
-AGES = range(7, 35)  # evaluated cohorts: 4 weeks of installs, each with its D7 revenue known
+ALL_AGES = range(7, HORIZON)  # every cohort with its D7 known and its 180 days not over
+YOUNG_AGES = range(7, 35)  # the youngest four weeks of those
 MIN_INSTALLS = 500
-MAX_ERROR = 0.20  # per campaign; see the test for how many must meet it
+MAX_ERROR = 0.20  # per campaign
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("truth") / "world"
     start = END - dt.timedelta(days=WORLD_DAYS - 1)
-    meta = build_world(root, seed=7, start=start, end=END, profile="medium", report_timezone=TZ)
+    build_world(root, seed=7, start=start, end=END, profile="medium", report_timezone=TZ)
+    return load_world(root)
+
+
+def load_world(root: Path) -> dict[str, Any]:
+    """Payments (pseudonymized, as the pipeline extracts them), installs and truth of a world."""
+    meta = json.loads((root / "world.json").read_text())
+    start = dt.date.fromisoformat(meta["start"])
     engine = sa.create_engine(f"sqlite:///{root / 'payments.sqlite'}")
     try:
         payments, _ = fetch_payments(
@@ -64,7 +85,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         }
     )
     truth = json.loads((root / "truth" / "params.json").read_text())
-    return {"payments": payments, "installs": installs, "truth": truth}
+    value = pd.read_parquet(root / "truth" / "user_value.parquet")
+    return {"payments": payments, "installs": installs, "truth": truth, "user_value": value}
 
 
 def revenue_by_age(payments: pd.DataFrame, installs: pd.DataFrame) -> pd.DataFrame:
@@ -78,22 +100,23 @@ def revenue_by_age(payments: pd.DataFrame, installs: pd.DataFrame) -> pd.DataFra
     return m[m["age"] >= 0]
 
 
-def test_predicted_180_day_revenue_per_campaign_is_within_20_percent_and_beats_baseline(
-    world: dict[str, Any],
-) -> None:
+@pytest.fixture(scope="module")
+def tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    return build_tables(world)
+
+
+def build_tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Per campaign with 500+ installs, for each window: truth, prediction, baselines, oracle."""
     payments, installs, truth = world["payments"], world["installs"], world["truth"]
     day = END.isoformat()
-    rfm = build_rfm(payments, day)
-    model = fit_ltv(rfm)
-    cohorts = [(END - dt.timedelta(days=a)).isoformat() for a in AGES]
+    model = fit_ltv(build_rfm(payments, day))
+    dates = {a: (END - dt.timedelta(days=a)).isoformat() for a in ALL_AGES}
+    cohorts = list(dates.values())
+    # replicates=0: the point value is what is checked here, not the interval.
     pltv = build_cohort_pltv(
-        day, model, installs, payments, horizon_days=HORIZON, cohort_dates=cohorts
+        day, model, installs, payments, horizon_days=HORIZON, cohort_dates=cohorts, replicates=0
     )
-    per_campaign = (
-        pltv[pltv["level"] == "campaign"]
-        .groupby("campaign_id")[["installs", "users", "pltv_micros"]]
-        .sum()
-    )
+    pltv = pltv[pltv["level"] == "campaign"]
 
     # Naive baseline: D7 revenue x the campaign's D180/D7 ratio over cohorts 180+ days old.
     by_age = revenue_by_age(payments, installs)
@@ -103,45 +126,114 @@ def test_predicted_180_day_revenue_per_campaign_is_within_20_percent_and_beats_b
     d180 = old[old["age"] < HORIZON].groupby("campaign_id")["amount_micros"].sum()
     ratio = d180 / d7
     pooled_ratio = float(d180.sum() / d7.sum())
-    evaluated = by_age[by_age["date_install"].isin(cohorts) & (by_age["age"] <= 7)]
-    d7_now = evaluated.groupby("campaign_id")["amount_micros"].sum()
+    value = world["user_value"]
 
-    rows = []
-    for campaign_id, r in per_campaign.iterrows():
-        if campaign_id not in truth or r["installs"] < MIN_INSTALLS:
-            continue
-        true_value = truth[campaign_id]["expected_net_revenue_per_install_usd"]
-        d7_per_user = d7_now.get(campaign_id, 0) / 1e6 / r["users"]
-        rows.append(
-            {
-                "campaign": truth[campaign_id].get("campaign_name", campaign_id),
-                "installs": int(r["installs"]),
-                "true_180d": true_value,
-                "predicted": r["pltv_micros"] / 1e6 / r["installs"],
-                "baseline": d7_per_user * ratio.get(campaign_id, np.nan),
-                "pooled_baseline": d7_per_user * pooled_ratio,
-            }
+    out = {}
+    for name, ages in (("all", ALL_AGES), ("young", YOUNG_AGES)):
+        cohorts = [dates[a] for a in ages]
+        per_campaign = (
+            pltv[pltv["date"].isin(cohorts)]
+            .groupby("campaign_id")[["installs", "users", "pltv_micros"]]
+            .sum()
         )
-    table = pd.DataFrame(rows)
-    for col in ("predicted", "baseline", "pooled_baseline"):
-        table[f"{col}_err"] = table[col] / table["true_180d"] - 1
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("\n180-day revenue per install (USD), cohorts aged 7-34 days on", day)
-        print(table.round(3).to_string(index=False))
-    mean_abs = table[["predicted_err", "baseline_err", "pooled_baseline_err"]].abs().mean()
-    print("mean |error|:", mean_abs.round(3).to_dict())
+        evaluated = by_age[by_age["date_install"].isin(cohorts) & (by_age["age"] <= 7)]
+        d7_now = evaluated.groupby("campaign_id")["amount_micros"].sum()
+        users = value[value["install_date"].isin(cohorts)]
+        oracle = users.groupby("campaign_id")["net_revenue_180d_usd"].agg(["sum", "size"])
+        rows = []
+        for campaign_id, r in per_campaign.iterrows():
+            if campaign_id not in truth or r["installs"] < MIN_INSTALLS:
+                continue
+            d7_per_user = d7_now.get(campaign_id, 0) / 1e6 / r["users"]
+            rows.append(
+                {
+                    "campaign": truth[campaign_id].get("campaign_name", campaign_id),
+                    "installs": int(r["installs"]),
+                    "true_180d": truth[campaign_id]["expected_net_revenue_per_install_usd"],
+                    "predicted": r["pltv_micros"] / 1e6 / r["installs"],
+                    "baseline": d7_per_user * ratio.get(campaign_id, np.nan),
+                    "pooled_baseline": d7_per_user * pooled_ratio,
+                    "oracle": oracle.loc[campaign_id, "sum"] / oracle.loc[campaign_id, "size"],
+                }
+            )
+        table = pd.DataFrame(rows)
+        for col in ("predicted", "baseline", "pooled_baseline", "oracle"):
+            table[f"{col}_err"] = table[col] / table["true_180d"] - 1
+        # The forecast against what these very users brought (truth known to the world only).
+        table["predicted_vs_oracle"] = table["predicted"] / table["oracle"] - 1
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(f"\n180-day revenue per install (USD), cohorts aged {ages.start}-{ages.stop - 1}")
+            print(table.round(3).to_string(index=False))
+        errors = table.filter(like="_err").abs()
+        print("mean |error|:", errors.mean().round(3).to_dict())
+        print("max |error|:", errors.max().round(3).to_dict())
+        out[name] = table
+    return out
 
-    within = table["predicted_err"].abs() <= MAX_ERROR
-    print(f"within {MAX_ERROR:.0%}: {int(within.sum())} of {len(table)} campaigns")
+
+def test_every_campaign_within_20_percent_over_all_cohorts_and_better_than_baseline(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    """The issue's criterion, literally, on each campaign's cohorts aged 7-179 days pooled."""
+    table = tables["all"]
     assert len(table) >= 10  # every campaign of the medium world has 500+ installs here
-    # A cohort of 2-4k installs has ~100 payers with heavy-tailed spend: its realized revenue
-    # alone is ~15% (1 sd) off its campaign's expectation, and any predictor using the cohort
-    # inherits that -- the baseline, on the same cohorts, is off by up to a third. So: nearly
-    # all campaigns within 20%, none far off, and clearly better than both baselines.
-    assert within.mean() >= 0.85, table.loc[~within].to_dict("records")
-    assert table["predicted_err"].abs().max() <= 0.35
+    within = table["predicted_err"].abs() <= MAX_ERROR
+    assert within.all(), table.loc[~within].to_dict("records")
+    mean_abs = table.filter(like="_err").abs().mean()
     assert mean_abs["predicted_err"] < mean_abs["baseline_err"]
     assert mean_abs["predicted_err"] < mean_abs["pooled_baseline_err"]
     assert abs(table["predicted_err"].mean()) < 0.05  # no overall bias
+
+
+def test_youngest_cohorts_nearly_all_within_20_percent_and_better_than_baseline(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    """Cohorts aged 7-34 days: most of their value is still forecast."""
+    table = tables["young"]
+    assert len(table) >= 10
+    within = table["predicted_err"].abs() <= MAX_ERROR
+    print(f"within {MAX_ERROR:.0%}: {int(within.sum())} of {len(table)} campaigns")
+    # Pooled over four weeks a campaign has only a few hundred payers with heavy-tailed spend:
+    # what its users really bring in 180 days (the oracle) is itself more than 20% off the
+    # campaign's expectation for several campaigns (5 of 31 on this world, up to +39%), and a
+    # forecast from these users inherits that. "Every campaign within 20%" is out of reach of
+    # any forecast here, so: nearly all within 20%, none far off, better than both baselines,
+    # no farther from the truth than the users' own outcome, and the errors follow that
+    # outcome (sampling) rather than a bias of the model.
+    assert within.mean() >= 0.85, table.loc[~within].to_dict("records")
+    assert table["predicted_err"].abs().max() <= 0.35
+    mean_abs = table.filter(like="_err").abs().mean()
+    assert mean_abs["predicted_err"] < mean_abs["baseline_err"]
+    assert mean_abs["predicted_err"] < mean_abs["pooled_baseline_err"]
+    assert mean_abs["predicted_err"] <= 1.1 * mean_abs["oracle_err"]
+    assert table["predicted_err"].corr(table["oracle_err"]) > 0.5
+    assert abs(table["predicted_err"].mean()) < 0.05  # no overall bias
     # Campaigns are told apart: the prediction ranks them as the truth does.
     assert table["predicted"].corr(table["true_180d"], method="spearman") > 0.9
+
+
+def test_the_oracle_is_what_the_payments_show_where_both_are_known(world: dict[str, Any]) -> None:
+    """user_value.parquet (the oracle) against the payments of cohorts whose 180 days are over."""
+    payments, installs, value = world["payments"], world["installs"], world["user_value"]
+    last = (END - dt.timedelta(days=HORIZON)).isoformat()
+    by_age = revenue_by_age(payments, installs)
+    seen = by_age[(by_age["date_install"] <= last) & (by_age["age"] < HORIZON)]
+    seen = seen.groupby("campaign_id")["amount_micros"].sum() / 1e6
+    value = value[value["install_date"] <= last].copy()
+    value["user_pid"] = pseudonymize(pa.array(value["user_id"]), KEY).to_pandas()
+    with_id = value[value["user_pid"].isin(installs["user_pid"].dropna())]
+    oracle = with_id.groupby("campaign_id")["net_revenue_180d_usd"].sum()
+    both = pd.concat({"payments": seen, "oracle": oracle}, axis=1).dropna()
+    assert len(both) >= 10
+    # Not to the cent: a purchase refunded after its user's day 180 is net zero in the oracle
+    # but still revenue in the payments, and KRW payments are rounded to whole won.
+    rel = both["payments"] / both["oracle"] - 1
+    assert rel.abs().max() < 0.03, rel.round(4).to_dict()
+    assert abs(both["payments"].sum() / both["oracle"].sum() - 1) < 0.01
+    # The 365-day truth of the same world: more than the 180-day one, less than twice it.
+    for p in world["truth"].values():
+        ratio = (
+            p["expected_net_revenue_per_install_usd_365d"]
+            / p["expected_net_revenue_per_install_usd"]
+        )
+        assert 1.0 < ratio < 2.0

@@ -1,0 +1,109 @@
+"""`adperf actions apply --date D [--yes]`: the day's scale / pause actions, applied through the
+ad platforms' APIs (dry run by default). Wiring only: config, resources, the platform clients;
+the planning and logging are adperf.actions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import sys
+
+from adperf import warehouse
+from adperf.actions import (
+    FAILED,
+    Platform,
+    Settings,
+    read_recommendations,
+    render,
+    run_day,
+)
+from adperf.errors import AdperfError
+from tasks import config
+from tasks.resources import resources
+
+PLATFORMS = ("facebook", "google_ads")
+
+
+def main(day: dt.date, *, yes: bool, platform: str | None = None, by: str | None = None) -> int:
+    """Print the plan (and with `yes`, apply it): 0 when nothing failed, 1 otherwise, 2 when
+    the day cannot be planned at all."""
+    try:
+        return _run(day, yes=yes, platform=platform, by=by)
+    except AdperfError as exc:
+        print(f"adperf actions apply {day}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> int:
+    iso = day.isoformat()
+    settings = Settings(
+        scale_factor=config.actions().scale_factor,
+        max_budget_increase=config.actions().max_budget_increase,
+    )
+    settings.check()
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        if not warehouse.is_loaded(engine, iso):
+            print(
+                f"adperf actions apply: no report for {iso} in the warehouse "
+                f"({config.adperf().warehouse_url}). Fix: run "
+                f"`luigi --module tasks DailyReport --date {iso}` (or `adperf demo --date "
+                f"{iso}` in the sandbox) first",
+                file=sys.stderr,
+            )
+            return 2
+        recs = read_recommendations(engine, iso, [platform] if platform else PLATFORMS)
+        clients = _clients(day, sorted({r.platform for r in recs}))
+        try:
+            who = by or _os_user()
+            changes = run_day(engine, iso, clients, settings, yes=yes, applied_by=who)
+        finally:
+            for client in clients.values():
+                client.close()
+    finally:
+        engine.dispose()
+    print(render(iso, changes, dry_run=not yes))
+    failed = [c for c in changes if c.outcome == FAILED]
+    for change in failed:
+        print(f"\nFAILED {change.target.platform} {change.target.level} "
+              f"{change.target.object_id}: {change.note}", file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
+    """The platform clients needed (only those: an unconfigured platform with nothing to do is
+    no error)."""
+    res = resources(day)
+    out: dict[str, Platform] = {}
+    if "facebook" in platforms:
+        from adperf.actions.facebook import FacebookAdsets
+
+        token = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
+        if config.adperf().sandbox:
+            token = token or config.SANDBOX_FACEBOOK_TOKEN
+        out["facebook"] = FacebookAdsets(
+            graph_url=res.graph_url,
+            api_version=config.facebook().api_version,
+            access_token=token,
+            day=day,
+        )
+    if "google_ads" in platforms:
+        from adperf.actions.google_ads import GoogleAdsCampaigns
+
+        out["google_ads"] = GoogleAdsCampaigns(
+            endpoint=res.google_ads_endpoint,
+            credentials=config.google_ads_credentials(),
+            customer_ids=res.google_ads_customer_ids,
+            login_customer_id=res.google_ads_login_customer_id,
+            insecure=res.google_ads_insecure,
+            day=day,
+        )
+    return out
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container without a passwd entry)
+        return f"uid {os.getuid()}"
