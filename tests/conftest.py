@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -48,3 +53,73 @@ def mysql_engine(mysql_server_url: str) -> Iterator[sa.Engine]:
         meta.reflect(engine)
         meta.drop_all(engine)
         engine.dispose()
+
+
+# ---------------------------------------------------------------- heavy setups in the background
+#
+# Two module setups are long and self-contained: the bench's small profile (a subprocess) and
+# the LTV truth test's 210-day medium world. When their tests are selected they start as
+# background processes as soon as collection ends, on the machine's second core, while the rest
+# of the suite runs; their fixtures then wait for them (`background_result`). Nothing is
+# skipped or shared: the same commands the fixtures would run, started earlier.
+
+_BACKGROUND: dict[str, tuple[subprocess.Popen[str], Path]] = {}
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def background_commands(out: Path) -> dict[str, tuple[str, list[str], dict[str, str]]]:
+    """name -> (test module whose selection starts it, argv, extra environment)."""
+    return {
+        "bench-small": (
+            "tests/bench/test_bench_smoke.py",
+            [sys.executable, "-m", "bench", "--profile", "small", "--repeat", "1", "--out",
+             str(out)],
+            {"BENCH_WORKERS": "1"},
+        ),
+        "ltv-truth-world": (
+            "tests/transform/test_ltv_truth.py",
+            [sys.executable, "-m", "tests.transform.test_ltv_truth", str(out / "world")],
+            {},
+        ),
+    }  # fmt: skip
+
+
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """The modules with a background setup run last, so the suite never waits for them early."""
+    late = {module for module, _, _ in background_commands(Path()).values()}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] in late)  # stable: order kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    selected = {item.nodeid.split("::")[0] for item in session.items}
+    base = Path(tempfile.mkdtemp(prefix="adperf-tests-bg-"))
+    for name, (module, _, _) in background_commands(base).items():
+        if module not in selected or len(selected) == 1:
+            continue  # a run of that one module alone gains nothing
+        out = base / name
+        out.mkdir()
+        _, argv, env = background_commands(out)[name]
+        with (out / "stdout.txt").open("w") as stdout, (out / "stderr.txt").open("w") as stderr:
+            proc = subprocess.Popen(
+                argv, cwd=_REPO, stdout=stdout, stderr=stderr, text=True,
+                env={**os.environ, **env},
+            )  # fmt: skip
+        _BACKGROUND[name] = (proc, out)
+
+
+def background_result(name: str, timeout: float) -> tuple[int, Path, str, str] | None:
+    """(exit code, output folder, stdout, stderr) of a background setup; None if not started."""
+    if name not in _BACKGROUND:
+        return None
+    proc, out = _BACKGROUND[name]
+    proc.wait(timeout=timeout)
+    read = lambda f: (out / f).read_text(errors="replace")  # noqa: E731
+    return proc.returncode, out, read("stdout.txt"), read("stderr.txt")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for proc, out in _BACKGROUND.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(out.parent, ignore_errors=True)

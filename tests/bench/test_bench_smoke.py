@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import background_commands, background_result
 
 REPO = Path(__file__).resolve().parents[2]
 CI = os.environ.get("CI") == "true"
@@ -25,20 +26,21 @@ MARIADB = {"warehouse.adperf_mariadb", "warehouse.to_sql_mariadb"}
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
-    out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--profile", "small", "--repeat", "1", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "BENCH_WORKERS": "1"},
-    )
+    # Started in the background by tests/conftest.py when the whole suite runs; else here.
+    started = background_result("bench-small", timeout=600)
+    if started is None:
+        out = tmp_path_factory.mktemp("bench")
+        argv, env = background_commands(out)["bench-small"][1:]
+        proc = subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+        )
+        started = proc.returncode, out, proc.stdout, proc.stderr
+    returncode, out, stdout, stderr = started
     # Exit 1 means a stage failed: the smoke test fails with it (no stage may fail).
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert returncode == 0, stderr[-3000:]
     data: dict = json.loads((out / "small" / "latest.json").read_text())  # type: ignore[type-arg]
-    data["stdout"] = proc.stdout
-    data["stderr"] = proc.stderr
+    data["stdout"] = stdout
+    data["stderr"] = stderr
     return data
 
 

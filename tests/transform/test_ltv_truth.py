@@ -34,6 +34,7 @@ from adperf.pseudonym import pseudonymize
 from adperf.sandbox.world import build_world
 from adperf.sources.payments import fetch_payments
 from adperf.transform.ltv import build_cohort_pltv, build_rfm, fit_ltv
+from tests.conftest import background_result
 
 # The 210-day medium world takes ~1 min to build on a quiet machine, 4+ min on a loaded one.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -51,10 +52,22 @@ MAX_ERROR = 0.20  # per campaign
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("truth") / "world"
+    # Built in the background by tests/conftest.py when the whole suite runs; else here.
+    started = background_result("ltv-truth-world", timeout=1200)
+    if started is None:
+        root = tmp_path_factory.mktemp("truth") / "world"
+        build(root)
+    else:
+        returncode, out, _, stderr = started
+        assert returncode == 0, stderr[-3000:]
+        root = out / "world"
+    return load_world(root)
+
+
+def build(root: Path) -> None:
+    """The test's world: 210 days of the medium profile ending on END."""
     start = END - dt.timedelta(days=WORLD_DAYS - 1)
     build_world(root, seed=7, start=start, end=END, profile="medium", report_timezone=TZ)
-    return load_world(root)
 
 
 def load_world(root: Path) -> dict[str, Any]:
@@ -237,3 +250,9 @@ def test_the_oracle_is_what_the_payments_show_where_both_are_known(world: dict[s
             / p["expected_net_revenue_per_install_usd"]
         )
         assert 1.0 < ratio < 2.0
+
+
+if __name__ == "__main__":  # python -m tests.transform.test_ltv_truth ROOT (tests/conftest.py)
+    import sys
+
+    build(Path(sys.argv[1]))
