@@ -251,13 +251,14 @@ class FakeGoogleAds:
         customer_id = str(request.customer_id)
         request_id = self._check_caller(context, customer_id)
         updates: list[tuple[str, dict[str, Any]]] = []
+        campaigns = self._objects.read()["campaigns"]  # the state file, once per request
         for op in request.operations:
             name = str(op.update.resource_name)
             paths = list(op.update_mask.paths)
             with self._lock:
                 self.mutations.append((customer_id, paths, name))
             found = _CAMPAIGN_RN.match(name)
-            camp = self._objects.read()["campaigns"].get(found.group(2)) if found else None
+            camp = campaigns.get(found.group(2)) if found else None
             self._check_target(context, request_id, customer_id, name, found, camp, paths)
             if paths != ["status"]:
                 _abort_field_mask(context, request_id, paths)
@@ -285,13 +286,14 @@ class FakeGoogleAds:
         request_id = self._check_caller(context, customer_id)
         updates: list[tuple[str, dict[str, Any]]] = []
         currency = self._customers[customer_id]["currency_code"]
+        budgets = self._objects.read()["budgets"]  # the state file, once per request
         for op in request.operations:
             name = str(op.update.resource_name)
             paths = list(op.update_mask.paths)
             with self._lock:
                 self.mutations.append((customer_id, paths, name))
             found = _BUDGET_RN.match(name)
-            budget = self._objects.read()["budgets"].get(found.group(2)) if found else None
+            budget = budgets.get(found.group(2)) if found else None
             self._check_target(context, request_id, customer_id, name, found, budget, paths)
             if paths != ["amount_micros"]:
                 _abort_field_mask(context, request_id, paths)
