@@ -35,6 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn, Self
@@ -43,6 +44,7 @@ import grpc
 import pandas as pd
 
 from adperf.sandbox.ad_objects import JsonState
+from adperf.sandbox.day_index import DayIndex
 
 API_VERSION = "v26"
 SERVICE = f"google.ads.googleads.{API_VERSION}.services.GoogleAdsService"
@@ -113,7 +115,7 @@ class FakeGoogleAds:
         self._batch_rows = batch_rows
         self._lock = threading.Lock()
         self._errors: deque[dict[str, Any]] = deque()
-        self._rows: list[dict[str, Any]] = []
+        self._rows = DayIndex([], account="customer_id")
         self.set_rows(ad_rows)
         self._objects = JsonState(objects or {"campaigns": {}, "budgets": {}}, objects_path)
         self._read_only: set[str] = set()
@@ -130,38 +132,28 @@ class FakeGoogleAds:
         """Serve on 127.0.0.1 in background threads; return 'host:port'."""
         if self._server is not None:
             return self.endpoint
-        handler = grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "SearchStream": grpc.unary_stream_rpc_method_handler(
-                    self._search_stream,
-                    request_deserializer=_svc.SearchGoogleAdsStreamRequest.deserialize,
-                    response_serializer=_svc.SearchGoogleAdsStreamResponse.serialize,
-                )
-            },
-        )
-        mutate_campaigns = grpc.method_handlers_generic_handler(
-            CAMPAIGN_SERVICE,
-            {
-                "MutateCampaigns": grpc.unary_unary_rpc_method_handler(
-                    self._mutate_campaigns,
-                    request_deserializer=_camp_svc.MutateCampaignsRequest.deserialize,
-                    response_serializer=_camp_svc.MutateCampaignsResponse.serialize,
-                )
-            },
-        )
-        mutate_budgets = grpc.method_handlers_generic_handler(
-            BUDGET_SERVICE,
-            {
-                "MutateCampaignBudgets": grpc.unary_unary_rpc_method_handler(
-                    self._mutate_budgets,
-                    request_deserializer=_budget_svc.MutateCampaignBudgetsRequest.deserialize,
-                    response_serializer=_budget_svc.MutateCampaignBudgetsResponse.serialize,
-                )
-            },
+        stream, unary = grpc.unary_stream_rpc_method_handler, grpc.unary_unary_rpc_method_handler
+        rpcs = (  # service, method, handler kind, behaviour, (request type, response type)
+            (SERVICE, "SearchStream", stream, self._search_stream, _SEARCH_TYPES),
+            (CAMPAIGN_SERVICE, "MutateCampaigns", unary, self._mutate_campaigns, _CAMPAIGNS.types),
+            (BUDGET_SERVICE, "MutateCampaignBudgets", unary, self._mutate_budgets, _BUDGETS.types),
         )
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        server.add_generic_rpc_handlers((handler, mutate_campaigns, mutate_budgets))
+        server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    service,
+                    {
+                        method: kind(
+                            behaviour,
+                            request_deserializer=types[0].deserialize,
+                            response_serializer=types[1].serialize,
+                        )
+                    },
+                )
+                for service, method, kind, behaviour, types in rpcs
+            )
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._server = server
@@ -193,8 +185,9 @@ class FakeGoogleAds:
             {str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in ad_rows[list(AD_ROW_COLUMNS)].to_dict("records")
         ]
+        index = DayIndex(rows, account="customer_id")
         with self._lock:
-            self._rows = rows
+            self._rows = index
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue faults: each next SearchStream call takes the next one.
@@ -248,73 +241,42 @@ class FakeGoogleAds:
         return request_id
 
     def _mutate_campaigns(self, request: Any, context: grpc.ServicerContext) -> Any:
-        customer_id = str(request.customer_id)
-        request_id = self._check_caller(context, customer_id)
-        updates: list[tuple[str, dict[str, Any]]] = []
-        campaigns = self._objects.read()["campaigns"]  # the state file, once per request
-        for op in request.operations:
-            name = str(op.update.resource_name)
-            paths = list(op.update_mask.paths)
-            with self._lock:
-                self.mutations.append((customer_id, paths, name))
-            found = _CAMPAIGN_RN.match(name)
-            camp = campaigns.get(found.group(2)) if found else None
-            self._check_target(context, request_id, customer_id, name, found, camp, paths)
-            if paths != ["status"]:
-                _abort_field_mask(context, request_id, paths)
-            status = op.update.status.name
-            if status not in CAMPAIGN_STATUSES:
-                _abort(
-                    context,
-                    {
-                        "code": "INVALID_ARGUMENT",
-                        "error": ("request_error", "INVALID_ENUM_VALUE"),
-                        "message": f"Campaign status {status} cannot be set with update.",
-                    },
-                    request_id,
-                )
-            assert found is not None
-            updates.append((found.group(2), {"status": status}))
-        if not request.validate_only:
-            self._objects.update(lambda doc: _apply(doc["campaigns"], updates))
-        return _camp_svc.MutateCampaignsResponse(
-            results=[{"resource_name": str(op.update.resource_name)} for op in request.operations]
-        )
+        return self._mutate(_CAMPAIGNS, request, context)
 
     def _mutate_budgets(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._mutate(_BUDGETS, request, context)
+
+    def _mutate(self, kind: _Editable, request: Any, context: grpc.ServicerContext) -> Any:
+        """One Mutate<kind> call: every operation is checked before any is applied (atomic)."""
         customer_id = str(request.customer_id)
         request_id = self._check_caller(context, customer_id)
-        updates: list[tuple[str, dict[str, Any]]] = []
+
+        def invalid(error: tuple[str, str], message: str) -> NoReturn:
+            _abort(
+                context,
+                {"code": "INVALID_ARGUMENT", "error": error, "message": message},
+                request_id,
+            )
+
         currency = self._customers[customer_id]["currency_code"]
-        budgets = self._objects.read()["budgets"]  # the state file, once per request
+        updates: list[tuple[str, dict[str, Any]]] = []
+        targets = self._objects.read()[kind.collection]  # the state file, once per request
         for op in request.operations:
             name = str(op.update.resource_name)
             paths = list(op.update_mask.paths)
             with self._lock:
                 self.mutations.append((customer_id, paths, name))
-            found = _BUDGET_RN.match(name)
-            budget = budgets.get(found.group(2)) if found else None
-            self._check_target(context, request_id, customer_id, name, found, budget, paths)
-            if paths != ["amount_micros"]:
+            found = kind.resource_name.match(name)
+            target = targets.get(found.group(2)) if found else None
+            self._check_target(context, request_id, customer_id, name, found, target, paths)
+            if paths != [kind.field]:
                 _abort_field_mask(context, request_id, paths)
-            amount = int(op.update.amount_micros)
-            # Budgets are multiples of the currency's minimum unit: a cent, or a whole won/yen.
-            unit = 1_000_000 if currency in ZERO_DECIMAL_CURRENCIES else 10_000
-            if amount <= 0 or amount % unit:
-                _abort(
-                    context,
-                    {
-                        "code": "INVALID_ARGUMENT",
-                        "error": ("campaign_budget_error", "NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT"),
-                        "message": "The budget amount must be a multiple of the minimum unit.",
-                    },
-                    request_id,
-                )
+            value = kind.value(op.update, currency, invalid)
             assert found is not None
-            updates.append((found.group(2), {"amount_micros": amount}))
+            updates.append((found.group(2), {kind.field: value}))
         if not request.validate_only:
-            self._objects.update(lambda doc: _apply(doc["budgets"], updates))
-        return _budget_svc.MutateCampaignBudgetsResponse(
+            self._objects.update(lambda doc: _apply(doc[kind.collection], updates))
+        return kind.response(
             results=[{"resource_name": str(op.update.resource_name)} for op in request.operations]
         )
 
@@ -414,10 +376,10 @@ class FakeGoogleAds:
             if limit is not None and sent + len(batch) >= limit:
                 batch = batch[: limit - sent]
                 if batch:
-                    yield _svc.SearchGoogleAdsStreamResponse(results=batch, request_id=request_id)
+                    yield _response(batch, request_id)
                 _abort(context, fault or {}, request_id)
             sent += len(batch)
-            yield _svc.SearchGoogleAdsStreamResponse(results=batch, request_id=request_id)
+            yield _response(batch, request_id)
 
     def _campaign_objects(self, base: dict[str, Any], query: str) -> list[Any]:
         """One row per editable campaign of the customer (status and budget), by campaign id."""
@@ -471,14 +433,11 @@ class FakeGoogleAds:
         if resource == "campaign" and not since:
             return self._campaign_objects(base, query)
         with self._lock:
-            mine = [
-                r
-                for r in self._rows
-                if str(r["customer_id"]) == cid and (not since or since <= r["date"] <= until)
-            ]
+            rows = self._rows
+        mine = rows.select(cid, since, until)
         if resource == "ad_group_ad":
             return [
-                _svc.GoogleAdsRow(
+                _ROW_PB(
                     customer=base,
                     campaign=_campaign(r),
                     ad_group={"id": int(r["ad_group_id"]), "name": r["ad_group_name"]},
@@ -499,7 +458,7 @@ class FakeGoogleAds:
                 for m in ("impressions", "clicks", "cost_micros", "conversions"):
                     t[m] += r[m]
             return [
-                _svc.GoogleAdsRow(
+                _ROW_PB(
                     customer=base,
                     campaign=_campaign(t),
                     segments={"date": t["date"]},
@@ -537,6 +496,67 @@ def rows_from_ad_daily(ad_daily: pd.DataFrame, app_campaign_ids: list[str]) -> p
 
 ZERO_DECIMAL_CURRENCIES = frozenset({"KRW", "JPY"})
 
+# Aborts the call with INVALID_ARGUMENT and a GoogleAdsError (field, enum name), message.
+_Invalid = Callable[[tuple[str, str], str], NoReturn]
+
+
+def _campaign_status(update: Any, currency: str, invalid: _Invalid) -> str:
+    status = str(update.status.name)
+    if status not in CAMPAIGN_STATUSES:
+        invalid(
+            ("request_error", "INVALID_ENUM_VALUE"),
+            f"Campaign status {status} cannot be set with update.",
+        )
+    return status
+
+
+def _budget_amount(update: Any, currency: str, invalid: _Invalid) -> int:
+    amount = int(update.amount_micros)
+    # Budgets are multiples of the currency's minimum unit: a cent, or a whole won/yen.
+    unit = 1_000_000 if currency in ZERO_DECIMAL_CURRENCIES else 10_000
+    if amount <= 0 or amount % unit:
+        invalid(
+            ("campaign_budget_error", "NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT"),
+            "The budget amount must be a multiple of the minimum unit.",
+        )
+    return amount
+
+
+@dataclass(frozen=True)
+class _Editable:
+    """An editable resource: its names, its state collection, the one field an update may set."""
+
+    resource_name: re.Pattern[str]  # groups: customer id, object id
+    collection: str
+    field: str
+    value: Callable[[Any, str, _Invalid], Any]  # the checked new value (update, currency)
+    request: Any
+    response: Any
+
+    @property
+    def types(self) -> tuple[Any, Any]:
+        """(request type, response type) of its Mutate RPC."""
+        return self.request, self.response
+
+
+_CAMPAIGNS = _Editable(
+    _CAMPAIGN_RN,
+    "campaigns",
+    "status",
+    _campaign_status,
+    _camp_svc.MutateCampaignsRequest,
+    _camp_svc.MutateCampaignsResponse,
+)
+_BUDGETS = _Editable(
+    _BUDGET_RN,
+    "budgets",
+    "amount_micros",
+    _budget_amount,
+    _budget_svc.MutateCampaignBudgetsRequest,
+    _budget_svc.MutateCampaignBudgetsResponse,
+)
+_SEARCH_TYPES = (_svc.SearchGoogleAdsStreamRequest, _svc.SearchGoogleAdsStreamResponse)
+
 
 def _apply(objects: dict[str, Any], updates: list[tuple[str, dict[str, Any]]]) -> None:
     for object_id, values in updates:
@@ -553,6 +573,18 @@ def _abort_field_mask(context: grpc.ServicerContext, request_id: str, paths: lis
         },
         request_id,
     )
+
+
+# Delivery rows are built as raw protobuf messages: proto-plus construction cost ~50 us a row,
+# which made this fake, not the client, the slow end of a year-sized sandbox.
+_ROW_PB = _svc.GoogleAdsRow.pb()
+
+
+def _response(rows: list[Any], request_id: str) -> Any:
+    """One SearchStream response of `rows` (raw or proto-plus GoogleAdsRow messages)."""
+    raw = [r if isinstance(r, _ROW_PB) else _svc.GoogleAdsRow.pb(r) for r in rows]
+    response = _svc.SearchGoogleAdsStreamResponse
+    return response.wrap(response.pb()(results=raw, request_id=request_id))
 
 
 def _campaign(r: dict[str, Any]) -> dict[str, Any]:

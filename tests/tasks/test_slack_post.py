@@ -1,6 +1,7 @@
 """The Slack report through the real graph: failures, exactly once, updates, outbox, HTML.
 
-One module-scoped world and lake; the tests run in order, each continuing the previous state.
+One module-scoped world and lake; the tests run in order, each continuing the previous state,
+except those that use `outbox_run`, which runs the graph itself when no test before did.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def slack(module_root: Path) -> Iterator[FakeSlack]:
     )
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="module")
+def outbox_run(module_root: Path, slack: FakeSlack) -> luigi.execution_summary.LuigiRunResult:
+    """The day's run without a Slack token (the outbox delivery), built once for the module.
+
+    In the module's order it follows the Slack posts and the restatement, as before; a test
+    run alone gets the same outbox from a fresh lake.
+    """
+    with pytest.MonkeyPatch.context() as env:  # monkeypatch itself is per test
+        env.delenv("ADPERF_SLACK_TOKEN", raising=False)
+        return _build()
 
 
 def _build() -> luigi.execution_summary.LuigiRunResult:
@@ -132,11 +145,9 @@ def test_restated_numbers_update_the_same_message(
 
 
 def test_without_a_token_the_outbox_gets_message_chart_and_csv(
-    module_root: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+    module_root: Path, slack: FakeSlack, outbox_run: luigi.execution_summary.LuigiRunResult
 ) -> None:
-    monkeypatch.delenv("ADPERF_SLACK_TOKEN", raising=False)
-    result = _build()
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert outbox_run.status == LuigiStatusCode.SUCCESS, outbox_run.summary_text
     outbox = module_root / "outbox"
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         [f"slack-{DAY}.json", f"adperf-{DAY}.png", f"adperf-{DAY}-campaigns.csv"]
@@ -150,7 +161,9 @@ def test_without_a_token_the_outbox_gets_message_chart_and_csv(
     assert len(slack.messages) == 1  # nothing sent to Slack
 
 
-def test_html_report_is_in_the_lake_and_self_contained(module_root: Path, slack: FakeSlack) -> None:
+def test_html_report_is_in_the_lake_and_self_contained(
+    module_root: Path, outbox_run: luigi.execution_summary.LuigiRunResult
+) -> None:
     folder = module_root / "lake" / "reports" / f"date={DAY}"
     page = (folder / "report.html").read_text(encoding="utf-8")
     png = (folder / "chart.png").read_bytes()
@@ -160,13 +173,14 @@ def test_html_report_is_in_the_lake_and_self_contained(module_root: Path, slack:
 
 
 def test_demo_summary_shows_the_html_report_and_the_outbox(
-    module_root: Path, slack: FakeSlack
+    module_root: Path, outbox_run: luigi.execution_summary.LuigiRunResult
 ) -> None:
     from tasks import config
     from tasks.cli import _report_lines
 
+    assert outbox_run.status == LuigiStatusCode.SUCCESS, outbox_run.summary_text
     lines = "\n".join(_report_lines(END, config))
     html = (module_root / "lake" / "reports" / f"date={DAY}" / "report.html").resolve()
-    assert f"report:    {html}" in lines
+    assert html.is_file() and f"report:    {html}" in lines
     for name in (f"slack-{DAY}.json", f"adperf-{DAY}.png", f"adperf-{DAY}-campaigns.csv"):
         assert str((module_root / "outbox" / name).resolve()) in lines
