@@ -128,6 +128,7 @@ def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
     from adperf.sandbox.fake_google_ads import FakeGoogleAds, rows_from_ad_daily
     from adperf.sandbox.fake_graph import FakeGraphApi
     from adperf.sandbox.fake_mmp import FakeMmp
+    from adperf.sources.facebook import PAGE_LIMIT
 
     ad_rows = pd.read_parquet(root / "ad_daily.parquet")
     graph = FakeGraphApi(
@@ -136,6 +137,8 @@ def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
         # Async report runs complete at the first poll: the sandbox never waits.
         async_polls_until_done=0,
+        # Pages as large as adperf asks for (`limit`), as the real API serves them.
+        page_size=PAGE_LIMIT,
         **sandbox_ad_objects(root, meta)["facebook"],
     )
     google = FakeGoogleAds(

@@ -46,6 +46,7 @@ import pandas as pd
 
 from adperf.sandbox import loopback
 from adperf.sandbox.ad_objects import JsonState
+from adperf.sandbox.day_index import DayIndex
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class FakeGraphApi:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self._accounts = {_strip_act(a["account_id"]): dict(a) for a in accounts}
-        self._rows = _rows_as_records(ad_rows)
+        self._rows = DayIndex(_rows_as_records(ad_rows), account="account_id")
         outcomes = ["failed"] * failing_async_runs + list(async_outcomes or [])
         unknown = [o for o in outcomes if o not in OUTCOMES]
         if unknown:
@@ -189,7 +190,7 @@ class FakeGraphApi:
         missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
         if missing:
             raise ValueError(f"ad_rows is missing columns {missing}")
-        rows = _rows_as_records(ad_rows)
+        rows = DayIndex(_rows_as_records(ad_rows), account="account_id")
         with self._lock:
             self._rows = rows
 
@@ -375,12 +376,9 @@ class FakeGraphApi:
         return _unsupported(method, f"{run_id}/{edge}")
 
     def _select(self, account_id: str, query: _InsightsQuery) -> list[dict[str, Any]]:
-        wanted = _strip_act(account_id)
         with self._lock:
             rows = self._rows
-        return [
-            r for r in rows if r["account_id"] == wanted and query.since <= r["date"] <= query.until
-        ]
+        return rows.select(_strip_act(account_id), query.since, query.until)
 
     def _page(
         self,

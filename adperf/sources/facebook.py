@@ -37,6 +37,7 @@ import pandas as pd
 import requests
 from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.adobjects.adreportrun import AdReportRun
+from facebook_business.adobjects.objectparser import ObjectParser
 from facebook_business.api import Cursor, FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
@@ -253,12 +254,33 @@ def all_rows(cursor: Cursor, caller: GraphCaller) -> Iterator[dict[str, Any]]:
     The SDK's Cursor advances its `after` cursor only once a page has loaded, so calling
     `next()` again after an error re-reads the same page, not the whole result.
     """
+    _rows_as_read(cursor)
     while True:
         try:
             row = caller.call("read the next Insights page", lambda: next(cursor))
         except StopIteration:
             return
-        yield dict(row.export_all_data())
+        # The first page was parsed by the SDK before the hook: its rows are AdsInsights objects.
+        yield row if isinstance(row, dict) else dict(row.export_all_data())
+
+
+def _rows_as_read(cursor: Cursor) -> None:
+    """Make the cursor hand over the next pages' rows as the JSON the API sent.
+
+    The SDK turns each row into an AdsInsights object, type-checking every value on the way
+    (facebook_business.typechecker): about 0.4 ms a row, 35 of 59 s of a 28-day pull of 80k
+    rows. The rows are read as a mapping of the same JSON values either way. The hook is the
+    Cursor's own ObjectParser (`custom_parse_method`); should a later SDK rename the attribute,
+    the SDK's objects are read as before, only slower.
+    """
+    if hasattr(cursor, "_object_parser"):
+        cursor._object_parser = ObjectParser(
+            api=getattr(cursor, "_api", None), custom_parse_method=_json_row
+        )
+
+
+def _json_row(response: Mapping[str, Any], api: Any) -> Mapping[str, Any]:
+    return response
 
 
 def _async_rows(

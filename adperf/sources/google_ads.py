@@ -280,11 +280,13 @@ def _fetch_customer(
     window = {"since": caller.first_iso, "until": caller.day_iso}
     ad_rows = caller.call(
         "stream ad-level rows",
-        lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),
+        lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout, raw=True),
     )
     campaign_rows = caller.call(
         "stream campaign-level rows",
-        lambda: stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),
+        lambda: stream(
+            service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout, raw=True
+        ),
     )
     records = [_ad_record(r, caller) for r in ad_rows]
     for r in [*ad_rows, *campaign_rows]:
@@ -301,14 +303,21 @@ def _fetch_customer(
     return records
 
 
-def stream(service: Any, customer_id: str, query: str, timeout: float) -> list[Any]:
-    """Every row of one SearchStream call; a stream that breaks midway raises (no partial rows)."""
+def stream(
+    service: Any, customer_id: str, query: str, timeout: float, *, raw: bool = False
+) -> list[Any]:
+    """Every row of one SearchStream call; a stream that breaks midway raises (no partial rows).
+
+    With `raw`, the rows are the protobuf messages under proto-plus (google-ads' documented
+    `type(msg).pb(msg)`): proto-plus wraps every field read in Python, which was 7 of 11 s of a
+    14-day pull of 20k ad rows. Scalars read the same on both; enums are plain numbers on raw.
+    """
     rows: list[Any] = []
     batches: Iterator[Any] = service.search_stream(
         customer_id=customer_id, query=query, timeout=timeout
     )
     for batch in batches:
-        rows.extend(batch.results)
+        rows.extend(type(batch).pb(batch).results if raw else batch.results)
     return rows
 
 
