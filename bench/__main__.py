@@ -151,7 +151,13 @@ def checks(stages: dict[str, Any], data_dir: Path) -> dict[str, str]:
         out["pipeline.backfill"] = f"RangeDaily found {info.get('missing')} of 365 days missing"
     cold = stages.get("pipeline.cold", {}).get("info")
     if cold:
-        out["pipeline.cold"] = f"luigi status {cold.get('status')}, workers {cold.get('workers')}"
+        runs = stages.get("pipeline.cold", {}).get("runs", [])
+        fakes_mib = max((r.get("fakes_peak_rss_bytes", 0) for r in runs), default=0) / report.MIB
+        out["pipeline.cold"] = (
+            f"luigi status {cold.get('status')}, workers {cold.get('workers')}; not counted: "
+            f"the sandbox fakes (the vendors' servers) started in {cold.get('fakes_start_s')} s "
+            f"before the clock and peaked at {fakes_mib:,.0f} MiB in their own process"
+        )
     return out
 
 

@@ -101,6 +101,12 @@ class AdSpend(LakeTask):
     date = luigi.DateParameter(description="report day = pull day; the window ends on it")
 
     @property
+    def priority(self) -> int:
+        # Facebook's pulls are the longest tasks of a cold run (28-day windows): started first,
+        # they run beside the MMP chain instead of after it (13 s each on the large world).
+        return 20 if self.platform == "facebook" else 0
+
+    @property
     def resources(self) -> dict[str, int]:
         # [resources] api_facebook / api_google_ads cap concurrent pulls per platform.
         return {f"api_{self.platform}": 1}
@@ -733,6 +739,10 @@ class Contribution(LakeTask):
 
     date = luigi.DateParameter(description="report day")
     outputs = ("contribution",)
+    # Run early (luigi passes a task's priority on to what it requires): its window's EventLogs
+    # and the PageRank otherwise start last and run alone at the end of a cold run (16 s of 138
+    # on the large world with 2 workers).
+    priority = 10
 
     def requires(self) -> dict[str, Any]:
         window = _window(self.date, config.contribution().window_days)
