@@ -14,13 +14,16 @@ cores; parse + timestamp conversion, before pseudonymization):
       per line for a block that fails                                 and fell back (no ts parse)
     polars read_ndjson, same blocks          3.02   0.7 M       75   likewise
 
-Everything after the parse happens in the same pass: one DuckDB statement per file reads the
-gzip once, converts `ts`, classifies each line (malformed, out of the day, another event,
-kept) and stores only the kept lines' fields (plus a hash of them) in a temporary table; the
-counts are one GROUP BY over it, exact duplicates are looked for among equal hashes only, and
-the kept rows come out as Arrow in file order. Ids are pseudonymized once per distinct id
-(users and peers together) with the key's HMAC states computed once, and the result is the
-EVENTS Arrow table, written to Parquet by pyarrow without a pandas round trip.
+Everything else happens while the file is read: one DuckDB statement per file reads the gzip
+once, converts `ts`, classifies each line (malformed, out of the day, another event, kept) and
+streams Arrow batches in file order, with only the kept lines' fields, a hash of those fields
+and a 64-bit hash of each id. DuckDB inflates the gzip on one thread; on the other core this
+thread counts the batches, keeps the kept lines and gives them their pseudonyms chunk by chunk:
+each distinct id is HMAC'd once (users and peers together, the key's HMAC states computed
+once), found again by its hash, and rows take their hex pseudonyms from a table of digests.
+After the read, DuckDB checks that no two ids shared a hash (else the exact strings decide)
+while exact repeats of a line are dropped, and the result is the EVENTS Arrow table, written
+to Parquet by pyarrow without a pandas round trip.
 
 DuckDB gives one row per non-blank line, all-null when the line is not JSON (bad syntax, bad
 UTF-8, a cut line), so malformed lines are counted exactly without a second pass. A gzip with a
@@ -32,7 +35,9 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import queue
 import tempfile
+import threading
 import zlib
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -41,16 +46,13 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adperf.errors import SchemaError, SourceError
 from adperf.pseudonym import PSEUDONYM_BYTES as _PSEUDONYM_BYTES
-from adperf.pseudonym import PSEUDONYM_HEX_CHARS
-from adperf.pseudonym import hmac_prefixes as _hmac_prefixes  # key states computed once
-from adperf.pseudonym import pseudonym_hex as _hex  # noqa: F401 (tests/sources/test_logs.py)
+from adperf.pseudonym import PSEUDONYM_HEX_CHARS, hmac_prefixes
 from adperf.schema import EVENTS
 from adperf.timeutil import day_bounds_utc
 
@@ -67,16 +69,19 @@ BAD, OUT_OF_DAY, OTHER_EVENT, KEPT = 0, 1, 2, 3
 # Only module constants below: every value (path, day bounds, events) is a bound parameter.
 # `ts` is typed in the column spec: a value that is no timestamp (a word, a number) becomes NULL
 # in that field only (ignore_errors), and the line counts as malformed.
-# One statement per file, streamed to Arrow (parallel, in file order): a temporary DuckDB table
-# filled with INSERT was measured to run on one thread where this runs on all. Only the kept
-# lines' fields are returned (other lines as status + nulls), with a hash of those fields.
+# One statement per file, streamed to Arrow batches in file order while Python works on the
+# batches already read (the gzip is inflated on one core; the other is free during the read).
+# Only the kept lines' fields are returned (other lines as status + nulls), with a hash of those
+# fields (exact repeats are looked for among equal hashes only) and a 64-bit hash of each id.
 _READ = (
     "SELECT status, "
     "CASE WHEN status = 3 THEN ts END AS ts, CASE WHEN status = 3 THEN event END AS event, "
     "CASE WHEN status = 3 THEN user_id END AS user_id, "
     "CASE WHEN status = 3 THEN peer_id END AS peer_id, "
     "CASE WHEN status = 3 THEN premium END AS premium, "
-    "CASE WHEN status = 3 THEN hash(ts, event, user_id, peer_id, premium) END AS h "
+    "CASE WHEN status = 3 THEN hash(ts, event, user_id, peer_id, premium) END AS h, "
+    "CASE WHEN status = 3 THEN {user_h} END AS user_h, "
+    "CASE WHEN status = 3 THEN {peer_h} END AS peer_h "
     "FROM (SELECT CASE "
     "WHEN ts IS NULL OR event IS NULL OR event = '' OR user_id IS NULL OR user_id = '' THEN 0 "
     "WHEN ts < $start OR ts >= $end THEN 1 "
@@ -84,42 +89,19 @@ _READ = (
     "ELSE 3 END::UTINYINT AS status, ts, event, user_id, nullif(peer_id, '') AS peer_id, "
     "props.premium AS premium "
     "FROM read_json($path, format = 'newline_delimited', ignore_errors = true, columns = "
-    "{ts: 'TIMESTAMPTZ', event: 'VARCHAR', user_id: 'VARCHAR', peer_id: 'VARCHAR', "
-    "props: 'STRUCT(premium BOOLEAN)'}))"
+    "{{ts: 'TIMESTAMPTZ', event: 'VARCHAR', user_id: 'VARCHAR', peer_id: 'VARCHAR', "
+    "props: 'STRUCT(premium BOOLEAN)'}}))"
 )
-_COUNTS = "SELECT status, count(*) FROM lines GROUP BY status"
-# Kept lines whose hash repeats: the only candidates for exact duplicates (usually none).
-_REPEATS = (
-    "SELECT rowid, ts, event, user_id, peer_id, premium FROM lines WHERE status = 3 AND h IN "
-    "(SELECT h FROM lines WHERE status = 3 GROUP BY h HAVING count(*) > 1)"
-)
-# Without ORDER BY, DuckDB returns a filtered scan in insertion (= file) order
-# (preserve_insertion_order, on by default).
-# Each kept line's ids as DuckDB's 64-bit hash, and the distinct ids with theirs: the rows
-# find their id's pseudonym through the hash (pandas' integer hash table), so the id strings
-# are neither copied per row nor hashed again in Arrow. DISTINCT is exact on the strings, so
-# two ids sharing one hash show up as a repeated hash; then the strings decide (`_encode_ids`).
-_KEPT = (
-    "SELECT ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
-    "peer_id IS NOT NULL AS has_peer FROM lines WHERE status = 3"
-)
-_KEPT_ROWIDS = (
-    "SELECT rowid, ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
-    "peer_id IS NOT NULL AS has_peer FROM lines WHERE status = 3"
-)
-_KEPT_IDS = (
-    "SELECT ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
-    "peer_id IS NOT NULL AS has_peer, user_id, peer_id FROM lines WHERE status = 3"
-)
-_KEPT_IDS_ROWIDS = (
-    "SELECT rowid, ts, event, premium, hash(user_id) AS user_h, hash(peer_id) AS peer_h, "
-    "peer_id IS NOT NULL AS has_peer, user_id, peer_id FROM lines WHERE status = 3"
-)
-_DISTINCT_IDS = (
-    "SELECT id, hash(id) AS h FROM (SELECT user_id AS id FROM lines WHERE status = 3 "
-    "UNION SELECT peer_id FROM lines WHERE status = 3 AND peer_id IS NOT NULL)"
-)
+# DuckDB's 64-bit string hash names an id until the pseudonyms are attached; two ids sharing
+# one are detected (`_Ids`) and the exact strings decide then. A test swaps it for a constant.
+_ID_HASH = "hash({})"
 _DEDUP_KEYS = ["ts", "event", "user_id", "peer_id", "premium"]
+_KEPT_COLUMNS = [*_DEDUP_KEYS, "h", "user_h", "peer_h"]
+# Kept lines gathered before their ids are looked up and hashed: per-chunk costs stay small.
+_CHUNK_ROWS = 1 << 18
+_BATCH_ROWS = 1 << 17
+# Batches read ahead of the Python side (bounded: the lines not kept are dropped as they come).
+_READ_AHEAD = 16
 
 
 def log_files(path_pattern: str, day: dt.date) -> list[Path]:
@@ -205,54 +187,43 @@ def fetch_events_table(
         # A list DuckDB can type even when empty; with all_events it is never looked at.
         "events": sorted(events) if events else [""],
     }
+    ids = _Ids(hmac_key)
+    chunks: list[pa.Table] = []
     con = duckdb.connect()
     try:
         # Timestamps without an offset are read as UTC, whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'")
-        lines = pa.concat_tables([_read_file(con, path, params, counts) for path in files])
-        # `lines` is scanned in place by the queries below; rowid numbers the lines in order.
-        lines = lines.append_column("rowid", pa.array(np.arange(lines.num_rows, dtype=np.int64)))
-        con.register("lines", lines)
-        per_status = dict(con.execute(_COUNTS).fetchall())
-        counts["lines"] += sum(per_status.values())
-        counts["bad"] += per_status.get(BAD, 0)
+        for path in files:
+            chunks += _read_file(con, path, params, counts, ids)
         _check_bad_share(counts, day, max_bad_fraction)
-        counts["out_of_day"] = per_status.get(OUT_OF_DAY, 0)
-        counts["other_events"] = per_status.get(OTHER_EVENT, 0)
-        # The distinct ids first: their HMACs (Python, holding the GIL) are computed while
-        # DuckDB (which releases it) finds the repeats and returns the kept lines.
-        ids = con.sql(_DISTINCT_IDS).to_arrow_table()
-        uniques = ids["id"].combine_chunks()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            kept = pool.submit(_kept_lines, con, counts)
-            digests = _hmac_prefixes(uniques, hmac_key)
-            drop, table = kept.result()
-        if table.num_rows == 0:
+        if not chunks:
             return EVENTS.schema.empty_table(), counts
-        index = pd.Index(ids["h"].to_numpy())
-        if index.is_unique:
-            user_idx, peer_idx = _indices(index, table)
-        else:  # two ids share a 64-bit hash: group the id strings themselves
-            table = _kept(con, drop, with_ids=True)
-            uniques, user_idx, peer_idx = _encode_ids(table)
-            digests = _hmac_prefixes(uniques, hmac_key)
+        kept = pa.concat_tables(chunks)
+        # Each 64-bit hash must stand for one id string: DuckDB checks (on its threads) while
+        # the repeats are dropped here.
+        con.register("kept", kept)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            shared = pool.submit(lambda: con.execute(_SHARED_HASHES).fetchall()[0][0])
+            kept = _drop_repeats(kept, counts)
+            collisions = shared.result()
+        con.unregister("kept")
     finally:
         con.close()
-
+    if collisions:  # two ids share a hash (rare): the exact strings decide, a slower path
+        kept = _exact_pseudonyms(kept, hmac_key)
     if shards > 1:
-        per_unique = _first_u32(digests) % shards
-        mine = per_unique[user_idx] == shard
-        counts["other_shards"] = table.num_rows - int(mine.sum())
-        table, user_idx, peer_idx = table.filter(pa.array(mine)), user_idx[mine], peer_idx[mine]
-    n = table.num_rows
+        mine = kept["user_key"].to_numpy() % shards == shard
+        counts["other_shards"] = kept.num_rows - int(mine.sum())
+        kept = kept.filter(pa.array(mine))
+    n = kept.num_rows
     out = pa.Table.from_arrays(
         [
             _repeat_str(day.isoformat(), n),
-            pc.cast(table["ts"], EVENTS.schema.field("ts").type),
-            table["event"],
-            _pids(digests, user_idx),
-            _pids(digests, peer_idx),
-            table["premium"],
+            pc.cast(kept["ts"], EVENTS.schema.field("ts").type),
+            kept["event"],
+            kept["user_pid"],
+            kept["peer_pid"],
+            kept["premium"],
         ],
         schema=EVENTS.schema,
     )
@@ -261,125 +232,215 @@ def fetch_events_table(
 
 
 def _read_file(
-    con: duckdb.DuckDBPyConnection, path: Path, params: dict[str, Any], counts: dict[str, int]
-) -> pa.Table:
-    """One file's lines, classified (one statement: the gzip is read once)."""
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    params: dict[str, Any],
+    counts: dict[str, int],
+    ids: _Ids,
+) -> list[pa.Table]:
+    """One file's kept lines in chunks (the gzip is read once); its line counts added."""
     try:
-        table: pa.Table = con.sql(_READ, params={**params, "path": str(path)}).to_arrow_table()
-        return table
+        return _stream(con, str(path), params, counts, ids)
     except duckdb.IOException:
         if path.suffix != ".gz":
             raise
     # A gzip that ends early (a copy cut short, a writer killed mid-rotation): keep the lines
-    # before the damage; the cut line and whatever followed count as one bad line.
+    # before the damage; the cut line and whatever followed count as one bad line. What the
+    # failed read saw is dropped (counts included); ids it hashed stay, unused or reused.
     counts["truncated_files"] += 1
     counts["lines"] += 1
     counts["bad"] += 1
     with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
         plain = Path(tmp) / "readable.jsonl"
         _decompress_readable(path, plain)
-        table = con.sql(_READ, params={**params, "path": str(plain)}).to_arrow_table()
-        return table
+        return _stream(con, str(plain), params, counts, ids)
 
 
-def _repeated_rows(con: duckdb.DuckDBPyConnection, counts: dict[str, int]) -> np.ndarray | None:
-    """Row ids of the exact repeats of a kept line (all but its first), counted; None if none."""
+def _stream(
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    params: dict[str, Any],
+    counts: dict[str, int],
+    ids: _Ids,
+) -> list[pa.Table]:
+    """Read one file with `_READ`, batches handed over by a reader thread as DuckDB goes.
+
+    DuckDB (which releases the GIL) inflates and parses on one core while this thread counts
+    the batches, keeps the kept lines and hashes their new ids on the other. The counts of the
+    file are added only when the whole file was read.
+    """
+    sql = _READ.format(user_h=_ID_HASH.format("user_id"), peer_h=_ID_HASH.format("peer_id"))
+    handoff: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_READ_AHEAD)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            reader = con.sql(sql, params={**params, "path": path}).to_arrow_reader(_BATCH_ROWS)
+            for batch in reader:
+                if stop.is_set():
+                    return
+                handoff.put(batch)
+            handoff.put(None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller, raised there)
+            handoff.put(exc)
+
+    per_status = np.zeros(4, dtype=np.int64)
+    chunks: list[pa.Table] = []
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    thread = threading.Thread(target=pump, name="adperf-logs-read", daemon=True)
+    thread.start()
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            status = item.column(0).to_numpy(zero_copy_only=False)
+            per_status += np.bincount(status, minlength=4)[:4]
+            if not (status == KEPT).any():
+                continue
+            kept = pa.Table.from_batches([item.filter(pa.array(status == KEPT))])
+            pending.append(kept.select(_KEPT_COLUMNS))
+            pending_rows += kept.num_rows
+            if pending_rows >= _CHUNK_ROWS:
+                chunks.append(ids.add(pa.concat_tables(pending).combine_chunks()))
+                pending, pending_rows = [], 0
+        if pending:
+            chunks.append(ids.add(pa.concat_tables(pending).combine_chunks()))
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue, then let it end
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+    counts["lines"] += int(per_status.sum())
+    counts["bad"] += int(per_status[BAD])
+    counts["out_of_day"] += int(per_status[OUT_OF_DAY])
+    counts["other_events"] += int(per_status[OTHER_EVENT])
+    return chunks
+
+
+class _Ids:
+    """The distinct ids met so far, found by their 64-bit hash, each HMAC'd once.
+
+    `add` looks a chunk's id hashes up (a hash table per chunk, then a binary search of the
+    chunk's distinct hashes among those met before), HMACs the ids met for the first time and
+    gives each row its pseudonyms. That a hash stands for one string only is checked once at
+    the end (`_SHARED_HASHES`).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._sorted = np.empty(0, dtype=np.uint64)  # hashes met, ascending
+        self._where = np.empty(0, dtype=np.int64)  # each sorted hash's row in `_digests`
+        self._digests = np.empty(0, dtype=_DIGEST)  # in the order the ids were met
+
+    def add(self, chunk: pa.Table) -> pa.Table:
+        """`chunk` (kept lines) with `user_pid`, `peer_pid` and `user_key` (shard) added."""
+        n = chunk.num_rows
+        has_peer = chunk["peer_id"].is_valid().to_numpy(zero_copy_only=False)
+        hashes = np.concatenate([chunk["user_h"].to_numpy(), chunk["peer_h"].to_numpy()[has_peer]])
+        codes, uniq = pd.factorize(hashes, sort=True)  # sorted: a cache-friendly search
+        at = np.searchsorted(self._sorted, uniq)
+        known = at < len(self._sorted)
+        known[known] = self._sorted[at[known]] == uniq[known]
+        where = np.empty(len(uniq), dtype=np.int64)
+        where[known] = self._where[at[known]]
+        new = np.flatnonzero(~known)
+        if len(new):
+            # The first row of each new hash names its id (the earliest index written last).
+            first = np.empty(len(uniq), dtype=np.int64)
+            first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
+            ids = pa.concat_arrays(
+                [
+                    chunk["user_id"].combine_chunks(),
+                    chunk["peer_id"].combine_chunks().filter(pa.array(has_peer)),
+                ]
+            ).take(pa.array(first[new]))
+            digests = np.frombuffer(hmac_prefixes(ids, self._key), dtype=_DIGEST)
+            where[new] = np.arange(len(self._digests), len(self._digests) + len(new))
+            self._digests = np.concatenate([self._digests, digests])
+            # The new hashes (sorted) inserted before their search positions keep the order.
+            self._sorted = np.insert(self._sorted, at[new], uniq[new])
+            self._where = np.insert(self._where, at[new], where[new])
+        rows = where[codes]
+        users = rows[:n]
+        peers = np.full(n, -1, dtype=np.int64)
+        peers[has_peer] = rows[n:]
+        return _with_pseudonyms(chunk, self._digests, users, peers)
+
+
+# A pseudonym's bytes (the first 16 of the HMAC) as one numpy item: rows gather in one step.
+_DIGEST = np.dtype((np.void, _PSEUDONYM_BYTES))
+# Hashes that stand for two different id strings (expected: none).
+_SHARED_HASHES = (
+    "SELECT count(*) FROM (SELECT h FROM (SELECT user_h AS h, user_id AS id FROM kept "
+    "UNION ALL SELECT peer_h, peer_id FROM kept WHERE peer_id IS NOT NULL) "
+    "GROUP BY h HAVING min(id) <> max(id))"
+)
+
+
+def _with_pseudonyms(
+    chunk: pa.Table, digests: np.ndarray, users: np.ndarray, peers: np.ndarray
+) -> pa.Table:
+    """`chunk` with each row's user and peer pseudonym (rows of `digests`; -1: no peer) and
+    the user's shard key (the pseudonym's first 8 hex digits as a number, see `shard_of`)."""
+    user_rows = digests[users]
+    keys = np.frombuffer(user_rows.tobytes(), dtype=">u4").reshape(-1, _PSEUDONYM_BYTES // 4)
+    return (
+        chunk.append_column("user_pid", _hex(user_rows))
+        .append_column("peer_pid", _hex(digests[np.maximum(peers, 0)], valid=peers >= 0))
+        .append_column("user_key", pa.array(keys[:, 0].astype(np.uint32)))
+    )
+
+
+def _hex(rows: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Lowercase hex of each digest row, as a string array (null where not `valid`)."""
+    n = len(rows)
+    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
+    data = pa.py_buffer(rows.tobytes().hex().encode("ascii"))
+    if valid is None or valid.all():
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, bitmap, int(n - valid.sum()))
+
+
+def _drop_repeats(kept: pa.Table, counts: dict[str, int]) -> pa.Table:
+    """`kept` without the exact repeats of a line (all but its first), counted."""
     # Log shippers deliver a line twice after a retry; a repeated premium match would weigh
     # double in the contribution graph. Two real events never share ts to the microsecond.
-    repeats: pa.Table = con.sql(_REPEATS).to_arrow_table()
-    if repeats.num_rows == 0:
-        return None
-    # Equal hashes are candidates; equal fields decide (nulls group together).
-    firsts = repeats.group_by(_DEDUP_KEYS, use_threads=False).aggregate([("rowid", "min")])
-    drop = np.setdiff1d(repeats["rowid"].to_numpy(), firsts["rowid_min"].to_numpy())
-    counts["duplicates"] = len(drop)
-    return drop if len(drop) else None
-
-
-def _kept(con: duckdb.DuckDBPyConnection, drop: np.ndarray | None, *, with_ids: bool) -> pa.Table:
-    """The kept lines in file order without the repeats in `drop` (ids as strings if asked)."""
-    if drop is None:
-        kept: pa.Table = con.sql(_KEPT_IDS if with_ids else _KEPT).to_arrow_table()
+    h = kept["h"].to_numpy()
+    ordered = np.sort(h)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated) == 0:  # the usual case, found by one sort
         return kept
-    table: pa.Table = con.sql(_KEPT_IDS_ROWIDS if with_ids else _KEPT_ROWIDS).to_arrow_table()
-    keep = ~np.isin(table["rowid"].to_numpy(), drop)
-    return table.filter(pa.array(keep)).drop_columns(["rowid"])
+    candidates = np.flatnonzero(np.isin(h, repeated))
+    # Equal hashes are candidates; equal fields decide (nulls group together).
+    rows = kept.select(_DEDUP_KEYS).take(pa.array(candidates))
+    rows = rows.append_column("row", pa.array(candidates))
+    firsts = rows.group_by(_DEDUP_KEYS, use_threads=False).aggregate([("row", "min")])
+    drop = np.setdiff1d(candidates, firsts["row_min"].to_numpy())
+    counts["duplicates"] = len(drop)
+    if len(drop) == 0:
+        return kept
+    keep = np.ones(kept.num_rows, dtype=bool)
+    keep[drop] = False
+    return kept.filter(pa.array(keep))
 
 
-def _kept_lines(
-    con: duckdb.DuckDBPyConnection, counts: dict[str, int]
-) -> tuple[np.ndarray | None, pa.Table]:
-    """The repeats to drop and the kept lines (ids as hashes), for a worker thread."""
-    drop = _repeated_rows(con, counts)
-    return drop, _kept(con, drop, with_ids=False)
-
-
-def _indices(index: pd.Index, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's user and peer as positions in `index` (the distinct ids' hashes); -1: no peer."""
-    users = index.get_indexer(table["user_h"].to_numpy())
-    peers = index.get_indexer(table["peer_h"].to_numpy())
-    has_peer = table["has_peer"].to_numpy()
-    if (users < 0).any() or (peers[has_peer] < 0).any():
-        raise RuntimeError("logs: an id of a kept line is missing from the distinct ids")
-    peers[~has_peer] = -1
-    return users, peers
-
-
-def _pids(digests: bytes, idx: np.ndarray) -> pa.Array:
-    """The pseudonym of each row's id (`idx` into the digests; -1 is null), as a string array.
-
-    Gathers the 16-byte digests per row and hex-encodes them at once: cheaper than taking
-    32-character strings row by row.
-    """
-    table = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _PSEUDONYM_BYTES)
-    valid = idx >= 0
-    rows = table[np.where(valid, idx, 0)] if len(table) else np.zeros((len(idx), 16), np.uint8)
-    data = rows.tobytes().hex().encode("ascii")
-    n = len(idx)
-    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int64)
-    nulls = int(n - valid.sum())
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
-    out = pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls
-    )
-    return out.cast(pa.string())
-
-
-def _encode_ids(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Distinct ids of users and peers (one dictionary) and each column's indices into it
-    (-1: no peer).
-
-    Groups the ids by their DuckDB hash (`user_h`, `peer_h`) with a hash table on integers,
-    then checks that every id equals its group's first id; a 64-bit collision (two ids, one
-    hash) fails that check and the exact string dictionary is used instead.
-    """
-    users = table["user_id"].combine_chunks()
-    peers = table["peer_id"].combine_chunks()
+def _exact_pseudonyms(kept: pa.Table, key: bytes) -> pa.Table:
+    """`kept` with its pseudonyms made again from the exact id strings, whatever their hashes."""
+    kept = kept.drop_columns(["user_pid", "peer_pid", "user_key"])
+    users = kept["user_id"].combine_chunks()
+    peers = kept["peer_id"].combine_chunks()
     n = len(users)
     has_peer = peers.is_valid().to_numpy(zero_copy_only=False)
-    ids = pa.concat_arrays([users, peers.filter(pa.array(has_peer))])
-    keys = np.concatenate(
-        [
-            table["user_h"].to_numpy(),
-            table["peer_h"].to_numpy()[has_peer],
-        ]
-    )
-    codes, uniques = pd.factorize(keys)
-    first = np.empty(len(uniques), dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes), dtype=np.int64)[::-1]
-    dictionary = ids.take(pa.array(first))
-    if not pc.all(pc.equal(dictionary.take(pa.array(codes)), ids)).as_py():
-        encoded = pc.dictionary_encode(ids)
-        dictionary, codes = encoded.dictionary, encoded.indices.to_numpy()
+    encoded = pc.dictionary_encode(pa.concat_arrays([users, peers.filter(pa.array(has_peer))]))
+    codes = encoded.indices.to_numpy().astype(np.int64)
     peer_codes = np.full(n, -1, dtype=np.int64)
     peer_codes[has_peer] = codes[n:]
-    return dictionary, codes[:n].astype(np.int64), peer_codes
-
-
-def _first_u32(digests: bytes) -> npt.NDArray[np.int64]:
-    """The first 4 bytes of each 16-byte digest as a big-endian number: its first 8 hex chars."""
-    rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, _PSEUDONYM_BYTES)[:, :4]
-    return np.ascontiguousarray(rows).view(">u4").ravel().astype(np.int64)
+    digests = np.frombuffer(hmac_prefixes(encoded.dictionary, key), dtype=_DIGEST)
+    return _with_pseudonyms(kept, digests, codes[:n], peer_codes)
 
 
 def _repeat_str(value: str, n: int) -> pa.Array:

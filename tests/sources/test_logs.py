@@ -142,34 +142,6 @@ def test_missing_file_names_the_day_and_the_fix(tmp_path):
         _fetch(tmp_path)
 
 
-@pytest.mark.parametrize("key", [b"k", b"x" * 64, b"long-key-" * 20])
-def test_fast_hmac_gives_the_shared_pseudonym_for_any_key_length(key):
-    from adperf.sources.logs import _hex, _hmac_prefixes
-
-    ids = ["usr_1", "", "ü-nicode", "usr_" + "9" * 80]
-    got = _hex(_hmac_prefixes(pa.array(ids, pa.string()), key)).to_pylist()
-    assert got == [pseudonymize_one(i, key) for i in ids]
-
-
-def test_a_hash_collision_between_two_ids_still_gives_each_its_own_pseudonym():
-    from adperf.sources.logs import _encode_ids
-
-    # Force DuckDB's 64-bit hash to collide: two different users, one hash; peers share it too.
-    table = pa.table(
-        {
-            "user_id": pa.array(["usr_a", "usr_b", "usr_a"], pa.string()),
-            "peer_id": pa.array(["usr_b", None, "usr_c"], pa.string()),
-            "user_h": pa.array([7, 7, 7], pa.uint64()),
-            "peer_h": pa.array([7, 0, 9], pa.uint64()),
-        }
-    )
-    dictionary, users, peers = _encode_ids(table)
-    assert dictionary.take(pa.array(users)).to_pylist() == ["usr_a", "usr_b", "usr_a"]
-    assert peers[1] == -1  # no peer
-    assert dictionary.take(pa.array(peers, mask=peers < 0)).to_pylist() == ["usr_b", None, "usr_c"]
-    assert len(dictionary) == 3
-
-
 def test_an_empty_event_list_counts_every_good_line_as_other_events(tmp_path):
     lines = [_line("2026-11-27T12:00:00+09:00", user=f"usr_{i}") for i in range(5)]
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
@@ -178,20 +150,60 @@ def test_an_empty_event_list_counts_every_good_line_as_other_events(tmp_path):
     assert list(df.columns) == ["date", "ts", "event", "user_pid", "peer_pid", "premium"]
 
 
-def test_ids_sharing_a_hash_fall_back_to_the_exact_strings(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "id_hash",
+    [
+        "7::UBIGINT",  # every id shares one hash, in the first chunk already
+        "length({})::UBIGINT",  # ids of one length share one: met across chunks too
+    ],
+)
+def test_ids_sharing_a_hash_fall_back_to_the_exact_strings(tmp_path, monkeypatch, id_hash):
     import adperf.sources.logs as logs
 
     lines = [
         _line("2026-11-27T12:00:00+09:00", user=f"usr_{i % 7}", peer_id=f"usr_{i % 5 + 3}")
         for i in range(50)
-    ] + [_line("2026-11-27T13:00:00+09:00", user="usr_x")]
+    ] + [
+        _line("2026-11-27T13:00:00+09:00", user="usr_x"),
+        _line("2026-11-27T14:00:00+09:00", user="usr_long_1"),
+    ]
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
     expected, counts = _fetch(tmp_path)
-    # Every distinct id reported under one hash, as if they all collided.
-    monkeypatch.setattr(
-        logs, "_DISTINCT_IDS", logs._DISTINCT_IDS.replace("hash(id) AS h", "7::UBIGINT AS h")
-    )
+    # Small batches and chunks: a later chunk meets a hash an earlier chunk's id had.
+    monkeypatch.setattr(logs, "_BATCH_ROWS", 8)
+    monkeypatch.setattr(logs, "_CHUNK_ROWS", 8)
+    same, again = _fetch(tmp_path)
+    pd.testing.assert_frame_equal(same, expected)
+    monkeypatch.setattr(logs, "_ID_HASH", id_hash)
     got, again = _fetch(tmp_path)
     assert again == counts
     pd.testing.assert_frame_equal(got, expected)
     assert got["user_pid"].tolist()[:7] == [pseudonymize_one(f"usr_{i}", KEY) for i in range(7)]
+    assert got["user_pid"].tolist()[-1] == pseudonymize_one("usr_long_1", KEY)
+
+
+def test_ids_are_hashed_once_each_over_many_chunks(tmp_path, monkeypatch):
+    import adperf.sources.logs as logs
+
+    calls: list[int] = []
+    real = logs.hmac_prefixes
+    monkeypatch.setattr(
+        logs, "hmac_prefixes", lambda ids, key: calls.append(len(ids)) or real(ids, key)
+    )
+    monkeypatch.setattr(logs, "_BATCH_ROWS", 16)
+    monkeypatch.setattr(logs, "_CHUNK_ROWS", 16)
+    lines = [
+        _line(
+            f"2026-11-27T12:{i // 60:02d}:{i % 60:02d}+09:00",
+            user=f"usr_{i % 40}",
+            peer_id=f"usr_{(i * 7) % 60}",
+        )
+        for i in range(400)
+    ]
+    _write(tmp_path / "2026-11-27.jsonl.gz", lines)
+    df, _ = _fetch(tmp_path)
+    assert len(calls) > 1 and sum(calls) == 60  # several chunks; usr_0..usr_59, each once
+    assert df["user_pid"].tolist() == [pseudonymize_one(f"usr_{i % 40}", KEY) for i in range(400)]
+    assert df["peer_pid"].tolist() == [
+        pseudonymize_one(f"usr_{(i * 7) % 60}", KEY) for i in range(400)
+    ]
