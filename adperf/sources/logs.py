@@ -193,8 +193,9 @@ def fetch_events_table(
     try:
         # Timestamps without an offset are read as UTC, whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'")
+        reader = _DayReader(con, params, counts, ids)
         for path in files:
-            chunks += _read_file(con, path, params, counts, ids)
+            chunks += reader.read_file(path)
         _check_bad_share(counts, day, max_bad_fraction)
         if not chunks:
             return EVENTS.schema.empty_table(), counts
@@ -231,93 +232,94 @@ def fetch_events_table(
     return out, counts
 
 
-def _read_file(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    params: dict[str, Any],
-    counts: dict[str, int],
-    ids: _Ids,
-) -> list[pa.Table]:
-    """One file's kept lines in chunks (the gzip is read once); its line counts added."""
-    try:
-        return _stream(con, str(path), params, counts, ids)
-    except duckdb.IOException:
-        if path.suffix != ".gz":
-            raise
-    # A gzip that ends early (a copy cut short, a writer killed mid-rotation): keep the lines
-    # before the damage; the cut line and whatever followed count as one bad line. What the
-    # failed read saw is dropped (counts included); ids it hashed stay, unused or reused.
-    counts["truncated_files"] += 1
-    counts["lines"] += 1
-    counts["bad"] += 1
-    with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
-        plain = Path(tmp) / "readable.jsonl"
-        _decompress_readable(path, plain)
-        return _stream(con, str(plain), params, counts, ids)
+class _DayReader:
+    """Reads the day's files one by one into kept-line chunks, adding to `counts`."""
 
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        params: dict[str, Any],
+        counts: dict[str, int],
+        ids: _Ids,
+    ) -> None:
+        self.con, self.params, self.counts, self.ids = con, params, counts, ids
 
-def _stream(
-    con: duckdb.DuckDBPyConnection,
-    path: str,
-    params: dict[str, Any],
-    counts: dict[str, int],
-    ids: _Ids,
-) -> list[pa.Table]:
-    """Read one file with `_READ`, batches handed over by a reader thread as DuckDB goes.
-
-    DuckDB (which releases the GIL) inflates and parses on one core while this thread counts
-    the batches, keeps the kept lines and hashes their new ids on the other. The counts of the
-    file are added only when the whole file was read.
-    """
-    sql = _READ.format(user_h=_ID_HASH.format("user_id"), peer_h=_ID_HASH.format("peer_id"))
-    handoff: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_READ_AHEAD)
-    stop = threading.Event()
-
-    def pump() -> None:
+    def read_file(self, path: Path) -> list[pa.Table]:
+        """One file's kept lines in chunks (the gzip is read once); its line counts added."""
         try:
-            reader = con.sql(sql, params={**params, "path": path}).to_arrow_reader(_BATCH_ROWS)
-            for batch in reader:
-                if stop.is_set():
-                    return
-                handoff.put(batch)
-            handoff.put(None)
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller, raised there)
-            handoff.put(exc)
+            return self._stream(str(path))
+        except duckdb.IOException:
+            if path.suffix != ".gz":
+                raise
+        # A gzip that ends early (a copy cut short, a writer killed mid-rotation): keep the
+        # lines before the damage; the cut line and whatever followed count as one bad line.
+        # What the failed read saw is dropped (counts included); ids it hashed stay, unused or
+        # reused.
+        self.counts["truncated_files"] += 1
+        self.counts["lines"] += 1
+        self.counts["bad"] += 1
+        with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
+            plain = Path(tmp) / "readable.jsonl"
+            _decompress_readable(path, plain)
+            return self._stream(str(plain))
 
-    per_status = np.zeros(4, dtype=np.int64)
-    chunks: list[pa.Table] = []
-    pending: list[pa.Table] = []
-    pending_rows = 0
-    thread = threading.Thread(target=pump, name="adperf-logs-read", daemon=True)
-    thread.start()
-    try:
-        while (item := handoff.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            status = item.column(0).to_numpy(zero_copy_only=False)
-            per_status += np.bincount(status, minlength=4)[:4]
-            if not (status == KEPT).any():
-                continue
-            kept = pa.Table.from_batches([item.filter(pa.array(status == KEPT))])
-            pending.append(kept.select(_KEPT_COLUMNS))
-            pending_rows += kept.num_rows
-            if pending_rows >= _CHUNK_ROWS:
-                chunks.append(ids.add(pa.concat_tables(pending).combine_chunks()))
-                pending, pending_rows = [], 0
-        if pending:
-            chunks.append(ids.add(pa.concat_tables(pending).combine_chunks()))
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue, then let it end
+    def _stream(self, path: str) -> list[pa.Table]:
+        """Read one file with `_READ`, batches handed over by a reader thread as DuckDB goes.
+
+        DuckDB (which releases the GIL) inflates and parses while this thread counts the
+        batches, keeps the kept lines and hashes their new ids. The counts of the file are
+        added only when the whole file was read.
+        """
+        sql = _READ.format(user_h=_ID_HASH.format("user_id"), peer_h=_ID_HASH.format("peer_id"))
+        handoff: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(_READ_AHEAD)
+        stop = threading.Event()
+        params = {**self.params, "path": path}
+
+        def pump() -> None:
             try:
-                handoff.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-    counts["lines"] += int(per_status.sum())
-    counts["bad"] += int(per_status[BAD])
-    counts["out_of_day"] += int(per_status[OUT_OF_DAY])
-    counts["other_events"] += int(per_status[OTHER_EVENT])
-    return chunks
+                reader = self.con.sql(sql, params=params).to_arrow_reader(_BATCH_ROWS)
+                for batch in reader:
+                    if stop.is_set():
+                        return
+                    handoff.put(batch)
+                handoff.put(None)
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller, raised there)
+                handoff.put(exc)
+
+        per_status = np.zeros(4, dtype=np.int64)
+        chunks: list[pa.Table] = []
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        thread = threading.Thread(target=pump, name="adperf-logs-read", daemon=True)
+        thread.start()
+        try:
+            while (item := handoff.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                status = item.column(0).to_numpy(zero_copy_only=False)
+                per_status += np.bincount(status, minlength=4)[:4]
+                if not (status == KEPT).any():
+                    continue
+                kept = pa.Table.from_batches([item.filter(pa.array(status == KEPT))])
+                pending.append(kept.select(_KEPT_COLUMNS))
+                pending_rows += kept.num_rows
+                if pending_rows >= _CHUNK_ROWS:
+                    chunks.append(self.ids.add(pa.concat_tables(pending).combine_chunks()))
+                    pending, pending_rows = [], 0
+            if pending:
+                chunks.append(self.ids.add(pa.concat_tables(pending).combine_chunks()))
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a reader waiting on a full queue; let it end
+                try:
+                    handoff.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+        self.counts["lines"] += int(per_status.sum())
+        self.counts["bad"] += int(per_status[BAD])
+        self.counts["out_of_day"] += int(per_status[OUT_OF_DAY])
+        self.counts["other_events"] += int(per_status[OTHER_EVENT])
+        return chunks
 
 
 class _Ids:
