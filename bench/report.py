@@ -125,8 +125,24 @@ def targets(stages: dict[str, Any]) -> list[Target]:
     nx_capped = bool(stages.get("pagerank.networkx", {}).get("capped"))
     ratio("logs extract ≤ 1.6x DuckDB read_json", "logs.adperf", "logs.duckdb", 1.6, at_most=True)
     ratio("logs extract ≥ 7x faster than naive", "logs.naive", "logs.adperf", 7.0, at_most=False)
-    seconds("LTV stage ≤ 10 s", "ltv.adperf", 10.0)
-    ratio("LTV ≥ 3x faster than lifetimes", "ltv.lifetimes", "ltv.adperf", 3.0, at_most=False)
+    # Each day's Ltv task starts from the previous day's fit (the advice, and what the
+    # pipeline does): that is the stage judged; the cold start (a first day) is shown beside it.
+    seconds("LTV stage ≤ 10 s (warm start, as each day runs)", "ltv.adperf_warm", 10.0)
+    seconds("LTV stage ≤ 10 s (cold start, a first day)", "ltv.adperf", 10.0)
+    ratio(
+        "LTV ≥ 3x faster than lifetimes (warm start)",
+        "ltv.lifetimes",
+        "ltv.adperf_warm",
+        3.0,
+        at_most=False,
+    )
+    ratio(
+        "LTV ≥ 3x faster than lifetimes (cold start)",
+        "ltv.lifetimes",
+        "ltv.adperf",
+        3.0,
+        at_most=False,
+    )
     ratio(
         "PageRank ≥ 30x faster than networkx",
         "pagerank.networkx",

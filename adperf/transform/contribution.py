@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
@@ -80,27 +81,94 @@ def pagerank(
             raise ValueError("pagerank: personalization must be n non-negative values, not all 0")
         p = p / p.sum()
 
-    adjacency = sp.csr_matrix((w, (src, dst)), shape=(n, n))  # duplicates are summed
-    out_weight = np.asarray(adjacency.sum(axis=1)).ravel()
-    dangling = out_weight == 0
-    inv_out = np.divide(1.0, out_weight, out=np.zeros(n), where=~dangling)
-    # Row-stochastic transition matrix, transposed once so each step is one sparse mat-vec.
-    transition_t = (sp.diags(inv_out) @ adjacency).T.tocsr()
-
-    # Start from the teleport vector, not uniform: nodes unreachable from its support then stay
-    # at exactly 0 instead of keeping a d**k residue of the starting mass.
-    x = p.copy()
-    for _ in range(max_iter):
-        x_new = damping * (transition_t @ x + x[dangling].sum() * p) + (1.0 - damping) * p
-        # Renormalize against float drift: the iteration preserves total mass exactly in theory.
-        x_new /= x_new.sum()
-        if np.abs(x_new - x).sum() < tol:
-            return np.asarray(x_new)
-        x = x_new
+    out_weight = np.bincount(src, weights=w, minlength=n)
+    dangling = np.flatnonzero(out_weight == 0)
+    inv_out = np.divide(1.0, out_weight, out=np.zeros(n), where=out_weight != 0)
+    # The row-stochastic transition matrix, built transposed (dst x src) in one step so each
+    # iteration is one sparse mat-vec.
+    transition_t = _csr(dst, src, w * inv_out[src], n)
+    # Each step writes into the same few arrays: a fresh process otherwise pays page faults
+    # for every temporary of every step (glibc maps large arrays anew each time).
+    teleport = (1.0 - damping) * p
+    scaled, diff = np.empty(n), np.empty(n)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        step = _MatVec(transition_t, pool)
+        # Start from the teleport vector, not uniform: nodes unreachable from its support then
+        # stay at exactly 0 instead of keeping a d**k residue of the starting mass.
+        x, x_new = p.copy(), np.empty(n)
+        for _ in range(max_iter):
+            step(x, out=x_new)  # x_new = T x
+            x_new += np.multiply(p, x[dangling].sum(), out=scaled)
+            x_new *= damping
+            x_new += teleport
+            # Renormalize against float drift: the iteration preserves total mass in theory.
+            x_new /= x_new.sum()
+            if np.abs(np.subtract(x_new, x, out=diff), out=diff).sum() < tol:
+                return x_new
+            x, x_new = x_new, x
     raise PageRankNotConverged(
         f"pagerank: L1 change still >= {tol} after {max_iter} iterations on {n} nodes. "
         "Fix: raise max_iter or tol, or lower damping"
     )
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int) -> sp.csr_matrix:
+    """An n x n CSR matrix of (rows, cols, data); a repeated (row, col) stays two entries.
+
+    scipy's own COO -> CSR conversion groups the rows in one counting pass, then sorts each
+    row and sums repeats, which the mat-vec does not need (half of the 1.1 s it takes for 10M
+    edges). That first pass is `coo_tocsr` of scipy's compiled sparsetools, a private module:
+    should a later scipy move it, the public constructor (same product) is used.
+    """
+    try:
+        from scipy.sparse._sparsetools import coo_tocsr
+    except ImportError:  # pragma: no cover (scipy moved its private module)
+        return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
+    if len(data) >= np.iinfo(np.int32).max or n >= np.iinfo(np.int32).max:
+        return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
+    indptr = np.empty(n + 1, dtype=np.int32)
+    indices = np.empty(len(data), dtype=np.int32)
+    values = np.empty(len(data), dtype=np.float64)
+    coo_tocsr(n, n, len(data), rows.astype(np.int32), cols.astype(np.int32), data, indptr,
+              indices, values)  # fmt: skip
+    return sp.csr_matrix((values, indices, indptr), shape=(n, n))
+
+
+class _MatVec:
+    """`matrix @ x` with the rows split between two threads when the matrix is large.
+
+    scipy's CSR mat-vec runs on one core and releases the GIL: two halves of the rows run
+    side by side (56 -> 33 ms a step for 10M edges on 2 cores). Each row's sum is computed
+    exactly as in one piece, so the result is the same to the bit.
+    """
+
+    _MIN_NNZ = 1_000_000
+
+    def __init__(self, matrix: sp.csr_matrix, pool: ThreadPoolExecutor) -> None:
+        self._parts = [matrix] if matrix.nnz < self._MIN_NNZ else _halves(matrix)
+        self._pool = pool
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out = matrix @ x."""
+        if len(self._parts) == 1:
+            _matvec(self._parts[0], x, out)
+            return
+        cut = self._parts[0].shape[0]
+        halves = [(self._parts[0], out[:cut]), (self._parts[1], out[cut:])]
+        list(self._pool.map(lambda part: _matvec(part[0], x, part[1]), halves))
+
+
+def _matvec(matrix: sp.csr_matrix, x: np.ndarray, out: np.ndarray) -> None:
+    """out = matrix @ x without a new array: scipy's compiled CSR mat-vec (private
+    sparsetools, as `_csr`), which adds into `out`; the public product when it moved."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvec
+    except ImportError:  # pragma: no cover (scipy moved its private module)
+        out[:] = matrix @ x
+        return
+    out[:] = 0.0
+    rows, cols = matrix.shape
+    csr_matvec(rows, cols, matrix.indptr, matrix.indices, matrix.data, x, out)
 
 
 def _empty() -> pd.DataFrame:
@@ -373,3 +441,18 @@ def build_shapley(
         partner, channels, _pool_micros(partner_share, matched), "shapley_assisted_micros"
     )
     return channel.merge(assisted, on=["platform", "campaign_id"], how="outer")
+
+
+def _halves(matrix: sp.csr_matrix) -> list[sp.csr_matrix]:
+    """The top and bottom halves of a CSR matrix's rows, sharing its arrays (no copy)."""
+    half = matrix.shape[0] // 2
+    cut = int(matrix.indptr[half])
+    top = sp.csr_matrix(
+        (matrix.data[:cut], matrix.indices[:cut], matrix.indptr[: half + 1]),
+        shape=(half, matrix.shape[1]),
+    )
+    bottom = sp.csr_matrix(
+        (matrix.data[cut:], matrix.indices[cut:], matrix.indptr[half:] - cut),
+        shape=(matrix.shape[0] - half, matrix.shape[1]),
+    )
+    return [top, bottom]
