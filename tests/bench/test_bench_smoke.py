@@ -83,5 +83,6 @@ def test_table_and_targets_are_printed(result: dict) -> None:  # type: ignore[ty
     assert "| logs.adperf |" in out and "| pipeline.cold |" in out
     assert "The targets are for `large`" in out
     whats = [t["what"] for t in result["targets"]]
-    assert len(whats) == 9 and any("PageRank" in w for w in whats)
+    assert len(whats) == 11 and any("PageRank" in w for w in whats)
+    assert any("warm start" in w for w in whats) and any("cold start" in w for w in whats)
     assert result["machine"]["nproc"] >= 1

@@ -210,11 +210,18 @@ ALLOWED_SQL_FORMATTING = {
     # GAQL has no bind parameters; the values are date.isoformat() strings of the window.
     (
         "adperf/sources/google_ads.py",
-        "lambda: stream(service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout),",
+        "service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout, raw=True",
     ),
     (
         "adperf/sources/google_ads.py",
-        "lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout),",
+        "lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout, "
+        "raw=True),",
+    ),
+    # module constants only (the id hash expression and column names); the path, day bounds
+    # and events are bound parameters.
+    (
+        "adperf/sources/logs.py",
+        'sql = _READ.format(user_h=_ID_HASH.format("user_id"), peer_h=_ID_HASH.format("peer_id"))',
     ),
     # GAQL again: the ids are checked with isdigit() before they reach the query.
     (
