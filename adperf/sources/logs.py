@@ -341,7 +341,12 @@ class _Ids:
         """`chunk` (kept lines) with `user_pid`, `peer_pid` and `user_key` (shard) added."""
         n = chunk.num_rows
         has_peer = chunk["peer_id"].is_valid().to_numpy(zero_copy_only=False)
-        hashes = np.concatenate([chunk["user_h"].to_numpy(), chunk["peer_h"].to_numpy()[has_peer]])
+        # A missing peer's hash is not looked at; filled, so the column stays uint64 (a null
+        # would turn it into float64 here, and float64 merges distinct hashes silently).
+        peer_h = pc.fill_null(chunk["peer_h"], 0).to_numpy()
+        hashes = np.concatenate([chunk["user_h"].to_numpy(), peer_h[has_peer]])
+        if hashes.dtype != np.uint64:
+            raise RuntimeError(f"logs: id hashes came as {hashes.dtype}, not uint64")
         codes, uniq = pd.factorize(hashes, sort=True)  # sorted: a cache-friendly search
         at = np.searchsorted(self._sorted, uniq)
         known = at < len(self._sorted)
