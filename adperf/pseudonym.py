@@ -136,9 +136,15 @@ def hmac_prefixes(ids: pa.Array, key: bytes) -> bytes:
     return b"".join(out)
 
 
-def pseudonym_hex(digests: bytes) -> pa.Array:
-    """The pseudonyms (lowercase hex) of concatenated `hmac_prefixes` digests, as strings."""
+def pseudonym_hex(digests: bytes, valid: np.ndarray | None = None) -> pa.Array:
+    """The pseudonyms (lowercase hex) of concatenated `hmac_prefixes` digests, as strings;
+    null where the boolean mask `valid` is False (those digests are placeholders)."""
     n = len(digests) // PSEUDONYM_BYTES
-    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
-    data = digests.hex().encode("ascii")
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    offsets = pa.py_buffer(
+        np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
+    )
+    data = pa.py_buffer(digests.hex().encode("ascii"))
+    if valid is None or valid.all():
+        return pa.StringArray.from_buffers(n, offsets, data)
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(n, offsets, data, bitmap, int(n - valid.sum()))

@@ -58,3 +58,12 @@ def test_pseudonymize_chunked_and_empty() -> None:
 def test_empty_key_is_refused() -> None:
     with pytest.raises(ValueError, match="empty HMAC key"):
         pseudonymize(pa.array(["a"]), b"")
+
+
+def test_pseudonym_hex_leaves_rows_null_where_not_valid() -> None:
+    import numpy as np
+
+    digests = hmac_prefixes(pa.array(["a", "b", "c"], pa.string()), b"k")
+    got = pseudonym_hex(digests, valid=np.array([True, False, True])).to_pylist()
+    assert got == [_reference("a", b"k"), None, _reference("c", b"k")]
+    assert pseudonym_hex(digests, valid=np.ones(3, bool)).null_count == 0

@@ -213,11 +213,19 @@ class FakeGoogleAds:
 
     # -- the RPCs --------------------------------------------------------------------------
 
-    def _check_caller(self, context: grpc.ServicerContext, customer_id: str) -> str:
-        """The request id; aborts on a bad developer token or an unknown customer."""
+    def _check_caller(
+        self,
+        context: grpc.ServicerContext,
+        customer_id: str,
+        fault: dict[str, Any] | None = None,
+    ) -> str:
+        """The request id; aborts with an injected `fault` that fails at once, on a bad
+        developer token or on an unknown customer."""
         metadata = dict(context.invocation_metadata())
         request_id = uuid.uuid4().hex[:22]
         context.set_trailing_metadata((("request-id", request_id),))
+        if fault is not None and not fault.get("after_rows") and not fault.get("hang"):
+            _abort(context, fault, request_id)
         if metadata.get("developer-token") != self._developer_token:
             _abort(
                 context,
@@ -338,31 +346,8 @@ class FakeGoogleAds:
                 (customer_id, resource, since, until, metadata.get("login-customer-id"))
             )
             fault = self._errors.popleft() if self._errors else None
-        request_id = uuid.uuid4().hex[:22]
-        context.set_trailing_metadata((("request-id", request_id),))
-        if fault is not None and not fault.get("after_rows") and not fault.get("hang"):
-            _abort(context, fault, request_id)
-        if metadata.get("developer-token") != self._developer_token:
-            _abort(
-                context,
-                {
-                    "code": "UNAUTHENTICATED",
-                    "error": ("authentication_error", "DEVELOPER_TOKEN_INVALID"),
-                    "message": "The developer token is not valid.",
-                },
-                request_id,
-            )
-        customer = self._customers.get(customer_id)
-        if customer is None:
-            _abort(
-                context,
-                {
-                    "code": "PERMISSION_DENIED",
-                    "error": ("authorization_error", "USER_PERMISSION_DENIED"),
-                    "message": "User doesn't have permission to access customer.",
-                },
-                request_id,
-            )
+        request_id = self._check_caller(context, customer_id, fault)
+        customer = self._customers[customer_id]
         if fault is not None and fault.get("hang"):
             # A stream that never answers: wait until the client cancels (its deadline).
             while context.is_active():

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from adperf.errors import SchemaError, SourceError
 from adperf.pseudonym import PSEUDONYM_BYTES as _PSEUDONYM_BYTES
-from adperf.pseudonym import PSEUDONYM_HEX_CHARS, hmac_prefixes
+from adperf.pseudonym import hmac_prefixes, pseudonym_hex
 from adperf.schema import EVENTS
 from adperf.timeutil import day_bounds_utc
 
@@ -392,24 +392,15 @@ def _with_pseudonyms(
 ) -> pa.Table:
     """`chunk` with each row's user and peer pseudonym (rows of `digests`; -1: no peer) and
     the user's shard key (the pseudonym's first 8 hex digits as a number, see `shard_of`)."""
-    user_rows = digests[users]
-    keys = np.frombuffer(user_rows.tobytes(), dtype=">u4").reshape(-1, _PSEUDONYM_BYTES // 4)
+    user_rows = digests[users].tobytes()
+    keys = np.frombuffer(user_rows, dtype=">u4").reshape(-1, _PSEUDONYM_BYTES // 4)
     return (
-        chunk.append_column("user_pid", _hex(user_rows))
-        .append_column("peer_pid", _hex(digests[np.maximum(peers, 0)], valid=peers >= 0))
+        chunk.append_column("user_pid", pseudonym_hex(user_rows))
+        .append_column(
+            "peer_pid", pseudonym_hex(digests[np.maximum(peers, 0)].tobytes(), valid=peers >= 0)
+        )
         .append_column("user_key", pa.array(keys[:, 0].astype(np.uint32)))
     )
-
-
-def _hex(rows: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """Lowercase hex of each digest row, as a string array (null where not `valid`)."""
-    n = len(rows)
-    offsets = np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
-    data = pa.py_buffer(rows.tobytes().hex().encode("ascii"))
-    if valid is None or valid.all():
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data)
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, bitmap, int(n - valid.sum()))
 
 
 def _drop_repeats(kept: pa.Table, counts: dict[str, int]) -> pa.Table:

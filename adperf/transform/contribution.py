@@ -25,6 +25,13 @@ import scipy.sparse as sp
 
 from adperf.errors import AdperfError
 
+# scipy's compiled CSR routines (private sparsetools; `_csr`, `_matvec`): the public API is used
+# instead should a later scipy move them.
+try:
+    from scipy.sparse._sparsetools import coo_tocsr, csr_matvec
+except ImportError:  # pragma: no cover
+    coo_tocsr = csr_matvec = None
+
 CONTRIBUTION_COLUMNS = [
     "date",
     "platform",
@@ -120,11 +127,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, n: int) -> sp.csr
     edges). That first pass is `coo_tocsr` of scipy's compiled sparsetools, a private module:
     should a later scipy move it, the public constructor (same product) is used.
     """
-    try:
-        from scipy.sparse._sparsetools import coo_tocsr
-    except ImportError:  # pragma: no cover (scipy moved its private module)
-        return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
-    if len(data) >= np.iinfo(np.int32).max or n >= np.iinfo(np.int32).max:
+    if coo_tocsr is None or len(data) >= np.iinfo(np.int32).max or n >= np.iinfo(np.int32).max:
         return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
     indptr = np.empty(n + 1, dtype=np.int32)
     indices = np.empty(len(data), dtype=np.int32)
@@ -161,9 +164,7 @@ class _MatVec:
 def _matvec(matrix: sp.csr_matrix, x: np.ndarray, out: np.ndarray) -> None:
     """out = matrix @ x without a new array: scipy's compiled CSR mat-vec (private
     sparsetools, as `_csr`), which adds into `out`; the public product when it moved."""
-    try:
-        from scipy.sparse._sparsetools import csr_matvec
-    except ImportError:  # pragma: no cover (scipy moved its private module)
+    if csr_matvec is None:  # pragma: no cover (scipy moved its private module)
         out[:] = matrix @ x
         return
     out[:] = 0.0
