@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -39,6 +42,15 @@ DATA_FILE = "part-0.parquet"
 META_FILE = "_meta.json"
 # A temp folder older than this is from a dead writer (a live one finishes in minutes).
 STALE_TMP_SECONDS = 6 * 3600
+
+
+# How every partition is encoded. zstd level 1: of zstd's levels the fastest that still
+# compresses (hex pseudonyms to about half; negative levels leave them as they are).
+_PARQUET: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "write_statistics": True,
+}
 
 
 def partition_path(root: Path, dataset: str, key: str, value: str) -> Path:
@@ -135,6 +147,55 @@ def write_table(
     A table with pseudonym columns (`*_pid`) records `key_version` in `_meta.json` as
     `pseudonym_key_version`; without one it is recorded as null, which no reader accepts.
     """
+
+    def data(path: Path) -> int:
+        pq.write_table(table, path, **_PARQUET)
+        return int(table.num_rows)
+
+    return _write(root, dataset, key, value, table.column_names, data, meta, key_version)
+
+
+def write_batches(
+    root: Path,
+    dataset: str,
+    key: str,
+    value: str,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    meta: dict[str, Any] | None = None,
+    key_version: str | None = None,
+) -> Path:
+    """Write record batches as one partition (as `write_table`), each encoded as it comes.
+
+    `batches` is read one thread ahead of the writer: a source that makes its batches with
+    the GIL released (DuckDB, the compiled pseudonyms) works while Parquet encodes the
+    previous one. `meta` is read after the last batch (a source may finish its counts then).
+    """
+
+    def data(path: Path) -> int:
+        rows = 0
+        with pq.ParquetWriter(path, schema, **_PARQUET) as out:
+            for batch in read_ahead(batches):
+                out.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+
+    return _write(root, dataset, key, value, schema.names, data, meta, key_version)
+
+
+def _write(
+    root: Path,
+    dataset: str,
+    key: str,
+    value: str,
+    columns: list[str],
+    data: Callable[[Path], int],
+    meta: dict[str, Any] | None,
+    key_version: str | None,
+) -> Path:
+    """Publish one partition: `data` writes the Parquet file (returns its rows) in a temp
+    folder, `_meta.json` is written beside it, and the folder is renamed into place."""
     final = partition_path(root, dataset, key, value)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_tmp(final.parent)
@@ -142,9 +203,9 @@ def write_table(
     tmp.mkdir()
     try:
         # Deterministic bytes for the same rows: no write timestamps in the file.
-        pq.write_table(table, tmp / DATA_FILE, compression="zstd", write_statistics=True)
-        info = {"dataset": dataset, key: value, "rows": table.num_rows, **(meta or {})}
-        if holds_pseudonyms(table.column_names):
+        rows = data(tmp / DATA_FILE)
+        info = {"dataset": dataset, key: value, "rows": rows, **(meta or {})}
+        if holds_pseudonyms(columns):
             info[KEY_VERSION_META] = key_version
         (tmp / META_FILE).write_text(json.dumps(info, sort_keys=True, indent=1, default=str))
         _fsync_dir(tmp)
@@ -161,6 +222,48 @@ def write_table(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+_T = TypeVar("_T")
+
+
+def read_ahead(items: Iterable[_T], depth: int = 2) -> Iterator[_T]:
+    """`items`, produced on a helper thread up to `depth` ahead of the consumer.
+
+    An exception of the producer is raised here; when the consumer stops early (an error,
+    a break), the producer is stopped and waited for before this returns, so nothing it
+    uses (a database connection) is closed under it.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                handoff.put(("item", item))
+            handoff.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, raised there)
+            handoff.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="adperf-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue; let it end
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def read_partition(

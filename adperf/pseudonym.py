@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adperf.errors import AdperfError
+
+log = logging.getLogger(__name__)
+
+
+def _native_pseudonymizer() -> Any:
+    """The compiled Pseudonymizer class, or None (not built, or ADPERF_PSEUDONYM_NATIVE=0)."""
+    if os.environ.get("ADPERF_PSEUDONYM_NATIVE", "1") == "0":
+        return None
+    try:
+        from adperf._pseudonym import Pseudonymizer
+    except ImportError:  # pragma: no cover (depends on the install)
+        log.warning(
+            "adperf._pseudonym is not built (a C compiler and OpenSSL headers are needed at "
+            "install: Debian libssl-dev); pseudonyms come from the slower Python path"
+        )
+        return None
+    return Pseudonymizer
+
+
+# The compiled path (adperf/_pseudonym.c, built by `pip install`): each HMAC ~10x cheaper and
+# each distinct id hashed once per IdPseudonymizer. Without it (no C compiler or OpenSSL
+# headers at install time) the same values come from Python, several times slower.
+# ADPERF_PSEUDONYM_NATIVE=0 forces the Python path (tests compare the two).
+_Native: Any = _native_pseudonymizer()
 
 # 128 bits of the HMAC, hex: collision-free at any realistic user count, half the bytes.
 PSEUDONYM_HEX_CHARS = 32
@@ -101,9 +128,45 @@ def pseudonymize(ids: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
         ids = ids.combine_chunks() if ids.num_chunks else pa.array([], type=pa.string())
     ids = pc.cast(ids, pa.string())
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, pa.string()), ids)
-    encoded = pc.dictionary_encode(ids)
-    hashed = pseudonym_hex(hmac_prefixes(encoded.dictionary, key))
-    return hashed.take(encoded.indices)
+    return IdPseudonymizer(key).hex(ids)
+
+
+class IdPseudonymizer:
+    """Pseudonyms of id arrays under one key; an id met again (in any later call) is not
+    hashed again. Nulls stay null; an empty string is an id like any other here.
+
+    Compiled (adperf/_pseudonym.c) where built: one hash table of the distinct ids met,
+    OpenSSL's SHA-256, the GIL released during a call (two objects can work in two threads).
+    Otherwise each call dictionary-encodes its array and hashes the uniques in Python.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("pseudonymize: empty HMAC key")
+        self._key = key
+        self._native = _Native(key, PSEUDONYM_BYTES) if _Native is not None else None
+
+    @property
+    def native(self) -> bool:
+        return self._native is not None
+
+    def hex(self, ids: pa.Array) -> pa.Array:
+        """The pseudonym (32 lowercase hex characters) of each id of a string array."""
+        valid = None if ids.null_count == 0 else ids.is_valid().to_numpy(zero_copy_only=False)
+        if self._native is None:
+            encoded = pc.dictionary_encode(pc.fill_null(ids, ""))
+            digests = np.frombuffer(hmac_prefixes(encoded.dictionary, self._key), _DIGEST)
+            rows = digests[encoded.indices.to_numpy(zero_copy_only=False)].tobytes()
+        else:
+            large = pa.types.is_large_string(ids.type)
+            if not (large or pa.types.is_string(ids.type)):
+                raise TypeError(f"pseudonyms of {ids.type} ids: cast them to strings first")
+            _, offsets, data = ids.buffers()
+            if data is None:  # an array of nulls only, or of empty strings only
+                data = pa.py_buffer(b"")
+            rows = self._native.hex(offsets, data, ids.offset, len(ids), large)
+            return _hex_array(rows, valid)
+        return pseudonym_hex(rows, valid)
 
 
 # RFC 2104 pads for a 64-byte block hash (SHA-256), as bytes.translate tables.
@@ -139,11 +202,21 @@ def hmac_prefixes(ids: pa.Array, key: bytes) -> bytes:
 def pseudonym_hex(digests: bytes, valid: np.ndarray | None = None) -> pa.Array:
     """The pseudonyms (lowercase hex) of concatenated `hmac_prefixes` digests, as strings;
     null where the boolean mask `valid` is False (those digests are placeholders)."""
-    n = len(digests) // PSEUDONYM_BYTES
+    return _hex_array(digests.hex().encode("ascii"), valid)
+
+
+# A pseudonym's bytes as one numpy item: rows gather their digests in one step.
+_DIGEST = np.dtype((np.void, PSEUDONYM_BYTES))
+
+
+def _hex_array(hex_chars: bytes, valid: np.ndarray | None) -> pa.Array:
+    """A string array of the consecutive PSEUDONYM_HEX_CHARS-character pseudonyms in
+    `hex_chars`; null where `valid` is False."""
+    n = len(hex_chars) // PSEUDONYM_HEX_CHARS
     offsets = pa.py_buffer(
         np.arange(0, (n + 1) * PSEUDONYM_HEX_CHARS, PSEUDONYM_HEX_CHARS, dtype=np.int32)
     )
-    data = pa.py_buffer(digests.hex().encode("ascii"))
+    data = pa.py_buffer(hex_chars)
     if valid is None or valid.all():
         return pa.StringArray.from_buffers(n, offsets, data)
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))

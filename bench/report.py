@@ -14,7 +14,7 @@ MIB = 1024**2
 
 # Stage → (what it is, which stage it is compared with, how the ratio reads).
 STAGE_DOC: dict[str, str] = {
-    "logs.adperf": "logs extract: adperf fetch_events_table + lake write",
+    "logs.adperf": "logs extract: adperf DayEvents + lake write_batches",
     "logs.duckdb": "logs: DuckDB read_json, explicit columns (limit)",
     "logs.naive": "logs: stdlib json + per-row hmac + Parquet (naive)",
     "ltv.adperf": "LTV: build_ltv (RFM + fit + pLTV), cold start",

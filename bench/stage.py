@@ -157,24 +157,31 @@ def _in_day_bounds() -> tuple[dt.datetime, dt.datetime]:
 
 @stage("logs.adperf")
 def logs_adperf(ctx: Ctx) -> int:
-    """adperf.sources.logs.fetch_events_table + the lake write of the EVENTS partition.
+    """adperf.sources.logs.DayEvents + lake.write_batches of the EVENTS partition.
 
-    The same two calls as the pipeline's EventLogs task: Arrow in, Parquet out, no pandas.
+    The same calls as the pipeline's EventLogs task (tasks/pipeline.py `_write_events`):
+    Arrow batches in, Parquet out, no pandas.
     """
     from adperf import lake
     from adperf.schema import EVENTS
-    from adperf.sources.logs import fetch_events_table
+    from adperf.sources.logs import DayEvents
 
     path = data.log_day(ctx.data_dir, ctx.prof)
     pattern = str(path.parent / "{date}.jsonl.gz")
     with ctx.timed():
-        table, counts = fetch_events_table(
-            pattern, day=REPORT_DAY, timezone=TIMEZONE, hmac_key=HMAC_KEY
-        )
-        lake.write_table(
-            ctx.scratch / "lake", EVENTS.name, "date", REPORT_DAY.isoformat(), table, meta=counts
-        )
-    ctx.info.update(kept=table.num_rows, counts={k: int(v) for k, v in counts.items()})
+        with DayEvents(pattern, day=REPORT_DAY, timezone=TIMEZONE, hmac_key=HMAC_KEY) as events:
+            written = lake.write_batches(
+                ctx.scratch / "lake",
+                EVENTS.name,
+                "date",
+                REPORT_DAY.isoformat(),
+                EVENTS.schema,
+                events.batches(),
+                meta=events.counts,
+            )
+    counts = events.counts
+    kept = json.loads((written / lake.META_FILE).read_text())["rows"]
+    ctx.info.update(kept=kept, counts={k: int(v) for k, v in counts.items()})
     return int(counts["lines"])
 
 

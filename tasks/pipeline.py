@@ -443,16 +443,7 @@ class EventLogsShard(LakeTask):
 
     def run(self) -> None:
         self.progress(0, f"reading the logs of {self.date}, shard {self.shard + 1}/{self.shards}")
-        table, counts = _fetch_events(self.date, self.shard, self.shards)
-        lake.write_table(
-            config.data_root(),
-            self._folder(),
-            "date",
-            _iso(self.date),
-            table,
-            meta=counts,
-            key_version=config.hmac_key_version(),
-        )
+        _write_events(self._folder(), self.date, self.shard, self.shards)
 
 
 class EventLogs(LakeTask):
@@ -472,13 +463,13 @@ class EventLogs(LakeTask):
         from adperf.ops import merge_shard_counts
 
         if config.logs().shards <= 1:
-            table, counts = _fetch_events(self.date)  # already in the EVENTS schema
-        else:
-            parts = self.input()
-            self.progress(50, f"merging {len(parts)} shards of {self.date}")
-            df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
-            table = to_table(df, EVENTS, allow_empty=True)
-            counts = merge_shard_counts([p.meta() for p in parts])
+            _write_events(EVENTS.name, self.date)
+            return
+        parts = self.input()
+        self.progress(50, f"merging {len(parts)} shards of {self.date}")
+        df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
+        table = to_table(df, EVENTS, allow_empty=True)
+        counts = merge_shard_counts([p.meta() for p in parts])
         lake.write_table(
             config.data_root(),
             EVENTS.name,
@@ -490,11 +481,12 @@ class EventLogs(LakeTask):
         )
 
 
-def _fetch_events(day: dt.date, shard: int = 0, shards: int = 1) -> tuple[Any, Any]:
-    """The day's EVENTS Arrow table (checked against the schema by fetch_events_table)."""
-    from adperf.sources.logs import fetch_events_table
+def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
+    """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
+    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf)."""
+    from adperf.sources.logs import DayEvents
 
-    return fetch_events_table(
+    with DayEvents(
         endpoints(day).logs_path,
         day=day,
         timezone=config.adperf().report_timezone,
@@ -502,7 +494,17 @@ def _fetch_events(day: dt.date, shard: int = 0, shards: int = 1) -> tuple[Any, A
         max_bad_fraction=config.logs().max_bad_fraction,
         shard=shard,
         shards=shards,
-    )
+    ) as events:
+        lake.write_batches(
+            config.data_root(),
+            folder,
+            "date",
+            _iso(day),
+            EVENTS.schema,
+            events.batches(),
+            meta=events.counts,
+            key_version=config.hmac_key_version(),
+        )
 
 
 # ---------------------------------------------------------------- transform

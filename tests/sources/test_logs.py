@@ -150,60 +150,44 @@ def test_an_empty_event_list_counts_every_good_line_as_other_events(tmp_path):
     assert list(df.columns) == ["date", "ts", "event", "user_pid", "peer_pid", "premium"]
 
 
-@pytest.mark.parametrize(
-    "id_hash",
-    [
-        "7::UBIGINT",  # every id shares one hash, in the first chunk already
-        "length({})::UBIGINT",  # ids of one length share one: met across chunks too
-    ],
-)
-def test_ids_sharing_a_hash_fall_back_to_the_exact_strings(tmp_path, monkeypatch, id_hash):
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "python"])
+def test_small_batches_give_the_same_rows_and_each_id_one_pseudonym(tmp_path, monkeypatch, native):
+    import adperf.pseudonym as pseudonym
     import adperf.sources.logs as logs
 
-    lines = [
-        _line("2026-11-27T12:00:00+09:00", user=f"usr_{i % 7}", peer_id=f"usr_{i % 5 + 3}")
-        for i in range(50)
-    ] + [
-        _line("2026-11-27T13:00:00+09:00", user="usr_x"),
-        _line("2026-11-27T14:00:00+09:00", user="usr_long_1"),
-    ]
-    _write(tmp_path / "2026-11-27.jsonl.gz", lines)
-    expected, counts = _fetch(tmp_path)
-    # Small batches and chunks: a later chunk meets a hash an earlier chunk's id had.
-    monkeypatch.setattr(logs, "_BATCH_ROWS", 8)
-    monkeypatch.setattr(logs, "_CHUNK_ROWS", 8)
-    same, again = _fetch(tmp_path)
-    pd.testing.assert_frame_equal(same, expected)
-    monkeypatch.setattr(logs, "_ID_HASH", id_hash)
-    got, again = _fetch(tmp_path)
-    assert again == counts
-    pd.testing.assert_frame_equal(got, expected)
-    assert got["user_pid"].tolist()[:7] == [pseudonymize_one(f"usr_{i}", KEY) for i in range(7)]
-    assert got["user_pid"].tolist()[-1] == pseudonymize_one("usr_long_1", KEY)
-
-
-def test_ids_are_hashed_once_each_over_many_chunks(tmp_path, monkeypatch):
-    import adperf.sources.logs as logs
-
-    calls: list[int] = []
-    real = logs.hmac_prefixes
-    monkeypatch.setattr(
-        logs, "hmac_prefixes", lambda ids, key: calls.append(len(ids)) or real(ids, key)
-    )
-    monkeypatch.setattr(logs, "_BATCH_ROWS", 16)
-    monkeypatch.setattr(logs, "_CHUNK_ROWS", 16)
+    if not native:
+        monkeypatch.setattr(pseudonym, "_Native", None)
     lines = [
         _line(
             f"2026-11-27T12:{i // 60:02d}:{i % 60:02d}+09:00",
             user=f"usr_{i % 40}",
-            peer_id=f"usr_{(i * 7) % 60}",
+            peer_id=f"usr_{(i * 7) % 60}" if i % 3 else "",
         )
         for i in range(400)
     ]
+    lines.insert(100, lines[99])  # a shipper's repeat, across a batch boundary below
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
-    df, _ = _fetch(tmp_path)
-    assert len(calls) > 1 and sum(calls) == 60  # several chunks; usr_0..usr_59, each once
+    whole, counts = _fetch(tmp_path)
+    monkeypatch.setattr(logs, "_BATCH_ROWS", 16)  # ids met again in later batches
+    df, again = _fetch(tmp_path)
+    pd.testing.assert_frame_equal(df, whole)
+    assert again == counts and counts["duplicates"] == 1 and len(df) == 400
     assert df["user_pid"].tolist() == [pseudonymize_one(f"usr_{i % 40}", KEY) for i in range(400)]
-    assert df["peer_pid"].tolist() == [
-        pseudonymize_one(f"usr_{(i * 7) % 60}", KEY) for i in range(400)
+    assert [p if isinstance(p, str) else None for p in df["peer_pid"]] == [
+        pseudonymize_one(f"usr_{(i * 7) % 60}", KEY) if i % 3 else None for i in range(400)
     ]
+
+
+def test_kept_lines_are_checked_to_come_back_in_file_order(tmp_path, monkeypatch):
+    import adperf.sources.logs as logs
+
+    _write(
+        tmp_path / "2026-11-27.jsonl.gz",
+        [_line(f"2026-11-27T12:00:{i:02d}+09:00", user=f"usr_{i}") for i in range(20)],
+    )
+    # As if DuckDB handed the kept lines back in another order than it first listed them.
+    monkeypatch.setattr(
+        logs, "_KEPT", logs._KEPT.replace("WHERE status = 3", "WHERE status = 3 ORDER BY ts DESC")
+    )
+    with pytest.raises(RuntimeError, match="another order"):
+        _fetch(tmp_path)
