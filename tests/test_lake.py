@@ -1,6 +1,7 @@
 import os
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from adperf import lake
@@ -70,3 +71,79 @@ def test_nulls_in_required_column_rejected(tmp_path):
     df.loc[0, "user_pid"] = None
     with pytest.raises(SchemaError, match="user_pid has 1 nulls"):
         lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", df)
+
+
+# ------------------------------------------------------------------- write_batches, read_ahead
+
+
+def _batches(n: int, each: int = 3):
+    from adperf.schema import to_table
+
+    table = to_table(_payments(n * each), PAYMENTS)
+    return table.schema, table.to_batches(max_chunksize=each)
+
+
+def test_write_batches_writes_what_write_table_writes(tmp_path):
+    schema, batches = _batches(4)
+    counts = {"lines": 0}
+
+    def source():
+        for b in batches:
+            counts["lines"] += b.num_rows  # a source finishing its counts as it goes
+            yield b
+
+    path = lake.write_batches(
+        tmp_path, "payments", "date", "2026-11-27", schema, source(), meta=counts,
+        key_version="1",
+    )  # fmt: skip
+    back = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    lake.write_table(tmp_path, "whole", "date", "2026-11-27", pa.Table.from_batches(batches))
+    pd.testing.assert_frame_equal(
+        back, lake.read_partition(tmp_path, "whole", "date", "2026-11-27")
+    )
+    assert len(back) == 12 and back["payment_id"].tolist() == _payments(12)["payment_id"].tolist()
+    meta = lake.read_meta(tmp_path, "payments", "date", "2026-11-27")
+    assert meta["rows"] == 12 and meta["lines"] == 12  # meta read after the last batch
+    assert meta["pseudonym_key_version"] == "1"
+    assert path == lake.partition_path(tmp_path, "payments", "date", "2026-11-27")
+
+
+def test_write_batches_of_a_failing_source_leaves_nothing_and_stops_it(tmp_path):
+    import threading
+
+    schema, batches = _batches(4)
+    lake.write_batches(tmp_path, "payments", "date", "2026-11-27", schema, batches[:1])
+    made: list[int] = []
+
+    def source():
+        for i, b in enumerate(batches):
+            if i == 2:
+                raise ValueError("logs: the source broke at batch 2")
+            made.append(i)
+            yield b
+
+    with pytest.raises(ValueError, match="broke at batch 2"):
+        lake.write_batches(tmp_path, "payments", "date", "2026-11-27", schema, source())
+    # The partition written before is still the complete one; no temp folder is left.
+    assert len(lake.read_partition(tmp_path, "payments", "date", "2026-11-27")) == 3
+    assert [p.name for p in (tmp_path / "payments").iterdir()] == ["date=2026-11-27"]
+    assert not any(t.name == "adperf-read-ahead" for t in threading.enumerate())
+    assert made == [0, 1]
+
+
+def test_read_ahead_stops_its_producer_when_the_consumer_stops():
+    import threading
+
+    produced: list[int] = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    ahead = lake.read_ahead(items(), depth=2)
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()  # the consumer gives up (an error in the writer, a break)
+    assert not any(t.name == "adperf-read-ahead" for t in threading.enumerate())
+    assert len(produced) < 10  # at most a few items ahead, never the whole source
+    assert list(lake.read_ahead(iter([]))) == []
