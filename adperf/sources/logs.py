@@ -25,10 +25,10 @@ exact bytes) and goes to Parquet while the next batch is made (`lake.write_batch
 thread each; DuckDB, the pseudonyms and Parquet all release the GIL). No pandas on the way.
 
 Measured on the bench's `large` day (5M lines, 2M kept, 970k distinct ids; 2 shared cores,
-2026-11-29, medians of 5): the read into the table ~2.0 s (DuckDB's bare `read_json` of the
-file to Arrow ~1.7 s), pseudonyms 0.45 s, Parquet 0.75 s; about 3.3 s in all, 5.8 CPU-s.
+2026-11-29, medians of 3): the read into the table ~2.0 s (DuckDB's bare `read_json` of the
+file to Arrow ~1.75 s), pseudonyms 0.45 s, Parquet 0.75 s; 3.4 s in all, 5.8 CPU-s.
 The design before (Arrow batches streamed out of the read, filtered in Python, ids looked up
-by a 64-bit DuckDB hash then HMAC'd in Python, a collision check after) took 5.0 s / 8.5 CPU-s.
+by a 64-bit DuckDB hash then HMAC'd in Python, a collision check after) took 5.0 s / 8.4 CPU-s.
 
 DuckDB gives one row per non-blank line, all-null when the line is not JSON (bad syntax, bad
 UTF-8, a cut line), so malformed lines are counted exactly without a second pass. A gzip with a
@@ -284,8 +284,9 @@ class DayEvents:
 
 def _coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
     """`batches` joined into batches of at least `rows` rows (the last may be shorter)."""
-    # DuckDB's Arrow reader hands over ~27k-row batches whatever size is asked for (2.0.1);
-    # one Parquet row group and one pseudonym call per 27k rows cost ~15% more than per 262k.
+    # DuckDB's Arrow reader hands over ~27k-row batches whatever size is asked for (2.0.1):
+    # 75 Parquet row groups for a day of 2M kept lines instead of 8 (no faster to write
+    # either way, within this machine's noise; fewer, larger groups read better).
     pending: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
