@@ -174,6 +174,13 @@ static int Pseudonymizer_init(Pseudonymizer *self, PyObject *args, PyObject *kwd
     Py_buffer key;
     int prefix = 16;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|i", kwlist, &key, &prefix)) return -1;
+    if (self->lock != NULL) {
+        /* Its table holds digests made under the first key: they must never answer for another. */
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Pseudonymizer: already initialized (make a new one)");
+        return -1;
+    }
     if (key.len == 0 || prefix < 1 || prefix > MAX_PREFIX) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "an empty key, or prefix not in 1..16");
@@ -194,7 +201,7 @@ static int Pseudonymizer_init(Pseudonymizer *self, PyObject *args, PyObject *kwd
     memset(block, 0, sizeof block);
     memset(pad, 0, sizeof pad);
     self->prefix = prefix;
-    if (self->lock == NULL && (self->lock = PyThread_allocate_lock()) == NULL) {
+    if ((self->lock = PyThread_allocate_lock()) == NULL) {
         PyErr_NoMemory();
         return -1;
     }

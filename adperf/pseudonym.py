@@ -132,12 +132,12 @@ def pseudonymize(ids: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
 
 
 class IdPseudonymizer:
-    """Pseudonyms of id arrays under one key; an id met again (in any later call) is not
-    hashed again. Nulls stay null; an empty string is an id like any other here.
+    """Pseudonyms of id arrays under one key. Nulls stay null; an empty string is an id like
+    any other here.
 
-    Compiled (adperf/_pseudonym.c) where built: one hash table of the distinct ids met,
-    OpenSSL's SHA-256, the GIL released during a call (two objects can work in two threads).
-    Otherwise each call dictionary-encodes its array and hashes the uniques in Python.
+    Compiled (adperf/_pseudonym.c) where built: one hash table of the distinct ids met in any
+    call so far, so each is HMAC'd once per object; OpenSSL's SHA-256; the GIL released during
+    a call. Otherwise each call dictionary-encodes its array and HMACs its uniques in Python.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -152,21 +152,19 @@ class IdPseudonymizer:
 
     def hex(self, ids: pa.Array) -> pa.Array:
         """The pseudonym (32 lowercase hex characters) of each id of a string array."""
+        large = pa.types.is_large_string(ids.type)
+        if not (large or pa.types.is_string(ids.type)):
+            raise TypeError(f"pseudonyms of {ids.type} ids: cast them to strings first")
         valid = None if ids.null_count == 0 else ids.is_valid().to_numpy(zero_copy_only=False)
         if self._native is None:
             encoded = pc.dictionary_encode(pc.fill_null(ids, ""))
             digests = np.frombuffer(hmac_prefixes(encoded.dictionary, self._key), _DIGEST)
             rows = digests[encoded.indices.to_numpy(zero_copy_only=False)].tobytes()
-        else:
-            large = pa.types.is_large_string(ids.type)
-            if not (large or pa.types.is_string(ids.type)):
-                raise TypeError(f"pseudonyms of {ids.type} ids: cast them to strings first")
-            _, offsets, data = ids.buffers()
-            if data is None:  # an array of nulls only, or of empty strings only
-                data = pa.py_buffer(b"")
-            rows = self._native.hex(offsets, data, ids.offset, len(ids), large)
-            return _hex_array(rows, valid)
-        return pseudonym_hex(rows, valid)
+            return pseudonym_hex(rows, valid)
+        _, offsets, data = ids.buffers()
+        if data is None:  # an array of nulls only, or of empty strings only
+            data = pa.py_buffer(b"")
+        return _hex_array(self._native.hex(offsets, data, ids.offset, len(ids), large), valid)
 
 
 # RFC 2104 pads for a 64-byte block hash (SHA-256), as bytes.translate tables.

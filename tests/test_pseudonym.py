@@ -155,5 +155,7 @@ def test_compiled_module_refuses_what_is_not_an_arrow_string_layout() -> None:
         native.hex(past_end, b"abc", 0, 1, False)
     with pytest.raises(ValueError, match="empty key"):
         pseudonym._Native(b"", 16)
+    with pytest.raises(RuntimeError, match="already initialized"):
+        native.__init__(b"another key", 16)  # its table holds the first key's digests
     with pytest.raises(RuntimeError, match="__init__"):
         pseudonym._Native.__new__(pseudonym._Native).hex(b"\0" * 8, b"", 0, 1, False)

@@ -95,7 +95,7 @@ _LINES = (
 )
 _COUNTS = "SELECT status, count(*) FROM lines GROUP BY status"
 # Scans of one table come back in the order the rows went in (preserve_insertion_order, set
-# explicitly): file order. `_events` checks it against the hashes read first.
+# explicitly): file order. `DayEvents.batches` checks it against the hashes read first.
 _KEPT_HASHES = "SELECT h FROM lines WHERE status = 3"
 _KEPT = "SELECT ts, event, user_id, peer_id, premium, h FROM lines WHERE status = 3"
 _DEDUP_KEYS = ["ts", "event", "user_id", "peer_id", "premium"]
