@@ -231,7 +231,7 @@ static inline uint64_t row_hash(const void *offsets, int wide, const uint8_t *by
     return hash_bytes(bytes + lo, (size_t)(offset_at(offsets, wide, i + 1) - lo));
 }
 
-static PyObject *Pseudonymizer_run(Pseudonymizer *self, PyObject *args, int as_hex) {
+static PyObject *Pseudonymizer_hex(Pseudonymizer *self, PyObject *args) {
     Py_buffer offsets, data;
     Py_ssize_t start, length;
     int wide;
@@ -256,7 +256,7 @@ static PyObject *Pseudonymizer_run(Pseudonymizer *self, PyObject *args, int as_h
         }
         prev = next;
     }
-    size_t each = as_hex ? 2 * (size_t)self->prefix : (size_t)self->prefix;
+    size_t each = 2 * (size_t)self->prefix;
     out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(each * (size_t)length));
     if (out == NULL) goto done;
     uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
@@ -291,11 +291,7 @@ static PyObject *Pseudonymizer_run(Pseudonymizer *self, PyObject *args, int as_h
             failed = 1;
             break;
         }
-        if (as_hex) {
-            for (int b = 0; b < self->prefix; b++) memcpy(dst + 2 * b, HEX_PAIRS[e->digest[b]], 2);
-        } else {
-            memcpy(dst, e->digest, (size_t)self->prefix);
-        }
+        for (int b = 0; b < self->prefix; b++) memcpy(dst + 2 * b, HEX_PAIRS[e->digest[b]], 2);
         dst += each;
     }
     PyThread_release_lock(self->lock);
@@ -310,14 +306,6 @@ done:
     return out;
 }
 
-static PyObject *Pseudonymizer_hex(Pseudonymizer *self, PyObject *args) {
-    return Pseudonymizer_run(self, args, 1);
-}
-
-static PyObject *Pseudonymizer_digests(Pseudonymizer *self, PyObject *args) {
-    return Pseudonymizer_run(self, args, 0);
-}
-
 static PyObject *Pseudonymizer_distinct(Pseudonymizer *self, PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromSize_t(self->used);
 }
@@ -328,8 +316,6 @@ static PyMethodDef Pseudonymizer_methods[] = {
      "(2*prefix characters each) of an Arrow string array's values start..start+length-1, "
      "given its offsets buffer (int64 when wide) and data buffer. Nulls are not looked at: "
      "their entries hash whatever bytes their offsets span."},
-    {"digests", (PyCFunction)Pseudonymizer_digests, METH_VARARGS,
-     "digests(offsets, data, start, length, wide) -> bytes: the same, `prefix` raw bytes each."},
     {"distinct", (PyCFunction)Pseudonymizer_distinct, METH_NOARGS,
      "distinct() -> int: the distinct ids hashed so far."},
     {NULL, NULL, 0, NULL},

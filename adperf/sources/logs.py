@@ -111,10 +111,7 @@ def log_files(path_pattern: str, day: dt.date) -> list[Path]:
 
 def shard_of(pids: pa.Array, shards: int) -> np.ndarray:
     """Shard number (0..shards-1) of each pseudonym: its first 8 hex characters mod `shards`."""
-    encoded = pc.dictionary_encode(pids)
-    uniques = encoded.dictionary.to_pylist()
-    per_unique = np.array([int(u[:_SHARD_HEX_CHARS], 16) % shards for u in uniques], np.int64)
-    return np.asarray(per_unique[encoded.indices.to_numpy(zero_copy_only=False)], dtype=np.int64)
+    return np.asarray(_shard_keys(pc.cast(pids, pa.string())) % shards, dtype=np.int64)
 
 
 def fetch_events(path_pattern: str, **options: Any) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -125,6 +125,7 @@ def test_shards_partition_the_users(tmp_path):
         assert 0 < len(df) < len(whole)
         pids = pa.array(df["user_pid"].tolist(), pa.string())
         assert set(shard_of(pids, 3)) == {shard}
+        assert {int(p[:8], 16) % 3 for p in df["user_pid"]} == {shard}
         parts.append(df)
     users = [set(p["user_pid"]) for p in parts]
     assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])
@@ -169,7 +170,15 @@ def test_small_batches_give_the_same_rows_and_each_id_one_pseudonym(tmp_path, mo
     _write(tmp_path / "2026-11-27.jsonl.gz", lines)
     whole, counts = _fetch(tmp_path)
     monkeypatch.setattr(logs, "_BATCH_ROWS", 16)  # ids met again in later batches
+    calls: list[int] = []
+    real = pseudonym.IdPseudonymizer.hex
+    monkeypatch.setattr(
+        pseudonym.IdPseudonymizer,
+        "hex",
+        lambda self, ids: calls.append(len(ids)) or real(self, ids),
+    )
     df, again = _fetch(tmp_path)
+    assert len(calls) >= 2 * 25 and max(calls) <= 31  # user and peer of each ~16-row batch
     pd.testing.assert_frame_equal(df, whole)
     assert again == counts and counts["duplicates"] == 1 and len(df) == 400
     assert df["user_pid"].tolist() == [pseudonymize_one(f"usr_{i % 40}", KEY) for i in range(400)]
