@@ -61,6 +61,9 @@ _AD_FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (
     ("purchase_value_original_micros", I64, False),
     ("spend_original_micros", I64, False),
     ("currency_original", STR, False),
+    # The ad account's IANA zone: its days are its own unless `[adperf] account_days = report`
+    # re-cut them. Null in pulls made before it was recorded.
+    ("account_timezone", STR, True),
 )
 
 AD_SPEND = Dataset(

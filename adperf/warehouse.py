@@ -43,6 +43,9 @@ ad_spend_daily = sa.Table(
     sa.Column("spend", MONEY, nullable=False),
     sa.Column("spend_original", MONEY, nullable=False),
     sa.Column("currency_original", sa.String(3), nullable=False),
+    # The ad account's zone: with [adperf] account_days = account (the default) the row's date is
+    # the account's own day there (adperf.account_days).
+    sa.Column("account_timezone", sa.String(64)),
     sa.Column("fx_rate", sa.Float),
     # The day of the pull the figure comes from: a later pull's figure is never replaced by an
     # earlier one's, whatever order days are loaded in (see load_day, spend_pull).

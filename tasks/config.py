@@ -33,6 +33,13 @@ class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
         default="Asia/Seoul", description="IANA time zone that defines a report day"
     )
     report_currency = luigi.Parameter(default="USD", description="currency of every amount")
+    account_days = luigi.ChoiceParameter(
+        default="account",
+        choices=["account", "report"],
+        description="days of an ad account in another zone than report_timezone: 'account' = "
+        "its own calendar days (as the platforms and MMP dashboards show them), 'report' = "
+        "spend re-cut into report_timezone days from hourly rows",
+    )
 
 
 class sandbox(luigi.Config):  # noqa: N801

@@ -115,11 +115,18 @@ class AdSpend(LakeTask):
         folder = f"ad_spend_pulls/platform={self.platform}"
         return LakePartition(config.data_root(), folder, "pulled", _iso(self.date))
 
+    def complete(self) -> bool:
+        # A pull cut into other days ([adperf] account_days changed since) is pulled again:
+        # its `date`s mean other days. Pulls from before the setting were account days.
+        out = self.output()
+        return bool(out.exists()) and out.meta().get("account_days", "account") == _account_days()
+
     def run(self) -> None:
         from adperf.transform.restatement import window_first
 
         first = window_first(self.date, _lookback_days(self.platform))
         df = _fetch_ad_spend(self.platform, first, self.date)
+        meta = {"platform": self.platform, "first_day": _iso(first), "last_day": _iso(self.date)}
         lake.write_partition(
             config.data_root(),
             AD_SPEND,
@@ -128,8 +135,12 @@ class AdSpend(LakeTask):
             df,
             allow_empty=True,
             folder=f"ad_spend_pulls/platform={self.platform}",
-            meta={"platform": self.platform, "first_day": _iso(first), "last_day": _iso(self.date)},
+            meta={**meta, "account_days": _account_days()},
         )
+
+
+def _account_days() -> str:
+    return str(config.adperf().account_days)
 
 
 def _platforms() -> tuple[str, ...]:
@@ -164,6 +175,7 @@ def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFram
             first_day=first,
             day=last,
             report_timezone=tz,
+            account_days=_account_days(),
             insecure=res.google_ads_insecure,
             timeout=config.google_ads().timeout_s,
         )
@@ -177,6 +189,7 @@ def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFram
         first_day=first,
         day=last,
         report_timezone=tz,
+        account_days=_account_days(),
         use_async=config.facebook().use_async,
     )
 

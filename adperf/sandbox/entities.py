@@ -2,7 +2,10 @@
 
 Two Facebook ad accounts (USD, KRW) and one Google Ads customer (USD), each with the profile's
 campaigns; the Google customer's first campaign is an App campaign, which Google Ads reports
-at campaign level only (no ad-level rows).
+at campaign level only (no ad-level rows). As at a global app company, the accounts keep days in
+different zones: the USD ad account in America/Los_Angeles (behind the default report zone,
+with DST), the Google customer in Australia/Sydney (ahead, with DST), the KRW account in the
+report's zone. Each account's delivery is simulated per day of its own calendar.
 
 Everything here depends on (seed, profile) only, never on the world's dates, so extending a
 world in time never changes who is in it.
@@ -65,6 +68,7 @@ class Account:
     name: str
     currency: str
     platform: str = "facebook"
+    timezone: str = ""  # IANA zone of the account's days; "" = the world's report zone
 
 
 @dataclass(frozen=True)
@@ -192,11 +196,20 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     """Accounts, campaigns, ads, organic and legacy users of the world (seed, profile)."""
     rng = rng_for(seed, 0, f"entities-{profile.name}")
     accounts = (
-        Account(str(int(rng.integers(10**15, 10**16))), "adperf Demo Global (USD)", "USD"),
+        Account(
+            str(int(rng.integers(10**15, 10**16))),
+            "adperf Demo Global (USD)",
+            "USD",
+            timezone="America/Los_Angeles",
+        ),
         Account(str(int(rng.integers(10**14, 10**15))), "adperf Demo KR (KRW)", "KRW"),
         # A Google Ads customer id: 10 digits.
         Account(
-            str(int(rng.integers(10**9, 10**10))), "adperf Demo Google (USD)", "USD", "google_ads"
+            str(int(rng.integers(10**9, 10**10))),
+            "adperf Demo Google (USD)",
+            "USD",
+            "google_ads",
+            timezone="Australia/Sydney",
         ),
     )
     n_campaigns = len(accounts) * profile.campaigns_per_account

@@ -6,7 +6,9 @@ generated proto-plus classes), so the real `GoogleAdsClient` talks to it unchang
 - `SearchStream(customer_id, query)` answers GAQL over `ad_group_ad` (ad-level rows of ad-level
   campaigns), `campaign` (every campaign, App campaigns included) and `customer`, filtered by
   `segments.date BETWEEN 'a' AND 'b'`, in batches of `batch_rows` rows per response
-  (https://developers.google.com/google-ads/api/docs/reporting/streaming);
+  (https://developers.google.com/google-ads/api/docs/reporting/streaming); with `segments.hour`
+  selected, one row per hour of the customer's zone (0..23; the day split by
+  `adperf.sandbox.hourly`);
 - errors as the real API sends them: a gRPC status plus a serialized `GoogleAdsFailure` in the
   trailing metadata key `google.ads.googleads.<version>.errors.googleadsfailure-bin`, with
   `QuotaErrorDetails.retry_delay` for quota errors
@@ -43,6 +45,7 @@ from typing import Any, NoReturn, Self
 import grpc
 import pandas as pd
 
+from adperf.sandbox import hourly
 from adperf.sandbox.ad_objects import JsonState
 from adperf.sandbox.day_index import DayIndex
 
@@ -86,6 +89,7 @@ AD_ROW_COLUMNS = (
 CUSTOMER_KEYS = ("customer_id", "descriptive_name", "currency_code", "time_zone")
 
 _FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
+_HOUR = re.compile(r"\bsegments\.hour\b", re.IGNORECASE)
 _DATES = re.compile(
     r"segments\.date\s+BETWEEN\s+'(\d{4}-\d\d-\d\d)'\s+AND\s+'(\d{4}-\d\d-\d\d)'", re.IGNORECASE
 )
@@ -420,12 +424,15 @@ class FakeGoogleAds:
         with self._lock:
             rows = self._rows
         mine = rows.select(cid, since, until)
+        by_hour = bool(_HOUR.search(query))
+        if by_hour:
+            mine = [h for r in mine for h in _hourly(r, customer)]
         if resource == "ad_group_ad":
             return [_ad_row(r, base) for r in mine if r["ad_level"]]
         if resource == "campaign":
-            totals: dict[tuple[str, str], dict[str, Any]] = {}
+            totals: dict[tuple[str, int, str], dict[str, Any]] = {}
             for r in mine:
-                key = (r["date"], str(r["campaign_id"]))
+                key = (r["date"], r.get("hour", -1), str(r["campaign_id"]))
                 t = totals.setdefault(
                     key, {**r, "impressions": 0, "clicks": 0, "cost_micros": 0, "conversions": 0.0}
                 )
@@ -435,12 +442,43 @@ class FakeGoogleAds:
                 _ROW_PB(
                     customer=base,
                     campaign=_campaign(t),
-                    segments={"date": t["date"]},
+                    segments=_segments(t),
                     metrics=_metrics(t),
                 )
                 for t in totals.values()
             ]
         return []
+
+
+def _hourly(r: dict[str, Any], customer: dict[str, str]) -> list[dict[str, Any]]:
+    """A day's record as its hours in the customer's zone (`segments.hour`), hours without
+    delivery left out; cost split in whole units of the currency (adperf.sandbox.hourly)."""
+    unit = 10**6 if customer["currency_code"] in ZERO_DECIMAL_CURRENCIES else 10**4
+    counts = {
+        "impressions": int(r["impressions"]),
+        "clicks": int(r["clicks"]),
+        "cost": int(r["cost_micros"]) // unit,
+        "conversions": int(r["conversions"]),
+    }
+    out = []
+    for hour, c in hourly.by_wall_hour(r["date"], customer["time_zone"], counts):
+        if any(c.values()):
+            base = {k: v for k, v in r.items() if k != _BUILT}
+            out.append(
+                {
+                    **base,
+                    "hour": hour,
+                    "impressions": c["impressions"],
+                    "clicks": c["clicks"],
+                    "cost_micros": c["cost"] * unit,
+                    "conversions": float(c["conversions"]),
+                }
+            )
+    return out
+
+
+def _segments(r: dict[str, Any]) -> dict[str, Any]:
+    return {"date": r["date"], "hour": r["hour"]} if "hour" in r else {"date": r["date"]}
 
 
 def rows_from_ad_daily(ad_daily: pd.DataFrame, app_campaign_ids: list[str]) -> pd.DataFrame:
@@ -564,7 +602,7 @@ def _ad_row(r: dict[str, Any], base: dict[str, Any]) -> Any:
             campaign=_campaign(r),
             ad_group={"id": int(r["ad_group_id"]), "name": r["ad_group_name"]},
             ad_group_ad={"ad": {"id": int(r["ad_id"]), "name": r["ad_name"] or ""}},
-            segments={"date": r["date"]},
+            segments=_segments(r),
             metrics=_metrics(r),
         )
     return row

@@ -5,7 +5,10 @@ talk to it unchanged (only `FacebookSession.GRAPH` points here):
 
 - `GET /{version}/act_{id}?fields=...` — the ad account node;
 - `GET /{version}/act_{id}/insights` — sync Insights, level=ad, time_increment=1, cursor paging
-  (https://developers.facebook.com/docs/graph-api/results);
+  (https://developers.facebook.com/docs/graph-api/results); with
+  `breakdowns=hourly_stats_aggregated_by_advertiser_time_zone` one row per ad, day and hour of the
+  account's zone, the hour as `"13:00:00 - 13:59:59"` (the day split by
+  `adperf.sandbox.hourly`; https://developers.facebook.com/docs/marketing-api/insights/breakdowns);
 - `POST /{version}/act_{id}/insights` → `{"report_run_id"}`, `GET /{version}/{report_run_id}`
   (async_status, async_percent_completion) and `GET /{version}/{report_run_id}/insights` —
   async report runs (https://developers.facebook.com/docs/marketing-api/insights/best-practices),
@@ -44,7 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pandas as pd
 
-from adperf.sandbox import loopback
+from adperf.sandbox import hourly, loopback
 from adperf.sandbox.ad_objects import JsonState
 from adperf.sandbox.day_index import DayIndex
 
@@ -68,6 +71,7 @@ AD_ROW_COLUMNS = (
 )
 ACCOUNT_KEYS = ("account_id", "name", "currency", "timezone_name")
 
+HOURLY_BREAKDOWN = "hourly_stats_aggregated_by_advertiser_time_zone"
 INSTALL_ACTION = "mobile_app_install"
 PURCHASE_ACTION = "app_custom_event.fb_mobile_purchase"
 
@@ -381,7 +385,11 @@ class FakeGraphApi:
     def _select(self, account_id: str, query: _InsightsQuery) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._rows
-        return rows.select(_strip_act(account_id), query.since, query.until)
+        selected = rows.select(_strip_act(account_id), query.since, query.until)
+        if not query.hourly:
+            return selected
+        zone = self._accounts[_strip_act(account_id)]["timezone_name"]
+        return [h for r in selected for h in _hourly_records(r, zone)]
 
     def _page(
         self,
@@ -441,10 +449,11 @@ class _Reply:
 class _InsightsQuery:
     """The parts of an Insights request the fake honours."""
 
-    def __init__(self, since: str, until: str, fields: list[str]) -> None:
+    def __init__(self, since: str, until: str, fields: list[str], hourly: bool = False) -> None:
         self.since = since
         self.until = until
         self.fields = fields
+        self.hourly = hourly
 
 
 def _make_handler(api: FakeGraphApi) -> type[http.server.BaseHTTPRequestHandler]:
@@ -510,7 +519,12 @@ def _parse_insights_query(params: dict[str, str]) -> _InsightsQuery | _Reply:
         since, until = str(time_range["since"]), str(time_range["until"])
     except (KeyError, ValueError, TypeError):
         return _error(400, 100, "(#100) time_range must be a JSON object with since and until")
-    return _InsightsQuery(since, until, _parse_fields(params.get("fields", "")))
+    breakdowns = _parse_fields(params.get("breakdowns", ""))
+    if breakdowns not in ([], [HOURLY_BREAKDOWN]):
+        return _error(
+            400, 100, f"(#100) the fake Graph API only serves the breakdown {HOURLY_BREAKDOWN}"
+        )
+    return _InsightsQuery(since, until, _parse_fields(params.get("fields", "")), bool(breakdowns))
 
 
 def _parse_fields(value: str) -> list[str]:
@@ -588,9 +602,40 @@ def _insights_row(r: dict[str, Any], fields: list[str]) -> dict[str, Any]:
             {"action_type": "omni_purchase", "value": r["purchase_value"]},
         ]
     out = {k: v for k, v in full.items() if k in fields}
-    # date_start/date_stop come with every Insights row, asked for or not.
+    # date_start/date_stop come with every Insights row, asked for or not; so do breakdowns.
     out["date_start"] = r["date"]
     out["date_stop"] = r["date"]
+    if "hour" in r:
+        out[HOURLY_BREAKDOWN] = f"{r['hour']:02d}:00:00 - {r['hour']:02d}:59:59"
+    return out
+
+
+def _hourly_records(r: dict[str, Any], zone: str) -> list[dict[str, Any]]:
+    """A day's record as its hours in the account's zone (hours without delivery left out)."""
+    spend, spend_digits = hourly.minor_units(r["spend"])
+    value, value_digits = hourly.minor_units(r["purchase_value"])
+    counts = {
+        "impressions": r["impressions"],
+        "clicks": r["clicks"],
+        "installs_reported": r["installs_reported"],
+        "purchases_reported": r["purchases_reported"],
+        "spend": spend,
+        "purchase_value": value,
+    }
+    out = []
+    for hour, c in hourly.by_wall_hour(r["date"], zone, counts):
+        if not any(c.values()):
+            continue
+        base = {k: v for k, v in r.items() if k != _RENDERED}
+        out.append(
+            {
+                **base,
+                **c,
+                "hour": hour,
+                "spend": hourly.amount(c["spend"], spend_digits),
+                "purchase_value": hourly.amount(c["purchase_value"], value_digits),
+            }
+        )
     return out
 
 

@@ -1111,7 +1111,7 @@ class _World:
                     "account_id": a.account_id,
                     "name": a.name,
                     "currency": a.currency,
-                    "timezone_name": self.tz.key,
+                    "timezone_name": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
                 if a.platform == "facebook"
@@ -1121,7 +1121,7 @@ class _World:
                     "customer_id": a.account_id,
                     "descriptive_name": a.name,
                     "currency_code": a.currency,
-                    "time_zone": self.tz.key,
+                    "time_zone": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
                 if a.platform == "google_ads"

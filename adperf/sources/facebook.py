@@ -4,8 +4,10 @@ Goes through the real facebook-business SDK; production and sandbox differ only 
 
 One request per account covers the whole range (`time_range` since..until, `time_increment=1`),
 so a re-pull of the last 28 days (Facebook restates them) costs one report, not 28. Days are the
-ad account's (`timezone_name`): Insights cannot re-cut them to another zone, so an account whose
-zone differs from `report_timezone` is a ConfigError rather than silently shifted spend.
+ad account's (`timezone_name`): Insights has no parameter to report in another zone. With
+`account_days="report"`, an account in another zone than `report_timezone` is read by hour
+(`breakdowns=hourly_stats_aggregated_by_advertiser_time_zone`, the advertiser's hours) over the
+local days that cover the report days, and summed into report days (`adperf.account_days`).
 Async report runs are polled with growing waits; a run that fails, is skipped or stalls is
 started again once, then its range is split in halves (a smaller report is likelier to finish),
 down to single days.
@@ -42,6 +44,7 @@ from facebook_business.api import Cursor, FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 
+from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, MICROS, empty_frame
 
@@ -71,6 +74,18 @@ INSIGHTS_FIELDS = [
     "date_start",
     "date_stop",
 ]
+# https://developers.facebook.com/docs/marketing-api/insights/breakdowns: the hour of each row in
+# the ad account's zone, as "13:00:00 - 13:59:59".
+HOURLY_BREAKDOWN = "hourly_stats_aggregated_by_advertiser_time_zone"
+# What an hourly row adds up when its hours are summed into a report day.
+SUMMED = (
+    "impressions",
+    "clicks",
+    "installs_reported",
+    "purchases_reported",
+    "purchase_value_original_micros",
+    "spend_original_micros",
+)
 # https://developers.facebook.com/docs/marketing-api/reference/ads-action-stats/
 INSTALL_ACTION = "mobile_app_install"
 PURCHASE_ACTION = "app_custom_event.fb_mobile_purchase"
@@ -119,6 +134,7 @@ def fetch_facebook_spend(
     day: datetime.date,
     first_day: datetime.date | None = None,
     report_timezone: str | None = None,
+    account_days: str = days_of.ACCOUNT,
     timeout: float = 60.0,
     max_retries: int = 5,
     sleep: Callable[[float], None] = time.sleep,
@@ -127,11 +143,12 @@ def fetch_facebook_spend(
 ) -> pd.DataFrame:
     """One row per ad, account and day from `first_day` (default `day`) to `day`, as AD_SPEND.
 
-    Days are the account's; with `report_timezone` given, an account in another zone is a
-    ConfigError. Money is int64 micros in the account's currency, parsed from the API's decimal
-    strings. Transient errors and rate limits are retried `max_retries` times, waiting through
-    `sleep`; then `TransientSourceError`. Permanent errors raise `SourceError` naming account
-    and fix. `use_async` reads Insights through async report runs (for big accounts).
+    Days are each account's own (`account_days="account"`), or with `account_days="report"`
+    the days of `report_timezone`, re-cut from hourly rows for an account in another zone.
+    Money is int64 micros in the account's currency, parsed from the API's decimal strings.
+    Transient errors and rate limits are retried `max_retries` times, waiting through `sleep`;
+    then `TransientSourceError`. Permanent errors raise `SourceError` naming account and fix.
+    `use_async` reads Insights through async report runs (for big accounts).
     """
     if not _VERSION.match(api_version):
         raise ConfigError(f"[facebook] api_version must look like v21.0, got {api_version!r}")
@@ -139,6 +156,9 @@ def fetch_facebook_spend(
         raise ConfigError("[facebook] ad_account_ids is empty: list the ad accounts to read")
     if not access_token:
         raise ConfigError("facebook: no access token; set ADPERF_FACEBOOK_TOKEN")
+    days_of.check_mode(account_days)
+    if account_days == days_of.REPORT and not report_timezone:
+        raise ConfigError("facebook: account_days = report needs [adperf] report_timezone")
     first = first_day or day
     if first > day:
         raise ConfigError(f"facebook: first day {first} is after the last day {day}")
@@ -150,7 +170,7 @@ def fetch_facebook_spend(
         for account_id in dict.fromkeys(a.strip().removeprefix("act_") for a in account_ids):
             caller = GraphCaller(day, account_id, access_token, max_retries, sleep, first)
             caller.async_stall_s = async_stall_s
-            records.extend(_fetch_account(api, caller, use_async, report_timezone))
+            records.extend(_fetch_account(api, caller, use_async, report_timezone, account_days))
     finally:
         http.close()
 
@@ -190,7 +210,11 @@ def make_api(
 
 
 def _fetch_account(
-    api: FacebookAdsApi, caller: GraphCaller, use_async: bool, report_timezone: str | None
+    api: FacebookAdsApi,
+    caller: GraphCaller,
+    use_async: bool,
+    report_timezone: str | None,
+    account_days: str = days_of.ACCOUNT,
 ) -> list[dict[str, Any]]:
     """AD_SPEND records of one ad account for the caller's day range."""
     account = AdAccount(f"act_{caller.account_id}", api=api)
@@ -203,30 +227,52 @@ def _fetch_account(
             f"ad account {caller.act} has no currency",
             "check that the token's system user can read the account's settings",
         )
+    # Insights reports days in the ad account's time zone (AdAccount.timezone_name,
+    # https://developers.facebook.com/docs/marketing-api/reference/ad-account/).
     zone = str(info.get(AdAccount.Field.timezone_name) or "")
-    if report_timezone and zone != report_timezone:
-        # Insights reports days in the ad account's time zone (AdAccount.timezone_name,
-        # https://developers.facebook.com/docs/marketing-api/reference/ad-account/); it has no
-        # parameter to report in another zone.
-        raise ConfigError(
-            f"facebook: ad account {caller.act} reports days in {zone or 'an unknown zone'}, "
-            f"the report in {report_timezone}; its daily spend would land on the wrong days. "
-            "Fix: set [adperf] report_timezone to the account's zone, or remove the account "
-            "from [facebook] ad_account_ids (a new ad account can be created in the report's "
-            "zone)"
+    if not zone:
+        raise SourceError(
+            SOURCE,
+            caller.day_iso,
+            f"ad account {caller.act} has no timezone_name",
+            "check that the token's system user can read the account's settings",
         )
+    hourly = account_days == days_of.REPORT and zone != report_timezone
+    since, until = caller.first_day, caller.day
+    if hourly and report_timezone:
+        since, until = days_of.local_range(since, until, zone, report_timezone)
     if use_async:
-        rows = _async_rows(account, caller, caller.first_day, caller.day)
+        rows = _async_rows(account, caller, since, until, hourly)
     else:
-        params = _params(caller.first_iso, caller.day_iso)
+        params = _params(since.isoformat(), until.isoformat(), hourly)
         cursor = caller.call(
             "read Insights page 1",
             lambda: account.get_insights(fields=INSIGHTS_FIELDS, params=dict(params)),
         )
         rows = list(all_rows(cursor, caller))
-    records = [_to_record(row, caller, currency) for row in rows]
+    window = (since.isoformat(), until.isoformat())
+    records = [_to_record(row, caller, currency, zone, window, hourly) for row in rows]
+    if hourly and report_timezone:
+        try:
+            records = days_of.recut_to_report_days(
+                records,
+                metrics=SUMMED,
+                key=("ad_id",),
+                account_zone=zone,
+                report_zone=report_timezone,
+                first=caller.first_day,
+                last=caller.day,
+                what=f"facebook ad account {caller.act}",
+            )
+        except ValueError as exc:
+            raise SourceError(
+                SOURCE,
+                caller.day_iso,
+                f"Insights returned an hour twice: {exc}",
+                "report this: paging or async splitting returned overlapping rows",
+            ) from None
     log.info(
-        "facebook %s (%s, %s, %s): %d ad rows for %s..%s",
+        "facebook %s (%s, %s, %s): %d ad rows for %s..%s%s",
         caller.act,
         info.get("name"),
         zone,
@@ -234,18 +280,22 @@ def _fetch_account(
         len(records),
         caller.first_iso,
         caller.day_iso,
+        f" (from hours of {window[0]}..{window[1]} in {zone})" if hourly else "",
     )
     return records
 
 
-def _params(since: str, until: str) -> dict[str, Any]:
-    """Insights parameters: ad level, one row per ad and day over since..until."""
-    return {
+def _params(since: str, until: str, hourly: bool = False) -> dict[str, Any]:
+    """Insights parameters: ad level, one row per ad and day (and hour) over since..until."""
+    params: dict[str, Any] = {
         "level": "ad",
         "time_range": {"since": since, "until": until},
         "time_increment": "1",
         "limit": PAGE_LIMIT,
     }
+    if hourly:
+        params["breakdowns"] = [HOURLY_BREAKDOWN]
+    return params
 
 
 def all_rows(cursor: Cursor, caller: GraphCaller) -> Iterator[dict[str, Any]]:
@@ -284,7 +334,11 @@ def _json_row(response: Mapping[str, Any], api: Any) -> Mapping[str, Any]:
 
 
 def _async_rows(
-    account: AdAccount, caller: GraphCaller, since: datetime.date, until: datetime.date
+    account: AdAccount,
+    caller: GraphCaller,
+    since: datetime.date,
+    until: datetime.date,
+    hourly: bool = False,
 ) -> list[dict[str, Any]]:
     """Every Insights row of since..until through async report runs, splitting when they fail.
 
@@ -292,7 +346,7 @@ def _async_rows(
     A run that ends in Job Failed / Job Skipped or stalls is started again (ASYNC_TRIES runs in
     all); then the range is split in halves, each read the same way, down to single days.
     """
-    params = _params(since.isoformat(), until.isoformat())
+    params = _params(since.isoformat(), until.isoformat(), hourly)
     outcome = ""
     for attempt in range(ASYNC_TRIES):
         cursor, outcome = _async_run(account, caller, params)
@@ -320,8 +374,8 @@ def _async_rows(
         middle + datetime.timedelta(days=1),
         until,
     )
-    return _async_rows(account, caller, since, middle) + _async_rows(
-        account, caller, middle + datetime.timedelta(days=1), until
+    return _async_rows(account, caller, since, middle, hourly) + _async_rows(
+        account, caller, middle + datetime.timedelta(days=1), until, hourly
     )
 
 
@@ -377,18 +431,23 @@ def _async_run(
         wait = min(ASYNC_POLL_CAP_S, wait * ASYNC_POLL_FACTOR)
 
 
-def _to_record(row: Mapping[str, Any], caller: GraphCaller, currency: str) -> dict[str, Any]:
-    """One Insights row as an AD_SPEND record."""
+def _to_record(
+    row: Mapping[str, Any],
+    caller: GraphCaller,
+    currency: str,
+    zone: str,
+    window: tuple[str, str],
+    hourly: bool = False,
+) -> dict[str, Any]:
+    """One Insights row as an AD_SPEND record (with its local `hour` when `hourly`)."""
     ad_id = str(row.get("ad_id", ""))
     start, stop = row.get("date_start"), row.get("date_stop", row.get("date_start"))
-    if not (isinstance(start, str) and caller.first_iso <= start <= caller.day_iso) or (
-        stop != start
-    ):
+    if not (isinstance(start, str) and window[0] <= start <= window[1]) or (stop != start):
         raise SourceError(
             SOURCE,
             caller.day_iso,
             f"{caller.act} returned a row for {start!r}..{stop!r} (ad {ad_id}) when asked "
-            f"for single days of {caller.first_iso}..{caller.day_iso}",
+            f"for single days of {window[0]}..{window[1]}",
             "report this: the Insights request's time_range / time_increment was not honoured",
         )
     actions = row.get("actions") or []
@@ -408,7 +467,7 @@ def _to_record(row: Mapping[str, Any], caller: GraphCaller, currency: str) -> di
             )
         return str(value)
 
-    return {
+    record = {
         "date": start,
         "platform": PLATFORM,
         "account_id": str(row.get("account_id") or caller.account_id).removeprefix("act_"),
@@ -428,7 +487,20 @@ def _to_record(row: Mapping[str, Any], caller: GraphCaller, currency: str) -> di
         ),
         "spend_original_micros": _micros(number("spend", row.get("spend", "0"))),
         "currency_original": currency,
+        "account_timezone": zone,
     }
+    if hourly:
+        try:
+            record["hour"] = days_of.hour_label(row.get(HOURLY_BREAKDOWN))
+        except ValueError:
+            raise SourceError(
+                SOURCE,
+                caller.day_iso,
+                f"{caller.act} returned {HOURLY_BREAKDOWN}={row.get(HOURLY_BREAKDOWN)!r} for "
+                f"ad {ad_id}, not an hour",
+                "report this: the Insights response format changed",
+            ) from None
+    return record
 
 
 def _action(entries: list[Mapping[str, Any]], action_type: str) -> object:

@@ -47,6 +47,7 @@ from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.protobuf.message import DecodeError
 
+from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, empty_frame
 
@@ -69,17 +70,26 @@ AD_QUERY = """
 SELECT customer.id, customer.currency_code, customer.time_zone,
   campaign.id, campaign.name, campaign.advertising_channel_type,
   ad_group.id, ad_group.name, ad_group_ad.ad.id, ad_group_ad.ad.name,
-  segments.date, metrics.impressions, metrics.clicks, metrics.cost_micros, metrics.conversions
+  segments.date{hour}, metrics.impressions, metrics.clicks, metrics.cost_micros,
+  metrics.conversions
 FROM ad_group_ad
 WHERE segments.date BETWEEN '{since}' AND '{until}'
 """.strip()
 CAMPAIGN_QUERY = """
 SELECT customer.id, customer.currency_code, customer.time_zone,
   campaign.id, campaign.name, campaign.advertising_channel_type,
-  segments.date, metrics.impressions, metrics.clicks, metrics.cost_micros, metrics.conversions
+  segments.date{hour}, metrics.impressions, metrics.clicks, metrics.cost_micros,
+  metrics.conversions
 FROM campaign
 WHERE segments.date BETWEEN '{since}' AND '{until}'
 """.strip()
+
+# With [adperf] account_days = report: the customer's zone first, then rows by hour of its zone
+# (https://developers.google.com/google-ads/api/fields/v21/segments#segments.hour: "Hour of day
+# as a number between 0 and 23, inclusive", in the account's time zone).
+CUSTOMER_QUERY = "SELECT customer.id, customer.currency_code, customer.time_zone FROM customer"
+HOUR_SEGMENT = ", segments.hour"
+SUMMED = ("impressions", "clicks", "installs_reported", "spend_original_micros")
 
 TRANSIENT_STATUS = frozenset(
     {
@@ -124,6 +134,7 @@ def fetch_google_ads_spend(
     day: datetime.date,
     login_customer_id: str = "",
     report_timezone: str | None = None,
+    account_days: str = days_of.ACCOUNT,
     insecure: bool = False,
     timeout: float = DEADLINE_S,
     max_retries: int = 5,
@@ -131,10 +142,12 @@ def fetch_google_ads_spend(
 ) -> pd.DataFrame:
     """One row per ad (or App campaign) and day from `first_day` to `day`, in AD_SPEND's columns.
 
-    Days are the customer's (`customer.time_zone`); with `report_timezone` given, a customer in
-    another zone is a ConfigError. `insecure` (loopback only) talks plain gRPC without OAuth,
-    for the sandbox's fake. Retries transient and quota errors `max_retries` times through
-    `sleep`, then raises TransientSourceError; permanent errors raise SourceError.
+    Days are each customer's own (`customer.time_zone`, `account_days="account"`), or with
+    `account_days="report"` the days of `report_timezone`, re-cut from `segments.hour` rows for a
+    customer in another zone (adperf.account_days). `insecure` (loopback only) talks plain
+    gRPC without OAuth, for the sandbox's fake. Retries transient and quota errors
+    `max_retries` times through `sleep`, then raises TransientSourceError; permanent errors
+    raise SourceError.
     """
     customers = list(dict.fromkeys(c.strip().replace("-", "") for c in customer_ids if c.strip()))
     if not customers:
@@ -147,6 +160,9 @@ def fetch_google_ads_spend(
             )
     if first_day > day:
         raise ConfigError(f"google_ads: first day {first_day} is after the last day {day}")
+    days_of.check_mode(account_days)
+    if account_days == days_of.REPORT and not report_timezone:
+        raise ConfigError("google_ads: account_days = report needs [adperf] report_timezone")
     if not credentials.developer_token:
         raise ConfigError("google_ads: no developer token; set ADPERF_GOOGLE_ADS_DEVELOPER_TOKEN")
 
@@ -155,7 +171,7 @@ def fetch_google_ads_spend(
         records: list[dict[str, Any]] = []
         for cid in customers:
             caller = GoogleAdsCaller(cid, first_day, day, max_retries, sleep)
-            records.extend(_fetch_customer(service, caller, timeout, report_timezone))
+            records.extend(_fetch_customer(service, caller, timeout, report_timezone, account_days))
     finally:
         if channel is not None:
             channel.close()
@@ -274,10 +290,25 @@ def _is_loopback(host: str) -> bool:
 
 
 def _fetch_customer(
-    service: Any, caller: GoogleAdsCaller, timeout: float, report_timezone: str | None
+    service: Any,
+    caller: GoogleAdsCaller,
+    timeout: float,
+    report_timezone: str | None,
+    account_days: str = days_of.ACCOUNT,
 ) -> list[dict[str, Any]]:
     """AD_SPEND records of one customer: ad-level rows plus what campaign totals add."""
-    window = {"since": caller.first_iso, "until": caller.day_iso}
+    window = {"since": caller.first_iso, "until": caller.day_iso, "hour": ""}
+    zone = ""
+    if account_days == days_of.REPORT and report_timezone:
+        zone = _customer_zone(service, caller, timeout)
+        if zone != report_timezone:
+            first, last = days_of.local_range(
+                datetime.date.fromisoformat(caller.first_iso),
+                datetime.date.fromisoformat(caller.day_iso),
+                zone,
+                report_timezone,
+            )
+            window = {"since": first.isoformat(), "until": last.isoformat(), "hour": HOUR_SEGMENT}
     ad_rows = caller.call(
         "stream ad-level rows",
         lambda: stream(service, caller.customer_id, AD_QUERY.format(**window), timeout, raw=True),
@@ -288,19 +319,56 @@ def _fetch_customer(
             service, caller.customer_id, CAMPAIGN_QUERY.format(**window), timeout, raw=True
         ),
     )
-    records = [_ad_record(r, caller) for r in ad_rows]
+    records = [_ad_record(r, caller, window) for r in ad_rows]
     for r in [*ad_rows, *campaign_rows]:
-        _check_customer(r, caller, report_timezone)
-    records.extend(_campaign_remainders(records, campaign_rows, caller))
+        _check_customer(r, caller)
+    records.extend(_campaign_remainders(records, campaign_rows, caller, window))
+    if window["hour"] and report_timezone:
+        try:
+            records = days_of.recut_to_report_days(
+                records,
+                metrics=SUMMED,
+                key=("adset_id", "ad_id"),
+                account_zone=zone,
+                report_zone=report_timezone,
+                first=datetime.date.fromisoformat(caller.first_iso),
+                last=datetime.date.fromisoformat(caller.day_iso),
+                what=f"google_ads customer {caller.customer_id}",
+            )
+        except ValueError as exc:
+            raise SourceError(
+                SOURCE,
+                caller.day_iso,
+                f"SearchStream returned an hour twice: {exc}",
+                "report this: the GAQL segments were not honoured",
+            ) from None
     log.info(
-        "google_ads %s: %d ad rows, %d campaign rows, %s..%s",
+        "google_ads %s: %d ad rows, %d campaign rows, %s..%s%s",
         caller.customer_id,
         len(ad_rows),
         len(campaign_rows),
         caller.first_iso,
         caller.day_iso,
+        f" (hours of {window['since']}..{window['until']} in {zone})" if window["hour"] else "",
     )
     return records
+
+
+def _customer_zone(service: Any, caller: GoogleAdsCaller, timeout: float) -> str:
+    """The customer's time zone (`customer.time_zone`), read before its rows."""
+    rows = caller.call(
+        "read the customer's time zone",
+        lambda: stream(service, caller.customer_id, CUSTOMER_QUERY, timeout, raw=True),
+    )
+    zone = str(rows[0].customer.time_zone) if rows else ""
+    if not zone:
+        raise SourceError(
+            SOURCE,
+            caller.day_iso,
+            f"customer {caller.customer_id} has no customer.time_zone",
+            "check that the credentials can read the customer's settings",
+        )
+    return zone
 
 
 def stream(
@@ -321,15 +389,7 @@ def stream(
     return rows
 
 
-def _check_customer(row: Any, caller: GoogleAdsCaller, report_timezone: str | None) -> None:
-    zone = str(row.customer.time_zone)
-    if report_timezone and zone and zone != report_timezone:
-        raise ConfigError(
-            f"google_ads: customer {caller.customer_id} reports days in {zone}, the report "
-            f"in {report_timezone}; Google Ads days cannot be re-cut to another zone. Fix: "
-            "set [adperf] report_timezone to the customer's zone, or remove the customer from "
-            "[google_ads] customer_ids"
-        )
+def _check_customer(row: Any, caller: GoogleAdsCaller) -> None:
     if not str(row.customer.currency_code):
         raise SourceError(
             SOURCE,
@@ -339,17 +399,19 @@ def _check_customer(row: Any, caller: GoogleAdsCaller, report_timezone: str | No
         )
 
 
-def _base(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
+def _base(row: Any, caller: GoogleAdsCaller, window: dict[str, str]) -> dict[str, Any]:
     day = str(row.segments.date)
-    if not caller.first_iso <= day <= caller.day_iso:
+    if not window["since"] <= day <= window["until"]:
         raise SourceError(
             SOURCE,
             caller.day_iso,
             f"customer {caller.customer_id} returned a row for {day!r} when asked for "
-            f"{caller.first_iso}..{caller.day_iso}",
+            f"{window['since']}..{window['until']}",
             "report this: the GAQL date filter was not honoured",
         )
+    hour = {"hour": int(row.segments.hour)} if window["hour"] else {}
     return {
+        **hour,
         "date": day,
         "platform": PLATFORM,
         "account_id": caller.customer_id,
@@ -362,12 +424,13 @@ def _base(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
         "purchase_value_original_micros": 0,
         "spend_original_micros": int(row.metrics.cost_micros),
         "currency_original": str(row.customer.currency_code),
+        "account_timezone": str(row.customer.time_zone) or None,
     }
 
 
-def _ad_record(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
+def _ad_record(row: Any, caller: GoogleAdsCaller, window: dict[str, str]) -> dict[str, Any]:
     return {
-        **_base(row, caller),
+        **_base(row, caller, window),
         "adset_id": str(row.ad_group.id),
         "adset_name": str(row.ad_group.name) or None,
         "ad_id": str(row.ad_group_ad.ad.id),
@@ -376,20 +439,24 @@ def _ad_record(row: Any, caller: GoogleAdsCaller) -> dict[str, Any]:
 
 
 def _campaign_remainders(
-    ad_records: list[dict[str, Any]], campaign_rows: list[Any], caller: GoogleAdsCaller
+    ad_records: list[dict[str, Any]],
+    campaign_rows: list[Any],
+    caller: GoogleAdsCaller,
+    window: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """Rows for what campaign totals exceed their ad-level rows by (App campaigns)."""
-    metrics = ("impressions", "clicks", "installs_reported", "spend_original_micros")
-    ads: dict[tuple[str, str], dict[str, int]] = {}
+    """Rows for what campaign totals exceed their ad-level rows by (App campaigns), per day
+    (and hour, when read by hour)."""
+    metrics = SUMMED
+    ads: dict[tuple[str, int | None, str], dict[str, int]] = {}
     for r in ad_records:
-        key = (r["date"], r["campaign_id"])
+        key = (r["date"], r.get("hour"), r["campaign_id"])
         sums = ads.setdefault(key, dict.fromkeys(metrics, 0))
         for m in metrics:
             sums[m] += r[m]
     out: list[dict[str, Any]] = []
     for row in campaign_rows:
-        base = _base(row, caller)
-        key = (base["date"], base["campaign_id"])
+        base = _base(row, caller, window)
+        key = (base["date"], base.get("hour"), base["campaign_id"])
         have = ads.get(key, dict.fromkeys(metrics, 0))
         rest = {m: base[m] - have[m] for m in metrics}
         if all(v == 0 for v in rest.values()):

@@ -10,7 +10,8 @@ from adperf.schema import AD_SPEND, SPEND
 
 def build_spend(ad_spend: list[pd.DataFrame], fx: FxTable) -> pd.DataFrame:
     """SPEND rows: every platform's AD_SPEND rows of a day plus fx_rate and spend_micros."""
-    frames = [f[AD_SPEND.columns] for f in ad_spend if len(f)]
+    # Pulls stored before `account_timezone` was recorded read as null there (nullable).
+    frames = [f.reindex(columns=AD_SPEND.columns) for f in ad_spend if len(f)]
     if not frames:
         empty: pd.DataFrame = SPEND.schema.empty_table().to_pandas()
         return empty

@@ -195,12 +195,17 @@ def test_world_json_contract(world: Path) -> None:
     accounts = meta["facebook_accounts"]
     assert sorted(a["currency"] for a in accounts) == ["KRW", "USD"]
     for a in accounts:
-        assert re.fullmatch(r"\d{15,16}", a["account_id"]) and a["timezone_name"] == "Asia/Seoul"
+        assert re.fullmatch(r"\d{15,16}", a["account_id"])
+    # A global app's accounts: the USD one keeps Los Angeles days, the KRW one the report's.
+    assert {a["currency"]: a["timezone_name"] for a in accounts} == {
+        "USD": "America/Los_Angeles",
+        "KRW": "Asia/Seoul",
+    }
     assert meta["media_source_map"]["Facebook Ads"] == "facebook"
     assert meta["media_source_map"]["googleadwords_int"] == "google_ads"
     (google,) = meta["google_ads_customers"]
     assert re.fullmatch(r"\d{10}", google["customer_id"])
-    assert (google["currency_code"], google["time_zone"]) == ("USD", "Asia/Seoul")
+    assert (google["currency_code"], google["time_zone"]) == ("USD", "Australia/Sydney")
     ads = pd.read_csv(world / "ads.csv", dtype=str)
     google_campaigns = set(ads.loc[ads["platform"] == "google_ads", "campaign_id"])
     assert len(meta["google_app_campaign_ids"]) == 1

@@ -329,12 +329,15 @@ def test_a_window_is_one_request_with_one_row_per_ad_and_day(serve: Any) -> None
     assert set(day5["spend_original_micros"]) == {5_010_000}
 
 
-def test_an_account_in_another_timezone_is_a_config_error(serve: Any) -> None:
+def test_an_account_in_another_timezone_keeps_its_own_days(serve: Any) -> None:
+    # Once a ConfigError; now its days are its own (tests/sources/test_account_days.py).
     fake = serve([ad_row(1)])
 
-    with pytest.raises(ConfigError, match="act_1234567890.*America/Los_Angeles.*Asia/Seoul"):
-        fetch(fake, report_timezone="Asia/Seoul")
-    assert len(fetch(fake, report_timezone="America/Los_Angeles")) == 1
+    df = fetch(fake, report_timezone="Asia/Seoul")
+
+    assert df[["date", "account_timezone"]].values.tolist() == [
+        [DAY.isoformat(), "America/Los_Angeles"]
+    ]
 
 
 def test_the_fake_sends_usage_headers_with_account_answers(serve: Any) -> None:

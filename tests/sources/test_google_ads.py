@@ -302,11 +302,15 @@ def test_wrong_developer_token_is_an_authentication_error(serve: Any) -> None:
     assert "wrong-SECRET-token" not in str(caught.value)
 
 
-def test_customer_in_another_timezone_is_a_config_error(serve: Any) -> None:
+def test_customer_in_another_timezone_keeps_its_own_days(serve: Any) -> None:
+    # Once a ConfigError; now its days are its own (tests/sources/test_account_days.py).
     fake = serve([ad_row(1)], customers=[{**USD, "time_zone": "America/Los_Angeles"}])
 
-    with pytest.raises(ConfigError, match="America/Los_Angeles.*Asia/Seoul"):
-        fetch(fake)
+    df = fetch(fake)
+
+    assert df[["date", "account_timezone"]].values.tolist() == [
+        [DAY.isoformat(), "America/Los_Angeles"]
+    ]
 
 
 @pytest.mark.parametrize(
