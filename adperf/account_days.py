@@ -158,3 +158,30 @@ def _report_day(local: tuple[str, int], az: ZoneInfo, rz: ZoneInfo, what: str) -
             "account for this report zone"
         )
     return days.pop()
+
+
+def accounts_line(
+    accounts: Iterable[tuple[str, str, str | None]], report_zone: str, day: dt.date, mode: str
+) -> str | None:
+    """One line for the report on the ad accounts whose days are not the report's, from
+    (platform, account id, account zone) of the day's spend rows; None when there are none."""
+    offset = []
+    for platform, account_id, account_zone in sorted(set(accounts)):
+        if not account_zone or account_zone == report_zone:
+            continue
+        hours = offset_hours(account_zone, report_zone, day)
+        if hours == 0:
+            continue
+        offset.append(f"{platform} {account_id} ({account_zone}, {describe_offset(hours)})")
+    if not offset:
+        return None
+    listed = "; ".join(offset)
+    if mode == REPORT:
+        return (
+            f"Re-cut into {report_zone} days from hourly rows: {listed}. Their spend on {day} "
+            f"is the spend of {day} in {report_zone}."
+        )
+    return (
+        f"Ad accounts on their own days: {listed}. Their spend on {day} is their own {day}, "
+        f"not {day} in {report_zone} ([adperf] account_days = report re-cuts it)."
+    )

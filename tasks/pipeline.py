@@ -969,6 +969,7 @@ class RenderReport(luigi.Task):
             history_cohorts=history["cohort_roas"],
             history_spend=history["ad_spend_daily"],
             target_roas=config.rules().target_roas,
+            accounts_line=_accounts_line(self.date),
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
@@ -1090,6 +1091,26 @@ def _quality_notes(day: dt.date) -> list[str]:
         events_meta=meta("events"),
         restatements=optional("restatements"),
         ltv_model=optional("ltv_model"),
+    )
+
+
+def _accounts_line(day: dt.date) -> str | None:
+    """Which ad accounts of the day's spend keep days of another zone (adperf.account_days)."""
+    from adperf.account_days import accounts_line
+
+    root, iso = config.data_root(), _iso(day)
+    if not lake.partition_exists(root, "spend", "date", iso):
+        return None
+    # Spend of pulls made before the zone was recorded has no account_timezone: nothing to say.
+    spend = lake.read_partition(root, "spend", "date", iso).reindex(
+        columns=["platform", "account_id", "account_timezone"]
+    )
+    rows = spend.itertuples(index=False)
+    return accounts_line(
+        [(str(p), str(a), z) for p, a, z in rows],
+        config.adperf().report_timezone,
+        day,
+        _account_days(),
     )
 
 

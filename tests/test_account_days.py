@@ -156,3 +156,68 @@ def test_split_and_units() -> None:
     assert hourly.minor_units("123.45") == (12345, 2)
     assert hourly.minor_units("12345") == (12345, 0)
     assert hourly.amount(12345, 2) == "123.45"
+
+
+def test_accounts_line_names_each_offset_account_once() -> None:
+    rows = [
+        ("facebook", "111", "America/Los_Angeles"),
+        ("facebook", "111", "America/Los_Angeles"),
+        ("facebook", "222", "Asia/Seoul"),
+        ("google_ads", "333", "Australia/Sydney"),
+        ("facebook", "444", "Asia/Tokyo"),  # Seoul's offset: not offset
+        ("facebook", "555", None),  # a pull from before the zone was recorded
+    ]
+    line = days_of.accounts_line(rows, "Asia/Seoul", D(2026, 12, 6), "account")
+    assert line == (
+        "Ad accounts on their own days: facebook 111 (America/Los_Angeles, 17 h behind); "
+        "google_ads 333 (Australia/Sydney, 2 h ahead). Their spend on 2026-12-06 is their own "
+        "2026-12-06, not 2026-12-06 in Asia/Seoul ([adperf] account_days = report re-cuts it)."
+    )
+    recut = days_of.accounts_line(rows, "Asia/Seoul", D(2026, 12, 6), "report")
+    assert recut is not None and recut.startswith("Re-cut into Asia/Seoul days from hourly rows")
+    assert days_of.accounts_line(rows[2:3], "Asia/Seoul", D(2026, 12, 6), "account") is None
+
+
+def test_the_report_shows_the_accounts_line() -> None:
+    import pandas as pd
+
+    from adperf.sinks.html import build_html_report
+    from adperf.sinks.slack import build_slack_message
+
+    empty = pd.DataFrame(
+        columns=["platform", "campaign_id", "campaign_name", "spend", "installs", "roas"]
+    )
+    actions = pd.DataFrame(columns=["action", "spend"])
+    line = "Ad accounts on their own days: facebook 111 (America/Los_Angeles, 17 h behind)."
+    message = build_slack_message(
+        day="2026-12-06",
+        currency="USD",
+        campaigns=empty,
+        actions=actions,
+        reconciliation={},
+        notes=[],
+        accounts_line=line,
+    )
+    texts = [e["text"] for b in message["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert any(line in t for t in texts)
+    without = build_slack_message(
+        day="2026-12-06",
+        currency="USD",
+        campaigns=empty,
+        actions=actions,
+        reconciliation={},
+        notes=[],
+    )
+    assert len(without["blocks"]) == len(message["blocks"]) - 1
+    html = build_html_report(
+        day="2026-12-06",
+        currency="USD",
+        totals=[],
+        comparison=("2026-12-05", "2026-11-29"),
+        campaigns=empty,
+        actions=actions,
+        notes=[],
+        png=b"",
+        accounts_line=line,
+    )
+    assert f'<p class="muted" id="account-days">{line}</p>' in html

@@ -35,8 +35,10 @@ def build_html_report(
     actions: pd.DataFrame,
     notes: list[str],
     png: bytes,
+    accounts_line: str | None = None,
 ) -> str:
-    """The day's report page: totals with changes, chart, actions, notes, every campaign."""
+    """The day's report page: totals with changes, chart, actions, notes, every campaign;
+    `accounts_line` says which ad accounts keep days of another zone."""
     d1, d7 = comparison
     parts = [
         "<!doctype html>",
@@ -45,6 +47,7 @@ def build_html_report(
         f"<h1>adperf — {_e(day)}</h1>",
         f'<p class="muted">Amounts in {_e(currency)}. d/d: vs {_e(d1)}; w/w: vs {_e(d7)} '
         "(same weekday). ROAS changes are in percentage points (pp).</p>",
+        f'<p class="muted" id="account-days">{_e(accounts_line)}</p>' if accounts_line else "",
         "<h2>Totals</h2>",
         _table(
             ["", "value", "d/d", "w/w"],

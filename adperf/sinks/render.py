@@ -65,6 +65,7 @@ def render_report(
     history_cohorts: pd.DataFrame,
     history_spend: pd.DataFrame | None = None,
     target_roas: float | None = None,
+    accounts_line: str | None = None,
 ) -> RenderedReport:
     """The report of `day` from its campaign/action/cohort rows and the earlier days' rows.
 
@@ -93,6 +94,7 @@ def render_report(
         day_before=before[d1],
         week_before=before[d7],
         attachment=csv_name,
+        accounts_line=accounts_line,
     )
     csv = build_campaign_csv(campaigns, actions)
     chart = build_chart_data(
@@ -114,6 +116,7 @@ def render_report(
         actions=actions,
         notes=[*notes, _unattributed_note(reconciliation, currency)],
         png=png,
+        accounts_line=accounts_line,
     )
     digest = hashlib.sha256()
     # The PNG's bytes depend on the matplotlib version; its data is what the reader sees.

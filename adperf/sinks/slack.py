@@ -91,11 +91,13 @@ def build_slack_message(
     day_before: dict[str, Any] | None = None,
     week_before: dict[str, Any] | None = None,
     attachment: str | None = None,
+    accounts_line: str | None = None,
 ) -> dict[str, Any]:
     """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}.
 
     `day_before` / `week_before` are `build_totals` of the day before and of the same weekday a
-    week before (None: not in the warehouse); `attachment` names the CSV with every campaign.
+    week before (None: not in the warehouse); `attachment` names the CSV with every campaign;
+    `accounts_line` says which ad accounts keep days of another zone (adperf.account_days).
     """
     cohorts = _empty_cohorts() if cohorts is None else cohorts
     totals = build_totals(campaigns, cohorts, day)
@@ -140,8 +142,11 @@ def build_slack_message(
                 )
             ],
         },
-        {"type": "divider"},
     ]
+    if accounts_line:
+        clock = ":clock3: " + _escape(accounts_line)
+        blocks.append({"type": "context", "elements": [_mrkdwn(_cut(clock, MAX_NOTE_CHARS))]})
+    blocks.append({"type": "divider"})
 
     paid = campaigns[campaigns["platform"] != "organic"]
     ranked = paid[(paid["spend"] > 0) & paid["roas"].notna()].sort_values(

@@ -23,6 +23,7 @@ def configure(root: Path, **overrides: dict[str, str]) -> None:
             "warehouse_url": f"sqlite:///{root / 'warehouse.db'}",
             "report_timezone": "Asia/Seoul",
             "report_currency": "USD",
+            "account_days": "account",
         },
         "sandbox": {"root": str(root / "world"), "profile": "tiny", "seed": "7"},
         "slack": {"outbox": str(root / "outbox"), "channel": "#marketing-daily"},
