@@ -18,12 +18,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import AdperfError, ConfigError, DataNotReady
+from adperf.errors import AdperfError, DataNotReady
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
 from tasks import config, ops  # noqa: F401 - ops registers the monitoring and alert handlers
-from tasks.resources import resources as endpoints
+from tasks import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
@@ -35,7 +35,7 @@ def _iso(day: dt.date) -> str:
 
 
 def _fx() -> FxTable:
-    return load_rates(Path(endpoints().fx_path), config.adperf().report_currency)
+    return load_rates(Path(endpoints.fx_rates_path()), config.adperf().report_currency)
 
 
 def _window(day: dt.date, n_days: int) -> list[dt.date]:
@@ -152,28 +152,30 @@ def _lookback_days(platform: str) -> int:
 
 
 def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
-    res, tz = endpoints(last), config.adperf().report_timezone
+    tz = config.adperf().report_timezone
     if platform == "google_ads":
         from adperf.sources.google_ads import fetch_google_ads_spend
 
+        gads = endpoints.google_ads(last)
         return fetch_google_ads_spend(
-            endpoint=res.google_ads_endpoint,
+            endpoint=gads.endpoint,
             credentials=config.google_ads_credentials(),
-            customer_ids=res.google_ads_customer_ids,
-            login_customer_id=res.google_ads_login_customer_id,
+            customer_ids=gads.customer_ids,
+            login_customer_id=gads.login_customer_id,
             first_day=first,
             day=last,
             report_timezone=tz,
-            insecure=res.google_ads_insecure,
+            insecure=gads.insecure,
             timeout=config.google_ads().timeout_s,
         )
     from adperf.sources.facebook import fetch_facebook_spend
 
+    fb = endpoints.facebook(last)
     return fetch_facebook_spend(
-        graph_url=res.graph_url,
+        graph_url=fb.graph_url,
         api_version=config.facebook().api_version,
         access_token=config.secrets().facebook_token,
-        account_ids=res.facebook_account_ids,
+        account_ids=fb.account_ids,
         first_day=first,
         day=last,
         report_timezone=tz,
@@ -317,10 +319,10 @@ def _fetch_installs(
 ) -> pd.DataFrame:
     from adperf.sources.mmp import fetch_installs
 
-    res = endpoints(last)
+    res = endpoints.mmp(last)
     return fetch_installs(
-        base_url=res.mmp_base_url,
-        app_ids=res.mmp_app_ids,
+        base_url=res.base_url,
+        app_ids=res.app_ids,
         api_token=config.secrets().mmp_token,
         day=first,
         last_day=last,
@@ -379,8 +381,7 @@ class PaymentsMonth(LakeTask):
 def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
     from adperf.sources.payments import fetch_payments
 
-    res = endpoints(last)
-    engine = warehouse.make_engine(res.payments_url)
+    engine = warehouse.make_engine(endpoints.payments_url(last))
     try:
         return fetch_payments(
             engine,
@@ -418,11 +419,7 @@ class LogFiles(luigi.ExternalTask):
     date = luigi.DateParameter(description="report day")
 
     def output(self) -> DayFiles:
-        if config.adperf().sandbox:
-            return DayFiles(endpoints(self.date).logs_path, self.date)
-        if not config.logs().path:
-            raise ConfigError("[logs] path is not set. Fix: set it in luigi.cfg (glob with {date})")
-        return DayFiles(config.logs().path, self.date)
+        return DayFiles(endpoints.logs_path(self.date), self.date)
 
 
 class EventLogsShard(LakeTask):
@@ -487,7 +484,7 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
     from adperf.sources.logs import DayEvents
 
     with DayEvents(
-        endpoints(day).logs_path,
+        endpoints.logs_path(day),
         day=day,
         timezone=config.adperf().report_timezone,
         hmac_key=config.secrets().hmac_key,
@@ -1017,7 +1014,7 @@ class SlackReport(luigi.Task):
             [(name, content, name) for name, content in files.items()],
             token=token,
             channel=config.slack().channel,
-            base_url=endpoints(self.date).slack_base_url,
+            base_url=endpoints.slack_base_url(self.date),
             day=day,
             content_hash=content_hash,
             previous=_read_json(marker),
