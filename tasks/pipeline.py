@@ -662,41 +662,98 @@ class CohortRoas(LakeTask):
         lake.write_frame(config.data_root(), "cohort_roas", "date", _iso(self.date), df)
 
 
+class LtvModel(LakeTask):
+    """BG/NBD + Gamma-Gamma fitted on the payment history alone: the day's `ltv_model` row, in
+    the lake and the warehouse. Needs payments (and FX) only: no MMP, logs or ad platform, so a
+    team without an MMP still gets customer LTV."""
+
+    date = luigi.DateParameter(description="report day = end of the fitted history")
+    outputs = ("ltv_model",)
+
+    def requires(self) -> PaymentHistory:
+        return PaymentHistory(date=self.date)
+
+    def output(self) -> dict[str, Any]:
+        url = config.adperf().warehouse_url
+        return {
+            "ltv_model": LakePartition(config.data_root(), "ltv_model", "date", _iso(self.date)),
+            "warehouse": WarehouseDay(url, _iso(self.date), marker="ltv_model"),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.ltv import build_ltv_model
+
+        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
+        day = _iso(self.date)
+        previous_date, previous = _previous_ltv_model(self.date)
+        row = build_ltv_model(
+            day,
+            self.requires().read(),
+            history_days=config.ltv().history_days,
+            initial=previous,
+            initial_date=previous_date,
+        )
+        frame = pd.DataFrame([row])
+        # The warehouse first: the lake partition, written last, completes the task.
+        _load_tables(day, {"ltv_model": frame}, marker="ltv_model")
+        lake.write_frame(config.data_root(), "ltv_model", "date", day, frame)
+
+
 class Ltv(LakeTask):
-    """BG/NBD + Gamma-Gamma fit on the payment history; the day's cohort pLTV per campaign and
-    adset with its interval; the model's 90-day backtest."""
+    """The day's cohort pLTV per campaign and adset with its interval, valued with the day's
+    LtvModel; that model's 90-day backtest against each campaign's revenue."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("ltv_model", "pltv")
+    outputs = ("pltv", "ltv_backtest")
 
     def requires(self) -> dict[str, luigi.Task]:
         return {
+            "model": LtvModel(date=self.date),
             "payments": PaymentHistory(date=self.date),
             "installs": InstallHistory(date=self.date),
         }
 
     def run(self) -> None:
-        from adperf.transform.ltv import build_ltv
+        from adperf.transform.ltv import BACKTEST_DAYS, build_pltv
 
-        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
-        from adperf.transform.ltv import BACKTEST_DAYS
-
+        self.progress(10, f"valuing the install cohorts to {self.date}")
         day, cfg = _iso(self.date), config.ltv()
-        previous_date, previous = _previous_ltv_model(self.date)
-        row, pltv = build_ltv(
+        backtest, pltv = build_pltv(
             day,
+            _first_row(self.input()["model"]["ltv_model"].read()),
             self.requires()["payments"].read(),
             self.requires()["installs"].read(),
             history_days=cfg.history_days,
             horizon_days=cfg.horizon_days,
             discount_rate_annual=cfg.discount_rate,
-            initial=previous,
-            initial_date=previous_date,
             backtest_model=_stored_ltv_model(self.date - dt.timedelta(days=BACKTEST_DAYS)),
         )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
-        lake.write_frame(root, "ltv_model", "date", day, pd.DataFrame([row]))
+        lake.write_frame(root, "ltv_backtest", "date", day, _backtest_frame(backtest))
+
+
+def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:
+    """One backtest row with its column types (nulls included)."""
+    return pd.DataFrame([row]).astype(
+        {
+            "backtest_mape": "float64",
+            "backtest_bias": "float64",
+            "backtest_campaigns": "Int64",
+            "backtest_model": "string",
+        }
+    )
+
+
+def _load_tables(day: str, frames: dict[str, pd.DataFrame], marker: str) -> None:
+    """Replace some tables of a day in the warehouse (one transaction, with `marker`)."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        warehouse.load_day(engine, day, frames, marker=marker)
+    except sa.exc.DBAPIError as exc:
+        raise _load_failed(exc, engine, day) from None
+    finally:
+        engine.dispose()
 
 
 def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
@@ -849,6 +906,7 @@ class LoadReport(luigi.Task):
             "report": CampaignReport(date=self.date),
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
+            "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
         }
 
@@ -867,7 +925,7 @@ class LoadReport(luigi.Task):
         frames = {
             "campaign_daily": inp["report"]["campaign_report"].read(),
             "cohort_roas": cohorts,
-            "ltv_model": inp["ltv"]["ltv_model"].read(),
+            "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),
         }
@@ -879,6 +937,14 @@ class LoadReport(luigi.Task):
             raise _load_failed(exc, engine, _iso(self.date)) from None
         finally:
             engine.dispose()
+
+
+def _ltv_model_with_backtest(model: LakePartition, ltv: dict[str, LakePartition]) -> pd.DataFrame:
+    """The day's ltv_model row with the backtest Ltv made of it (the report's ltv_model)."""
+    from adperf.transform.ltv import with_backtest
+
+    row = with_backtest(_first_row(model.read()), _first_row(ltv["ltv_backtest"].read()))
+    return pd.DataFrame([row])
 
 
 def _load_failed(exc: Any, engine: Any, day: str) -> Exception:
