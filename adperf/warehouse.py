@@ -176,6 +176,17 @@ load_marker = sa.Table(
     sa.Column("row_counts", sa.Text, nullable=False),
 )
 
+# One row per (day, load) of a task that loads some tables of a day on its own (LtvModel loads
+# ltv_model before the day's report exists): its completion marker, written with its rows.
+table_marker = sa.Table(
+    "adperf_table_marker",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("loaded_at", sa.DateTime, nullable=False),
+    sa.Column("row_counts", sa.Text, nullable=False),
+)
+
 # One row per task run (monitoring): appended by the luigi event handlers of tasks/ops.py.
 pipeline_runs = sa.Table(
     "pipeline_runs",
@@ -291,15 +302,16 @@ def create_action_log(engine: sa.Engine) -> None:
             raise
 
 
-def is_loaded(engine: sa.Engine, day: str) -> bool:
-    """True when the day's completion marker is in the warehouse."""
-    inspector = sa.inspect(engine)
-    if not inspector.has_table(load_marker.name):
+def is_loaded(engine: sa.Engine, day: str, marker: str | None = None) -> bool:
+    """True when the day's completion marker (of the load named `marker`) is in the warehouse."""
+    table = load_marker if marker is None else table_marker
+    if not sa.inspect(engine).has_table(table.name):
         return False
+    query = sa.select(table.c.date).where(table.c.date == _day(day))
+    if marker is not None:
+        query = query.where(table_marker.c.name == marker)
     with engine.connect() as conn:
-        found = conn.execute(
-            sa.select(load_marker.c.date).where(load_marker.c.date == _day(day))
-        ).first()
+        found = conn.execute(query).first()
     return found is not None
 
 
@@ -309,8 +321,12 @@ def load_day(
     frames: dict[str, pd.DataFrame],
     *,
     spend_pull: tuple[pd.DataFrame, dict[str, tuple[str, str]]] | None = None,
+    marker: str | None = None,
 ) -> dict[str, int]:
     """Replace one report day in every given table plus its marker, in one transaction.
+
+    `marker` names a partial load (some tables of the day, e.g. `ltv_model` by LtvModel): its
+    marker is (day, marker) in adperf_table_marker, and the day's report marker is untouched.
 
     `spend_pull` = (ad_spend_daily rows of the pull made on `day`, {platform: (first, last)}
     days it covers): each (platform, day) of those windows is replaced by the pull's rows (none
@@ -339,17 +355,18 @@ def load_day(
             if rows:
                 conn.execute(table.insert(), rows)
             counts[name] = len(rows)
-        conn.execute(load_marker.delete().where(load_marker.c.date == _day(day)))
-        conn.execute(
-            load_marker.insert(),
-            [
-                {
-                    "date": _day(day),
-                    "loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                    "row_counts": json.dumps(counts, sort_keys=True),
-                }
-            ],
-        )
+        done = {
+            "date": _day(day),
+            "loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "row_counts": json.dumps(counts, sort_keys=True),
+        }
+        if marker is None:
+            conn.execute(load_marker.delete().where(load_marker.c.date == _day(day)))
+            conn.execute(load_marker.insert(), [done])
+        else:
+            mine = (table_marker.c.date == _day(day)) & (table_marker.c.name == marker)
+            conn.execute(table_marker.delete().where(mine))
+            conn.execute(table_marker.insert(), [{**done, "name": marker}])
     return counts
 
 

@@ -19,8 +19,7 @@ from adperf.actions import (
     run_day,
 )
 from adperf.errors import AdperfError
-from tasks import config
-from tasks.resources import resources
+from tasks import config, resources
 
 PLATFORMS = ("facebook", "google_ads")
 
@@ -74,7 +73,6 @@ def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> in
 def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
     """The platform clients needed (only those: an unconfigured platform with nothing to do is
     no error)."""
-    res = resources(day)
     out: dict[str, Platform] = {}
     if "facebook" in platforms:
         from adperf.actions.facebook import FacebookAdsets
@@ -83,7 +81,7 @@ def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
         if config.adperf().sandbox:
             token = token or config.SANDBOX_FACEBOOK_TOKEN
         out["facebook"] = FacebookAdsets(
-            graph_url=res.graph_url,
+            graph_url=resources.facebook(day).graph_url,
             api_version=config.facebook().api_version,
             access_token=token,
             day=day,
@@ -91,12 +89,13 @@ def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
     if "google_ads" in platforms:
         from adperf.actions.google_ads import GoogleAdsCampaigns
 
+        gads = resources.google_ads(day)
         out["google_ads"] = GoogleAdsCampaigns(
-            endpoint=res.google_ads_endpoint,
+            endpoint=gads.endpoint,
             credentials=config.google_ads_credentials(),
-            customer_ids=res.google_ads_customer_ids,
-            login_customer_id=res.google_ads_login_customer_id,
-            insecure=res.google_ads_insecure,
+            customer_ids=gads.customer_ids,
+            login_customer_id=gads.login_customer_id,
+            insecure=gads.insecure,
             day=day,
         )
     return out

@@ -1,18 +1,21 @@
 """`python -m tasks.luigid` (or `adperf luigid`): the central scheduler with state and history.
 
-Starts luigi's own server (the web UI and the JSON API at http://HOST:PORT/) with its state file
-and task history under var/, after loading a small compatibility shim: luigi 3.8.1's task-history
-code sends raw SQL strings, which SQLAlchemy 2 refuses (`ObjectNotExecutableError: 'PRAGMA
-table_info(task_parameters);'`, https://github.com/spotify/luigi/issues/3227, fixed on luigi's
-main branch but not released). The shim replaces the one function that does so.
+Runs luigi's own `luigid` (its flags: --background, --pidfile, --logdir, --state-path, --address,
+--unix-socket, --port; so it can stand in for luigid under systemd) with task history turned on
+(`[scheduler] record_task_history`, `[task_history] db_connection` or --history-db), after
+loading a small compatibility shim: luigi 3.8.1's task-history code sends raw SQL strings,
+which SQLAlchemy 2 refuses (`ObjectNotExecutableError: 'PRAGMA table_info(task_parameters);'`,
+https://github.com/spotify/luigi/issues/3227, fixed on luigi's main branch but not released).
+The shim replaces the one function that does so. History is on only here, not in luigi.cfg:
+stock `luigid` reads luigi.cfg too, and would die at start with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
-from typing import Any
 
 import luigi
 import sqlalchemy as sa
@@ -74,27 +77,42 @@ def configure_scheduler(state_path: str | None, history_url: str | None) -> dict
 
 
 def parser() -> argparse.ArgumentParser:
-    """The launcher's flags (a subset of luigid's)."""
+    """luigid's own flags (luigi/cmdline.py, passed on to it) and --history-db."""
     p = argparse.ArgumentParser(prog="adperf luigid", description=__doc__.splitlines()[0])
-    p.add_argument("--address", default=None, help="listening address (default: all)")
-    p.add_argument("--port", type=int, default=8082, help="listening port (default 8082)")
+    p.add_argument("--background", action="store_true", help="detach, as luigid --background")
+    p.add_argument("--pidfile", default=None, help="write the server's pid here (--background)")
+    p.add_argument("--logdir", default=None, help="log folder (--background; /var/log/luigi)")
     p.add_argument("--state-path", default=None, help=f"state file ({DEFAULT_STATE_PATH})")
+    p.add_argument("--address", default=None, help="listening address (default: all)")
+    p.add_argument("--unix-socket", default=None, help="listen on this Unix socket instead")
+    p.add_argument("--port", type=int, default=8082, help="listening port (default 8082)")
     p.add_argument("--history-db", default=None, help=f"task history ({DEFAULT_HISTORY_URL})")
     return p
 
 
+def luigid_argv(args: argparse.Namespace, state_path: str) -> list[str]:
+    """The flags of `args` as stock luigid takes them (its parser, luigi/cmdline.py)."""
+    argv = ["--port", str(args.port), "--state-path", state_path]
+    for flag in ("pidfile", "logdir", "address", "unix_socket"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", value]
+    return argv + (["--background"] if args.background else [])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Configure, load the shim, and serve until interrupted."""
-    import luigi.server
-    from luigi.setup_logging import DaemonLogging
+    """Turn task history on, load the shim, then run luigi's own luigid with the flags."""
+    from luigi.cmdline import luigid
 
     args = parser().parse_args(argv)
     chosen = configure_scheduler(args.state_path, args.history_db)
     install_task_history_shim()
-    opts: Any = argparse.Namespace(background=False, logdir=None)
-    DaemonLogging.setup(opts)
-    log.info("luigid: state %s, task history %s", chosen["state_path"], _safe(chosen))
-    luigi.server.run(api_port=args.port, address=args.address)
+    # Printed before luigid sets up its logging (with --background, to --logdir).
+    print(
+        f"adperf luigid: state {chosen['state_path']}, task history {_safe(chosen)}",
+        file=sys.stderr,
+    )
+    luigid(luigid_argv(args, chosen["state_path"]))
     return 0
 
 

@@ -18,12 +18,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import AdperfError, ConfigError, DataNotReady
+from adperf.errors import AdperfError, DataNotReady
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
 from tasks import config, ops  # noqa: F401 - ops registers the monitoring and alert handlers
-from tasks.resources import resources as endpoints
+from tasks import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
@@ -35,7 +35,7 @@ def _iso(day: dt.date) -> str:
 
 
 def _fx() -> FxTable:
-    return load_rates(Path(endpoints().fx_path), config.adperf().report_currency)
+    return load_rates(Path(endpoints.fx_rates_path()), config.adperf().report_currency)
 
 
 def _window(day: dt.date, n_days: int) -> list[dt.date]:
@@ -163,29 +163,31 @@ def _lookback_days(platform: str) -> int:
 
 
 def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
-    res, tz = endpoints(last), config.adperf().report_timezone
+    tz = config.adperf().report_timezone
     if platform == "google_ads":
         from adperf.sources.google_ads import fetch_google_ads_spend
 
+        gads = endpoints.google_ads(last)
         return fetch_google_ads_spend(
-            endpoint=res.google_ads_endpoint,
+            endpoint=gads.endpoint,
             credentials=config.google_ads_credentials(),
-            customer_ids=res.google_ads_customer_ids,
-            login_customer_id=res.google_ads_login_customer_id,
+            customer_ids=gads.customer_ids,
+            login_customer_id=gads.login_customer_id,
             first_day=first,
             day=last,
             report_timezone=tz,
             account_days=_account_days(),
-            insecure=res.google_ads_insecure,
+            insecure=gads.insecure,
             timeout=config.google_ads().timeout_s,
         )
     from adperf.sources.facebook import fetch_facebook_spend
 
+    fb = endpoints.facebook(last)
     return fetch_facebook_spend(
-        graph_url=res.graph_url,
+        graph_url=fb.graph_url,
         api_version=config.facebook().api_version,
         access_token=config.secrets().facebook_token,
-        account_ids=res.facebook_account_ids,
+        account_ids=fb.account_ids,
         first_day=first,
         day=last,
         report_timezone=tz,
@@ -330,10 +332,10 @@ def _fetch_installs(
 ) -> pd.DataFrame:
     from adperf.sources.mmp import fetch_installs
 
-    res = endpoints(last)
+    res = endpoints.mmp(last)
     return fetch_installs(
-        base_url=res.mmp_base_url,
-        app_ids=res.mmp_app_ids,
+        base_url=res.base_url,
+        app_ids=res.app_ids,
         api_token=config.secrets().mmp_token,
         day=first,
         last_day=last,
@@ -392,8 +394,7 @@ class PaymentsMonth(LakeTask):
 def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
     from adperf.sources.payments import fetch_payments
 
-    res = endpoints(last)
-    engine = warehouse.make_engine(res.payments_url)
+    engine = warehouse.make_engine(endpoints.payments_url(last))
     try:
         return fetch_payments(
             engine,
@@ -431,11 +432,7 @@ class LogFiles(luigi.ExternalTask):
     date = luigi.DateParameter(description="report day")
 
     def output(self) -> DayFiles:
-        if config.adperf().sandbox:
-            return DayFiles(endpoints(self.date).logs_path, self.date)
-        if not config.logs().path:
-            raise ConfigError("[logs] path is not set. Fix: set it in luigi.cfg (glob with {date})")
-        return DayFiles(config.logs().path, self.date)
+        return DayFiles(endpoints.logs_path(self.date), self.date)
 
 
 class EventLogsShard(LakeTask):
@@ -500,7 +497,7 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
     from adperf.sources.logs import DayEvents
 
     with DayEvents(
-        endpoints(day).logs_path,
+        endpoints.logs_path(day),
         day=day,
         timezone=config.adperf().report_timezone,
         hmac_key=config.secrets().hmac_key,
@@ -678,41 +675,98 @@ class CohortRoas(LakeTask):
         lake.write_frame(config.data_root(), "cohort_roas", "date", _iso(self.date), df)
 
 
+class LtvModel(LakeTask):
+    """BG/NBD + Gamma-Gamma fitted on the payment history alone: the day's `ltv_model` row, in
+    the lake and the warehouse. Needs payments (and FX) only: no MMP, logs or ad platform, so a
+    team without an MMP still gets customer LTV."""
+
+    date = luigi.DateParameter(description="report day = end of the fitted history")
+    outputs = ("ltv_model",)
+
+    def requires(self) -> PaymentHistory:
+        return PaymentHistory(date=self.date)
+
+    def output(self) -> dict[str, Any]:
+        url = config.adperf().warehouse_url
+        return {
+            "ltv_model": LakePartition(config.data_root(), "ltv_model", "date", _iso(self.date)),
+            "warehouse": WarehouseDay(url, _iso(self.date), marker="ltv_model"),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.ltv import build_ltv_model
+
+        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
+        day = _iso(self.date)
+        previous_date, previous = _previous_ltv_model(self.date)
+        row = build_ltv_model(
+            day,
+            self.requires().read(),
+            history_days=config.ltv().history_days,
+            initial=previous,
+            initial_date=previous_date,
+        )
+        frame = pd.DataFrame([row])
+        # The warehouse first: the lake partition, written last, completes the task.
+        _load_tables(day, {"ltv_model": frame}, marker="ltv_model")
+        lake.write_frame(config.data_root(), "ltv_model", "date", day, frame)
+
+
 class Ltv(LakeTask):
-    """BG/NBD + Gamma-Gamma fit on the payment history; the day's cohort pLTV per campaign and
-    adset with its interval; the model's 90-day backtest."""
+    """The day's cohort pLTV per campaign and adset with its interval, valued with the day's
+    LtvModel; that model's 90-day backtest against each campaign's revenue."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("ltv_model", "pltv")
+    outputs = ("pltv", "ltv_backtest")
 
     def requires(self) -> dict[str, luigi.Task]:
         return {
+            "model": LtvModel(date=self.date),
             "payments": PaymentHistory(date=self.date),
             "installs": InstallHistory(date=self.date),
         }
 
     def run(self) -> None:
-        from adperf.transform.ltv import build_ltv
+        from adperf.transform.ltv import BACKTEST_DAYS, build_pltv
 
-        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
-        from adperf.transform.ltv import BACKTEST_DAYS
-
+        self.progress(10, f"valuing the install cohorts to {self.date}")
         day, cfg = _iso(self.date), config.ltv()
-        previous_date, previous = _previous_ltv_model(self.date)
-        row, pltv = build_ltv(
+        backtest, pltv = build_pltv(
             day,
+            _first_row(self.input()["model"]["ltv_model"].read()),
             self.requires()["payments"].read(),
             self.requires()["installs"].read(),
             history_days=cfg.history_days,
             horizon_days=cfg.horizon_days,
             discount_rate_annual=cfg.discount_rate,
-            initial=previous,
-            initial_date=previous_date,
             backtest_model=_stored_ltv_model(self.date - dt.timedelta(days=BACKTEST_DAYS)),
         )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
-        lake.write_frame(root, "ltv_model", "date", day, pd.DataFrame([row]))
+        lake.write_frame(root, "ltv_backtest", "date", day, _backtest_frame(backtest))
+
+
+def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:
+    """One backtest row with its column types (nulls included)."""
+    return pd.DataFrame([row]).astype(
+        {
+            "backtest_mape": "float64",
+            "backtest_bias": "float64",
+            "backtest_campaigns": "Int64",
+            "backtest_model": "string",
+        }
+    )
+
+
+def _load_tables(day: str, frames: dict[str, pd.DataFrame], marker: str) -> None:
+    """Replace some tables of a day in the warehouse (one transaction, with `marker`)."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        warehouse.load_day(engine, day, frames, marker=marker)
+    except sa.exc.DBAPIError as exc:
+        raise _load_failed(exc, engine, day) from None
+    finally:
+        engine.dispose()
 
 
 def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
@@ -865,6 +919,7 @@ class LoadReport(luigi.Task):
             "report": CampaignReport(date=self.date),
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
+            "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
         }
 
@@ -883,7 +938,7 @@ class LoadReport(luigi.Task):
         frames = {
             "campaign_daily": inp["report"]["campaign_report"].read(),
             "cohort_roas": cohorts,
-            "ltv_model": inp["ltv"]["ltv_model"].read(),
+            "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),
         }
@@ -895,6 +950,14 @@ class LoadReport(luigi.Task):
             raise _load_failed(exc, engine, _iso(self.date)) from None
         finally:
             engine.dispose()
+
+
+def _ltv_model_with_backtest(model: LakePartition, ltv: dict[str, LakePartition]) -> pd.DataFrame:
+    """The day's ltv_model row with the backtest Ltv made of it (the report's ltv_model)."""
+    from adperf.transform.ltv import with_backtest
+
+    row = with_backtest(_first_row(model.read()), _first_row(ltv["ltv_backtest"].read()))
+    return pd.DataFrame([row])
 
 
 def _load_failed(exc: Any, engine: Any, day: str) -> Exception:
@@ -1031,7 +1094,7 @@ class SlackReport(luigi.Task):
             [(name, content, name) for name, content in files.items()],
             token=token,
             channel=config.slack().channel,
-            base_url=endpoints(self.date).slack_base_url,
+            base_url=endpoints.slack_base_url(self.date),
             day=day,
             content_hash=content_hash,
             previous=_read_json(marker),

@@ -23,7 +23,7 @@ from tasks import config
 
 @dataclass(frozen=True)
 class Resources:
-    """The resolved endpoint of every source and sink."""
+    """The resolved endpoint of every source and sink (the sandbox's, all at once)."""
 
     graph_url: str
     facebook_account_ids: list[str]
@@ -40,6 +40,33 @@ class Resources:
     slack_base_url: str
 
 
+@dataclass(frozen=True)
+class FacebookEndpoint:
+    """Where Facebook's Marketing API is and which ad accounts to read."""
+
+    graph_url: str
+    account_ids: list[str]
+
+
+@dataclass(frozen=True)
+class GoogleAdsEndpoint:
+    """Where the Google Ads API is and which customers to read."""
+
+    endpoint: str
+    customer_ids: list[str]
+    login_customer_id: str
+    insecure: bool  # plain gRPC without OAuth: only the sandbox's loopback fake
+
+
+@dataclass(frozen=True)
+class MmpEndpoint:
+    """Where the MMP's Pull API is and which apps to read."""
+
+    base_url: str
+    app_ids: list[str]
+    media_source_map: dict[str, str] | None  # None: adperf.sources.mmp's default names
+
+
 _lock = threading.Lock()
 _sandbox: dict[str, Any] = {}
 _sandbox_atexit: list[bool] = []
@@ -48,35 +75,130 @@ _sandbox_atexit: list[bool] = []
 #: `process`, serves them from a separate spawned process (adperf.sandbox.loopback.FakeProcess).
 FAKES_ENV = "ADPERF_SANDBOX_FAKES"
 
+# Each source is resolved on its own, when a task asks for it: in production a missing key
+# fails only the tasks that read that source (a team without an MMP still fits customer LTV on
+# its payments). In the sandbox every endpoint comes from the world's fakes, started at once.
+
+
+def facebook(day: dt.date | None = None) -> FacebookEndpoint:
+    """Facebook's Graph API and ad accounts ([facebook] graph_url, ad_account_ids)."""
+    if config.adperf().sandbox:
+        res = _sandbox_resources(day)
+        return FacebookEndpoint(res.graph_url, res.facebook_account_ids)
+    cfg = config.facebook()
+    return FacebookEndpoint(
+        graph_url=_required(cfg.graph_url, "[facebook] graph_url", "the Graph API base URL"),
+        account_ids=_required_list(
+            cfg.ad_account_ids, "[facebook] ad_account_ids", "the ad account ids, comma-separated"
+        ),
+    )
+
+
+def google_ads(day: dt.date | None = None) -> GoogleAdsEndpoint:
+    """The Google Ads API and customers ([google_ads] endpoint, customer_ids, login_customer_id)."""
+    if config.adperf().sandbox:
+        res = _sandbox_resources(day)
+        return GoogleAdsEndpoint(
+            res.google_ads_endpoint,
+            res.google_ads_customer_ids,
+            res.google_ads_login_customer_id,
+            res.google_ads_insecure,
+        )
+    cfg = config.google_ads()
+    return GoogleAdsEndpoint(
+        endpoint=_required(cfg.endpoint, "[google_ads] endpoint", "googleads.googleapis.com"),
+        customer_ids=_required_list(
+            cfg.customer_ids, "[google_ads] customer_ids", "the customer ids, comma-separated"
+        ),
+        login_customer_id=cfg.login_customer_id,
+        insecure=False,
+    )
+
+
+def mmp(day: dt.date | None = None) -> MmpEndpoint:
+    """The MMP's Pull API and apps ([mmp] base_url, app_ids)."""
+    if config.adperf().sandbox:
+        res = _sandbox_resources(day)
+        return MmpEndpoint(res.mmp_base_url, res.mmp_app_ids, res.media_source_map)
+    cfg = config.mmp()
+    return MmpEndpoint(
+        base_url=_required(cfg.base_url, "[mmp] base_url", "the Pull API base URL"),
+        app_ids=_required_list(cfg.app_ids, "[mmp] app_ids", "the app ids, comma-separated"),
+        media_source_map=None,
+    )
+
+
+def payments_url(day: dt.date | None = None) -> str:
+    """SQLAlchemy URL of the payments database (ADPERF_PAYMENTS_URL, else [payments] url)."""
+    if config.adperf().sandbox:
+        return _sandbox_resources(day).payments_url
+    return _required(
+        config.secrets().payments_url,
+        "[payments] url or ADPERF_PAYMENTS_URL",
+        "an SQLAlchemy URL such as mysql+pymysql://user@host/shop (a password only in the "
+        "environment variable)",
+    )
+
+
+def logs_path(day: dt.date | None = None) -> str:
+    """Glob of a day's server-log files, {date} = YYYY-MM-DD ([logs] path)."""
+    if config.adperf().sandbox:
+        return _sandbox_resources(day).logs_path
+    return _required(config.logs().path, "[logs] path", "a glob with {date}")
+
+
+def fx_rates_path(day: dt.date | None = None) -> str:
+    """The FX rates CSV ([fx] rates_path)."""
+    if config.adperf().sandbox:
+        return _sandbox_resources(day).fx_path
+    return _required(config.fx().rates_path, "[fx] rates_path", "a CSV date,currency,rate")
+
+
+def slack_base_url(day: dt.date | None = None) -> str:
+    """Slack's Web API base URL ([slack] base_url)."""
+    if config.adperf().sandbox:
+        return _sandbox_resources(day).slack_base_url
+    return _required(config.slack().base_url, "[slack] base_url", "https://slack.com/api/")
+
 
 def resources(day: dt.date | None = None) -> Resources:
-    """The endpoints for this process; in the sandbox, the world covers `day` and fakes run."""
+    """Every endpoint at once; in the sandbox, the world covers `day` and its fakes start.
+
+    For tools that start the sandbox before a run (`adperf demo`, the bench, tests). Tasks ask
+    for their own source only (the functions above): in production this raises ConfigError
+    for the first source that is not configured.
+    """
     if config.adperf().sandbox:
         return _sandbox_resources(day)
-    sec = config.secrets()
-    res = Resources(
-        graph_url=config.facebook().graph_url,
-        facebook_account_ids=config.csv_list(config.facebook().ad_account_ids),
-        google_ads_endpoint=config.google_ads().endpoint,
-        google_ads_customer_ids=config.csv_list(config.google_ads().customer_ids),
-        google_ads_login_customer_id=config.google_ads().login_customer_id,
-        google_ads_insecure=False,
-        mmp_base_url=config.mmp().base_url,
-        mmp_app_ids=config.csv_list(config.mmp().app_ids),
-        media_source_map=None,
-        payments_url=sec.payments_url,
-        logs_path=config.logs().path,
-        fx_path=config.fx().rates_path,
-        slack_base_url=config.slack().base_url,
+    fb, gads, mm = facebook(day), google_ads(day), mmp(day)
+    return Resources(
+        graph_url=fb.graph_url,
+        facebook_account_ids=fb.account_ids,
+        google_ads_endpoint=gads.endpoint,
+        google_ads_customer_ids=gads.customer_ids,
+        google_ads_login_customer_id=gads.login_customer_id,
+        google_ads_insecure=gads.insecure,
+        mmp_base_url=mm.base_url,
+        mmp_app_ids=mm.app_ids,
+        media_source_map=mm.media_source_map,
+        payments_url=payments_url(day),
+        logs_path=logs_path(day),
+        fx_path=fx_rates_path(day),
+        slack_base_url=slack_base_url(day),
     )
-    for value, key in (
-        (res.payments_url, "[payments] url or ADPERF_PAYMENTS_URL"),
-        (res.logs_path, "[logs] path"),
-        (res.fx_path, "[fx] rates_path"),
-    ):
-        if not value:
-            raise ConfigError(f"{key} is not set. Fix: set it in luigi.cfg (or [adperf] sandbox)")
-    return res
+
+
+def _required(value: str, key: str, example: str) -> str:
+    if not value.strip():
+        raise ConfigError(
+            f"{key} is not set. Fix: set it in luigi.cfg ({example}), or run the sandbox "
+            "([adperf] sandbox = true)"
+        )
+    return value
+
+
+def _required_list(value: str, key: str, example: str) -> list[str]:
+    return config.csv_list(_required(",".join(config.csv_list(value)), key, example))
 
 
 def world_dir() -> Path:

@@ -43,16 +43,17 @@ class LakePartition(luigi.Target):
 
 
 class WarehouseDay(luigi.Target):
-    """A report day loaded into the warehouse (its marker row, written with the rows)."""
+    """A report day loaded into the warehouse (its marker row, written with the rows); with
+    `marker`, that partial load of the day (adperf.warehouse.load_day)."""
 
-    def __init__(self, url: str, day: str) -> None:
-        self.url, self.day = url, day
+    def __init__(self, url: str, day: str, marker: str | None = None) -> None:
+        self.url, self.day, self.marker = url, day, marker
 
     def exists(self) -> bool:
         # No try/except: an unreachable warehouse must fail the run, not look like "not loaded".
         engine = warehouse.make_engine(self.url)
         try:
-            return warehouse.is_loaded(engine, self.day)
+            return warehouse.is_loaded(engine, self.day, self.marker)
         finally:
             engine.dispose()
 

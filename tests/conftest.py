@@ -55,6 +55,25 @@ def mysql_engine(mysql_server_url: str) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
+@pytest.fixture()
+def mysql_database() -> Iterator[str]:
+    """URL of a database of its own for this test on the MariaDB server, dropped after it."""
+    name = f"adperf_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(MYSQL_URL + "/test")
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable(f"MariaDB at {MYSQL_URL} is not reachable ({exc.orig})")
+    try:
+        yield f"{MYSQL_URL}/{name}?charset=utf8mb4"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
 # ---------------------------------------------------------------- heavy setups in the background
 #
 # Two module setups are long and self-contained: the bench's small profile (a subprocess) and

@@ -163,3 +163,22 @@ def test_a_table_another_worker_created_meanwhile_is_not_an_error(tmp_path, monk
     assert raced == ["pipeline_runs"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM pipeline_runs")).scalar() == 1
+
+
+def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(tmp_path):
+    """LtvModel loads ltv_model before the day's report: its marker is not the day's."""
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    day = "2026-11-27"
+    row = {"date": day, "model": "bgnbd_gammagamma", "params": "{}", "n_customers": 3}
+    model = pd.DataFrame([{**row, "converged": True, "log_likelihood": -1.5}])
+    warehouse.load_day(engine, day, {"ltv_model": model}, marker="ltv_model")
+    assert warehouse.is_loaded(engine, day, "ltv_model")
+    assert not warehouse.is_loaded(engine, day)  # the report day is not loaded
+    assert not warehouse.is_loaded(engine, day, "other")
+    assert not warehouse.is_loaded(engine, "2026-11-26", "ltv_model")
+    # The report's load replaces the row (now with a backtest) and leaves the marker.
+    later = model.assign(backtest_mape=0.25)
+    warehouse.load_day(engine, day, {"ltv_model": later, **_frames(day)})
+    got = warehouse.read_table(engine, "ltv_model")
+    assert len(got) == 1 and got.iloc[0]["backtest_mape"] == 0.25
+    assert warehouse.is_loaded(engine, day) and warehouse.is_loaded(engine, day, "ltv_model")

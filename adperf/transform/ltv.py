@@ -1639,6 +1639,32 @@ def _build_ltv(
     """build_ltv on prepared inputs; `early_backtest`: the stored model's backtest, running."""
     as_of_day = _day_of(day)
     rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
+    row, model = _fit_row(day, rfm, initial, initial_date)
+    if model is None:
+        return row, _empty_pltv()
+    pltv, result, source = _value(
+        prep,
+        day,
+        model,
+        rfm,
+        horizon_days=horizon_days,
+        discount_rate_annual=discount_rate_annual,
+        history_days=history_days,
+        backtest_days=backtest_days,
+        backtest_model=backtest_model,
+        early_backtest=early_backtest,
+        replicates=replicates,
+    )
+    row = model_row(
+        day, model, model_date=row["model_date"], backtest_result=result, backtest_source=source
+    )
+    return row, pltv
+
+
+def _fit_row(
+    day: str, rfm: pd.DataFrame, initial: LtvModel | None, initial_date: str | None
+) -> tuple[dict[str, Any], LtvModel | None]:
+    """The day's `ltv_model` row (no backtest) and its model; None when no model is usable."""
     try:
         model = fit_ltv(rfm, initial=initial)
     except LtvFitError as exc:
@@ -1653,8 +1679,27 @@ def _build_ltv(
             "backtest_mape": None,
             "backtest_bias": None,
         }
-        return row, _empty_pltv()
+        return row, None
     model_date = day if model.converged else (initial_date or day)
+    return model_row(day, model, model_date=model_date), model
+
+
+def _value(
+    prep: _Prepared,
+    day: str,
+    model: LtvModel,
+    rfm: pd.DataFrame,
+    *,
+    horizon_days: int,
+    discount_rate_annual: float,
+    history_days: int,
+    backtest_days: int,
+    backtest_model: LtvModel | None,
+    early_backtest: Future[tuple[float, float, int] | None] | None,
+    replicates: int,
+) -> tuple[pd.DataFrame, tuple[float, float, int] | None, str]:
+    """(cohort pLTV, backtest result, backtest source) of the day with `model`."""
+    as_of_day = _day_of(day)
     pltv = _cohort_pltv(
         prep,
         day,
@@ -1682,7 +1727,101 @@ def _build_ltv(
             result = early_backtest.result()
         elif then is not None and then.converged:
             result = _backtest(prep, day, then, backtest_days, history_days)
-    row = model_row(
-        day, model, model_date=model_date, backtest_result=result, backtest_source=source
-    )
-    return row, pltv
+    return pltv, result, source
+
+
+# --- the two halves of build_ltv, one per task: the fit on payments alone, then the valuation
+
+
+def build_ltv_model(
+    day: str,
+    payments: pd.DataFrame,
+    *,
+    history_days: int = 365,
+    initial: LtvModel | None = None,
+    initial_date: str | None = None,
+) -> dict[str, Any]:
+    """The day's `ltv_model` row fitted on the payment history alone (no installs, no backtest).
+
+    The same fit as build_ltv's: `initial` warm-starts it and is the fallback (converged=False,
+    model_date=initial_date); without any usable model the row carries the reason.
+    """
+    as_of_day = _day_of(day)
+    enc = _encode(payments[["user_pid", "date", "amount_micros"]])
+    rfm = _rfm_codes(*_net_days(enc, as_of_day - history_days + 1, as_of_day), as_of_day)
+    row, _ = _fit_row(day, rfm, initial, initial_date)
+    return row
+
+
+BACKTEST_COLUMNS = ["backtest_mape", "backtest_bias", "backtest_campaigns", "backtest_model"]
+
+
+def build_pltv(
+    day: str,
+    model: dict[str, Any],
+    payments: pd.DataFrame,
+    installs: pd.DataFrame,
+    *,
+    history_days: int = 365,
+    horizon_days: int = 365,
+    discount_rate_annual: float = 0.0,
+    backtest_days: int = BACKTEST_DAYS,
+    backtest_model: LtvModel | None = None,
+    replicates: int = BOOTSTRAP_REPLICATES,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the day's backtest row, cohort pLTV) valued with `model`, the day's `ltv_model` row.
+
+    What build_ltv returns after its fit: with_backtest(model, backtest) is build_ltv's row.
+    A row without a usable model gives an empty pLTV (pROAS NULL) and no backtest.
+    """
+    found = model_from_row(model)
+    if found is None:
+        return backtest_row(day, None, "stored"), _empty_pltv()
+    fitted = found[1]
+    prep = _prepare(payments, installs)
+    as_of_day = _day_of(day)
+    rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        early = None
+        if backtest_days > 0 and backtest_model is not None and backtest_model.converged:
+            early = pool.submit(_backtest, prep, day, backtest_model, backtest_days, history_days)
+        pltv, result, source = _value(
+            prep,
+            day,
+            fitted,
+            rfm,
+            horizon_days=horizon_days,
+            discount_rate_annual=discount_rate_annual,
+            history_days=history_days,
+            backtest_days=backtest_days,
+            backtest_model=backtest_model,
+            early_backtest=early,
+            replicates=replicates,
+        )
+    return backtest_row(day, result, source), pltv
+
+
+def backtest_row(day: str, result: tuple[float, float, int] | None, source: str) -> dict[str, Any]:
+    """One day's backtest: (MAPE, bias, campaigns) and where its model came from, or nulls."""
+    return {
+        "date": day,
+        "backtest_mape": None if result is None else float(result[0]),
+        "backtest_bias": None if result is None else float(result[1]),
+        "backtest_campaigns": None if result is None else int(result[2]),
+        "backtest_model": None if result is None else source,
+    }
+
+
+def with_backtest(model: dict[str, Any], backtest: dict[str, Any] | None) -> dict[str, Any]:
+    """The `ltv_model` row `model` with the day's backtest (model_row's columns and params)."""
+    out = dict(model)
+    campaigns = None if backtest is None else backtest.get("backtest_campaigns")
+    if backtest is None or campaigns is None or pd.isna(campaigns):
+        return out
+    params = json.loads(str(out["params"]))
+    params["backtest_campaigns"] = int(campaigns)
+    params["backtest_model"] = str(backtest["backtest_model"])
+    out["params"] = json.dumps(params, sort_keys=True)
+    out["backtest_mape"] = float(backtest["backtest_mape"])
+    out["backtest_bias"] = float(backtest["backtest_bias"])
+    return out

@@ -143,3 +143,26 @@ def assert_same_warehouse(got: dict[str, pd.DataFrame], want: dict[str, pd.DataF
     assert sum(len(df) for df in want.values()) > 0
     for name, expected in want.items():
         pd.testing.assert_frame_equal(got[name], expected, check_dtype=False, obj=name)
+
+
+def assert_no_report_rows_but_the_ltv_model(url: str) -> None:
+    """After a killed load of the day: no report row and no day marker; only ltv_model holds
+    the row LtvModel loaded before (its own transaction and marker), without the backtest the
+    killed load was bringing."""
+    import sqlalchemy as sa
+
+    from adperf import warehouse
+
+    engine = warehouse.make_engine(url)
+    try:
+        assert not warehouse.is_loaded(engine, DAY)
+        assert warehouse.is_loaded(engine, DAY, "ltv_model")
+        with engine.connect() as conn:
+            for name, table in warehouse.REPORT_TABLES.items():
+                n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                assert n == (1 if name == "ltv_model" else 0), f"{name}: {n} rows"
+        model = warehouse.read_table(engine, "ltv_model").iloc[0]
+        assert str(model["date"]) == DAY and pd.isna(model["backtest_mape"])
+        assert "backtest_model" not in str(model["params"])
+    finally:
+        engine.dispose()

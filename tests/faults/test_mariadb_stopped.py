@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import sqlite3
@@ -19,13 +18,14 @@ from luigi.task_register import Register
 
 from adperf import lake, warehouse
 from adperf.sandbox.world import create_payments_table, insert_payments
-from tasks import pipeline
+from tasks import resources
 from tasks.pipeline import LoadReport, Payments
 
 from .conftest import CleanRun
 from .harness import (
     DAY,
     END,
+    assert_no_report_rows_but_the_ltv_model,
     assert_same_warehouse,
     build,
     configure,
@@ -94,12 +94,7 @@ def _build(task: Any) -> tuple[Any, str]:
 
 def _payments_from(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """Point the sandbox's payments source at `url` (the other endpoints stay the fakes)."""
-    real = pipeline.endpoints
-
-    def endpoints(day: Any = None) -> Any:
-        return dataclasses.replace(real(day), payments_url=url)
-
-    monkeypatch.setattr(pipeline, "endpoints", endpoints)
+    monkeypatch.setattr(resources, "payments_url", lambda day=None: url)
 
 
 def test_server_killed_mid_extract_fails_the_day_then_the_rerun_reads_it_whole(
@@ -183,14 +178,7 @@ def test_server_killed_mid_load_loads_nothing_then_the_rerun_loads_the_clean_row
     assert "INSERT" not in errors  # no SQL statement or row values in the error
     configure(root, warehouse_url=url)
     assert not LoadReport(date=END).complete()
-    engine = warehouse.make_engine(url)
-    try:
-        with engine.connect() as conn:
-            for name, table in warehouse.REPORT_TABLES.items():
-                n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                assert n == 0, name
-    finally:
-        engine.dispose()
+    assert_no_report_rows_but_the_ltv_model(url)
 
     monkeypatch.setattr(warehouse, "to_rows", real_rows)
     result, _ = _build(LoadReport(date=END))

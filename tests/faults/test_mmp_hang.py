@@ -84,7 +84,7 @@ def test_one_hang_is_retried_and_loses_nothing(clean: CleanRun) -> None:
 def test_installs_task_on_a_hung_mmp_fails_clearly_and_writes_nothing(
     tmp_path: Path, clean: CleanRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import config, pipeline
+    from tasks import config, resources
 
     partition = f"installs/date={DAY}"
     root = copy_run(clean.root, tmp_path, drop=(partition,))
@@ -93,9 +93,9 @@ def test_installs_task_on_a_hung_mmp_fails_clearly_and_writes_nothing(
     monkeypatch.setattr(mmp, "_BACKOFF_BASE_S", 0.001)  # the backoff's shape is tested above
     # Our own fake MMP (the sandbox's answers, the sandbox's token), to script the hang.
     fake = FakeMmp(installs=_installs(clean), api_token=config.SANDBOX_MMP_TOKEN)
-    url, real = fake.start(), pipeline.endpoints
+    url, real = fake.start(), resources.mmp
     monkeypatch.setattr(
-        pipeline, "endpoints", lambda day=None: dataclasses.replace(real(day), mmp_base_url=url)
+        resources, "mmp", lambda day=None: dataclasses.replace(real(day), base_url=url)
     )
     errors, logger = _Errors(), logging.getLogger("luigi-interface")
     try:

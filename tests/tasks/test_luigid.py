@@ -246,3 +246,181 @@ def _local_edges(root: luigi.Task) -> set[tuple[str, str]]:
             edges.add((task.task_family, dep.task_family))
             todo.append(dep)
     return edges
+
+
+# ---------------------------------------------------------------- plain luigid, adperf luigid
+
+
+def repo_root_copy(dest: Path) -> Path:
+    """The repository's tracked luigi.cfg and var/ (what a fresh checkout has) in `dest`."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "luigi.cfg", "var"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert "luigi.cfg" in tracked
+    for name in tracked:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes((REPO / name).read_bytes())
+    return dest
+
+
+def wait_for_api(port: int, alive: Any, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api(port, "task_list", {"status": "RUNNING"})
+            return
+        except OSError:
+            assert alive(), log.read_text()[-3000:] if log.is_file() else "no log"
+            assert time.monotonic() < deadline, "luigid did not start"
+            time.sleep(0.1)
+
+
+def test_plain_luigid_starts_with_the_repository_config(tmp_path: Path) -> None:
+    """Stock `luigid` in a copy of the repository root: luigi.cfg must not kill it."""
+    root = repo_root_copy(tmp_path)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    luigid_bin = Path(sys.executable).parent / "luigid"
+    with (root / "luigid.log").open("w") as log:
+        proc = subprocess.Popen(
+            [str(luigid_bin), "--address", "127.0.0.1", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_api(port, lambda: proc.poll() is None, root / "luigid.log")
+        url = f"http://127.0.0.1:{port}/api/graph"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert json.loads(resp.read()) == {"response": {}}
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=30)
+    text = (root / "luigid.log").read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert (root / "var" / "luigi-state.pickle").is_file()  # state saved on the way out
+    assert not (root / "var" / "luigi-task-history.db").exists()  # history: adperf luigid's
+
+
+TINY_TASK = """
+import luigi
+
+
+class Touch(luigi.Task):
+    path = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(self.path)
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write("done")
+"""
+
+
+def test_adperf_luigid_as_a_daemon_writes_its_pidfile_and_records_history(
+    tmp_path: Path,
+) -> None:
+    """`adperf luigid --background --pidfile --logdir --port`: what a systemd unit runs."""
+    root = repo_root_copy(tmp_path / "repo")
+    port, pidfile, logdir = free_port(), tmp_path / "run" / "luigid.pid", tmp_path / "log"
+    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    adperf_bin = Path(sys.executable).parent / "adperf"
+    start = subprocess.run(
+        [str(adperf_bin), "luigid", "--background", "--pidfile", str(pidfile)]
+        + ["--logdir", str(logdir), "--port", str(port), "--address", "127.0.0.1"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert start.returncode == 0, start.stderr[-3000:]  # the daemon detached
+    log = logdir / "luigi-server.log"
+    pid = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.is_file() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "no pidfile"
+            time.sleep(0.1)
+        pid = int(pidfile.read_text())
+        wait_for_api(port, lambda: _alive(pid), log)
+
+        (tmp_path / "tiny_tasks.py").write_text(TINY_TASK)
+        run = subprocess.run(
+            [sys.executable, "-m", "luigi", "--module", "tiny_tasks", "Touch"]
+            + ["--path", str(tmp_path / "touched.txt"), "--scheduler-host", "127.0.0.1"]
+            + ["--scheduler-port", str(port)],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0 and "1 ran successfully" in run.stderr, run.stderr[-3000:]
+        assert (tmp_path / "touched.txt").read_text() == "done"
+        # History is written as the scheduler hears of each event.
+        history = root / "var" / "luigi-task-history.db"
+        events: set[tuple[str, str]] = set()
+        while ("Touch", "DONE") not in events:
+            assert time.monotonic() < deadline + 30, events
+            if history.is_file():
+                with sqlite3.connect(history) as conn:
+                    events = set(
+                        conn.execute(
+                            "SELECT t.name, e.event_name FROM task_events e "
+                            "JOIN tasks t ON t.id = e.task_id"
+                        )
+                    )
+            time.sleep(0.2)
+        assert {("Touch", "PENDING"), ("Touch", "RUNNING"), ("Touch", "DONE")} <= events
+        assert "Traceback" not in log.read_text()
+    finally:
+        if pid:
+            os.kill(pid, 15)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(pid), "the daemon did not stop on SIGTERM"
+    assert (root / "var" / "luigi-state.pickle").is_file()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_adperf_luigid_passes_luigids_own_flags_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = luigid.parser().parse_args(
+        ["--background", "--pidfile", "/run/l.pid", "--logdir", "/var/log/l", "--port", "9000"]
+        + ["--address", "127.0.0.1", "--unix-socket", "/run/l.sock", "--history-db", "sqlite://"]
+    )
+    argv = luigid.luigid_argv(args, "var/s.pickle")
+    assert argv == [
+        "--port", "9000", "--state-path", "var/s.pickle", "--pidfile", "/run/l.pid",
+        "--logdir", "/var/log/l", "--address", "127.0.0.1", "--unix-socket", "/run/l.sock",
+        "--background",
+    ]  # fmt: skip
+    # Stock luigid's own parser takes every one of them (--background: the daemon test).
+    import luigi.server
+    from luigi import cmdline
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(luigi.server, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(cmdline, "DaemonLogging", type("NoLogging", (), {"setup": print}))
+    cfg = luigi.configuration.get_config()
+    before = cfg.get("scheduler", "state_path", None)
+    try:
+        cmdline.luigid([a for a in argv if a != "--background"])
+        assert cfg.get("scheduler", "state_path") == "var/s.pickle"
+    finally:  # luigid sets it in this process's config
+        if before is None:
+            cfg.remove_option("scheduler", "state_path")
+        else:
+            cfg.set("scheduler", "state_path", before)
+    assert seen == {"api_port": "9000", "address": "127.0.0.1", "unix_socket": "/run/l.sock"}

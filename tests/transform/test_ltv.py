@@ -33,11 +33,14 @@ from adperf.transform.ltv import (
     backtest,
     build_cohort_pltv,
     build_ltv,
+    build_ltv_model,
+    build_pltv,
     build_rfm,
     fit_ltv,
     model_from_row,
     model_row,
     predict_customer_value,
+    with_backtest,
 )
 
 M = 1_000_000
@@ -568,6 +571,27 @@ def test_backtest_reuses_the_stored_model_of_day_minus_90() -> None:
     )
     moved, _ = build_ltv(day, payments, installs, backtest_model=other, replicates=20)
     assert moved["backtest_mape"] != pytest.approx(row["backtest_mape"], rel=1e-3)
+
+
+def test_fit_on_payments_alone_then_valuation_is_build_ltv() -> None:
+    """LtvModel's half (payments only) and Ltv's half (with installs) make build_ltv's row."""
+    day, payments, installs = simulated_history()
+    whole, whole_pltv = build_ltv(day, payments, installs, replicates=20)
+    model = build_ltv_model(day, payments)
+    assert model["converged"] is True and model["backtest_mape"] is None
+    assert "backtest_model" not in json.loads(model["params"])
+    backtest_row, pltv = build_pltv(day, model, payments, installs, replicates=20)
+    assert backtest_row["backtest_model"] == "fitted" and backtest_row["backtest_campaigns"] > 0
+    assert with_backtest(model, backtest_row) == whole
+    pd.testing.assert_frame_equal(pltv, whole_pltv)
+    # The fallback model of a fit that failed values the cohorts too; no model: nothing.
+    nobody = payments_frame([(day, "u1", "purchase", 2.0)])
+    failed = build_ltv_model(day, nobody)
+    assert failed["converged"] is False and failed["model_date"] is None
+    assert build_pltv(day, failed, nobody, installs, replicates=0)[1].empty
+    fallback = build_ltv_model(day, nobody, initial=PREVIOUS, initial_date="2024-03-08")
+    assert fallback["model_date"] == "2024-03-08"
+    assert not build_pltv(day, fallback, nobody, installs, replicates=0)[1].empty
 
 
 def test_no_replicates_gives_the_point_value_as_its_interval() -> None:
