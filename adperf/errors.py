@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 
 class AdperfError(Exception):
     """Base class of every error adperf raises on purpose."""
@@ -29,6 +31,16 @@ class TransientSourceError(SourceError):
 
 class DataNotReady(SourceError):
     """The source has no data for the day yet; try again later (not a failure of the data)."""
+
+
+class QuotaExhausted(DataNotReady):
+    """The source's quota of calls is used up until `retry_at` (aware): ask again after it."""
+
+    def __init__(
+        self, source: str, day: str | None, problem: str, fix: str, retry_at: datetime.datetime
+    ) -> None:
+        super().__init__(source, day, problem, fix)
+        self.retry_at = retry_at
 
 
 class MissingFxRate(AdperfError):

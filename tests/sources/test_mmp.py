@@ -14,7 +14,13 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourceError
+from adperf.errors import (
+    ConfigError,
+    DataNotReady,
+    QuotaExhausted,
+    SourceError,
+    TransientSourceError,
+)
 from adperf.pseudonym import pseudonymize_one
 from adperf.sandbox.fake_mmp import CSV_COLUMNS, FakeMmp
 from adperf.schema import INSTALLS, to_table
@@ -660,3 +666,64 @@ def test_fake_renders_exactly_like_the_row_by_row_reference(string_dtype: bool) 
     )
     for quoted in (b'"a,b"', b'"say ""hi"""', b'"line\r\nbreak"', "\ufeffbom".encode()):
         assert quoted in body, quoted
+
+
+# -- the daily Pull API quota ------------------------------------------------------------------
+
+# 21:25 UTC: the quota resets at the next 00:00 UTC, 2 h 35 min later (06:25 on DAY+1 in Seoul:
+# a clock in the report's zone would name the wrong moment).
+QUOTA_NOW = datetime.datetime(2026, 11, 27, 21, 25, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_used_up_daily_quota_is_not_ready_until_midnight_utc_not_a_token_error(
+    world: pd.DataFrame, status: int
+) -> None:
+    # The attributed report had its one report of the day; the organic one too, after it.
+    server = FakeMmp(
+        installs=world, api_token=TOKEN, daily_quota=1, quota_status=status,
+        clock=lambda: QUOTA_NOW,
+    )  # fmt: skip
+    url = server.start()
+    waits: list[float] = []
+    try:
+        first = _fetch(url, now=lambda: QUOTA_NOW)
+        with pytest.raises(QuotaExhausted) as info:
+            _fetch(url, sleep=waits.append, now=lambda: QUOTA_NOW)
+    finally:
+        server.stop()
+    assert len(first) == 4
+    error = info.value
+    assert isinstance(error, DataNotReady)  # the pipeline's missing-data path, not a failure
+    assert waits == [] and len(server.requests_seen) == 3  # asked once: retrying cannot help
+    assert error.retry_at == datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    assert error.source == "mmp" and error.day == DAY.isoformat()
+    assert "daily Pull API quota of installs_report reports is used up" in error.problem
+    assert f"HTTP {status}" in error.problem and "limit has been reached" in error.problem
+    assert "2026-11-28 00:00 UTC (in 2 h 35 min)" in error.problem
+    assert "ADPERF_MMP_TOKEN" not in str(error) and TOKEN not in str(error)
+    assert "after 2026-11-28 00:00 UTC" in error.fix and "higher quota" in error.fix
+
+
+def test_the_fake_quota_counts_per_report_type_and_resets_at_midnight_utc(
+    world: pd.DataFrame,
+) -> None:
+    now = [QUOTA_NOW]
+    server = FakeMmp(installs=world, api_token=TOKEN, daily_quota=1, clock=lambda: now[0])
+    url = server.start()
+    try:
+        report = f"{url}/api/raw-data/export/app/{APP}/installs_report/v5"
+        params = {"from": DAY.isoformat(), "to": DAY.isoformat(), "timezone": TZ}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answers = [requests.get(report, params=params, headers=auth, timeout=5)]
+        answers.append(requests.get(report, params=params, headers=auth, timeout=5))
+        organic = report.replace("/installs_report/", "/organic_installs_report/")
+        answers.append(requests.get(organic, params=params, headers=auth, timeout=5))
+        now[0] = datetime.datetime(2026, 11, 28, 0, 0, 1, tzinfo=datetime.UTC)
+        answers.append(requests.get(report, params=params, headers=auth, timeout=5))
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 400, 200, 200]
+    assert answers[1].text == (
+        "Your API calls limit has been reached for report type installs_report"
+    )
