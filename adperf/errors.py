@@ -56,7 +56,8 @@ class MissingFxRate(AdperfError):
 
 
 class ReconciliationError(AdperfError):
-    """Attributed + organic + unattributed revenue does not equal the day's payments."""
+    """Attributed + organic + unattributed + restricted revenue does not equal the day's
+    payments."""
 
 
 class SchemaError(AdperfError):

@@ -31,6 +31,7 @@ from adperf.errors import (
 )
 from adperf.pseudonym import pseudonymize
 from adperf.schema import INSTALLS, empty_frame
+from adperf.vocabulary import ORGANIC, OTHER, RESTRICTED, RESTRICTED_MEDIA_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -517,14 +518,20 @@ def _parse_report(
     local_time = _localize(values["Install Time"], what=what, window=window)
 
     media_source = [m.strip() for m in values["Media Source"]]
+    none_column: list[str | None] = [None] * n
     if organic:
-        platform = ["organic"] * n
-        media_source = [m or "organic" for m in media_source]
-        none_column: list[str | None] = [None] * n
+        platform = [ORGANIC] * n
+        media_source = [m or ORGANIC for m in media_source]
         ids = dict.fromkeys(_AD_COLUMNS, none_column)
     else:
-        platform = [media_source_map.get(m, "other") for m in media_source]
+        platform = [_platform(m, media_source_map) for m in media_source]
         ids = {c: _nullable(values[c]) for c in _AD_COLUMNS}
+        if RESTRICTED in platform:
+            # AppsFlyer leaves a restricted install's attribution fields empty or "null"
+            # (https://support.appsflyer.com/hc/en-us/articles/360006868017): none is an id.
+            kept = [p != RESTRICTED for p in platform]
+            for c in _AD_COLUMNS:
+                ids[c] = [v if k else None for v, k in zip(ids[c], kept, strict=True)]
 
     return pd.DataFrame(
         {
@@ -546,6 +553,14 @@ def _parse_report(
         },
         columns=INSTALLS.columns,
     )
+
+
+def _platform(media_source: str, media_source_map: dict[str, str]) -> str:
+    """The platform of an attributed install: mapped, 'restricted' (a network that withholds
+    user-level data: never a campaign, never 'other'), else 'other'."""
+    if media_source.lower() == RESTRICTED_MEDIA_SOURCE:
+        return RESTRICTED
+    return media_source_map.get(media_source, OTHER)
 
 
 def _read_columns(

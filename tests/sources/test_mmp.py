@@ -727,3 +727,45 @@ def test_the_fake_quota_counts_per_report_type_and_resets_at_midnight_utc(
     assert answers[1].text == (
         "Your API calls limit has been reached for report type installs_report"
     )
+
+
+# -- restricted media source -------------------------------------------------------------------
+
+
+def test_restricted_media_source_is_its_own_platform_with_no_ad_ids(world: pd.DataFrame) -> None:
+    """A network that withholds user-level data: AppsFlyer reports the media source as
+    'restricted' and leaves the attribution fields empty
+    (https://support.appsflyer.com/hc/en-us/articles/360006868017)."""
+    restricted = _install(
+        appsflyer_id="af-restricted", customer_user_id="user-008", media_source="restricted",
+        campaign=None, campaign_id=None, adset=None, adset_id=None, ad=None, ad_id=None,
+    )  # fmt: skip
+    server = FakeMmp(installs=pd.concat([world, pd.DataFrame([restricted])]), api_token=TOKEN)
+    url = server.start()
+    try:
+        df = _fetch(url, media_source_map={"restricted": "facebook"})  # a map cannot claim it
+    finally:
+        server.stop()
+    row = _by_device(df, "af-restricted")
+    assert row["platform"] == "restricted" and row["media_source"] == "restricted"
+    assert row["user_pid"] == pseudonymize_one("user-008", KEY)  # kept: its revenue reconciles
+    for column in ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name"):
+        assert pd.isna(row[column]), column
+    assert _by_device(df, "af-tiktok")["platform"] == "other"  # unknown networks stay 'other'
+    to_table(df, INSTALLS)
+
+
+def test_restricted_rows_with_null_strings_carry_no_ids() -> None:
+    """AppsFlyer may fill a restricted install's attribution fields with the text 'null'."""
+    cells = dict.fromkeys(CSV_COLUMNS, "")
+    cells.update({
+        "Install Time": "2026-11-27 10:00:00", "Media Source": "restricted",
+        "Campaign": "null", "Campaign ID": "null", "Adset": "null", "Adset ID": "null",
+        "Ad": "null", "Ad ID": "null", "AppsFlyer ID": "af-r", "Customer User ID": "cuid-r",
+        "Country Code": "KR", "Platform": "android",
+    })  # fmt: skip
+    body = (",".join(CSV_COLUMNS) + "\n" + ",".join(cells.values()) + "\n").encode()
+    df = _fetch("http://mmp.test", session=_session(body))
+    row = df.iloc[0]
+    assert row["platform"] == "restricted"
+    assert all(pd.isna(row[c]) for c in ("campaign_id", "campaign_name", "adset_id", "ad_id"))
