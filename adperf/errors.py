@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 
 class AdperfError(Exception):
     """Base class of every error adperf raises on purpose."""
@@ -31,6 +33,16 @@ class DataNotReady(SourceError):
     """The source has no data for the day yet; try again later (not a failure of the data)."""
 
 
+class QuotaExhausted(DataNotReady):
+    """The source's quota of calls is used up until `retry_at` (aware): ask again after it."""
+
+    def __init__(
+        self, source: str, day: str | None, problem: str, fix: str, retry_at: datetime.datetime
+    ) -> None:
+        super().__init__(source, day, problem, fix)
+        self.retry_at = retry_at
+
+
 class MissingFxRate(AdperfError):
     """No FX rate for a (currency, day): never silently 1.0."""
 
@@ -44,7 +56,8 @@ class MissingFxRate(AdperfError):
 
 
 class ReconciliationError(AdperfError):
-    """Attributed + organic + unattributed revenue does not equal the day's payments."""
+    """Attributed + organic + unattributed + restricted revenue does not equal the day's
+    payments."""
 
 
 class SchemaError(AdperfError):

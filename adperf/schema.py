@@ -87,7 +87,8 @@ INSTALLS = Dataset(
         ("device_pid", STR, True),  # pseudonym of the MMP's device id (AppsFlyer ID)
         ("app_id", STR, False),
         ("media_source", STR, False),  # as the MMP names it ('Facebook Ads', 'organic', ...)
-        ("platform", STR, False),  # facebook | google_ads | organic | other
+        # a registered platform | organic | restricted | other (adperf.vocabulary)
+        ("platform", STR, False),
         ("campaign_id", STR, True),
         ("campaign_name", STR, True),
         ("adset_id", STR, True),

@@ -117,6 +117,10 @@ revenue_reconciliation = sa.Table(
     sa.Column("attributed", MONEY, nullable=False),
     sa.Column("organic", MONEY, nullable=False),
     sa.Column("unattributed", MONEY, nullable=False),
+    # Revenue of installs whose network withholds user-level data (media source 'restricted').
+    # Nullable so that a warehouse created before it gains it (create_tables); NULL on days
+    # loaded before it, when that revenue was booked as attributed ('other').
+    sa.Column("restricted", MONEY),
 )
 
 actions = sa.Table(

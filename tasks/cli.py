@@ -147,7 +147,8 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
             "",
             f"revenue {float(recon['total_payments']):,.2f} = attributed "
             f"{float(recon['attributed']):,.2f} + organic {float(recon['organic']):,.2f} + "
-            f"unattributed {float(recon['unattributed']):,.2f}",
+            f"unattributed {float(recon['unattributed']):,.2f} + "
+            f"restricted {float(recon['restricted'] or 0):,.2f}",
         ]
     for a in acts:
         if a["action"] != "hold":

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import AdperfError, DataNotReady
+from adperf.errors import AdperfError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
@@ -217,12 +217,18 @@ class MmpReady(luigi.ExternalTask):
             return True
         if time.time() - marker.stat().st_mtime < config.mmp().recheck_s:
             return False
+        retry_at = (_read_json(marker) or {}).get("retry_at")  # a used-up quota's reset
+        if retry_at and dt.datetime.now(dt.UTC) < dt.datetime.fromisoformat(retry_at):
+            return False
         return _probe_installs(self)
 
     def waiting(self, exc: DataNotReady) -> MmpReady:
         """Record a 'not ready' answer; the input Installs.run then yields."""
         _probed_installs.pop(_probe_key(self.date), None)
-        _write_json(self.marker(), {"source": exc.source, "date": exc.day, "problem": exc.problem})
+        entry = {"source": exc.source, "date": exc.day, "problem": exc.problem}
+        if isinstance(exc, QuotaExhausted):
+            entry["retry_at"] = exc.retry_at.isoformat()
+        _write_json(self.marker(), entry)
         return self
 
     def waiting_for(self) -> str:

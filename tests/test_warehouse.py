@@ -182,3 +182,40 @@ def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(tmp
     got = warehouse.read_table(engine, "ltv_model")
     assert len(got) == 1 and got.iloc[0]["backtest_mape"] == 0.25
     assert warehouse.is_loaded(engine, day) and warehouse.is_loaded(engine, day, "ltv_model")
+
+
+def test_a_warehouse_created_before_restricted_loads_and_keeps_its_old_days(tmp_path):
+    """revenue_reconciliation as an older adperf created it (no `restricted`): the next load
+    adds the column, the old day keeps NULL (not a made-up 0), the new day has its amount."""
+    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE revenue_reconciliation (date DATE PRIMARY KEY, "
+                "total_payments NUMERIC(20, 6) NOT NULL, attributed NUMERIC(20, 6) NOT NULL, "
+                "organic NUMERIC(20, 6) NOT NULL, unattributed NUMERIC(20, 6) NOT NULL)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO revenue_reconciliation VALUES ('2026-11-26', 3.000000, 2.000000, "
+                "1.000000, 0.000000)"
+            )
+        )
+    frames = _frames("2026-11-27")
+    frames["revenue_reconciliation"] = frames["revenue_reconciliation"].assign(
+        total_payments_micros=23_500_001, restricted_micros=2_500_000
+    )
+
+    warehouse.load_day(engine, "2026-11-27", frames)
+
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("revenue_reconciliation")}
+    assert "restricted" in cols
+    rec = warehouse.read_table(engine, "revenue_reconciliation").set_index("date")
+    assert pd.isna(rec.loc[dt.date(2026, 11, 26), "restricted"])
+    new = rec.loc[dt.date(2026, 11, 27)]
+    assert Decimal(str(new["restricted"])) == Decimal("2.5")
+    parts = sum(
+        Decimal(str(new[c])) for c in ("attributed", "organic", "unattributed", "restricted")
+    )
+    assert parts == Decimal(str(new["total_payments"])) == Decimal("23.500001")

@@ -184,6 +184,8 @@ class _ObjectCaller(fb.GraphCaller):
                 f"check that {self.act} still exists and the token's system user can see it "
                 "(deleted or moved objects cannot be changed); then run the apply again"
             )
+        elif fb.is_transient_flag(exc) is False:
+            fix = fb.NOT_TRANSIENT_FIX
         else:
             fix = "check the [facebook] settings; quote the fbtrace_id to Meta support"
         return SourceError(PLATFORM, self.day_iso, problem, fix)

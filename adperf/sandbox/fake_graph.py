@@ -20,6 +20,8 @@ talk to it unchanged (only `FacebookSession.GRAPH` points here):
   (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/#Updating);
   `GET /{version}/{campaign_id}` and `GET /{version}/{campaign_id}/adsets` (cursor paging), over
   editable objects kept in a JSON state file (`adperf.sandbox.ad_objects`);
+- Insights reads over `max_insights_limit` rows a page or `max_insights_days` days answer
+  HTTP 500 code 1 "Please reduce the amount of data you're asking for, then retry your request";
 - errors as `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
   (https://developers.facebook.com/docs/graph-api/guides/error-handling; Insights codes:
   https://developers.facebook.com/documentation/ads-commerce/marketing-api/insights/error-codes).
@@ -31,6 +33,7 @@ are lists of `{"action_type", "value"}` and are left out of a row when all of th
 from __future__ import annotations
 
 import base64
+import datetime
 import http.server
 import json
 import logging
@@ -105,6 +108,8 @@ class FakeGraphApi:
         async_outcomes: list[str] | None = None,
         objects: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
         objects_path: Path | None = None,
+        max_insights_limit: int | None = None,
+        max_insights_days: int | None = None,
     ) -> None:
         missing = [c for c in AD_ROW_COLUMNS if c not in ad_rows.columns]
         if missing:
@@ -132,6 +137,10 @@ class FakeGraphApi:
         self._token = access_token
         self._page_size = page_size
         self._async_polls_until_done = async_polls_until_done
+        # Insights reads asking for more rows a page / more days than these are refused as too
+        # big (TOO_MUCH_DATA), as the real API refuses heavy requests.
+        self._max_insights_limit = max_insights_limit
+        self._max_insights_days = max_insights_days
         self._lock = threading.Lock()
         self._errors: deque[dict[str, Any]] = deque()
         self._report_runs: dict[str, dict[str, Any]] = {}
@@ -173,6 +182,7 @@ class FakeGraphApi:
 
         Keys: `status` (HTTP, default 400), `code`, `error_subcode`, `message`, `type`,
         `is_transient`, `headers` (dict); or `body` (raw text, e.g. a proxy's HTML page);
+        or `json` (an answer sent as is with `status`, e.g. a recorded Insights page);
         or `drop: True` to close the connection without answering. `after_requests: n` lets
         n requests through normally first (e.g. to fail the second Insights page).
         """
@@ -310,6 +320,8 @@ class FakeGraphApi:
             query = _parse_insights_query(params)
             if isinstance(query, _Reply):
                 return query
+            if self._too_big(params, query):
+                return _too_much_data()
             rows = self._select(account["account_id"], query)
             page = self._page(rows, query.fields, params, f"{version}/{node}/insights")
             return _ok(page, usage)
@@ -375,12 +387,25 @@ class FakeGraphApi:
             if run["polls"] <= self._async_polls_until_done or run["outcome"] != "completed":
                 # Reading results before the job completes is an error on the real API too.
                 return _error(400, 100, "Report run is not complete yet")
+            if self._too_big(params, None):
+                return _too_much_data()
             # A completed run's result is a snapshot: selected once, then paged.
             if "rows" not in run:
                 run["rows"] = self._select(run["account_id"], query)
             rows = run["rows"]
             return _ok(self._page(rows, query.fields, params, f"{version}/{run_id}/insights"))
         return _unsupported(method, f"{run_id}/{edge}")
+
+    def _too_big(self, params: dict[str, str], query: _InsightsQuery | None) -> bool:
+        """Whether a read asks for more rows a page, or (`query`) more days, than allowed."""
+        limit = params.get("limit", str(self._page_size))
+        if self._max_insights_limit is not None and limit.isdigit():
+            if int(limit) > self._max_insights_limit:
+                return True
+        if self._max_insights_days is not None and query is not None:
+            days = (_date(query.until) - _date(query.since)).days + 1
+            return days > self._max_insights_days
+        return False
 
     def _select(self, account_id: str, query: _InsightsQuery) -> list[dict[str, Any]]:
         with self._lock:
@@ -664,6 +689,8 @@ def _injected_reply(spec: dict[str, Any]) -> _Reply:
     headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
     if "body" in spec:
         return _Reply(status, str(spec["body"]), headers, raw=True)
+    if "json" in spec:
+        return _Reply(status, spec["json"], headers)
     reply = _error(
         status,
         int(spec.get("code", 1)),
@@ -692,6 +719,22 @@ def _error(
         error["is_transient"] = bool(is_transient)
     error["fbtrace_id"] = "A" + secrets.token_hex(10)
     return _Reply(status, {"error": error})
+
+
+#: The Graph API's answer to a request too heavy to serve, as recorded in
+#: https://github.com/facebook/facebook-python-business-sdk/issues/470: HTTP 500, code 1, no
+#: subcode, no type, no is_transient.
+TOO_MUCH_DATA_MESSAGE = (
+    "Please reduce the amount of data you're asking for, then retry your request"
+)
+
+
+def _too_much_data() -> _Reply:
+    return _Reply(500, {"error": {"message": TOO_MUCH_DATA_MESSAGE, "code": 1}})
+
+
+def _date(iso: str) -> datetime.date:
+    return datetime.date.fromisoformat(iso)
 
 
 def _unsupported(method: str, node: str) -> _Reply:

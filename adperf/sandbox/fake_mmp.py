@@ -2,7 +2,10 @@
 
 Follows https://dev.appsflyer.com/hc/reference/raw_data_pull_api_tokenv2-overview: Bearer token
 header, `from`/`to`/`timezone` query, CSV body in AppsFlyer's column order, UTF-8 without a
-charset in Content-Type.
+charset in Content-Type. With a `daily_quota`, each app's report type serves that many reports a
+UTC day, then answers "Your API calls limit has been reached for report type ..." (HTTP 400, as
+recorded by Airbyte's source-appsflyer; quotas per report type, app and day from 00:00 UTC:
+https://support.appsflyer.com/hc/en-us/articles/207034366-Report-generation-quotas-rate-limitations).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import re
 import threading
 import zoneinfo
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -118,7 +122,15 @@ DEFAULT_MAX_ROWS = 200_000
 class FakeMmp:
     """AppsFlyer raw-data installs endpoints on 127.0.0.1, served from a DataFrame of installs."""
 
-    def __init__(self, *, installs: pd.DataFrame, api_token: str) -> None:
+    def __init__(
+        self,
+        *,
+        installs: pd.DataFrame,
+        api_token: str,
+        daily_quota: int | None = None,
+        quota_status: int = 400,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
         missing = [c for c in INSTALLS_COLUMNS if c not in installs.columns]
         if missing:
             raise ValueError(f"FakeMmp: installs lacks columns {missing}")
@@ -138,6 +150,11 @@ class FakeMmp:
         self._stopping = threading.Event()  # ends injected hangs at stop()
         # What each request asked for (path, query, whether it was authorized); never the token.
         self.requests_seen: list[dict[str, Any]] = []
+        # Reports served per (app, report type, UTC day), against `daily_quota` (None: no quota).
+        self._daily_quota = daily_quota
+        self._quota_status = quota_status
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self._served: dict[tuple[str, str, datetime.date], int] = {}
 
     def start(self) -> str:
         """Serve on a free loopback port in a daemon thread; return the base URL."""
@@ -166,6 +183,21 @@ class FakeMmp:
         """
         with self._lock:
             self._errors.extend(errors)
+
+    def set_daily_quota(self, reports: int | None, status: int = 400) -> None:
+        """Serve at most `reports` reports per app, report type and UTC day (None: no limit);
+        past it answer `status` with AppsFlyer's quota text. Counts so far are kept."""
+        with self._lock:
+            self._daily_quota, self._quota_status = reports, status
+
+    def _take_quota(self, app_id: str, report: str) -> bool:
+        """Count one report against the day's quota; False when the quota is used up."""
+        key = (app_id, report, self._clock().astimezone(datetime.UTC).date())
+        with self._lock:
+            if self._daily_quota is not None and self._served.get(key, 0) >= self._daily_quota:
+                return False
+            self._served[key] = self._served.get(key, 0) + 1
+            return True
 
     def _next_error(self) -> dict[str, Any] | None:
         with self._lock:
@@ -481,6 +513,10 @@ class _Handler(BaseHTTPRequestHandler):
             max_rows = int(query.get("maximum_rows", DEFAULT_MAX_ROWS))
         except ValueError:
             self._send(400, b"Bad request: maximum_rows must be a number", "text/plain")
+            return
+        if not fake._take_quota(unquote(match["app"]), match["report"]):
+            text = f"Your API calls limit has been reached for report type {match['report']}"
+            self._send(fake._quota_status, text.encode(), "text/plain")
             return
         body = fake.render_csv(
             app_id=unquote(match["app"]),

@@ -60,6 +60,7 @@ from adperf.sandbox.process import (
     sample_repeat_times,
 )
 from adperf.sandbox.profiles import Profile, get_profile
+from adperf.vocabulary import ORGANIC, RESTRICTED, RESTRICTED_MEDIA_SOURCE
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -72,6 +73,12 @@ REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the i
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
 MEDIA_SOURCE_MAP = {"Facebook Ads": "facebook", "googleadwords_int": "google_ads"}
 _MEDIA_SOURCE = {platform: source for source, platform in MEDIA_SOURCE_MAP.items()}
+# A few paid installs come through networks that withhold user-level data: the MMP reports their
+# media source as 'restricted', with empty campaign fields
+# (https://support.appsflyer.com/hc/en-us/articles/360006868017). One in RESTRICTED_EVERY paid
+# installs, picked by its AppsFlyer id's random suffix: no random draw is added, so everything
+# else in a world of a given seed stays as it was.
+RESTRICTED_EVERY = 25
 SUPPORTED_CURRENCIES = ("USD", "KRW")
 US_PER_DAY = 86_400_000_000
 US_PER_SECOND = 1_000_000
@@ -706,11 +713,38 @@ class _World:
         idx = np.arange(u.n_legacy, len(u.key), dtype=np.int64)
         return idx[np.argsort(u.install_us[idx], kind="stable")]
 
+    def _restricted(self) -> BoolArray:
+        """Per user: a paid install the MMP reports as 'restricted' (see RESTRICTED_EVERY)."""
+        u = self.users
+        paid: BoolArray = (u.group >= 0) & (u.group < self.n_campaigns)
+        chosen: BoolArray = u.af_suffix % RESTRICTED_EVERY == 0
+        return paid & chosen
+
+    def _mmp_campaign_ids(self) -> npt.NDArray[np.object_]:
+        """Per user, the campaign id as the MMP attributes it: the campaign's, 'organic' or
+        'restricted' (legacy users: '')."""
+        nc = self.n_campaigns
+        names = np.array(
+            [c.campaign_id for c in self.ent.campaigns] + [ORGANIC, RESTRICTED, ""], dtype=object
+        )
+        group = self.users.group
+        slot = np.where(self._restricted(), nc + 1, np.where(group >= 0, group, nc + 2))
+        picked: npt.NDArray[np.object_] = names[slot]
+        return picked
+
     def _write_installs(self) -> None:
         u, ents = self.users, self.ent
         idx = self._installed_order()
-        ads = [ents.ads[a] if a >= 0 else None for a in u.ad[idx]]
+        hidden = self._restricted()[idx]
+        ads = [
+            ents.ads[a] if a >= 0 and not h else None
+            for a, h in zip(u.ad[idx], hidden, strict=True)
+        ]
         camps = [ents.campaigns[ad.campaign_index] if ad else None for ad in ads]
+        media = [
+            RESTRICTED_MEDIA_SOURCE if h else (_MEDIA_SOURCE[c.platform] if c else ORGANIC)
+            for c, h in zip(camps, hidden, strict=True)
+        ]
         table = pa.table(
             {
                 "appsflyer_id": [
@@ -720,7 +754,7 @@ class _World:
                 "customer_user_id": [self.uid[k] if u.has_cuid[k] else None for k in idx],
                 "install_time": pa.array(u.install_us[idx], pa.timestamp("us", tz="UTC")),
                 "app_id": [APP_IDS[str(o)] for o in u.os[idx]],
-                "media_source": [_MEDIA_SOURCE[c.platform] if c else "organic" for c in camps],
+                "media_source": media,
                 "campaign": [c.name if c else None for c in camps],
                 "campaign_id": [c.campaign_id if c else None for c in camps],
                 "adset": [ad.adset_name if ad else None for ad in ads],
@@ -892,11 +926,13 @@ class _World:
         self._write_user_value()
         u, pay = self.users, self.pay
         nc = self.n_campaigns
-        # Attribution class of each payment: its user's campaign (or organic) when the MMP row
-        # carries the Customer User ID; -1 (unattributed) for unmatched and legacy users.
-        cls = np.where(u.has_cuid[pay.user], u.group[pay.user], -1)
+        # Attribution class of each user as the MMP shows it: the campaign, organic (nc) or
+        # restricted (nc + 2); of each payment: its user's class when the MMP row carries the
+        # Customer User ID, -1 (unattributed, stored at nc + 1) for unmatched and legacy users.
+        seen = np.where(self._restricted(), nc + 2, u.group)
+        cls = np.where(u.has_cuid[pay.user], seen[pay.user], -1)
         signed = np.where(pay.refund, -pay.minor, pay.minor)
-        n_cls = nc + 2  # campaigns, organic, unattributed (stored at index nc + 1)
+        n_cls = nc + 3  # campaigns, organic, unattributed, restricted
         slot = np.where(cls < 0, nc + 1, cls)
         rev: dict[str, IntArray] = {}
         for cur in SUPPORTED_CURRENCIES:
@@ -917,7 +953,7 @@ class _World:
         )
         installed = u.day >= 0
         installs = np.bincount(
-            u.day[installed] * n_cls + u.group[installed], minlength=self.n_days * n_cls
+            u.day[installed] * n_cls + seen[installed], minlength=self.n_days * n_cls
         ).reshape(self.n_days, n_cls)
         camp_spend = np.zeros((self.n_days, nc), dtype=np.int64)
         np.add.at(camp_spend.T, self.ad_camp, self.spend_minor.T)
@@ -954,12 +990,18 @@ class _World:
                 [ds, "organic", "", "organic", self.report_currency, zero, zero,
                  str(installs[i, nc]), str(payers[i, nc]), _fmt(organic)]
             )  # fmt: skip
+            restricted = report(i, {cur: int(rev[cur][i, nc + 2]) for cur in rev})
+            camp_rows.append(
+                [ds, RESTRICTED, "", RESTRICTED, self.report_currency, zero, zero,
+                 str(installs[i, nc + 2]), str(payers[i, nc + 2]), _fmt(restricted)]
+            )  # fmt: skip
             attributed = report(i, {cur: int(rev[cur][i, :nc].sum()) for cur in rev})
             unattributed = report(i, {cur: int(rev[cur][i, nc + 1]) for cur in rev})
             total = report(i, {cur: int(rev[cur][i].sum()) for cur in rev})
             total_rows.append(
-                [ds, _fmt(total), _fmt(attributed), _fmt(organic), _fmt(unattributed)]
-            )
+                [ds, _fmt(total), _fmt(attributed), _fmt(organic), _fmt(unattributed),
+                 _fmt(restricted)]
+            )  # fmt: skip
         _write_csv(
             self.root / "truth" / "campaign_daily.csv",
             ["date", "platform", "account_id", "campaign_id", "currency_original",
@@ -969,7 +1011,7 @@ class _World:
         _write_csv(
             self.root / "truth" / "daily_totals.csv",
             ["date", "total_payments_report", "attributed_report", "organic_report",
-             "unattributed_report"],
+             "unattributed_report", "restricted_report"],
             total_rows,
         )  # fmt: skip
 
@@ -1045,7 +1087,8 @@ class _World:
         u, nl = self.users, self.users.n_legacy
         idx = np.concatenate([np.arange(nl, dtype=np.int64), self._installed_order()])
         leg_days = self.ent.legacy.days_before_start
-        camp_ids = [c.campaign_id for c in self.ent.campaigns] + ["organic"]
+        camp_ids = [c.campaign_id for c in self.ent.campaigns] + [ORGANIC]
+        seen = self._mmp_campaign_ids()
         table = pa.table(
             {
                 "user_id": self.uid[idx].tolist(),
@@ -1060,7 +1103,10 @@ class _World:
                     for k in idx
                 ],
                 "platform": [str(o) for o in u.os[idx]],
-                "campaign_id": [None if k < nl else camp_ids[int(u.group[k])] for k in idx],
+                # As the MMP attributes the install ('restricted' for a withheld network) ...
+                "campaign_id": [None if k < nl else str(seen[k]) for k in idx],
+                # ... and the campaign that really acquired the user.
+                "true_campaign_id": [None if k < nl else camp_ids[int(u.group[k])] for k in idx],
                 "has_cuid": u.has_cuid[idx],
                 "legacy": idx < nl,
                 "country_code": [str(c) for c in u.country[idx]],
@@ -1086,12 +1132,14 @@ class _World:
         net = np.where(self.purchase_refund, 0, self.purchase_cents)
         cents = np.bincount(who[within], weights=net[within], minlength=len(u.key))
         idx = self._installed_order()
-        camp_ids = [c.campaign_id for c in self.ent.campaigns] + ["organic"]
+        camp_ids = [c.campaign_id for c in self.ent.campaigns] + [ORGANIC]
+        seen = self._mmp_campaign_ids()
         table = pa.table(
             {
                 "user_id": self.uid[idx].tolist(),
                 "install_date": [self.dates[int(u.day[k])].isoformat() for k in idx],
-                "campaign_id": [camp_ids[int(u.group[k])] for k in idx],
+                "campaign_id": seen[idx].tolist(),  # as the MMP attributes it
+                "true_campaign_id": [camp_ids[int(u.group[k])] for k in idx],
                 "net_revenue_180d_usd": cents[idx] / 100.0,
             }
         )
@@ -1161,7 +1209,8 @@ _INSTALLS_SCHEMA = pa.schema(
 _USERS_SCHEMA = pa.schema(
     [
         ("user_id", _S), ("appsflyer_id", _S), ("install_date", _S), ("platform", _S),
-        ("campaign_id", _S), ("has_cuid", pa.bool_()), ("legacy", pa.bool_()),
+        ("campaign_id", _S), ("true_campaign_id", _S), ("has_cuid", pa.bool_()),
+        ("legacy", pa.bool_()),
         ("country_code", _S),
     ]
 )  # fmt: skip

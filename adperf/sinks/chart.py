@@ -24,7 +24,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
-ORGANIC = "organic"
+from adperf.vocabulary import INSTALL_BUCKETS  # noqa: E402
+
 WINDOW_DAYS = 30
 TOP_CURVES = 5
 MAX_AGE = 30
@@ -72,13 +73,13 @@ def build_chart_data(
         cohorts, ["cohort_date", "platform", "campaign_id", "as_of"], ["revenue", "spend"]
     ).astype({"age_days": "int64"})
     camp = campaigns[
-        (campaigns["platform"] != ORGANIC)
+        ~campaigns["platform"].isin(INSTALL_BUCKETS)
         & (campaigns["date"].astype(str) >= first)
         & (campaigns["date"].astype(str) <= day)
     ].assign(date=lambda d: d["date"].astype(str))
     # Rows computed in the window: the D30 point of a curve is the cohort of 30 days ago.
     cohort = cohorts[
-        (cohorts["platform"] != ORGANIC)
+        ~cohorts["platform"].isin(INSTALL_BUCKETS)
         & (cohorts["as_of"].astype(str) <= day)
         & (cohorts["as_of"].astype(str) >= first)
     ].assign(cohort_date=lambda d: d["cohort_date"].astype(str))
@@ -86,7 +87,7 @@ def build_chart_data(
     daily_spend = camp
     if spend is not None and len(spend):
         ads = _typed(spend, ["date", "platform"], ["spend"])
-        ads = ads[(ads["platform"] != ORGANIC) & ads["date"].between(first, day)]
+        ads = ads[~ads["platform"].isin(INSTALL_BUCKETS) & ads["date"].between(first, day)]
         # ad_spend_daily holds each day's latest (restated) figure for the platforms' lookback.
         if ads["date"].nunique() > camp["date"].nunique():
             daily_spend = ads

@@ -21,7 +21,14 @@ import pandas as pd
 from adperf.sinks.chart import build_chart_data, render_chart
 from adperf.sinks.html import build_html_report
 from adperf.sinks.slack import build_campaign_csv, build_slack_message
-from adperf.sinks.summary import build_total_rows, build_totals, comparison_days, money, num
+from adperf.sinks.summary import (
+    build_total_rows,
+    build_totals,
+    comparison_days,
+    money,
+    num,
+    restricted_note,
+)
 
 REPORT_FOLDER = "reports"
 META_FILE = "_meta.json"
@@ -104,9 +111,9 @@ def render_report(
         spend=history_spend,
     )
     png = render_chart(chart, currency, target_roas)
-    totals = build_total_rows(
-        build_totals(campaigns, cohorts, day), before[d1], before[d7], currency
-    )
+    day_totals = build_totals(campaigns, cohorts, day)
+    totals = build_total_rows(day_totals, before[d1], before[d7], currency)
+    restricted = restricted_note(day_totals, reconciliation, currency)
     html = build_html_report(
         day=day,
         currency=currency,
@@ -114,7 +121,11 @@ def render_report(
         comparison=(d1, d7),
         campaigns=campaigns,
         actions=actions,
-        notes=[*notes, _unattributed_note(reconciliation, currency)],
+        notes=[
+            *notes,
+            _unattributed_note(reconciliation, currency),
+            *([restricted] if restricted else []),
+        ],
         png=png,
         accounts_line=accounts_line,
     )

@@ -34,10 +34,12 @@ from adperf.sinks.summary import (
     build_total_rows,
     build_totals,
     comparison_days,
+    restricted_note,
 )
 from adperf.sinks.summary import money as _money
 from adperf.sinks.summary import num as _num
 from adperf.sinks.summary import ratio as _ratio
+from adperf.vocabulary import INSTALL_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ def build_slack_message(
         blocks.append({"type": "context", "elements": [_mrkdwn(_cut(clock, MAX_NOTE_CHARS))]})
     blocks.append({"type": "divider"})
 
-    paid = campaigns[campaigns["platform"] != "organic"]
+    paid = campaigns[~campaigns["platform"].isin(INSTALL_BUCKETS)]
     ranked = paid[(paid["spend"] > 0) & paid["roas"].notna()].sort_values(
         ["roas", "spend"], ascending=[False, False], kind="stable"
     )
@@ -211,7 +213,8 @@ def build_slack_message(
                 ],
             }
         )
-    blocks.append(_quality_context(reconciliation, currency, notes, n_hold))
+    restricted = restricted_note(totals, reconciliation, currency)
+    blocks.append(_quality_context(reconciliation, currency, notes, n_hold, restricted))
 
     n_scale = int((actions["action"] == "scale").sum()) if len(actions) else 0
     n_pause = int((actions["action"] == "pause").sum()) if len(actions) else 0
@@ -759,9 +762,14 @@ def _classify(exc: SlackApiError, *, method: str, channel: str, day: str | None)
 
 
 def _quality_context(
-    reconciliation: dict[str, float], currency: str, notes: list[str], n_hold: int
+    reconciliation: dict[str, float],
+    currency: str,
+    notes: list[str],
+    n_hold: int,
+    restricted: str | None = None,
 ) -> dict[str, Any]:
-    """The data-quality footnote: unattributed revenue share, held actions, the notes."""
+    """The data-quality footnote: unattributed revenue share, held actions, the restricted
+    installs' line, the notes."""
     total = float(reconciliation.get("total_payments", 0.0) or 0.0)
     unattributed = float(reconciliation.get("unattributed", 0.0) or 0.0)
     organic = float(reconciliation.get("organic", 0.0) or 0.0)
@@ -773,6 +781,8 @@ def _quality_context(
             + (f" · {n_hold:,} held" if n_hold else "")
         )
     ]
+    if restricted:
+        elements.append(_mrkdwn(_cut(_escape(restricted), MAX_NOTE_CHARS)))
     room = MAX_CONTEXT_ELEMENTS - len(elements)
     shown = notes if len(notes) <= room else notes[: room - 1]
     elements += [_mrkdwn(_cut(_escape(n), MAX_NOTE_CHARS)) for n in shown]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-ORGANIC = "organic"
+from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, RESTRICTED
 
 # ISO 4217 currencies without minor units: "1,234,567 KRW", not "1,234,567.00 KRW".
 ZERO_DECIMAL_CURRENCIES = frozenset(
@@ -44,8 +44,12 @@ class TotalRow:
 
 
 def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> dict[str, Any]:
-    """Paid-campaign totals of `day` (campaign_daily rows) and its cohort ROAS D0 / D7."""
-    paid = campaigns[campaigns["platform"] != ORGANIC] if len(campaigns) else campaigns
+    """Paid-campaign totals of `day` (campaign_daily rows) and its cohort ROAS D0 / D7.
+
+    Organic and restricted installs are no campaign's (no spend of theirs is known): they are
+    counted beside the paid totals, never in them.
+    """
+    paid = campaigns[~campaigns["platform"].isin(INSTALL_BUCKETS)] if len(campaigns) else campaigns
     spend = _sum(paid, "spend")
     installs = _sum(paid, "installs")
     revenue = _sum(paid, "revenue")
@@ -58,6 +62,10 @@ def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> di
         "organic_installs": _sum(campaigns[campaigns["platform"] == ORGANIC], "installs")
         if len(campaigns)
         else 0.0,
+        "restricted_installs": _sum(campaigns[campaigns["platform"] == RESTRICTED], "installs")
+        if len(campaigns)
+        else 0.0,
+        "all_installs": _sum(campaigns, "installs") if len(campaigns) else 0.0,
         "cpi": spend / installs if installs > 0 else None,
         "revenue": revenue if len(paid) else None,
         "roas": revenue / spend if spend > 0 else None,
@@ -65,6 +73,26 @@ def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> di
         "roas_d7": _cohort_roas(cohorts, day, 7),
         "proas": pltv / spend if spend > 0 and has_pltv else None,
     }
+
+
+def restricted_note(
+    totals: dict[str, Any], reconciliation: dict[str, Any], currency: str
+) -> str | None:
+    """One line on the day's installs and revenue no campaign can own because their network
+    withholds user-level data; None when there are neither."""
+    installs = num(totals.get("restricted_installs")) or 0.0
+    revenue = num(reconciliation.get(RESTRICTED)) or 0.0
+    if not installs and not revenue:
+        return None
+    everyone = num(totals.get("all_installs")) or 0.0
+    payments = num(reconciliation.get("total_payments")) or 0.0
+    install_share = f"{installs / everyone:.1%}" if everyone else "n/a"
+    revenue_share = f"{revenue / payments:.1%}" if payments else "n/a"
+    return (
+        f"{int(installs):,} installs ({install_share}) from networks that withhold user-level "
+        f"data (media source '{RESTRICTED}'): their revenue cannot be tied to a campaign "
+        f"({money(revenue, currency)}, {revenue_share} of payments)"
+    )
 
 
 def build_total_rows(
@@ -165,7 +193,7 @@ def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
     rows = cohorts[
         (cohorts["as_of"].astype(str) == day)
         & (cohorts["age_days"] == age)
-        & (cohorts["platform"] != ORGANIC)
+        & ~cohorts["platform"].isin(INSTALL_BUCKETS)
     ]
     spend = _sum(rows, "spend")
     return _sum(rows, "revenue") / spend if spend > 0 else None

@@ -92,6 +92,8 @@ PURCHASE_ACTION = "app_custom_event.fb_mobile_purchase"
 
 # Rows per Insights page we ask for; the API may send fewer, the cursor reads them all.
 PAGE_LIMIT = 500
+# The smallest page asked for after "reduce the amount of data" answers (see TooMuchData).
+MIN_PAGE_LIMIT = 25
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 120.0
 # A rate-limit wait longer than this is cut short: the next attempt tells us again.
@@ -115,7 +117,19 @@ PERMANENT_SUBCODES = frozenset({1504041, 1504042})
 # Insights "request timed out: use a smaller range or async jobs" comes as code 100.
 TIMEOUT_SUBCODES = frozenset({1504018, 1504038})
 TOKEN_CODES = frozenset({102, 104, 190})
+# {"error": {"code": 1, "message": "Please reduce the amount of data you're asking for, then
+# retry your request"}} with HTTP 500: the same request fails again, a smaller one need not
+# (recorded in https://github.com/facebook/facebook-python-business-sdk/issues/470 and
+# https://github.com/facebook/facebook-php-business-sdk/issues/441).
+TOO_MUCH_DATA_CODE = 1
+TOO_MUCH_DATA_PHRASE = "reduce the amount of data"
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
+NOT_TRANSIENT_FIX = (
+    "the Graph API marked this error as not transient (is_transient: false), so the same "
+    "request would fail again: check the request's account and [facebook] settings "
+    "(ad_account_ids, api_version), then run the task again; if it persists, quote the "
+    "fbtrace_id to Meta support (https://developers.facebook.com/support/bugs/)"
+)
 
 ASYNC_DONE = "Job Completed"
 ASYNC_FAILED = frozenset({"Job Failed", "Job Skipped"})
@@ -123,6 +137,15 @@ ASYNC_STALLED = "stalled"
 
 _VERSION = re.compile(r"^v\d+\.\d+$")
 T = TypeVar("T")
+
+
+class TooMuchData(SourceError):
+    """The Graph API refused a request as too big (code 1, "reduce the amount of data").
+
+    Raised at once, never retried as is: the Insights readers ask again for half the page
+    (`limit`), then for half the time range; it escapes only when one day at MIN_PAGE_LIMIT
+    rows a page is still too big.
+    """
 
 
 def fetch_facebook_spend(
@@ -244,12 +267,7 @@ def _fetch_account(
     if use_async:
         rows = _async_rows(account, caller, since, until, hourly)
     else:
-        params = _params(since.isoformat(), until.isoformat(), hourly)
-        cursor = caller.call(
-            "read Insights page 1",
-            lambda: account.get_insights(fields=INSIGHTS_FIELDS, params=dict(params)),
-        )
-        rows = list(all_rows(cursor, caller))
+        rows = _sync_rows(account, caller, since, until, hourly=hourly)
     window = (since.isoformat(), until.isoformat())
     records = [_to_record(row, caller, currency, zone, window, hourly) for row in rows]
     if hourly and report_timezone:
@@ -285,24 +303,85 @@ def _fetch_account(
     return records
 
 
-def _params(since: str, until: str, hourly: bool = False) -> dict[str, Any]:
+def _params(
+    since: str, until: str, limit: int = PAGE_LIMIT, hourly: bool = False
+) -> dict[str, Any]:
     """Insights parameters: ad level, one row per ad and day (and hour) over since..until."""
     params: dict[str, Any] = {
         "level": "ad",
         "time_range": {"since": since, "until": until},
         "time_increment": "1",
-        "limit": PAGE_LIMIT,
+        "limit": limit,
     }
     if hourly:
         params["breakdowns"] = [HOURLY_BREAKDOWN]
     return params
 
 
+def _sync_rows(
+    account: AdAccount,
+    caller: GraphCaller,
+    since: datetime.date,
+    until: datetime.date,
+    limit: int = PAGE_LIMIT,
+    hourly: bool = False,
+) -> list[dict[str, Any]]:
+    """Every Insights row of since..until, page by page, shrinking requests refused as too big.
+
+    A first page refused is asked again with half the `limit` (later pages: see `all_rows`);
+    at MIN_PAGE_LIMIT the range is split in halves, each read the same way, down to single
+    days (the async path splits the same way). A range's rows are kept only once all of its
+    pages are read, so a split never returns a row twice.
+    """
+    params = _params(since.isoformat(), until.isoformat(), limit, hourly)
+    cursor: Cursor | None = None
+    try:
+        cursor = caller.call(
+            "read Insights page 1",
+            lambda: account.get_insights(fields=INSIGHTS_FIELDS, params=dict(params)),
+        )
+        return list(all_rows(cursor, caller))
+    except TooMuchData:
+        if cursor is not None:  # a later page: all_rows went down to MIN_PAGE_LIMIT already
+            limit = int(cursor.params.get("limit", limit))
+        if limit > MIN_PAGE_LIMIT:
+            log.warning(
+                "facebook %s: Insights %s..%s too big at limit=%d; asking again with limit=%d",
+                caller.act,
+                since,
+                until,
+                limit,
+                _half_limit(limit),
+            )
+            return _sync_rows(account, caller, since, until, _half_limit(limit), hourly)
+        if since == until:
+            raise
+    middle = since + (until - since) // 2
+    log.warning(
+        "facebook %s: Insights %s..%s too big even at limit=%d; splitting at %s",
+        caller.act,
+        since,
+        until,
+        limit,
+        middle,
+    )
+    return _sync_rows(account, caller, since, middle, limit, hourly) + _sync_rows(
+        account, caller, middle + datetime.timedelta(days=1), until, limit, hourly
+    )
+
+
+def _half_limit(limit: int) -> int:
+    return max(MIN_PAGE_LIMIT, limit // 2)
+
+
 def all_rows(cursor: Cursor, caller: GraphCaller) -> Iterator[dict[str, Any]]:
     """Every row of every page; a page that fails to load is retried where it stopped.
 
     The SDK's Cursor advances its `after` cursor only once a page has loaded, so calling
-    `next()` again after an error re-reads the same page, not the whole result.
+    `next()` again after an error re-reads the same page, not the whole result. A page refused
+    as too big (TooMuchData) is asked again with half the `limit` through the Cursor's own
+    request parameters (`Cursor.params`, sent with every page it loads), from the same `after`;
+    at MIN_PAGE_LIMIT the error goes to the caller, which may split the range.
     """
     _rows_as_read(cursor)
     while True:
@@ -310,6 +389,18 @@ def all_rows(cursor: Cursor, caller: GraphCaller) -> Iterator[dict[str, Any]]:
             row = caller.call("read the next Insights page", lambda: next(cursor))
         except StopIteration:
             return
+        except TooMuchData:
+            limit = int(cursor.params.get("limit") or PAGE_LIMIT)
+            if limit <= MIN_PAGE_LIMIT:
+                raise
+            cursor.params["limit"] = _half_limit(limit)
+            log.warning(
+                "facebook %s: a page of %d rows was too big; reading on with limit=%d",
+                caller.act,
+                limit,
+                cursor.params["limit"],
+            )
+            continue
         # The first page was parsed by the SDK before the hook: its rows are AdsInsights objects.
         yield row if isinstance(row, dict) else dict(row.export_all_data())
 
@@ -346,12 +437,18 @@ def _async_rows(
     A run that ends in Job Failed / Job Skipped or stalls is started again (ASYNC_TRIES runs in
     all); then the range is split in halves, each read the same way, down to single days.
     """
-    params = _params(since.isoformat(), until.isoformat(), hourly)
+    params = _params(since.isoformat(), until.isoformat(), hourly=hourly)
     outcome = ""
     for attempt in range(ASYNC_TRIES):
-        cursor, outcome = _async_run(account, caller, params)
-        if cursor is not None:
-            return list(all_rows(cursor, caller))
+        try:
+            cursor, outcome = _async_run(account, caller, params)
+            if cursor is not None:
+                return list(all_rows(cursor, caller))
+        except TooMuchData:
+            if since == until:
+                raise
+            outcome = f"too big to read even at {MIN_PAGE_LIMIT} rows a page"
+            break
         if attempt < ASYNC_TRIES - 1:
             caller.sleep(_backoff(attempt))
     if since == until:
@@ -400,11 +497,7 @@ def _async_run(
         )
         status = str(run.get("async_status", ""))
         if status == ASYNC_DONE and int(run.get("async_percent_completion", 0)) == 100:
-            cursor: Cursor = caller.call(
-                "read async Insights page 1",
-                functools.partial(run.get_result, params={"limit": PAGE_LIMIT}),
-            )
-            return cursor, status
+            return _async_first_page(run, caller), status
         if status in ASYNC_FAILED:
             # Error fields on the run node: Graph API v25.0+ (Insights error codes page).
             log.warning(
@@ -429,6 +522,23 @@ def _async_run(
         caller.sleep(wait)
         waited += wait
         wait = min(ASYNC_POLL_CAP_S, wait * ASYNC_POLL_FACTOR)
+
+
+def _async_first_page(run: AdReportRun, caller: GraphCaller) -> Cursor:
+    """A completed run's results from page 1; a page refused as too big is asked again with
+    half the `limit`, down to MIN_PAGE_LIMIT (later pages: `all_rows`)."""
+    limit = PAGE_LIMIT
+    while True:
+        try:
+            cursor: Cursor = caller.call(
+                "read async Insights page 1",
+                functools.partial(run.get_result, params={"limit": limit}),
+            )
+            return cursor
+        except TooMuchData:
+            if limit <= MIN_PAGE_LIMIT:
+                raise
+            limit = _half_limit(limit)
 
 
 def _to_record(
@@ -599,6 +709,14 @@ class GraphCaller:
                 kind = _classify(exc)
                 if kind == "permanent":
                     raise self._permanent(exc, what) from None
+                if kind == "too_much_data":
+                    raise TooMuchData(
+                        SOURCE,
+                        self.day_iso,
+                        f"could not {what} for {self.act}: {self.describe(exc)}",
+                        "read fewer days at a time ([facebook] lookback_days), or through "
+                        "async reports ([facebook] use_async = true) if not already",
+                    ) from None
                 failure = self.describe(exc)
                 if exc.api_error_subcode() in TIMEOUT_SUBCODES:
                     hint = ", or read the account with async reports ([facebook] use_async)"
@@ -657,6 +775,8 @@ class GraphCaller:
             parts.append(code)
         if exc.api_error_type():
             parts.append(str(exc.api_error_type()))
+        if is_transient_flag(exc) is False:
+            parts.append("is_transient false")
         text = f"{', '.join(parts)}: {exc.api_error_message() or 'no error message'}"
         body = exc.body()
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -681,6 +801,8 @@ class GraphCaller:
                 f"check that {self.act} in [facebook] ad_account_ids exists and the token's "
                 "system user can see it, and that [facebook] api_version is a live version"
             )
+        elif is_transient_flag(exc) is False:
+            fix = NOT_TRANSIENT_FIX
         else:
             fix = "check the [facebook] settings; quote the fbtrace_id to Meta support"
         return SourceError(SOURCE, self.day_iso, problem, fix)
@@ -691,9 +813,19 @@ class GraphCaller:
 
 
 def _classify(exc: FacebookRequestError) -> str:
-    """'rate_limit', 'transient' or 'permanent', from the error code, flags and HTTP status."""
+    """'rate_limit', 'transient', 'too_much_data' or 'permanent', from the error's
+    `is_transient` flag, code, message and HTTP status."""
     code = exc.api_error_code()
     subcode = exc.api_error_subcode()
+    if is_transient_flag(exc) is False:
+        # The API says this request fails again as is, whatever its code or status: retrying
+        # would only burn the rate-limit budget and delay the named error.
+        return "permanent"
+    if (
+        code == TOO_MUCH_DATA_CODE
+        and TOO_MUCH_DATA_PHRASE in str(exc.api_error_message() or "").lower()
+    ):
+        return "too_much_data"
     if code in RATE_LIMIT_CODES:
         return "rate_limit"
     if subcode in PERMANENT_SUBCODES:
@@ -704,6 +836,23 @@ def _classify(exc: FacebookRequestError) -> str:
     if isinstance(status, int) and (status >= 500 or status == 429):
         return "transient"
     return "permanent"
+
+
+def is_transient_flag(exc: FacebookRequestError) -> bool | None:
+    """The error body's `is_transient` (true / false), or None when the body has none.
+
+    Graph API errors may carry `"is_transient": true|false` beside `code`
+    (https://developers.facebook.com/docs/graph-api/guides/error-handling; the SDK reads it as
+    FacebookRequestError.api_transient_error(), which cannot tell false from absent).
+    """
+    body = exc.body()
+    error = body.get("error") if isinstance(body, dict) else None
+    value = error.get("is_transient") if isinstance(error, dict) else None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
 
 
 def _rate_limit_wait_s(headers: Mapping[str, Any] | None) -> float | None:

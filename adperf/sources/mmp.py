@@ -22,9 +22,16 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import requests
 
-from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourceError
+from adperf.errors import (
+    ConfigError,
+    DataNotReady,
+    QuotaExhausted,
+    SourceError,
+    TransientSourceError,
+)
 from adperf.pseudonym import pseudonymize
 from adperf.schema import INSTALLS, empty_frame
+from adperf.vocabulary import ORGANIC, OTHER, RESTRICTED, RESTRICTED_MEDIA_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,15 @@ TOKEN_FIX = (
 # Phrases AppsFlyer and its proxies use when a day's raw data is not yet exported; such an
 # answer comes as a 4xx, so only the body tells it apart from a real client error.
 _NOT_READY_PHRASES = ("not ready", "not available yet", "not yet available", "try again later")
+
+# AppsFlyer's answer once a report type's daily Pull API quota is used up: "Your API calls limit
+# has been reached for report type ..." for raw data (HTTP 400 as recorded by Airbyte's
+# source-appsflyer, airbyte-integrations/connectors/source-appsflyer/source_appsflyer/source.py;
+# HTTP 403 is accepted too), "Limit reached for ..." for aggregate reports (HTTP 403). Quotas are
+# per report type, app and calendar day starting at 00:00 UTC
+# (https://support.appsflyer.com/hc/en-us/articles/207034366-Report-generation-quotas-rate-limitations):
+# retrying before then cannot succeed, and the token is fine.
+_QUOTA_PHRASES = ("limit has been reached for report type", "limit reached for")
 
 # Bounded backoff: first wait 1 s, doubling, never more than a minute per wait.
 _BACKOFF_BASE_S = 1.0
@@ -130,12 +146,15 @@ def fetch_installs(
     last_day: datetime.date | None = None,
     max_rows: int = MAX_ROWS,
     expected_min: int = 0,
+    now: Callable[[], datetime.datetime] | None = None,
 ) -> pd.DataFrame:
     """Installs of `day` (through `last_day` if given; days in `timezone`) for every app.
 
     One row per install, INSTALLS columns; `date` is each install's day in `timezone`.
     `expected_min` > 0 (see `expected_min_installs`) turns an answer of no install at all into
     DataNotReady: AppsFlyer answers an unexported day with an empty report, not an error.
+    A used-up daily quota raises QuotaExhausted (a DataNotReady) at once, naming when it
+    resets; `now` (aware, default the clock) tells how long that is.
     """
     if last_day is not None and last_day < day:
         raise ValueError(f"mmp: last_day {last_day} is before day {day}")
@@ -179,6 +198,7 @@ def fetch_installs(
                     sleep=sleep,
                     hmac_key=hmac_key,
                     media_source_map=mapping,
+                    now=now or _utc_now,
                 )
                 log.info(
                     "mmp: %s for app %s on %s: %d rows", report, app_id, window.label, len(frame)
@@ -235,6 +255,7 @@ def _fetch_span(
     sleep: Callable[[float], None],
     hmac_key: bytes,
     media_source_map: dict[str, str],
+    now: Callable[[], datetime.datetime],
 ) -> pd.DataFrame:
     """One report's installs in [start, end), split in halves while a pull hits the row cap."""
     whole = start == window.start and end == window.end
@@ -258,6 +279,7 @@ def _fetch_span(
         timeout=timeout,
         max_retries=max_retries,
         sleep=sleep,
+        now=now,
     )
     try:
         frame = _parse_report(
@@ -297,6 +319,7 @@ def _fetch_span(
                 sleep=sleep,
                 hmac_key=hmac_key,
                 media_source_map=media_source_map,
+                now=now,
             )
             for a, b in ((start, mid), (mid, end))
         ]
@@ -322,6 +345,7 @@ def _get_report(
     timeout: float,
     max_retries: int,
     sleep: Callable[[float], None],
+    now: Callable[[], datetime.datetime],
 ) -> str:
     """The CSV text of one report for one app and span (from, to), retrying transient answers."""
     day_iso = window.label
@@ -350,6 +374,8 @@ def _get_report(
             if status == 200:
                 return _decode(response.content)
             snippet = _snippet(response.content, api_token)
+            if 400 <= status < 500 and _says_quota(snippet):
+                raise _quota_exhausted(what, report, status, snippet, day_iso, now())
             if status in (401, 403):
                 raise SourceError(
                     SOURCE, day_iso, f"{what} refused the API token (HTTP {status})", TOKEN_FIX
@@ -402,6 +428,38 @@ def _snippet(content: bytes, api_token: str) -> str:
     text = content[: _ERROR_SNIPPET_CHARS * 4].decode("utf-8", errors="replace")
     text = " ".join(text.split())[:_ERROR_SNIPPET_CHARS]
     return text.replace(api_token, "<redacted>") if api_token else text
+
+
+def _says_quota(snippet: str) -> bool:
+    lowered = snippet.lower()
+    return any(phrase in lowered for phrase in _QUOTA_PHRASES)
+
+
+def _quota_exhausted(
+    what: str, report: str, status: int, snippet: str, day_iso: str, now: datetime.datetime
+) -> QuotaExhausted:
+    """The used-up daily quota of `report` as a retry-later error naming when it resets."""
+    now_utc = now.astimezone(datetime.UTC)
+    reset = datetime.datetime.combine(
+        now_utc.date() + datetime.timedelta(days=1), datetime.time(), tzinfo=datetime.UTC
+    )
+    minutes = max(1, int((reset - now_utc).total_seconds() // 60))
+    return QuotaExhausted(
+        SOURCE,
+        day_iso,
+        f"{what}: AppsFlyer's daily Pull API quota of {report} reports is used up "
+        f"(HTTP {status}: {snippet}); it resets at 00:00 UTC, {reset:%Y-%m-%d %H:%M} UTC "
+        f"(in {minutes // 60} h {minutes % 60:02d} min)",
+        f"nothing to fix in adperf or the token: run the task again after "
+        f"{reset:%Y-%m-%d %H:%M} UTC (a later scheduled run does). If the quota runs out "
+        "often, pull fewer reports a day (fewer re-runs and backfills, fewer [mmp] app_ids) "
+        "or ask AppsFlyer for a higher quota",
+        retry_at=reset,
+    )
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _says_not_ready(snippet: str) -> bool:
@@ -460,14 +518,20 @@ def _parse_report(
     local_time = _localize(values["Install Time"], what=what, window=window)
 
     media_source = [m.strip() for m in values["Media Source"]]
+    none_column: list[str | None] = [None] * n
     if organic:
-        platform = ["organic"] * n
-        media_source = [m or "organic" for m in media_source]
-        none_column: list[str | None] = [None] * n
+        platform = [ORGANIC] * n
+        media_source = [m or ORGANIC for m in media_source]
         ids = dict.fromkeys(_AD_COLUMNS, none_column)
     else:
-        platform = [media_source_map.get(m, "other") for m in media_source]
+        platform = [_platform(m, media_source_map) for m in media_source]
         ids = {c: _nullable(values[c]) for c in _AD_COLUMNS}
+        if RESTRICTED in platform:
+            # AppsFlyer leaves a restricted install's attribution fields empty or "null"
+            # (https://support.appsflyer.com/hc/en-us/articles/360006868017): none is an id.
+            kept = [p != RESTRICTED for p in platform]
+            for c in _AD_COLUMNS:
+                ids[c] = [v if k else None for v, k in zip(ids[c], kept, strict=True)]
 
     return pd.DataFrame(
         {
@@ -489,6 +553,14 @@ def _parse_report(
         },
         columns=INSTALLS.columns,
     )
+
+
+def _platform(media_source: str, media_source_map: dict[str, str]) -> str:
+    """The platform of an attributed install: mapped, 'restricted' (a network that withholds
+    user-level data: never a campaign, never 'other'), else 'other'."""
+    if media_source.lower() == RESTRICTED_MEDIA_SOURCE:
+        return RESTRICTED
+    return media_source_map.get(media_source, OTHER)
 
 
 def _read_columns(

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from adperf.errors import ReconciliationError
+from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, OTHER, RESTRICTED, UNATTRIBUTED
+
+__all__ = ["ORGANIC", "PAID_PLATFORMS", "RESTRICTED", "UNATTRIBUTED"]
 
 #: Install platforms whose installs were bought: their payers are credited to an ad.
-PAID_PLATFORMS: tuple[str, ...] = ("facebook", "google_ads", "other")
-ORGANIC = "organic"
-#: Not a campaign: payments by users with no install on record (they must still reconcile).
-UNATTRIBUTED = "unattributed"
+PAID_PLATFORMS: tuple[str, ...] = ("facebook", "google_ads", OTHER)
 
 USER_MAP_COLUMNS: list[str] = [
     "user_pid",
@@ -74,13 +74,15 @@ _FIRST_INSTALL_KEYS = ["user_pid", "install_time", "platform", "campaign_id", "a
 
 
 def build_attribution(day: str, payments: pd.DataFrame, user_map: pd.DataFrame) -> pd.DataFrame:
-    """Payers, purchases and revenue of `day`'s payments per acquiring ad, organic, unattributed."""
+    """Payers, purchases and revenue of `day`'s payments per acquiring ad, and per bucket no
+    campaign owns: organic, restricted (a network withheld the user-level data), unattributed."""
     require_day(payments, day, "payments")
-    unknown = sorted(set(user_map["platform"].dropna().unique()) - set(PAID_PLATFORMS) - {ORGANIC})
+    known = {*PAID_PLATFORMS, *INSTALL_BUCKETS}
+    unknown = sorted(set(user_map["platform"].dropna().unique()) - known)
     if unknown:
         raise ValueError(
             f"user map for {day}: unknown install platforms {unknown}; expected one of "
-            f"{[*PAID_PLATFORMS, ORGANIC]}. Fix: map them in the installs extract"
+            f"{sorted(known)}. Fix: map them in the installs extract"
         )
     if user_map["user_pid"].duplicated().any():
         raise ValueError(f"user map for {day}: user_pid is not unique. Fix: use build_user_map")
@@ -88,10 +90,11 @@ def build_attribution(day: str, payments: pd.DataFrame, user_map: pd.DataFrame) 
     umap = user_map[["user_pid", *AD_KEY]].copy()
     umap["campaign_name"] = _latest_campaign_names(user_map)
     paid = umap["platform"].isin(PAID_PLATFORMS)
-    # Organic users have no ad: one row for all of them, named like its key.
-    umap.loc[~paid, ["campaign_id", "campaign_name"]] = ORGANIC
+    # Organic and restricted users have no ad: one row per bucket, named like its key.
+    bucket = umap.loc[~paid, "platform"]
+    umap.loc[~paid, "campaign_id"] = bucket
+    umap.loc[~paid, "campaign_name"] = bucket
     umap.loc[~paid, ["adset_id", "ad_id"]] = None
-    umap.loc[~paid, "platform"] = ORGANIC
 
     joined = payments[["user_pid", "kind", "amount_micros"]].merge(
         umap, on="user_pid", how="left", validate="many_to_one"
@@ -133,7 +136,8 @@ def _latest_campaign_names(user_map: pd.DataFrame) -> pd.Series:
 def build_reconciliation(
     day: str, payments: pd.DataFrame, attribution: pd.DataFrame
 ) -> dict[str, int]:
-    """The day's payment total against attributed + organic + unattributed revenue, exact."""
+    """The day's payment total against attributed + organic + unattributed + restricted
+    revenue, exact."""
     require_day(payments, day, "payments")
     require_day(attribution, day, "attribution")
     revenue = attribution["revenue_micros"].astype("int64")
@@ -143,15 +147,17 @@ def build_reconciliation(
         "attributed_micros": int(revenue[platform.isin(PAID_PLATFORMS)].sum()),
         "organic_micros": int(revenue[platform.eq(ORGANIC)].sum()),
         "unattributed_micros": int(revenue[platform.eq(UNATTRIBUTED)].sum()),
+        "restricted_micros": int(revenue[platform.eq(RESTRICTED)].sum()),
     }
-    parts = totals["attributed_micros"] + totals["organic_micros"] + totals["unattributed_micros"]
-    stray = int(revenue[~platform.isin([*PAID_PLATFORMS, ORGANIC, UNATTRIBUTED])].sum())
+    parts = sum(v for k, v in totals.items() if k != "total_payments_micros")
+    stray = int(revenue[~platform.isin([*PAID_PLATFORMS, ORGANIC, UNATTRIBUTED, RESTRICTED])].sum())
     if parts != totals["total_payments_micros"]:
         diff = totals["total_payments_micros"] - parts
         raise ReconciliationError(
             f"revenue reconciliation for {day}: payments total {totals['total_payments_micros']} "
             f"micros != attributed {totals['attributed_micros']} + organic "
-            f"{totals['organic_micros']} + unattributed {totals['unattributed_micros']} = {parts} "
+            f"{totals['organic_micros']} + unattributed {totals['unattributed_micros']} + "
+            f"restricted {totals['restricted_micros']} = {parts} "
             f"micros (difference {diff} micros"
             + (f"; {stray} micros on unknown platforms" if stray else "")
             + f"). Fix: rebuild attribution for {day} from the same payments partition"

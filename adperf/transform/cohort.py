@@ -9,7 +9,8 @@ import datetime as dt
 
 import pandas as pd
 
-from adperf.transform.attribution import ORGANIC, build_user_map
+from adperf.transform.attribution import build_user_map
+from adperf.vocabulary import INSTALL_BUCKETS
 
 AGES: tuple[int, ...] = (0, 3, 7, 14, 30)
 
@@ -103,10 +104,12 @@ def _nullable_ints(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_organic_key(installs: pd.DataFrame) -> pd.DataFrame:
-    """Installs with organic rows keyed and named 'organic' (the MMP gives them no campaign)."""
+    """Installs with organic and restricted rows keyed and named like their bucket (the MMP
+    gives them no campaign)."""
     out = installs.copy()
-    organic = out["platform"].eq(ORGANIC)
-    out.loc[organic, ["campaign_id", "campaign_name"]] = ORGANIC
+    bucket = out["platform"].isin(INSTALL_BUCKETS)
+    out.loc[bucket, "campaign_id"] = out.loc[bucket, "platform"]
+    out.loc[bucket, "campaign_name"] = out.loc[bucket, "platform"]
     return out
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from adperf.errors import AdperfError
+from adperf.vocabulary import INSTALL_BUCKETS, UNATTRIBUTED
 
 # scipy's compiled CSR routines (private sparsetools; `_csr`, `_matvec`): the public API is used
 # instead should a later scipy move them.
@@ -43,8 +44,6 @@ CONTRIBUTION_COLUMNS = [
 _VALUES = CONTRIBUTION_COLUMNS[3:]
 #: Players above which `shapley_values` refuses to enumerate coalitions (2**n of them).
 MAX_EXACT_PLAYERS = 16
-UNATTRIBUTED = "unattributed"
-ORGANIC = "organic"
 PREMIUM_MATCH_WEIGHT = 2.0
 
 
@@ -247,14 +246,16 @@ def _day_revenue(day: str, payments: pd.DataFrame) -> pd.Series:
 
 
 def _channels(user_map: pd.DataFrame, users: pd.Index) -> pd.DataFrame:
-    """(platform, campaign_id) that acquired each user: organic, or unattributed when unknown."""
+    """(platform, campaign_id) that acquired each user: organic or restricted (a bucket each),
+    or unattributed when unknown."""
     mapping = user_map.drop_duplicates("user_pid").set_index("user_pid")
     out = pd.DataFrame(index=users)
     out["platform"] = mapping["platform"].reindex(users).astype("object")
     out["campaign_id"] = mapping["campaign_id"].reindex(users).astype("object")
     unknown = out["platform"].isna()
     out.loc[unknown, ["platform", "campaign_id"]] = UNATTRIBUTED
-    out.loc[out["platform"] == ORGANIC, "campaign_id"] = ORGANIC
+    bucket = out["platform"].isin(INSTALL_BUCKETS)  # organic, restricted: no campaign
+    out.loc[bucket, "campaign_id"] = out.loc[bucket, "platform"]
     out["campaign_id"] = out["campaign_id"].fillna(UNATTRIBUTED)
     return out
 

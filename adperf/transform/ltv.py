@@ -31,6 +31,7 @@ from scipy.special import hyp2f1
 
 from adperf.errors import AdperfError
 from adperf.schema import MICROS
+from adperf.vocabulary import INSTALL_BUCKETS, UNATTRIBUTED
 
 MODEL_NAME = "bgnbd_gammagamma"
 RFM_COLUMNS = ["frequency", "recency", "T", "monetary_value", "first_purchase_date"]
@@ -48,8 +49,6 @@ COHORT_PLTV_COLUMNS = [
     "pltv_low_micros",
     "pltv_high_micros",
 ]
-ORGANIC = "organic"
-UNATTRIBUTED = "unattributed"
 
 # What a failed lifetimes fit raises: ConvergenceError (a ValueError) when scipy's minimizer
 # reports failure, ValueError from lifetimes' input checks, LinAlgError (also a ValueError) from
@@ -656,13 +655,14 @@ _FULL_POOLING = 1e9
 
 
 def _segment_ids(frame: pd.DataFrame) -> pd.DataFrame:
-    """platform / campaign_id / adset_id; organic ids are 'organic', missing ids 'unattributed'."""
+    """platform / campaign_id / adset_id; organic and restricted ids are their bucket's name,
+    missing ids 'unattributed'."""
     out = pd.DataFrame({"platform": frame["platform"].astype("str")}, index=frame.index)
-    organic = out["platform"] == ORGANIC
+    bucket = out["platform"].isin(INSTALL_BUCKETS)
     for col in ("campaign_id", "adset_id"):
         ids = frame[col] if col in frame.columns else pd.Series(None, index=frame.index)
         ids = ids.astype("object").where(ids.notna(), UNATTRIBUTED)
-        out[col] = ids.where(~organic, ORGANIC).astype("str")
+        out[col] = ids.where(~bucket, out["platform"]).astype("str")
     return out
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from adperf.schema import MICROS
-from adperf.transform.attribution import ORGANIC, UNATTRIBUTED, require_day
+from adperf.transform.attribution import require_day
+from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
 REPORT_COLUMNS: list[str] = [
@@ -105,9 +106,11 @@ def build_campaign_report(
         spend_name=("campaign_name", "first"),
     )
     keyed = installs.copy()
-    # Organic installs come without a campaign: they are the 'organic' campaign, as in attribution.
-    organic = keyed["platform"].eq(ORGANIC)
-    keyed.loc[organic, ["campaign_id", "campaign_name"]] = ORGANIC
+    # Organic and restricted installs come without a campaign: each bucket is one 'campaign'
+    # named like itself, as in attribution.
+    bucket = keyed["platform"].isin(INSTALL_BUCKETS)
+    keyed.loc[bucket, "campaign_id"] = keyed.loc[bucket, "platform"]
+    keyed.loc[bucket, "campaign_name"] = keyed.loc[bucket, "platform"]
     installs_by = keyed.groupby(CAMPAIGN_KEY, dropna=False, sort=False).agg(
         installs=("date", "size"), installs_name=("campaign_name", "first")
     )
@@ -140,8 +143,9 @@ def build_campaign_report(
         rows["spend_name"].fillna(rows["installs_name"]).fillna(rows["attribution_name"])
     )
     rows["cpi_micros"] = _rounded_div(rows["spend_micros"], rows["installs"])
-    # Organic installs cost nothing by definition: a CPI of 0 would read as a free campaign.
-    rows.loc[rows["platform"] == ORGANIC, "cpi_micros"] = pd.NA
+    # Organic installs cost nothing by definition, and restricted ones' cost is in no campaign
+    # we can see: a CPI of 0 would read as a free campaign.
+    rows.loc[rows["platform"].isin(INSTALL_BUCKETS), "cpi_micros"] = pd.NA
     rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
     rows["proas"] = _ratio(rows["pltv_micros"], rows["spend_micros"])
     rows["proas_low"] = _ratio(rows["pltv_low_micros"], rows["spend_micros"])
@@ -180,11 +184,13 @@ def build_adset_report(
     spend_by = paid.groupby(ADSET_KEY, dropna=False, sort=False).agg(
         spend_micros=("spend_micros", "sum"), spend_name=("adset_name", "first")
     )
-    mmp = installs.loc[installs["platform"].ne(ORGANIC) & installs["campaign_id"].notna()]
+    mmp = installs.loc[
+        ~installs["platform"].isin(INSTALL_BUCKETS) & installs["campaign_id"].notna()
+    ]
     installs_by = mmp.groupby(ADSET_KEY, dropna=False, sort=False).agg(
         installs=("date", "size"), installs_name=("adset_name", "first")
     )
-    attributed = attribution.loc[~attribution["platform"].isin([ORGANIC, UNATTRIBUTED])]
+    attributed = attribution.loc[~attribution["platform"].isin([*INSTALL_BUCKETS, UNATTRIBUTED])]
     revenue_by = attributed.groupby(ADSET_KEY, dropna=False, sort=False).agg(
         revenue_micros=("revenue_micros", "sum")
     )
@@ -270,7 +276,7 @@ def build_actions(
     """
     require_day(campaign_report, day, "campaign report")
     objects: list[tuple[str, dict[Hashable, Any], str, str | None]] = []
-    paid = campaign_report.loc[campaign_report["platform"].ne(ORGANIC)]
+    paid = campaign_report.loc[~campaign_report["platform"].isin(INSTALL_BUCKETS)]
     for row in paid.to_dict("records"):
         name = None if pd.isna(row["campaign_name"]) else str(row["campaign_name"])
         objects.append(("campaign", row, str(row["campaign_id"]), name))

@@ -163,7 +163,7 @@ def test_a_60_day_backfill_finishes_over_repeated_runs_and_counts_once(
         built = build(_range(tmp_path, pipeline.Attribution, first_attr))
     assert built.status == LuigiStatusCode.SUCCESS
     recon = lake.read_partitions(lake_root, "reconciliation", "date", last)
-    for col in ("total_payments", "attributed", "organic", "unattributed"):
+    for col in ("total_payments", "attributed", "organic", "unattributed", "restricted"):
         _assert_truth(last, list(recon[f"{col}_micros"]), truth.loc[last, f"{col}_report"])
     attribution = lake.read_partitions(lake_root, "attribution", "date", last)
     key = ["date", "platform", "campaign_id", "adset_id", "ad_id"]

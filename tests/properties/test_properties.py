@@ -23,7 +23,7 @@ DAY = "2026-11-20"
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 users = st.sampled_from([f"u{i}" for i in range(8)])
-platforms = st.sampled_from(["facebook", "google_ads", "other", "organic"])
+platforms = st.sampled_from(["facebook", "google_ads", "other", "organic", "restricted"])
 
 
 @st.composite
@@ -33,7 +33,7 @@ def installs_and_payments(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for k in range(n):
         platform = draw(platforms)
-        paid = platform != "organic"
+        paid = platform not in ("organic", "restricted")
         rows.append(
             {
                 "user_pid": draw(st.one_of(st.none(), users)),
@@ -74,7 +74,9 @@ def test_attribution_conserves_revenue(data: tuple[pd.DataFrame, pd.DataFrame]) 
     user_map = build_user_map(installs)
     attribution = build_attribution(DAY, payments, user_map)
     totals = build_reconciliation(DAY, payments, attribution)  # raises when it does not add up
-    parts = totals["attributed_micros"] + totals["organic_micros"] + totals["unattributed_micros"]
+    parts = sum(
+        totals[f"{k}_micros"] for k in ("attributed", "organic", "unattributed", "restricted")
+    )
     assert parts == totals["total_payments_micros"] == int(payments["amount_micros"].sum())
     # Each payer's money lands once: unattributed is exactly the payments of unmapped users.
     unmapped = ~payments["user_pid"].isin(user_map["user_pid"])

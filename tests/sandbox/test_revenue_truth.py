@@ -101,7 +101,8 @@ def test_every_payment_row_is_read(world: dict[str, Any]) -> None:
 
 def test_attributed_installs_per_campaign_equal_the_truth_every_day(world: dict[str, Any]) -> None:
     inst = world["installs"].copy()
-    inst["key"] = inst["campaign_id"].where(inst["platform"].isin(PAID_PLATFORMS), "organic")
+    # Organic and restricted installs are a bucket each, keyed by its name, in the truth too.
+    inst["key"] = inst["campaign_id"].where(inst["platform"].isin(PAID_PLATFORMS), inst["platform"])
     got = inst.groupby(["date", "key"]).size().to_dict()
     truth = world["truth"]
     assert len(truth) > 0
@@ -127,6 +128,7 @@ def test_reconciliation_holds_and_matches_the_truth_on_every_day(world: dict[str
             ("attributed_micros", "attributed_report"),
             ("organic_micros", "organic_report"),
             ("unattributed_micros", "unattributed_report"),
+            ("restricted_micros", "restricted_report"),
         ):
             assert _close(recon[ours], _micros(totals.loc[day, theirs]), n), (day, ours)
         # Revenue per campaign of the day equals the truth's, campaign by campaign.

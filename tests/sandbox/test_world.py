@@ -422,7 +422,7 @@ def test_campaign_spend_matches_ad_daily(world: Path) -> None:
         spend = Decimal(row.spend)
         original[(row.date, row.campaign_id)] += spend
         report[(row.date, row.campaign_id)] += spend * fx[(row.date, currency[row.campaign_id])]
-    paid = truth[truth["platform"] != "organic"]
+    paid = truth[~truth["platform"].isin(["organic", "restricted"])]
     assert len(paid) == 40 * 6 and set(paid["platform"]) == {"facebook", "google_ads"}
     for row in paid.itertuples():
         key = (row.date, row.campaign_id)
@@ -436,7 +436,7 @@ def test_campaign_installs_match_installs_parquet(world: Path) -> None:
     truth = pd.read_csv(world / "truth" / "campaign_daily.csv", dtype=str, keep_default_na=False)
     ins = pd.read_parquet(world / "installs.parquet")
     ins["date"] = ins["install_time"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d")
-    ins["cid"] = ins["campaign_id"].fillna("organic")
+    ins["cid"] = _mmp_campaign(ins)
     counts = ins.groupby(["date", "cid"]).size()
     got = truth.set_index(["date", "campaign_id"])["installs"].astype(int)
     assert got.sum() == len(ins)
@@ -451,7 +451,7 @@ def test_revenue_recomputed_from_sources_matches_truth(world: Path) -> None:
     owner = dict(
         zip(
             ins["customer_user_id"].dropna(),
-            ins.dropna(subset=["customer_user_id"])["campaign_id"].fillna("organic"),
+            _mmp_campaign(ins.dropna(subset=["customer_user_id"])),
             strict=True,
         )
     )
@@ -475,19 +475,44 @@ def test_revenue_recomputed_from_sources_matches_truth(world: Path) -> None:
         key = (row.date, row.campaign_id)
         assert Decimal(row.revenue_report) == revenue.get(key, Decimal(0)), key
         assert int(row.payers) == len(payers.get(key, ())), key
-    is_paid = truth["platform"] != "organic"
+    is_paid = ~truth["platform"].isin(["organic", "restricted"])
     for row in totals.itertuples():
         t, a = Decimal(row.total_payments_report), Decimal(row.attributed_report)
         o, u = Decimal(row.organic_report), Decimal(row.unattributed_report)
-        assert t == total.get(row.date, Decimal(0)) == a + o + u, row.date
+        r = Decimal(row.restricted_report)
+        assert t == total.get(row.date, Decimal(0)) == a + o + u + r, row.date
         assert u == unattributed.get(row.date, Decimal(0)), row.date
         day = truth["date"] == row.date
         assert a == sum(map(Decimal, truth[is_paid & day]["revenue_report"]), Decimal(0))
-        assert o == Decimal(truth[~is_paid & day]["revenue_report"].iloc[0])
+        for bucket, value in (("organic", o), ("restricted", r)):
+            row_of = truth[(truth["platform"] == bucket) & day]
+            assert value == Decimal(row_of["revenue_report"].iloc[0]), (bucket, row.date)
     assert sum(map(Decimal, totals["unattributed_report"])) > 0
     assert sum(map(Decimal, totals["attributed_report"])) > sum(
         map(Decimal, totals["unattributed_report"])
     )
+
+
+def _mmp_campaign(ins: pd.DataFrame) -> pd.Series:
+    """The bucket each install's revenue is booked to: its campaign, 'restricted' when the
+    network withholds the user-level data, else 'organic'."""
+    restricted = ins["media_source"] == "restricted"
+    return ins["campaign_id"].where(~restricted, "restricted").fillna("organic")
+
+
+def test_restricted_installs_are_a_few_paid_ones_without_campaign_fields(world: Path) -> None:
+    ins = pd.read_parquet(world / "installs.parquet")
+    users = pd.read_parquet(world / "truth" / "users.parquet")
+    restricted = ins[ins["media_source"] == "restricted"]
+    paid = ins[~ins["media_source"].isin(["organic", "restricted"])]
+    assert 0 < len(restricted) < 0.1 * (len(paid) + len(restricted))
+    assert restricted[["campaign", "campaign_id", "adset_id", "ad_id"]].isna().all().all()
+    truth = users.set_index("appsflyer_id").loc[restricted["appsflyer_id"]]
+    assert (truth["campaign_id"] == "restricted").all()
+    # Really acquired by a paid campaign: the truth keeps which.
+    assert not truth["true_campaign_id"].isin(["organic", "restricted"]).any()
+    totals = pd.read_csv(world / "truth" / "daily_totals.csv", dtype=str)
+    assert sum(map(Decimal, totals["restricted_report"])) > 0
 
 
 def test_users_truth_covers_every_payer(world: Path) -> None:

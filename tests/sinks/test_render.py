@@ -307,3 +307,25 @@ def test_daily_spend_comes_from_ad_spend_daily_when_it_has_more_days() -> None:
     # Fewer days than campaign_daily: the campaign rows win.
     fewer = build_chart_data(DAY, _campaigns(DAY), cohorts, spend=ads.iloc[:0])
     assert fewer.daily.set_index(["date", "platform"])["spend"][(DAY, "facebook")] == 800.0
+
+
+def test_html_shows_the_restricted_line(history) -> None:  # type: ignore[no-untyped-def]
+    restricted = pd.DataFrame(
+        [{**_campaigns(DAY, 2.0).iloc[0].to_dict(), "platform": "restricted",
+          "campaign_id": "restricted", "campaign_name": "restricted", "spend": 0.0,
+          "installs": 25, "revenue": 50.0, "roas": None, "cpi": None}]
+    )  # fmt: skip
+    campaigns = pd.concat([_campaigns(DAY, 2.0), restricted], ignore_index=True)
+    everyone = int(campaigns["installs"].sum())
+    recon = {"total_payments": 1000.0, "attributed": 700.0, "organic": 150.0,
+             "unattributed": 100.0, "restricted": 50.0}  # fmt: skip
+
+    page = _render(history, campaigns=campaigns, reconciliation=recon).html
+
+    share = f"{25 / everyone:.1%}"
+    assert (
+        f"25 installs ({share}) from networks that withhold user-level data (media source "
+        "&#x27;restricted&#x27;): their revenue cannot be tied to a campaign (50.00 USD, 5.0% "
+        "of payments)"
+    ) in page
+    assert "withhold user-level data" not in _render(history).html

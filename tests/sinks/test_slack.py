@@ -753,3 +753,40 @@ def test_a_timed_out_post_is_not_reposted_in_the_same_run(
     with pytest.raises(PostOutcomeUnknown) as info:
         post_message(message, token=TOKEN, channel="#adperf", base_url=slack.base_url, day=DAY)  # type: ignore[attr-defined]
     assert info.value.repost_now is True
+
+
+def test_restricted_installs_get_their_line_and_stay_out_of_the_paid_totals() -> None:
+    campaigns = pd.concat(
+        [
+            _three_campaigns(),
+            pd.DataFrame([_campaign("restricted", "restricted", 0.0, 250.0, 10, "restricted")]),
+        ],
+        ignore_index=True,
+    )
+    recon = {**RECON, "total_payments": 2250.0, "restricted": 250.0}
+
+    message = build_slack_message(
+        day=DAY, currency="USD", campaigns=campaigns, actions=_actions(),
+        reconciliation=recon, notes=[],
+    )  # fmt: skip
+
+    _assert_within_slack_limits(message)
+    text = _texts(message)
+    # 10 of 200 installs (150 paid + 40 organic + 10 restricted); 250 of 2,250 paid.
+    assert (
+        "10 installs (5.0%) from networks that withhold user-level data (media source "
+        "'restricted'): their revenue cannot be tied to a campaign (250.00 USD, 11.1% of "
+        "payments)"
+    ) in text
+    fields = {f["text"].split("\n")[0]: f["text"] for f in message["blocks"][1]["fields"]}
+    assert fields["*Installs (paid)*"].startswith("*Installs (paid)*\n150 · 40 organic")
+    assert fields["*CPI*"].startswith("*CPI*\n14.90 USD")  # 2234.75 / 150: restricted left out
+    assert fields["*Revenue (paid cohorts)*"].startswith("*Revenue (paid cohorts)*\n2,969.12 USD")
+
+
+def test_no_restricted_installs_no_line() -> None:
+    message = build_slack_message(
+        day=DAY, currency="USD", campaigns=_three_campaigns(), actions=_actions(),
+        reconciliation={**RECON, "restricted": 0.0}, notes=[],
+    )  # fmt: skip
+    assert "withhold user-level data" not in _texts(message)

@@ -624,3 +624,274 @@ def test_fake_sends_strings_omits_zero_actions_and_ends_paging(serve: Any) -> No
     assert denied.status_code == 400
     error = denied.json()["error"]
     assert (error["code"], error["type"]) == (190, "OAuthException") and error["fbtrace_id"]
+
+
+# -- the vendor's real answers: is_transient, "reduce the amount of data", recorded rows ------
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [
+        {"status": 500, "code": 1, "message": "An unknown error occurred"},
+        {"status": 500, "code": 2, "message": "Service temporarily unavailable"},
+        {"status": 503, "code": 100, "message": "Invalid parameter"},
+        {"status": 400, "code": 17, "message": "User request limit reached"},
+        {"status": 400, "code": 80000, "message": "There have been too many calls"},
+    ],
+)
+def test_is_transient_false_is_never_retried_whatever_the_code(
+    serve: Any, injected: dict[str, Any]
+) -> None:
+    fake = serve([ad_row(1)])
+    fake.inject_errors([{**injected, "is_transient": False}])
+    sleeps = Sleeps()
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake, sleeps)
+
+    assert not isinstance(caught.value, TransientSourceError)
+    assert sleeps.calls == []
+    assert len(fake.requests_seen) == 1  # asked once, never again
+    error = caught.value
+    assert f"code {injected['code']}" in error.problem and "is_transient false" in error.problem
+    assert "act_1234567890" in error.problem and error.day == "2026-11-27"
+    if injected["code"] == 100:
+        assert "ad_account_ids" in error.fix  # a code with its own fix keeps it
+    else:
+        assert "is_transient: false" in error.fix and "fbtrace_id" in error.fix
+
+
+@pytest.mark.parametrize("flag", [True, None])
+def test_is_transient_true_or_absent_keeps_the_retry(serve: Any, flag: bool | None) -> None:
+    fake = serve([ad_row(1)])
+    error: dict[str, Any] = {"status": 500, "code": 2, "message": "Service temporarily unavailable"}
+    if flag is not None:
+        error["is_transient"] = flag
+    fake.inject_errors([error, error])
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert len(df) == 1
+    assert sleeps.calls == [2.0, 4.0]
+
+
+def test_is_transient_false_from_an_action_write_names_the_fix(serve: Any) -> None:
+    from adperf.actions.facebook import _ObjectCaller
+    from adperf.sources.facebook import make_api
+
+    fake = serve([ad_row(1)])
+    fake.inject_errors([{"status": 500, "code": 2, "message": "x", "is_transient": False}])
+    api, http = make_api(fake.base_url, VERSION, TOKEN, 10.0)
+    sleeps = Sleeps()
+    caller = _ObjectCaller(DAY, "adset 42", TOKEN, 3, sleeps)
+    try:
+        from facebook_business.adobjects.adset import AdSet
+
+        with pytest.raises(SourceError) as caught:
+            caller.call("pause the adset", lambda: AdSet("42", api=api).api_get(fields=["name"]))
+    finally:
+        http.close()
+    assert sleeps.calls == [] and len(fake.requests_seen) == 1
+    assert "is_transient: false" in caught.value.fix and "adset 42" in caught.value.problem
+
+
+def test_too_much_data_halves_the_page_limit_until_it_passes(serve: Any) -> None:
+    rows = [ad_row(i) for i in range(300)]
+    fake = serve(rows, page_size=1000, max_insights_limit=100)
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert sorted(df["ad_id"]) == sorted(r["ad_id"] for r in rows)  # each row exactly once
+    assert df["ad_id"].is_unique and df["impressions"].sum() == sum(1000 + i for i in range(300))
+    limits = [int(p["limit"]) for p in insights_requests(fake)]
+    # 500 and 250 and 125 refused; 62 a page from then on: 300 rows in 5 pages.
+    assert limits == [500, 250, 125, 62, 62, 62, 62, 62]
+    assert sleeps.calls == []  # not a retry of the same request: nothing to wait for
+
+
+def test_too_much_data_on_a_later_page_shrinks_that_page_and_keeps_its_cursor(
+    serve: Any,
+) -> None:
+    rows = [ad_row(i) for i in range(60)]
+    fake = serve(rows, page_size=25)  # the server sends 25 rows a page whatever the limit
+    # The account node and page 1 pass; page 2 is refused once, in the recorded shape.
+    fake.inject_errors([{"after_requests": 2, "status": 500, "json": TOO_MUCH_DATA_ANSWER}])
+    sleeps = Sleeps()
+
+    df = fetch(fake, sleeps)
+
+    assert len(df) == 60 and df["ad_id"].is_unique
+    pages = insights_requests(fake)
+    assert [int(p["limit"]) for p in pages] == [500, 500, 250, 250]
+    assert "after" not in pages[0]
+    assert pages[1]["after"] == pages[2]["after"] != pages[3]["after"]  # page 2, asked again
+    assert sleeps.calls == []
+
+
+def test_too_much_data_splits_the_range_once_pages_are_small(serve: Any) -> None:
+    days = [DAY - datetime.timedelta(days=k) for k in range(6)]
+    rows = [ad_row(i, date=d.isoformat()) for d in days for i in range(3)]
+    fake = serve(rows, page_size=1000, max_insights_days=2)
+
+    df = fetch(fake, first_day=days[-1])
+
+    assert len(df) == 18 and not df.duplicated(["date", "ad_id"]).any()
+    assert sorted(set(df["date"])) == sorted(d.isoformat() for d in days)
+    ranges = [json.loads(p["time_range"]) for p in insights_requests(fake)]
+    served = [(r["since"], r["until"]) for r in ranges]
+    limits = [int(p["limit"]) for p in insights_requests(fake)]
+    # The page limit goes down to its floor first (the refusal does not say why), then the
+    # 6 days split into 3 + 3, each into 2 + 1: only ranges of at most 2 days are served.
+    assert limits[:6] == [500, 250, 125, 62, 31, 25] and set(limits[6:]) == {25}
+    assert served[5:] == [
+        ("2026-11-22", "2026-11-27"),
+        ("2026-11-22", "2026-11-24"),
+        ("2026-11-22", "2026-11-23"),
+        ("2026-11-24", "2026-11-24"),
+        ("2026-11-25", "2026-11-27"),
+        ("2026-11-25", "2026-11-26"),
+        ("2026-11-27", "2026-11-27"),
+    ]
+
+
+def test_too_much_data_for_one_day_at_the_smallest_page_is_a_named_error(serve: Any) -> None:
+    fake = serve([ad_row(1)], max_insights_limit=10)
+    sleeps = Sleeps()
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake, sleeps)
+
+    assert not isinstance(caught.value, TransientSourceError)
+    assert "code 1" in caught.value.problem and "reduce the amount" in caught.value.problem
+    assert "use_async" in caught.value.fix
+    assert [int(p["limit"]) for p in insights_requests(fake)] == [500, 250, 125, 62, 31, 25]
+    assert sleeps.calls == []
+
+
+def test_too_much_data_on_async_results_shrinks_the_pages(serve: Any) -> None:
+    rows = [ad_row(i) for i in range(40)]
+    fake = serve(rows, page_size=1000, max_insights_limit=30)
+
+    df = fetch(fake, use_async=True)
+
+    assert len(df) == 40 and df["ad_id"].is_unique
+    result_limits = [
+        int(p["limit"])
+        for path, p in fake.requests_seen
+        if path.endswith("/insights") and not path.split("/")[-2].startswith("act_")
+    ]
+    assert result_limits == [500, 250, 125, 62, 31, 25, 25]
+
+
+TOO_MUCH_DATA_ANSWER = {
+    "error": {
+        "message": "Please reduce the amount of data you're asking for, then retry your request",
+        "code": 1,
+    }
+}
+
+
+def recorded_row(ad: str, **extra: Any) -> dict[str, Any]:
+    """An ad-level Insights row in the shape the API sends when a report asks for more than we
+    do: extra fields, and per-window keys beside `value` in actions (action_attribution_windows;
+    https://developers.facebook.com/docs/marketing-api/reference/ads-action-stats/)."""
+    row: dict[str, Any] = {
+        "account_id": USD_ACCOUNT["account_id"],
+        "account_currency": "USD",
+        "campaign_id": "120210000000000001",
+        "campaign_name": "Install US",
+        "adset_id": "120210000000000002",
+        "adset_name": "Broad 18+",
+        "ad_id": ad,
+        "ad_name": "Video 1",
+        "objective": "OUTCOME_APP_PROMOTION",
+        "buying_type": "AUCTION",
+        "impressions": "15234",
+        "reach": "12011",
+        "frequency": "1.268338",
+        "clicks": "311",
+        "cpm": "8.532230",
+        "spend": "129.98",
+        "actions": [
+            {"action_type": "link_click", "value": "298", "1d_click": "298", "7d_click": "298"},
+            {
+                "action_type": "mobile_app_install",
+                "value": "41",
+                "1d_click": "33",
+                "7d_click": "38",
+                "28d_click": "40",
+                "1d_view": "3",
+            },
+            {"action_type": "omni_app_install", "value": "41", "7d_click": "38", "1d_view": "3"},
+            {
+                "action_type": "app_custom_event.fb_mobile_purchase",
+                "value": "5",
+                "1d_click": "3",
+                "7d_click": "4",
+                "28d_click": "5",
+                "1d_view": "1",
+            },
+        ],
+        "action_values": [
+            {
+                "action_type": "app_custom_event.fb_mobile_purchase",
+                "value": "54.95",
+                "1d_click": "32.97",
+                "7d_click": "43.96",
+                "28d_click": "54.95",
+                "1d_view": "10.99",
+            }
+        ],
+        "cost_per_action_type": [{"action_type": "mobile_app_install", "value": "3.170244"}],
+        "date_start": DAY.isoformat(),
+        "date_stop": DAY.isoformat(),
+    }
+    row.update(extra)
+    return row
+
+
+@pytest.mark.parametrize("page", [1, 2])
+def test_recorded_rows_with_extra_fields_and_window_keys_parse_by_value(
+    serve: Any, page: int
+) -> None:
+    """Page 1 goes through the SDK's AdsInsights objects, page 2 is read as JSON: both parse."""
+    fake = serve([])
+    first = {"data": [recorded_row("120210000000000003")]}
+    answers = [{"after_requests": 1, "status": 200, "json": first}]
+    if page == 2:
+        first["paging"] = {
+            "cursors": {"before": "QVFIUm", "after": "QVFIUn"},
+            "next": f"{fake.base_url}/{VERSION}/act_1234567890/insights?after=QVFIUn",
+        }
+        answers.append({"status": 200, "json": {"data": [recorded_row("120210000000000004")]}})
+    fake.inject_errors(answers)
+
+    df = fetch(fake)
+
+    assert len(df) == page
+    row = df.iloc[-1]
+    # `value` (the account's default attribution total), never a window nor a sum of windows.
+    assert row["installs_reported"] == 41 and row["purchases_reported"] == 5
+    assert row["purchase_value_original_micros"] == 54_950_000
+    assert row["spend_original_micros"] == 129_980_000
+    assert (row["impressions"], row["clicks"]) == (15234, 311)
+    to_table(df, AD_SPEND)
+
+
+def test_breakdown_rows_repeat_an_ad_and_fail_by_name(serve: Any) -> None:
+    """A report with a breakdown (publisher_platform) sends one row per (date, ad, platform):
+    summed blindly they would look right; the (date, ad) key must stay unique."""
+    fake = serve([])
+    ad = "120210000000000003"
+    rows = [
+        recorded_row(ad, publisher_platform="facebook", spend="100.00"),
+        recorded_row(ad, publisher_platform="instagram", spend="29.98"),
+    ]
+    fake.inject_errors([{"after_requests": 1, "status": 200, "json": {"data": rows}}])
+
+    with pytest.raises(SourceError) as caught:
+        fetch(fake)
+
+    assert f"ad {ad} twice for {DAY.isoformat()}" in caught.value.problem

@@ -14,7 +14,13 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from adperf.errors import ConfigError, DataNotReady, SourceError, TransientSourceError
+from adperf.errors import (
+    ConfigError,
+    DataNotReady,
+    QuotaExhausted,
+    SourceError,
+    TransientSourceError,
+)
 from adperf.pseudonym import pseudonymize_one
 from adperf.sandbox.fake_mmp import CSV_COLUMNS, FakeMmp
 from adperf.schema import INSTALLS, to_table
@@ -660,3 +666,106 @@ def test_fake_renders_exactly_like_the_row_by_row_reference(string_dtype: bool) 
     )
     for quoted in (b'"a,b"', b'"say ""hi"""', b'"line\r\nbreak"', "\ufeffbom".encode()):
         assert quoted in body, quoted
+
+
+# -- the daily Pull API quota ------------------------------------------------------------------
+
+# 21:25 UTC: the quota resets at the next 00:00 UTC, 2 h 35 min later (06:25 on DAY+1 in Seoul:
+# a clock in the report's zone would name the wrong moment).
+QUOTA_NOW = datetime.datetime(2026, 11, 27, 21, 25, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_used_up_daily_quota_is_not_ready_until_midnight_utc_not_a_token_error(
+    world: pd.DataFrame, status: int
+) -> None:
+    # The attributed report had its one report of the day; the organic one too, after it.
+    server = FakeMmp(
+        installs=world, api_token=TOKEN, daily_quota=1, quota_status=status,
+        clock=lambda: QUOTA_NOW,
+    )  # fmt: skip
+    url = server.start()
+    waits: list[float] = []
+    try:
+        first = _fetch(url, now=lambda: QUOTA_NOW)
+        with pytest.raises(QuotaExhausted) as info:
+            _fetch(url, sleep=waits.append, now=lambda: QUOTA_NOW)
+    finally:
+        server.stop()
+    assert len(first) == 4
+    error = info.value
+    assert isinstance(error, DataNotReady)  # the pipeline's missing-data path, not a failure
+    assert waits == [] and len(server.requests_seen) == 3  # asked once: retrying cannot help
+    assert error.retry_at == datetime.datetime(2026, 11, 28, tzinfo=datetime.UTC)
+    assert error.source == "mmp" and error.day == DAY.isoformat()
+    assert "daily Pull API quota of installs_report reports is used up" in error.problem
+    assert f"HTTP {status}" in error.problem and "limit has been reached" in error.problem
+    assert "2026-11-28 00:00 UTC (in 2 h 35 min)" in error.problem
+    assert "ADPERF_MMP_TOKEN" not in str(error) and TOKEN not in str(error)
+    assert "after 2026-11-28 00:00 UTC" in error.fix and "higher quota" in error.fix
+
+
+def test_the_fake_quota_counts_per_report_type_and_resets_at_midnight_utc(
+    world: pd.DataFrame,
+) -> None:
+    now = [QUOTA_NOW]
+    server = FakeMmp(installs=world, api_token=TOKEN, daily_quota=1, clock=lambda: now[0])
+    url = server.start()
+    try:
+        report = f"{url}/api/raw-data/export/app/{APP}/installs_report/v5"
+        params = {"from": DAY.isoformat(), "to": DAY.isoformat(), "timezone": TZ}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answers = [requests.get(report, params=params, headers=auth, timeout=5)]
+        answers.append(requests.get(report, params=params, headers=auth, timeout=5))
+        organic = report.replace("/installs_report/", "/organic_installs_report/")
+        answers.append(requests.get(organic, params=params, headers=auth, timeout=5))
+        now[0] = datetime.datetime(2026, 11, 28, 0, 0, 1, tzinfo=datetime.UTC)
+        answers.append(requests.get(report, params=params, headers=auth, timeout=5))
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 400, 200, 200]
+    assert answers[1].text == (
+        "Your API calls limit has been reached for report type installs_report"
+    )
+
+
+# -- restricted media source -------------------------------------------------------------------
+
+
+def test_restricted_media_source_is_its_own_platform_with_no_ad_ids(world: pd.DataFrame) -> None:
+    """A network that withholds user-level data: AppsFlyer reports the media source as
+    'restricted' and leaves the attribution fields empty
+    (https://support.appsflyer.com/hc/en-us/articles/360006868017)."""
+    restricted = _install(
+        appsflyer_id="af-restricted", customer_user_id="user-008", media_source="restricted",
+        campaign=None, campaign_id=None, adset=None, adset_id=None, ad=None, ad_id=None,
+    )  # fmt: skip
+    server = FakeMmp(installs=pd.concat([world, pd.DataFrame([restricted])]), api_token=TOKEN)
+    url = server.start()
+    try:
+        df = _fetch(url, media_source_map={"restricted": "facebook"})  # a map cannot claim it
+    finally:
+        server.stop()
+    row = _by_device(df, "af-restricted")
+    assert row["platform"] == "restricted" and row["media_source"] == "restricted"
+    assert row["user_pid"] == pseudonymize_one("user-008", KEY)  # kept: its revenue reconciles
+    for column in ("campaign_id", "campaign_name", "adset_id", "adset_name", "ad_id", "ad_name"):
+        assert pd.isna(row[column]), column
+    assert _by_device(df, "af-tiktok")["platform"] == "other"  # unknown networks stay 'other'
+    to_table(df, INSTALLS)
+
+
+def test_restricted_rows_with_null_strings_carry_no_ids() -> None:
+    """AppsFlyer may fill a restricted install's attribution fields with the text 'null'."""
+    cells = dict.fromkeys(CSV_COLUMNS, "")
+    cells.update({
+        "Install Time": "2026-11-27 10:00:00", "Media Source": "restricted",
+        "Campaign": "null", "Campaign ID": "null", "Adset": "null", "Adset ID": "null",
+        "Ad": "null", "Ad ID": "null", "AppsFlyer ID": "af-r", "Customer User ID": "cuid-r",
+        "Country Code": "KR", "Platform": "android",
+    })  # fmt: skip
+    body = (",".join(CSV_COLUMNS) + "\n" + ",".join(cells.values()) + "\n").encode()
+    df = _fetch("http://mmp.test", session=_session(body))
+    row = df.iloc[0]
+    assert row["platform"] == "restricted"
+    assert all(pd.isna(row[c]) for c in ("campaign_id", "campaign_name", "adset_id", "ad_id"))

@@ -269,7 +269,77 @@ def test_reconciliation_is_exact() -> None:
         "attributed_micros": 4_490_000,
         "organic_micros": 1_000_000,
         "unattributed_micros": 3_000_000,
+        "restricted_micros": 0,
     }
+
+
+# u6 and u7 came through networks that withhold user-level data: the MMP says 'restricted'.
+RESTRICTED_MAP = pd.concat(
+    [
+        MAP,
+        user_map(
+            ("u6", "2026-11-24", "restricted", None, None, None, None),
+            ("u7", "2026-11-25", "restricted", None, None, None, None),
+        ),
+    ],
+    ignore_index=True,
+)
+RESTRICTED_PAYMENTS = pd.concat(
+    [
+        PAYMENTS_OF_DAY,
+        payments(
+            ("u6", "purchase", 4_990_000),
+            ("u7", "purchase", 1_230_000),
+            ("u7", "refund", -230_000),
+        ).assign(payment_id=["r1", "r2", "r3"]),
+    ],
+    ignore_index=True,
+)
+
+
+def test_restricted_installs_are_their_own_bucket_never_other_nor_dropped() -> None:
+    got = build_attribution(DAY, RESTRICTED_PAYMENTS, RESTRICTED_MAP)
+    restricted = records(got[got["platform"] == "restricted"])
+    assert restricted == [
+        {
+            "date": DAY,
+            "platform": "restricted",
+            "campaign_id": "restricted",
+            "campaign_name": "restricted",
+            "adset_id": None,
+            "ad_id": None,
+            "payers": 2,
+            "purchases": 2,
+            "revenue_micros": 5_990_000,
+        }
+    ]
+    assert set(got["platform"]) == {
+        "facebook",
+        "google_ads",
+        "organic",
+        "restricted",
+        "unattributed",
+    }
+    # The other rows are what they were without the restricted users.
+    before = build_attribution(DAY, PAYMENTS_OF_DAY, MAP)
+    pd.testing.assert_frame_equal(
+        got[got["platform"] != "restricted"].reset_index(drop=True), before
+    )
+
+
+def test_reconciliation_adds_up_with_restricted_revenue_to_the_micro() -> None:
+    attribution = build_attribution(DAY, RESTRICTED_PAYMENTS, RESTRICTED_MAP)
+    got = build_reconciliation(DAY, RESTRICTED_PAYMENTS, attribution)
+    assert got == {
+        "total_payments_micros": 14_480_000,
+        "attributed_micros": 4_490_000,
+        "organic_micros": 1_000_000,
+        "unattributed_micros": 3_000_000,
+        "restricted_micros": 5_990_000,
+    }
+    lossy = attribution.loc[attribution["platform"] != "restricted"]
+    with pytest.raises(ReconciliationError, match=r"restricted 0 .*difference 5990000 micros"):
+        build_reconciliation(DAY, RESTRICTED_PAYMENTS, lossy)
 
 
 @pytest.mark.parametrize(

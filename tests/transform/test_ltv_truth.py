@@ -92,7 +92,10 @@ def load_world(root: Path) -> dict[str, Any]:
             "date": raw["install_time"].dt.tz_convert(TZ).dt.strftime("%Y-%m-%d"),
             "install_time": raw["install_time"],
             "user_pid": pseudonymize(pa.array(raw["customer_user_id"]), KEY).to_pandas(),
-            "platform": raw["media_source"].map(meta["media_source_map"]).fillna("organic"),
+            # As the MMP extract maps them: a restricted network's installs are their own bucket.
+            "platform": raw["media_source"]
+            .map({**meta["media_source_map"], "restricted": "restricted"})
+            .fillna("organic"),
             "campaign_id": raw["campaign_id"],
             "adset_id": raw["adset_id"],
         }
@@ -106,7 +109,8 @@ def revenue_by_age(payments: pd.DataFrame, installs: pd.DataFrame) -> pd.DataFra
     """Net revenue per (user's first install day, campaign, age in days)."""
     users = installs[installs["user_pid"].notna()].sort_values("install_time")
     users = users.drop_duplicates("user_pid")[["user_pid", "date", "platform", "campaign_id"]]
-    users["campaign_id"] = users["campaign_id"].where(users["platform"] != "organic", "organic")
+    bucket = users["platform"].isin(["organic", "restricted"])
+    users["campaign_id"] = users["campaign_id"].where(~bucket, users["platform"])
     daily = payments.groupby(["user_pid", "date"], as_index=False)["amount_micros"].sum()
     m = daily.merge(users, on="user_pid", suffixes=("", "_install"))
     m["age"] = (pd.to_datetime(m["date"]) - pd.to_datetime(m["date_install"])).dt.days

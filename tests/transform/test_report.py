@@ -458,12 +458,13 @@ def test_actions_each_branch(
     ]
 
 
-def test_actions_skip_organic_and_order_by_platform_then_id() -> None:
+def test_actions_skip_organic_and_restricted_and_order_by_platform_then_id() -> None:
     got = build_actions(
         DAY,
         report(
             ("google_ads", "g1", 0, 0, None, None, None),
             ("organic", "organic", 0, 500, None, None, None),
+            ("restricted", "restricted", 0, 40, None, None, None),
             ("facebook", "c2", 0, 0, None, None, None),
             ("facebook", "c1", 0, 0, None, None, None),
         ),
@@ -537,3 +538,31 @@ def test_adset_report_and_actions_use_the_adsets_own_installs_and_plv() -> None:
     assert got["reason"].iloc[1] == (
         "pROAS 2.00 [1.60–2.40] over scale threshold 1.30 on $300.00 spend, 100 installs"
     )
+
+
+def test_restricted_installs_are_one_campaign_row_of_their_own_without_a_cpi() -> None:
+    got = build_campaign_report(
+        DAY,
+        spend(("facebook", "c1", "a1", 3_000_000, 1_000, 10)),
+        installs(
+            ("u1", "facebook", "c1"),
+            ("u2", "restricted", None),  # the MMP gives no campaign for these
+            (None, "restricted", None),
+            ("u3", "restricted", None),
+        ),
+        attribution(
+            ("facebook", "c1", "attr-c1", "a1", 1, 2_000_000),
+            ("restricted", "restricted", "restricted", None, 2, 900_000),
+        ),
+        contribution(),
+        pltv(("facebook", "c1", 6_000_000), ("restricted", "restricted", 1_500_000)),
+    )
+    rows = {r["platform"]: r for r in records(got)}
+    assert set(rows) == {"facebook", "restricted"}  # neither dropped nor 'other'
+    assert rows["facebook"]["installs"] == 1 and rows["facebook"]["cpi_micros"] == 3_000_000
+    restricted = rows["restricted"]
+    assert (restricted["campaign_id"], restricted["campaign_name"]) == ("restricted", "restricted")
+    assert restricted["installs"] == 3 and restricted["payers"] == 2
+    assert restricted["revenue_micros"] == 900_000 and restricted["pltv_micros"] == 1_500_000
+    assert restricted["spend_micros"] == 0 and restricted["cpi_micros"] is None
+    assert restricted["roas"] is None
