@@ -107,8 +107,22 @@ def _on_timeout(task: luigi.Task, error_msg: str) -> None:
 
 def _on_missing(task: luigi.Task) -> None:
     _register_flush()
-    if isinstance(task, luigi.ExternalTask):
-        _spool(task, "not_ready", "DataNotReady", _not_ready_text(task))
+    if not isinstance(task, luigi.ExternalTask):
+        return
+    # luigi fires DEPENDENCY_MISSING also when complete() raised: an external input that cannot
+    # even say where it is (LogFiles without [logs] path) is a config failure, not missing data.
+    try:
+        task.output()
+    except AdperfError as exc:
+        _spool(task, "failed", type(exc).__name__, str(exc))
+        return
+    _spool(task, "not_ready", "DataNotReady", _not_ready_text(task))
+
+
+def _on_broken(task: luigi.Task, exc: BaseException) -> None:
+    """requires() raised (a task whose inputs cannot even be named): alerted as a failure."""
+    _register_flush()
+    _spool(task, "failed", type(exc).__name__, str(exc))
 
 
 def _on_discovered(task: luigi.Task, dependency: luigi.Task) -> None:
@@ -128,6 +142,7 @@ for _event, _handler in (
     (luigi.Event.PROCESS_FAILURE, _on_process_failure),
     (luigi.Event.TIMEOUT, _on_timeout),
     (luigi.Event.DEPENDENCY_MISSING, _on_missing),
+    (luigi.Event.BROKEN_TASK, _on_broken),
     (luigi.Event.DEPENDENCY_DISCOVERED, _on_discovered),
     (luigi.Event.DEPENDENCY_PRESENT, _on_present),
 ):

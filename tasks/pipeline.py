@@ -306,9 +306,20 @@ class InstallsMonth(LakeTask):
     def partition(self) -> tuple[str, str]:
         return "month", self.month.strftime("%Y-%m")
 
-    def run(self) -> None:
+    def requires(self) -> list[MmpReady]:
+        # As Installs: after a 'not ready' answer (a used-up daily quota, typically), the month
+        # waits on its first day's probe.
+        ready = MmpReady(date=month_days(self.month)[0])
+        return [ready] if ready.marker().is_file() else []
+
+    def run(self) -> Any:
         first, last = month_days(self.month)
-        df = _fetch_installs(first, last)
+        ready = MmpReady(date=first)
+        try:
+            df = _fetch_installs(first, last)
+        except DataNotReady as exc:
+            yield ready.waiting(exc)  # missing data, not a failure: asked again later
+            return
         lake.write_partition(
             config.data_root(),
             INSTALLS,
@@ -318,6 +329,7 @@ class InstallsMonth(LakeTask):
             folder="installs_monthly",
             key_version=config.hmac_key_version(),
         )
+        ready.marker().unlink(missing_ok=True)
 
 
 def _expected_installs(day: dt.date) -> int:

@@ -80,3 +80,29 @@ def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
     assert (run_root / "lake" / "installs" / f"date={END}" / "_meta.json").is_file()
     assert not marker.exists()
     assert ops.flush_alerts() == []
+
+
+def test_a_closed_month_waits_for_the_quota_too(run_root: Path, quota_mmp: FakeMmp) -> None:
+    from tasks import pipeline
+
+    month = dt.date(2026, 10, 1)
+    result = luigi.build(
+        [pipeline.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
+    )
+
+    # Missing data, not a failed task: the month is pulled once the quota is back.
+    assert result.status == LuigiStatusCode.MISSING_EXT, result.summary_text
+    assert "MmpReady(date=2026-10-01)" in result.summary_text
+    assert not (run_root / "lake" / "installs_monthly" / "month=2026-10").exists()
+    marker = pipeline.MmpReady(date=month).marker()
+    assert "retry_at" in json.loads(marker.read_text())
+    assert [a["kind"] for a in ops.flush_alerts()] == ["not_ready"]
+
+    quota_mmp.set_daily_quota(None)
+    marker.unlink()
+    luigi.task_register.Register.clear_instance_cache()
+    result = luigi.build(
+        [pipeline.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
+    )
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert (run_root / "lake" / "installs_monthly" / "month=2026-10" / "_meta.json").is_file()

@@ -20,7 +20,7 @@ import pytest
 from luigi.task_register import Register
 
 from adperf.errors import ConfigError
-from tasks import config, resources
+from tasks import config, ops, resources
 from tasks.pipeline import AdSpend, EventLogs, Installs, LogFiles, Payments
 
 from .conftest import END, configure
@@ -204,6 +204,10 @@ def test_a_missing_key_fails_exactly_the_tasks_of_its_source(
             TASKS["LogFiles"].complete()
         named = {"LogFiles"} if key in str(raised.value) else set()
         failed = {"LogFiles": raised.value}
+        # Alerted as a failure naming the key, not as 'logs not there yet'.
+        sent = [(x["kind"], x["error_class"], x["message"]) for x in ops.flush_alerts()]
+        assert ("failed", "ConfigError", str(raised.value)) in sent, sent
+        assert not [x for x in sent if x[0] == "not_ready"]
     else:
         assert not outcomes.missing
         failed = outcomes.failed
