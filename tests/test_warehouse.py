@@ -1,4 +1,5 @@
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pandas as pd
@@ -157,6 +158,54 @@ def test_a_table_another_worker_created_meanwhile_is_not_an_error(warehouse_engi
     assert raced == ["pipeline_runs"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM pipeline_runs")).scalar() == 1
+
+
+def test_workers_creating_and_upgrading_the_warehouse_at_once_all_succeed(warehouse_engine):
+    """Several workers' first runs at the same moment, each its own connection: the CREATEs
+    overlap for real (PostgreSQL: a unique violation in pg_type, not "already exists"), then
+    the same for ALTER TABLE ADD COLUMN when a newer adperf meets an older warehouse."""
+    url = warehouse_engine.url.render_as_string(hide_password=False)
+    newer = sa.MetaData()
+    for table in warehouse.metadata.sorted_tables:
+        table.to_metadata(newer)
+    newer.tables["actions"].append_column(sa.Column("later_column", sa.Float))
+    for _ in range(3):
+        warehouse.metadata.drop_all(warehouse_engine)
+        for step in (warehouse.create_tables, warehouse.create_action_log, _upgrade(newer)):
+            errors = _at_once(url, step, workers=4)
+            assert errors == [], errors
+    cols = {c["name"] for c in sa.inspect(warehouse_engine).get_columns("actions")}
+    assert "later_column" in cols
+    day = "2026-11-27"
+    warehouse.load_day(warehouse_engine, day, _frames(day))
+    assert warehouse.is_loaded(warehouse_engine, day)
+
+
+def _upgrade(meta: sa.MetaData):  # type: ignore[no-untyped-def]
+    return lambda engine: warehouse.create_tables(engine, meta)
+
+
+def _at_once(url: str, step, workers: int) -> list[BaseException]:  # type: ignore[no-untyped-def]
+    """Run step(engine) in `workers` threads released together, each on its own engine."""
+    engines = [warehouse.make_engine(url) for _ in range(workers)]
+    start = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def work(engine: sa.Engine) -> None:
+        start.wait()
+        try:
+            step(engine)
+        except BaseException as exc:  # collected: the test asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for engine in engines:
+        engine.dispose()
+    return errors
 
 
 def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(warehouse_engine):
