@@ -119,8 +119,11 @@ def _mysql_database(prefix: str, digits: int) -> Iterator[str]:
 @contextlib.contextmanager
 def _postgres_database(prefix: str, digits: int) -> Iterator[str]:
     name = f"{prefix}{uuid.uuid4().hex[:digits]}"
-    # CREATE/DROP DATABASE cannot run inside a transaction block.
-    admin = sa.create_engine(POSTGRES_URL + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        # CREATE/DROP DATABASE cannot run inside a transaction block.
+        admin = sa.create_engine(POSTGRES_URL + "/postgres", isolation_level="AUTOCOMMIT")
+    except ModuleNotFoundError as exc:
+        _unavailable(f"no PostgreSQL driver ({exc}): pip install -e '.[test]'", "PostgreSQL")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"))
