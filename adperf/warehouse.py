@@ -167,7 +167,8 @@ action_log = sa.Table(
     sa.Column("source_id", ID),
     # 1 while a scale's row is pending or applied, NULL otherwise (a failure releases it). The
     # unique key below lets one apply at a time hold (date, platform, object_id, field), so two
-    # concurrent `--yes` runs cannot both scale a budget; NULLs never collide (SQLite, MySQL).
+    # concurrent `--yes` runs cannot both scale a budget; NULLs never collide (SQLite, MySQL and
+    # PostgreSQL alike).
     sa.Column("claim", sa.SmallInteger),
     sa.Index("uq_action_log_claim", "date", "platform", "object_id", "field", "claim", unique=True),
 )
@@ -222,13 +223,14 @@ REPORT_TABLES = {name: metadata.tables[name] for name in DAY_COLUMN}
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for the warehouse URL (SQLite or MySQL/MariaDB via pymysql)."""
+    """An engine for the warehouse URL: SQLite, MySQL/MariaDB (pymysql), PostgreSQL (psycopg)."""
     try:
         engine = sa.create_engine(url, pool_pre_ping=True)
     except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
         raise ConfigError(
             f"warehouse: cannot use [adperf] warehouse_url ({exc.__class__.__name__}). Fix: an "
-            "SQLAlchemy URL like sqlite:///var/warehouse.db or mysql+pymysql://user@host/db"
+            "SQLAlchemy URL like sqlite:///var/warehouse.db, mysql+pymysql://user@host/db or "
+            "postgresql+psycopg://user@host/db (pip install 'adperf[postgres]')"
         ) from None
     return engine
 
@@ -237,13 +239,36 @@ def _create_if_missing(engine: sa.Engine, table: sa.Table) -> None:
     """Create `table` (and its indexes) unless it exists, tolerating a concurrent creator.
 
     Two worker processes' first runs can both see no table and both CREATE it; the loser's
-    "already exists" error is not a failure (seen as a lost `pipeline_runs` row in the shards
-    test), so it is swallowed only when the table is there afterwards.
+    error is not a failure (seen as a lost `pipeline_runs` row in the shards test), so it is
+    swallowed only when the table is there afterwards. The loser's error differs by server:
+    "already exists" (SQLite, MariaDB: OperationalError; PostgreSQL: ProgrammingError) or, on
+    PostgreSQL when both CREATEs overlap, a unique violation of its catalog's type names
+    (IntegrityError on pg_type_typname_nsp_index), hence any DatabaseError.
     """
     try:
         table.create(engine, checkfirst=True)
-    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+    except sa.exc.DatabaseError:
         if not sa.inspect(engine).has_table(table.name):
+            raise
+
+
+def _add_column_if_missing(engine: sa.Engine, table: sa.Table, column: sa.Column[Any]) -> None:
+    """ALTER TABLE ADD COLUMN, in a transaction of its own, tolerating a concurrent adder.
+
+    Two workers upgrading the same older warehouse both see the column missing; the loser's
+    "duplicate column" error is swallowed only when the column is there afterwards. Names are
+    quoted by the server's own rules (`date` and `level` are keywords in some).
+    """
+    quote = engine.dialect.identifier_preparer
+    ddl = (
+        f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.format_column(column)} "
+        f"{column.type.compile(dialect=engine.dialect)}"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(ddl))
+    except sa.exc.DatabaseError:
+        if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
             raise
 
 
@@ -256,19 +281,20 @@ def create_tables(engine: sa.Engine, meta: sa.MetaData = metadata) -> None:
     for table in meta.sorted_tables:
         _create_if_missing(engine, table)
     inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in meta.sorted_tables:
-            existing = {c["name"] for c in inspector.get_columns(table.name)}
-            for col in table.columns:
-                if col.name in existing:
-                    continue
-                if not col.nullable:
-                    raise ConfigError(
-                        f"warehouse: table {table.name} lacks the required column {col.name}. "
-                        "Fix: new required columns need a migration; add it as nullable"
-                    )
-                ddl = col.type.compile(dialect=engine.dialect)
-                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl}"))
+    missing = [
+        (table, col)
+        for table in meta.sorted_tables
+        for col in table.columns
+        if col.name not in {c["name"] for c in inspector.get_columns(table.name)}
+    ]
+    for table, col in missing:
+        if not col.nullable:
+            raise ConfigError(
+                f"warehouse: table {table.name} lacks the required column {col.name}. "
+                "Fix: new required columns need a migration; add it as nullable"
+            )
+    for table, col in missing:
+        _add_column_if_missing(engine, table, col)
 
 
 def create_action_log(engine: sa.Engine) -> None:
@@ -282,8 +308,7 @@ def create_action_log(engine: sa.Engine) -> None:
     _create_if_missing(engine, t)
     inspector = sa.inspect(engine)
     if "claim" not in {c["name"] for c in inspector.get_columns(t.name)}:
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE action_log ADD COLUMN claim SMALLINT"))
+        _add_column_if_missing(engine, t, t.c.claim)
     index = next(i for i in t.indexes if i.name == "uq_action_log_claim")
     if index.name in {i["name"] for i in sa.inspect(engine).get_indexes(t.name)}:
         return

@@ -1,7 +1,9 @@
-"""Shared fixtures: a MariaDB database per test session (fails instead of skipping under CI)."""
+"""Shared fixtures: databases on the MariaDB and PostgreSQL servers (fail instead of skipping
+under CI), and a warehouse engine on each backend."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,50 +17,90 @@ import pytest
 import sqlalchemy as sa
 
 MYSQL_URL = os.environ.get("ADPERF_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRES_URL = os.environ.get(
+    "ADPERF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str, server: str = "MySQL") -> None:
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"MySQL test cannot run under CI=true: {reason}")
+        pytest.fail(f"{server} test cannot run under CI=true: {reason}")
     pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def mysql_server_url() -> Iterator[str]:
     """URL of a fresh database on the MariaDB server, dropped at the end of the session."""
-    name = f"adperf_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(MYSQL_URL + "/test")
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        _unavailable(f"MariaDB at {MYSQL_URL} is not reachable ({exc.orig})")
-    try:
-        yield f"{MYSQL_URL}/{name}?charset=utf8mb4"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    with _mysql_database("adperf_test_", 8) as url:
+        yield url
 
 
 @pytest.fixture()
 def mysql_engine(mysql_server_url: str) -> Iterator[sa.Engine]:
     """An engine on the session's MariaDB database; tables are dropped after each test."""
-    engine = sa.create_engine(mysql_server_url)
-    try:
+    with _dropping_tables(mysql_server_url) as engine:
         yield engine
-    finally:
-        meta = sa.MetaData()
-        meta.reflect(engine)
-        meta.drop_all(engine)
-        engine.dispose()
 
 
 @pytest.fixture()
 def mysql_database() -> Iterator[str]:
     """URL of a database of its own for this test on the MariaDB server, dropped after it."""
-    name = f"adperf_t_{uuid.uuid4().hex[:12]}"
+    with _mysql_database("adperf_t_", 12) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a fresh database on the PostgreSQL server, dropped at the end of the session."""
+    with _postgres_database("adperf_test_", 8) as url:
+        yield url
+
+
+@pytest.fixture()
+def postgres_engine(postgres_server_url: str) -> Iterator[sa.Engine]:
+    """An engine on the session's PostgreSQL database; tables are dropped after each test."""
+    with _dropping_tables(postgres_server_url) as engine:
+        yield engine
+
+
+@pytest.fixture()
+def postgres_database() -> Iterator[str]:
+    """URL of a database of its own for this test on the PostgreSQL server, dropped after it."""
+    with _postgres_database("adperf_t_", 12) as url:
+        yield url
+
+
+# The warehouse backends every warehouse test runs on; the servers' marks select or skip them.
+WAREHOUSE_BACKENDS = [
+    "sqlite",
+    pytest.param("mariadb", marks=pytest.mark.mysql),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+SERVER_BACKENDS = WAREHOUSE_BACKENDS[1:]
+_SERVER_ENGINES = {"mariadb": "mysql_engine", "postgres": "postgres_engine"}
+
+
+@pytest.fixture(params=WAREHOUSE_BACKENDS)
+def warehouse_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """An empty warehouse on SQLite (a file in tmp_path), MariaDB or PostgreSQL."""
+    if request.param != "sqlite":
+        yield request.getfixturevalue(_SERVER_ENGINES[request.param])
+        return
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_warehouse_engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """An empty warehouse on a database server: MariaDB or PostgreSQL."""
+    engine: sa.Engine = request.getfixturevalue(_SERVER_ENGINES[request.param])
+    return engine
+
+
+@contextlib.contextmanager
+def _mysql_database(prefix: str, digits: int) -> Iterator[str]:
+    name = f"{prefix}{uuid.uuid4().hex[:digits]}"
     admin = sa.create_engine(MYSQL_URL + "/test")
     try:
         with admin.begin() as conn:
@@ -72,6 +114,42 @@ def mysql_database() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def _postgres_database(prefix: str, digits: int) -> Iterator[str]:
+    name = f"{prefix}{uuid.uuid4().hex[:digits]}"
+    try:
+        # CREATE/DROP DATABASE cannot run inside a transaction block.
+        admin = sa.create_engine(POSTGRES_URL + "/postgres", isolation_level="AUTOCOMMIT")
+    except ModuleNotFoundError as exc:
+        _unavailable(f"no PostgreSQL driver ({exc}): pip install -e '.[test]'", "PostgreSQL")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc.orig})", "PostgreSQL")
+    try:
+        yield f"{POSTGRES_URL}/{name}"
+    finally:
+        with admin.connect() as conn:
+            # FORCE: a killed worker's connection may still be closing (PostgreSQL 13+).
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def _dropping_tables(url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()  # no connection of the test holds a lock the drops would wait for
+        meta = sa.MetaData()
+        meta.reflect(engine)
+        meta.drop_all(engine)
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- heavy setups in the background

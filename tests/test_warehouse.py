@@ -1,4 +1,5 @@
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pandas as pd
@@ -76,18 +77,12 @@ def _check_load_twice(engine: sa.Engine) -> None:
     assert Decimal(unattributed) == Decimal("0.000001")
 
 
-def test_load_twice_same_rows_sqlite(tmp_path):
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    _check_load_twice(engine)
+def test_load_twice_same_rows(warehouse_engine):
+    _check_load_twice(warehouse_engine)
 
 
-@pytest.mark.mysql
-def test_load_twice_same_rows_mariadb(mysql_engine):
-    _check_load_twice(mysql_engine)
-
-
-def test_failed_load_keeps_previous_rows_and_no_marker(tmp_path):
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def test_failed_load_keeps_previous_rows_and_no_marker(warehouse_engine):
+    engine = warehouse_engine
     day = "2026-11-27"
     warehouse.load_day(engine, day, _frames(day))
     broken = _frames(day)
@@ -110,15 +105,15 @@ def test_failed_load_keeps_previous_rows_and_no_marker(tmp_path):
     assert days == {"2026-11-27"}  # the failed day's campaign rows were rolled back
 
 
-def test_rows_of_another_day_are_refused(tmp_path):
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def test_rows_of_another_day_are_refused(warehouse_engine):
+    engine = warehouse_engine
     with pytest.raises(ValueError, match="another day"):
         warehouse.load_day(engine, "2026-11-28", _frames("2026-11-27"))
     assert not warehouse.is_loaded(engine, "2026-11-28")
 
 
-def test_older_warehouse_gains_new_nullable_columns(tmp_path):
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def test_older_warehouse_gains_new_nullable_columns(warehouse_engine):
+    engine = warehouse_engine
     warehouse.create_tables(engine)
     newer = sa.MetaData()
     sa.Table(
@@ -136,10 +131,10 @@ def test_older_warehouse_gains_new_nullable_columns(tmp_path):
         warehouse.create_tables(engine, required)
 
 
-def test_a_table_another_worker_created_meanwhile_is_not_an_error(tmp_path, monkeypatch):
+def test_a_table_another_worker_created_meanwhile_is_not_an_error(warehouse_engine, monkeypatch):
     # Two workers' first runs race: both find no pipeline_runs, the other one creates it first,
     # ours then fails with "already exists". The run's row must still be recorded.
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    engine = warehouse_engine
     real_create = sa.Table.create
     raced: list[str] = []
 
@@ -165,9 +160,57 @@ def test_a_table_another_worker_created_meanwhile_is_not_an_error(tmp_path, monk
         assert conn.execute(sa.text("SELECT COUNT(*) FROM pipeline_runs")).scalar() == 1
 
 
-def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(tmp_path):
+def test_workers_creating_and_upgrading_the_warehouse_at_once_all_succeed(warehouse_engine):
+    """Several workers' first runs at the same moment, each its own connection: the CREATEs
+    overlap for real (PostgreSQL: a unique violation in pg_type, not "already exists"), then
+    the same for ALTER TABLE ADD COLUMN when a newer adperf meets an older warehouse."""
+    url = warehouse_engine.url.render_as_string(hide_password=False)
+    newer = sa.MetaData()
+    for table in warehouse.metadata.sorted_tables:
+        table.to_metadata(newer)
+    newer.tables["actions"].append_column(sa.Column("later_column", sa.Float))
+    for _ in range(3):
+        warehouse.metadata.drop_all(warehouse_engine)
+        for step in (warehouse.create_tables, warehouse.create_action_log, _upgrade(newer)):
+            errors = _at_once(url, step, workers=4)
+            assert errors == [], errors
+    cols = {c["name"] for c in sa.inspect(warehouse_engine).get_columns("actions")}
+    assert "later_column" in cols
+    day = "2026-11-27"
+    warehouse.load_day(warehouse_engine, day, _frames(day))
+    assert warehouse.is_loaded(warehouse_engine, day)
+
+
+def _upgrade(meta: sa.MetaData):  # type: ignore[no-untyped-def]
+    return lambda engine: warehouse.create_tables(engine, meta)
+
+
+def _at_once(url: str, step, workers: int) -> list[BaseException]:  # type: ignore[no-untyped-def]
+    """Run step(engine) in `workers` threads released together, each on its own engine."""
+    engines = [warehouse.make_engine(url) for _ in range(workers)]
+    start = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def work(engine: sa.Engine) -> None:
+        start.wait()
+        try:
+            step(engine)
+        except BaseException as exc:  # collected: the test asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for engine in engines:
+        engine.dispose()
+    return errors
+
+
+def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(warehouse_engine):
     """LtvModel loads ltv_model before the day's report: its marker is not the day's."""
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    engine = warehouse_engine
     day = "2026-11-27"
     row = {"date": day, "model": "bgnbd_gammagamma", "params": "{}", "n_customers": 3}
     model = pd.DataFrame([{**row, "converged": True, "log_likelihood": -1.5}])
@@ -184,10 +227,10 @@ def test_a_named_partial_load_has_its_own_marker_and_leaves_the_day_unloaded(tmp
     assert warehouse.is_loaded(engine, day) and warehouse.is_loaded(engine, day, "ltv_model")
 
 
-def test_a_warehouse_created_before_restricted_loads_and_keeps_its_old_days(tmp_path):
+def test_a_warehouse_created_before_restricted_loads_and_keeps_its_old_days(warehouse_engine):
     """revenue_reconciliation as an older adperf created it (no `restricted`): the next load
     adds the column, the old day keeps NULL (not a made-up 0), the new day has its amount."""
-    engine = warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    engine = warehouse_engine
     with engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -54,8 +53,9 @@ def load(engine: sa.Engine, day: str, first: str, rows: pd.DataFrame) -> None:
 
 
 @pytest.fixture()
-def engine(tmp_path: Path) -> sa.Engine:
-    return warehouse.make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+def engine(warehouse_engine: sa.Engine) -> sa.Engine:
+    """SQLite, MariaDB and PostgreSQL (tests/conftest.py)."""
+    return warehouse_engine
 
 
 def test_a_later_pull_replaces_restated_days_and_drops_vanished_rows(engine: sa.Engine) -> None:
@@ -134,14 +134,3 @@ def test_other_platforms_and_rows_outside_the_window(engine: sa.Engine) -> None:
             {"ad_spend_daily": google},
             spend_pull=(google, {"google_ads": ("2026-11-20", "2026-11-20")}),
         )
-
-
-@pytest.mark.mysql
-def test_later_pull_wins_on_mariadb(mysql_engine: sa.Engine) -> None:
-    later = spend_rows(
-        ("2026-11-19", "facebook", "a", 3_500_000), ("2026-11-20", "facebook", "a", 9)
-    )
-    earlier = spend_rows(("2026-11-19", "facebook", "a", 3_000_000))
-    load(mysql_engine, "2026-11-20", "2026-11-19", later)
-    load(mysql_engine, "2026-11-19", "2026-11-18", earlier)
-    assert table(mysql_engine)[("2026-11-19", "facebook", "a")] == Decimal("3.500000")

@@ -55,6 +55,8 @@ _SMALL = ["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--skip-
 class PrivateMariaDB:
     """`mariadbd --no-defaults` on 127.0.0.1:<free port>, data under `folder`."""
 
+    refused = "Can't connect"  # what a client sees when nothing listens on the port
+
     def __init__(self, folder: Path) -> None:
         found = binaries()
         if found is None:

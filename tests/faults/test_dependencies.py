@@ -80,13 +80,15 @@ def test_unreachable_warehouse_exits_non_zero_and_posts_nothing(
     assert SLACK_TOKEN not in proc.stdout + proc.stderr
 
 
-@pytest.mark.mysql
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
-    clean: CleanRun, mysql_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    clean: CleanRun, server_warehouse_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """KILL the load's connection from another session inside its transaction."""
+    """Kill the load's connection from another session inside its transaction (MariaDB and
+    PostgreSQL)."""
     from adperf.transform.restatement import rows_in_windows
+
+    server = server_warehouse_engine
 
     root = clean.root / "lake"
 
@@ -116,21 +118,12 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
 
     def to_rows(df, table):  # type: ignore[no-untyped-def]
         if table.name == "cohort_roas" and not killed:
-            with mysql_engine.connect() as admin:
-                # The load's connection: the one holding an open transaction on our tables.
-                ids = admin.execute(
-                    sa.text(
-                        "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx "
-                        "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
-                    )
-                ).scalars()
-                for thread in ids:
-                    admin.execute(sa.text("KILL CONNECTION :id"), {"id": thread})
-                    killed.append(thread)
+            with server.connect() as admin:
+                killed.extend(_kill_open_transactions(admin))
         return real(df, table)
 
     monkeypatch.setattr(warehouse, "to_rows", to_rows)
-    engine = warehouse.make_engine(mysql_engine.url.render_as_string(hide_password=False))
+    engine = warehouse.make_engine(server.url.render_as_string(hide_password=False))
     try:
         with pytest.raises(sa.exc.OperationalError):
             warehouse.load_day(engine, DAY, frames, spend_pull=pull)
@@ -145,10 +138,36 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
         warehouse.load_day(engine, DAY, frames, spend_pull=pull)  # and a re-run
     finally:
         engine.dispose()
-    got = warehouse_rows(mysql_engine.url.render_as_string(hide_password=False))
+    got = warehouse_rows(server.url.render_as_string(hide_password=False))
     want = warehouse_rows(clean.warehouse_url)
     for name, rows in want.items():
         assert len(got[name]) == len(rows) > 0 or name == "actions", name
         key = [c.name for c in warehouse.REPORT_TABLES[name].primary_key.columns]
         assert not got[name].duplicated(key).any(), name
         assert got[name][key].equals(rows[key]), name
+
+
+def _kill_open_transactions(admin: sa.Connection) -> list[int]:
+    """Kill every other session on this test's database holding an open transaction (the
+    load's), never another's on the shared server; their ids."""
+    if admin.dialect.name == "postgresql":
+        ids = admin.execute(
+            sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+            )
+        ).scalars()
+        kill = "SELECT pg_terminate_backend(:id)"
+    else:
+        ids = admin.execute(
+            sa.text(
+                "SELECT t.trx_mysql_thread_id FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                "WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()"
+            )
+        ).scalars()
+        kill = "KILL CONNECTION :id"
+    killed = list(ids)
+    for session in killed:
+        admin.execute(sa.text(kill), {"id": session})
+    return killed

@@ -120,19 +120,20 @@ def test_kill_inside_a_sqlite_load_rolls_the_day_back(tmp_path: Path, clean: Cle
     assert_same_warehouse(warehouse_rows(url), warehouse_rows(clean.warehouse_url))
 
 
-@pytest.mark.mysql
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_kill_inside_a_mariadb_load_rolls_the_day_back(
-    tmp_path: Path, clean: CleanRun, mysql_engine: sa.Engine
+def test_kill_inside_a_server_load_rolls_the_day_back(
+    tmp_path: Path, clean: CleanRun, server_warehouse_engine: sa.Engine
 ) -> None:
-    url = mysql_engine.url.render_as_string(hide_password=False)
-    # The reference: the clean lake loaded into MariaDB without a fault (MariaDB's own types).
+    """On MariaDB and PostgreSQL: the server rolls back the dead worker's transaction."""
+    engine = server_warehouse_engine
+    url = engine.url.render_as_string(hide_password=False)
+    # The reference: the clean lake loaded into the server without a fault (its own types).
     reference = copy_run(clean.root, tmp_path / "reference", drop=POST_LOAD)
     configure(reference, warehouse_url=url)
     with planted_env():
         assert build(LoadReport(date=END)).status == LuigiStatusCode.SUCCESS
     want = warehouse_rows(url)
-    with mysql_engine.begin() as conn:
+    with engine.begin() as conn:
         markers = [warehouse.load_marker.name, warehouse.table_marker.name]
         for table in [*warehouse.REPORT_TABLES, *markers]:
             conn.execute(sa.text(f"DELETE FROM {table}"))  # identifiers from our metadata

@@ -1,5 +1,6 @@
-"""A MariaDB server SIGKILLed mid-extract (payments source) and mid-load (warehouse); down when
-`complete()` runs. A private server (private_mariadb.py), never the shared one."""
+"""A MariaDB server SIGKILLed mid-extract (payments source); a MariaDB or PostgreSQL warehouse
+server SIGKILLed mid-load, and down when `complete()` runs. Private servers (private_mariadb.py,
+private_postgres.py), never the shared ones."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .harness import (
     warehouse_rows,
 )
 from .private_mariadb import PrivateMariaDB
+from .private_postgres import PrivatePostgres
 from .test_dependencies import run_report_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -48,6 +50,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]
         yield db
     finally:
         db.kill()
+
+
+@pytest.fixture(
+    scope="module", params=["mariadb", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def warehouse_server(
+    request: pytest.FixtureRequest,
+) -> Iterator[PrivateMariaDB | PrivatePostgres]:
+    """The warehouse's server: the module's private MariaDB, or a private PostgreSQL."""
+    if request.param == "mariadb":
+        yield request.getfixturevalue("server")
+        return
+    db = PrivatePostgres()
+    try:
+        db.install()
+        db.start()
+        yield db
+    finally:
+        db.remove()
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +170,12 @@ def test_server_killed_mid_extract_fails_the_day_then_the_rerun_reads_it_whole(
 
 
 def test_server_killed_mid_load_loads_nothing_then_the_rerun_loads_the_clean_rows(
-    tmp_path: Path, clean: CleanRun, server: PrivateMariaDB, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    clean: CleanRun,
+    warehouse_server: PrivateMariaDB | PrivatePostgres,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    server = warehouse_server
     # The reference: the day loaded into the healthy private server.
     want_url = server.create_database("wh_clean")
     root = copy_run(clean.root, tmp_path)
@@ -187,8 +212,9 @@ def test_server_killed_mid_load_loads_nothing_then_the_rerun_loads_the_clean_row
 
 
 def test_warehouse_server_down_at_complete_exits_non_zero_and_posts_nothing(
-    tmp_path: Path, clean: CleanRun, server: PrivateMariaDB
+    tmp_path: Path, clean: CleanRun, warehouse_server: PrivateMariaDB | PrivatePostgres
 ) -> None:
+    server = warehouse_server
     url = server.create_database("wh_down")
     server.kill()
     try:
@@ -196,6 +222,6 @@ def test_warehouse_server_down_at_complete_exits_non_zero_and_posts_nothing(
     finally:
         server.start()
     assert proc.returncode == 35, proc.stderr[-2000:]  # [retcode] scheduling_error
-    assert "Can't connect" in proc.stderr
+    assert server.refused in proc.stderr
     assert slack.messages == [] and slack.files == []
     assert not (root / "outbox").exists() and not (root / "lake" / "slack_posts").exists()

@@ -196,10 +196,11 @@ ALLOWED_SQL_FORMATTING = {
         "adperf/sources/payments.py",
         'return _bound(f"SELECT COUNT(*) FROM ({_sql(table, query)}) AS q")',
     ),
-    # table and column names come from adperf's own sa.MetaData, not from input.
+    # table and column names come from adperf's own sa.MetaData, not from input, quoted by the
+    # dialect's identifier preparer; the type is compiled by the dialect.
     (
         "adperf/warehouse.py",
-        'conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl}"))',
+        'f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.format_column(column)} "',
     ),
     # GAQL has no bind parameters; the values are date.isoformat() strings of the window.
     (
