@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from adperf.errors import ConfigError
+from adperf.errors import ConfigError, SourceError, TransientSourceError
 
 metadata = sa.MetaData()
 
@@ -526,3 +526,44 @@ def _day(v: Any) -> dt.date:
     if isinstance(v, dt.date):
         return v
     return dt.date.fromisoformat(str(v)[:10])
+
+
+# MySQL/MariaDB client errors of a lost server: 2003 cannot connect, 2006 gone away, 2013 lost
+# during a query, 2055 lost at handshake.
+_MYSQL_LOST = frozenset({2003, 2006, 2013, 2055})
+
+
+def load_failed(exc: sa.exc.DBAPIError, engine: sa.Engine, day: str) -> SourceError:
+    """A driver error of a day's load as a named error: no SQL text or row values in it
+    (SQLAlchemy's message and PostgreSQL's DETAIL quote both), the server by host and port
+    only (never the URL's password). A lost server is transient."""
+    orig = exc.orig
+    # pymysql: args[0] is the error number. psycopg: `sqlstate` (its args hold the message,
+    # with row values in DETAIL lines: never shown). Class 08 is a connection exception,
+    # 57P01-57P03 the server shutting down (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+    number = orig.args[0] if orig is not None and orig.args else None
+    mysql_code = number if isinstance(number, int) else None
+    sqlstate = getattr(orig, "sqlstate", None)
+    code = mysql_code if mysql_code is not None else sqlstate
+    label = f"{'MySQL error' if mysql_code is not None else 'SQLSTATE'} {code}" if code else ""
+    where = f"{engine.url.host}:{engine.url.port}" if engine.url.host else engine.url.database
+    lost = (
+        exc.connection_invalidated
+        or mysql_code in _MYSQL_LOST
+        or (isinstance(sqlstate, str) and (sqlstate[:2] == "08" or sqlstate[:3] == "57P"))
+    )
+    if lost:
+        return TransientSourceError(
+            "warehouse",
+            day,
+            f"lost the connection to {where} during the load ({label or 'no code'}); the day's "
+            "transaction was rolled back, nothing of it is loaded",
+            "check that the warehouse server is up, then run the day again",
+        )
+    return SourceError(
+        "warehouse",
+        day,
+        f"the load into {where} failed ({type(orig).__name__}{' ' + label if label else ''}); "
+        "the day's transaction was rolled back",
+        "check [adperf] warehouse_url, the server and the credentials; then run the day again",
+    )

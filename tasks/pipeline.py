@@ -782,7 +782,7 @@ def _load_tables(day: str, frames: dict[str, pd.DataFrame], marker: str) -> None
     try:
         warehouse.load_day(engine, day, frames, marker=marker)
     except sa.exc.DBAPIError as exc:
-        raise _load_failed(exc, engine, day) from None
+        raise warehouse.load_failed(exc, engine, day) from None
     finally:
         engine.dispose()
 
@@ -965,7 +965,7 @@ class LoadReport(luigi.Task):
             pulled = rows_in_windows(spend.read(), windows)
             warehouse.load_day(engine, _iso(self.date), frames, spend_pull=(pulled, windows))
         except sa.exc.DBAPIError as exc:
-            raise _load_failed(exc, engine, _iso(self.date)) from None
+            raise warehouse.load_failed(exc, engine, _iso(self.date)) from None
         finally:
             engine.dispose()
 
@@ -976,30 +976,6 @@ def _ltv_model_with_backtest(model: LakePartition, ltv: dict[str, LakePartition]
 
     row = with_backtest(_first_row(model.read()), _first_row(ltv["ltv_backtest"].read()))
     return pd.DataFrame([row])
-
-
-def _load_failed(exc: Any, engine: Any, day: str) -> Exception:
-    """A driver error of the load as a named error: no SQL text or row values in it (SQLAlchemy's
-    message quotes both), the server by host and port only (never the URL's password)."""
-    from adperf.errors import SourceError, TransientSourceError
-
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    where = f"{engine.url.host}:{engine.url.port}" if engine.url.host else engine.url.database
-    # 2003 cannot connect, 2006 gone away, 2013 lost during a query, 2055 lost at handshake.
-    if exc.connection_invalidated or code in (2003, 2006, 2013, 2055):
-        return TransientSourceError(
-            "warehouse",
-            day,
-            f"lost the connection to {where} during the load (MySQL error {code}); the day's "
-            "transaction was rolled back, nothing of it is loaded",
-            "check that the warehouse server is up, then run the day again",
-        )
-    return SourceError(
-        "warehouse",
-        day,
-        f"the load failed ({type(exc.orig).__name__} {code or ''})",
-        "check [adperf] warehouse_url, the server and the credentials; then run the day again",
-    )
 
 
 class RenderReport(luigi.Task):

@@ -3,6 +3,8 @@ import threading
 from decimal import Decimal
 
 import pandas as pd
+import psycopg
+import pymysql
 import pytest
 import sqlalchemy as sa
 
@@ -262,3 +264,49 @@ def test_a_warehouse_created_before_restricted_loads_and_keeps_its_old_days(ware
         Decimal(str(new[c])) for c in ("attributed", "organic", "unattributed", "restricted")
     )
     assert parts == Decimal(str(new["total_payments"])) == Decimal("23.500001")
+
+
+@pytest.mark.parametrize(
+    ("orig", "transient", "label"),
+    [
+        (
+            pymysql.err.OperationalError(2013, "Lost connection to MySQL server"),
+            True,
+            "MySQL error 2013",
+        ),
+        (
+            pymysql.err.IntegrityError(1062, "Duplicate entry 'usr_42' for key 'PRIMARY'"),
+            False,
+            "MySQL error 1062",
+        ),
+        (
+            psycopg.errors.UniqueViolation(
+                "duplicate key\nDETAIL:  Key (id)=(usr_42) already exists."
+            ),
+            False,
+            "SQLSTATE 23505",
+        ),
+        (
+            psycopg.errors.ConnectionFailure("server closed the connection unexpectedly"),
+            True,
+            "SQLSTATE 08006",
+        ),
+        (
+            psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+            True,
+            "SQLSTATE 57P01",
+        ),
+    ],
+)
+def test_a_load_error_names_its_code_never_the_rows(
+    orig: Exception, transient: bool, label: str
+) -> None:
+    from adperf.errors import TransientSourceError
+
+    exc = sa.exc.DBAPIError("INSERT INTO t VALUES (%s)", ("usr_42",), orig)
+    engine = sa.create_engine("postgresql+psycopg://u:s3cret@db.internal:5432/w")
+    err = warehouse.load_failed(exc, engine, "2026-11-27")
+    text = str(err)
+    assert isinstance(err, TransientSourceError) is transient
+    assert label in text and "db.internal:5432" in text
+    assert "usr_42" not in text and "INSERT" not in text and "s3cret" not in text
