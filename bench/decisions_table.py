@@ -104,6 +104,9 @@ def run_pipeline(cfg: Path, start: dt.date, stop: dt.date, workers: int) -> int:
         "--days-back",
         "3650",
         "--local-scheduler",
+        # luigi's pid lock is per command line: another run of the same range (another seed,
+        # another checkout, another engineer) would make this one exit 'already running'.
+        "--no-lock",
         "--workers",
         str(workers),
     ]
@@ -134,7 +137,8 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
     with sqlite3.connect(folder / "warehouse.db") as conn:
         days = (start.isoformat(), stop.isoformat())
         actions = pd.read_sql(
-            "SELECT date, platform, object_id, object_name, action FROM actions "
+            "SELECT date, platform, object_id, object_name, action, proas_low, proas_high "
+            "FROM actions "
             "WHERE level = 'campaign' AND date BETWEEN ? AND ?",
             conn,
             params=days,
@@ -162,6 +166,10 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
         }
         for said in VERDICTS
     }
+    with_interval = judged[judged["proas_low"].notna() & judged["proas_high"].notna()]
+    covered = (with_interval["proas_low"] <= with_interval["true_roas"]) & (
+        with_interval["true_roas"] <= with_interval["proas_high"]
+    )
     losers = judged[judged["truth"] == "pause"]
     campaigns = []
     for (object_id, name), rows in judged.groupby(["object_id", "object_name"], sort=False):
@@ -195,6 +203,8 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
                 | ((judged["action"] == "pause") & (judged["truth"] == "scale"))
             ).sum()
         ),
+        "interval_covers": int(covered.sum()),
+        "with_interval": len(with_interval),
         "loser_spend_not_paused": round(
             float(losers.loc[losers["action"] != "pause", "spend"].fillna(0).sum()), 2
         ),
@@ -225,6 +235,8 @@ def render(result: dict[str, Any], profile: str, seed: int, start: dt.date, stop
         "",
         f"needed actions taken: {result['needed_taken']} of {result['needed_actions']}; "
         f"wrong-direction actions: {result['wrong_direction']}",
+        f"90% pROAS interval covers the true ROAS in {result['interval_covers']} of "
+        f"{result['with_interval']} decisions with an interval",
         f"spend on true losers (< {result['pause_roas']}) on days not paused: "
         f"{result['loser_spend_not_paused']:,.2f} USD (of {result['loser_spend']:,.2f})",
         "",
