@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import AdperfError, DataNotReady, QuotaExhausted
+from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
@@ -921,6 +921,12 @@ def _rules() -> Any:
     from adperf.transform.report import Rules
 
     r = config.rules()
+    if r.window_days > COHORT_WINDOW_DAYS + 1:
+        raise ConfigError(
+            f"[rules] window_days = {r.window_days}, but SpendLatest holds the "
+            f"{COHORT_WINDOW_DAYS + 1} days to the report day. Fix: {COHORT_WINDOW_DAYS + 1} or "
+            "fewer"
+        )
     return Rules(
         target_roas=r.target_roas,
         scale_roas=r.scale_roas,
