@@ -139,6 +139,10 @@ actions = sa.Table(
     sa.Column("parent_id", ID),  # an adset's campaign_id (level 'adset')
     sa.Column("proas_low", sa.Float),
     sa.Column("proas_high", sa.Float),
+    # P(true ROAS > [rules] scale_roas) and P(< pause_roas) under the draws of the window's
+    # pooled evidence; NULL when there were none (or on days loaded before issue 18).
+    sa.Column("p_above", sa.Float),
+    sa.Column("p_below", sa.Float),
 )
 
 # One row per change `adperf actions apply --yes` made (or tried) on an ad platform; appended,

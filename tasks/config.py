@@ -135,11 +135,25 @@ class slack(luigi.Config):  # noqa: N801
 
 class rules(luigi.Config):  # noqa: N801
     target_roas = luigi.FloatParameter(default=1.0, description="ROAS a campaign should reach")
-    scale_roas = luigi.FloatParameter(default=1.3, description="(p)ROAS at or above: scale")
-    pause_roas = luigi.FloatParameter(default=0.5, description="(p)ROAS below: pause")
-    min_spend = luigi.FloatParameter(default=100.0, description="minimum spend of the day")
-    min_installs = luigi.IntParameter(default=50, description="minimum installs of the day")
+    scale_roas = luigi.FloatParameter(default=1.3, description="true ROAS likely above this: scale")
+    pause_roas = luigi.FloatParameter(default=0.5, description="true ROAS likely below this: pause")
+    min_spend = luigi.FloatParameter(
+        default=100.0, description="minimum spend of the window's days to act on an object"
+    )
+    min_installs = luigi.IntParameter(
+        default=50, description="minimum installs of the window's cohorts to act on an object"
+    )
     min_age_days = luigi.IntParameter(default=7, description="minimum days since first spend")
+    window_days = luigi.IntParameter(
+        default=14,
+        description="install cohorts of this many days to the report day are pooled, each "
+        "valued at its age, into the evidence of a decision",
+    )
+    confidence = luigi.FloatParameter(
+        default=0.8,
+        description="scale when P(true ROAS > scale_roas) is at least this, pause when "
+        "P(true ROAS < pause_roas) is; else hold",
+    )
 
 
 class actions(luigi.Config):  # noqa: N801

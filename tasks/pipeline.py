@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from adperf import lake, warehouse
-from adperf.errors import AdperfError, DataNotReady, QuotaExhausted
+from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
@@ -732,10 +732,11 @@ class LtvModel(LakeTask):
 
 class Ltv(LakeTask):
     """The day's cohort pLTV per campaign and adset with its interval, valued with the day's
-    LtvModel; that model's 90-day backtest against each campaign's revenue."""
+    LtvModel; that model's 90-day backtest against each campaign's revenue; the install
+    cohorts of the `[rules] window_days` days to it pooled, with their bootstrap draws."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("pltv", "ltv_backtest")
+    outputs = ("pltv", "ltv_backtest", "pltv_window", "pltv_draws")
 
     def requires(self) -> dict[str, luigi.Task]:
         return {
@@ -745,23 +746,36 @@ class Ltv(LakeTask):
         }
 
     def run(self) -> None:
-        from adperf.transform.ltv import BACKTEST_DAYS, build_pltv
+        from adperf.transform.ltv import BACKTEST_DAYS, build_pltv, build_pltv_window
 
         self.progress(10, f"valuing the install cohorts to {self.date}")
         day, cfg = _iso(self.date), config.ltv()
+        model = _first_row(self.input()["model"]["ltv_model"].read())
+        payments, installs = (self.requires()[n].read() for n in ("payments", "installs"))
+        history = {"history_days": cfg.history_days, "horizon_days": cfg.horizon_days}
         backtest, pltv = build_pltv(
             day,
-            _first_row(self.input()["model"]["ltv_model"].read()),
-            self.requires()["payments"].read(),
-            self.requires()["installs"].read(),
-            history_days=cfg.history_days,
-            horizon_days=cfg.horizon_days,
+            model,
+            payments,
+            installs,
+            **history,
             discount_rate_annual=cfg.discount_rate,
             backtest_model=_stored_ltv_model(self.date - dt.timedelta(days=BACKTEST_DAYS)),
+        )
+        window, draws = build_pltv_window(
+            day,
+            model,
+            payments,
+            installs,
+            window_days=config.rules().window_days,
+            **history,
+            discount_rate_annual=cfg.discount_rate,
         )
         root = config.data_root()
         lake.write_frame(root, "pltv", "date", day, pltv)
         lake.write_frame(root, "ltv_backtest", "date", day, _backtest_frame(backtest))
+        lake.write_frame(root, "pltv_window", "date", day, window)
+        lake.write_frame(root, "pltv_draws", "date", day, draws)
 
 
 def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:
@@ -875,23 +889,32 @@ class CampaignReport(LakeTask):
             build_actions,
             build_adset_report,
             build_campaign_report,
+            build_window_evidence,
         )
 
-        day, inp = _iso(self.date), self.input()
+        day, inp, rules = _iso(self.date), self.input(), _rules()
         spend_window = _read_all(inp["spend"])
         spend_day, installs = spend_window[spend_window["date"] == day], inp["installs"].read()
         attribution, pltv = inp["attribution"]["attribution"].read(), inp["ltv"]["pltv"].read()
         report = build_campaign_report(
             day, spend_day, installs, attribution, inp["contribution"].read(), pltv
         )
+        window = build_window_evidence(
+            day,
+            rules.window_days,
+            spend_window,
+            inp["ltv"]["pltv_window"].read(),
+            inp["ltv"]["pltv_draws"].read(),
+        )
         actions = build_actions(
             day,
             report,
             _first_spend_dates(spend_window),
-            _rules(),
+            rules,
             currency=config.adperf().report_currency,
             adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
             adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
+            window=window,
         )
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
@@ -910,6 +933,12 @@ def _rules() -> Any:
     from adperf.transform.report import Rules
 
     r = config.rules()
+    if r.window_days > COHORT_WINDOW_DAYS + 1:
+        raise ConfigError(
+            f"[rules] window_days = {r.window_days}, but SpendLatest holds the "
+            f"{COHORT_WINDOW_DAYS + 1} days to the report day. Fix: {COHORT_WINDOW_DAYS + 1} or "
+            "fewer"
+        )
     return Rules(
         target_roas=r.target_roas,
         scale_roas=r.scale_roas,
@@ -917,6 +946,8 @@ def _rules() -> Any:
         min_spend_micros=round(r.min_spend * 1_000_000),
         min_installs=r.min_installs,
         min_age_days=r.min_age_days,
+        window_days=r.window_days,
+        confidence=r.confidence,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from adperf.sinks.summary import TotalRow, money, num, ratio
+from adperf.sinks.summary import TotalRow, money, num, odds, ratio
 
 _LOWER_IS_BETTER = frozenset({"cpi"})
 
@@ -88,15 +88,16 @@ def _actions(actions: pd.DataFrame, currency: str) -> str:
             _e(money(r.spend, currency)),
             _e(ratio(r.roas)),
             _e(ratio(r.proas)),
+            _e(odds(getattr(r, "p_above", None), getattr(r, "p_below", None))),
             _e(_text(r.reason, "")),
         ]
         for r in chosen.itertuples()
     ]
     table = _table(
-        ["action", "object", "level", "spend", "ROAS", "pROAS", "reason"],
+        ["action", "object", "level", "spend", "ROAS", "pROAS", "risk", "reason"],
         rows,
         numeric={3, 4, 5},
-        raw=set(range(7)),
+        raw=set(range(8)),
     )
     return table + f'<p class="muted">{held:,} more held (not enough evidence either way).</p>'
 

@@ -34,6 +34,7 @@ from adperf.sinks.summary import (
     build_total_rows,
     build_totals,
     comparison_days,
+    odds,
     restricted_note,
 )
 from adperf.sinks.summary import money as _money
@@ -230,10 +231,23 @@ def build_slack_message(
 
 def build_campaign_csv(campaigns: pd.DataFrame, actions: pd.DataFrame) -> bytes:
     """Every campaign of the day with its recommended action, as UTF-8 CSV (the long tail)."""
-    columns = ["platform", "campaign_id", "action", "action_reason"]
+    columns = [
+        "platform",
+        "campaign_id",
+        "action",
+        "action_reason",
+        "action_p_above",
+        "action_p_below",
+    ]
     if len(actions):
+        # Actions of days before issue 18 have no probabilities: empty cells.
+        actions = actions.copy()
+        for column in ("p_above", "p_below"):
+            if column not in actions.columns:
+                actions[column] = pd.NA
         keyed = actions.loc[
-            actions["level"] == "campaign", ["platform", "object_id", "action", "reason"]
+            actions["level"] == "campaign",
+            ["platform", "object_id", "action", "reason", "p_above", "p_below"],
         ]
         recommended = keyed.set_axis(columns, axis=1)
     else:
@@ -828,9 +842,10 @@ def _proas(row: Any) -> str:
 def _action_line(row: Any, currency: str) -> str:
     name = _escape(_cut(_label(row.object_name, row.object_id), MAX_NAME_CHARS))
     reason = _escape(_cut(_label(row.reason, "no reason given"), MAX_REASON_CHARS))
+    risk = odds(getattr(row, "p_above", None), getattr(row, "p_below", None))
     return (
         f"• *{name}* ({row.platform} {row.level}, spend {_money(row.spend, currency)}, "
-        f"ROAS {_ratio(row.roas)}) — {reason}"
+        f"ROAS {_ratio(row.roas)}{', ' + risk if risk else ''}) — {reason}"
     )
 
 

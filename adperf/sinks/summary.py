@@ -169,6 +169,14 @@ def ratio(value: Any) -> str:
     return "n/a" if number is None else f"{number:.0%}"
 
 
+def odds(p_above: Any, p_below: Any) -> str:
+    """An action's risk: 'P(> scale) 93% · P(< pause) 1%'; '' without probabilities."""
+    above, below = num(p_above), num(p_below)
+    if above is None or below is None:
+        return ""
+    return f"P(> scale) {above:.0%} · P(< pause) {below:.0%}"
+
+
 def count(value: Any) -> str:
     number = num(value)
     return "n/a" if number is None else f"{int(number):,}"

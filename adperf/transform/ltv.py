@@ -1321,6 +1321,167 @@ def _cohort_pltv(
     return out[COHORT_PLTV_COLUMNS].reset_index(drop=True)
 
 
+WINDOW_COLUMNS = [
+    "date",  # the report day; the window is the `window_days` install days up to it
+    "level",
+    "platform",
+    "campaign_id",
+    "adset_id",
+    "window_days",
+    "cohorts",  # install days of the window with users of the segment
+    "installs",
+    "users",
+    "payers",
+    "realized_micros",
+    "pltv_micros",
+    "pltv_low_micros",
+    "pltv_high_micros",
+]
+DRAW_COLUMNS = ["date", "level", "platform", "campaign_id", "adset_id", "draw", "pltv_micros"]
+
+
+def build_pltv_window(
+    day: str,
+    model: dict[str, Any],
+    payments: pd.DataFrame,
+    installs: pd.DataFrame,
+    *,
+    window_days: int,
+    history_days: int = 365,
+    horizon_days: int = 365,
+    discount_rate_annual: float = 0.0,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The install cohorts of the `window_days` days to `day`, valued as of `day` and pooled per
+    campaign and adset: (one row each with its 90% interval, its bootstrap draws).
+
+    Each cohort is valued as build_cohort_pltv values it at its age: an old cohort mostly by
+    the revenue it has realized, a young one mostly by its segment's shrunk parameters. The
+    draws add the cohorts' user bootstraps with one draw of the segment parameters shared by
+    every cohort of the window (they are the same parameters), so a window of young cohorts
+    stays as uncertain as its campaign's parameters. `model` is the day's `ltv_model` row.
+    """
+    found = model_from_row(model)
+    if found is None or window_days < 1:
+        return _empty_window(), _empty_draws()
+    prep = _prepare(payments, installs)
+    as_of_day = _day_of(day)
+    if not ((prep.day > as_of_day - window_days) & (prep.day <= as_of_day)).any():
+        return _empty_window(), _empty_draws()
+    fitted = found[1]
+    rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
+    fit = _fit_segments(prep, as_of_day, fitted, history_days, grid=horizon_days + history_days + 1)
+    rng = np.random.default_rng([seed, as_of_day, window_days])
+    shared = {
+        level: rng.standard_normal((4, replicates, len(fit.segments[level].keys)))
+        for level in LEVELS
+    }
+    pooled: dict[str, dict[str, np.ndarray]] = {}
+    for cohort_day in range(as_of_day - window_days + 1, as_of_day + 1):
+        values = _cohort_values(
+            fit,
+            fitted,
+            rfm,
+            prep.installs[prep.day == cohort_day],
+            cohort_day,
+            horizon_days=horizon_days,
+            discount_rate_annual=discount_rate_annual,
+            replicates=replicates,
+            seed=seed,
+            parameter_draws=shared,
+        )
+        for level, v in (values or {}).items():
+            scaled = {
+                "cohorts": (v.users > 0).astype("float64"),
+                "installs": v.installs.astype("float64"),
+                "users": v.users,
+                "payers": v.payers,
+                "realized": v.realized,
+                "point": v.point * v.scale,
+                "draws": (v.point if v.draws is None else v.draws) * v.scale,
+            }
+            acc = pooled.setdefault(level, {n: np.zeros_like(a) for n, a in scaled.items()})
+            for name, arr in scaled.items():
+                acc[name] = acc[name] + arr
+    return _window_frames(day, window_days, fit, pooled, replicates)
+
+
+def _window_frames(
+    day: str,
+    window_days: int,
+    fit: _Fitted,
+    pooled: dict[str, dict[str, np.ndarray]],
+    replicates: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """build_pltv_window's two frames from the pooled sums per level."""
+    windows, draws = [], []
+    for level, acc in pooled.items():
+        keys = fit.segments[level].keys[_LEVEL_KEYS[level]]
+        low, high = acc["point"], acc["point"]
+        if replicates > 0:
+            low, high = np.quantile(acc["draws"], INTERVAL, axis=0)
+        frame = _cohort_frame(
+            day,
+            level,
+            keys,
+            {
+                "window_days": np.full(len(keys), window_days, dtype="int64"),
+                "cohorts": acc["cohorts"].astype("int64"),
+                "installs": acc["installs"].astype("int64"),
+                "users": acc["users"].astype("int64"),
+                "payers": acc["payers"].astype("int64"),
+                "realized_micros": np.round(acc["realized"] * MICROS).astype("int64"),
+                "pltv_micros": np.round(acc["point"] * MICROS).astype("int64"),
+                "pltv_low_micros": np.round(low * MICROS).astype("int64"),
+                "pltv_high_micros": np.round(high * MICROS).astype("int64"),
+            },
+        )
+        has = acc["users"] > 0
+        windows.append(frame[has])
+        if replicates > 0:
+            rows = frame.loc[has, DRAW_COLUMNS[:5]]
+            long = rows.loc[rows.index.repeat(replicates)].reset_index(drop=True)
+            long["draw"] = np.tile(np.arange(replicates, dtype="int64"), int(has.sum()))
+            long["pltv_micros"] = np.round(acc["draws"][:, has].T.ravel() * MICROS).astype("int64")
+            draws.append(long)
+    window = pd.concat(windows or [_empty_window()], ignore_index=True)
+    drawn = pd.concat(draws or [_empty_draws()], ignore_index=True)
+    return window[WINDOW_COLUMNS], drawn[DRAW_COLUMNS]
+
+
+def _empty_window() -> pd.DataFrame:
+    out = pd.DataFrame({c: pd.Series(dtype="int64") for c in WINDOW_COLUMNS})
+    for c in ("date", "level", "platform", "campaign_id", "adset_id"):
+        out[c] = out[c].astype("str")
+    return out
+
+
+def _empty_draws() -> pd.DataFrame:
+    out = pd.DataFrame({c: pd.Series(dtype="int64") for c in DRAW_COLUMNS})
+    for c in ("date", "level", "platform", "campaign_id", "adset_id"):
+        out[c] = out[c].astype("str")
+    return out
+
+
+@dataclass
+class _LevelValues:
+    """One cohort's (or a window's) value per segment of one level, in currency units.
+
+    point and draws are scaled from the users valued to all installs; draws: (replicates, k)
+    bootstrap replicates of the value before that scaling, None without replicates.
+    """
+
+    keys: pd.DataFrame
+    installs: np.ndarray
+    users: np.ndarray
+    payers: np.ndarray
+    realized: np.ndarray
+    point: np.ndarray  # unscaled
+    scale: np.ndarray  # installs / users
+    draws: np.ndarray | None
+
+
 def _value_cohort(
     fit: _Fitted,
     model: LtvModel,
@@ -1334,13 +1495,67 @@ def _value_cohort(
     seed: int,
 ) -> pd.DataFrame:
     """build_cohort_pltv's rows for one install day (both levels)."""
+    values = _cohort_values(
+        fit,
+        model,
+        rfm,
+        day_installs,
+        cohort_day,
+        horizon_days=horizon_days,
+        discount_rate_annual=discount_rate_annual,
+        replicates=replicates,
+        seed=seed,
+    )
+    if values is None:
+        return _empty_pltv()
+    cohort_date = str(np.datetime64(cohort_day, "D"))
+    frames = []
+    for level, v in values.items():
+        low, high = v.point, v.point  # replicates=0: no interval (the bench's core timing)
+        if v.draws is not None:
+            low, high = np.quantile(v.draws, INTERVAL, axis=0)
+        frame = _cohort_frame(
+            cohort_date,
+            level,
+            v.keys,
+            {
+                "installs": v.installs.astype("int64"),
+                "users": v.users.astype("int64"),
+                "payers": v.payers.astype("int64"),
+                "realized_micros": np.round(v.realized * MICROS).astype("int64"),
+                "pltv_micros": np.round(v.point * v.scale * MICROS).astype("int64"),
+                "pltv_low_micros": np.round(low * v.scale * MICROS).astype("int64"),
+                "pltv_high_micros": np.round(high * v.scale * MICROS).astype("int64"),
+            },
+        )
+        frames.append(frame[v.users > 0])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _cohort_values(
+    fit: _Fitted,
+    model: LtvModel,
+    rfm: pd.DataFrame,
+    day_installs: pd.DataFrame,
+    cohort_day: int,
+    *,
+    horizon_days: int,
+    discount_rate_annual: float,
+    replicates: int,
+    seed: int,
+    parameter_draws: dict[str, np.ndarray] | None = None,
+) -> dict[str, _LevelValues] | None:
+    """One install day's value per segment of each level; None without users.
+
+    `parameter_draws` (level -> (4, replicates, k) standard normals) are the segment
+    parameters' draws: shared by the cohorts of a window, whose parameters are the same.
+    """
     age = fit.as_of_day - cohort_day
     horizon = max(horizon_days - age, 0)
-    cohort_date = str(np.datetime64(cohort_day, "D"))
     in_cohort = (fit.users["install_day"] == cohort_day).to_numpy()
     users = fit.users[in_cohort]
     if users.empty:
-        return _empty_pltv()
+        return None
     payer = users["first_paid_day"].notna().to_numpy()
     nonpayer = (~payer).astype("float64")
     realized = users["realized_micros"].to_numpy() / MICROS
@@ -1349,7 +1564,7 @@ def _value_cohort(
     all_ids = _segment_ids(day_installs)
     rng = np.random.default_rng([seed, cohort_day])
     weights = rng.poisson(1.0, size=(replicates, len(users))).astype("float64")
-    frames = []
+    out: dict[str, _LevelValues] = {}
     for level in LEVELS:
         seg = fit.segments[level]
         codes = fit.codes[level][in_cohort]
@@ -1375,10 +1590,13 @@ def _value_cohort(
             + seg.spend * total(prior_w)
             + total(nonpayer) * (convert * seg.first_units + seg.spend * repeats)
         )
-        low, high = point, point  # replicates=0: no interval (the bench's core timing)
+        draws = None
         if replicates > 0:
-            low, high = _bootstrap_interval(
-                rng, weights, codes, k, realized, own, prior_w, nonpayer, seg, convert, repeats
+            z = None if parameter_draws is None else parameter_draws[level]
+            if z is None:
+                z = rng.standard_normal((4, weights.shape[0], k))
+            draws = _bootstrap_draws(
+                z, weights, codes, k, realized, own, prior_w, nonpayer, seg, convert, repeats
             )
 
         key_cols = _LEVEL_KEYS[level]
@@ -1387,27 +1605,21 @@ def _value_cohort(
             seg.keys[key_cols].merge(counted, on=key_cols, how="left")["n"].fillna(0).to_numpy()
         )
         installs_all = np.maximum(installs_all, n_users)
-        scale = np.divide(installs_all, n_users, out=np.ones(k), where=n_users > 0)
-        frame = _cohort_frame(
-            cohort_date,
-            level,
-            seg.keys[key_cols],
-            {
-                "installs": installs_all.astype("int64"),
-                "users": n_users.astype("int64"),
-                "payers": total(payer.astype("float64")).astype("int64"),
-                "realized_micros": np.round(total(realized) * MICROS).astype("int64"),
-                "pltv_micros": np.round(point * scale * MICROS).astype("int64"),
-                "pltv_low_micros": np.round(low * scale * MICROS).astype("int64"),
-                "pltv_high_micros": np.round(high * scale * MICROS).astype("int64"),
-            },
+        out[level] = _LevelValues(
+            keys=seg.keys[key_cols],
+            installs=installs_all,
+            users=n_users,
+            payers=total(payer.astype("float64")),
+            realized=total(realized),
+            point=point,
+            scale=np.divide(installs_all, n_users, out=np.ones(k), where=n_users > 0),
+            draws=draws,
         )
-        frames.append(frame[n_users > 0])
-    return pd.concat(frames, ignore_index=True)
+    return out
 
 
-def _bootstrap_interval(
-    rng: np.random.Generator,
+def _bootstrap_draws(
+    z: np.ndarray,
     weights: np.ndarray,
     codes: np.ndarray,
     k: int,
@@ -1418,9 +1630,9 @@ def _bootstrap_interval(
     seg: _Segments,
     convert: np.ndarray,
     repeats: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment: the INTERVAL quantiles of a Poisson bootstrap over users (`weights`, one row
-    per replicate) with draws of the segment parameters."""
+) -> np.ndarray:
+    """(replicates, k): a Poisson bootstrap over users (`weights`, one row per replicate) with
+    draws of the segment parameters (`z`: (4, replicates, k) standard normals)."""
     # Bootstrap replicates: per-segment sums of weighted user values per replicate, summed
     # over runs of users sorted by segment (a users x segments 0/1 matrix product cost ~0.5 s
     # per 1M-customer day in multiplications by zero).
@@ -1438,19 +1650,17 @@ def _bootstrap_interval(
 
     b_realized, b_own = by_segment(realized), by_segment(own)
     b_prior, b_nonpayers = by_segment(prior_w), by_segment(nonpayer)
-    z = rng.standard_normal((4, weights.shape[0], k))
     # Repeat revenue taken as proportional to the rate (exact for small rate x horizon).
     rate = np.maximum(1.0 + seg.rate_sd / seg.rate * z[0], 0.0)
     spend = np.maximum(seg.spend + seg.spend_sd * z[1], 0.0)
     first = np.maximum(seg.first_units + seg.first_sd * z[2], 0.0)
     conv = np.maximum(1.0 + seg.conv_rel_sd * z[3], 0.0)
-    boot = (
+    draws: np.ndarray = (
         b_realized
         + rate * (b_own + spend * b_prior)
         + b_nonpayers * conv * (convert * first + rate * spend * repeats)
     )
-    low, high = np.quantile(boot, INTERVAL, axis=0)
-    return low, high
+    return draws
 
 
 def _empty_pltv() -> pd.DataFrame:

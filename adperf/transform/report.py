@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from adperf.schema import MICROS
@@ -68,6 +69,8 @@ ACTION_COLUMNS: list[str] = [
     "parent_id",  # an adset's campaign_id (the campaign's own id at campaign level)
     "proas_low",
     "proas_high",
+    "p_above",  # P(true ROAS > scale_roas) under the pooled evidence's draws
+    "p_below",  # P(true ROAS < pause_roas)
 ]
 _ZERO_IF_ABSENT: list[str] = [
     "spend_micros",
@@ -250,7 +253,7 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 @dataclass(frozen=True)
 class Rules:
-    """Thresholds turning a campaign's ROAS/pROAS into scale, pause or hold ([rules] section)."""
+    """Thresholds turning a campaign's pooled evidence into scale, pause or hold ([rules])."""
 
     target_roas: float = 1.0
     scale_roas: float = 1.3
@@ -258,6 +261,103 @@ class Rules:
     min_spend_micros: int = 100_000_000
     min_installs: int = 50
     min_age_days: int = 7
+    window_days: int = 14
+    confidence: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.window_days < 1:
+            raise ValueError(f"[rules] window_days = {self.window_days}. Fix: 1 or more days")
+        if not 0.5 < self.confidence <= 1.0:
+            # At or under 0.5 both P(above scale) and P(below pause) could reach it.
+            raise ValueError(
+                f"[rules] confidence = {self.confidence}. Fix: a probability over 0.5, e.g. 0.8"
+            )
+
+
+@dataclass(frozen=True)
+class WindowEvidence:
+    """One object's install cohorts of the window pooled: spend, installs, pROAS and its draws."""
+
+    window_days: int
+    cohort_days: int  # install days of the window with valued users
+    spend_micros: int
+    installs: int
+    proas: float | None
+    low: float | None
+    high: float | None
+    draws: np.ndarray | None  # pROAS bootstrap draws (same model as low/high)
+
+
+WindowKey = tuple[str, str, str]  # (level, platform, object_id)
+
+
+def build_window_evidence(
+    day: str,
+    window_days: int,
+    spend: pd.DataFrame,
+    pltv_window: pd.DataFrame,
+    pltv_draws: pd.DataFrame,
+) -> dict[WindowKey, WindowEvidence]:
+    """Per paid campaign and adset: the evidence of the `window_days` install days to `day`.
+
+    `spend` is ad-level spend by day (at least the window's days), `pltv_window` and
+    `pltv_draws` the window's pooled cohort value (ltv.build_pltv_window). pROAS = the
+    window's pLTV / the window's spend, its draws the pLTV draws / that spend.
+    """
+    first = (dt.date.fromisoformat(day) - dt.timedelta(days=window_days - 1)).isoformat()
+    dates = spend["date"].astype("str")
+    paid = spend.loc[(dates >= first) & (dates <= day) & spend["platform"].ne(ORGANIC)]
+    values = pltv_window.loc[~pltv_window["platform"].isin([*INSTALL_BUCKETS, UNATTRIBUTED])]
+    out: dict[WindowKey, WindowEvidence] = {}
+    for level, column in (("campaign", "campaign_id"), ("adset", "adset_id")):
+        spent = paid.groupby(["platform", column], sort=False)["spend_micros"].sum()
+        spent_by = {(str(k[0]), str(k[1])): int(v) for k, v in _pairs(spent)}
+        rows = values.loc[values["level"] == level]
+        rows_by = {(str(r["platform"]), str(r[column])): r for r in rows.to_dict("records")}
+        draws = pltv_draws.loc[pltv_draws["level"] == level].sort_values("draw", kind="stable")
+        drawn = {
+            (str(k[0]), str(k[1])): g["pltv_micros"].to_numpy(dtype="float64")
+            for k, g in draws.groupby(["platform", column], sort=False)
+        }
+        for key in spent_by.keys() | rows_by.keys():
+            micros, row = spent_by.get(key, 0), rows_by.get(key)
+            out[(level, *key)] = _window_evidence(window_days, micros, row, drawn.get(key))
+    return out
+
+
+def _pairs(series: pd.Series) -> list[tuple[tuple[Any, Any], Any]]:
+    """A two-level-indexed Series' ((first, second), value) items."""
+    return [((key[0], key[1]), value) for key, value in series.items() if isinstance(key, tuple)]
+
+
+def _window_evidence(
+    window_days: int,
+    spend_micros: int,
+    row: dict[Hashable, Any] | None,
+    draws: np.ndarray | None,
+) -> WindowEvidence:
+    """One object's WindowEvidence from its window spend, pltv_window row and pLTV draws."""
+    if row is None or spend_micros <= 0:
+        return WindowEvidence(
+            window_days=window_days,
+            cohort_days=0 if row is None else int(row["cohorts"]),
+            spend_micros=spend_micros,
+            installs=0 if row is None else int(row["installs"]),
+            proas=None,
+            low=None,
+            high=None,
+            draws=None,
+        )
+    return WindowEvidence(
+        window_days=window_days,
+        cohort_days=int(row["cohorts"]),
+        spend_micros=spend_micros,
+        installs=int(row["installs"]),
+        proas=float(row["pltv_micros"]) / spend_micros,
+        low=float(row["pltv_low_micros"]) / spend_micros,
+        high=float(row["pltv_high_micros"]) / spend_micros,
+        draws=None if draws is None else draws / spend_micros,
+    )
 
 
 def build_actions(
@@ -269,10 +369,14 @@ def build_actions(
     *,
     adset_report: pd.DataFrame | None = None,
     adset_first_spend_dates: dict[tuple[str, str], str] | None = None,
+    window: dict[WindowKey, WindowEvidence] | None = None,
 ) -> pd.DataFrame:
     """One recommended action (scale, pause, hold) with its reason per paid campaign and adset.
 
-    First spend dates are keyed (platform, campaign_id) and (platform, adset_id).
+    First spend dates are keyed (platform, campaign_id) and (platform, adset_id). With
+    `window` (build_window_evidence) an object's decision rests on its window's pooled
+    evidence; without it (or for an object not in it) on the report day's row alone, the rule
+    before issue 18 (kept for comparison).
     """
     require_day(campaign_report, day, "campaign report")
     objects: list[tuple[str, dict[Hashable, Any], str, str | None]] = []
@@ -300,7 +404,18 @@ def build_actions(
             high=_optional_float(row.get("proas_high")),
         )
         spend_micros = int(row["spend_micros"])
-        action, reason = _decide(spend_micros, int(row["installs"]), age, evidence, rules, currency)
+        pooled = None if window is None else window.get((level, platform, object_id))
+        p_above = p_below = None
+        if pooled is not None:
+            action, reason, p_above, p_below = _decide_pooled(
+                age, evidence.roas, pooled, rules, currency
+            )
+            spend_micros = pooled.spend_micros
+            evidence = _Evidence(evidence.roas, pooled.proas, pooled.low, pooled.high)
+        else:
+            action, reason = _decide(
+                spend_micros, int(row["installs"]), age, evidence, rules, currency
+            )
         campaign_id = row.get("campaign_id")
         records.append(
             {
@@ -317,6 +432,8 @@ def build_actions(
                 "parent_id": None if pd.isna(campaign_id) else str(campaign_id),
                 "proas_low": evidence.low,
                 "proas_high": evidence.high,
+                "p_above": p_above,
+                "p_below": p_below,
             }
         )
     out = pd.DataFrame.from_records(records, columns=ACTION_COLUMNS)
@@ -335,6 +452,8 @@ def build_actions(
             "parent_id": "str",
             "proas_low": "Float64",
             "proas_high": "Float64",
+            "p_above": "Float64",
+            "p_below": "Float64",
         }
     )
     # Campaigns first, then adsets; each by platform and id.
@@ -356,6 +475,64 @@ class _Evidence:
     high: float | None
 
 
+def _decide_pooled(
+    age_days: int,
+    roas: float | None,
+    pooled: WindowEvidence,
+    rules: Rules,
+    currency: str,
+) -> tuple[str, str, float | None, float | None]:
+    """(action, reason, P(ROAS > scale_roas), P(ROAS < pause_roas)) on a window's evidence.
+
+    Scale when P(true ROAS > scale_roas) >= confidence, pause when P(true ROAS < pause_roas)
+    >= confidence, each probability the share of the pROAS draws beyond the threshold; and
+    only once the window's spend and installs and the object's age meet the minimums.
+    """
+    days = pooled.window_days
+    shortfalls = []
+    if pooled.spend_micros < rules.min_spend_micros:
+        shortfalls.append(
+            f"only {_money(pooled.spend_micros, currency)} spend in {days} days "
+            f"(< {_money(rules.min_spend_micros, currency)} minimum)"
+        )
+    if pooled.installs < rules.min_installs:
+        shortfalls.append(
+            f"only {pooled.installs:,} installs in {days} days of cohorts "
+            f"(< {rules.min_installs:,} minimum)"
+        )
+    if age_days < rules.min_age_days:
+        shortfalls.append(
+            f"only {age_days} days since first spend (< {rules.min_age_days} minimum)"
+        )
+    if shortfalls:
+        return "hold", "; ".join(shortfalls), None, None
+    cohorts = f"{pooled.cohort_days} day{'s' if pooled.cohort_days != 1 else ''} of cohorts"
+    volume = f"on {cohorts}, {pooled.installs:,} installs, {_money(pooled.spend_micros, currency)}"
+    scale, pause, confidence = rules.scale_roas, rules.pause_roas, rules.confidence
+    if pooled.proas is None or pooled.draws is None or len(pooled.draws) == 0:
+        if roas is not None and roas >= scale:
+            return (
+                "scale",
+                f"ROAS so far {roas:.2f} already over scale threshold {scale:.2f}",
+                None,
+                None,
+            )
+        shown = "no ROAS" if roas is None else f"ROAS so far {roas:.2f}"
+        return "hold", f"{shown} and no pROAS (LTV model unavailable) {volume}", None, None
+    p_above = float(np.mean(pooled.draws > scale))
+    p_below = float(np.mean(pooled.draws < pause))
+    low = pooled.proas if pooled.low is None else min(pooled.low, pooled.proas)
+    high = pooled.proas if pooled.high is None else max(pooled.high, pooled.proas)
+    shown = f"pROAS {pooled.proas:.2f} [{low:.2f}–{high:.2f}] {volume}"
+    above = f"P(ROAS > {scale:.2f}) = {p_above:.2f}"
+    below = f"P(ROAS < {pause:.2f}) = {p_below:.2f}"
+    if p_above >= confidence:
+        return "scale", f"{shown}: {above} ≥ {confidence:.2f}", p_above, p_below
+    if p_below >= confidence:
+        return "pause", f"{shown}: {below} ≥ {confidence:.2f}", p_above, p_below
+    return "hold", f"{shown}: {above}, {below}, neither ≥ {confidence:.2f}", p_above, p_below
+
+
 def _decide(
     spend_micros: int,
     installs: int,
@@ -364,11 +541,12 @@ def _decide(
     rules: Rules,
     currency: str,
 ) -> tuple[str, str]:
-    """(action, one-line reason) for one campaign's or adset's numbers under `rules`.
+    """(action, one-line reason) for one campaign's or adset's numbers of the report day alone.
 
-    Scale only when the pROAS interval's low end is at or over scale_roas, pause only when its
-    high end is under pause_roas, and only once the minimums are met. Without pROAS, ROAS so far
-    is a lower bound of the lifetime value: it can justify a scale, never a pause.
+    The rule before issue 18, for objects without window evidence: scale only when the pROAS
+    interval's low end is at or over scale_roas, pause only when its high end is under
+    pause_roas, and only once the minimums are met. Without pROAS, ROAS so far is a lower bound
+    of the lifetime value: it can justify a scale, never a pause.
     """
     shortfalls = []
     if spend_micros < rules.min_spend_micros:

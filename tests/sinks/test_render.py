@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 import re
 from pathlib import Path
@@ -329,3 +330,27 @@ def test_html_shows_the_restricted_line(history) -> None:  # type: ignore[no-unt
         "of payments)"
     ) in page
     assert "withhold user-level data" not in _render(history).html
+
+
+def test_html_and_csv_show_the_actions_risk(history) -> None:  # type: ignore[no-untyped-def]
+    actions = _render(history).html  # before issue 18: no probabilities, an empty cell
+    assert "P(&gt; scale)" not in actions
+    row = {
+        "date": DAY,
+        "platform": "facebook",
+        "level": "campaign",
+        "object_id": "120200000000000002",
+        "object_name": "봄 세일 <VIP>",
+        "action": "pause",
+        "reason": "pROAS 0.30 under 0.50",
+        "roas": 0.15,
+        "proas": 0.3,
+        "spend": 600.0,
+        "p_above": 0.0,
+        "p_below": 0.935,
+    }
+    report = _render(history, actions=pd.DataFrame([row]))
+    assert "P(&gt; scale) 0% · P(&lt; pause) 94%" in report.html
+    table = pd.read_csv(io.BytesIO(report.csv), dtype={"campaign_id": str}, encoding="utf-8-sig")
+    paused = table[table["campaign_id"] == "120200000000000002"].iloc[0]
+    assert (paused["action_p_above"], paused["action_p_below"]) == (0.0, 0.935)

@@ -178,6 +178,41 @@ def test_proas_interval_is_shown_when_the_model_gives_one() -> None:
     assert "pROAS 80% [60–100%]" in text
 
 
+def test_action_lines_show_the_probabilities() -> None:
+    actions = _actions(1, 1, 0).assign(p_above=[0.93, 0.0], p_below=[0.01, 0.88])
+    message = build_slack_message(
+        day=DAY,
+        currency="USD",
+        campaigns=_three_campaigns(),
+        actions=actions,
+        reconciliation=RECON,
+        notes=[],
+        cohorts=_cohorts(d0=(250.0, 1000.0), d7=(300.0, 200.0)),
+        day_before=None,
+        week_before=None,
+        attachment="adperf-2026-11-27-campaigns.csv",
+    )
+    text = _texts(message)
+    assert "ROAS 200%, P(> scale) 93% · P(< pause) 1%) — ROAS scale rule 0" in text
+    assert "ROAS 10%, P(> scale) 0% · P(< pause) 88%) — ROAS pause rule 0" in text
+    # Without probabilities (actions of days before issue 18) the line is as it was.
+    plain = _texts(
+        build_slack_message(
+            day=DAY,
+            currency="USD",
+            campaigns=_three_campaigns(),
+            actions=_actions(1, 0, 0),
+            reconciliation=RECON,
+            notes=[],
+            cohorts=_cohorts(d0=(250.0, 1000.0), d7=(300.0, 200.0)),
+            day_before=None,
+            week_before=None,
+            attachment="adperf-2026-11-27-campaigns.csv",
+        )
+    )
+    assert "ROAS 200%) — ROAS scale rule 0" in plain and "P(> scale)" not in plain
+
+
 def test_campaign_csv_has_every_campaign_and_its_action() -> None:
     campaigns = pd.DataFrame(
         [_campaign(f"1202{i:014d}", f"캠페인 {i}", 100.0 + i, float(i), 10) for i in range(300)]

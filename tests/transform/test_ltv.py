@@ -16,7 +16,9 @@ from lifetimes.utils import summary_data_from_transaction_data
 from scipy.special import hyp2f1
 
 from adperf.transform.ltv import (
+    BOOTSTRAP_REPLICATES,
     COHORT_PLTV_COLUMNS,
+    INTERVAL,
     RATE_GRID,
     LtvFitError,
     LtvModel,
@@ -35,6 +37,7 @@ from adperf.transform.ltv import (
     build_ltv,
     build_ltv_model,
     build_pltv,
+    build_pltv_window,
     build_rfm,
     fit_ltv,
     model_from_row,
@@ -605,6 +608,53 @@ def test_no_replicates_gives_the_point_value_as_its_interval() -> None:
     assert (bare["pltv_low_micros"] == bare["pltv_micros"]).all()
     assert (bare["pltv_high_micros"] == bare["pltv_micros"]).all()
     assert (full["pltv_low_micros"] < full["pltv_high_micros"]).any()
+
+
+def test_window_pools_the_cohorts_each_valued_at_its_age() -> None:
+    """The window's value is the sum of its cohorts' values (each as build_cohort_pltv values
+    it on the day), its interval the quantiles of its draws, narrower than the cohorts'
+    intervals added up (their user bootstraps are independent, their parameters shared)."""
+    day, payments, installs = simulated_history()
+    model = build_ltv_model(day, payments)
+    window, draws = build_pltv_window(day, model, payments, installs, window_days=14)
+    cohorts = [str(np.datetime64(day) - a) for a in range(14)]
+    fitted = model_from_row(model)
+    assert fitted is not None
+    each = build_cohort_pltv(day, fitted[1], installs, payments, cohort_dates=cohorts)
+    keys = ["level", "platform", "campaign_id", "adset_id"]
+    each["adset_id"] = each["adset_id"].fillna("-")
+    window["adset_id"] = window["adset_id"].fillna("-")
+    summed = each.groupby(keys).agg(
+        n=("date", "size"),
+        installs=("installs", "sum"),
+        payers=("payers", "sum"),
+        pltv=("pltv_micros", "sum"),
+        width=("pltv_high_micros", "sum"),
+        low_sum=("pltv_low_micros", "sum"),
+    )
+    got = window.set_index(keys).loc[summed.index]
+    assert len(got) == 6 and (got["window_days"] == 14).all()
+    assert (got["cohorts"] == summed["n"]).all() and (summed["n"] == 14).all()
+    assert (got["installs"] == summed["installs"]).all()
+    assert (got["payers"] == summed["payers"]).all()
+    # Rounded to the micro per cohort, then summed: at most one micro per cohort apart.
+    assert ((got["pltv_micros"] - summed["pltv"]).abs() <= 14).all()
+    assert (
+        got["pltv_high_micros"] - got["pltv_low_micros"] < summed["width"] - summed["low_sum"]
+    ).all()
+    # The draws are what the interval is made of.
+    assert len(draws) == len(window) * BOOTSTRAP_REPLICATES
+    draws["adset_id"] = draws["adset_id"].fillna("-")
+    for key, rows in draws.groupby(keys):
+        low, high = np.quantile(rows["pltv_micros"], INTERVAL)
+        assert got.loc[key, "pltv_low_micros"] == pytest.approx(low, abs=2)
+        assert got.loc[key, "pltv_high_micros"] == pytest.approx(high, abs=2)
+    # No model, or no installs in the window: nothing to pool.
+    nobody = payments_frame([(day, "u1", "purchase", 2.0)])
+    failed = build_ltv_model(day, nobody)
+    assert all(f.empty for f in build_pltv_window(day, failed, nobody, installs, window_days=14))
+    later = str(np.datetime64(day) + 30)
+    assert all(f.empty for f in build_pltv_window(later, model, payments, installs, window_days=14))
 
 
 def _hex_ids(n: int, width: int, prefix: str = "", seed: int = 0) -> list[str]:

@@ -431,7 +431,7 @@ BIG = ("facebook", "c1", 4_200_000_000, 310)
         ),
     ],
 )
-def test_actions_each_branch(
+def test_actions_each_branch(  # the report day's evidence alone (no window): the rule before #18
     row: tuple[str, str, int, int, float | None, float | None, Interval],
     first_spend: str | None,
     action: str,
@@ -454,6 +454,9 @@ def test_actions_each_branch(
             "parent_id": row[1],
             "proas_low": None if row[6] is None else row[6][0],
             "proas_high": None if row[6] is None else row[6][1],
+            # The report day's row alone has no draws: no probabilities.
+            "p_above": None,
+            "p_below": None,
         }
     ]
 
