@@ -112,11 +112,13 @@ class Progress:
         *,
         tty: bool | None = None,
         interval: float = PLAIN_INTERVAL_S,
+        unit: str = "task",
     ) -> None:
         self.title = title
         self.stream = stream
         self.tty = _isatty(stream) if tty is None else tty
         self.interval = interval
+        self.unit = unit  # what is counted: luigi tasks, or e.g. the changes of actions apply
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
@@ -168,7 +170,8 @@ class Progress:
                     self._failed.discard(task_id)
                 elif status == FAILED:
                     self._failed.add(task_id)
-                    self._say(f"FAILED {name}: {error_text(kwargs.get('expl'))}")
+                    if kwargs.get("expl") is not None:
+                        self._say(f"FAILED {name}: {error_text(kwargs['expl'])}")
             elif task_id not in self._first:
                 self._first[task_id] = _first_state(status, kwargs.get("runnable"))
                 if self._first[task_id] == "waiting":
@@ -185,9 +188,7 @@ class Progress:
             if self._checking:
                 self._checking = False
                 if not self.tty:
-                    self._line(
-                        f"{_tasks(self.total)} to run ({self.complete_before} complete already)"
-                    )
+                    self._line(f"{self._n(self.total)} to run{self._complete_text()}")
             task_id = reply.get("task_id")
             if isinstance(task_id, str):
                 self._running[task_id] = _name(
@@ -211,8 +212,8 @@ class Progress:
             self._clear()
             failed = f", {self.failed} failed" if self.failed else ""
             self._line(
-                f"{self.title}: {self.done}/{_tasks(self.total)} done{failed} "
-                f"({self.complete_before} complete already) in {_clock(self.elapsed)}"
+                f"{self.title}: {self.done}/{self._n(self.total)} done{failed}"
+                f"{self._complete_text()} in {_clock(self.elapsed)}"
             )
 
     @property
@@ -222,17 +223,23 @@ class Progress:
     def status_line(self, width: int) -> str:
         """The line drawn on a terminal, at most `width` characters."""
         if self._checking:
-            text = f"{self.title}: checking {_tasks(len(self._first))}  {_clock(self.elapsed)}"
+            text = f"{self.title}: checking {self._n(len(self._first))}  {_clock(self.elapsed)}"
         else:
             total = max(self.total, 1)
             filled = round(_BAR * (self.done + self.failed) / total)
             bar = "#" * filled + "-" * (_BAR - filled)
             failed = f" {self.failed} failed" if self.failed else ""
             text = (
-                f"[{bar}] {self.done}/{_tasks(self.total)}{failed}  {_clock(self.elapsed)}  "
+                f"[{bar}] {self.done}/{self._n(self.total)}{failed}  {_clock(self.elapsed)}  "
                 f"{self._running_text()}"
             )
         return text[: max(width, 10)]
+
+    def _n(self, n: int) -> str:
+        return f"{n} {self.unit}" if n == 1 else f"{n} {self.unit}s"
+
+    def _complete_text(self) -> str:
+        return f" ({self.complete_before} complete already)" if self.complete_before else ""
 
     def _running_text(self) -> str:
         names = list(self._running.values())
@@ -249,7 +256,7 @@ class Progress:
                 elif self._plain_due():
                     self._plain_done = self.done + self.failed
                     self._line(
-                        f"{_clock(self.elapsed)}  {self.done}/{_tasks(self.total)} done"
+                        f"{_clock(self.elapsed)}  {self.done}/{self._n(self.total)} done"
                         + (f", {self.failed} failed" if self.failed else "")
                         + (f", running {self._running_text()}" if self._running else "")
                     )
@@ -318,10 +325,6 @@ def _name(family: object, params: object) -> str:
     if not isinstance(params, dict):
         return str(family)
     return f"{family}({', '.join(f'{k}={v}' for k, v in params.items())})"
-
-
-def _tasks(n: int) -> str:
-    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def _clock(seconds: float) -> str:
