@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +188,13 @@ def run_backfill(
         print("adperf backfill: --stop must be after --start (it is exclusive)", file=sys.stderr)
         return 2
     _start_sandbox(stop - dt.timedelta(days=1))
-    days = (stop - start).days
-    return progress.build(
+    with warnings.catch_warnings():
+        # luigi's own RangeDaily default (param_name=None) warns that it is not a string.
+        warnings.filterwarnings("ignore", 'Parameter "param_name" with value "None"')
         # task_limit: RangeDaily would require only 50 missing days per run otherwise.
-        [RangeDaily(of=task_cls, start=start, stop=stop, task_limit=days)],
+        task = RangeDaily(of=task_cls, start=start, stop=stop, task_limit=(stop - start).days)
+    return progress.build(
+        [task],
         title=f"{family} {start} .. {stop - dt.timedelta(days=1)}",
         log=progress.log_path("backfill", config.adperf().data_root),
         verbose=verbose,

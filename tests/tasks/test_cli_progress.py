@@ -126,6 +126,27 @@ def test_verbose_brings_luigis_log_back(
     assert f"DailyReport {END}: 0/0 tasks done" in run.stderr
 
 
+def test_backfill_runs_the_missing_days_of_the_range(
+    demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    import datetime as dt
+
+    cfg, first = demo
+    assert first.returncode == 0
+    before = END - dt.timedelta(days=1)
+    stop = END + dt.timedelta(days=1)  # exclusive, as RangeDaily's
+    run = _adperf(cfg, "backfill", "--start", before.isoformat(), "--stop", stop.isoformat())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Warning" not in run.stderr
+    done = re.search(rf"DailyReport {before} .. {END}: (\d+)/(\d+) tasks done", run.stderr)
+    assert done and done[1] == done[2] and int(done[1]) > 0, run.stderr
+    (log,) = (cfg.parent / "log").glob("adperf-backfill-*.log")
+    text = log.read_text()
+    ran = re.search(r"\* (\d+) ran successfully", text)
+    assert ran and ran[1] == done[1]
+    assert f"DailyReport(date={before})" in text and f"DailyReport(date={stop})" not in text
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_terminal_gets_one_line_redrawn_in_place(
     tmp_path: Path, tiny_world: Path, workers: int
