@@ -122,10 +122,11 @@ def run_demo(day: dt.date | None, workers: int, *, verbose: bool = False) -> int
         return 2
     started = time.monotonic()
     end = day or _yesterday(config.adperf().report_timezone)
+    # A cold world takes a few seconds to build: say what is happening first.
+    print(f"sandbox world {config.sandbox().root}: ", end="", flush=True)
     meta = ensure_sandbox_world(end)
     print(
-        f"sandbox world {config.sandbox().root}: {meta['start']} .. {meta['end']} "
-        f"(profile {meta['profile']}, seed {meta['seed']})",
+        f"{meta['start']} .. {meta['end']} (profile {meta['profile']}, seed {meta['seed']})",
         flush=True,
     )
     resources(end)  # start the fakes now, in their own process (tasks/resources.py)

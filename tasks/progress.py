@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import threading
@@ -128,6 +129,7 @@ class Progress:
         self._running: dict[str, str] = {}  # task id -> name, in the order started
         self._done: set[str] = set()
         self._failed: set[str] = set()
+        self._explained = 0  # scheduling errors shown, whose UNKNOWN status is still to come
         self._checking = True
         self._drawn = ""  # the line on the terminal now
         self._stop = threading.Event()
@@ -177,8 +179,19 @@ class Progress:
                 if self._first[task_id] == "waiting":
                     self._say(f"waiting for data: {name} is not there yet")
                 elif self._first[task_id] == "broken":
-                    self._say(f"could not schedule {name}: its check raised (see the log)")
+                    if self._explained:
+                        self._explained -= 1  # luigi logged the error just before (worker._add)
+                    else:
+                        self._say(f"could not schedule {name}: its check raised (see the log)")
             self._draw()
+
+    def scheduling_error(self, name: str, traceback: str) -> None:
+        """luigi will not run a task: its complete() or requires() raised this."""
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            self._explained += 1
+            self._say(f"could not schedule {name}: {error_text(traceback)}")
 
     def got_work(self, reply: dict[str, Any]) -> None:
         """The scheduler handed the worker a task to run (or nothing)."""
@@ -350,6 +363,26 @@ def _width(stream: TextIO) -> int:
 # ---------------------------------------------------------------- the luigi side
 
 
+_WILL_NOT_RUN = re.compile(
+    r"Will not run (.+?) or any dependencies due to error in \w+\(\) method:\n(.*)", re.DOTALL
+)
+
+
+class _SchedulingErrors(logging.Handler):
+    """The error of a task luigi will not run because its complete() or requires() raised:
+    luigi logs it (luigi/worker.py, _log_complete_error / _log_dependency_error) and tells the
+    scheduler only UNKNOWN."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__(logging.WARNING)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = _WILL_NOT_RUN.match(record.getMessage())
+        if found:
+            self.progress.scheduling_error(found[1], found[2])
+
+
 class _Observed:
     """The scheduler calls a worker makes, reported to a Progress (then made as usual)."""
 
@@ -419,8 +452,10 @@ def build(
     failed run, luigi's execution summary and the exit code follow it there."""
     stream = stream or sys.stderr
     progress = Progress(title, stream, tty=False if verbose else tty)
+    errors = _SchedulingErrors(progress)
     with luigi_log(log, verbose=verbose):
         progress.start(log)
+        logging.getLogger("luigi-interface").addHandler(errors)
         try:
             result = luigi.build(
                 tasks,
@@ -430,6 +465,7 @@ def build(
                 **{"local_scheduler": True, **env_params},
             )
         finally:
+            logging.getLogger("luigi-interface").removeHandler(errors)
             progress.close()
     outcome = Outcome(result, exit_code(result), log)
     if not outcome.succeeded:

@@ -184,6 +184,20 @@ def test_a_failed_task_shows_its_error_and_the_exit_code(tmp_path: Path, tiny_wo
     assert run.stdout == ""
 
 
+def test_a_scheduling_error_shows_its_error_and_the_exit_code(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.cfg"
+    cfg.write_text(
+        f"[adperf]\nsandbox = false\ndata_root = {tmp_path / 'lake'}\n"
+        "[retcode]\nscheduling_error = 35\n[logs]\nshards = two\n"
+    )
+    run = _adperf(cfg, "run", "EventLogs", "--date", END.isoformat())
+    assert run.returncode == 35, run.stderr[-3000:]
+    assert f"could not schedule EventLogs(date={END}): ValueError: " in run.stderr
+    assert "Error when parsing the default value of 'shards'" in run.stderr
+    assert "(see the log)" not in run.stderr  # said once, with the error
+    assert f"EventLogs {END}: SCHEDULING_FAILED, exit code 35; log: " in run.stderr
+
+
 def test_run_refuses_a_task_without_a_date(tmp_path: Path, tiny_world: Path) -> None:
     run = _adperf(_config(tmp_path, tiny_world), "run", "InstallsMonth", "--date", "2026-11-20")
     assert run.returncode == 2
