@@ -8,18 +8,26 @@ import datetime as dt
 import getpass
 import os
 import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
 
 from adperf import warehouse
 from adperf.actions import (
+    CHANGE,
     FAILED,
+    Change,
     Platform,
+    Recommendation,
     Settings,
+    Target,
+    apply_changes,
     read_recommendations,
     render,
     run_day,
 )
 from adperf.errors import AdperfError
-from tasks import config, resources
+from tasks import config, progress, resources
 
 PLATFORMS = ("facebook", "google_ads")
 
@@ -56,7 +64,10 @@ def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> in
         clients = _clients(day, sorted({r.platform for r in recs}))
         try:
             who = by or _os_user()
-            changes = run_day(engine, iso, clients, settings, yes=yes, applied_by=who)
+            # run_day(yes=True) is this plan, then apply_changes: split to count the changes.
+            changes = run_day(engine, iso, clients, settings, yes=False, applied_by=who)
+            if yes:
+                changes = _apply(engine, iso, changes, clients, who)
         finally:
             for client in clients.values():
                 client.close()
@@ -106,3 +117,51 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name (e.g. a container without a passwd entry)
         return f"uid {os.getuid()}"
+
+
+def _apply(
+    engine: sa.Engine, day: str, changes: Sequence[Change], clients: dict[str, Platform], who: str
+) -> list[Change]:
+    """apply_changes with a progress line on stderr: one API call per change, each a while."""
+    todo = [c for c in changes if c.outcome == CHANGE]
+    if not todo:
+        return apply_changes(engine, day, changes, clients, who)
+    bar = progress.Progress(f"actions apply {day}", sys.stderr, unit="change")
+    for change in todo:
+        bar.added({"task_id": _key(change), "status": "PENDING", "runnable": True})
+    watched: dict[str, Platform] = {name: _Watched(c, bar) for name, c in clients.items()}
+    bar.start()
+    try:
+        return apply_changes(engine, day, changes, watched, who)
+    finally:
+        bar.close()
+
+
+class _Watched:
+    """A platform client whose apply() calls move the progress line."""
+
+    def __init__(self, client: Platform, bar: progress.Progress) -> None:
+        self.client, self.bar, self.name = client, bar, client.name
+
+    def targets(self, recommendations: Sequence[Recommendation]) -> list[Target]:
+        return self.client.targets(recommendations)
+
+    def apply(self, change: Change) -> None:
+        t = change.target
+        name = f"{t.action} {t.platform}"
+        params = {"object": t.object_name or t.object_id, change.field: change.after}
+        self.bar.got_work({"task_id": _key(change), "task_family": name, "task_params": params})
+        status = "FAILED"
+        try:
+            self.client.apply(change)
+            status = "DONE"
+        finally:  # the error itself is printed with the table (main)
+            self.bar.added({"task_id": _key(change), "status": status})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _key(change: Change) -> str:
+    t = change.target
+    return f"{t.platform}/{t.level}/{t.object_id}/{change.field}"

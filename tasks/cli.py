@@ -1,4 +1,5 @@
-"""`adperf` command line: `adperf demo` runs the whole pipeline on the sandbox world."""
+"""`adperf` command line: `adperf demo` runs the whole pipeline on the sandbox world; `adperf run`
+and `adperf backfill` run the pipeline's tasks with a progress line (luigi's log in a file)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import argparse
 import datetime as dt
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import luigi
-from luigi.execution_summary import LuigiStatusCode
+
+from tasks import progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +27,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="report day (default: the world's latest complete day)",
     )
-    demo.add_argument("--workers", type=int, default=1, help="luigi workers")
+    _run_options(demo)
+    run = sub.add_parser("run", help="run one task of one day (e.g. DailyReport) through luigi")
+    run.add_argument("task", help="task family with a date parameter, e.g. DailyReport")
+    run.add_argument("--date", type=dt.date.fromisoformat, required=True, help="report day")
+    _run_options(run, scheduler=True)
+    backfill = sub.add_parser(
+        "backfill", help="run DailyReport over a range of days (luigi's RangeDaily)"
+    )
+    backfill.add_argument(
+        "--start", type=dt.date.fromisoformat, required=True, help="first day (inclusive)"
+    )
+    backfill.add_argument(
+        "--stop", type=dt.date.fromisoformat, required=True, help="last day (exclusive)"
+    )
+    backfill.add_argument("--of", default="DailyReport", help="daily task (default DailyReport)")
+    _run_options(backfill, scheduler=True)
     status = sub.add_parser("status", help="complete / failed / missing tasks of the last days")
     status.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last day shown")
     status.add_argument("--days", type=int, default=7, help="number of days (default 7)")
@@ -51,7 +70,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return status_cmd.main(args.end, args.days)
     if args.command == "demo":
-        return run_demo(args.date, args.workers)
+        return run_demo(args.date, args.workers, verbose=args.verbose)
+    if args.command == "run":
+        return run_task(
+            args.task, args.date, args.workers, verbose=args.verbose, scheduler=args.scheduler_url
+        )
+    if args.command == "backfill":
+        return run_backfill(
+            args.of,
+            args.start,
+            args.stop,
+            args.workers,
+            verbose=args.verbose,
+            scheduler=args.scheduler_url,
+        )
     if args.command == "actions":
         from tasks import actions as actions_cmd
 
@@ -59,7 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def run_demo(day: dt.date | None, workers: int) -> int:
+def _run_options(parser: argparse.ArgumentParser, *, scheduler: bool = False) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="luigi workers")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="luigi's log on the terminal too (it always goes to a file under var/log/)",
+    )
+    if scheduler:
+        parser.add_argument(
+            "--scheduler-url",
+            default=None,
+            help="a luigid to schedule with, e.g. http://localhost:8082/ (default: in-process)",
+        )
+
+
+def run_demo(day: dt.date | None, workers: int, *, verbose: bool = False) -> int:
     """Build (or extend) the world under var/, run DailyReport through Luigi, print a summary."""
     cfg = luigi.configuration.get_config()
     if not cfg.has_option("adperf", "sandbox"):
@@ -74,26 +122,111 @@ def run_demo(day: dt.date | None, workers: int) -> int:
         return 2
     started = time.monotonic()
     end = day or _yesterday(config.adperf().report_timezone)
+    # A cold world takes a few seconds to build: say what is happening first.
+    print(f"sandbox world {config.sandbox().root}: ", end="", flush=True)
     meta = ensure_sandbox_world(end)
     print(
-        f"sandbox world {config.sandbox().root}: {meta['start']} .. {meta['end']} "
-        f"(profile {meta['profile']}, seed {meta['seed']})"
+        f"{meta['start']} .. {meta['end']} (profile {meta['profile']}, seed {meta['seed']})",
+        flush=True,
     )
     resources(end)  # start the fakes now, in their own process (tasks/resources.py)
-    result = luigi.build(
-        [DailyReport(date=end)], local_scheduler=True, workers=workers, detailed_summary=True
+    outcome = progress.build(
+        [DailyReport(date=end)],
+        title=f"DailyReport {end}",
+        log=progress.log_path("demo", config.adperf().data_root),
+        verbose=verbose,
+        workers=workers,
     )
     elapsed = time.monotonic() - started
-    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        print(result.summary_text, file=sys.stderr)
-        print(
-            f"adperf demo: DailyReport {end} did not succeed ({result.status.name})",
-            file=sys.stderr,
-        )
-        return 1
+    if not outcome.succeeded:
+        return outcome.code
     print(_summary(end, config))
+    print(f"log:       {outcome.log.resolve()}")
     print(f"\ndone in {elapsed:.1f} s")
     return 0
+
+
+def run_task(
+    family: str, day: dt.date, workers: int, *, verbose: bool = False, scheduler: str | None = None
+) -> int:
+    """`adperf run TASK --date D`: one task (and what it needs) with a progress line."""
+    from tasks import config
+
+    task_cls = _task_class(family)
+    if task_cls is None or "date" not in task_cls.get_param_names():
+        print(f"adperf run: no task {family!r} with a --date (e.g. DailyReport)", file=sys.stderr)
+        return 2
+    _start_sandbox(day)
+    return progress.build(
+        [task_cls(date=day)],
+        title=f"{family} {day}",
+        log=progress.log_path("run", config.adperf().data_root),
+        verbose=verbose,
+        workers=workers,
+        **_scheduler_params(scheduler),
+    ).code
+
+
+def run_backfill(
+    family: str,
+    start: dt.date,
+    stop: dt.date,
+    workers: int,
+    *,
+    verbose: bool = False,
+    scheduler: str | None = None,
+) -> int:
+    """`adperf backfill --start --stop`: RangeDaily over the days, every missing day at once."""
+    from luigi.tools.range import RangeDaily
+
+    from tasks import config
+
+    task_cls = _task_class(family)
+    if task_cls is None or "date" not in task_cls.get_param_names():
+        print(f"adperf backfill: no daily task {family!r}", file=sys.stderr)
+        return 2
+    if stop <= start:
+        print("adperf backfill: --stop must be after --start (it is exclusive)", file=sys.stderr)
+        return 2
+    _start_sandbox(stop - dt.timedelta(days=1))
+    with warnings.catch_warnings():
+        # luigi's own RangeDaily default (param_name=None) warns that it is not a string.
+        warnings.filterwarnings("ignore", 'Parameter "param_name" with value "None"')
+        # task_limit: RangeDaily would require only 50 missing days per run otherwise.
+        task = RangeDaily(of=task_cls, start=start, stop=stop, task_limit=(stop - start).days)
+    return progress.build(
+        [task],
+        title=f"{family} {start} .. {stop - dt.timedelta(days=1)}",
+        log=progress.log_path("backfill", config.adperf().data_root),
+        verbose=verbose,
+        workers=workers,
+        **_scheduler_params(scheduler),
+    ).code
+
+
+def _task_class(family: str) -> type[luigi.Task] | None:
+    from luigi.task_register import Register, TaskClassException
+
+    import tasks  # noqa: F401 - registers the task families
+
+    try:
+        cls: type[luigi.Task] = Register.get_task_cls(family)
+    except TaskClassException:
+        return None
+    return cls
+
+
+def _start_sandbox(last_day: dt.date) -> None:
+    """In the sandbox, the world covers `last_day` and its fakes run before luigi forks."""
+    from tasks import config
+    from tasks.resources import resources
+
+    if config.adperf().sandbox:
+        resources(last_day)
+
+
+def _scheduler_params(url: str | None) -> dict[str, Any]:
+    return {"local_scheduler": False, "scheduler_url": url} if url else {}
 
 
 def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]

@@ -84,6 +84,10 @@ def test_cli_dry_run_then_apply_then_nothing_left(
     applied = run("--yes", "--by", "marketer@example")
     assert applied.returncode == 0, applied.stderr[-3000:]
     assert "2 applied" in applied.stdout
+    # The progress on stderr (a pipe here: plain lines, no redrawn line).
+    lines = applied.stderr.splitlines()
+    assert f"actions apply {DAY}: started" in lines and "2 changes to run" in lines, lines
+    assert lines[-1].startswith(f"actions apply {DAY}: 2/2 changes done in "), lines
     fb_state = pd.read_json(objects_path(world, meta, "facebook"), typ="series")
     assert fb_state["adsets"][adset_id]["status"] == "PAUSED"
     g_state = pd.read_json(objects_path(world, meta, "google_ads"), typ="series")
@@ -106,6 +110,7 @@ def test_cli_dry_run_then_apply_then_nothing_left(
     warehouse.load_day(engine, DAY, {"actions": pd.DataFrame(rows)})
     failed = run("--yes", "--platform", "google_ads")
     assert failed.returncode == 1
+    assert "started" not in failed.stderr  # nothing to apply: no progress line
     assert f"google_ads for {DAY}: campaign 42 is in none of the customers" in failed.stderr
     assert "Fix:" in failed.stderr
     engine.dispose()
