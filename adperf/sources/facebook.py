@@ -47,6 +47,7 @@ from facebook_business.session import FacebookSession
 from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, MICROS, empty_frame
+from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,11 @@ PURCHASE_ACTION = "app_custom_event.fb_mobile_purchase"
 PAGE_LIMIT = 500
 # The smallest page asked for after "reduce the amount of data" answers (see TooMuchData).
 MIN_PAGE_LIMIT = 25
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 120.0
 # A rate-limit wait longer than this is cut short: the next attempt tells us again.
 RATE_LIMIT_WAIT_CAP_S = 15 * 60.0
+# Waits between tries of a call (and between async report runs): 2 s doubling up to 2 min,
+# or what a rate limit's usage headers say.
+BACKOFF = Backoff(base_s=2.0, cap_s=120.0, asked_cap_s=RATE_LIMIT_WAIT_CAP_S)
 # Async report runs: polls wait 2 s, 3 s, 4.5 s, ... up to 30 s; a run still unfinished after
 # ASYNC_STALL_S of waiting is abandoned like a failed one. ASYNC_TRIES runs per range, then split.
 ASYNC_POLL_FIRST_S = 2.0
@@ -116,6 +118,7 @@ TRANSIENT_CODES = frozenset({1, 2, -2})  # -2: async report failed, "try again l
 PERMANENT_SUBCODES = frozenset({1504041, 1504042})
 # Insights "request timed out: use a smaller range or async jobs" comes as code 100.
 TIMEOUT_SUBCODES = frozenset({1504018, 1504038})
+TIMED_OUT = "timed_out"  # a Transient's kind for those: the give-up error suggests async reports
 TOKEN_CODES = frozenset({102, 104, 190})
 # {"error": {"code": 1, "message": "Please reduce the amount of data you're asking for, then
 # retry your request"}} with HTTP 500: the same request fails again, a smaller one need not
@@ -450,7 +453,7 @@ def _async_rows(
             outcome = f"too big to read even at {MIN_PAGE_LIMIT} rows a page"
             break
         if attempt < ASYNC_TRIES - 1:
-            caller.sleep(_backoff(attempt))
+            caller.sleep(BACKOFF.wait_s(attempt))
     if since == until:
         raise TransientSourceError(
             SOURCE,
@@ -699,71 +702,70 @@ class GraphCaller:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """`fn()`, retried with bounded backoff on transient errors and rate limits."""
-        attempt = 0
-        while True:
-            wait: float | None = None
-            hint = ""
-            try:
-                return fn()
-            except FacebookRequestError as exc:
-                kind = _classify(exc)
-                if kind == "permanent":
-                    raise self._permanent(exc, what) from None
-                if kind == "too_much_data":
-                    raise TooMuchData(
-                        SOURCE,
-                        self.day_iso,
-                        f"could not {what} for {self.act}: {self.describe(exc)}",
-                        "read fewer days at a time ([facebook] lookback_days), or through "
-                        "async reports ([facebook] use_async = true) if not already",
-                    ) from None
-                failure = self.describe(exc)
-                if exc.api_error_subcode() in TIMEOUT_SUBCODES:
-                    hint = ", or read the account with async reports ([facebook] use_async)"
-                if kind == "rate_limit":
-                    wait = _rate_limit_wait_s(exc.http_headers())
-            except _UnreadableResponse as exc:
-                if not exc.transient:
-                    raise SourceError(
-                        SOURCE,
-                        self.day_iso,
-                        f"could not {what} for {self.act}: the Graph API answered {exc}",
-                        "check [facebook] graph_url (e.g. https://graph.facebook.com)",
-                    ) from None
-                failure = str(exc)
-            except (
+        return retry(
+            fn,
+            functools.partial(self._verdict, what),
+            catch=(FacebookRequestError, requests.exceptions.RequestException),
+            max_retries=self.max_retries,
+            sleep=self.sleep,
+            backoff=BACKOFF,
+            on_retry=log_retry(log, f"facebook {self.act}", what, self.max_retries),
+            give_up=functools.partial(self._give_up, what),
+        )
+
+    def _verdict(self, what: str, exc: Exception) -> Transient | SourceError:
+        """A failed call's exception: a Transient to try again, or the named error to raise."""
+        if isinstance(exc, FacebookRequestError):
+            kind = _classify(exc)
+            if kind == "permanent":
+                return self._permanent(exc, what)
+            if kind == "too_much_data":
+                return TooMuchData(
+                    SOURCE,
+                    self.day_iso,
+                    f"could not {what} for {self.act}: {self.describe(exc)}",
+                    "read fewer days at a time ([facebook] lookback_days), or through "
+                    "async reports ([facebook] use_async = true) if not already",
+                )
+            wait = _rate_limit_wait_s(exc.http_headers()) if kind == "rate_limit" else None
+            if exc.api_error_subcode() in TIMEOUT_SUBCODES:
+                kind = TIMED_OUT
+            return Transient(self.describe(exc), wait, kind)
+        if isinstance(exc, _UnreadableResponse):
+            if exc.transient:
+                return Transient(str(exc))
+            return SourceError(
+                SOURCE,
+                self.day_iso,
+                f"could not {what} for {self.act}: the Graph API answered {exc}",
+                "check [facebook] graph_url (e.g. https://graph.facebook.com)",
+            )
+        if isinstance(
+            exc,
+            (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                failure = f"{type(exc).__name__} talking to the Graph API"
-            except requests.exceptions.RequestException as exc:
-                raise SourceError(
-                    SOURCE,
-                    self.day_iso,
-                    f"could not {what} for {self.act}: {type(exc).__name__}",
-                    "check [facebook] graph_url (e.g. https://graph.facebook.com)",
-                ) from None
-            if attempt >= self.max_retries:
-                raise TransientSourceError(
-                    SOURCE,
-                    self.day_iso,
-                    f"could not {what} for {self.act} after {attempt + 1} tries: {failure}",
-                    "run the task again later; if it keeps failing, check "
-                    "https://metastatus.com and the app's rate-limit usage" + hint,
-                ) from None
-            delay = wait if wait is not None else _backoff(attempt)
-            log.warning(
-                "facebook %s: could not %s (%s); try %d of %d in %.0f s",
-                self.act,
-                what,
-                failure,
-                attempt + 2,
-                self.max_retries + 1,
-                delay,
-            )
-            self.sleep(delay)
-            attempt += 1
+            ),
+        ):
+            return Transient(f"{type(exc).__name__} talking to the Graph API")
+        return SourceError(
+            SOURCE,
+            self.day_iso,
+            f"could not {what} for {self.act}: {type(exc).__name__}",
+            "check [facebook] graph_url (e.g. https://graph.facebook.com)",
+        )
+
+    def _give_up(self, what: str, last: Transient, tries: int) -> TransientSourceError:
+        hint = ", or read the account with async reports ([facebook] use_async)"
+        return TransientSourceError(
+            SOURCE,
+            self.day_iso,
+            f"could not {what} for {self.act} after {tries} tries: {last.failure}",
+            "run the task again later; if it keeps failing, check "
+            "https://metastatus.com and the app's rate-limit usage"
+            + (hint if last.kind == TIMED_OUT else ""),
+        )
 
     def describe(self, exc: FacebookRequestError) -> str:
         """The error's status, code, subcode, type and message, with no token in it."""
@@ -856,7 +858,7 @@ def is_transient_flag(exc: FacebookRequestError) -> bool | None:
 
 
 def _rate_limit_wait_s(headers: Mapping[str, Any] | None) -> float | None:
-    """How long the usage headers say to wait, capped; None when they do not say.
+    """How long the usage headers say to wait (BACKOFF caps it); None when they do not say.
 
     X-Business-Use-Case-Usage: {object id: [{..., "estimated_time_to_regain_access": minutes}]};
     X-Ad-Account-Usage: {..., "reset_time_duration": seconds}
@@ -880,7 +882,7 @@ def _rate_limit_wait_s(headers: Mapping[str, Any] | None) -> float | None:
         if reset is not None:
             seconds.append(reset)
     longest = max(seconds, default=0.0)
-    return min(longest, RATE_LIMIT_WAIT_CAP_S) if longest > 0 else None
+    return longest if longest > 0 else None
 
 
 def _json_header(value: object) -> object:
@@ -896,8 +898,3 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff for the attempt-th retry (0-based), capped."""
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))

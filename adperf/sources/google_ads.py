@@ -31,6 +31,7 @@ sandbox differ only in the endpoint (and the sandbox's loopback fake needs no TL
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib
 import ipaddress
 import logging
@@ -50,6 +51,7 @@ from google.protobuf.message import DecodeError
 from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, empty_frame
+from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,10 @@ DEFAULT_ENDPOINT = "googleads.googleapis.com"
 FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
 CAMPAIGN_AD_PREFIX = "campaign-"
 
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 120.0
 QUOTA_WAIT_CAP_S = 15 * 60.0
+# Waits between tries of a call: 2 s doubling up to 2 min, or a quota error's
+# QuotaErrorDetails.retry_delay.
+BACKOFF = Backoff(base_s=2.0, cap_s=120.0, asked_cap_s=QUOTA_WAIT_CAP_S)
 DEADLINE_S = 600.0
 
 AD_QUERY = """
@@ -519,46 +522,47 @@ class GoogleAdsCaller:
         """`fn()`, retried whole with bounded backoff on transient and quota errors."""
         from google.ads.googleads.errors import GoogleAdsException
 
-        attempt = 0
-        while True:
-            wait: float | None = None
-            try:
-                return fn()
-            except GoogleAdsException as exc:
-                kind, failure, wait = _classify_failure(exc.failure, exc.error.code())
-                failure = f"{failure} (request-id {exc.request_id})"
-            except core_exceptions.GoogleAPICallError as exc:
-                # The SDK leaves RESOURCE_EXHAUSTED and INTERNAL as plain gRPC errors (api-core
-                # wraps them), but the GoogleAdsFailure is still in the trailing metadata.
-                status = exc.grpc_status_code or grpc.StatusCode.UNKNOWN
-                kind, failure, wait = _classify_failure(_failure_of(exc.response), status)
-            except auth_exceptions.RefreshError:
-                raise self._permanent(
-                    "the OAuth token could not be refreshed", what, True
-                ) from None
-            if kind == "permanent" or kind == "auth":
-                raise self._permanent(failure, what, kind == "auth") from None
-            if attempt >= self.max_retries:
-                raise TransientSourceError(
-                    SOURCE,
-                    self.day_iso,
-                    f"could not {what} of customer {self.customer_id} after {attempt + 1} "
-                    f"tries: {failure}",
-                    "run the task again later; if quota errors persist, check the developer "
-                    "token's access level and daily operations in the API Center",
-                ) from None
-            delay = min(wait, QUOTA_WAIT_CAP_S) if wait is not None else _backoff(attempt)
-            log.warning(
-                "google_ads %s: could not %s (%s); try %d of %d in %.0f s",
-                self.customer_id,
-                what,
-                failure,
-                attempt + 2,
-                self.max_retries + 1,
-                delay,
-            )
-            self.sleep(delay)
-            attempt += 1
+        return retry(
+            fn,
+            functools.partial(self._verdict, what),
+            catch=(
+                GoogleAdsException,
+                core_exceptions.GoogleAPICallError,
+                auth_exceptions.RefreshError,
+            ),
+            max_retries=self.max_retries,
+            sleep=self.sleep,
+            backoff=BACKOFF,
+            on_retry=log_retry(log, f"google_ads {self.customer_id}", what, self.max_retries),
+            give_up=functools.partial(self._give_up, what),
+        )
+
+    def _verdict(self, what: str, exc: Exception) -> Transient | SourceError:
+        """A failed call's exception: a Transient to try again, or the named error to raise."""
+        from google.ads.googleads.errors import GoogleAdsException
+
+        if isinstance(exc, GoogleAdsException):
+            kind, failure, wait = _classify_failure(exc.failure, exc.error.code())
+            failure = f"{failure} (request-id {exc.request_id})"
+        elif isinstance(exc, core_exceptions.GoogleAPICallError):
+            # The SDK leaves RESOURCE_EXHAUSTED and INTERNAL as plain gRPC errors (api-core
+            # wraps them), but the GoogleAdsFailure is still in the trailing metadata.
+            status = exc.grpc_status_code or grpc.StatusCode.UNKNOWN
+            kind, failure, wait = _classify_failure(_failure_of(exc.response), status)
+        else:  # auth_exceptions.RefreshError
+            return self._permanent("the OAuth token could not be refreshed", what, True)
+        if kind == "permanent" or kind == "auth":
+            return self._permanent(failure, what, kind == "auth")
+        return Transient(failure, wait, kind)
+
+    def _give_up(self, what: str, last: Transient, tries: int) -> TransientSourceError:
+        return TransientSourceError(
+            SOURCE,
+            self.day_iso,
+            f"could not {what} of customer {self.customer_id} after {tries} tries: {last.failure}",
+            "run the task again later; if quota errors persist, check the developer "
+            "token's access level and daily operations in the API Center",
+        )
 
     def _permanent(self, failure: str, what: str, auth: bool) -> SourceError:
         if auth:
@@ -627,8 +631,3 @@ def _failure_of(call: Any) -> Any:
             except DecodeError:  # an unparsable failure is just "no details"
                 return None
     return None
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff for the attempt-th retry (0-based), capped."""
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))

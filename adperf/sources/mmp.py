@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import io
 import logging
 import time
@@ -31,6 +32,7 @@ from adperf.errors import (
 )
 from adperf.pseudonym import pseudonymize
 from adperf.schema import INSTALLS, empty_frame
+from adperf.sources.retry import Backoff, Transient, retry
 from adperf.vocabulary import ORGANIC, OTHER, RESTRICTED, RESTRICTED_MEDIA_SOURCE
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,12 @@ _NOT_READY_PHRASES = ("not ready", "not available yet", "not yet available", "tr
 # retrying before then cannot succeed, and the token is fine.
 _QUOTA_PHRASES = ("limit has been reached for report type", "limit reached for")
 
-# Bounded backoff: first wait 1 s, doubling, never more than a minute per wait.
+# Bounded backoff: first wait 1 s, doubling, never more than a minute per wait; a longer
+# Retry-After is honoured, up to the same minute.
 _BACKOFF_BASE_S = 1.0
 _BACKOFF_CAP_S = 60.0
+# A Transient's kind for a day AppsFlyer has not exported yet: DataNotReady once tries run out.
+_NOT_READY = "not_ready"
 
 # An error body is quoted in messages for diagnosis; a short prefix is enough.
 _ERROR_SNIPPET_CHARS = 200
@@ -359,60 +364,86 @@ def _get_report(
     # The token goes in a header only: URLs end up in urllib3's DEBUG log and in proxies' logs.
     headers = {"Authorization": f"Bearer {api_token}", "Accept": "text/csv"}
     what = f"{report} for app {app_id}"
-    last_problem = ""
-    not_ready = False
-    for attempt in range(max_retries + 1):
-        retry_after: float | None = None
-        try:
-            response = http.get(url, params=params, headers=headers, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            # The exception text can quote the URL; the class name is enough and leaks nothing.
-            last_problem = f"{what}: {type(exc).__name__}"
-            not_ready = False
-        else:
-            status = response.status_code
-            if status == 200:
-                return _decode(response.content)
-            snippet = _snippet(response.content, api_token)
-            if 400 <= status < 500 and _says_quota(snippet):
-                raise _quota_exhausted(what, report, status, snippet, day_iso, now())
-            if status in (401, 403):
-                raise SourceError(
-                    SOURCE, day_iso, f"{what} refused the API token (HTTP {status})", TOKEN_FIX
-                )
-            if status in (400, 404) and _says_not_ready(snippet):
-                last_problem = f"{what} is not ready yet (HTTP {status}: {snippet})"
-                not_ready = True
-            elif status == 429 or status >= 500:
-                last_problem = f"{what} answered HTTP {status}: {snippet}"
-                not_ready = False
-                retry_after = _retry_after(response)
-            else:
-                raise SourceError(
-                    SOURCE,
-                    day_iso,
-                    f"{what} answered HTTP {status}: {snippet}",
-                    "check [mmp] base_url and [mmp] app_ids (the app must exist in AppsFlyer)",
-                )
-        if attempt < max_retries:
-            wait = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
-            if retry_after is not None:
-                wait = min(_BACKOFF_CAP_S, max(wait, retry_after))
-            log.warning(
-                "mmp: %s; retry %d/%d in %.0f s", last_problem, attempt + 1, max_retries, wait
-            )
-            sleep(wait)
-    if not_ready:
-        raise DataNotReady(
-            SOURCE,
-            day_iso,
-            last_problem,
-            "wait for AppsFlyer to publish the day's raw data and run the task again",
+
+    def get() -> str:
+        response = http.get(url, params=params, headers=headers, timeout=timeout)
+        if response.status_code != 200:
+            raise _Refused(response)
+        return _decode(response.content)
+
+    def on_retry(transient: Transient, tries: int, wait: float) -> None:
+        log.warning("mmp: %s; retry %d/%d in %.0f s", transient.failure, tries, max_retries, wait)
+
+    return retry(
+        get,
+        functools.partial(
+            _verdict, what=what, report=report, api_token=api_token, day_iso=day_iso, now=now
+        ),
+        catch=(requests.ConnectionError, requests.Timeout, _Refused),
+        max_retries=max_retries,
+        sleep=sleep,
+        # Read here, not at import: a test may shorten the base.
+        backoff=Backoff(_BACKOFF_BASE_S, _BACKOFF_CAP_S, asked_is_floor=True),
+        on_retry=on_retry,
+        give_up=functools.partial(_give_up, day_iso),
+    )
+
+
+class _Refused(Exception):
+    """The MMP answered with another status than 200: `_verdict` says what that means."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _verdict(
+    exc: Exception,
+    *,
+    what: str,
+    report: str,
+    api_token: str,
+    day_iso: str,
+    now: Callable[[], datetime.datetime],
+) -> Transient | SourceError:
+    """A failed request of `what`: a Transient to try again, or the named error to raise."""
+    if not isinstance(exc, _Refused):
+        # The exception text can quote the URL; the class name is enough and leaks nothing.
+        return Transient(f"{what}: {type(exc).__name__}")
+    response = exc.response
+    status = response.status_code
+    snippet = _snippet(response.content, api_token)
+    if 400 <= status < 500 and _says_quota(snippet):
+        return _quota_exhausted(what, report, status, snippet, day_iso, now())
+    if status in (401, 403):
+        return SourceError(
+            SOURCE, day_iso, f"{what} refused the API token (HTTP {status})", TOKEN_FIX
         )
-    raise TransientSourceError(
+    if status in (400, 404) and _says_not_ready(snippet):
+        return Transient(f"{what} is not ready yet (HTTP {status}: {snippet})", kind=_NOT_READY)
+    if status == 429 or status >= 500:
+        return Transient(f"{what} answered HTTP {status}: {snippet}", _retry_after(response))
+    return SourceError(
         SOURCE,
         day_iso,
-        f"{last_problem} (gave up after {max_retries + 1} attempts)",
+        f"{what} answered HTTP {status}: {snippet}",
+        "check [mmp] base_url and [mmp] app_ids (the app must exist in AppsFlyer)",
+    )
+
+
+def _give_up(day_iso: str, last: Transient, tries: int) -> SourceError:
+    """The error once the tries run out: the day not exported yet, or a transient failure."""
+    if last.kind == _NOT_READY:
+        return DataNotReady(
+            SOURCE,
+            day_iso,
+            last.failure,
+            "wait for AppsFlyer to publish the day's raw data and run the task again",
+        )
+    return TransientSourceError(
+        SOURCE,
+        day_iso,
+        f"{last.failure} (gave up after {tries} attempts)",
         "run the task again later; if it persists, check AppsFlyer's status and API limits",
     )
 

@@ -9,7 +9,9 @@ pseudonymized chunk by chunk and never leave this module.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,7 +25,10 @@ from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.fx import FxTable, convert_micros, decimal_to_micros
 from adperf.pseudonym import pseudonymize, pseudonymize_one
 from adperf.schema import PAYMENTS, empty_frame
+from adperf.sources.retry import NO_WAIT, Transient, log_retry, retry
 from adperf.timeutil import day_bounds_utc, zone
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUERY = (
     "SELECT id, user_id, amount, currency, kind, created_at FROM {table} "
@@ -122,30 +127,49 @@ def fetch_payments(
     is never returned. Rows with a NULL id, user id, amount, currency or time, an unknown kind
     or currency, or a repeated id are quarantined: counted, sampled, never silently dropped.
     """
-    for attempt in range(1, max_attempts + 1):
+    if max_attempts < 1:
+        raise ValueError(f"payments: max_attempts must be >= 1, got {max_attempts}")
+
+    def read_once() -> tuple[pd.DataFrame, dict[str, Any]]:
         read = PaymentsRead()
-        try:
-            chunks = list(
-                iter_payments(
-                    engine,
-                    first=first,
-                    last=last,
-                    timezone=timezone,
-                    hmac_key=hmac_key,
-                    fx=fx,
-                    table=table,
-                    query=query,
-                    chunk_rows=chunk_rows,
-                    read=read,
-                )
+        chunks = list(
+            iter_payments(
+                engine,
+                first=first,
+                last=last,
+                timezone=timezone,
+                hmac_key=hmac_key,
+                fx=fx,
+                table=table,
+                query=query,
+                chunk_rows=chunk_rows,
+                read=read,
             )
-        except TransientSourceError:
-            if attempt >= max_attempts:
-                raise
-            continue
+        )
         df = pd.concat(chunks, ignore_index=True) if chunks else empty_frame(PAYMENTS)
         return df[PAYMENTS.columns].reset_index(drop=True), read.meta()
-    raise ValueError(f"payments: max_attempts must be >= 1, got {max_attempts}")
+
+    # iter_payments names a lost connection already (TransientSourceError): the days are read
+    # again at once, from scratch, and the last such error is raised as it is.
+    return retry(
+        read_once,
+        _read_again,
+        catch=(TransientSourceError,),
+        max_retries=max_attempts - 1,
+        sleep=time.sleep,
+        backoff=NO_WAIT,
+        on_retry=log_retry(log, "payments", f"read {_days(first, last)}", max_attempts - 1),
+    )
+
+
+def _read_again(exc: Exception) -> Transient:
+    """A TransientSourceError of iter_payments (a connection lost): worth another read."""
+    return Transient(exc.problem if isinstance(exc, SourceError) else str(exc))
+
+
+def _days(first: dt.date, last: dt.date) -> str:
+    """'2026-11-27', or '2026-11-01..2026-11-30' for a range: how errors name the days read."""
+    return f"{first}" + (f"..{last}" if last != first else "")
 
 
 def iter_payments(
@@ -170,7 +194,7 @@ def iter_payments(
         raise ValueError(f"payments: chunk_rows must be >= 1, got {chunk_rows}")
     start, end = day_bounds_utc(first, last, timezone)
     stmt = build_query(table, query)
-    where = f"{first}" + (f"..{last}" if last != first else "")
+    where = _days(first, last)
     read = read if read is not None else PaymentsRead()
     tz = zone(timezone)
     known = {currency for _, currency in fx.rates} | {fx.report_currency}
