@@ -687,10 +687,11 @@ def test_user_codes_equal_pandas_factorize(ids: list[str | None]) -> None:
 
 
 def test_user_codes_separate_ids_whose_mixed_words_collide(monkeypatch: Any) -> None:
-    # Force every id onto one mixed key: the per-word check must catch it.
-    import adperf.transform.ltv as ltv
+    # Force every id onto one mixed key: the per-word check must catch it. Patched where
+    # _user_codes looks it up (its module's globals), not on the package that re-exports it.
+    from adperf.transform.ltv import prepare
 
-    monkeypatch.setattr(ltv, "_mix_words", lambda words: np.zeros(len(words[0]), np.uint64))
+    monkeypatch.setattr(prepare, "_mix_words", lambda words: np.zeros(len(words[0]), np.uint64))
     ids = _hex_ids(40, 32)
     got = _user_codes(pa.chunked_array([pa.array(ids)]))
     assert np.array_equal(got.codes, pd.factorize(pd.Series(ids))[0])
