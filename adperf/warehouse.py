@@ -92,6 +92,26 @@ cohort_roas = sa.Table(
     sa.Column("as_of", sa.Date, nullable=False, index=True),
 )
 
+# The triangle sliced by the MMP's country code and device OS ('unknown' where it gave none);
+# spend is the campaign cohort's shared among its segments by installs (adperf.transform.cohort).
+cohort_roas_segments = sa.Table(
+    "cohort_roas_segments",
+    metadata,
+    sa.Column("cohort_date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("campaign_id", ID, primary_key=True),
+    sa.Column("country", sa.String(16), primary_key=True),
+    sa.Column("device_os", sa.String(32), primary_key=True),
+    sa.Column("age_days", sa.Integer, primary_key=True),
+    sa.Column("users", sa.BigInteger, nullable=False),
+    sa.Column("installs", sa.BigInteger, nullable=False),
+    sa.Column("payers", sa.BigInteger, nullable=False),
+    sa.Column("revenue", MONEY, nullable=False),
+    sa.Column("spend", MONEY, nullable=False),
+    sa.Column("roas", sa.Float),
+    sa.Column("as_of", sa.Date, nullable=False, index=True),
+)
+
 ltv_model = sa.Table(
     "ltv_model",
     metadata,
@@ -219,11 +239,15 @@ DAY_COLUMN = {
     "ad_spend_daily": "date",
     "campaign_daily": "date",
     "cohort_roas": "as_of",
+    "cohort_roas_segments": "as_of",
     "ltv_model": "date",
     "revenue_reconciliation": "date",
     "actions": "date",
 }
 REPORT_TABLES = {name: metadata.tables[name] for name in DAY_COLUMN}
+# Tables of cohort triangles: one row per cell (the table's key), as of the latest report day
+# that computed it (see _replace_triangle).
+TRIANGLE_TABLES = frozenset({"cohort_roas", "cohort_roas_segments"})
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -385,6 +409,8 @@ def load_day(
             bad = [r for r in rows if r[DAY_COLUMN[name]] != _day(day)]
             if bad:
                 raise ValueError(f"load_day: {name} has rows of another day than {day}")
+            if name in TRIANGLE_TABLES:
+                rows = _replace_triangle(conn, table, day, rows)
             if rows:
                 conn.execute(table.insert(), rows)
             counts[name] = len(rows)
@@ -401,6 +427,28 @@ def load_day(
             conn.execute(table_marker.delete().where(mine))
             conn.execute(table_marker.insert(), [{**done, "name": marker}])
     return counts
+
+
+def _replace_triangle(
+    conn: sa.Connection, table: sa.Table, day: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of `day`'s triangle to insert once the cells it supersedes are deleted.
+
+    A triangle table holds each cell (its key) once, as of the latest report day that computed
+    it: a day's triangle covers every cell of its cohorts that an earlier day's did, so the
+    earlier day's rows of those cohorts are deleted (diagonal rows of an older adperf too), and
+    cells a later day already loaded are kept. The table ends the same in whatever order days
+    are loaded or re-loaded; `day`'s own rows were deleted by the caller.
+    """
+    if not rows:
+        return rows
+    first, as_of = min(r["cohort_date"] for r in rows), _day(day)
+    window = table.c.cohort_date.between(first, as_of)
+    conn.execute(table.delete().where(window, table.c.as_of < as_of))
+    key = [c.name for c in table.primary_key.columns]
+    later = conn.execute(sa.select(*[table.c[k] for k in key]).where(window, table.c.as_of > as_of))
+    newer = {tuple(r) for r in later}
+    return [r for r in rows if tuple(r[k] for k in key) not in newer]
 
 
 def record_pipeline_run(engine: sa.Engine, row: dict[str, Any]) -> None:

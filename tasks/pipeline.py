@@ -670,7 +670,8 @@ class Attribution(LakeTask):
 
 
 class CohortRoas(LakeTask):
-    """Cohort ROAS rows that reach their age (0, 3, 7, 14, 30) on the report day."""
+    """The cohort triangle as of the report day: every cohort of the window (30 days to it) at
+    every age (0, 3, 7, 14, 30) it has reached."""
 
     date = luigi.DateParameter(description="report day")
     outputs = ("cohort_roas",)
@@ -683,14 +684,29 @@ class CohortRoas(LakeTask):
             "spend": [SpendLatest(date=self.date)],  # the window, latest figures
         }
 
-    def run(self) -> None:
+    def build(self, inputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
         from adperf.transform.cohort import build_cohort_roas
 
+        args = (inputs["installs"], inputs["payments"], inputs["spend"])
+        return build_cohort_roas(_iso(self.date), *args, window_days=COHORT_WINDOW_DAYS)
+
+    def run(self) -> None:
         inputs = {k: _read_all(v) for k, v in self.input().items()}
-        df = build_cohort_roas(
-            _iso(self.date), inputs["installs"], inputs["payments"], inputs["spend"]
-        )
-        lake.write_frame(config.data_root(), "cohort_roas", "date", _iso(self.date), df)
+        df = self.build(inputs)
+        lake.write_frame(config.data_root(), self.outputs[0], "date", _iso(self.date), df)
+
+
+class CohortRoasSegments(CohortRoas):
+    """The cohort triangle as of the report day by the MMP's country and device OS (spend
+    shared among a campaign's segments by installs)."""
+
+    outputs = ("cohort_roas_segments",)
+
+    def build(self, inputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        from adperf.transform.cohort import build_cohort_roas_segments
+
+        args = (inputs["installs"], inputs["payments"], inputs["spend"])
+        return build_cohort_roas_segments(_iso(self.date), *args, window_days=COHORT_WINDOW_DAYS)
 
 
 class LtvModel(LakeTask):
@@ -967,6 +983,7 @@ class LoadReport(luigi.Task):
             "restatements": Restatements(date=self.date),
             "report": CampaignReport(date=self.date),
             "cohorts": CohortRoas(date=self.date),
+            "segments": CohortRoasSegments(date=self.date),
             "ltv": Ltv(date=self.date),
             "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
@@ -987,6 +1004,7 @@ class LoadReport(luigi.Task):
         frames = {
             "campaign_daily": inp["report"]["campaign_report"].read(),
             "cohort_roas": cohorts,
+            "cohort_roas_segments": inp["segments"].read(),
             "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),

@@ -24,6 +24,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
+from adperf.sinks.summary import cohort_cells  # noqa: E402
 from adperf.vocabulary import INSTALL_BUCKETS  # noqa: E402
 
 WINDOW_DAYS = 30
@@ -59,7 +60,11 @@ def build_chart_data(
     top: int = TOP_CURVES,
     spend: pd.DataFrame | None = None,
 ) -> ChartData:
-    """Chart frames from campaign_daily rows and cohort_roas rows of the last `window_days`.
+    """Chart frames from campaign_daily rows of the last `window_days` and the cohort triangle
+    as of `day` (cohort_roas rows; each cell's latest row counts).
+
+    A curve's point at age A pools the campaign's cohorts that have reached A (A days old or
+    more); "ROAS by install day" is each cohort's D0 and, once reached, D7.
 
     `campaigns` has date, platform, campaign_id, campaign_name, spend; `cohorts` has cohort_date,
     platform, campaign_id, age_days, revenue, spend, as_of; `spend` (optional: ad_spend_daily
@@ -77,12 +82,13 @@ def build_chart_data(
         & (campaigns["date"].astype(str) >= first)
         & (campaigns["date"].astype(str) <= day)
     ].assign(date=lambda d: d["date"].astype(str))
-    # Rows computed in the window: the D30 point of a curve is the cohort of 30 days ago.
-    cohort = cohorts[
-        ~cohorts["platform"].isin(INSTALL_BUCKETS)
-        & (cohorts["as_of"].astype(str) <= day)
-        & (cohorts["as_of"].astype(str) >= first)
-    ].assign(cohort_date=lambda d: d["cohort_date"].astype(str))
+    # The triangle as of `day` (each cell once): cohorts of the last MAX_AGE days at every age
+    # they reached, so the D30 point of a curve is the cohort of 30 days ago.
+    oldest = (last - dt.timedelta(days=MAX_AGE)).isoformat()
+    cells = cohort_cells(cohorts[cohorts["as_of"].astype(str) <= day])
+    cohort = cells[
+        ~cells["platform"].isin(INSTALL_BUCKETS) & cells["cohort_date"].between(oldest, day)
+    ]
 
     daily_spend = camp
     if spend is not None and len(spend):

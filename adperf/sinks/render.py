@@ -76,14 +76,17 @@ def render_report(
 ) -> RenderedReport:
     """The report of `day` from its campaign/action/cohort rows and the earlier days' rows.
 
-    `history_*` are campaign_daily / cohort_roas rows of the days before and ad_spend_daily
-    rows of the chart's window (as loaded in the warehouse; days not loaded are simply
-    missing). Amounts are in the report currency.
+    `cohorts` is the day's cohort triangle; `history_*` are campaign_daily / cohort_roas rows of
+    the days before and ad_spend_daily rows of the chart's window (as loaded in the warehouse;
+    days not loaded are simply missing). Amounts are in the report currency.
     """
     d1, d7 = comparison_days(day)
+    # The day's triangle holds the earlier days' cohorts too (D0 of yesterday, D7 of the week
+    # before's), and supersedes the warehouse's cells it covers.
+    known_cohorts = pd.concat([_frame(history_cohorts), _frame(cohorts)], ignore_index=True)
     before = {
         d: build_totals(
-            history_campaigns[history_campaigns["date"].astype(str) == d], history_cohorts, d
+            history_campaigns[history_campaigns["date"].astype(str) == d], known_cohorts, d
         )
         if (history_campaigns["date"].astype(str) == d).any()
         else None
@@ -107,7 +110,8 @@ def render_report(
     chart = build_chart_data(
         day,
         pd.concat([_frame(history_campaigns), _frame(campaigns)], ignore_index=True),
-        pd.concat([_frame(history_cohorts), _frame(cohorts)], ignore_index=True),
+        # The day's triangle alone draws every cohort curve: no warehouse history needed.
+        cohorts,
         spend=history_spend,
     )
     png = render_chart(chart, currency, target_roas)

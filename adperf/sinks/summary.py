@@ -194,14 +194,37 @@ def _sum(df: pd.DataFrame, column: str) -> float:
     return float(pd.to_numeric(df[column], errors="coerce").sum(skipna=True))
 
 
-def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
-    """Paid ROAS at `age` of the cohort that reaches it on `day` (all paid campaigns pooled)."""
+def cohort_cells(cohorts: pd.DataFrame) -> pd.DataFrame:
+    """cohort_roas rows (a day's triangle, warehouse history, or both) with each cell (cohort,
+    campaign, age) once, from the latest report day that computed it.
+
+    A cell's revenue is complete from the day its cohort reaches the age on, so a later day's
+    row differs only by restated spend: the latest is the best known.
+    """
+    key = ["cohort_date", "platform", "campaign_id", "age_days"]
     if not len(cohorts):
+        # An empty frame may lack columns (no rows read): give it the ones callers filter on.
+        return cohorts.reindex(columns=list(dict.fromkeys([*cohorts.columns, *key, "as_of"])))
+    known = cohorts.assign(
+        cohort_date=cohorts["cohort_date"].astype(str),
+        as_of=cohorts["as_of"].astype(str),
+        age_days=cohorts["age_days"].astype("int64"),
+    )
+    known = known.sort_values("as_of", kind="mergesort")
+    return known.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
+    """Paid ROAS at `age` of the cohort installed `age` days before `day` (all paid campaigns
+    pooled)."""
+    cells = cohort_cells(cohorts)
+    if not len(cells):
         return None
-    rows = cohorts[
-        (cohorts["as_of"].astype(str) == day)
-        & (cohorts["age_days"] == age)
-        & ~cohorts["platform"].isin(INSTALL_BUCKETS)
+    cohort = (dt.date.fromisoformat(day) - dt.timedelta(days=age)).isoformat()
+    rows = cells[
+        (cells["cohort_date"] == cohort)
+        & (cells["age_days"] == age)
+        & ~cells["platform"].isin(INSTALL_BUCKETS)
     ]
     spend = _sum(rows, "spend")
     return _sum(rows, "revenue") / spend if spend > 0 else None

@@ -47,8 +47,9 @@ def require_day(df: pd.DataFrame, day: str, what: str) -> None:
         )
 
 
-def build_user_map(installs: pd.DataFrame) -> pd.DataFrame:
-    """One row per matched user (non-null user_pid): the user's first install in `installs`."""
+def build_user_map(installs: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per matched user (non-null user_pid): the user's first install in `installs`,
+    with `extra` columns of that install (e.g. country) after the user map's own."""
     pids = installs["user_pid"]
     valid = pids.notna().to_numpy()
     # Most users installed once: only the others need the tie-breaking sort below, and rows are
@@ -66,7 +67,7 @@ def build_user_map(installs: pd.DataFrame) -> pd.DataFrame:
     ).drop_duplicates("user_pid", keep="first")
     rows = np.concatenate([np.flatnonzero(valid & ~again), firsts["_row"].to_numpy()])
     rows = rows[pids.iloc[rows].argsort(kind="stable").to_numpy()]
-    out = installs.rename(columns={"date": "install_date"})[USER_MAP_COLUMNS]
+    out = installs.rename(columns={"date": "install_date"})[[*USER_MAP_COLUMNS, *extra]]
     return out.iloc[rows].reset_index(drop=True)
 
 

@@ -100,6 +100,7 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
     frames = {
         "campaign_daily": read("campaign_report"),
         "cohort_roas": read("cohort_roas"),
+        "cohort_roas_segments": read("cohort_roas_segments"),
         # LtvModel's row with the backtest Ltv made of it, as LoadReport loads it.
         "ltv_model": pd.DataFrame(
             [

@@ -140,7 +140,8 @@ def test_reconciliation_holds_and_matches_the_truth_on_every_day(world: dict[str
 
 
 def _truth_cohort_revenue(root: Path, day: str) -> dict[tuple[str, str, int], Decimal]:
-    """(cohort_date, campaign, age) → exact revenue, from the raw world rows."""
+    """(cohort_date, campaign, age) → exact revenue (net of refunds) of the whole triangle as
+    of `day` (cohorts of the 30 days to it at every age reached), from the raw world rows."""
     users = pd.read_parquet(root / "truth" / "users.parquet")
     users = users[~users["legacy"] & users["has_cuid"]]
     engine = sa.create_engine(f"sqlite:///{root / 'payments.sqlite'}")
@@ -152,9 +153,10 @@ def _truth_cohort_revenue(root: Path, day: str) -> dict[tuple[str, str, int], De
     paid = raw.merge(users[["user_id", "install_date", "campaign_id"]], on="user_id")
     out: dict[tuple[str, str, int], Decimal] = {}
     report_day = dt.date.fromisoformat(day)
-    for age in AGES:
-        cohort = (report_day - dt.timedelta(days=age)).isoformat()
-        rows = paid[(paid["install_date"] == cohort) & paid["date"].between(cohort, day)]
+    for age, back in ((a, b) for b in range(max(AGES) + 1) for a in AGES if a <= b):
+        cohort = (report_day - dt.timedelta(days=back)).isoformat()
+        last = (report_day - dt.timedelta(days=back - age)).isoformat()
+        rows = paid[(paid["install_date"] == cohort) & paid["date"].between(cohort, last)]
         for r in rows.itertuples():
             sign = -1 if r.kind == "refund" else 1
             value = sign * Decimal(str(r.amount)) * Decimal(rates[(r.date, r.currency)])
@@ -176,6 +178,13 @@ def test_cohort_revenue_per_campaign_equals_the_truth(world: dict[str, Any], off
         for r in cohorts.itertuples()
     }
     assert sum(1 for v in truth.values() if v) >= 3  # real cohorts with revenue are compared
+    # ... off the diagonal too: cohorts at ages younger than they are (the whole triangle).
+    off = [
+        (c, a)
+        for (c, _, a), v in truth.items()
+        if v and c < (END - dt.timedelta(days=a)).isoformat()
+    ]
+    assert len(off) >= 3
     for key in set(truth) | {k for k, v in got.items() if v}:
         assert _close(got.get(key, 0), truth.get(key, Decimal(0)), 50), key
     # No spend on record: ROAS is NULL, never inf or 0.

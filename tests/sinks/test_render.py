@@ -187,6 +187,52 @@ def test_chart_data_pools_cohorts_and_ranks_by_spend(history) -> None:  # type: 
     assert curve["roas"].tolist() == pytest.approx([0.21, 0.51, 0.81, 1.01, 1.31])
 
 
+def _triangle(as_of: str) -> pd.DataFrame:
+    """cohort_roas as of `as_of`: every cohort of the 30 days to it at every age it reached;
+    cohort k days old has ROAS (k + 1) % 10 / 10 + age / 100, so each cell is told apart."""
+    out = []
+    for back in range(31):
+        cohort = (dt.date.fromisoformat(as_of) - dt.timedelta(days=back)).isoformat()
+        for age in (a for a in (0, 3, 7, 14, 30) if a <= back):
+            for p, c, spend in (("facebook", "120200000000000001", 500.0),
+                                ("google_ads", "20000000001", 200.0)):  # fmt: skip
+                roas = (back + 1) % 10 / 10 + age / 100
+                out.append(
+                    {"cohort_date": cohort, "platform": p, "campaign_id": c, "age_days": age,
+                     "revenue": spend * roas, "spend": spend, "as_of": as_of}
+                )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def test_one_days_triangle_draws_every_curve_and_install_day() -> None:
+    triangle = _triangle(DAY)
+    data = build_chart_data(DAY, _campaigns(DAY), triangle)
+    fb = data.daily[data.daily["platform"] == "facebook"].set_index("date")
+    # ROAS by install day: D0 of each of the 30 days, D7 of each cohort 7 days old or more.
+    assert fb["roas_d0"].notna().sum() == 30
+    assert fb["roas_d7"].notna().sum() == 30 - 7
+    assert fb.loc[_days(30)[0], "roas_d7"] == pytest.approx(30 % 10 / 10 + 0.07)
+    assert fb.loc[DAY, "roas_d0"] == pytest.approx(0.1)
+    # The curve at each age pools the cohorts that reached it (31 for D0, 1 for D30).
+    curve = data.curves[data.curves["campaign_id"] == "120200000000000001"]
+    assert list(curve["age_days"]) == [0, 3, 7, 14, 30]
+    for age, roas in zip(curve["age_days"], curve["roas"], strict=True):
+        backs = range(age, 31)
+        want = sum((b + 1) % 10 / 10 + age / 100 for b in backs) / len(backs)
+        assert roas == pytest.approx(want), age
+    # The diagonal alone (what a first run had) draws one install day per age.
+    diagonal = triangle[
+        pd.to_datetime(triangle["cohort_date"]) + pd.to_timedelta(triangle["age_days"], "D")
+        == pd.Timestamp(DAY)
+    ]
+    few = build_chart_data(DAY, _campaigns(DAY), diagonal)
+    assert few.daily["roas_d0"].notna().sum() < data.daily["roas_d0"].notna().sum()
+    # Warehouse rows of earlier days for the same cells are superseded, not added.
+    stale = triangle.assign(as_of=_days(2)[0], revenue=triangle["revenue"] * 5)
+    again = build_chart_data(DAY, _campaigns(DAY), pd.concat([stale, triangle]))
+    pd.testing.assert_frame_equal(again.curves, data.curves)
+
+
 def test_png_is_a_png_and_deterministic(history, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     report = _render(history)
     assert report.png.startswith(PNG_MAGIC) and len(report.png) > 20_000
@@ -354,3 +400,14 @@ def test_html_and_csv_show_the_actions_risk(history) -> None:  # type: ignore[no
     table = pd.read_csv(io.BytesIO(report.csv), dtype={"campaign_id": str}, encoding="utf-8-sig")
     paused = table[table["campaign_id"] == "120200000000000002"].iloc[0]
     assert (paused["action_p_above"], paused["action_p_below"]) == (0.0, 0.935)
+
+
+def test_roas_d0_and_d7_of_a_day_come_from_its_cohorts_in_the_triangle() -> None:
+    triangle = _triangle(DAY)
+    totals = build_totals(_campaigns(DAY), triangle, DAY)
+    # D7 is the cohort of 7 days ago at age 7, not the pool of every cohort that reached D7.
+    assert totals["roas_d7"] == pytest.approx(8 % 10 / 10 + 0.07)
+    assert totals["roas_d0"] == pytest.approx(0.1)
+    # The day before's, from the same triangle (its D0 cohort is one day old in it).
+    yesterday = build_totals(_campaigns(_days(2)[0]), triangle, _days(2)[0])
+    assert yesterday["roas_d0"] == pytest.approx(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import math
@@ -116,6 +117,10 @@ def _cohorts(d0: tuple[float, float], d7: tuple[float, float], as_of: str = DAY)
         # Organic cohorts have no spend; their revenue must not count in paid ROAS.
         {"as_of": as_of, "platform": "organic", "age_days": 0, "revenue": 999.0, "spend": 0.0},
     ]
+    for row in rows:
+        row["campaign_id"] = str(row["platform"])
+        age = dt.timedelta(days=int(row["age_days"]))
+        row["cohort_date"] = (dt.date.fromisoformat(as_of) - age).isoformat()
     return pd.DataFrame(rows)
 
 

@@ -169,3 +169,66 @@ def test_the_demo_shows_the_restricted_installs_line(done: Path) -> None:
     assert f"{installs:,} installs (" in message and line in message
     page = (done / "lake" / "reports" / f"date={END}" / "report.html").read_text()
     assert line.replace("'", "&#x27;") in page
+
+
+def _cohort_rows(done: Path, name: str = "cohort_roas") -> pd.DataFrame:
+    engine = warehouse.make_engine(f"sqlite:///{done / 'warehouse.db'}")
+    try:
+        df = warehouse.read_table(engine, name)
+    finally:
+        engine.dispose()
+    return df.assign(cohort_date=df["cohort_date"].astype(str), as_of=df["as_of"].astype(str))
+
+
+def test_cohort_roas_is_the_whole_triangle_and_matches_the_truth(done: Path) -> None:
+    import datetime as dt
+
+    from adperf.transform.cohort import AGES
+    from tests.sandbox.test_revenue_truth import _truth_cohort_revenue
+
+    rows = _cohort_rows(done)
+    assert set(rows["as_of"]) == {END.isoformat()}  # a first run: the day's triangle alone
+    key = ["cohort_date", "platform", "campaign_id"]
+    assert not rows.duplicated([*key, "age_days"]).any()
+    assert rows["cohort_date"].nunique() == 31  # every cohort of the window ...
+    for (cohort, *_), cells in rows.groupby(key):
+        reached = (END - dt.date.fromisoformat(cohort)).days
+        # ... at every age it has reached
+        assert sorted(cells["age_days"]) == [a for a in AGES if a <= reached], cohort
+    assert len(rows) > 10 * rows["cohort_date"].nunique()  # far more than the diagonal
+
+    truth = _truth_cohort_revenue(done / "world", END.isoformat())
+    got = {
+        (r.cohort_date, r.campaign_id, r.age_days): Decimal(str(r.revenue))
+        for r in rows.itertuples()
+    }
+    compared = [k for k, v in truth.items() if v]
+    assert len({a for _, _, a in compared}) == len(AGES)  # every age has revenue to compare
+    for k in compared:
+        assert abs(got[k] - truth[k] * Decimal("0.000001")) < CENT, k
+
+    segments = _cohort_rows(done, "cohort_roas_segments")
+    summed = segments.groupby([*key, "age_days"])["users"].sum()
+    assert summed.to_dict() == rows.set_index([*key, "age_days"])["users"].to_dict()
+    assert segments["country"].nunique() > 1 and segments["device_os"].nunique() > 1
+
+
+def test_reloading_the_day_replaces_its_cohort_rows(done: Path) -> None:
+    import sqlalchemy as sa
+
+    from tasks.pipeline import LoadReport
+
+    from .conftest import configure
+
+    configure(done)
+    before = _cohort_rows(done).sort_values(["cohort_date", "campaign_id", "age_days"])
+    engine = warehouse.make_engine(f"sqlite:///{done / 'warehouse.db'}")
+    with engine.begin() as conn:  # the day looks unloaded: LoadReport runs again
+        conn.execute(warehouse.load_marker.delete().where(warehouse.load_marker.c.date == END))
+        assert conn.execute(sa.select(sa.func.count()).select_from(warehouse.cohort_roas)).scalar()
+    engine.dispose()
+    result = luigi.build([LoadReport(date=END)], local_scheduler=True, detailed_summary=True)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert "LoadReport" in result.summary_text and "ran successfully" in result.summary_text
+    after = _cohort_rows(done).sort_values(["cohort_date", "campaign_id", "age_days"])
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
