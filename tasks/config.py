@@ -46,6 +46,10 @@ class sandbox(luigi.Config):  # noqa: N801
     root = luigi.Parameter(default="var/sandbox", description="folder of the simulated world")
     profile = luigi.Parameter(default="small", description="scale: tiny, small, medium, large")
     seed = luigi.IntParameter(default=7, description="random seed of the world")
+    drift = luigi.BoolParameter(
+        default=False,
+        description="the world drifts: some campaigns fade (creative fatigue), some start late",
+    )
 
 
 class facebook(luigi.Config):  # noqa: N801
@@ -153,6 +157,11 @@ class rules(luigi.Config):  # noqa: N801
         default=0.8,
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
+    )
+    pooled = luigi.BoolParameter(
+        default=True,
+        description="decide on the window's pooled cohorts (false: on the report day's cohort "
+        "alone, the rule before issue 18, kept so the decision bench can compare)",
     )
 
 

@@ -930,7 +930,7 @@ class CampaignReport(LakeTask):
             currency=config.adperf().report_currency,
             adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
             adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
-            window=window,
+            window=window if config.rules().pooled else None,
         )
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)

@@ -221,6 +221,7 @@ def ensure_sandbox_world(end: dt.date) -> dict[str, Any]:
             profile=config.sandbox().profile,
             seed=config.sandbox().seed,
             report_timezone=config.adperf().report_timezone,
+            drift=config.sandbox().drift,
         )
     return meta
 
