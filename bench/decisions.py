@@ -163,17 +163,15 @@ def judge(folder: Path) -> dict[str, Any]:
     loop["value"] = loop["installs"] * loop["value_per_install_365d_usd"]
     profit = float((loop["value"] - loop["spend_report"]).sum())
     decisions = pd.read_csv(folder / "decisions.csv", dtype={"campaign_id": str, "date": str})
-    dec = decisions.merge(
-        truth[["date", "campaign_id", "true_roas_365d", "budget_factor"]],
-        on=["date", "campaign_id"],
-        how="left",
-    )
-    live = dec["budget_factor"] > 0
+    # Every live campaign-day of the loop, with what the policy said of it (nothing: hold).
+    dec = loop.merge(decisions, on=["date", "campaign_id"], how="left")
+    dec["action"] = dec["action"].fillna("hold")
+    dec = dec[dec["budget_factor"] > 0]
     dec["truth"] = [
         "scale" if r > scale_roas else "pause" if r < pause_roas else "hold"
         for r in dec["true_roas_365d"]
     ]
-    needed = dec[live & dec["truth"].ne("hold")]
+    needed = dec[dec["truth"].ne("hold")]
     acted = dec[dec["action"].isin(["scale", "pause"])]
     wrong = acted[
         ((acted["action"] == "scale") & (acted["truth"] == "pause"))

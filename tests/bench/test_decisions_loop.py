@@ -1,0 +1,85 @@
+"""A short closed loop on the tiny world: the real pipeline decides, `actions apply` acts through
+the fakes, and the world answers the next day."""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adperf.sandbox.ad_objects import objects_path, sandbox_objects
+from bench.decisions import LOOP_START, prepare
+from bench.decisions_table import REPO
+
+pytestmark = pytest.mark.slow  # the pipeline, a few days on a fresh world: minutes
+
+
+def _loop(folder: Path, days: int, rules: dict[str, str]) -> None:
+    prepare(folder, "tiny", 7, "adperf", days)
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(folder / "luigi.cfg")
+    for key, value in rules.items():
+        cfg.set("rules", key, value)
+    with (folder / "luigi.cfg").open("w") as f:
+        cfg.write(f)
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(folder / "luigi.cfg")}
+    subprocess.run(
+        [sys.executable, "-m", "bench.decisions", "--one", str(folder)],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+
+
+def test_closed_loop_pauses_the_loser_scales_the_winner_and_leaves_the_threshold(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "adperf"
+    # Tiny seed 7 (drifting) has Facebook campaigns truly worth 0.33 (a clear loser under
+    # pause_roas 0.5), 3.46 (a clear winner) and 1.24: scale_roas is set right on the last one.
+    _loop(folder, 3, {"scale_roas": "1.24", "pause_roas": "0.5"})
+    world = folder / "sandbox"
+    params = json.loads((world / "truth" / "params.json").read_text())
+    fb = {k: v for k, v in params.items() if k != "organic" and v["platform"] == "facebook"}
+    by_roas = sorted(fb, key=lambda k: fb[k]["true_roas_365d"])
+    loser, winner = by_roas[0], by_roas[-1]
+    at_threshold = min(fb, key=lambda k: abs(fb[k]["true_roas_365d"] - 1.24))
+    assert fb[loser]["true_roas_365d"] < 0.5 / 2
+    assert fb[winner]["true_roas_365d"] > 2 * 1.24
+    assert abs(fb[at_threshold]["true_roas_365d"] - 1.24) < 0.01
+
+    decisions = pd.read_csv(folder / "decisions.csv", dtype=str)
+    said = decisions.groupby("campaign_id")["action"].agg(set)
+    assert "pause" in said[loser]
+    assert "scale" in said[winner]
+    assert said[at_threshold] <= {"hold"}
+
+    # The fakes hold the change, and the world's next days answer it.
+    meta = json.loads((world / "world.json").read_text())
+    base, _ = sandbox_objects(meta)
+    now = json.loads(objects_path(world, meta, "facebook").read_text())
+    adsets = {k: v for k, v in now["adsets"].items()}
+    assert {a["status"] for a in adsets.values() if a["campaign_id"] == loser} == {"PAUSED"}
+    assert all(
+        a["daily_budget"] > base["adsets"][k]["daily_budget"]
+        for k, a in adsets.items()
+        if a["campaign_id"] == winner
+    )
+    assert all(
+        a["daily_budget"] == base["adsets"][k]["daily_budget"] and a["status"] == "ACTIVE"
+        for k, a in adsets.items()
+        if a["campaign_id"] == at_threshold
+    )
+    truth = pd.read_csv(world / "truth" / "campaign_value_daily.csv", dtype={"campaign_id": str})
+    last = (LOOP_START + dt.timedelta(days=2)).isoformat()
+    row = truth[(truth["date"] == last) & (truth["campaign_id"] == loser)].iloc[0]
+    paused_on = decisions[(decisions["campaign_id"] == loser) & (decisions["action"] == "pause")]
+    if paused_on["date"].min() < last:  # paused before the last day: it no longer delivers
+        assert row["spend_report"] == 0 and row["budget_factor"] == 0
