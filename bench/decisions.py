@@ -111,7 +111,9 @@ def run_all(jobs: list[Path], parallel: int) -> None:
             env = {**os.environ, "LUIGI_CONFIG_PATH": str(folder / "luigi.cfg")}
             log = (folder / "loop.log").open("wb")
             cmd = [sys.executable, "-m", "bench.decisions", "--one", str(folder)]
-            running.append((folder, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)))
+            running.append(
+                (folder, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log))
+            )
         time.sleep(1.0)
         for item in list(running):
             if item[1].poll() is not None:
@@ -214,7 +216,11 @@ def pause_delays(
             & (decisions["date"] >= day)
         ]
         when = None if paused.empty else str(paused["date"].min())
-        days = None if when is None else (dt.date.fromisoformat(when) - dt.date.fromisoformat(day)).days
+        days = (
+            None
+            if when is None
+            else (dt.date.fromisoformat(when) - dt.date.fromisoformat(day)).days
+        )
         out.append({"campaign_id": cid, "true_roas_365d": round(roas, 3), "reached": day,
                     "paused": when, "days": days})  # fmt: skip
     return out

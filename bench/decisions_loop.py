@@ -121,8 +121,13 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
     by = d7.groupby("campaign_id").sum(numeric_only=True)
     window = window.dropna(subset=["proas"])
     value = float((window["proas"] * window["spend_micros"] / 1e6).sum())
-    ratio_den = float((by["revenue"] / by["spend"].where(by["spend"] > 0)).reindex(
-        window["campaign_id"]).fillna(0).mul(window["spend_micros"].to_numpy() / 1e6).sum())
+    ratio_den = float(
+        (by["revenue"] / by["spend"].where(by["spend"] > 0))
+        .reindex(window["campaign_id"])
+        .fillna(0)
+        .mul(window["spend_micros"].to_numpy() / 1e6)
+        .sum()
+    )
     ratio = value / ratio_den if ratio_den > 0 else None
     out: dict[str, str] = {}
     for cid in pooled:
@@ -134,7 +139,9 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
             out[cid] = "hold"
             continue
         est = r["revenue"] / r["spend"] * ratio
-        out[cid] = "scale" if est > rules.scale_roas else "pause" if est < rules.pause_roas else "hold"
+        out[cid] = (
+            "scale" if est > rules.scale_roas else "pause" if est < rules.pause_roas else "hold"
+        )
     return out
 
 
@@ -178,7 +185,9 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
             else:
                 budget = doc["budgets"][camp["budget_id"]]
                 step = 10 ** (6 - CURRENCY_DIGITS["USD"])
-                budget["amount_micros"] = scaled_budget(int(budget["amount_micros"]), settings, step)
+                budget["amount_micros"] = scaled_budget(
+                    int(budget["amount_micros"]), settings, step
+                )
 
     _update(objects_path(root, meta, "facebook"), base_fb, fb)
     _update(objects_path(root, meta, "google_ads"), base_google, google)
@@ -186,5 +195,3 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
 
 def _update(path: Path, base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
     JsonState(base, path).update(change)
-
-

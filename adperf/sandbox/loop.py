@@ -150,4 +150,3 @@ def cpi_factor(factors: FloatArray) -> FloatArray:
     """Per ad: the CPI multiplier of its budget factor (1 where paused: nothing is bought)."""
     safe = np.where(factors > 0, factors, 1.0)
     return np.asarray(safe**CPI_ELASTICITY, dtype=np.float64)
-

@@ -19,9 +19,9 @@ import decimal
 import fcntl
 import functools
 import gzip
-import os
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -177,7 +177,12 @@ def ensure_world(
             shutil.rmtree(junk, ignore_errors=True)
         if (out_dir / "world.json").exists():
             meta = load_meta(out_dir)
-            have = (meta["seed"], meta["profile"], meta["report_timezone"], meta.get("drift", False))
+            have = (
+                meta["seed"],
+                meta["profile"],
+                meta["report_timezone"],
+                meta.get("drift", False),
+            )
             if have != (seed, profile, report_timezone, drift):
                 raise ConfigError(
                     f"sandbox: {out_dir} holds the world (seed, profile, timezone, drift) = "
@@ -296,8 +301,8 @@ def _controls(
     ledger: dict[str, dict[int, float]] = {}
     if (out_dir / "world.json").exists():
         old = load_meta(out_dir)
-        have = (old["seed"], old["profile"], old["start"], old["report_timezone"])
-        have += (old["report_currency"], old.get("drift", False))
+        have = (old["seed"], old["profile"], old["start"], old["report_timezone"],
+                old["report_currency"], old.get("drift", False))  # fmt: skip
         if have == (seed, prof.name, start.isoformat(), tz.key, currency, drift):
             ledger = loop.read_ledger(out_dir)
     now = loop.current_factors(out_dir, meta, _entities(seed, prof))
@@ -445,7 +450,9 @@ class _World:
         self.n_ads = len(self.ent.ads)
         self.set_loop(ledger={}, now=np.ones(self.n_ads), drift=False)
 
-    def set_loop(self, ledger: dict[str, dict[int, float]], now: FloatArray, *, drift: bool) -> None:
+    def set_loop(
+        self, ledger: dict[str, dict[int, float]], now: FloatArray, *, drift: bool
+    ) -> None:
         """The closed loop's inputs (adperf.sandbox.loop): the budget factors days were built
         with, the fakes' factors for new days, and whether the world drifts."""
         self.ledger, self.now_factors, self.drift_on = ledger, now, drift
@@ -1231,7 +1238,9 @@ class _World:
         cheap = np.zeros((self.n_days, nc))
         launched = np.stack([self.drift.launched(i) for i in range(self.n_days)])
         factor = np.where(launched[:, self.ad_camp], self.factors, 0.0)
-        np.add.at(cheap.T, self.ad_camp, (self.spend_minor / self.ad_scale / loop.cpi_factor(factor)).T)
+        np.add.at(
+            cheap.T, self.ad_camp, (self.spend_minor / self.ad_scale / loop.cpi_factor(factor)).T
+        )
         budget = np.zeros((self.n_days, nc))
         base = np.array([a.daily_budget for a in self.ent.ads])
         np.add.at(budget.T, self.ad_camp, (factor * base).T)

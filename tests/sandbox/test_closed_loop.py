@@ -85,7 +85,7 @@ def test_a_drifting_world_fades_some_campaigns_and_starts_some_late(tmp_path: Pa
                         days=130, drift=True)  # fmt: skip
     assert meta["drift"] is True
     truth = _truth(root)
-    first, last = truth["date"].min(), truth["date"].max()
+    last = truth["date"].max()
     faded = truth[truth["date"] == last].set_index("campaign_id")["fatigue"]
     assert (faded < 0.9).any() and (faded == 1).any()
     spend = truth.pivot(index="date", columns="campaign_id", values="spend_report")
