@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="policy loops run at once")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="parent folder")
     parser.add_argument("--report-only", action="store_true", help="judge existing loops")
+    parser.add_argument(
+        "--until",
+        type=dt.date.fromisoformat,
+        help="judge the loops' days to this one only (loops still running or stopped early)",
+    )
     sub = argparse.ArgumentParser(add_help=False)
     sub.add_argument("--one", type=Path)
     known, _ = sub.parse_known_args(argv)
@@ -74,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(folder)
     if not args.report_only:
         run_all(jobs, args.parallel)
-    results = {seed: judge_seed(base / f"seed{seed}", policies) for seed in seeds}
-    text = render(results, args.profile, args.days)
+    results = {seed: judge_seed(base / f"seed{seed}", policies, args.until) for seed in seeds}
+    days = args.days if args.until is None else (args.until - LOOP_START).days + 1
+    text = render(results, args.profile, days)
     print(text)
     (base / "decisions.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (base / "decisions.md").write_text(text + "\n")
@@ -133,13 +139,13 @@ def run_loop(folder: Path) -> int:
 # ---------------------------------------------------------------- judging
 
 
-def judge_seed(seed_dir: Path, policies: list[str]) -> dict[str, Any]:
+def judge_seed(seed_dir: Path, policies: list[str], until: dt.date | None) -> dict[str, Any]:
     """Per policy: the measures of its loop, and uplift shares against none and oracle."""
     out: dict[str, Any] = {}
     for policy in policies:
         folder = seed_dir / policy
-        if (folder / "done.json").exists():
-            out[policy] = judge(folder)
+        if (folder / "done.json").exists() or until is not None:
+            out[policy] = judge(folder, until)
     none, oracle = out.get("none"), out.get("oracle")
     for m in out.values():
         if none is not None and oracle is not None:
@@ -148,9 +154,9 @@ def judge_seed(seed_dir: Path, policies: list[str]) -> dict[str, Any]:
     return out
 
 
-def judge(folder: Path) -> dict[str, Any]:
-    """The measures of one policy's loop against its world's truth."""
-    done = json.loads((folder / "done.json").read_text())
+def judge(folder: Path, until: dt.date | None = None) -> dict[str, Any]:
+    """The measures of one policy's loop against its world's truth (to `until` if given)."""
+    done = _done(folder, until)
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(folder / "luigi.cfg")
     scale_roas = cfg.getfloat("rules", "scale_roas", fallback=1.3)
@@ -164,7 +170,7 @@ def judge(folder: Path) -> dict[str, Any]:
     loop = truth[(truth["date"] >= first) & (truth["date"] <= last)].copy()
     loop["value"] = loop["installs"] * loop["value_per_install_365d_usd"]
     profit = float((loop["value"] - loop["spend_report"]).sum())
-    decisions = pd.read_csv(folder / "decisions.csv", dtype={"campaign_id": str, "date": str})
+    decisions = _decisions(folder, first, last)
     # Every live campaign-day of the loop, with what the policy said of it (nothing: hold).
     dec = loop.merge(decisions, on=["date", "campaign_id"], how="left")
     dec["action"] = dec["action"].fillna("hold")
@@ -195,6 +201,63 @@ def judge(folder: Path) -> dict[str, Any]:
         "seconds": done.get("seconds"),
         "seconds_per_day": done.get("seconds_per_day"),
     }
+
+
+def _done(folder: Path, until: dt.date | None) -> dict[str, Any]:
+    """done.json, or for a loop judged to `until`: its days and its per-day seconds so far."""
+    if until is None:
+        return json.loads((folder / "done.json").read_text())  # type: ignore[no-any-return]
+    secs = [
+        float(line.split(": ")[1].split("s,")[0])
+        for line in (folder / "loop.log").read_text(errors="replace").splitlines()
+        if line[:4] == "2026" and ": " in line and "s, " in line
+        and line[:10] <= until.isoformat()
+    ]  # fmt: skip
+    warm = secs[1:] or secs
+    return {
+        "first_day": LOOP_START.isoformat(),
+        "last_day": until.isoformat(),
+        "seconds": round(sum(secs), 1),
+        "seconds_per_day": round(sum(warm) / len(warm), 1) if warm else None,
+    }
+
+
+def _decisions(folder: Path, first: str, last: str) -> pd.DataFrame:
+    """decisions.csv, or for a loop not done yet its decisions rebuilt from what it left: the
+    warehouse's campaign actions (old, adperf), the bench's rule on its warehouse (naive), the
+    truth (oracle); each as the loop made them, day by day."""
+    path = folder / "decisions.csv"
+    if path.exists():
+        got = pd.read_csv(path, dtype={"campaign_id": str, "date": str})
+        return got[(got["date"] >= first) & (got["date"] <= last)]
+    from bench import decisions_loop as dl
+
+    policy = folder.name
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(folder / "luigi.cfg")
+
+    class _Rules:
+        scale_roas = cfg.getfloat("rules", "scale_roas", fallback=1.3)
+        pause_roas = cfg.getfloat("rules", "pause_roas", fallback=0.5)
+        min_spend = cfg.getfloat("rules", "min_spend", fallback=100.0)
+        min_installs = cfg.getint("rules", "min_installs", fallback=50)
+        window_days = cfg.getint("rules", "window_days", fallback=14)
+
+    rows = []
+    day = dt.date.fromisoformat(first)
+    while day.isoformat() <= last:
+        iso = day.isoformat()
+        if policy in ("old", "adperf", "naive"):
+            decided = dl._warehouse_actions(folder, iso)
+            if policy == "naive":
+                decided = dl._naive(folder, iso, decided, _Rules)
+        elif policy == "oracle":
+            decided = dl._oracle(folder / "sandbox", iso, _Rules)
+        else:
+            decided = {}
+        rows.extend({"date": iso, "campaign_id": c, "action": a} for c, a in decided.items())
+        day += dt.timedelta(days=1)
+    return pd.DataFrame(rows, columns=["date", "campaign_id", "action"])
 
 
 def pause_delays(

@@ -109,7 +109,7 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
             params=(lo, hi + " 99"),
         )
         window = pd.read_sql(
-            "SELECT object_id AS campaign_id, proas, spend_micros FROM actions "
+            "SELECT object_id AS campaign_id, proas, spend FROM actions "
             "WHERE level = 'campaign' AND date LIKE ?",
             conn,
             params=(iso + "%",),
@@ -120,14 +120,10 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
         d7[col] = pd.to_numeric(d7[col]).astype(float)
     by = d7.groupby("campaign_id").sum(numeric_only=True)
     window = window.dropna(subset=["proas"])
-    value = float((window["proas"] * window["spend_micros"] / 1e6).sum())
-    ratio_den = float(
-        (by["revenue"] / by["spend"].where(by["spend"] > 0))
-        .reindex(window["campaign_id"])
-        .fillna(0)
-        .mul(window["spend_micros"].to_numpy() / 1e6)
-        .sum()
-    )
+    spent = pd.to_numeric(window["spend"]).astype(float).to_numpy()
+    value = float((window["proas"].to_numpy(dtype=float) * spent).sum())
+    d7_roas = (by["revenue"] / by["spend"].where(by["spend"] > 0)).reindex(window["campaign_id"])
+    ratio_den = float((d7_roas.fillna(0).to_numpy() * spent).sum())
     ratio = value / ratio_den if ratio_den > 0 else None
     out: dict[str, str] = {}
     for cid in pooled:
