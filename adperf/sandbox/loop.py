@@ -83,10 +83,12 @@ def build_drift(seed: int, profile: Profile, ent: Entities, enabled: bool) -> Dr
 
 def current_factors(world_root: Path, meta: dict[str, Any], ent: Entities) -> FloatArray:
     """Per ad: its budget factor now, from the fakes' object state files (1 where unedited)."""
-    base_fb, base_google = sandbox_objects(meta)
-    fb = _read(objects_path(world_root, meta, "facebook"), base_fb)
-    google = _read(objects_path(world_root, meta, "google_ads"), base_google)
     out = np.ones(len(ent.ads))
+    paths = [objects_path(world_root, meta, p) for p in ("facebook", "google_ads")]
+    if not any(p.exists() for p in paths):  # nobody edited anything (and no objects to build)
+        return out
+    base_fb, base_google = sandbox_objects(meta)
+    fb, google = _read(paths[0], base_fb), _read(paths[1], base_google)
     for ad in ent.ads:
         c = ent.campaigns[ad.campaign_index]
         if c.platform == "facebook":

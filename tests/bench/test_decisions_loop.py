@@ -18,7 +18,8 @@ from adperf.sandbox.ad_objects import objects_path, sandbox_objects
 from bench.decisions import LOOP_START, prepare
 from bench.decisions_table import REPO
 
-pytestmark = pytest.mark.slow  # the pipeline, a few days on a fresh world: minutes
+# The pipeline, a few days on a fresh world: minutes (more on a loaded machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _loop(folder: Path, days: int, rules: dict[str, str]) -> None:
