@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from adperf.errors import ConfigError
+from adperf.sandbox.anomalies import Anomaly, Planted
 from adperf.sandbox.entities import (
     CURRENCY_DIGITS,
     KRW_PER_USD_BASE,
@@ -100,8 +101,11 @@ def build_world(
     profile: str = "small",
     report_timezone: str = "Asia/Seoul",
     report_currency: str = "USD",
+    anomalies: Sequence[Anomaly] = (),
 ) -> dict[str, Any]:
     """Build the world (seed, profile) for days start..end into `out_dir`, atomically.
+
+    `anomalies` plants changes from given days on (adperf.sandbox.anomalies), for the watch.
 
     Writes into a temp folder beside `out_dir`, then swaps it in: a killed build leaves no half
     world. Not locked: concurrent callers should use `ensure_world`. Returns world.json's content.
@@ -130,7 +134,7 @@ def build_world(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        meta = _World(tmp, seed, start, end, prof, tz, report_currency).build()
+        meta = _World(tmp, seed, start, end, prof, tz, report_currency, anomalies).build()
         _swap_in(tmp, out_dir)
     finally:
         if tmp.exists():
@@ -383,6 +387,7 @@ class _World:
         profile: Profile,
         tz: ZoneInfo,
         report_currency: str,
+        anomalies: Sequence[Anomaly] = (),
     ) -> None:
         self.root = root
         self.seed = seed
@@ -405,12 +410,20 @@ class _World:
         self.ent: Entities = build_entities(seed, profile)
         self.n_campaigns = len(self.ent.campaigns)
         self.n_ads = len(self.ent.ads)
+        # Anomalies planted for the watch (issue 19): none by default, and then no change at all.
+        self.anomalies = Planted(
+            anomalies,
+            [c.campaign_id for c in self.ent.campaigns],
+            [c.platform for c in self.ent.campaigns],
+            np.array([a.campaign_index for a in self.ent.ads], dtype=np.int64),
+        )
 
     # ----------------------------------------------------------------- simulation
 
     def build(self) -> dict[str, Any]:
         self._fx()
         self._delivery_and_users()
+        self.anomalies.after_delivery(self)  # planted CPI spikes, platform install claims
         self._purchases()
         self._payments()
         self._reported()
@@ -476,6 +489,7 @@ class _World:
             paused = rng.random(self.n_ads) < pause
             weekend = 1.1 if d.weekday() >= 5 else 1.0
             raw = budget * weekend * rng.lognormal(-0.02, 0.2, self.n_ads)
+            raw = raw * self.anomalies.delivery(d)  # planted budget changes (1.0: none)
             minor = np.where(paused, 0, np.rint(raw * scale)).astype(np.int64)
             spend = minor / scale
             live = minor > 0
@@ -718,6 +732,7 @@ class _World:
         u = self.users
         paid: BoolArray = (u.group >= 0) & (u.group < self.n_campaigns)
         chosen: BoolArray = u.af_suffix % RESTRICTED_EVERY == 0
+        chosen |= self.anomalies.restricted(u.day, u.af_suffix, self.dates)
         return paid & chosen
 
     def _mmp_campaign_ids(self) -> npt.NDArray[np.object_]:
@@ -1179,6 +1194,11 @@ class _World:
                 c.campaign_id for c in self.ent.campaigns if c.app_campaign
             ],
             "media_source_map": dict(MEDIA_SOURCE_MAP),
+            **(
+                {"anomalies": [a.to_json() for a in self.anomalies.anomalies]}
+                if self.anomalies.anomalies
+                else {}
+            ),
         }
 
 
