@@ -228,9 +228,10 @@ def _check(
         return []
     med = float(baseline.median())
     spread = max(MAD_TO_SD * float((baseline - med).abs().median()), noise_floor)
-    if med <= 0 or spread <= 0:
+    if med <= 0 or (spread <= 0 and count_z is None):
         return []
-    z, change = (value - med) / spread, value / med - 1.0
+    change = value / med - 1.0
+    z = (value - med) / spread if spread > 0 else math.copysign(math.inf, change)
     if count_z is not None:
         z = math.copysign(min(abs(z), abs(count_z)), z)
     if abs(z) < s.z or abs(change) < s.min_change:
