@@ -168,14 +168,12 @@ def _metric_findings(
     weekday = dt.date.fromisoformat(day).strftime("%A")
     for (platform, campaign_id), now in today.groupby(["platform", "campaign_id"], sort=True):
         r = now.iloc[0]
-        spend, installs = float(r["spend"]), float(r["installs"])
         before = past[(past["platform"] == platform) & (past["campaign_id"] == campaign_id)]
         # Days without delivery (paused) are not the campaign's normal: left out of the baseline.
         before = before[before["spend"].astype(float) > 0]
-        if spend <= 0 or len(before) < s.min_baseline_weeks:
+        if float(r["spend"]) <= 0 or len(before) < s.min_baseline_weeks:
             continue
-        b_spend, b_installs = before["spend"].astype(float), before["installs"].astype(float)
-        if float(b_installs.median()) < s.min_installs:
+        if float(before["installs"].astype(float).median()) < s.min_installs:
             continue
         where = dict(
             day=day,
@@ -185,31 +183,51 @@ def _metric_findings(
             weekday=weekday,
             n=len(before),
         )
-        # Installs vary with spend beyond Poisson: sd at least sqrt(m + (overdispersion m)^2).
-        m = float(b_installs.median())
-        floor = math.sqrt(m + (s.overdispersion * m) ** 2)
-        out += _check("installs", installs, b_installs, floor, s, where)
-        if spend < s.min_spend or installs <= 0:
-            continue
-        cpi_before = (b_spend / b_installs.where(b_installs > 0)).dropna()
-        if not len(cpi_before):
-            continue
-        # Given the day's spend, its installs at the usual CPI are Poisson(spend / CPI): the CPI's
-        # z is taken no further than that count's (a CPI over few installs is heavy-tailed).
-        expected = spend / float(cpi_before.median())
-        count_z = (expected - installs) / math.sqrt(expected)
-        out += _check("cpi", spend / installs, cpi_before, 0.0, s, where, currency, count_z)
-        if "revenue_d0" not in before.columns or pd.isna(r.get("revenue_d0")):
-            continue
-        payers = float(pd.to_numeric(before["payers_d0"], errors="coerce").median())
-        # ROAS D0 over a few payers moves by a whole purchase: no normal to be beyond.
-        if not payers >= s.min_payers:
-            continue
-        roas_before = (before["revenue_d0"].astype(float) / b_spend).dropna()
-        # A sum of Poisson(payers) purchases: relative sd about sqrt(2 / payers).
-        floor = abs(float(roas_before.median())) * math.sqrt(2.0 / max(payers, 1.0))
-        out += _check("roas_d0", float(r["revenue_d0"]) / spend, roas_before, floor, s, where)
+        out += _installs_finding(r, before, s, where)
+        out += _cpi_finding(r, before, s, where, currency)
+        out += _roas_d0_finding(r, before, s, where)
     return out
+
+
+def _installs_finding(
+    r: pd.Series, before: pd.DataFrame, s: WatchSettings, where: dict[str, Any]
+) -> list[dict[str, Any]]:
+    b_installs = before["installs"].astype(float)
+    # Installs vary with spend beyond Poisson: sd at least sqrt(m + (overdispersion m)^2).
+    m = float(b_installs.median())
+    floor = math.sqrt(m + (s.overdispersion * m) ** 2)
+    return _check("installs", float(r["installs"]), b_installs, floor, s, where)
+
+
+def _cpi_finding(
+    r: pd.Series, before: pd.DataFrame, s: WatchSettings, where: dict[str, Any], currency: str
+) -> list[dict[str, Any]]:
+    spend, installs = float(r["spend"]), float(r["installs"])
+    b_installs = before["installs"].astype(float)
+    cpi_before = (before["spend"].astype(float) / b_installs.where(b_installs > 0)).dropna()
+    if spend < s.min_spend or installs <= 0 or not len(cpi_before):
+        return []
+    # Given the day's spend, its installs at the usual CPI are Poisson(spend / CPI): the CPI's
+    # z is taken no further than that count's (a CPI over few installs is heavy-tailed).
+    expected = spend / float(cpi_before.median())
+    count_z = (expected - installs) / math.sqrt(expected)
+    return _check("cpi", spend / installs, cpi_before, 0.0, s, where, currency, count_z)
+
+
+def _roas_d0_finding(
+    r: pd.Series, before: pd.DataFrame, s: WatchSettings, where: dict[str, Any]
+) -> list[dict[str, Any]]:
+    spend = float(r["spend"])
+    if spend < s.min_spend or "revenue_d0" not in before.columns or pd.isna(r.get("revenue_d0")):
+        return []
+    payers = float(pd.to_numeric(before["payers_d0"], errors="coerce").median())
+    # ROAS D0 over a few payers moves by a whole purchase: there is no normal to be beyond.
+    if not payers >= s.min_payers:
+        return []
+    roas_before = (before["revenue_d0"].astype(float) / before["spend"].astype(float)).dropna()
+    # A sum of Poisson(payers) purchases of similar size: relative sd about sqrt(2 / payers).
+    floor = abs(float(roas_before.median())) * math.sqrt(2.0 / max(payers, 1.0))
+    return _check("roas_d0", float(r["revenue_d0"]) / spend, roas_before, floor, s, where)
 
 
 def _check(
