@@ -403,6 +403,10 @@ def build_source_discrepancy(
     `gap` = platform / MMP - 1 (null without MMP installs); `flagged` when |gap| exceeds
     `max_install_gap` on at least `min_gap_installs` installs (the larger of the two counts).
     """
+    # Trap: with [adperf] account_days = account, an account in another zone reports its own
+    # calendar day, while the MMP's day is the report zone's: the two counts then cover windows
+    # hours apart, and the gap of such a campaign carries that shift's noise too (the
+    # max_install_gap margin absorbs it on ordinary days; account_days = report removes it).
     key = ["platform", "campaign_id"]
     platform = (
         spend_day.groupby(key, as_index=False).agg(
