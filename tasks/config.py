@@ -218,7 +218,7 @@ class watch(luigi.Config):  # noqa: N801
         "least sqrt(m + (overdispersion x m)^2) around a median of m",
     )
     max_install_gap = luigi.FloatParameter(
-        default=0.5,
+        default=0.6,
         description="platform-reported installs more than this share above (or "
         "below) the MMP's attributed installs of a campaign are flagged",
     )

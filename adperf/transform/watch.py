@@ -96,7 +96,7 @@ class WatchSettings:
     min_spend: float = 50.0
     min_payers: float = 5.0
     overdispersion: float = 0.15
-    max_install_gap: float = 0.5
+    max_install_gap: float = 0.6
     min_gap_installs: int = 50
     pace_tolerance: float = 0.2
     pace_min_days: int = 5
