@@ -265,7 +265,7 @@ def _check(
     message = (
         f"{where['name']} ({where['platform']}): {label} {show(value)} vs {show(med)} usual "
         f"(median of the last {where['n']} {where['weekday']}s, ±{plus_minus}): "
-        f"{_pct(change)}, z {z:+.1f}"
+        f"{_pct(change)}, z " + f"{z:+.1f}".replace("-", "−")
     )
     return [
         {
