@@ -165,6 +165,23 @@ actions = sa.Table(
     sa.Column("p_below", sa.Float),
 )
 
+# Installs the ad platform reports against those the MMP attributes, per paid campaign and day
+# (the watch's cross-source check, adperf.transform.watch): gap = platform / MMP - 1, NULL
+# without MMP installs; flagged when beyond [watch] max_install_gap on enough installs.
+source_discrepancy = sa.Table(
+    "source_discrepancy",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("campaign_id", ID, primary_key=True),
+    sa.Column("campaign_name", NAME),
+    sa.Column("installs_platform", sa.BigInteger, nullable=False),
+    sa.Column("installs_mmp", sa.BigInteger, nullable=False),
+    sa.Column("difference", sa.BigInteger, nullable=False),
+    sa.Column("gap", sa.Float),
+    sa.Column("flagged", sa.Boolean, nullable=False),
+)
+
 # One row per change `adperf actions apply --yes` made (or tried) on an ad platform; appended,
 # never replaced (adperf/actions). `value_before`/`value_after`, not before/after: BEFORE is a
 # reserved word in MySQL. Values are the API's: a status name, or an integer budget in `unit`.
@@ -243,6 +260,7 @@ DAY_COLUMN = {
     "ltv_model": "date",
     "revenue_reconciliation": "date",
     "actions": "date",
+    "source_discrepancy": "date",
 }
 REPORT_TABLES = {name: metadata.tables[name] for name in DAY_COLUMN}
 # Tables of cohort triangles: one row per cell (the table's key), as of the latest report day

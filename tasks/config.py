@@ -13,6 +13,7 @@ from adperf.errors import ConfigError
 
 if TYPE_CHECKING:
     from adperf.sources.google_ads import GoogleAdsCredentials
+    from adperf.transform.watch import BudgetPlan, WatchSettings
 
 # Only for the sandbox's fake endpoints: a production config never falls back to these.
 SANDBOX_HMAC_KEY = "adperf-sandbox-demo-key-not-secret"
@@ -189,6 +190,81 @@ class contribution(luigi.Config):  # noqa: N801
     )
 
 
+class watch(luigi.Config):  # noqa: N801
+    """Thresholds of the report's watch section (adperf.transform.watch)."""
+
+    baseline_weeks = luigi.IntParameter(
+        default=8,
+        description="a campaign's CPI, ROAS D0 and installs are compared with the same "
+        "weekday of this many weeks before (median and MAD)",
+    )
+    min_baseline_weeks = luigi.IntParameter(
+        default=4, description="fewer same-weekday days with delivery than this: no check yet"
+    )
+    z = luigi.FloatParameter(
+        default=3.5,
+        description="robust z (distance from the median in spreads) that flags a "
+        "change; the spread is at least the sampling noise of the day's counts",
+    )
+    min_change = luigi.FloatParameter(
+        default=0.4, description="and the change must be at least this share of the median"
+    )
+    min_installs = luigi.IntParameter(
+        default=20, description="campaigns with a median of fewer installs are not watched"
+    )
+    min_spend = luigi.FloatParameter(
+        default=50.0,
+        description="CPI and ROAS D0 are watched on days with this much spend (report currency)",
+    )
+    min_payers = luigi.FloatParameter(
+        default=5.0,
+        description="ROAS D0 is watched on campaigns with a median of this many D0 "
+        "payers (with fewer, one purchase moves it by its whole amount)",
+    )
+    overdispersion = luigi.FloatParameter(
+        default=0.15,
+        description="installs vary with spend beyond Poisson: their spread is at "
+        "least sqrt(m + (overdispersion x m)^2) around a median of m",
+    )
+    max_install_gap = luigi.FloatParameter(
+        default=0.6,
+        description="platform-reported installs more than this share above (or "
+        "below) the MMP's attributed installs of a campaign are flagged",
+    )
+    min_gap_installs = luigi.IntParameter(
+        default=50, description="... when the larger of the two counts is at least this"
+    )
+    pace_tolerance = luigi.FloatParameter(
+        default=0.2,
+        description="month-to-date spend more than this share ahead of or behind "
+        "the [budgets] plan (pro rata by days) is flagged",
+    )
+    pace_min_days = luigi.IntParameter(
+        default=5, description="pacing is watched from this day of the month on"
+    )
+    share_days = luigi.IntParameter(
+        default=28, description="days of the baseline of the restricted / unattributed shares"
+    )
+    share_rise = luigi.FloatParameter(
+        default=0.05,
+        description="a share this much (0.05 = 5 points) above its median, and "
+        "beyond z spreads, is flagged",
+    )
+
+
+class budgets(luigi.Config):  # noqa: N801
+    """Monthly budget plan in report currency, for the watch's pacing check."""
+
+    platforms = luigi.DictParameter(
+        default={}, description='monthly budget per platform, e.g. {"facebook": 90000}'
+    )
+    campaigns = luigi.DictParameter(
+        default={},
+        description='monthly budget per campaign, keyed "platform:campaign_id", e.g. '
+        '{"facebook:120210000000000001": 15000}',
+    )
+
+
 @dataclass(frozen=True)
 class Secrets:
     """Secrets from the environment; never luigi parameters, never logged."""
@@ -275,3 +351,27 @@ def csv_list(value: str) -> list[str]:
 def data_root() -> Path:
     """The lake root as a Path."""
     return Path(adperf().data_root)
+
+
+def watch_settings() -> WatchSettings:
+    """[watch] as the plain settings adperf.transform.watch takes."""
+    from adperf.transform.watch import WatchSettings
+
+    w = watch()
+    return WatchSettings(**{k: getattr(w, k) for k in WatchSettings.__dataclass_fields__})
+
+
+def budget_plan() -> BudgetPlan:
+    """[budgets] as a BudgetPlan; a campaign key without its platform is a ConfigError."""
+    from adperf.transform.watch import BudgetPlan
+
+    b, campaigns = budgets(), {}
+    for key, value in b.campaigns.items():
+        platform, sep, campaign_id = str(key).partition(":")
+        if not sep or not platform or not campaign_id:
+            raise ConfigError(
+                f"[budgets] campaigns key {key!r} is not platform:campaign_id. Fix: e.g. "
+                '"facebook:120210000000000001"'
+            )
+        campaigns[(platform, campaign_id)] = float(value)
+    return BudgetPlan({str(k): float(v) for k, v in b.platforms.items()}, campaigns)

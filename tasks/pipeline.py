@@ -967,6 +967,98 @@ def _rules() -> Any:
     )
 
 
+class Watch(LakeTask):
+    """The watch of one report day (adperf.transform.watch): what changed beyond normal noise,
+    and each paid campaign's platform-reported vs MMP installs (source_discrepancy).
+
+    Earlier days come from the warehouse as loaded, like RenderReport's history: reading them is
+    not a dependency, so a day watched before its baseline days were loaded (a backfill out of
+    order) has fewer checks, never wrong ones.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("watch", "source_discrepancy")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "report": CampaignReport(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "spend": SpendLatest(date=self.date),  # the day's reported installs; month to date
+        }
+
+    def run(self) -> None:
+        from adperf.transform.watch import build_source_discrepancy, build_watch
+
+        day, inp, settings = _iso(self.date), self.input(), config.watch_settings()
+        today = _with_d0(_as_money(inp["report"]["campaign_report"].read()), inp["cohorts"].read())
+        spend = _as_money(inp["spend"].read())
+        history = _watch_history(self.date, settings)
+        discrepancy = build_source_discrepancy(day, spend[spend["date"] == day], today, settings)
+        found = build_watch(
+            day,
+            campaigns=pd.concat([history["campaigns"], today], ignore_index=True),
+            reconciliation=pd.concat(
+                [history["reconciliation"], _as_money(inp["attribution"]["reconciliation"].read())],
+                ignore_index=True,
+            ),
+            discrepancy=discrepancy,
+            pacing=_pacing(day, spend),
+            settings=settings,
+            currency=config.adperf().report_currency,
+        )
+        root = config.data_root()
+        lake.write_frame(root, "source_discrepancy", "date", day, discrepancy)
+        lake.write_frame(root, "watch", "date", day, found)
+
+
+def _pacing(day: str, spend: pd.DataFrame) -> pd.DataFrame:
+    """Month-to-date spend against [budgets], from the day's spend window (31 days to it)."""
+    from adperf.transform.watch import build_pacing
+
+    # Pro rata over the days the window holds: a lake (or a sandbox world) that starts in the
+    # middle of the month would otherwise be 'behind plan' by the days before it.
+    since = str(spend["date"].min()) if len(spend) else None
+    month = spend[spend["date"] >= day[:8] + "01"]
+    return build_pacing(day, month, config.budget_plan(), since=since)
+
+
+def _with_d0(campaigns: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFrame:
+    """Campaign rows with the D0 revenue and payers of their cohort of the same day (`cohorts`:
+    cohort_roas rows, lake or warehouse)."""
+    d0 = cohorts[cohorts["age_days"] == 0].rename(columns={"cohort_date": "date"})
+    if "revenue_micros" in d0.columns:
+        d0 = d0.assign(revenue=d0["revenue_micros"].astype("float64") / 1_000_000)
+    d0 = d0.assign(date=d0["date"].astype(str), revenue_d0=d0["revenue"].astype("float64"))
+    d0 = d0.rename(columns={"payers": "payers_d0"})[
+        ["date", "platform", "campaign_id", "revenue_d0", "payers_d0"]
+    ]
+    out = campaigns.assign(date=campaigns["date"].astype(str))
+    return out.merge(d0, on=["date", "platform", "campaign_id"], how="left")
+
+
+def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
+    """campaign_daily (with D0 cohorts) and revenue_reconciliation of the watch's baseline days
+    before `day`, as loaded in the warehouse."""
+    back = max(7 * settings.baseline_weeks, settings.share_days)
+    first, last = _iso(day - dt.timedelta(days=back)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        campaigns = warehouse.read_days(engine, "campaign_daily", first, last)
+        # A triangle cell is stored as of the latest report that computed it (up to 30 days on).
+        far = _iso(day + dt.timedelta(days=COHORT_WINDOW_DAYS))
+        cohorts = warehouse.read_days(engine, "cohort_roas", first, far)
+        recon = warehouse.read_days(engine, "revenue_reconciliation", first, last)
+    finally:
+        engine.dispose()
+    cohorts = cohorts[cohorts["cohort_date"].astype(str).between(first, last)]
+    for df in (campaigns, cohorts, recon):
+        for col in ("spend", "revenue", "total_payments", "unattributed", "restricted"):
+            if col in df.columns:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return {"campaigns": _with_d0(campaigns, cohorts), "reconciliation": recon}
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -987,6 +1079,7 @@ class LoadReport(luigi.Task):
             "ltv": Ltv(date=self.date),
             "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
+            "watch": Watch(date=self.date),  # its source_discrepancy table
         }
 
     def output(self) -> WarehouseDay:
@@ -1008,6 +1101,7 @@ class LoadReport(luigi.Task):
             "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),
+            "source_discrepancy": inp["watch"]["source_discrepancy"].read(),
         }
         engine = warehouse.make_engine(config.adperf().warehouse_url)
         try:
@@ -1044,6 +1138,7 @@ class RenderReport(luigi.Task):
             "attribution": Attribution(date=self.date),
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
+            "watch": Watch(date=self.date),
         }
 
     def output(self) -> JsonFile:
@@ -1076,6 +1171,7 @@ class RenderReport(luigi.Task):
             history_spend=history["ad_spend_daily"],
             target_roas=config.rules().target_roas,
             accounts_line=_accounts_line(self.date),
+            watch=inp["watch"]["watch"].read(),
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
@@ -1221,7 +1317,14 @@ def _accounts_line(day: dt.date) -> str | None:
 
 
 # The lake files a rendered report is made of (besides the warehouse history).
-_REPORT_INPUTS = ("campaign_report", "actions", "reconciliation", "cohort_roas", "ltv_model")
+_REPORT_INPUTS = (
+    "campaign_report",
+    "actions",
+    "reconciliation",
+    "cohort_roas",
+    "ltv_model",
+    "watch",
+)
 
 
 def _first_row(df: pd.DataFrame) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from sqlalchemy.dialects import mysql
 
 from adperf.errors import ConfigError
 from adperf.sandbox import loop
+from adperf.sandbox.anomalies import Anomaly, Planted
 from adperf.sandbox.entities import (
     CURRENCY_DIGITS,
     KRW_PER_USD_BASE,
@@ -104,12 +105,14 @@ def build_world(
     report_timezone: str = "Asia/Seoul",
     report_currency: str = "USD",
     drift: bool = False,
+    anomalies: Sequence[Anomaly] = (),
 ) -> dict[str, Any]:
     """Build the world (seed, profile) for days start..end into `out_dir`, atomically.
 
     Closed loop (adperf.sandbox.loop): days the world in `out_dir` already had keep the budget
     controls they were built with; new days take the fakes' object state as it is now.
-    `drift` adds creative fatigue and late-starting campaigns.
+    `drift` adds creative fatigue and late-starting campaigns. `anomalies` plants changes from
+    given days on (adperf.sandbox.anomalies), for the watch.
 
     Writes into a temp folder beside `out_dir`, then swaps it in: a killed build leaves no half
     world. Not locked: concurrent callers should use `ensure_world`. Returns world.json's content.
@@ -139,7 +142,7 @@ def build_world(
     controls = _controls(out_dir, seed, prof, start, tz, report_currency, drift)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        world = _World(tmp, seed, start, end, prof, tz, report_currency)
+        world = _World(tmp, seed, start, end, prof, tz, report_currency, anomalies)
         world.set_loop(*controls, drift=drift)
         if controls[0] and (out_dir / "logs").is_dir():  # the ledger says: this world, shorter
             world.reuse_logs(out_dir)
@@ -426,6 +429,7 @@ class _World:
         profile: Profile,
         tz: ZoneInfo,
         report_currency: str,
+        anomalies: Sequence[Anomaly] = (),
     ) -> None:
         self.root = root
         self.seed = seed
@@ -448,6 +452,13 @@ class _World:
         self.ent: Entities = _entities(seed, profile)
         self.n_campaigns = len(self.ent.campaigns)
         self.n_ads = len(self.ent.ads)
+        # Anomalies planted for the watch (issue 19): none by default, and then no change at all.
+        self.anomalies = Planted(
+            anomalies,
+            [c.campaign_id for c in self.ent.campaigns],
+            [c.platform for c in self.ent.campaigns],
+            np.array([a.campaign_index for a in self.ent.ads], dtype=np.int64),
+        )
         self.set_loop(ledger={}, now=np.ones(self.n_ads), drift=False)
 
     def set_loop(
@@ -470,6 +481,7 @@ class _World:
     def build(self) -> dict[str, Any]:
         self._fx()
         self._delivery_and_users()
+        self.anomalies.after_delivery(self)  # planted CPI spikes, platform install claims
         self._purchases()
         self._payments()
         self._reported()
@@ -543,6 +555,7 @@ class _World:
             paused = (rng.random(self.n_ads) < pause) | (factor <= 0)
             weekend = 1.1 if d.weekday() >= 5 else 1.0
             raw = budget * factor * weekend * rng.lognormal(-0.02, 0.2, self.n_ads)
+            raw = raw * self.anomalies.delivery(d)  # planted budget changes (1.0: none)
             minor = np.where(paused, 0, np.rint(raw * scale)).astype(np.int64)
             spend = minor / scale
             live = minor > 0
@@ -786,6 +799,7 @@ class _World:
         u = self.users
         paid: BoolArray = (u.group >= 0) & (u.group < self.n_campaigns)
         chosen: BoolArray = u.af_suffix % RESTRICTED_EVERY == 0
+        chosen |= self.anomalies.restricted(u.day, u.af_suffix, self.dates)
         return paid & chosen
 
     def _mmp_campaign_ids(self) -> npt.NDArray[np.object_]:
@@ -1304,6 +1318,11 @@ class _World:
             "media_source_map": dict(MEDIA_SOURCE_MAP),
             # Only a drifting world says so: world.json of the default world stays as it was.
             **({"drift": True} if self.drift_on else {}),
+            **(
+                {"anomalies": [a.to_json() for a in self.anomalies.anomalies]}
+                if self.anomalies.anomalies
+                else {}
+            ),
         }
 
 

@@ -36,6 +36,7 @@ def build_html_report(
     notes: list[str],
     png: bytes,
     accounts_line: str | None = None,
+    watch: pd.DataFrame | None = None,
 ) -> str:
     """The day's report page: totals with changes, chart, actions, notes, every campaign;
     `accounts_line` says which ad accounts keep days of another zone."""
@@ -58,6 +59,7 @@ def build_html_report(
             numeric={1, 2, 3},
             raw={2, 3},
         ),
+        *([] if watch is None else ["<h2>Watch</h2>", _watch(watch)]),
         "<h2>Chart</h2>",
         f'<img alt="daily spend and ROAS per platform; cohort ROAS curves" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">',
@@ -72,6 +74,16 @@ def build_html_report(
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _watch(watch: pd.DataFrame) -> str:
+    """What changed beyond normal day-to-day noise (adperf.transform.watch), one line each."""
+    if not len(watch):
+        return '<p id="watch">Nothing beyond normal day-to-day noise.</p>'
+    items = "".join(
+        f'<li data-check="{_e(str(r.check))}">{_e(str(r.message))}</li>' for r in watch.itertuples()
+    )
+    return f'<ul id="watch">{items}</ul>'
 
 
 def _actions(actions: pd.DataFrame, currency: str) -> str:

@@ -56,6 +56,7 @@ MAX_FALLBACK_TEXT = 1000
 
 TOP_CAMPAIGNS = 5
 MAX_ACTIONS_LISTED = 10
+MAX_WATCH_LISTED = 10
 MAX_NAME_CHARS = 80
 MAX_REASON_CHARS = 300
 MAX_NOTE_CHARS = 500
@@ -95,6 +96,7 @@ def build_slack_message(
     week_before: dict[str, Any] | None = None,
     attachment: str | None = None,
     accounts_line: str | None = None,
+    watch: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}.
 
@@ -150,6 +152,8 @@ def build_slack_message(
         clock = ":clock3: " + _escape(accounts_line)
         blocks.append({"type": "context", "elements": [_mrkdwn(_cut(clock, MAX_NOTE_CHARS))]})
     blocks.append({"type": "divider"})
+    if watch is not None:
+        blocks += [_watch_section(watch), {"type": "divider"}]
 
     paid = campaigns[~campaigns["platform"].isin(INSTALL_BUCKETS)]
     ranked = paid[(paid["spend"] > 0) & paid["roas"].notna()].sort_values(
@@ -803,6 +807,18 @@ def _quality_context(
     if len(shown) < len(notes):
         elements.append(_mrkdwn(f"… and {len(notes) - len(shown):,} more notes"))
     return {"type": "context", "elements": elements}
+
+
+def _watch_section(watch: pd.DataFrame) -> dict[str, Any]:
+    """The watch: what changed beyond normal day-to-day noise, each with its baseline."""
+    if not len(watch):
+        return _text_section(":eyes: *Watch*\nNothing beyond normal day-to-day noise.")
+    shown = watch.head(MAX_WATCH_LISTED)
+    return _list_section(
+        f":eyes: *Watch* ({len(watch):,} beyond normal noise)",
+        [f"• {_escape(_cut(str(m), MAX_REASON_CHARS))}" for m in shown["message"]],
+        hidden=len(watch) - len(shown),
+    )
 
 
 def _list_section(title: str, lines: list[str], *, hidden: int) -> dict[str, Any]:

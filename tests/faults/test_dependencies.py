@@ -111,6 +111,7 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
         ),
         "revenue_reconciliation": read("reconciliation"),
         "actions": read("actions"),
+        "source_discrepancy": read("source_discrepancy"),
     }
     pull = (rows_in_windows(read("spend_latest"), windows), windows)
 
