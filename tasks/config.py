@@ -154,6 +154,12 @@ class rules(luigi.Config):  # noqa: N801
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
     )
+    follow_up_days = luigi.IntParameter(
+        default=7,
+        description="an applied action is followed up this many days after its report day: "
+        "spend, installs, CPI and pROAS of as many days since the change against before it "
+        "(1 to 15)",
+    )
 
 
 class actions(luigi.Config):  # noqa: N801
@@ -164,6 +170,11 @@ class actions(luigi.Config):  # noqa: N801
         default=0.5,
         description="largest share one scale may raise a budget by (scale_factor above "
         "1 + this is refused)",
+    )
+    expand_active = luigi.BoolParameter(
+        default=False,
+        description="`adperf actions apply --expand`: copies of a winning adset start ACTIVE "
+        "(default: PAUSED, for a person to switch on)",
     )
 
 

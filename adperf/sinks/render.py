@@ -73,6 +73,7 @@ def render_report(
     history_spend: pd.DataFrame | None = None,
     target_roas: float | None = None,
     accounts_line: str | None = None,
+    follow_ups: list[str] | None = None,
 ) -> RenderedReport:
     """The report of `day` from its campaign/action/cohort rows and the earlier days' rows.
 
@@ -105,6 +106,7 @@ def render_report(
         week_before=before[d7],
         attachment=csv_name,
         accounts_line=accounts_line,
+        follow_ups=follow_ups,
     )
     csv = build_campaign_csv(campaigns, actions)
     chart = build_chart_data(
@@ -132,6 +134,7 @@ def render_report(
         ],
         png=png,
         accounts_line=accounts_line,
+        follow_ups=follow_ups,
     )
     digest = hashlib.sha256()
     # The PNG's bytes depend on the matplotlib version; its data is what the reader sees.
