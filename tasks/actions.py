@@ -1,6 +1,7 @@
 """`adperf actions apply --date D [--yes] [--expand]`: the day's scale / pause / scale back
-(and with --expand, expand) actions, applied through the ad platforms' APIs (dry run by default). Wiring only: config, resources, the platform clients;
-the planning and logging are adperf.actions."""
+(and with --expand, expand) actions, applied through the ad platforms' APIs (dry run by
+default). Wiring only: config, resources, the platform clients; the planning and logging are
+adperf.actions."""
 
 from __future__ import annotations
 
