@@ -8,20 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from adperf.actions import APPLIED, CHANGE, NO_CHANGE, SKIP, Settings, render, run_day
-from tests.actions.test_apply import (  # noqa: F401 - fixtures
-    A1,
-    A2,
-    B1,
-    C1,
-    DAY,
-    G1,
-    action,
-    engine,
-    fakes,
-    load,
-    log_rows,
-    platforms,
-)
+from tests.actions import test_apply as base
+from tests.actions.test_apply import A1, A2, B1, C1, DAY, G1, action, load, log_rows, platforms
+
+engine = base.engine  # the fixtures of test_apply: SQLite, MariaDB, PostgreSQL and the fakes
+fakes = base.fakes
 
 
 def run(engine: sa.Engine, fakes: Any, yes: bool, **settings: Any) -> dict[str, Any]:
