@@ -221,6 +221,8 @@ action_outcomes = sa.Table(
     sa.Column("proas_before", sa.Float),
     sa.Column("proas_since", sa.Float),
     sa.Column("proas_expected", sa.Float),
+    sa.Column("valued_days_before", sa.Integer),
+    sa.Column("valued_days_since", sa.Integer),
     sa.Column("threshold", sa.Float, nullable=False),
     sa.Column("verdict", sa.String(16), nullable=False),
     sa.Column("line", sa.String(512), nullable=False),

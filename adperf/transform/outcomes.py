@@ -59,6 +59,8 @@ OUTCOME_COLUMNS: list[str] = [
     "proas_before",
     "proas_since",
     "proas_expected",  # the decision's pooled pROAS (actions.proas of action_date)
+    "valued_days_before",  # days of `days` whose cohorts had a pLTV (their report was run)
+    "valued_days_since",
     "threshold",  # the rule's threshold the decision crossed (scale_roas or pause_roas)
     "verdict",  # 'above', 'below', 'stopped', 'still spending', 'no data'
     "line",
@@ -195,6 +197,11 @@ def build_object_days(
         frames.append(joined)
     out = pd.concat(frames, ignore_index=True)
     out["date"] = out["date"].astype("str").str[:10]
+    # A day with a `pltv` partition valued every cohort it had: an object without a row there
+    # had no installs, a pLTV of 0. A day without one is unknown (NA).
+    valued_dates = set(pltv["date"].astype("str").str[:10]) if len(pltv) else set()
+    on_valued = out["date"].isin(valued_dates)
+    out.loc[on_valued, "pltv_micros"] = out.loc[on_valued, "pltv_micros"].fillna(0)
     out["object_id"] = out["object_id"].astype("str")
     out["spend_micros"] = out["spend_micros"].fillna(0).astype("int64")
     out["installs"] = out["installs"].fillna(0).astype("int64")
@@ -243,15 +250,16 @@ def _name(decision: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str | 
 class _Days:
     spend_micros: int
     installs: int
-    pltv_micros: int | None
-    days_with_data: int
+    pltv_micros: int | None  # of the valued days
+    valued_spend_micros: int  # spend of the days whose cohorts have a pLTV
+    valued_days: int
 
 
 def _sum_days(
     daily: pd.DataFrame, level: str, platform: str, object_id: str, first: dt.date, last: dt.date
 ) -> _Days:
     if not len(daily):
-        return _Days(0, 0, None, 0)
+        return _Days(0, 0, None, 0, 0)
     dates = daily["date"].astype("str")
     rows = daily.loc[
         (daily["level"] == level)
@@ -260,12 +268,15 @@ def _sum_days(
         & (dates >= first.isoformat())
         & (dates <= last.isoformat())
     ]
-    pltv = rows["pltv_micros"].dropna()
+    # pROAS over the days whose cohorts were valued only: a day not yet reported (no `pltv`
+    # partition) would otherwise count its spend against no value and sink the ratio.
+    valued = rows.loc[rows["pltv_micros"].notna()]
     return _Days(
         spend_micros=int(rows["spend_micros"].sum()),
         installs=int(rows["installs"].sum()),
-        pltv_micros=int(pltv.sum()) if len(pltv) else None,
-        days_with_data=int(rows["date"].nunique()),
+        pltv_micros=int(valued["pltv_micros"].sum()) if len(valued) else None,
+        valued_spend_micros=int(valued["spend_micros"].sum()),
+        valued_days=int(valued["date"].nunique()),
     )
 
 
@@ -274,7 +285,8 @@ def _figures(d: _Days) -> list[tuple[str, str, Any]]:
         ("spend", "_micros", d.spend_micros),
         ("installs", "", d.installs),
         ("cpi", "_micros", metrics.cpi_micros_of(d.spend_micros, d.installs)),
-        ("proas", "", metrics.proas_of(d.pltv_micros, d.spend_micros)),
+        ("proas", "", metrics.proas_of(d.pltv_micros, d.valued_spend_micros)),
+        ("valued_days", "", d.valued_days),
     ]
 
 
@@ -338,7 +350,10 @@ def _line(r: Mapping[str, Any], currency: str) -> str:
     side = "still above" if r["verdict"] == "above" else "now below"
     if r["action"] == SCALE_BACK:
         side = "above" if r["verdict"] == "above" else "still below"
-    tail = f"pROAS {then} → {_ratio(r['proas_since'])}, {side} {r['threshold']:.2f}"
+    since = _ratio(r["proas_since"])
+    if r["valued_days_since"] < n:
+        since += f" ({r['valued_days_since']} of {n} days valued)"
+    tail = f"pROAS {then} → {since}, {side} {r['threshold']:.2f}"
     if r["action"] == "scale" and r["verdict"] == "below":
         tail += ": scale back"
     return f"{head}: {', '.join([*parts, tail])}"
@@ -446,6 +461,8 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             "proas_before": "Float64",
             "proas_since": "Float64",
             "proas_expected": "Float64",
+            "valued_days_before": "int64",
+            "valued_days_since": "int64",
             "threshold": "float64",
             "verdict": "str",
             "line": "str",

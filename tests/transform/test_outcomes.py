@@ -119,6 +119,19 @@ def test_a_scale_whose_proas_fell_below_scale_roas_is_scaled_back() -> None:
     assert paused["action"].tolist() == ["pause", "pause"]  # a pause is the stronger answer
 
 
+def test_proas_counts_only_the_days_whose_cohorts_were_valued() -> None:
+    frame = daily(
+        {"spend_micros": 100_000_000, "installs": 10, "pltv_micros": 250_000_000},
+        {"spend_micros": 100_000_000, "installs": 10, "pltv_micros": 200_000_000},
+    )
+    unvalued = frame["date"].isin(["2026-11-22", "2026-11-23"])
+    frame.loc[unvalued, "pltv_micros"] = pd.NA  # reports not run yet
+    row = build_action_outcomes(DAY, RULES, CAMPAIGN_SCALE, DECISION, frame).iloc[0]
+    assert row["proas_since"] == pytest.approx(2.0)  # not 1000 / 700
+    assert row["valued_days_since"] == 5 and row["valued_days_before"] == 7
+    assert "pROAS 2.60 expected → 2.00 (5 of 7 days valued), still above 1.30" in row["line"]
+
+
 def test_a_pause_follow_up_says_the_spend_stopped() -> None:
     log = pd.DataFrame(
         [log_row(1, level="campaign", object_id="C1", action="pause", field="status",
@@ -183,6 +196,8 @@ def test_object_days_count_spend_installs_and_pltv_per_level() -> None:
              "spend_micros": 7},
             {"date": A, "platform": "facebook", "campaign_id": "C1", "adset_id": "S2",
              "spend_micros": 5},
+            {"date": "2026-11-21", "platform": "facebook", "campaign_id": "C1", "adset_id": "S2",
+             "spend_micros": 3},
         ]
     )  # fmt: skip
     installs = pd.DataFrame(
@@ -199,19 +214,14 @@ def test_object_days_count_spend_installs_and_pltv_per_level() -> None:
              "adset_id": "S1", "pltv_micros": 20},
         ]
     )  # fmt: skip
-    out = build_object_days(spend, installs, pltv).set_index(["level", "object_id"])
-    assert out.loc[("campaign", "C1"), ["spend_micros", "installs", "pltv_micros"]].tolist() == [
-        12,
-        1,
-        30,
-    ]
-    assert out.loc[("adset", "S1"), ["spend_micros", "installs", "pltv_micros"]].tolist() == [
-        7,
-        1,
-        20,
-    ]
-    assert out.loc[("adset", "S2"), ["spend_micros", "installs"]].tolist() == [5, 0]
-    assert pd.isna(out.loc[("adset", "S2"), "pltv_micros"])
+    out = build_object_days(spend, installs, pltv).set_index(["level", "object_id", "date"])
+    cols = ["spend_micros", "installs", "pltv_micros"]
+    assert out.loc[("campaign", "C1", A), cols].tolist() == [12, 1, 30]
+    assert out.loc[("adset", "S1", A), cols].tolist() == [7, 1, 20]
+    # A's cohorts were valued (a pltv partition): no row means no installs, a pLTV of 0; the
+    # 21st was never valued: unknown.
+    assert out.loc[("adset", "S2", A), cols].tolist() == [5, 0, 0]
+    assert pd.isna(out.loc[("adset", "S2", "2026-11-21"), "pltv_micros"])
 
 
 def test_follow_up_days_must_fit_the_spend_window() -> None:
