@@ -440,34 +440,13 @@ def week_budget_growth(action_log: pd.DataFrame, day: str) -> dict[tuple[str, st
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    return df.astype(
-        {
-            "date": "str",
-            "action_date": "str",
-            "platform": "str",
-            "level": "str",
-            "object_id": "str",
-            "object_name": "object",
-            "action": "str",
-            "change": "str",
-            "objects_changed": "int64",
-            "days": "int64",
-            "spend_before_micros": "int64",
-            "spend_since_micros": "int64",
-            "installs_before": "int64",
-            "installs_since": "int64",
-            "cpi_before_micros": "Int64",
-            "cpi_since_micros": "Int64",
-            "proas_before": "Float64",
-            "proas_since": "Float64",
-            "proas_expected": "Float64",
-            "valued_days_before": "int64",
-            "valued_days_since": "int64",
-            "threshold": "float64",
-            "verdict": "str",
-            "line": "str",
-        }
-    )
+    """The outcome columns' dtypes (also for an empty frame): nullable where undefined."""
+    ints = {c for c in OUTCOME_COLUMNS if c.endswith(("_micros", "days", "changed"))}
+    ints |= {"installs_before", "installs_since", "valued_days_before", "valued_days_since"}
+    nullable = {"cpi_before_micros": "Int64", "cpi_since_micros": "Int64", "object_name": "object"}
+    nullable |= {c: "Float64" for c in ("proas_before", "proas_since", "proas_expected")}
+    types = {c: nullable.get(c, "int64" if c in ints else "str") for c in OUTCOME_COLUMNS}
+    return df.astype({**types, "threshold": "float64"})
 
 
 def _int(value: Any) -> int:
