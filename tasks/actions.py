@@ -1,6 +1,7 @@
-"""`adperf actions apply --date D [--yes]`: the day's scale / pause actions, applied through the
-ad platforms' APIs (dry run by default). Wiring only: config, resources, the platform clients;
-the planning and logging are adperf.actions."""
+"""`adperf actions apply --date D [--yes] [--expand]`: the day's scale / pause / scale back
+(and with --expand, expand) actions, applied through the ad platforms' APIs (dry run by
+default). Wiring only: config, resources, the platform clients; the planning and logging are
+adperf.actions."""
 
 from __future__ import annotations
 
@@ -32,21 +33,32 @@ from tasks import config, progress, resources
 PLATFORMS = ("facebook", "google_ads")
 
 
-def main(day: dt.date, *, yes: bool, platform: str | None = None, by: str | None = None) -> int:
+def main(
+    day: dt.date,
+    *,
+    yes: bool,
+    platform: str | None = None,
+    by: str | None = None,
+    expand: bool = False,
+) -> int:
     """Print the plan (and with `yes`, apply it): 0 when nothing failed, 1 otherwise, 2 when
-    the day cannot be planned at all."""
+    the day cannot be planned at all. `expand`: make the expand copies too (opt-in)."""
     try:
-        return _run(day, yes=yes, platform=platform, by=by)
+        return _run(day, yes=yes, platform=platform, by=by, expand=expand)
     except AdperfError as exc:
         print(f"adperf actions apply {day}: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> int:
+def _run(
+    day: dt.date, *, yes: bool, platform: str | None, by: str | None, expand: bool = False
+) -> int:
     iso = day.isoformat()
     settings = Settings(
         scale_factor=config.actions().scale_factor,
         max_budget_increase=config.actions().max_budget_increase,
+        expand=expand,
+        expand_active=config.actions().expand_active,
     )
     settings.check()
     engine = warehouse.make_engine(config.adperf().warehouse_url)
@@ -96,6 +108,7 @@ def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
             api_version=config.facebook().api_version,
             access_token=token,
             day=day,
+            expand_active=config.actions().expand_active,
         )
     if "google_ads" in platforms:
         from adperf.actions.google_ads import GoogleAdsCampaigns
@@ -146,17 +159,18 @@ class _Watched:
     def targets(self, recommendations: Sequence[Recommendation]) -> list[Target]:
         return self.client.targets(recommendations)
 
-    def apply(self, change: Change) -> None:
+    def apply(self, change: Change) -> str | None:
         t = change.target
         name = f"{t.action} {t.platform}"
         params = {"object": t.object_name or t.object_id, change.field: change.after}
         self.bar.got_work({"task_id": _key(change), "task_family": name, "task_params": params})
         status = "FAILED"
         try:
-            self.client.apply(change)
+            made = self.client.apply(change)
             status = "DONE"
         finally:  # the error itself is printed with the table (main)
             self.bar.added({"task_id": _key(change), "status": status})
+        return made
 
     def close(self) -> None:
         self.client.close()

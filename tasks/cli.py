@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     apply.add_argument("--yes", action="store_true", help="make the changes (default: dry run)")
     apply.add_argument("--platform", choices=("facebook", "google_ads"), default=None)
     apply.add_argument("--by", default=None, help="who applies, for action_log (default: OS user)")
+    apply.add_argument(
+        "--expand",
+        action="store_true",
+        help="also make the expand copies (Facebook adset copies, PAUSED unless [actions] "
+        "expand_active); without it they are listed and skipped",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "luigid":
         from tasks import luigid
@@ -87,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "actions":
         from tasks import actions as actions_cmd
 
-        return actions_cmd.main(args.date, yes=args.yes, platform=args.platform, by=args.by)
+        return actions_cmd.main(
+            args.date, yes=args.yes, platform=args.platform, by=args.by, expand=args.expand
+        )
     return 2
 
 

@@ -164,6 +164,12 @@ class rules(luigi.Config):  # noqa: N801
         description="decide on the window's pooled cohorts (false: on the report day's cohort "
         "alone, the rule before issue 18, kept so the decision bench can compare)",
     )
+    follow_up_days = luigi.IntParameter(
+        default=7,
+        description="an applied action is followed up this many days after its report day: "
+        "spend, installs, CPI and pROAS of as many days since the change against before it "
+        "(1 to 15)",
+    )
 
 
 class actions(luigi.Config):  # noqa: N801
@@ -174,6 +180,11 @@ class actions(luigi.Config):  # noqa: N801
         default=0.5,
         description="largest share one scale may raise a budget by (scale_factor above "
         "1 + this is refused)",
+    )
+    expand_active = luigi.BoolParameter(
+        default=False,
+        description="`adperf actions apply --expand`: copies of a winning adset start ACTIVE "
+        "(default: PAUSED, for a person to switch on)",
     )
 
 

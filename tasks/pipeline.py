@@ -898,6 +898,7 @@ class CampaignReport(LakeTask):
             "attribution": Attribution(date=self.date),
             "contribution": Contribution(date=self.date),
             "ltv": Ltv(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def run(self) -> None:
@@ -932,6 +933,7 @@ class CampaignReport(LakeTask):
             adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
             window=window if config.rules().pooled else None,
         )
+        actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
         lake.write_frame(root, "campaign_report", "date", day, report)
@@ -1059,6 +1061,100 @@ def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
     return {"campaigns": _with_d0(campaigns, cohorts), "reconciliation": recon}
 
 
+class ActionOutcomes(LakeTask):
+    """The follow-ups due on the report day: each action applied `[rules] follow_up_days`
+    before it, its object's spend, installs, CPI and pROAS since the change against before.
+
+    The earlier days' installs and pLTV come from their lake partitions and the actions from
+    the warehouse (`action_log`, `actions`), read when present, not required: an action is
+    applied after its day's report, so the day it is followed up on has them.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("action_outcomes",)
+
+    def requires(self) -> dict[str, Any]:
+        return {
+            "spend": SpendLatest(date=self.date),  # 31 days: before and since, latest figures
+            "installs": InstallHistory(date=self.date),
+            "ltv": Ltv(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.outcomes import build_action_outcomes, build_object_days
+
+        day, rules = _iso(self.date), _follow_up_rules()
+        first = self.date - dt.timedelta(days=2 * rules.follow_up_days - 1)
+        log, decisions = _warehouse_actions(self.date - dt.timedelta(days=rules.follow_up_days))
+        installs = _installs_between(self.requires()["installs"], first, self.date)
+        daily = build_object_days(self.input()["spend"].read(), installs, _pltv_days(first, day))
+        outcomes = build_action_outcomes(
+            day, rules, log, decisions, daily, config.adperf().report_currency
+        )
+        lake.write_frame(config.data_root(), "action_outcomes", "date", day, outcomes)
+
+
+def _follow_up_rules() -> Any:
+    from adperf.transform.outcomes import FollowUpRules
+
+    r, a = config.rules(), config.actions()
+    return FollowUpRules(
+        follow_up_days=r.follow_up_days,
+        scale_roas=r.scale_roas,
+        pause_roas=r.pause_roas,
+        scale_factor=a.scale_factor,
+        max_budget_increase=a.max_budget_increase,
+    )
+
+
+def _warehouse_actions(action_day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(action_log, actions of `action_day`) from the warehouse; empty where absent."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        has_log = sa.inspect(engine).has_table(warehouse.action_log.name)
+        log = warehouse.read_table(engine, "action_log") if has_log else pd.DataFrame()
+        decisions = warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
+    finally:
+        engine.dispose()
+    return log, decisions
+
+
+def _installs_between(history: luigi.Task, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The installs of [first, last] from the install history's partitions covering them."""
+    parts = []
+    for task in history.requires():
+        if isinstance(task, Installs) and not first <= task.date <= last:
+            continue
+        if isinstance(task, InstallsMonth) and not (
+            month_days(task.month)[1] >= first and month_days(task.month)[0] <= last
+        ):
+            continue
+        parts.append(task.output())
+    df = _read_all(parts)
+    if not len(df):
+        return pd.DataFrame(columns=["date", "platform", "campaign_id", "adset_id"])
+    dates = df["date"].astype("str")
+    return df.loc[(dates >= _iso(first)) & (dates <= _iso(last))]
+
+
+def _pltv_days(first: dt.date, last: str) -> pd.DataFrame:
+    """The `pltv` partitions (each day's cohort valued that day) of [first, last] present."""
+    root, frames = config.data_root(), []
+    for d in days(first, dt.date.fromisoformat(last)):
+        if lake.partition_exists(root, "pltv", "date", _iso(d)):
+            frames.append(lake.read_partition(root, "pltv", "date", _iso(d)))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["level"])
+
+
+def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The day's actions with the follow-ups' scale backs and the week cap's expands."""
+    from adperf.transform.outcomes import with_follow_ups
+
+    log, _ = _warehouse_actions(dt.date.fromisoformat(day))
+    return with_follow_ups(actions, outcomes, log, day, _follow_up_rules())
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -1080,6 +1176,7 @@ class LoadReport(luigi.Task):
             "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
             "watch": Watch(date=self.date),  # its source_discrepancy table
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def output(self) -> WarehouseDay:
@@ -1102,6 +1199,7 @@ class LoadReport(luigi.Task):
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),
             "source_discrepancy": inp["watch"]["source_discrepancy"].read(),
+            "action_outcomes": inp["outcomes"].read(),
         }
         engine = warehouse.make_engine(config.adperf().warehouse_url)
         try:
@@ -1139,6 +1237,7 @@ class RenderReport(luigi.Task):
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
             "watch": Watch(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def output(self) -> JsonFile:
@@ -1172,6 +1271,7 @@ class RenderReport(luigi.Task):
             target_roas=config.rules().target_roas,
             accounts_line=_accounts_line(self.date),
             watch=inp["watch"]["watch"].read(),
+            follow_ups=[str(line) for line in inp["outcomes"].read()["line"]],
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
@@ -1324,6 +1424,7 @@ _REPORT_INPUTS = (
     "cohort_roas",
     "ltv_model",
     "watch",
+    "action_outcomes",
 )
 
 

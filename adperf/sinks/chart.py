@@ -25,6 +25,7 @@ from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
 from adperf.sinks.summary import cohort_cells  # noqa: E402
+from adperf.transform import metrics  # noqa: E402
 from adperf.vocabulary import INSTALL_BUCKETS  # noqa: E402
 
 WINDOW_DAYS = 30
@@ -311,5 +312,5 @@ def _typed(df: pd.DataFrame, texts: list[str], numbers: list[str]) -> pd.DataFra
 
 
 def _div(num: pd.Series, den: pd.Series) -> pd.Series:
-    num, den = num.astype("float64"), den.astype("float64")
-    return (num / den).where(den > 0)
+    """ROAS (metrics.roas) as float64 with NaN where undefined, as matplotlib wants it."""
+    return metrics.roas(num, den).astype("float64").where(den.astype("float64") > 0)

@@ -37,6 +37,7 @@ def build_html_report(
     png: bytes,
     accounts_line: str | None = None,
     watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> str:
     """The day's report page: totals with changes, chart, actions, notes, every campaign;
     `accounts_line` says which ad accounts keep days of another zone."""
@@ -65,6 +66,7 @@ def build_html_report(
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">',
         "<h2>Recommended actions</h2>",
         _actions(actions, currency),
+        *(['<h2 id="follow-ups">Did it work?</h2>', _follow_ups(follow_ups)] if follow_ups else []),
         "<h2>Data quality</h2>",
         "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
         if notes
@@ -87,7 +89,8 @@ def _watch(watch: pd.DataFrame) -> str:
 
 
 def _actions(actions: pd.DataFrame, currency: str) -> str:
-    chosen = actions[actions["action"].isin(["scale", "pause"])] if len(actions) else actions
+    acted = ["scale", "pause", "unscale", "expand"]
+    chosen = actions[actions["action"].isin(acted)] if len(actions) else actions
     held = int((actions["action"] == "hold").sum()) if len(actions) else 0
     if not len(chosen):
         return f"<p>No scale or pause recommendations ({held:,} held).</p>"
@@ -112,6 +115,11 @@ def _actions(actions: pd.DataFrame, currency: str) -> str:
         raw=set(range(8)),
     )
     return table + f'<p class="muted">{held:,} more held (not enough evidence either way).</p>'
+
+
+def _follow_ups(lines: list[str]) -> str:
+    """One line per applied action followed up today (adperf.transform.outcomes)."""
+    return "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>"
 
 
 def _campaigns(campaigns: pd.DataFrame, currency: str) -> str:

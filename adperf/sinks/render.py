@@ -74,6 +74,7 @@ def render_report(
     target_roas: float | None = None,
     accounts_line: str | None = None,
     watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> RenderedReport:
     """The report of `day` from its campaign/action/cohort rows and the earlier days' rows.
 
@@ -108,6 +109,7 @@ def render_report(
         attachment=csv_name,
         accounts_line=accounts_line,
         watch=watch,
+        follow_ups=follow_ups,
     )
     csv = build_campaign_csv(campaigns, actions)
     chart = build_chart_data(
@@ -136,6 +138,7 @@ def render_report(
         png=png,
         accounts_line=accounts_line,
         watch=watch,
+        follow_ups=follow_ups,
     )
     digest = hashlib.sha256()
     # The PNG's bytes depend on the matplotlib version; its data is what the reader sees.

@@ -97,6 +97,7 @@ def build_slack_message(
     attachment: str | None = None,
     accounts_line: str | None = None,
     watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}.
 
@@ -187,6 +188,8 @@ def build_slack_message(
     for action, title in (
         ("scale", ":arrow_up: *Scale*"),
         ("pause", ":double_vertical_bar: *Pause*"),
+        ("unscale", ":arrow_down: *Scale back*"),
+        ("expand", ":heavy_plus_sign: *Expand* (copy the adset)"),
     ):
         chosen = actions[actions["action"] == action] if len(actions) else actions
         if not len(chosen):
@@ -203,6 +206,8 @@ def build_slack_message(
         )
     if not listed_any:
         blocks.append(_text_section("*Recommended actions*\nNo scale or pause recommendations."))
+    if follow_ups:
+        blocks.append(_follow_up_section(follow_ups))
 
     if attachment:
         shown_campaigns = len(top) + len(bottom)
@@ -853,6 +858,16 @@ def _proas(row: Any) -> str:
     if _num(row.proas) is None or _num(low) is None or _num(high) is None:
         return _ratio(row.proas)
     return f"{_ratio(row.proas)} [{_ratio(low)[:-1]}–{_ratio(high)}]"
+
+
+def _follow_up_section(lines: list[str]) -> dict[str, Any]:
+    """'Did it work?': one line per applied action followed up today (transform.outcomes)."""
+    shown = lines[:MAX_ACTIONS_LISTED]
+    return _list_section(
+        f":mag: *Did it work?* ({len(lines):,} followed up)",
+        [f"• {_escape(_cut(line, MAX_REASON_CHARS))}" for line in shown],
+        hidden=len(lines) - len(shown),
+    )
 
 
 def _action_line(row: Any, currency: str) -> str:

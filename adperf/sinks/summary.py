@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from adperf.transform import metrics
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, RESTRICTED
 
 # ISO 4217 currencies without minor units: "1,234,567 KRW", not "1,234,567.00 KRW".
@@ -66,12 +67,12 @@ def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> di
         if len(campaigns)
         else 0.0,
         "all_installs": _sum(campaigns, "installs") if len(campaigns) else 0.0,
-        "cpi": spend / installs if installs > 0 else None,
+        "cpi": metrics.cpi_of(spend, installs),
         "revenue": revenue if len(paid) else None,
-        "roas": revenue / spend if spend > 0 else None,
+        "roas": metrics.roas_of(revenue, spend),
         "roas_d0": _cohort_roas(cohorts, day, 0),
         "roas_d7": _cohort_roas(cohorts, day, 7),
-        "proas": pltv / spend if spend > 0 and has_pltv else None,
+        "proas": metrics.proas_of(pltv, spend) if has_pltv else None,
     }
 
 
@@ -227,4 +228,4 @@ def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
         & ~cells["platform"].isin(INSTALL_BUCKETS)
     ]
     spend = _sum(rows, "spend")
-    return _sum(rows, "revenue") / spend if spend > 0 else None
+    return metrics.roas_of(_sum(rows, "revenue"), spend)

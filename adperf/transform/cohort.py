@@ -26,6 +26,7 @@ import datetime as dt
 
 import pandas as pd
 
+from adperf.transform import metrics
 from adperf.transform.attribution import build_user_map
 from adperf.vocabulary import INSTALL_BUCKETS
 
@@ -175,7 +176,7 @@ def _cohort_rows(
         cells.append(rows.assign(age_days=age))
     out = pd.concat(cells, ignore_index=True)
     out[_COUNTS] = out[_COUNTS].fillna(0).astype("int64")
-    out["roas"] = _ratio(out["revenue_micros"], out["spend_micros"])
+    out["roas"] = metrics.roas(out["revenue_micros"], out["spend_micros"])
     out["cohort_date"] = cohort
     out["as_of"] = day
     # Oldest cohort first (the caller's order), then by key, each key's ages in order.
@@ -239,13 +240,6 @@ def _with_segment_keys(installs: pd.DataFrame) -> pd.DataFrame:
     for col in SEGMENT_COLUMNS:
         out[col] = out[col].astype("object").fillna(UNKNOWN)
     return out
-
-
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
-    """numerator / denominator as nullable Float64, <NA> where the denominator is 0."""
-    num = numerator.astype("Float64")
-    den = denominator.astype("Float64")
-    return (num / den).where(den != 0, pd.NA)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

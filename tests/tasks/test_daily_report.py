@@ -89,7 +89,9 @@ def test_every_report_table_has_the_day(done: Path) -> None:
     engine = warehouse.make_engine(f"sqlite:///{done / 'warehouse.db'}")
     for name in warehouse.REPORT_TABLES:
         df = warehouse.read_table(engine, name)
-        assert len(df) > 0, name
+        # No action was applied before this day, so nothing is followed up (tests/tasks/
+        # test_outcomes_cli.py applies some and follows them up).
+        assert len(df) > 0 or name == "action_outcomes", name
     model = warehouse.read_table(engine, "ltv_model").iloc[0]
     params = json.loads(model["params"])
     assert params  # a real fit: parameters recorded
