@@ -454,7 +454,7 @@ class LogFiles(luigi.ExternalTask):
 
 
 class EventLogsShard(LakeTask):
-    """The events of one report day of the users whose pseudonym falls in `shard`."""
+    """The events of one shard's share of a report day's log bytes (see `plan_pieces`)."""
 
     date = luigi.DateParameter(description="report day")
     shard = luigi.IntParameter(description="shard number, 0..shards-1")
@@ -475,11 +475,11 @@ class EventLogsShard(LakeTask):
 
 
 class EventLogs(LakeTask):
-    """Server-log events of one report day, ids pseudonymized: read whole, or merged from
-    `[logs] shards` EventLogsShard tasks (several workers share a day)."""
+    """Server-log events of one report day, ids pseudonymized, and its match edges: read
+    whole, or merged from `[logs] shards` EventLogsShard tasks (several workers share a day)."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("events",)
+    outputs = ("events", "match_edges")
 
     def requires(self) -> luigi.Task | list[luigi.Task]:
         n = config.logs().shards
@@ -488,31 +488,43 @@ class EventLogs(LakeTask):
         return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
 
     def run(self) -> None:
-        from adperf.ops import merge_shard_counts
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
 
         if config.logs().shards <= 1:
             _write_events(EVENTS.name, self.date)
             return
         parts = self.input()
         self.progress(50, f"merging {len(parts)} shards of {self.date}")
-        df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
-        table = to_table(df, EVENTS, allow_empty=True)
-        counts = merge_shard_counts([p.meta() for p in parts])
-        lake.write_table(
-            config.data_root(),
-            EVENTS.name,
-            "date",
-            _iso(self.date),
-            table,
-            meta=counts,
-            key_version=config.hmac_key_version(),
+        table, counts = merge_shards(
+            [_read_arrow(p) for p in parts],
+            [p.meta() for p in parts],
+            day=self.date,
+            max_bad_fraction=config.logs().max_bad_fraction,
         )
+        edges = MatchEdges(self.date)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(
+                config.data_root(), name, "date", _iso(self.date), data, meta=meta,
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
+
+
+def _read_arrow(target: LakePartition) -> Any:
+    """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
+    import pyarrow.parquet as pq
+
+    lake.check_key_version(
+        target.root, target.folder, target.key, target.value, config.hmac_key_version()
+    )
+    return pq.read_table(target.path / lake.DATA_FILE)
 
 
 def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
     """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
-    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf)."""
-    from adperf.sources.logs import DayEvents
+    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf); the whole
+    day's match edges too."""
+    from adperf.sources.logs import MATCH_EDGES, DayEvents
 
     with DayEvents(
         endpoints.logs_path(day),
@@ -533,6 +545,11 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
             meta=events.counts,
             key_version=config.hmac_key_version(),
         )
+        if shards == 1:
+            lake.write_table(
+                config.data_root(), MATCH_EDGES, "date", _iso(day), events.edges.table(),
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------- transform
@@ -871,13 +888,15 @@ class Contribution(LakeTask):
 
     def run(self) -> None:
         from adperf.transform.attribution import build_user_map
-        from adperf.transform.contribution import build_contribution
+        from adperf.transform.contribution import build_contribution_from_edges
 
         self.progress(10, f"PageRank over the match graph of the {self.date} window")
         user_map = build_user_map(self.requires()["installs"].read())
-        df = build_contribution(
+        # The window's daily match edges, not its raw events: a pair's matches of a day are
+        # one row (the log extract counts them), so 28 days stay small in memory.
+        df = build_contribution_from_edges(
             _iso(self.date),
-            _read_all(self.input()["events"]),
+            _read_all([day["match_edges"] for day in self.input()["events"]]),
             self.input()["payments"].read(),
             user_map,
             partner_share=config.contribution().partner_share,
