@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import luigi
 import pandas as pd
 import sqlalchemy as sa
+from luigi.contrib.spark import PySparkTask
 
 from adperf import lake, warehouse
 from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
@@ -483,6 +485,8 @@ class EventLogs(LakeTask):
 
     def requires(self) -> luigi.Task | list[luigi.Task]:
         n = config.logs().shards
+        if config.logs().engine == "spark":
+            return EventLogsSpark(date=self.date)
         if n <= 1:
             return LogFiles(date=self.date)
         return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
@@ -490,6 +494,8 @@ class EventLogs(LakeTask):
     def run(self) -> None:
         from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
 
+        if config.logs().engine == "spark":
+            return  # EventLogsSpark wrote this task's partitions
         if config.logs().shards <= 1:
             _write_events(EVENTS.name, self.date)
             return
@@ -508,6 +514,90 @@ class EventLogs(LakeTask):
                 config.data_root(), name, "date", _iso(self.date), data, meta=meta,
                 key_version=config.hmac_key_version(),
             )  # fmt: skip
+
+
+class EventLogsSpark(PySparkTask):
+    """EventLogs of one report day computed by Spark ([logs] engine = spark), for days too big
+    for one machine: the same partitions as the DuckDB path (adperf.sources.logs_spark).
+
+    luigi's [spark] section picks the cluster (master, spark-submit, py-packages = adperf for
+    a real cluster). The HMAC key reaches the driver in its environment only, never in its
+    arguments (the process list) or the pickled task.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    # luigi's PySparkTask writes the whole spark-submit output to the log only on failure.
+    always_log_stderr = False
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> dict[str, LakePartition]:
+        root, iso = config.data_root(), _iso(self.date)
+        return {n: LakePartition(root, n, "date", iso) for n in EventLogs.outputs}
+
+    @property
+    def spark_submit(self) -> str:
+        # The pyspark wheel puts spark-submit beside this Python, which may not be on PATH.
+        found = luigi.configuration.get_config().get("spark", "spark-submit", None)
+        return str(found or Path(sys.executable).with_name("spark-submit"))
+
+    def program_environment(self) -> dict[str, str]:
+        env = dict(super().program_environment())
+        env["ADPERF_HMAC_KEY"] = config.secrets().hmac_key.decode("utf-8")
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        return env
+
+    def app_options(self) -> list[str]:
+        return [
+            _iso(self.date),
+            endpoints.logs_path(self.date),
+            config.adperf().report_timezone,
+            str(config.data_root()),
+            str(config.logs().max_bad_fraction),
+            config.hmac_key_version(),
+        ]
+
+    def run(self) -> None:
+        from luigi.contrib.external_program import ExternalProgramRunError
+
+        from adperf.errors import SourceError
+        from adperf.ops import scrub
+
+        try:
+            super().run()
+        except ExternalProgramRunError as e:
+            # Its message lists the child's whole environment (every secret in it): never
+            # let it reach a log, luigid or Slack; keep the end of Spark's stderr, scrubbed.
+            tail = scrub(str(e.err or "")[-1500:])
+            raise SourceError(
+                "logs", _iso(self.date), f"the Spark job failed: ...{tail}",
+                "see the worker's log above the error; [spark] configures the cluster",
+            ) from None  # fmt: skip
+
+    def main(self, sc: Any, *args: str) -> None:
+        """In the Spark driver (spark-submit's process): read, then write the partitions."""
+        from pyspark.sql import SparkSession
+
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges
+        from adperf.sources.logs_spark import fetch_events_spark
+
+        iso, pattern, timezone, root, max_bad, key_version = args
+        day = dt.date.fromisoformat(iso)
+        table, counts = fetch_events_spark(
+            SparkSession(sc),
+            pattern,
+            day=day,
+            timezone=timezone,
+            hmac_key=os.environ["ADPERF_HMAC_KEY"].encode("utf-8"),
+            max_bad_fraction=float(max_bad),
+        )
+        edges = MatchEdges(day)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(Path(root), name, "date", iso, data, meta=meta,
+                             key_version=key_version)  # fmt: skip
 
 
 def _read_arrow(target: LakePartition) -> Any:
