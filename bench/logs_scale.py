@@ -141,20 +141,21 @@ def measure(prof: LogProfile, data_dir: Path, repeats: int, workers: list[int]) 
 def table(result: dict[str, Any]) -> str:
     """The Markdown table of one profile's result."""
     lines = [
-        "| profile | events | files | lake | workers (shards) | median s | runs s | events/s "
-        "| events/s per worker | time vs 1 worker |",
-        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| profile | events | files | lake | workers (shards) | median s | runs s | median CPU s "
+        "| events/s | events/s per worker | time vs 1 worker |",
+        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     base = None
     for w, runs in sorted(result["runs"].items(), key=lambda kv: int(kv[0])):
         secs = [r["seconds"] for r in runs]
         med = statistics.median(secs)
+        cpu = statistics.median(r["cpu_seconds"] for r in runs)
         base = base or med
         rate = runs[0]["lines"] / med
         lines.append(
             f"| {result['profile']} | {result['events']:,} | {result['files']} | local | {w} "
-            f"| {med:.2f} | {', '.join(f'{s:.2f}' for s in secs)} | {rate / 1e6:.2f} M "
-            f"| {rate / int(w) / 1e6:.2f} M | {med / base:.2f}x |"
+            f"| {med:.1f} | {', '.join(f'{s:.1f}' for s in secs)} | {cpu:.1f} "
+            f"| {rate / 1e6:.2f} M | {rate / int(w) / 1e6:.2f} M | {med / base:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--table", action="store_true", help="print the last result's table")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one run
     parser.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--glob", help=argparse.SUPPRESS)
@@ -174,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps(run_once(args.lake, args.glob, args.one)))
         return
     prof = LOG_PROFILES[args.profile]
+    if args.table:
+        print(table(json.loads((args.data / prof.name / "logs-scale.json").read_text())))
+        return
     workers = [int(w) for w in args.workers.split(",")]
     result = measure(prof, args.data, args.repeats, workers)
     out = args.data / prof.name / "logs-scale.json"

@@ -56,7 +56,7 @@ import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -182,7 +182,7 @@ def line_aligned(path: Path, start: int, end: int | None) -> tuple[int, int]:
         return _line_start(fh, start, size), _line_start(fh, stop, size)
 
 
-def _line_start(fh: Any, pos: int, size: int) -> int:
+def _line_start(fh: BinaryIO, pos: int, size: int) -> int:
     """The first line start at or after `pos` (`size` when none)."""
     if pos <= 0 or pos >= size:
         return max(0, min(pos, size))
