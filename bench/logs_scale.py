@@ -71,8 +71,13 @@ def _configure(lake: Path, logs_glob: str, shards: int) -> None:
     Register.clear_instance_cache()
 
 
-def run_once(lake: Path, logs_glob: str, workers: int) -> dict[str, Any]:
-    """One luigi.build of EventLogs with `workers` workers and as many shards (this process)."""
+def run_once(lake: Path, logs_glob: str, workers: int, pin: bool = False) -> dict[str, Any]:
+    """One luigi.build of EventLogs with `workers` workers and as many shards (this process).
+
+    With `pin`, each task runs on one CPU (shard k on CPU k, the merge and the unsharded read
+    on CPU 0): a worker with one core of its own, as on one machine per worker, instead of
+    every process spreading its threads over the machine's cores.
+    """
     import luigi
 
     from adperf import lake as lake_io
@@ -80,6 +85,13 @@ def run_once(lake: Path, logs_glob: str, workers: int) -> dict[str, Any]:
     os.environ["ADPERF_HMAC_KEY"] = HMAC_KEY
     _configure(lake, logs_glob, workers)
     from tasks.pipeline import EventLogs
+
+    if pin:
+        cpus = sorted(os.sched_getaffinity(0))
+
+        @luigi.Task.event_handler(luigi.Event.START)
+        def _pin(task: luigi.Task) -> None:
+            os.sched_setaffinity(0, {cpus[getattr(task, "shard", 0) % len(cpus)]})
 
     t0, c0 = time.perf_counter(), _cpu()
     result = luigi.build(
@@ -93,7 +105,13 @@ def run_once(lake: Path, logs_glob: str, workers: int) -> dict[str, Any]:
     if result.status != luigi.LuigiStatusCode.SUCCESS:
         raise RuntimeError(f"EventLogs ended {result.status.name}: {result.summary_text}")
     meta = lake_io.read_meta(lake / "lake", "events", "date", REPORT_DAY.isoformat())
-    return {"seconds": seconds, "cpu_seconds": cpu, "lines": meta["lines"], "rows": meta["rows"]}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "lines": meta["lines"],
+        "rows": meta["rows"],
+        "pinned": pin,
+    }
 
 
 def _cpu() -> float:
@@ -101,7 +119,9 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def measure(prof: LogProfile, data_dir: Path, repeats: int, workers: list[int]) -> dict[str, Any]:
+def measure(
+    prof: LogProfile, data_dir: Path, repeats: int, workers: list[int], pin: bool = False
+) -> dict[str, Any]:
     """Every configuration `repeats` times, interleaved, each run in a fresh process."""
     from bench.logs_data import log_day_files
 
@@ -121,6 +141,7 @@ def measure(prof: LogProfile, data_dir: Path, repeats: int, workers: list[int]) 
             out = lake / "result.json"
             cmd = [sys.executable, "-m", "bench.logs_scale", "--one", str(w)]
             cmd += ["--lake", str(lake), "--glob", logs_glob, "--out", str(out)]
+            cmd += ["--pin"] if pin else []
             subprocess.run(cmd, cwd=REPO, check=True)
             runs[w].append(json.loads(out.read_text()))
             print(f"[logs_scale] {prof.name} run {k + 1} workers={w}: "
@@ -128,6 +149,7 @@ def measure(prof: LogProfile, data_dir: Path, repeats: int, workers: list[int]) 
     shutil.rmtree(data_dir / prof.name / "logs-scale-run", ignore_errors=True)
     return {
         "profile": prof.name,
+        "pinned": pin,
         "events": prof.events,
         "files": len(files),
         "gzip_bytes": sum(p.stat().st_size for p in files),
@@ -153,11 +175,16 @@ def table(result: dict[str, Any]) -> str:
         base = base or med
         rate = runs[0]["lines"] / med
         lines.append(
-            f"| {result['profile']} | {result['events']:,} | {result['files']} | local | {w} "
+            f"| {result['profile']} | {result['events']:,} | {result['files']} | local "
+            f"| {w}{' (1 CPU each)' if result.get('pinned') else ''} "
             f"| {med:.1f} | {', '.join(f'{s:.1f}' for s in secs)} | {cpu:.1f} "
             f"| {rate / 1e6:.2f} M | {rate / int(w) / 1e6:.2f} M | {med / base:.2f}x |"
         )
     return "\n".join(lines)
+
+
+def _result_name(pin: bool) -> str:
+    return "logs-scale-pinned.json" if pin else "logs-scale.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,21 +194,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--table", action="store_true", help="print the last result's table")
+    parser.add_argument("--pin", action="store_true", help="one CPU per worker (shard k on CPU k)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one run
     parser.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--glob", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        args.out.write_text(json.dumps(run_once(args.lake, args.glob, args.one)))
+        args.out.write_text(json.dumps(run_once(args.lake, args.glob, args.one, args.pin)))
         return
     prof = LOG_PROFILES[args.profile]
     if args.table:
-        print(table(json.loads((args.data / prof.name / "logs-scale.json").read_text())))
+        print(table(json.loads((args.data / prof.name / _result_name(args.pin)).read_text())))
         return
     workers = [int(w) for w in args.workers.split(",")]
-    result = measure(prof, args.data, args.repeats, workers)
-    out = args.data / prof.name / "logs-scale.json"
+    result = measure(prof, args.data, args.repeats, workers, args.pin)
+    out = args.data / prof.name / _result_name(args.pin)
     out.write_text(json.dumps(result, indent=1))
     print(table(result))
 
