@@ -11,6 +11,7 @@ from adperf.pseudonym import pseudonymize_one
 from adperf.schema import EVENTS
 from adperf.sources.logs import (
     DayEvents,
+    MatchEdges,
     Piece,
     fetch_events,
     line_aligned,
@@ -136,9 +137,11 @@ def _shard_day(tmp_path, pattern, shards, **kw):
             counts.append(dict(ev.counts))
             edges.append(ev.edges.table())
     table, merged = merge_shards(parts, counts, day=DAY, **kw)
+    day_edges = MatchEdges(DAY)
+    day_edges.add(table)
     df = table.to_pandas()
     df["premium"] = df["premium"].astype("boolean")
-    return df, merged, parts
+    return df, merged, parts, day_edges.table()
 
 
 def test_plan_pieces_cut_plain_files_by_bytes_and_never_a_gzip(tmp_path):
@@ -201,9 +204,18 @@ def test_n_shards_give_exactly_the_rows_pseudonyms_and_counts_of_one(tmp_path, s
     )
     assert counts["duplicates"] == 3 and counts["bad"] == 1 and counts["out_of_day"] == 1
     assert counts["lines"] == 303 and len(whole) == 297 and _balanced(counts, len(whole))
-    df, merged, parts = _shard_day(tmp_path, pattern, shards, max_bad_fraction=0.1)
+    df, merged, parts, edges = _shard_day(tmp_path, pattern, shards, max_bad_fraction=0.1)
     pd.testing.assert_frame_equal(df, whole)
     assert merged == counts
+    with DayEvents(
+        str(tmp_path / pattern), day=DAY, timezone="Asia/Seoul", hmac_key=KEY, max_bad_fraction=0.1
+    ) as ev:
+        list(ev.batches())
+        assert edges.equals(ev.edges.table())  # the same rows, in the same order
+    # A self-match partners nobody (repeated pairs: tests/transform/test_contribution.py).
+    partnered = whole[whole["user_pid"] != whole["peer_pid"]]
+    assert 250 < len(partnered) < len(whole)
+    assert sum(edges["matches"].to_pylist()) == len(partnered)
     # body[3] opens the first shard and closes the last: a repeat only the merge can see.
     assert sum(p.num_rows for p in parts) > len(whole)
     assert sum(p.num_rows > 0 for p in parts) >= min(shards, 3)  # the work was split
@@ -219,7 +231,7 @@ def test_the_merge_checks_the_share_of_bad_lines_on_the_whole_day(tmp_path):
     with pytest.raises(SourceError, match=r"2 of 52 lines are malformed"):
         _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.03)
     # The first shard alone holds both bad lines (2 of 26 > 3%); the day is under: no error.
-    df, merged, _ = _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.05)
+    df, merged, _, _ = _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.05)
     assert len(df) == 50 and merged["bad"] == 2
 
 
