@@ -44,6 +44,9 @@ drops the repeats it sees itself; `merge_shards` concatenates the shards in orde
 order, as one shard reads it), drops repeats across shards, and sums the counts, so N shards
 give exactly the rows, pseudonyms and counts of one. The share of malformed lines is checked
 on the whole day, at the merge.
+
+The extract also counts the day's matches per (user, peer, premium) (`MatchEdges`): the
+`match_edges` dataset, which Contribution reads for its 28-day window instead of the events.
 """
 
 from __future__ import annotations
