@@ -120,7 +120,15 @@ class logs(luigi.Config):  # noqa: N801
         default=0.01, description="share of malformed lines above which the day fails"
     )
     shards = luigi.IntParameter(
-        default=1, description="EventLogs split by a hash of the user id, one task per shard"
+        default=1,
+        description="EventLogs split into shards, each reading its share of the day's bytes "
+        "(whole gzips, line-aligned ranges of plain files), one task per shard",
+    )
+    engine = luigi.ChoiceParameter(
+        default="duckdb",
+        choices=["duckdb", "spark"],
+        description="duckdb: in the worker (sharded by [logs] shards); spark: a luigi "
+        "PySparkTask for days too big for one machine ([spark] section; pip install adperf[spark])",
     )
 
 

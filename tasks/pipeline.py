@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import luigi
 import pandas as pd
 import sqlalchemy as sa
+from luigi.contrib.spark import PySparkTask
 
 from adperf import lake, warehouse
 from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
@@ -454,7 +456,7 @@ class LogFiles(luigi.ExternalTask):
 
 
 class EventLogsShard(LakeTask):
-    """The events of one report day of the users whose pseudonym falls in `shard`."""
+    """The events of one shard's share of a report day's log bytes (see `plan_pieces`)."""
 
     date = luigi.DateParameter(description="report day")
     shard = luigi.IntParameter(description="shard number, 0..shards-1")
@@ -475,44 +477,144 @@ class EventLogsShard(LakeTask):
 
 
 class EventLogs(LakeTask):
-    """Server-log events of one report day, ids pseudonymized: read whole, or merged from
-    `[logs] shards` EventLogsShard tasks (several workers share a day)."""
+    """Server-log events of one report day, ids pseudonymized, and its match edges: read
+    whole, or merged from `[logs] shards` EventLogsShard tasks (several workers share a day)."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("events",)
+    outputs = ("events", "match_edges")
 
     def requires(self) -> luigi.Task | list[luigi.Task]:
         n = config.logs().shards
+        if config.logs().engine == "spark":
+            return EventLogsSpark(date=self.date)
         if n <= 1:
             return LogFiles(date=self.date)
         return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
 
     def run(self) -> None:
-        from adperf.ops import merge_shard_counts
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
 
+        if config.logs().engine == "spark":
+            return  # EventLogsSpark wrote this task's partitions
         if config.logs().shards <= 1:
             _write_events(EVENTS.name, self.date)
             return
         parts = self.input()
         self.progress(50, f"merging {len(parts)} shards of {self.date}")
-        df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
-        table = to_table(df, EVENTS, allow_empty=True)
-        counts = merge_shard_counts([p.meta() for p in parts])
-        lake.write_table(
-            config.data_root(),
-            EVENTS.name,
-            "date",
-            _iso(self.date),
-            table,
-            meta=counts,
-            key_version=config.hmac_key_version(),
+        table, counts = merge_shards(
+            [_read_arrow(p) for p in parts],
+            [p.meta() for p in parts],
+            day=self.date,
+            max_bad_fraction=config.logs().max_bad_fraction,
         )
+        edges = MatchEdges(self.date)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(
+                config.data_root(), name, "date", _iso(self.date), data, meta=meta,
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
+
+
+class EventLogsSpark(PySparkTask):
+    """EventLogs of one report day computed by Spark ([logs] engine = spark), for days too big
+    for one machine: the same partitions as the DuckDB path (adperf.sources.logs_spark).
+
+    luigi's [spark] section picks the cluster (master, spark-submit, py-packages = adperf for
+    a real cluster). The HMAC key reaches the driver in its environment only, never in its
+    arguments (the process list) or the pickled task.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    # luigi's PySparkTask writes the whole spark-submit output to the log only on failure.
+    always_log_stderr = False
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> dict[str, LakePartition]:
+        root, iso = config.data_root(), _iso(self.date)
+        return {n: LakePartition(root, n, "date", iso) for n in EventLogs.outputs}
+
+    @property
+    def spark_submit(self) -> str:
+        # The pyspark wheel puts spark-submit beside this Python, which may not be on PATH.
+        found = luigi.configuration.get_config().get("spark", "spark-submit", None)
+        return str(found or Path(sys.executable).with_name("spark-submit"))
+
+    def program_environment(self) -> dict[str, str]:
+        env = dict(super().program_environment())
+        env["ADPERF_HMAC_KEY"] = config.secrets().hmac_key.decode("utf-8")
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        return env
+
+    def app_options(self) -> list[str]:
+        return [
+            _iso(self.date),
+            endpoints.logs_path(self.date),
+            config.adperf().report_timezone,
+            str(config.data_root()),
+            str(config.logs().max_bad_fraction),
+            config.hmac_key_version(),
+        ]
+
+    def run(self) -> None:
+        from luigi.contrib.external_program import ExternalProgramRunError
+
+        from adperf.errors import SourceError
+        from adperf.ops import scrub
+
+        try:
+            super().run()
+        except ExternalProgramRunError as e:
+            # Its message lists the child's whole environment (every secret in it): never
+            # let it reach a log, luigid or Slack; keep the end of Spark's stderr, scrubbed.
+            tail = scrub(str(e.err or "")[-1500:])
+            raise SourceError(
+                "logs", _iso(self.date), f"the Spark job failed: ...{tail}",
+                "see the worker's log above the error; [spark] configures the cluster",
+            ) from None  # fmt: skip
+
+    def main(self, sc: Any, *args: str) -> None:
+        """In the Spark driver (spark-submit's process): read, then write the partitions."""
+        from pyspark.sql import SparkSession
+
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges
+        from adperf.sources.logs_spark import fetch_events_spark
+
+        iso, pattern, timezone, root, max_bad, key_version = args
+        day = dt.date.fromisoformat(iso)
+        table, counts = fetch_events_spark(
+            SparkSession(sc),
+            pattern,
+            day=day,
+            timezone=timezone,
+            hmac_key=os.environ["ADPERF_HMAC_KEY"].encode("utf-8"),
+            max_bad_fraction=float(max_bad),
+        )
+        edges = MatchEdges(day)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(Path(root), name, "date", iso, data, meta=meta,
+                             key_version=key_version)  # fmt: skip
+
+
+def _read_arrow(target: LakePartition) -> Any:
+    """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
+    import pyarrow.parquet as pq
+
+    lake.check_key_version(
+        target.root, target.folder, target.key, target.value, config.hmac_key_version()
+    )
+    return pq.read_table(target.path / lake.DATA_FILE)
 
 
 def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
     """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
-    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf)."""
-    from adperf.sources.logs import DayEvents
+    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf); the whole
+    day's match edges too."""
+    from adperf.sources.logs import MATCH_EDGES, DayEvents
 
     with DayEvents(
         endpoints.logs_path(day),
@@ -533,6 +635,11 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
             meta=events.counts,
             key_version=config.hmac_key_version(),
         )
+        if shards == 1:
+            lake.write_table(
+                config.data_root(), MATCH_EDGES, "date", _iso(day), events.edges.table(),
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------- transform
@@ -871,13 +978,15 @@ class Contribution(LakeTask):
 
     def run(self) -> None:
         from adperf.transform.attribution import build_user_map
-        from adperf.transform.contribution import build_contribution
+        from adperf.transform.contribution import build_contribution_from_edges
 
         self.progress(10, f"PageRank over the match graph of the {self.date} window")
         user_map = build_user_map(self.requires()["installs"].read())
-        df = build_contribution(
+        # The window's daily match edges, not its raw events: a pair's matches of a day are
+        # one row (the log extract counts them), so 28 days stay small in memory.
+        df = build_contribution_from_edges(
             _iso(self.date),
-            _read_all(self.input()["events"]),
+            _read_all([day["match_edges"] for day in self.input()["events"]]),
             self.input()["payments"].read(),
             user_map,
             partner_share=config.contribution().partner_share,
