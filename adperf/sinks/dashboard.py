@@ -73,7 +73,7 @@ def build_dashboard_data(
     n_others = len(ranked) - len(kept)
     if n_others:
         campaign_list.append(
-            {"key": OTHERS, "platform": "", "label": f"others ({n_others:,} campaigns)"}
+            {"key": OTHERS, "platform": "", "label": f"others ({n_others:,} more campaigns)"}
         )
     return {
         "day": day,

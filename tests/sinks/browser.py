@@ -68,7 +68,9 @@ class Chromium:
         )
         try:
             port = self._port()
-            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
+            targets = json.loads(
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read()
+            )
             page = next(t for t in targets if t["type"] == "page")
             # Chromium >= 111 refuses a DevTools websocket that sends an Origin header.
             self._ws = websocket.create_connection(
