@@ -43,15 +43,26 @@ def _frames(names: list[str], days: int = 10) -> tuple[pd.DataFrame, pd.DataFram
         for back in range(days):
             day = (last - dt.timedelta(days=back)).isoformat()
             campaigns.append(
-                {"date": day, "platform": "facebook", "campaign_id": cid,
-                 "campaign_name": name, "spend": spend}  # fmt: skip
+                {
+                    "date": day,
+                    "platform": "facebook",
+                    "campaign_id": cid,
+                    "campaign_name": name,
+                    "spend": spend,
+                }  # fmt: skip
             )
             for age in (0, 3, 7):
                 if age <= back:
                     cohorts.append(
-                        {"cohort_date": day, "platform": "facebook", "campaign_id": cid,
-                         "age_days": age, "revenue": spend * (0.1 + 0.1 * age), "spend": spend,
-                         "as_of": DAY}  # fmt: skip
+                        {
+                            "cohort_date": day,
+                            "platform": "facebook",
+                            "campaign_id": cid,
+                            "age_days": age,
+                            "revenue": spend * (0.1 + 0.1 * age),
+                            "spend": spend,
+                            "as_of": DAY,
+                        }  # fmt: skip
                     )
     return pd.DataFrame(campaigns), pd.DataFrame(cohorts)
 
