@@ -5,7 +5,8 @@
   var D = JSON.parse(document.getElementById("adperf-data").textContent);
   var C = D.cells, P = D.proas, CUR = D.currency;
   var COLORS = { facebook: "#1877F2", google_ads: "#EA4335" };
-  var CONFIG = { displaylogo: false, responsive: true };
+  // No mode bar: its icons cover the charts' titles; drag zooms, a double click resets.
+  var CONFIG = { displayModeBar: false, responsive: true };
   var filters = { p: "", k: "", g: "", o: "" };
   var labels = {};
   D.campaigns.forEach(function (c) { labels[c.key] = c.label; });
@@ -17,8 +18,8 @@
     return node;
   }
   function money(v) {
-    return v == null ? "n/a" : v.toLocaleString("en-US", { maximumFractionDigits: 2,
-      minimumFractionDigits: 2 }) + " " + CUR;
+    return v == null ? "n/a" : v.toLocaleString("en-US", { maximumFractionDigits: D.decimals,
+      minimumFractionDigits: D.decimals }) + " " + CUR;
   }
   function pct(v) { return v == null ? "n/a" : Math.round(v * 100) + "%"; }
   function ratio(num, den) { return den > 0 ? num / den : null; }

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from adperf.sinks.summary import ZERO_DECIMAL_CURRENCIES
 from adperf.vocabulary import INSTALL_BUCKETS
 
 DASHBOARD_FILE = "dashboard.html"
@@ -78,6 +79,7 @@ def build_dashboard_data(
     return {
         "day": day,
         "currency": currency,
+        "decimals": 0 if currency.upper() in ZERO_DECIMAL_CURRENCIES else 2,
         "target_roas": target_roas,
         "platforms": sorted(set(cells["platform"])),
         "campaigns": campaign_list,
