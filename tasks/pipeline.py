@@ -1248,12 +1248,11 @@ class DailyReport(luigi.WrapperTask):
 
 
 def _dashboard_link(day: dt.date) -> str:
-    """The day's dashboard as people open it: [slack] dashboard_base_url, else its path."""
+    """The day's dashboard as people open it: [slack] dashboard_base_url, else its path under
+    the data root."""
     from adperf.sinks.dashboard import dashboard_link
-    from adperf.sinks.render import report_path
 
-    folder = report_path(config.data_root(), _iso(day))
-    return dashboard_link(folder, config.slack().dashboard_base_url or None, _iso(day))
+    return dashboard_link(config.slack().dashboard_base_url or None, _iso(day))
 
 
 def _as_money(df: pd.DataFrame) -> pd.DataFrame:

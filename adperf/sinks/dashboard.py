@@ -159,12 +159,15 @@ def write_dashboard(folder: Path, page: str) -> Path:
     return final
 
 
-def dashboard_link(folder: Path, base_url: str | None, day: str) -> str:
-    """Where people open the day's dashboard: under `base_url` (a static host serving the
-    report folders) when one is set, else the file's absolute path."""
-    if base_url:
-        return f"{base_url.rstrip('/')}/date={day}/{DASHBOARD_FILE}"
-    return str((Path(folder) / DASHBOARD_FILE).resolve())
+def dashboard_link(base_url: str | None, day: str) -> str:
+    """Where people open the day's dashboard: under `base_url` (a static host serving
+    `<data_root>/reports/`) when one is set, else its path under the data root.
+
+    Never the absolute path: the message is the same wherever the pipeline ran (a re-run on
+    another worker must not make it "changed"), and a path of the cron host is no link anyway.
+    """
+    path = f"date={day}/{DASHBOARD_FILE}"
+    return f"{base_url.rstrip('/')}/{path}" if base_url else f"reports/{path}"
 
 
 # ---------------------------------------------------------------- steps

@@ -235,7 +235,10 @@ def with_dashboard_link(message: dict[str, Any], link: str) -> dict[str, Any]:
     if link.startswith(("https://", "http://")):
         text = f":bar_chart: <{_escape(link)}|Dashboard>: trends, cohort heatmap, filters"
     else:
-        text = f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{_escape(link)}`"
+        text = (
+            f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{_escape(link)}` in the "
+            "data root"
+        )
     block = {"type": "context", "elements": [_mrkdwn(_cut(text, MAX_NOTE_CHARS))]}
     blocks = list(message["blocks"])[: MAX_BLOCKS - 1]
     at = 3 if len(blocks) >= 3 else len(blocks)  # header, totals, their legend, then the link

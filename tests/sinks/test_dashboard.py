@@ -251,18 +251,21 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert os.listdir(tmp_path) == [DASHBOARD_FILE]
 
 
-def test_links_point_at_the_static_host_or_the_file(tmp_path: Path) -> None:
-    folder = tmp_path / "reports" / f"date={DAY}"
-    assert dashboard_link(folder, "https://reports.example.com/adperf/", DAY) == (
+def test_links_point_at_the_static_host_or_the_path_under_the_data_root() -> None:
+    assert dashboard_link("https://reports.example.com/adperf/", DAY) == (
         f"https://reports.example.com/adperf/date={DAY}/dashboard.html"
     )
-    assert dashboard_link(folder, None, DAY) == str(folder.resolve() / DASHBOARD_FILE)
+    # Not an absolute path: the message must not change with the machine that ran the day.
+    assert dashboard_link(None, DAY) == f"reports/date={DAY}/dashboard.html"
     message = {"text": "t", "blocks": [{"type": "header"}, {"type": "section"}, {"type": "x"}]}
     linked = with_dashboard_link(message, "https://h/a&b/dashboard.html")
     assert linked["blocks"][3]["elements"][0]["text"] == (
         ":bar_chart: <https://h/a&amp;b/dashboard.html|Dashboard>: trends, cohort heatmap, filters"
     )
-    path = with_dashboard_link(message, "/var/lake/reports/date=1/dashboard.html")
-    assert "`/var/lake/reports/date=1/dashboard.html`" in path["blocks"][3]["elements"][0]["text"]
+    path = with_dashboard_link(message, "reports/date=1/dashboard.html")
+    assert path["blocks"][3]["elements"][0]["text"] == (
+        ":bar_chart: Dashboard (trends, cohort heatmap, filters): `reports/date=1/dashboard.html`"
+        " in the data root"
+    )
     full = {"text": "t", "blocks": [{"type": "section"}] * MAX_BLOCKS}
     assert len(with_dashboard_link(full, "x")["blocks"]) == MAX_BLOCKS

@@ -79,7 +79,10 @@ def test_the_day_has_a_dashboard_linked_from_slack_and_the_report(done: Path) ->
     assert 'href="dashboard.html"' in (page.parent / "report.html").read_text(encoding="utf-8")
     message = json.loads((done / "outbox" / f"slack-{END.isoformat()}.json").read_text())
     lines = [e["text"] for b in message["blocks"] if b["type"] == "context" for e in b["elements"]]
-    assert f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{page}`" in lines
+    link = f"reports/date={END.isoformat()}/dashboard.html"
+    assert (done / "lake" / link) == page
+    text = f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{link}` in the data root"
+    assert text in lines
 
 
 def test_the_dashboard_loads_draws_every_chart_and_filters_in_chromium(done: Path) -> None:
