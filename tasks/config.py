@@ -134,7 +134,7 @@ class slack(luigi.Config):  # noqa: N801
     dashboard_base_url = luigi.Parameter(
         default="",
         description="URL of a static host serving <data_root>/reports/ (the message links "
-        "<url>/date=<day>/dashboard.html); empty: the message names the file's path",
+        "<url>/date=<day>/dashboard.html); empty: the message names its path under data_root",
     )
 
 
