@@ -313,6 +313,8 @@ def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped
 
     root = Path(config.adperf().data_root)
     lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
+    # The interactive page beside it (tasks.pipeline.Dashboard): open it in any browser, offline.
+    lines.append(f"dashboard: {(report_path(root, day.isoformat()) / 'dashboard.html').resolve()}")
     marker_path = root / "slack_posts" / f"{day}.json"
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
     if marker.get("delivery") == "slack":

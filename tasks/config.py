@@ -144,6 +144,11 @@ class slack(luigi.Config):  # noqa: N801
     outbox = luigi.Parameter(
         default="var/outbox", description="folder for the report when there is no token"
     )
+    dashboard_base_url = luigi.Parameter(
+        default="",
+        description="URL of a static host serving <data_root>/reports/ (the message links "
+        "<url>/date=<day>/dashboard.html); empty: the message names its path under data_root",
+    )
 
 
 class rules(luigi.Config):  # noqa: N801

@@ -1400,7 +1400,12 @@ class SlackReport(luigi.Task):
     date = luigi.DateParameter(description="report day")
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {"load": LoadReport(date=self.date), "render": RenderReport(date=self.date)}
+        return {
+            "load": LoadReport(date=self.date),
+            "render": RenderReport(date=self.date),
+            # Posted after the page exists: the message links to it.
+            "dashboard": Dashboard(date=self.date),
+        }
 
     def output(self) -> JsonFile:
         return JsonFile(config.data_root() / "slack_posts" / f"{_iso(self.date)}.json")
@@ -1421,12 +1426,13 @@ class SlackReport(luigi.Task):
 
     def run(self) -> None:
         from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE, report_path
-        from adperf.sinks.slack import publish_report, write_outbox
+        from adperf.sinks.slack import publish_report, with_dashboard_link, write_outbox
 
         day, marker = _iso(self.date), self.output().path
         folder = report_path(config.data_root(), day)
         content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
         message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
+        message = with_dashboard_link(message, _dashboard_link(self.date))
         files = {
             f"adperf-{day}.png": (folder / CHART_FILE).read_bytes(),
             f"adperf-{day}-campaigns.csv": (folder / CSV_FILE).read_bytes(),
@@ -1452,6 +1458,82 @@ class SlackReport(luigi.Task):
         )
 
 
+class Dashboard(luigi.Task):
+    """The day's interactive dashboard page (`dashboard.html`), next to the report page.
+
+    Trends come from the warehouse's history (as loaded, up to a year back) and the day's lake
+    partitions; like the report, reading that history is not a dependency.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            # The report folder first: a re-render replaces the folder, dashboard included.
+            "render": RenderReport(date=self.date),
+            "segments": CohortRoasSegments(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "attribution": Attribution(date=self.date),
+        }
+
+    def output(self) -> luigi.LocalTarget:
+        from adperf.sinks.dashboard import DASHBOARD_FILE
+        from adperf.sinks.render import report_path
+
+        folder = report_path(config.data_root(), _iso(self.date))
+        return luigi.LocalTarget(str(folder / DASHBOARD_FILE))
+
+    def complete(self) -> bool:
+        # A stale rendering is about to replace the folder (and this page with it).
+        return bool(self.output().exists()) and RenderReport(date=self.date).complete()
+
+    def run(self) -> None:
+        from adperf.sinks.dashboard import (
+            build_dashboard_data,
+            build_dashboard_html,
+            write_dashboard,
+        )
+
+        day, inp, history = _iso(self.date), self.input(), _dashboard_history(self.date)
+        campaigns = _as_money(inp["report"]["campaign_report"].read())
+        reconciliation = _first_row(_as_money(inp["attribution"]["reconciliation"].read()))
+        segments = _as_money(inp["segments"].read())
+        data = build_dashboard_data(
+            day=day,
+            currency=config.adperf().report_currency,
+            segments=pd.concat([history["cohort_roas_segments"], segments], ignore_index=True),
+            campaigns=pd.concat([history["campaign_daily"], campaigns], ignore_index=True),
+            actions=_as_money(inp["report"]["actions"].read()),
+            notes=_dashboard_notes(self.date, campaigns, reconciliation),
+            target_roas=config.rules().target_roas,
+        )
+        write_dashboard(Path(self.output().path).parent, build_dashboard_html(data))
+
+
+def _dashboard_history(day: dt.date) -> dict[str, pd.DataFrame]:
+    """campaign_daily and cohort_roas_segments of the year before `day`, as loaded."""
+    first, last = _iso(day - dt.timedelta(days=365)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        frames = {
+            name: warehouse.read_days(engine, name, first, last)
+            for name in ("campaign_daily", "cohort_roas_segments")
+        }
+    finally:
+        engine.dispose()
+    return frames
+
+
+def _dashboard_notes(
+    day: dt.date, campaigns: pd.DataFrame, reconciliation: dict[str, Any]
+) -> list[str]:
+    """The report's data-quality notes of the day (adperf.sinks.summary.report_notes)."""
+    from adperf.sinks.summary import report_notes
+
+    currency = config.adperf().report_currency
+    return report_notes(_quality_notes(day), campaigns, reconciliation, currency)
+
+
 class DailyReport(luigi.WrapperTask):
     """Everything for one report day: the warehouse tables and the Slack report."""
 
@@ -1459,7 +1541,7 @@ class DailyReport(luigi.WrapperTask):
 
     def requires(self) -> list[luigi.Task]:
         config.secrets()  # a production config without ADPERF_HMAC_KEY refuses to start
-        return [LoadReport(date=self.date), SlackReport(date=self.date)]
+        return [LoadReport(date=self.date), SlackReport(date=self.date), Dashboard(date=self.date)]
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Any) -> list[Any]:
@@ -1468,6 +1550,14 @@ class DailyReport(luigi.WrapperTask):
         # reads `.path` of every output; a warehouse day has none, and the run fails with
         # SCHEDULING_FAILED. `cls` may be a functools.partial (RangeDaily's of_params).
         return [day for day in parameter_tuples if cls(date=day).complete()]
+
+
+def _dashboard_link(day: dt.date) -> str:
+    """The day's dashboard as people open it: [slack] dashboard_base_url, else its path under
+    the data root."""
+    from adperf.sinks.dashboard import dashboard_link
+
+    return dashboard_link(config.slack().dashboard_base_url or None, _iso(day))
 
 
 def _as_money(df: pd.DataFrame) -> pd.DataFrame:

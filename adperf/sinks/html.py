@@ -47,6 +47,9 @@ def build_html_report(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>adperf — {_e(day)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>adperf — {_e(day)}</h1>",
+        # Written beside this page by the Dashboard task (adperf.sinks.dashboard).
+        '<p><a href="dashboard.html">Interactive dashboard</a>: trends, cohort heatmap, filters '
+        "by platform, campaign, country and OS.</p>",
         f'<p class="muted">Amounts in {_e(currency)}. d/d: vs {_e(d1)}; w/w: vs {_e(d7)} '
         "(same weekday). ROAS changes are in percentage points (pp).</p>",
         f'<p class="muted" id="account-days">{_e(accounts_line)}</p>' if accounts_line else "",

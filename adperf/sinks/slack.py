@@ -238,6 +238,22 @@ def build_slack_message(
     return {"text": _cut(fallback, MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
+def with_dashboard_link(message: dict[str, Any], link: str) -> dict[str, Any]:
+    """`message` with a line linking the day's dashboard (a URL, or a file path shown as is),
+    after the headline numbers; the message stays within Slack's block limit."""
+    if link.startswith(("https://", "http://")):
+        text = f":bar_chart: <{_escape(link)}|Dashboard>: trends, cohort heatmap, filters"
+    else:
+        text = (
+            f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{_escape(link)}` in the "
+            "data root"
+        )
+    block = {"type": "context", "elements": [_mrkdwn(_cut(text, MAX_NOTE_CHARS))]}
+    blocks = list(message["blocks"])[: MAX_BLOCKS - 1]
+    at = 3 if len(blocks) >= 3 else len(blocks)  # header, totals, their legend, then the link
+    return {**message, "blocks": [*blocks[:at], block, *blocks[at:]]}
+
+
 def build_campaign_csv(campaigns: pd.DataFrame, actions: pd.DataFrame) -> bytes:
     """Every campaign of the day with its recommended action, as UTF-8 CSV (the long tail)."""
     columns = [

@@ -96,6 +96,31 @@ def restricted_note(
     )
 
 
+def unattributed_note(reconciliation: dict[str, Any], currency: str) -> str:
+    """The day's revenue of users with no install on record, as a share of payments."""
+    total = num(reconciliation.get("total_payments")) or 0.0
+    unattributed = num(reconciliation.get("unattributed")) or 0.0
+    share = f"{unattributed / total:.1%}" if total else "n/a"
+    return (
+        f"Unattributed revenue: {share} of payments ({money(unattributed, currency)} of "
+        f"{money(total, currency)})"
+    )
+
+
+def report_notes(
+    notes: list[str], campaigns: pd.DataFrame, reconciliation: dict[str, Any], currency: str
+) -> list[str]:
+    """The data-quality notes a report page shows: `notes` (build_quality_notes), the
+    unattributed share and, when there is any, the restricted installs' line."""
+    totals = build_totals(campaigns, pd.DataFrame(), "1970-01-01")
+    restricted = restricted_note(totals, reconciliation, currency)
+    return [
+        *notes,
+        unattributed_note(reconciliation, currency),
+        *([restricted] if restricted else []),
+    ]
+
+
 def build_total_rows(
     current: dict[str, Any],
     day_before: dict[str, Any] | None,
