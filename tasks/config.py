@@ -115,8 +115,9 @@ class apple_ads(luigi.Config):  # noqa: N801
     client_id = luigi.Parameter(default="", description="the API user's client id (SEARCHADS.…)")
     team_id = luigi.Parameter(default="", description="the API user's team id (SEARCHADS.…)")
     key_id = luigi.Parameter(
-        default="", description="id of the API user's public key; the private key only in the "
-        "environment (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM)"
+        default="",
+        description="id of the API user's public key; the private key only in the "
+        "environment (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM)",
     )
     lookback_days = luigi.IntParameter(
         default=7, description="recent days re-pulled each run (Apple Ads restates them)"

@@ -62,7 +62,9 @@ class FakeAppleAds:
         self._rows = ad_rows.reset_index(drop=True)
         self._client = (client_id, team_id, key_id, public_key)
         self._tokens: set[str] = set()
-        self._objects = JsonState(objects if objects is not None else _objects_of(ad_rows), objects_path)
+        self._objects = JsonState(
+            objects if objects is not None else _objects_of(ad_rows), objects_path
+        )
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -109,7 +111,11 @@ class FakeAppleAds:
             if jwt.get_unverified_header(secret).get("kid") != key_id:
                 return 400, {"error": "invalid_client"}
             claims = jwt.decode(
-                secret, public_key, algorithms=["ES256"], audience=AUDIENCE, issuer=team_id,
+                secret,
+                public_key,
+                algorithms=["ES256"],
+                audience=AUDIENCE,
+                issuer=team_id,
                 options={"require": ["exp", "iat", "iss", "sub", "aud"]},
             )
         except jwt.PyJWTError:
@@ -121,7 +127,9 @@ class FakeAppleAds:
             self._tokens.add(token)
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
 
-    def answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         context = headers.get("x-ap-context", "")
         org = context.partition("orgId=")[2] if context.startswith("orgId=") else ""
         with self._lock:
@@ -130,7 +138,11 @@ class FakeAppleAds:
             authorized = headers.get("authorization", "").removeprefix("Bearer ") in self._tokens
         if error is not None:
             extra = {"Retry-After": str(error["retry_after"])} if "retry_after" in error else {}
-            return int(error["status"]), _error(str(error.get("message_code", "ERROR")), "injected"), extra
+            return (
+                int(error["status"]),
+                _error(str(error.get("message_code", "ERROR")), "injected"),
+                extra,
+            )
         if not authorized:
             return 401, _error("UNAUTHORIZED", "Invalid or expired access token"), {}
         if method == "GET" and path == "/api/v5/acls":
@@ -147,23 +159,44 @@ class FakeAppleAds:
             return self._campaign(org, match["cid"], body if method == "PUT" else None)
         return 404, _error("NOT_FOUND", f"{method} {path}"), {}
 
-    def _report(self, org: str, campaign_id: str | None, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _report(
+        self, org: str, campaign_id: str | None, body: Any
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         try:
             first = datetime.date.fromisoformat(body["startTime"])
             last = datetime.date.fromisoformat(body["endTime"])
             page = body["selector"]["pagination"]
             offset, limit = int(page["offset"]), int(page["limit"])
         except (KeyError, TypeError, ValueError):
-            return 400, _error("INVALID_INPUT", "startTime, endTime and selector.pagination are required"), {}
+            return (
+                400,
+                _error("INVALID_INPUT", "startTime, endTime and selector.pagination are required"),
+                {},
+            )
         if body.get("granularity") != "DAILY" or body.get("timeZone") != "ORTZ":
-            return 400, _error("INVALID_INPUT", "this fake serves granularity DAILY in timeZone ORTZ"), {}
+            return (
+                400,
+                _error("INVALID_INPUT", "this fake serves granularity DAILY in timeZone ORTZ"),
+                {},
+            )
         if not 1 <= limit <= MAX_LIMIT or offset < 0:
             return 400, _error("INVALID_INPUT", f"limit must be 1..{MAX_LIMIT}"), {}
         rows = self._rows
-        rows = rows[(rows["account_id"] == org) & (rows["date"] >= first.isoformat()) & (rows["date"] <= last.isoformat())]
+        rows = rows[
+            (rows["account_id"] == org)
+            & (rows["date"] >= first.isoformat())
+            & (rows["date"] <= last.isoformat())
+        ]
         currency = self._orgs[org]["currency"]
         if campaign_id is None:
-            keys, meta = ["campaign_id"], lambda r: {"campaignId": int(r["campaign_id"]), "campaignName": r["campaign_name"], "orgId": int(org)}
+            keys, meta = (
+                ["campaign_id"],
+                lambda r: {
+                    "campaignId": int(r["campaign_id"]),
+                    "campaignName": r["campaign_name"],
+                    "orgId": int(org),
+                },
+            )
         else:
             rows = rows[rows["campaign_id"] == campaign_id]
             keys = ["adset_id"]
@@ -199,7 +232,9 @@ class FakeAppleAds:
         pagination = {"totalResults": len(groups), "startIndex": offset, "itemsPerPage": len(out)}
         return 200, {"data": data, "pagination": pagination, "error": None}, {}
 
-    def _campaign(self, org: str, cid: str, update: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _campaign(
+        self, org: str, cid: str, update: Any
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         campaigns = self._objects.read()["campaigns"]
         if cid not in campaigns or campaigns[cid]["orgId"] != org:
             return 404, _error("NOT_FOUND", f"campaign {cid}"), {}
@@ -212,17 +247,29 @@ class FakeAppleAds:
             if "dailyBudgetAmount" in change:
                 amount = change["dailyBudgetAmount"]
                 if amount.get("currency") != self._orgs[org]["currency"]:
-                    return 400, _error("INVALID_INPUT", "dailyBudgetAmount.currency is not the org's"), {}
+                    return (
+                        400,
+                        _error("INVALID_INPUT", "dailyBudgetAmount.currency is not the org's"),
+                        {},
+                    )
 
             def apply(doc: dict[str, Any]) -> None:
                 doc["campaigns"][cid].update(change)
 
             campaigns = self._objects.update(apply)["campaigns"]
-        return 200, {"data": {"id": int(cid), **campaigns[cid]}, "pagination": None, "error": None}, {}
+        return (
+            200,
+            {"data": {"id": int(cid), **campaigns[cid]}, "pagination": None, "error": None},
+            {},
+        )
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
-    return {"data": None, "pagination": None, "error": {"errors": [{"messageCode": code, "message": message, "field": ""}]}}
+    return {
+        "data": None,
+        "pagination": None,
+        "error": {"errors": [{"messageCode": code, "message": message, "field": ""}]},
+    }
 
 
 def _objects_of(ad_rows: pd.DataFrame) -> dict[str, Any]:
@@ -275,7 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, body: Any) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, answer, extra = self.server_fake.answer(method, urlsplit(self.path).path, headers, body)
+        status, answer, extra = self.server_fake.answer(
+            method, urlsplit(self.path).path, headers, body
+        )
         self._send(status, answer, extra)
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
@@ -287,3 +336,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+def sandbox_objects(seed: int, profile: str) -> dict[str, Any]:
+    """The world's Apple Ads campaigns as they are before anyone edits them: enabled, with a
+    daily budget (the sum of their ad groups' budgets, as Apple's {amount, currency})."""
+    from adperf.platforms import APPLE_ADS
+    from adperf.sandbox.entities import build_entities
+    from adperf.sandbox.profiles import get_profile
+
+    ent = build_entities(seed, get_profile(profile))
+    budgets: dict[str, Decimal] = {}
+    out: dict[str, Any] = {}
+    for ad in ent.ads:
+        c = ent.campaigns[ad.campaign_index]
+        if c.platform != APPLE_ADS:
+            continue
+        budgets[c.campaign_id] = budgets.get(c.campaign_id, Decimal(0)) + Decimal(
+            str(ad.daily_budget)
+        )
+        out[c.campaign_id] = {
+            "orgId": c.account_id,
+            "name": c.name,
+            "status": "ENABLED",
+            "dailyBudgetAmount": {"amount": "", "currency": c.currency},
+        }
+    for cid, amount in budgets.items():
+        out[cid]["dailyBudgetAmount"]["amount"] = str(round(amount, 2))
+    return {"campaigns": out}

@@ -59,7 +59,9 @@ class FakeTikTok:
             raise ValueError(f"FakeTikTok: ad rows lack columns {missing}")
         self._rows = ad_rows.reset_index(drop=True)
         self._token = access_token
-        self._objects = JsonState(objects if objects is not None else _objects_of(ad_rows), objects_path)
+        self._objects = JsonState(
+            objects if objects is not None else _objects_of(ad_rows), objects_path
+        )
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -93,10 +95,19 @@ class FakeTikTok:
 
     # ------------------------------------------------------------------ answers
 
-    def answer(self, method: str, path: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+    def answer(
+        self, method: str, path: str, params: dict[str, Any], token: str | None
+    ) -> dict[str, Any]:
         """The JSON body for one request (always served with HTTP 200)."""
         with self._lock:
-            self.requests_seen.append({"method": method, "path": path, "params": params, "authorized": token == self._token})
+            self.requests_seen.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "params": params,
+                    "authorized": token == self._token,
+                }
+            )
             error = self._errors.pop(0) if self._errors else None
         if error is not None and "code" in error:
             return _body(int(error["code"]), str(error.get("message", "error")))
@@ -160,7 +171,12 @@ class FakeTikTok:
             }
             for r in chunk.to_dict("records")
         ]
-        page_info = {"page": page, "page_size": size, "total_number": total, "total_page": -(-total // size)}
+        page_info = {
+            "page": page,
+            "page_size": size,
+            "total_number": total,
+            "total_page": -(-total // size),
+        }
         return _body(0, "OK", {"list": items, "page_info": page_info})
 
     def _adgroup_get(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -323,3 +339,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def sandbox_objects(seed: int, profile: str) -> dict[str, Any]:
+    """The world's TikTok ad groups as they are before anyone edits them: enabled, with a daily
+    budget (the sum of their ads' budgets, as a decimal string in the advertiser's currency)."""
+    from adperf.platforms import TIKTOK
+    from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
+    from adperf.sandbox.profiles import get_profile
+
+    ent = build_entities(seed, get_profile(profile))
+    groups: dict[str, Any] = {}
+    for ad in ent.ads:
+        c = ent.campaigns[ad.campaign_index]
+        if c.platform != TIKTOK:
+            continue
+        g = groups.setdefault(
+            ad.adset_id,
+            {
+                "advertiser_id": c.account_id,
+                "campaign_id": c.campaign_id,
+                "adgroup_name": ad.adset_name,
+                "operation_status": "ENABLE",
+                "budget_mode": "BUDGET_MODE_DAY",
+                "budget": Decimal(0),
+                "_digits": CURRENCY_DIGITS[c.currency],
+            },
+        )
+        g["budget"] += Decimal(str(ad.daily_budget))
+    for g in groups.values():
+        g["budget"] = str(round(g.pop("budget"), g.pop("_digits")))
+    return {"adgroups": groups}

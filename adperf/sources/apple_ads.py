@@ -78,7 +78,9 @@ class AppleAdsCredentials:
             "exp": int(now) + SECRET_LIFETIME_S,
         }
         try:
-            return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"kid": self.key_id})
+            return jwt.encode(
+                claims, self.private_key, algorithm="ES256", headers={"kid": self.key_id}
+            )
         except (ValueError, TypeError, jwt.PyJWTError):
             # The library's message could quote key material: say only what is wrong.
             raise ConfigError(
@@ -109,21 +111,32 @@ class AppleAdsClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        missing = [k for k in ("client_id", "team_id", "key_id", "private_key") if not getattr(credentials, k)]
+        missing = [
+            k
+            for k in ("client_id", "team_id", "key_id", "private_key")
+            if not getattr(credentials, k)
+        ]
         if missing:
             raise ConfigError(f"apple_ads: {', '.join(missing)} not set. Fix: {CREDENTIALS_FIX}")
         self.api_url = api_url.rstrip("/")
         self._token_url = token_url
         self._credentials = credentials
         self.day = day
-        self._timeout, self._max_retries, self._sleep, self._clock = timeout, max_retries, sleep, clock
+        self._timeout, self._max_retries, self._sleep, self._clock = (
+            timeout,
+            max_retries,
+            sleep,
+            clock,
+        )
         self._http = requests.Session()
         self._token: tuple[str, float] | None = None
 
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, org: str | None, body: Any, what: str) -> dict[str, Any]:
+    def request(
+        self, method: str, path: str, org: str | None, body: Any, what: str
+    ) -> dict[str, Any]:
         """The JSON answer of one call (org context when `org`), a new token once on 401."""
         try:
             return self._with_retries(method, path, org, body, what)
@@ -139,7 +152,9 @@ class AppleAdsClient:
                     CREDENTIALS_FIX,
                 ) from None
 
-    def _with_retries(self, method: str, path: str, org: str | None, body: Any, what: str) -> dict[str, Any]:
+    def _with_retries(
+        self, method: str, path: str, org: str | None, body: Any, what: str
+    ) -> dict[str, Any]:
         def once() -> dict[str, Any]:
             headers = {"Authorization": f"Bearer {self._access_token()}"}
             if org:
@@ -171,7 +186,9 @@ class AppleAdsClient:
         if exc.status == 429:
             return Transient(f"rate limited ({exc.message})", exc.retry_after, kind="rate limit")
         if exc.status >= 500:
-            return Transient(f"server error {exc.status} ({exc.message})", exc.retry_after, kind="server")
+            return Transient(
+                f"server error {exc.status} ({exc.message})", exc.retry_after, kind="server"
+            )
         if exc.status == 401:
             return _Unauthorized(exc.message)
         fix = {
@@ -179,7 +196,9 @@ class AppleAdsClient:
             "more) in each org",
             404: "check [apple_ads] org_ids and the campaign ids",
         }.get(exc.status, "check the request against the Apple Ads API docs")
-        return SourceError(SOURCE, self.day, f"could not {what}: HTTP {exc.status} {exc.message}", fix)
+        return SourceError(
+            SOURCE, self.day, f"could not {what}: HTTP {exc.status} {exc.message}", fix
+        )
 
     def _access_token(self) -> str:
         now = self._clock()
@@ -264,12 +283,20 @@ def fetch_apple_ads_spend(
         sleep=sleep,
     )
     try:
-        acls = {str(a.get("orgId")): a for a in client.request("GET", f"{API}/acls", None, None, "read the orgs (acls)").get("data") or []}
+        acls = {
+            str(a.get("orgId")): a
+            for a in client.request("GET", f"{API}/acls", None, None, "read the orgs (acls)").get(
+                "data"
+            )
+            or []
+        }
         records: list[dict[str, Any]] = []
         for org in orgs:
             if org not in acls:
                 raise SourceError(
-                    SOURCE, day.isoformat(), f"the API user has no access to org {org}",
+                    SOURCE,
+                    day.isoformat(),
+                    f"the API user has no access to org {org}",
                     "check [apple_ads] org_ids, or give the API user a role in that org",
                 )
             records.extend(_fetch_org(client, org, acls[org], first_day, day))
@@ -284,7 +311,9 @@ def fetch_apple_ads_spend(
     return frame.sort_values(["date", "campaign_id", "adset_id", "ad_id"]).reset_index(drop=True)
 
 
-def report_body(first: datetime.date, last: datetime.date, order_by: str, offset: int, limit: int) -> dict[str, Any]:
+def report_body(
+    first: datetime.date, last: datetime.date, order_by: str, offset: int, limit: int
+) -> dict[str, Any]:
     """A ReportingRequest of daily rows in the org's zone, one page."""
     return {
         "startTime": first.isoformat(),
@@ -301,11 +330,21 @@ def report_body(first: datetime.date, last: datetime.date, order_by: str, offset
     }
 
 
-def _rows(client: AppleAdsClient, org: str, path: str, order_by: str, first: datetime.date, last: datetime.date, what: str) -> list[dict[str, Any]]:
+def _rows(
+    client: AppleAdsClient,
+    org: str,
+    path: str,
+    order_by: str,
+    first: datetime.date,
+    last: datetime.date,
+    what: str,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     offset, total = 0, 1
     while offset < total:
-        answer = client.request("POST", path, org, report_body(first, last, order_by, offset, PAGE_LIMIT), what)
+        answer = client.request(
+            "POST", path, org, report_body(first, last, order_by, offset, PAGE_LIMIT), what
+        )
         page = ((answer.get("data") or {}).get("reportingDataResponse") or {}).get("row") or []
         rows.extend(page)
         total = int((answer.get("pagination") or {}).get("totalResults") or 0)
@@ -315,22 +354,45 @@ def _rows(client: AppleAdsClient, org: str, path: str, order_by: str, first: dat
     return rows
 
 
-def _fetch_org(client: AppleAdsClient, org: str, acl: dict[str, Any], first: datetime.date, last: datetime.date) -> list[dict[str, Any]]:
+def _fetch_org(
+    client: AppleAdsClient, org: str, acl: dict[str, Any], first: datetime.date, last: datetime.date
+) -> list[dict[str, Any]]:
     currency, zone = str(acl.get("currency") or ""), str(acl.get("timeZone") or "") or None
-    campaigns = _rows(client, org, f"{API}/reports/campaigns", "campaignId", first, last, f"read the campaign report of org {org}")
+    campaigns = _rows(
+        client,
+        org,
+        f"{API}/reports/campaigns",
+        "campaignId",
+        first,
+        last,
+        f"read the campaign report of org {org}",
+    )
     records: list[dict[str, Any]] = []
     for campaign in campaigns:
         meta = campaign.get("metadata") or {}
         cid = str(meta.get("campaignId") or "")
         groups = _rows(
-            client, org, f"{API}/reports/campaigns/{cid}/adgroups", "adGroupId", first, last,
+            client,
+            org,
+            f"{API}/reports/campaigns/{cid}/adgroups",
+            "adGroupId",
+            first,
+            last,
             f"read the ad group report of campaign {cid} (org {org})",
         )
         for group in groups:
             g = group.get("metadata") or {}
             for cell in group.get("granularity") or []:
                 records.append(_record(client, org, currency, zone, meta, g, cell, first, last))
-    log.info("apple_ads org %s: %d ad group rows, %s..%s (%s, %s)", org, len(records), first, last, currency, zone)
+    log.info(
+        "apple_ads org %s: %d ad group rows, %s..%s (%s, %s)",
+        org,
+        len(records),
+        first,
+        last,
+        currency,
+        zone,
+    )
     return records
 
 
@@ -348,14 +410,16 @@ def _record(
     day = str(cell.get("date") or "")[:10]
     if not first.isoformat() <= day <= last.isoformat():
         raise SourceError(
-            SOURCE, client.day,
+            SOURCE,
+            client.day,
             f"org {org} returned a row for {day!r} when asked for {first}..{last}",
             "report this: the report's dates were not honoured",
         )
     spend = cell.get("localSpend") or {}
     if spend.get("currency") and currency and spend["currency"] != currency:
         raise SourceError(
-            SOURCE, client.day,
+            SOURCE,
+            client.day,
             f"org {org} reported spend in {spend['currency']}, its currency is {currency}",
             "report this: localSpend is expected in the org's currency",
         )
@@ -384,6 +448,10 @@ def _record(
 
 def _micros(value: Any, client: AppleAdsClient) -> int:
     try:
-        return int((Decimal(str(value if value not in (None, "") else 0)) * MICROS).to_integral_value())
+        return int(
+            (Decimal(str(value if value not in (None, "") else 0)) * MICROS).to_integral_value()
+        )
     except InvalidOperation:
-        raise SourceError(SOURCE, client.day, f"a spend is not a number: {value!r}", "report this") from None
+        raise SourceError(
+            SOURCE, client.day, f"a spend is not a number: {value!r}", "report this"
+        ) from None

@@ -105,11 +105,15 @@ class TikTokClient:
     def get(self, path: str, params: dict[str, Any], what: str) -> dict[str, Any]:
         """The `data` of a GET; list and dict parameters are sent JSON-encoded."""
         query = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in params.items()}
-        return self._call(lambda: self._http.get(self.url(path), params=query, timeout=self._timeout), what)
+        return self._call(
+            lambda: self._http.get(self.url(path), params=query, timeout=self._timeout), what
+        )
 
     def post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         """The `data` of a POST with a JSON body."""
-        return self._call(lambda: self._http.post(self.url(path), json=body, timeout=self._timeout), what)
+        return self._call(
+            lambda: self._http.post(self.url(path), json=body, timeout=self._timeout), what
+        )
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -144,7 +148,12 @@ class TikTokClient:
         if exc.code >= 50000 or exc.http_status >= 500:
             return Transient(f"server error: {said}", kind="server")
         if exc.code in TOKEN_CODES:
-            return SourceError(SOURCE, self.day, f"could not {what}: the access token was refused: {said}", TOKEN_FIX)
+            return SourceError(
+                SOURCE,
+                self.day,
+                f"could not {what}: the access token was refused: {said}",
+                TOKEN_FIX,
+            )
         if exc.code in PERMISSION_CODES:
             return SourceError(
                 SOURCE,
@@ -166,11 +175,16 @@ def _data(response: requests.Response) -> dict[str, Any]:
         body = None
     if not isinstance(body, dict) or "code" not in body:
         status = response.status_code
-        raise TikTokApiError(status * 100 if status >= 500 else status, f"HTTP {status}", "", status)
+        raise TikTokApiError(
+            status * 100 if status >= 500 else status, f"HTTP {status}", "", status
+        )
     code = int(body["code"])
     if code != 0:
         raise TikTokApiError(
-            code, str(body.get("message") or ""), str(body.get("request_id") or ""), response.status_code
+            code,
+            str(body.get("message") or ""),
+            str(body.get("request_id") or ""),
+            response.status_code,
         )
     data = body.get("data")
     return data if isinstance(data, dict) else {}
@@ -228,7 +242,10 @@ def advertiser_info(client: TikTokClient, advertiser: str) -> dict[str, Any]:
     """The advertiser's `currency` and `timezone` (advertiser/info/)."""
     data = client.get(
         ADVERTISER_PATH,
-        {"advertiser_ids": [advertiser], "fields": ["advertiser_id", "name", "currency", "timezone"]},
+        {
+            "advertiser_ids": [advertiser],
+            "fields": ["advertiser_id", "name", "currency", "timezone"],
+        },
         f"read advertiser {advertiser}",
     )
     for item in data.get("list") or []:
@@ -254,7 +271,15 @@ def _fetch_advertiser(
         for item in _report_pages(client, advertiser, start, end, page_size):
             records.append(_record(item, client, advertiser, currency, zone, first, last))
         start = end + datetime.timedelta(days=1)
-    log.info("tiktok %s: %d ad rows, %s..%s (%s, %s)", advertiser, len(records), first, last, currency, zone)
+    log.info(
+        "tiktok %s: %d ad rows, %s..%s (%s, %s)",
+        advertiser,
+        len(records),
+        first,
+        last,
+        currency,
+        zone,
+    )
     return records
 
 
