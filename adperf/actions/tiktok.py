@@ -89,27 +89,29 @@ class TikTokAdGroups:
         except SourceError as exc:
             return out + [_target(r, error=str(exc)) for r in recs]
         for rec, group_id in assign_to_adsets(recs, campaign_groups):
-            g = groups.get(group_id)
-            if g is None:
+            group = groups.get(group_id)
+            if group is None:
                 out.append(_target(rec, error=self._missing(group_id)))
                 continue
-            currency = g["_currency"]
-            daily = g.get("budget_mode") == "BUDGET_MODE_DAY"
+            currency = group["_currency"]
+            daily = group.get("budget_mode") == "BUDGET_MODE_DAY"
             out.append(
                 Target(
                     platform=PLATFORM,
                     level="adset",
                     object_id=group_id,
-                    object_name=str(g.get("adgroup_name") or "") or None,
+                    object_name=str(group.get("adgroup_name") or "") or None,
                     action=rec.action,
                     source=rec,
-                    status=_STATUS.get(str(g.get("operation_status")), g.get("operation_status")),
-                    budget=_minor(g.get("budget"), currency) if daily else None,
+                    status=_STATUS.get(
+                        str(group.get("operation_status")), group.get("operation_status")
+                    ),
+                    budget=_minor(group.get("budget"), currency) if daily else None,
                     budget_field=BUDGET_FIELD,
                     currency=currency,
                     per_currency_unit=_per_unit(currency),
                     budget_step=1,
-                    refs={"advertiser_id": g["_advertiser"]},
+                    refs={"advertiser_id": group["_advertiser"]},
                 )
             )
         return out

@@ -188,23 +188,10 @@ class FakeAppleAds:
             & (rows["date"] <= last.isoformat())
         ]
         currency = self._orgs[org]["currency"]
-        if campaign_id is None:
-            keys, meta = (
-                ["campaign_id"],
-                lambda r: {
-                    "campaignId": int(r["campaign_id"]),
-                    "campaignName": r["campaign_name"],
-                    "orgId": int(org),
-                },
-            )
-        else:
+        if campaign_id is not None:
             rows = rows[rows["campaign_id"] == campaign_id]
-            keys = ["adset_id"]
-            meta = lambda r: {  # noqa: E731
-                "adGroupId": int(r["adset_id"]), "adGroupName": r["adset_name"],
-                "campaignId": int(r["campaign_id"]), "orgId": int(org),
-            }  # fmt: skip
-        groups = sorted(rows.groupby(keys[0], sort=False), key=lambda kv: int(kv[0]))
+        key = "campaign_id" if campaign_id is None else "adset_id"
+        groups = sorted(rows.groupby(key, sort=False), key=lambda kv: int(str(kv[0])))
         chunk = groups[offset : offset + limit]
         out = []
         for _, g in chunk:
@@ -215,7 +202,7 @@ class FakeAppleAds:
             )  # fmt: skip
             out.append(
                 {
-                    "metadata": meta(g.iloc[0]),
+                    "metadata": _metadata(g.iloc[0].to_dict(), org, campaign_id is None),
                     "granularity": [
                         {
                             "date": day,
@@ -262,6 +249,14 @@ class FakeAppleAds:
             {"data": {"id": int(cid), **campaigns[cid]}, "pagination": None, "error": None},
             {},
         )
+
+
+def _metadata(row: dict[Any, Any], org: str, campaign_level: bool) -> dict[str, Any]:
+    """A report row's `metadata`: the campaign's, or the ad group's (ids are numbers)."""
+    meta = {"campaignId": int(row["campaign_id"]), "orgId": int(org)}
+    if campaign_level:
+        return {**meta, "campaignName": row["campaign_name"]}
+    return {**meta, "adGroupId": int(row["adset_id"]), "adGroupName": row["adset_name"]}
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

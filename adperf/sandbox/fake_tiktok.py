@@ -274,7 +274,7 @@ _METRIC_COLUMNS = {
 }
 
 
-def _metric(row: dict[str, Any], metric: str) -> str:
+def _metric(row: dict[Any, Any], metric: str) -> str:
     column = _METRIC_COLUMNS.get(metric)
     # Every metric is a string in the API's answers, numbers too ("12.34", "1520").
     return "-" if column is None else str(row[column])
