@@ -38,7 +38,8 @@ import requests
 
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.platforms import APPLE_ADS
-from adperf.schema import AD_SPEND, I64, MICROS, empty_frame
+from adperf.schema import MICROS
+from adperf.sources.ad_spend import ad_spend_frame
 from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
@@ -302,13 +303,7 @@ def fetch_apple_ads_spend(
             records.extend(_fetch_org(client, org, acls[org], first_day, day))
     finally:
         client.close()
-    if not records:
-        return empty_frame(AD_SPEND)
-    frame = pd.DataFrame.from_records(records, columns=AD_SPEND.columns)
-    for name in AD_SPEND.columns:
-        if AD_SPEND.schema.field(name).type == I64:
-            frame[name] = frame[name].astype("int64")
-    return frame.sort_values(["date", "campaign_id", "adset_id", "ad_id"]).reset_index(drop=True)
+    return ad_spend_frame(records)
 
 
 def report_body(
