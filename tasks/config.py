@@ -107,7 +107,8 @@ class apple_ads(luigi.Config):  # noqa: N801
     api_url = luigi.Parameter(
         default="https://api.searchads.apple.com", description="Apple Ads Campaign Management API"
     )
-    token_url = luigi.Parameter(
+    # Not "token_url": no parameter name may suggest a secret (tests/faults/test_secrets.py).
+    oauth_url = luigi.Parameter(
         default="https://appleid.apple.com/auth/oauth2/token",
         description="OAuth 2 token endpoint (client credentials)",
     )

@@ -153,7 +153,7 @@ def tiktok(day: dt.date | None = None) -> TikTokEndpoint:
 
 
 def apple_ads(day: dt.date | None = None) -> AppleAdsEndpoint:
-    """Apple Ads' API, token endpoint and orgs ([apple_ads] api_url, token_url, org_ids)."""
+    """Apple Ads' API, token endpoint and orgs ([apple_ads] api_url, oauth_url, org_ids)."""
     if config.adperf().sandbox:
         res = _sandbox_resources(day)
         return AppleAdsEndpoint(
@@ -163,7 +163,7 @@ def apple_ads(day: dt.date | None = None) -> AppleAdsEndpoint:
     return AppleAdsEndpoint(
         api_url=_required(cfg.api_url, "[apple_ads] api_url", "https://api.searchads.apple.com"),
         token_url=_required(
-            cfg.token_url, "[apple_ads] token_url", "https://appleid.apple.com/auth/oauth2/token"
+            cfg.oauth_url, "[apple_ads] oauth_url", "https://appleid.apple.com/auth/oauth2/token"
         ),
         org_ids=_required_list(cfg.org_ids, "[apple_ads] org_ids", "the org ids, comma-separated"),
     )
