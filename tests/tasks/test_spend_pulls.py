@@ -59,7 +59,12 @@ def test_latest_spend_per_platform_and_day_equals_truth_to_the_cent(done: Path) 
     latest = lake.read_partition(done / "lake", "spend_latest", "date", DAY)
     truth = pd.read_csv(done / "world" / "truth" / "campaign_daily.csv", dtype=str)
     truth = truth[(truth["platform"] != "organic") & (truth["date"] >= latest["date"].min())]
-    assert latest["date"].nunique() == 31 and set(latest["platform"]) == {"facebook", "google_ads"}
+    assert latest["date"].nunique() == 31 and set(latest["platform"]) == {
+        "facebook",
+        "google_ads",
+        "tiktok",
+        "apple_ads",
+    }
     got = latest.groupby(["date", "platform"])["spend_micros"].sum()
     for (day, platform), group in truth.groupby(["date", "platform"]):
         expected = sum(Decimal(v) for v in group["spend_report"])
