@@ -121,10 +121,14 @@ def test_the_graph_stays_small_and_pulls_are_rate_capped(done: Path) -> None:
         seen[task.task_id] = task
         stack.extend(luigi.task.flatten(task.requires()))
     pulls = [t for t in seen.values() if isinstance(t, AdSpend)]
-    assert len(pulls) == 4 + 18  # not 31 days x lookback
+    # Facebook 4 (28-day lookback), Google Ads 18 (14), TikTok and Apple Ads 25 each (7): not
+    # 31 days x lookback.
+    assert len(pulls) == 4 + 18 + 25 + 25
     assert {tuple(t.resources.items()) for t in pulls} == {
         (("api_facebook", 1),),
         (("api_google_ads", 1),),
+        (("api_tiktok", 1),),
+        (("api_apple_ads", 1),),
     }
     cfg = luigi.configuration.get_config()
     assert cfg.getint("resources", "api_facebook") >= 1
