@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from adperf import warehouse
+from adperf import platforms, warehouse
 from adperf.actions import (
     CHANGE,
     FAILED,
@@ -30,7 +30,7 @@ from adperf.actions import (
 from adperf.errors import AdperfError
 from tasks import config, progress, resources
 
-PLATFORMS = ("facebook", "google_ads")
+PLATFORMS = platforms.with_actions()
 
 
 def main(
@@ -93,33 +93,54 @@ def _run(
     return 1 if failed else 0
 
 
-def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
+def _clients(day: dt.date, names: list[str]) -> dict[str, Platform]:
     """The platform clients needed (only those: an unconfigured platform with nothing to do is
     no error)."""
     out: dict[str, Platform] = {}
-    if "facebook" in platforms:
+    if platforms.FACEBOOK in names:
         from adperf.actions.facebook import FacebookAdsets
 
         token = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
         if config.adperf().sandbox:
             token = token or config.SANDBOX_FACEBOOK_TOKEN
-        out["facebook"] = FacebookAdsets(
+        out[platforms.FACEBOOK] = FacebookAdsets(
             graph_url=resources.facebook(day).graph_url,
             api_version=config.facebook().api_version,
             access_token=token,
             day=day,
             expand_active=config.actions().expand_active,
         )
-    if "google_ads" in platforms:
+    if platforms.GOOGLE_ADS in names:
         from adperf.actions.google_ads import GoogleAdsCampaigns
 
         gads = resources.google_ads(day)
-        out["google_ads"] = GoogleAdsCampaigns(
+        out[platforms.GOOGLE_ADS] = GoogleAdsCampaigns(
             endpoint=gads.endpoint,
             credentials=config.google_ads_credentials(),
             customer_ids=gads.customer_ids,
             login_customer_id=gads.login_customer_id,
             insecure=gads.insecure,
+            day=day,
+        )
+    if platforms.TIKTOK in names:
+        from adperf.actions.tiktok import TikTokAdGroups
+
+        tt = resources.tiktok(day)
+        out[platforms.TIKTOK] = TikTokAdGroups(
+            base_url=tt.base_url,
+            access_token=config.tiktok_token(),
+            advertiser_ids=tt.advertiser_ids,
+            day=day,
+        )
+    if platforms.APPLE_ADS in names:
+        from adperf.actions.apple_ads import AppleAdsCampaigns
+
+        asa = resources.apple_ads(day)
+        out[platforms.APPLE_ADS] = AppleAdsCampaigns(
+            api_url=asa.api_url,
+            token_url=asa.token_url,
+            credentials=config.apple_ads_credentials(),
+            org_ids=asa.org_ids,
             day=day,
         )
     return out

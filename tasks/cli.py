@@ -13,6 +13,7 @@ from typing import Any
 
 import luigi
 
+from adperf import platforms
 from tasks import progress
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     apply.add_argument("--date", type=dt.date.fromisoformat, required=True, help="report day")
     apply.add_argument("--yes", action="store_true", help="make the changes (default: dry run)")
-    apply.add_argument("--platform", choices=("facebook", "google_ads"), default=None)
+    apply.add_argument("--platform", choices=platforms.with_actions(), default=None)
     apply.add_argument("--by", default=None, help="who applies, for action_log (default: OS user)")
     apply.add_argument(
         "--expand",

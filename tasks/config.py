@@ -12,6 +12,7 @@ import luigi
 from adperf.errors import ConfigError
 
 if TYPE_CHECKING:
+    from adperf.sources.apple_ads import AppleAdsCredentials
     from adperf.sources.google_ads import GoogleAdsCredentials
     from adperf.transform.watch import BudgetPlan, WatchSettings
 
@@ -20,6 +21,15 @@ SANDBOX_HMAC_KEY = "adperf-sandbox-demo-key-not-secret"
 SANDBOX_FACEBOOK_TOKEN = "EAAsandboxDemoTokenNotSecret"
 SANDBOX_MMP_TOKEN = "sandbox-mmp-token-not-secret"
 SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN = "sandbox-google-ads-developer-token-not-secret"
+SANDBOX_TIKTOK_TOKEN = "sandbox-tiktok-access-token-not-secret"
+# The sandbox's Apple Ads API user: a P-256 key made for the demo, public in this repository.
+SANDBOX_APPLE_ADS_CLIENT = ("SEARCHADS.sandbox-client", "SEARCHADS.sandbox-team", "sandbox-key")
+SANDBOX_APPLE_ADS_PRIVATE_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgqq7cVN4tJxzk5m4y
+PhFX8E71Jyl79+axHtErQbcjIZShRANCAASisth2m4PeIB3AR6biJ40MyYeKG59I
+bQs15nNwN5M3ymZDaMy/XQ3EIr9H31FMO0oASPcZqaAoSY266rqSznZX
+-----END PRIVATE KEY-----
+"""
 
 
 class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
@@ -85,6 +95,40 @@ class google_ads(luigi.Config):  # noqa: N801
     timeout_s = luigi.FloatParameter(
         default=600.0, description="deadline of one SearchStream call, so a hung stream fails"
     )
+
+
+class tiktok(luigi.Config):  # noqa: N801
+    base_url = luigi.Parameter(
+        default="https://business-api.tiktok.com", description="TikTok Business API base URL"
+    )
+    advertiser_ids = luigi.Parameter(default="", description="comma-separated advertiser ids")
+    lookback_days = luigi.IntParameter(
+        default=7, description="recent days re-pulled each run (TikTok restates them)"
+    )
+    timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
+
+
+class apple_ads(luigi.Config):  # noqa: N801
+    api_url = luigi.Parameter(
+        default="https://api.searchads.apple.com", description="Apple Ads Campaign Management API"
+    )
+    # Not "token_url": no parameter name may suggest a secret (tests/faults/test_secrets.py).
+    oauth_url = luigi.Parameter(
+        default="https://appleid.apple.com/auth/oauth2/token",
+        description="OAuth 2 token endpoint (client credentials)",
+    )
+    org_ids = luigi.Parameter(default="", description="comma-separated org ids (X-AP-Context)")
+    client_id = luigi.Parameter(default="", description="the API user's client id (SEARCHADS.…)")
+    team_id = luigi.Parameter(default="", description="the API user's team id (SEARCHADS.…)")
+    key_id = luigi.Parameter(
+        default="",
+        description="id of the API user's public key; the private key only in the "
+        "environment (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM)",
+    )
+    lookback_days = luigi.IntParameter(
+        default=7, description="recent days re-pulled each run (Apple Ads restates them)"
+    )
+    timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
 
 
 class mmp(luigi.Config):  # noqa: N801
@@ -365,6 +409,25 @@ def google_ads_credentials() -> GoogleAdsCredentials:
         json_key_file_path=env("ADPERF_GOOGLE_ADS_JSON_KEY_PATH", ""),
         impersonated_email=env("ADPERF_GOOGLE_ADS_IMPERSONATED_EMAIL", ""),
     )
+
+
+def tiktok_token() -> str:
+    """ADPERF_TIKTOK_TOKEN (the sandbox's own token when unset there); never logged."""
+    token = os.environ.get("ADPERF_TIKTOK_TOKEN", "")
+    return token or (SANDBOX_TIKTOK_TOKEN if adperf().sandbox else "")
+
+
+def apple_ads_credentials() -> AppleAdsCredentials:
+    """The Apple Ads API user: ids from [apple_ads], the private key from the environment
+    (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM); the sandbox's demo user when unset there."""
+    from adperf.sources.apple_ads import AppleAdsCredentials
+
+    key = os.environ.get("ADPERF_APPLE_ADS_PRIVATE_KEY", "")
+    cfg = apple_ads()
+    if adperf().sandbox and not key:
+        client_id, team_id, key_id = SANDBOX_APPLE_ADS_CLIENT
+        return AppleAdsCredentials(client_id, team_id, key_id, SANDBOX_APPLE_ADS_PRIVATE_KEY)
+    return AppleAdsCredentials(cfg.client_id, cfg.team_id, cfg.key_id, key)
 
 
 def csv_list(value: str) -> list[str]:

@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 from luigi.contrib.spark import PySparkTask
 
-from adperf import lake, warehouse
+from adperf import lake, platforms, warehouse
 from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
@@ -29,7 +29,7 @@ from tasks import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
-PLATFORMS = ("facebook", "google_ads")
+PLATFORMS = platforms.NAMES
 
 
 def _iso(day: dt.date) -> str:
@@ -104,9 +104,8 @@ class AdSpend(LakeTask):
 
     @property
     def priority(self) -> int:
-        # Facebook's pulls are the longest tasks of a cold run (28-day windows): started first,
-        # they run beside the MMP chain instead of after it (13 s each on the large world).
-        return 20 if self.platform == "facebook" else 0
+        # The longest pulls (Facebook's 28-day windows) start first: adperf.platforms.
+        return platforms.get(self.platform).priority
 
     @property
     def resources(self) -> dict[str, int]:
@@ -148,25 +147,30 @@ def _account_days() -> str:
 def _platforms() -> tuple[str, ...]:
     """The platforms to pull: in production those with accounts configured (a Facebook-only
     company lists no Google customers); with none, Facebook, whose pull then fails naming the
-    missing key. The sandbox has both."""
+    missing key. The sandbox has every registered platform."""
     if config.adperf().sandbox:
         return PLATFORMS
-    configured = {
-        "facebook": config.csv_list(config.facebook().ad_account_ids),
-        "google_ads": config.csv_list(config.google_ads().customer_ids),
-    }
-    return tuple(p for p in PLATFORMS if configured[p]) or ("facebook",)
+    configured = [
+        p.name for p in platforms.entries() if config.csv_list(_section(p, p.accounts_key))
+    ]
+    return tuple(configured) or (platforms.FACEBOOK,)
+
+
+def _section(platform: platforms.Platform, key: str) -> Any:
+    """A key of the platform's luigi.cfg section (its tasks.config class)."""
+    return getattr(getattr(config, platform.section)(), key)
 
 
 def _lookback_days(platform: str) -> int:
-    if platform == "google_ads":
-        return int(config.google_ads().lookback_days)
-    return int(config.facebook().lookback_days)
+    return int(_section(platforms.get(platform), "lookback_days"))
 
 
 def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
     tz = config.adperf().report_timezone
-    if platform == "google_ads":
+    more = _MORE_FETCHES.get(platform)
+    if more is not None:
+        return more(first, last)
+    if platform == platforms.GOOGLE_ADS:
         from adperf.sources.google_ads import fetch_google_ads_spend
 
         gads = endpoints.google_ads(last)
@@ -196,6 +200,42 @@ def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFram
         account_days=_account_days(),
         use_async=config.facebook().use_async,
     )
+
+
+def _fetch_tiktok(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.tiktok import fetch_tiktok_spend
+
+    endpoint = endpoints.tiktok(last)
+    return fetch_tiktok_spend(
+        base_url=endpoint.base_url,
+        access_token=config.tiktok_token(),
+        advertiser_ids=endpoint.advertiser_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.tiktok().timeout_s,
+    )
+
+
+def _fetch_apple_ads(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.apple_ads import fetch_apple_ads_spend
+
+    endpoint = endpoints.apple_ads(last)
+    return fetch_apple_ads_spend(
+        api_url=endpoint.api_url,
+        token_url=endpoint.token_url,
+        credentials=config.apple_ads_credentials(),
+        org_ids=endpoint.org_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.apple_ads().timeout_s,
+    )
+
+
+_MORE_FETCHES = {platforms.TIKTOK: _fetch_tiktok, platforms.APPLE_ADS: _fetch_apple_ads}
 
 
 class MmpReady(luigi.ExternalTask):

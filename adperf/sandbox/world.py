@@ -1,7 +1,7 @@
 """A deterministic simulated ad world on disk: the files the sandbox's fakes serve, and its truth.
 
 Layout of a world folder (a contract with the fake servers and the tests; `ad_daily.parquet`
-holds both platforms' delivery, told apart by `platform`):
+holds every platform's delivery, told apart by `platform`):
 `world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
 `logs/YYYY-MM-DD.jsonl.gz`, `fx.csv`, `truth/params.json`, `truth/campaign_daily.csv`,
 `truth/daily_totals.csv`, `truth/users.parquet`, `truth/user_value.parquet`.
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from adperf import platforms
 from adperf.errors import ConfigError
 from adperf.sandbox import loop
 from adperf.sandbox.anomalies import Anomaly, Planted
@@ -75,8 +76,9 @@ LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days'
 CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
-MEDIA_SOURCE_MAP = {"Facebook Ads": "facebook", "googleadwords_int": "google_ads"}
-_MEDIA_SOURCE = {platform: source for source, platform in MEDIA_SOURCE_MAP.items()}
+MEDIA_SOURCE_MAP = platforms.media_source_map()
+# The media source the world's MMP reports each platform's installs under (its first one).
+_MEDIA_SOURCE = {p.name: p.media_sources[0] for p in platforms.entries()}
 # A few paid installs come through networks that withhold user-level data: the MMP reports their
 # media source as 'restricted', with empty campaign fields
 # (https://support.appsflyer.com/hc/en-us/articles/360006868017). One in RESTRICTED_EVERY paid
@@ -1073,7 +1075,7 @@ class _World:
             organic = report(i, {cur: int(rev[cur][i, nc]) for cur in rev})
             zero = _money(0, CURRENCY_DIGITS[self.report_currency])
             camp_rows.append(
-                [ds, "organic", "", "organic", self.report_currency, zero, zero,
+                [ds, ORGANIC, "", ORGANIC, self.report_currency, zero, zero,
                  str(installs[i, nc]), str(payers[i, nc]), _fmt(organic)]
             )  # fmt: skip
             restricted = report(i, {cur: int(rev[cur][i, nc + 2]) for cur in rev})
@@ -1156,8 +1158,8 @@ class _World:
                 "true_roas_365d": e["expected_net_revenue_per_install_usd_365d"] / c.true_cpi_usd,
             }
         o = self.ent.organic
-        params["organic"] = {
-            "platform": "organic",
+        params[ORGANIC] = {
+            "platform": ORGANIC,
             "account_id": "",
             "currency": None,
             "organic_share": o.share,
@@ -1299,7 +1301,7 @@ class _World:
                     "timezone_name": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
-                if a.platform == "facebook"
+                if a.platform == platforms.FACEBOOK
             ],
             "google_ads_customers": [
                 {
@@ -1309,7 +1311,30 @@ class _World:
                     "time_zone": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
-                if a.platform == "google_ads"
+                if a.platform == platforms.GOOGLE_ADS
+            ],
+            # TikTok advertisers and Apple Ads orgs, as their APIs describe them.
+            "tiktok_advertisers": [
+                {
+                    "advertiser_id": a.account_id,
+                    "name": a.name,
+                    "currency": a.currency,
+                    "timezone": a.timezone or self.tz.key,
+                }
+                for a in self.ent.accounts
+                if a.platform == platforms.TIKTOK
+            ],
+            "apple_ads_orgs": [
+                {
+                    "orgId": int(a.account_id),
+                    "orgName": a.name,
+                    "currency": a.currency,
+                    "timeZone": a.timezone or self.tz.key,
+                    "paymentModel": "LOC",
+                    "roleNames": ["API Account Read Only"],
+                }
+                for a in self.ent.accounts
+                if a.platform == platforms.APPLE_ADS
             ],
             # Google App campaigns: the fake Google Ads reports them at campaign level only.
             "google_app_campaign_ids": [

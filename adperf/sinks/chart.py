@@ -25,6 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
+from adperf import platforms  # noqa: E402
 from adperf.sinks.summary import cohort_cells  # noqa: E402
 from adperf.transform import metrics  # noqa: E402
 from adperf.vocabulary import INSTALL_BUCKETS  # noqa: E402
@@ -36,7 +37,7 @@ MAX_AGE = 30
 # Fonts tried in order, glyph by glyph (matplotlib >= 3.6): Korean or Japanese campaign names
 # render where a CJK font is installed, DejaVu Sans (bundled with matplotlib) covers the rest.
 FONTS = ["DejaVu Sans", "Noto Sans CJK KR", "Noto Sans CJK JP", "NanumGothic"]
-PLATFORM_COLORS = {"facebook": "#1877F2", "google_ads": "#EA4335"}
+PLATFORM_COLORS = platforms.colours()
 
 
 @dataclass(frozen=True)
