@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from adperf.platforms import FACEBOOK, GOOGLE_ADS
 from adperf.sandbox.ad_objects import objects_path, sandbox_objects
 from adperf.sandbox.entities import Entities, rng_for
 from adperf.sandbox.profiles import Profile
@@ -84,14 +85,15 @@ def build_drift(seed: int, profile: Profile, ent: Entities, enabled: bool) -> Dr
 def current_factors(world_root: Path, meta: dict[str, Any], ent: Entities) -> FloatArray:
     """Per ad: its budget factor now, from the fakes' object state files (1 where unedited)."""
     out = np.ones(len(ent.ads))
-    paths = [objects_path(world_root, meta, p) for p in ("facebook", "google_ads")]
+    paths = [objects_path(world_root, meta, p) for p in (FACEBOOK, GOOGLE_ADS)]
     if not any(p.exists() for p in paths):  # nobody edited anything (and no objects to build)
         return out
     base_fb, base_google = sandbox_objects(meta)
     fb, google = _read(paths[0], base_fb), _read(paths[1], base_google)
     for ad in ent.ads:
         c = ent.campaigns[ad.campaign_index]
-        if c.platform == "facebook":
+        # TikTok and Apple Ads objects are not in the loop yet: their ads keep factor 1.
+        if c.platform == FACEBOOK:
             adset = fb["adsets"].get(ad.adset_id)
             camp = fb["campaigns"].get(c.campaign_id, {})
             if adset is None:
@@ -99,7 +101,7 @@ def current_factors(world_root: Path, meta: dict[str, Any], ent: Entities) -> Fl
             base = base_fb["adsets"][ad.adset_id]["daily_budget"]
             live = adset.get("status") == "ACTIVE" and camp.get("status", "ACTIVE") == "ACTIVE"
             out[ad.index] = float(adset["daily_budget"]) / float(base) if live else 0.0
-        else:
+        elif c.platform == GOOGLE_ADS:
             camp = google["campaigns"].get(c.campaign_id)
             if camp is None:
                 continue
