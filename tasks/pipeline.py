@@ -209,7 +209,7 @@ class MmpReady(luigi.ExternalTask):
     source = "mmp"
 
     def marker(self) -> Path:
-        return config.data_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
+        return config.files_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
 
     def complete(self) -> bool:
         marker = self.marker()
@@ -1049,14 +1049,14 @@ class RenderReport(luigi.Task):
     def output(self) -> JsonFile:
         from adperf.sinks.render import META_FILE, report_path
 
-        return JsonFile(report_path(config.data_root(), _iso(self.date)) / META_FILE)
+        return JsonFile(report_path(config.files_root(), _iso(self.date)) / META_FILE)
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
 
         # Complete for the inputs it was rendered from only: a day re-run on restated numbers
         # (its campaign report rewritten) is rendered again, and SlackReport then updates.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         return meta is not None and meta.get("inputs") == _report_inputs(self.date)
 
     def run(self) -> None:
@@ -1079,7 +1079,7 @@ class RenderReport(luigi.Task):
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
-        write_report_files(config.data_root(), day, report.files(), meta)
+        write_report_files(config.files_root(), day, report.files(), meta)
 
 
 class SlackReport(luigi.Task):
@@ -1098,7 +1098,7 @@ class SlackReport(luigi.Task):
         return {"load": LoadReport(date=self.date), "render": RenderReport(date=self.date)}
 
     def output(self) -> JsonFile:
-        return JsonFile(config.data_root() / "slack_posts" / f"{_iso(self.date)}.json")
+        return JsonFile(config.files_root() / "slack_posts" / f"{_iso(self.date)}.json")
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
@@ -1109,7 +1109,7 @@ class SlackReport(luigi.Task):
         if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
             return False
         # luigi looks no further than a complete task: a stale rendering makes this stale too.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         render = RenderReport(date=self.date)
         fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
         return fresh and render.complete()
@@ -1119,7 +1119,7 @@ class SlackReport(luigi.Task):
         from adperf.sinks.slack import publish_report, write_outbox
 
         day, marker = _iso(self.date), self.output().path
-        folder = report_path(config.data_root(), day)
+        folder = report_path(config.files_root(), day)
         content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
         message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
         files = {
@@ -1187,9 +1187,8 @@ def _quality_notes(day: dt.date) -> list[str]:
         return _as_money(lake.read_partition(root, dataset, "date", iso))
 
     def meta(dataset: str) -> dict[str, Any]:
-        if not (lake.partition_path(root, dataset, "date", iso) / lake.META_FILE).is_file():
-            return {}
-        return lake.read_meta(root, dataset, "date", iso)
+        version = lake.current_version(root, dataset, "date", iso)
+        return dict(version.meta) if version and version.meta else {}
 
     return build_quality_notes(
         currency=config.adperf().report_currency,
@@ -1234,15 +1233,15 @@ def _report_inputs(day: dt.date) -> str | None:
 
     root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
     for dataset in _REPORT_INPUTS:
-        path = lake.partition_path(root, dataset, "date", iso) / lake.DATA_FILE
-        if not path.is_file():
+        data = lake.read_file(root, dataset, "date", iso, lake.DATA_FILE)
+        if data is None:
             return None
-        digest.update(dataset.encode() + b"\0" + path.read_bytes())
+        digest.update(dataset.encode() + b"\0" + data)
     for dataset in ("payments", "events", "restatements"):
-        folder = lake.partition_path(root, dataset, "date", iso)
         for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
-            if name and (folder / name).is_file():
-                digest.update(f"{dataset}/{name}".encode() + b"\0" + (folder / name).read_bytes())
+            found = lake.read_file(root, dataset, "date", iso, name) if name else None
+            if found is not None:
+                digest.update(f"{dataset}/{name}".encode() + b"\0" + found)
     return digest.hexdigest()
 
 
