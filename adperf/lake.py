@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 # Re-exported: the file names and temp prefix of a partition are part of the lake's contract.
 from adperf.objstore import DATA_FILE as DATA_FILE
 from adperf.objstore import META_FILE as META_FILE
+from adperf.objstore import STALE_SECONDS as STALE_TMP_SECONDS  # noqa: F401 (re-exported)
 from adperf.objstore import TMP_PREFIX as TMP_PREFIX
 from adperf.objstore import Backend, LocalFolder, Version, meta_bytes
 from adperf.pseudonym import (
