@@ -19,6 +19,7 @@ never pass through adperf's code or messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,13 +27,16 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from adperf.errors import ConfigError
 
 DATA_FILE = "part-0.parquet"
 META_FILE = "_meta.json"
@@ -48,6 +52,23 @@ COMMIT_ATTEMPTS = 8
 
 class LakeCommitConflict(RuntimeError):
     """A partition's manifest kept changing under this writer's commit."""
+
+
+class LakeStoreRefused(ConfigError):
+    """The object store refused the lake's request for a reason no retry fixes (no such bucket,
+    credentials missing or refused). Throttling, 5xx and dropped connections are retried by
+    boto3 (standard mode, 5 attempts) and are not this."""
+
+
+# S3 error codes that say the configuration is wrong, with what to fix.
+_REFUSALS = {
+    "NoSuchBucket": "create the bucket, or fix the bucket of [adperf] data_root",
+    "AccessDenied": "grant the credentials s3:GetObject, PutObject, DeleteObject and "
+    "ListBucket on the bucket",
+    "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID (or the [s3] profile) and [s3] endpoint_url",
+    "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY (or the [s3] profile)",
+    "ExpiredToken": "renew the session credentials (AWS_SESSION_TOKEN, or the [s3] profile)",
+}
 
 
 @dataclass(frozen=True)
@@ -232,8 +253,13 @@ class S3Bucket:
     ) -> S3Bucket:
         """A bucket from `s3://bucket/prefix`; endpoint and region from the arguments, else
         from boto3's own settings (AWS_ENDPOINT_URL, AWS_REGION, ~/.aws/config)."""
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError(
+                "[adperf] data_root is s3://…, which needs boto3. Fix: pip install 'adperf[s3]'"
+            ) from None
 
         quiet_sdk_logs()
         session = boto3.session.Session(profile_name=profile or None)
@@ -266,7 +292,42 @@ class S3Bucket:
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def _refusals(self, where: str) -> Iterator[None]:
+        """Turn the store's permanent refusals into LakeStoreRefused, naming place and fix."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        try:
+            yield
+        except S3UploadFailedError as exc:
+            # upload_file wraps the ClientError of a part (its code only in the message).
+            cause = exc.__context__
+            code = _code(cause) if isinstance(cause, ClientError) else ""
+            if code not in _REFUSALS:
+                raise
+            raise LakeStoreRefused(
+                f"lake {where}: S3 answered {code}. Fix: {_REFUSALS[code]}"
+            ) from cause
+        except NoCredentialsError:
+            raise LakeStoreRefused(
+                f"lake {where}: no S3 credentials found. Fix: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [s3] profile"
+            ) from None
+        except ClientError as exc:
+            code = _code(exc)
+            if code not in _REFUSALS:
+                raise
+            # The SDK's message names operation and code only, never a credential.
+            raise LakeStoreRefused(
+                f"lake {where}: S3 answered {code}. Fix: {_REFUSALS[code]}"
+            ) from exc
+
     def publish(self, part: str, staged: Path) -> None:
+        with self._refusals(self.where(part)):
+            self._publish(part, staged)
+
+    def _publish(self, part: str, staged: Path) -> None:
         data_key = self.location.key(f"{part}/_data/{uuid.uuid4().hex}.parquet")
         meta = json.loads((staged / META_FILE).read_text())
         # The data first, under a name only this writer uses: until the manifest names it, no
@@ -358,27 +419,44 @@ class S3Bucket:
                     self.client.delete_object(Bucket=self.location.bucket, Key=name)
 
     def current(self, part: str) -> Version | None:
-        found = self._manifest(part)
+        with self._refusals(self.where(part)):
+            found = self._manifest(part)
         if found is None:
             return None
         manifest = found[0]
         return Version(dict(manifest["meta"]), str(manifest["data"]))
 
+    @contextlib.contextmanager
+    def _download(self, version: Version) -> Iterator[IO[bytes]]:
+        """The data object in a temp file (in memory up to 64 MB). Ranged GETs of an immutable
+        object: a rewrite commits a new object and never changes this one."""
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as out:
+            with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
+                self.client.download_fileobj(self.location.bucket, version.data, out)
+            out.seek(0)
+            yield out
+
     def read_data(self, version: Version) -> bytes:
-        # One GET of an immutable object: a rewrite commits a new object, never changes this one.
-        reply = self.client.get_object(Bucket=self.location.bucket, Key=version.data)
-        data: bytes = reply["Body"].read()
-        return data
+        with self._download(version) as data:
+            return data.read()
 
     def read_table(self, version: Version) -> pa.Table:
-        return pq.read_table(pa.BufferReader(self.read_data(version)))
+        with self._download(version) as data:
+            return pq.read_table(data)
 
     def read_schema(self, version: Version) -> pa.Schema:
-        return pq.read_schema(pa.BufferReader(self.read_data(version)))
+        with self._download(version) as data:
+            return pq.read_schema(data)
 
     def nbytes(self, version: Version) -> int:
-        head = self.client.head_object(Bucket=self.location.bucket, Key=version.data)
+        with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
+            head = self.client.head_object(Bucket=self.location.bucket, Key=version.data)
         return int(head["ContentLength"])
+
+
+def _code(exc: Any) -> str:
+    """The S3 error code of a botocore ClientError."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _clean_stale_tmp(folder: Path) -> None:

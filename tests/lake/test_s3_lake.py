@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from adperf import lake
-from adperf.objstore import MANIFEST_FILE, S3Bucket, S3Location
+from adperf.errors import ConfigError
+from adperf.objstore import MANIFEST_FILE, LakeStoreRefused, S3Bucket, S3Location
 from adperf.pseudonym import KeyVersionMismatch, MixedKeyVersions
 from adperf.schema import PAYMENTS
 
@@ -175,7 +176,43 @@ def test_an_s3_root_never_carries_credentials() -> None:
     assert S3Location.parse("s3://bucket/a/b/") == S3Location("bucket", "a/b")
 
 
+def test_a_missing_bucket_is_a_config_error_naming_it(
+    s3_server: S3Server, s3_env: dict[str, str]
+) -> None:
+    store = S3Bucket.connect(
+        "s3://adperf-no-such-bucket/lake", endpoint_url=s3_server.endpoint, region="us-east-1"
+    )
+    with pytest.raises(ConfigError, match="s3://adperf-no-such-bucket/lake/payments/date=.*"
+                       "NoSuchBucket. Fix: create the bucket"):  # fmt: skip
+        lake.write_partition(store, PAYMENTS, "date", DAY, _payments(), key_version="1")
+    with pytest.raises(LakeStoreRefused, match="NoSuchBucket"):
+        lake.partition_exists(store, "payments", "date", DAY)
+
+
 # ------------------------------------------------------------------------- kills and races
+
+
+def test_a_commit_that_lost_a_race_commits_over_the_winner(s3_lake: S3Bucket) -> None:
+    """Writer A read the manifest; B committed; A's If-Match fails (412), A reads again and
+    commits over B's version: the chain keeps every version, none is lost or mixed."""
+    lake.write_partition(s3_lake, PAYMENTS, "date", DAY, _payments(2), key_version="1")
+    other = S3Bucket(s3_lake.location, s3_lake.client)
+    real = s3_lake._manifest
+    calls: list[int] = []
+
+    def manifest_then_b_commits(part: str):  # type: ignore[no-untyped-def]
+        found = real(part)
+        calls.append(1)
+        if part.startswith("payments/") and len(calls) == 1:  # A's first read, then B's write
+            lake.write_partition(other, PAYMENTS, "date", DAY, _payments(3), key_version="1")
+        return found
+
+    s3_lake._manifest = manifest_then_b_commits  # type: ignore[method-assign]
+    lake.write_partition(s3_lake, PAYMENTS, "date", DAY, _payments(4), key_version="1")
+    final = _manifest(s3_lake, "payments", DAY)
+    assert final["generation"] == 3 and final["meta"]["rows"] == 4
+    assert len(final["retired"]) == 2  # the first version and B's, both kept for readers
+    assert len(lake.read_partition(s3_lake, "payments", "date", DAY)) == 4
 
 
 @pytest.mark.parametrize("before", ["nothing", "a version"])
@@ -298,8 +335,6 @@ def test_credentials_reach_no_log_line_and_no_message(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from botocore.exceptions import ClientError
-
     caplog.set_level(logging.DEBUG)
     store = s3_server.connect(s3_prefix)
     assert logging.getLogger("botocore").getEffectiveLevel() == logging.INFO
@@ -308,9 +343,11 @@ def test_credentials_reach_no_log_line_and_no_message(
     messages = []
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY[::-1])  # a wrong secret: refused
     wrong = s3_server.connect(s3_prefix)
-    with pytest.raises(ClientError) as err:
+    with pytest.raises(
+        LakeStoreRefused, match="SignatureDoesNotMatch. Fix: check AWS_SECRET"
+    ) as err:
         lake.read_partition(wrong, "payments", "date", DAY)
-    messages.append(str(err.value))
+    messages += [str(err.value), str(err.value.__cause__)]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     with pytest.raises(KeyVersionMismatch) as mismatch:
         lake.read_partition(store, "payments", "date", DAY, key_version="2")
