@@ -16,7 +16,8 @@ class LakePartition(luigi.Target):
     place, or an object store manifest committed: adperf.objstore)."""
 
     def __init__(self, root: lake.Root, folder: str, key: str, value: str) -> None:
-        self.root: lake.Root = Path(root) if isinstance(root, str) else root
+        local = isinstance(root, str) and not root.startswith("s3://")
+        self.root: lake.Root = Path(str(root)) if local else root
         self.folder, self.key, self.value = folder, key, value
 
     @property
