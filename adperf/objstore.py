@@ -215,11 +215,6 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
-def is_s3_url(root: object) -> bool:
-    """True for an `s3://…` data root."""
-    return isinstance(root, str) and root.startswith("s3://")
-
-
 def quiet_sdk_logs() -> None:
     """Keep boto's request logs out of DEBUG output.
 
@@ -261,8 +256,16 @@ class S3Bucket:
                 "[adperf] data_root is s3://…, which needs boto3. Fix: pip install 'adperf[s3]'"
             ) from None
 
+        from botocore.exceptions import ProfileNotFound
+
         quiet_sdk_logs()
-        session = boto3.session.Session(profile_name=profile or None)
+        try:
+            session = boto3.session.Session(profile_name=profile or None)
+        except ProfileNotFound:
+            raise ConfigError(
+                f"[s3] profile = {profile} is in no AWS config or credentials file. Fix: add it "
+                "there, or empty [s3] profile to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            ) from None
         client = session.client(
             "s3",
             endpoint_url=endpoint_url or None,

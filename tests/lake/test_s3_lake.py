@@ -189,6 +189,21 @@ def test_a_missing_bucket_is_a_config_error_naming_it(
         lake.partition_exists(store, "payments", "date", DAY)
 
 
+def test_missing_credentials_and_profiles_are_config_errors(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask for
+    store = s3_server.connect("nobody")
+    with pytest.raises(LakeStoreRefused, match="no S3 credentials found. Fix: set AWS_ACCESS"):
+        lake.partition_exists(store, "payments", "date", DAY)
+    with pytest.raises(ConfigError, match=r"\[s3\] profile = adperf-nope is in no AWS config"):
+        S3Bucket.connect(s3_server.url("x"), endpoint_url=s3_server.endpoint, profile="adperf-nope")
+
+
 # ------------------------------------------------------------------------- kills and races
 
 
