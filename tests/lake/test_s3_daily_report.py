@@ -83,6 +83,9 @@ def s3_run(
     yield tmp_path / "s3", lines, s3_prefix
 
 
+# A world build and two whole DailyReports (~1.5 min on an idle 2-core machine): more than the
+# default 300 s when the machine is shared.
+@pytest.mark.timeout(900)
 def test_daily_report_on_s3_equals_the_local_run(
     tmp_path: Path, tiny_world: Path, s3_server: S3Server, s3_run: tuple[Path, list[str], str]
 ) -> None:
