@@ -220,9 +220,10 @@ def quiet_sdk_logs() -> None:
 
     botocore logs every request's headers at DEBUG, the `Authorization` header (which names
     the access key id) included, and luigi workers may run with DEBUG logging: its loggers are
-    held at INFO, where they log no headers.
+    held at INFO, where they log no headers. urllib3 is left alone (other clients' tests read
+    its DEBUG lines): it logs method, host and path, and SigV4 puts no credential in a URL.
     """
-    for name in ("botocore", "boto3", "s3transfer", "urllib3.connectionpool"):
+    for name in ("botocore", "boto3", "s3transfer"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
