@@ -300,10 +300,15 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
     lines += [
         "",
         f"warehouse: {config.adperf().warehouse_url}",
-        f"lake:      {Path(config.adperf().data_root).resolve()}",
+        f"lake:      {_lake_where(config.adperf().data_root)}",
         *_report_lines(day, config),
     ]
     return "\n".join(lines)
+
+
+def _lake_where(data_root: str) -> str:
+    """The lake for people: an s3:// root as it is, a folder resolved."""
+    return data_root if "://" in data_root else str(Path(data_root).resolve())
 
 
 def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped-def]
@@ -312,7 +317,7 @@ def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped
 
     from adperf.sinks.render import HTML_FILE, report_path
 
-    root = Path(config.adperf().data_root)
+    root = config.files_root()
     lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
     # The interactive page beside it (tasks.pipeline.Dashboard): open it in any browser, offline.
     lines.append(f"dashboard: {(report_path(root, day.isoformat()) / 'dashboard.html').resolve()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import luigi
 from adperf.errors import ConfigError
 
 if TYPE_CHECKING:
+    from adperf.objstore import S3Bucket
     from adperf.sources.apple_ads import AppleAdsCredentials
     from adperf.sources.google_ads import GoogleAdsCredentials
     from adperf.transform.watch import BudgetPlan, WatchSettings
@@ -36,7 +38,15 @@ class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
     sandbox = luigi.BoolParameter(
         default=False, description="run on the built-in simulated ad world (fake endpoints)"
     )
-    data_root = luigi.Parameter(default="var/lake", description="root folder of the lake")
+    data_root = luigi.Parameter(
+        default="var/lake",
+        description="root of the lake: a folder, or s3://bucket/prefix (endpoint: [s3])",
+    )
+    files_root = luigi.Parameter(
+        default="",
+        description="folder of the run's files besides the lake (report pages, Slack post "
+        "markers, MMP wait markers); empty: data_root, or var/files when data_root is s3://",
+    )
     warehouse_url = luigi.Parameter(
         default="sqlite:///var/warehouse.db", description="SQLAlchemy URL of the report tables"
     )
@@ -333,6 +343,21 @@ class budgets(luigi.Config):  # noqa: N801
     )
 
 
+class s3(luigi.Config):  # noqa: N801
+    """Where an s3:// data_root is served. Credentials are never here: boto3's chain gives
+    them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
+
+    endpoint_url = luigi.Parameter(
+        default="",
+        description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; empty: AWS "
+        "(or AWS_ENDPOINT_URL)",
+    )
+    region = luigi.Parameter(default="", description="region; empty: AWS_REGION or the profile's")
+    profile = luigi.Parameter(
+        default="", description="profile of ~/.aws/credentials to use; empty: the default chain"
+    )
+
+
 @dataclass(frozen=True)
 class Secrets:
     """Secrets from the environment; never luigi parameters, never logged."""
@@ -435,9 +460,29 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def data_root() -> Path:
-    """The lake root as a Path."""
-    return Path(adperf().data_root)
+def data_root() -> Path | S3Bucket:
+    """The lake root: a folder, or the bucket of an s3:// data_root (one client per process)."""
+    url = adperf().data_root
+    if not url.startswith("s3://"):
+        return Path(url)
+    where = s3()
+    return _bucket(url, where.endpoint_url, where.region, where.profile, os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _bucket(url: str, endpoint: str, region: str, profile: str, pid: int) -> S3Bucket:
+    # Per pid: luigi forks workers, and a boto3 client's connections must not cross a fork.
+    from adperf.objstore import S3Bucket
+
+    return S3Bucket.connect(url, endpoint_url=endpoint, region=region, profile=profile)
+
+
+def files_root() -> Path:
+    """The folder of the run's files besides the lake ([adperf] files_root)."""
+    conf = adperf()
+    if conf.files_root:
+        return Path(conf.files_root)
+    return Path("var/files") if conf.data_root.startswith("s3://") else Path(conf.data_root)
 
 
 def watch_settings() -> WatchSettings:

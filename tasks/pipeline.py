@@ -251,7 +251,7 @@ class MmpReady(luigi.ExternalTask):
     source = "mmp"
 
     def marker(self) -> Path:
-        return config.data_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
+        return config.files_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
 
     def complete(self) -> bool:
         marker = self.marker()
@@ -642,12 +642,10 @@ class EventLogsSpark(PySparkTask):
 
 def _read_arrow(target: LakePartition) -> Any:
     """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
-    import pyarrow.parquet as pq
-
-    lake.check_key_version(
-        target.root, target.folder, target.key, target.value, config.hmac_key_version()
+    # Through the lake, not the partition's path: on an s3:// root there is no local file.
+    return lake.read_arrow(
+        target.root, target.folder, target.key, target.value, key_version=config.hmac_key_version()
     )
-    return pq.read_table(target.path / lake.DATA_FILE)
 
 
 def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
@@ -1392,14 +1390,14 @@ class RenderReport(luigi.Task):
     def output(self) -> JsonFile:
         from adperf.sinks.render import META_FILE, report_path
 
-        return JsonFile(report_path(config.data_root(), _iso(self.date)) / META_FILE)
+        return JsonFile(report_path(config.files_root(), _iso(self.date)) / META_FILE)
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
 
         # Complete for the inputs it was rendered from only: a day re-run on restated numbers
         # (its campaign report rewritten) is rendered again, and SlackReport then updates.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         return meta is not None and meta.get("inputs") == _report_inputs(self.date)
 
     def run(self) -> None:
@@ -1424,7 +1422,7 @@ class RenderReport(luigi.Task):
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
-        write_report_files(config.data_root(), day, report.files(), meta)
+        write_report_files(config.files_root(), day, report.files(), meta)
 
 
 class SlackReport(luigi.Task):
@@ -1448,7 +1446,7 @@ class SlackReport(luigi.Task):
         }
 
     def output(self) -> JsonFile:
-        return JsonFile(config.data_root() / "slack_posts" / f"{_iso(self.date)}.json")
+        return JsonFile(config.files_root() / "slack_posts" / f"{_iso(self.date)}.json")
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
@@ -1459,7 +1457,7 @@ class SlackReport(luigi.Task):
         if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
             return False
         # luigi looks no further than a complete task: a stale rendering makes this stale too.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         render = RenderReport(date=self.date)
         fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
         return fresh and render.complete()
@@ -1469,7 +1467,7 @@ class SlackReport(luigi.Task):
         from adperf.sinks.slack import publish_report, with_dashboard_link, write_outbox
 
         day, marker = _iso(self.date), self.output().path
-        folder = report_path(config.data_root(), day)
+        folder = report_path(config.files_root(), day)
         content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
         message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
         message = with_dashboard_link(message, _dashboard_link(self.date))
@@ -1520,7 +1518,7 @@ class Dashboard(luigi.Task):
         from adperf.sinks.dashboard import DASHBOARD_FILE
         from adperf.sinks.render import report_path
 
-        folder = report_path(config.data_root(), _iso(self.date))
+        folder = report_path(config.files_root(), _iso(self.date))
         return luigi.LocalTarget(str(folder / DASHBOARD_FILE))
 
     def complete(self) -> bool:
@@ -1622,9 +1620,8 @@ def _quality_notes(day: dt.date) -> list[str]:
         return _as_money(lake.read_partition(root, dataset, "date", iso))
 
     def meta(dataset: str) -> dict[str, Any]:
-        if not (lake.partition_path(root, dataset, "date", iso) / lake.META_FILE).is_file():
-            return {}
-        return lake.read_meta(root, dataset, "date", iso)
+        version = lake.current_version(root, dataset, "date", iso)
+        return dict(version.meta) if version and version.meta else {}
 
     return build_quality_notes(
         currency=config.adperf().report_currency,
@@ -1677,15 +1674,15 @@ def _report_inputs(day: dt.date) -> str | None:
 
     root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
     for dataset in _REPORT_INPUTS:
-        path = lake.partition_path(root, dataset, "date", iso) / lake.DATA_FILE
-        if not path.is_file():
+        data = lake.read_file(root, dataset, "date", iso, lake.DATA_FILE)
+        if data is None:
             return None
-        digest.update(dataset.encode() + b"\0" + path.read_bytes())
+        digest.update(dataset.encode() + b"\0" + data)
     for dataset in ("payments", "events", "restatements"):
-        folder = lake.partition_path(root, dataset, "date", iso)
         for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
-            if name and (folder / name).is_file():
-                digest.update(f"{dataset}/{name}".encode() + b"\0" + (folder / name).read_bytes())
+            found = lake.read_file(root, dataset, "date", iso, name) if name else None
+            if found is not None:
+                digest.update(f"{dataset}/{name}".encode() + b"\0" + found)
     return digest.hexdigest()
 
 
