@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adperf.transform import metrics
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, RESTRICTED
 
 # The checks in the order the report lists them.
@@ -204,14 +205,15 @@ def _cpi_finding(
 ) -> list[dict[str, Any]]:
     spend, installs = float(r["spend"]), float(r["installs"])
     b_installs = before["installs"].astype(float)
-    cpi_before = (before["spend"].astype(float) / b_installs.where(b_installs > 0)).dropna()
+    cpi_before = metrics.ratio(before["spend"], b_installs).dropna().astype(float)
     if spend < s.min_spend or installs <= 0 or not len(cpi_before):
         return []
     # Given the day's spend, its installs at the usual CPI are Poisson(spend / CPI): the CPI's
     # z is taken no further than that count's (a CPI over few installs is heavy-tailed).
     expected = spend / float(cpi_before.median())
     count_z = (expected - installs) / math.sqrt(expected)
-    return _check("cpi", spend / installs, cpi_before, 0.0, s, where, currency, count_z)
+    cpi = metrics.cpi_of(spend, installs) or 0.0  # installs > 0 here
+    return _check("cpi", cpi, cpi_before, 0.0, s, where, currency, count_z)
 
 
 def _roas_d0_finding(
@@ -224,10 +226,11 @@ def _roas_d0_finding(
     # ROAS D0 over a few payers moves by a whole purchase: there is no normal to be beyond.
     if not payers >= s.min_payers:
         return []
-    roas_before = (before["revenue_d0"].astype(float) / before["spend"].astype(float)).dropna()
+    roas_before = metrics.roas(before["revenue_d0"], before["spend"]).dropna().astype(float)
     # A sum of Poisson(payers) purchases of similar size: relative sd about sqrt(2 / payers).
     floor = abs(float(roas_before.median())) * math.sqrt(2.0 / max(payers, 1.0))
-    return _check("roas_d0", float(r["revenue_d0"]) / spend, roas_before, floor, s, where)
+    roas_d0 = metrics.roas_of(float(r["revenue_d0"]), spend) or 0.0  # spend >= min_spend > 0
+    return _check("roas_d0", roas_d0, roas_before, floor, s, where)
 
 
 def _check(
