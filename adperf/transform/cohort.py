@@ -137,13 +137,14 @@ def _triangle(
     spend_by = cohort_spend.groupby([COHORT, *CAMPAIGN_KEY], dropna=False).agg(
         spend_micros=("spend_micros", "sum"), spend_name=("campaign_name", "first")
     )
-    base = _nullable_ints(installs_by.reset_index())
-    base = base.merge(_nullable_ints(users_by.reset_index()), on=key, how="outer")
+    base = _nullable_ints(_text_keys(installs_by.reset_index()))
+    base = base.merge(_nullable_ints(_text_keys(users_by.reset_index())), on=key, how="outer")
+    spend_by = _nullable_ints(_text_keys(spend_by.reset_index()))
     if segments:
-        base = _share_spend(base, _nullable_ints(spend_by.reset_index()), segments)
+        base = _share_spend(base, spend_by, segments)
     else:
         # merge, not join: it matches null campaign ids (a paid install without one) as keys.
-        base = base.merge(_nullable_ints(spend_by.reset_index()), on=key, how="outer")
+        base = base.merge(spend_by, on=key, how="outer")
     if base.empty:
         return pd.DataFrame()
     # Spend's name is the platform's current one; the MMP's is what it was at install.
@@ -154,10 +155,13 @@ def _triangle(
     base = base.reset_index(drop=True)
     base["_cell"] = np.arange(len(base))
 
+    # Each user's cell. Keys as object on both sides: a key column that is all null (a paid
+    # install without campaign id, alone in the window) is float64 after a groupby, and pandas
+    # refuses to merge float64 with text; as object, null matches null.
+    cells = base[[*key, "_cell"]].astype({c: "object" for c in key})
+    users = users.astype({c: "object" for c in key}).merge(cells, on=key, validate="many_to_one")
     reached = sorted(ages)
-    revenue, payers = _paid_by_age(
-        day, payments, users.merge(base[[*key, "_cell"]], on=key), reached, len(base)
-    )
+    revenue, payers = _paid_by_age(day, payments, users, reached, len(base))
     # Each cell at every age its cohort has reached (ages sorted, so the first n of them).
     cohort_age = base[COHORT].map({c: (report - _date(c)).days for c in cohorts})
     n = np.searchsorted(reached, cohort_age.to_numpy(dtype="int64"), side="right")
@@ -260,6 +264,15 @@ def _share_spend(base: pd.DataFrame, spend_by: pd.DataFrame, segments: list[str]
 
 def _date(iso: str) -> dt.date:
     return dt.date.fromisoformat(iso)
+
+
+def _text_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its all-null float64 columns as object."""
+    # A group key that is null in every row (a cohort day's paid installs all without campaign
+    # id) comes out of a groupby as float64, and pandas refuses to merge float64 with text keys
+    # (the spend's campaign ids): "You are trying to merge on float64 and str columns".
+    nulls = [c for c in df.columns if df[c].dtype == "float64" and df[c].isna().all()]
+    return df.astype({c: "object" for c in nulls})
 
 
 def _nullable_ints(df: pd.DataFrame) -> pd.DataFrame:
