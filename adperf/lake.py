@@ -1,9 +1,13 @@
 """The lake: one Parquet partition per (dataset, period), written atomically.
 
 Layout: `<root>/<dataset>/<key>=<value>/part-0.parquet` plus `_meta.json` (row counts and
-quarantine counts of the run that wrote it). A partition is complete exactly when its folder
-exists: it is written in a temp folder beside it and renamed into place, so a killed writer
-leaves only a `_tmp-*` folder, which readers ignore and the next write of the dataset removes.
+quarantine counts of the run that wrote it). `root` is a local folder (a `Path`) or an object
+store (`adperf.objstore.S3Bucket`, for `data_root = s3://bucket/prefix`); every function here
+works on both through `adperf.objstore.Backend`. In a folder, a partition is complete exactly
+when its folder exists: it is written in a temp folder beside it and renamed into place, so a
+killed writer leaves only a `_tmp-*` folder, which readers ignore and the next write of the
+dataset removes. In a bucket, a partition is complete when its manifest, written last with a
+conditional PutObject, names its data object (docs/lake.md).
 
 A partition holding user pseudonyms (`*_pid` columns) records the HMAC key version it was
 pseudonymized under (`pseudonym_key_version` in `_meta.json`); given the current version,
@@ -13,21 +17,22 @@ pseudonymized under (`pseudonym_key_version` in `_meta.json`); given the current
 
 from __future__ import annotations
 
-import json
-import os
 import queue
-import shutil
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Re-exported: the file names and temp prefix of a partition are part of the lake's contract.
+from adperf.objstore import DATA_FILE as DATA_FILE
+from adperf.objstore import META_FILE as META_FILE
+from adperf.objstore import STALE_SECONDS as STALE_TMP_SECONDS  # noqa: F401 (re-exported)
+from adperf.objstore import TMP_PREFIX as TMP_PREFIX
+from adperf.objstore import Backend, LocalFolder, Version, meta_bytes
 from adperf.pseudonym import (
     KEY_VERSION_META,
     LEGACY_KEY_VERSION,
@@ -37,11 +42,8 @@ from adperf.pseudonym import (
 )
 from adperf.schema import Dataset, to_table
 
-TMP_PREFIX = "_tmp-"
-DATA_FILE = "part-0.parquet"
-META_FILE = "_meta.json"
-# A temp folder older than this is from a dead writer (a live one finishes in minutes).
-STALE_TMP_SECONDS = 6 * 3600
+# Where the lake is: a local folder, or an object store (an S3Bucket, or any other Backend).
+Root: TypeAlias = Path | str | Backend
 
 
 # How every partition is encoded. zstd level 1: of zstd's levels the fastest that still
@@ -53,40 +55,75 @@ _PARQUET: dict[str, Any] = {
 }
 
 
+def backend(root: Root) -> Backend:
+    """The storage behind a lake root: a folder for a path, else the object store given."""
+    if isinstance(root, str | Path):
+        if str(root).startswith("s3://"):
+            raise ValueError(
+                "an s3:// lake root needs its endpoint and region: pass "
+                "adperf.objstore.S3Bucket.connect(url, ...) (tasks: config.data_root())"
+            )
+        return LocalFolder(Path(root))
+    return root
+
+
+def _part(dataset: str, key: str, value: str) -> str:
+    return f"{dataset}/{key}={value}"
+
+
 def partition_path(root: Path, dataset: str, key: str, value: str) -> Path:
-    """The folder of one partition; it follows from its name alone."""
-    return Path(root) / dataset / f"{key}={value}"
+    """The folder of one partition of a local lake; it follows from its name alone."""
+    return Path(root) / _part(dataset, key, value)
+
+
+def partition_where(root: Root, dataset: str, key: str, value: str) -> str:
+    """Where one partition is (a folder or an s3:// address), for messages."""
+    return backend(root).where(_part(dataset, key, value))
+
+
+def current_version(root: Root, dataset: str, key: str, value: str) -> Version | None:
+    """The complete version of a partition readers see now (None: not written)."""
+    return backend(root).current(_part(dataset, key, value))
 
 
 def partition_exists(
-    root: Path, dataset: str, key: str, value: str, *, key_version: str | None = None
+    root: Root, dataset: str, key: str, value: str, *, key_version: str | None = None
 ) -> bool:
     """True when the partition was completely written (and, given `key_version`, holds no
     pseudonyms or was pseudonymized under that key version)."""
-    if not (partition_path(root, dataset, key, value) / DATA_FILE).is_file():
+    store = backend(root)
+    version = store.current(_part(dataset, key, value))
+    if version is None:
         return False
     if key_version is None:
         return True
-    holds, found = partition_key_version(root, dataset, key, value)
+    holds, found = _key_version(store, version)
     return not holds or found == key_version
 
 
 def partition_key_version(
-    root: Path, dataset: str, key: str, value: str
+    root: Root, dataset: str, key: str, value: str
 ) -> tuple[bool, str | None]:
     """(holds pseudonyms, the key version they were made under; None when unrecorded)."""
-    folder = partition_path(root, dataset, key, value)
-    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
+    store = backend(root)
+    version = store.current(_part(dataset, key, value))
+    if version is None:
+        raise FileNotFoundError(f"lake partition {store.where(_part(dataset, key, value))}")
+    return _key_version(store, version)
+
+
+def _key_version(store: Backend, version: Version) -> tuple[bool, str | None]:
+    meta = version.meta or {}
     if KEY_VERSION_META in meta:
         found = meta[KEY_VERSION_META]
         return True, None if found is None else str(found)
     # Written before versions were recorded: pseudonyms then came from the first key.
-    if holds_pseudonyms(pq.read_schema(folder / DATA_FILE).names):
+    if holds_pseudonyms(store.read_schema(version).names):
         return True, LEGACY_KEY_VERSION
     return False, None
 
 
-def check_key_version(root: Path, dataset: str, key: str, value: str, expected: str) -> None:
+def check_key_version(root: Root, dataset: str, key: str, value: str, expected: str) -> None:
     """Raise KeyVersionMismatch unless the partition holds no pseudonyms or was pseudonymized
     under the `expected` key version."""
     holds, found = partition_key_version(root, dataset, key, value)
@@ -94,8 +131,17 @@ def check_key_version(root: Path, dataset: str, key: str, value: str, expected: 
         raise KeyVersionMismatch(f"{dataset}/{key}={value}", found, expected)
 
 
+def _check_version(
+    store: Backend, version: Version, name: str, expected: str | None
+) -> tuple[bool, str | None]:
+    holds, found = _key_version(store, version)
+    if expected is not None and holds and found != expected:
+        raise KeyVersionMismatch(name, found, expected)
+    return holds, found
+
+
 def write_partition(
-    root: Path,
+    root: Root,
     dataset: Dataset,
     key: str,
     value: str,
@@ -105,7 +151,7 @@ def write_partition(
     allow_empty: bool = False,
     folder: str | None = None,
     key_version: str | None = None,
-) -> Path:
+) -> Path | str:
     """Check `df` against `dataset` and write it as one partition, atomically (replaces any).
 
     `folder` overrides the dataset's folder (e.g. 'ad_spend/platform=facebook');
@@ -118,7 +164,7 @@ def write_partition(
 
 
 def write_frame(
-    root: Path,
+    root: Root,
     folder: str,
     key: str,
     value: str,
@@ -126,14 +172,14 @@ def write_frame(
     *,
     meta: dict[str, Any] | None = None,
     key_version: str | None = None,
-) -> Path:
+) -> Path | str:
     """Write a derived (transform) frame as one partition, atomically."""
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     return write_table(root, folder, key, value, table, meta=meta, key_version=key_version)
 
 
 def write_table(
-    root: Path,
+    root: Root,
     dataset: str,
     key: str,
     value: str,
@@ -141,8 +187,8 @@ def write_table(
     *,
     meta: dict[str, Any] | None = None,
     key_version: str | None = None,
-) -> Path:
-    """Write an Arrow table as one partition through a temp folder and a rename.
+) -> Path | str:
+    """Write an Arrow table as one partition, published whole (a rename or a manifest commit).
 
     A table with pseudonym columns (`*_pid`) records `key_version` in `_meta.json` as
     `pseudonym_key_version`; without one it is recorded as null, which no reader accepts.
@@ -156,7 +202,7 @@ def write_table(
 
 
 def write_batches(
-    root: Path,
+    root: Root,
     dataset: str,
     key: str,
     value: str,
@@ -165,7 +211,7 @@ def write_batches(
     *,
     meta: dict[str, Any] | None = None,
     key_version: str | None = None,
-) -> Path:
+) -> Path | str:
     """Write record batches as one partition (as `write_table`), each encoded as it comes.
 
     `batches` is read one thread ahead of the writer: a source that makes its batches with
@@ -185,7 +231,7 @@ def write_batches(
 
 
 def _write(
-    root: Path,
+    root: Root,
     dataset: str,
     key: str,
     value: str,
@@ -193,35 +239,24 @@ def _write(
     data: Callable[[Path], int],
     meta: dict[str, Any] | None,
     key_version: str | None,
-) -> Path:
-    """Publish one partition: `data` writes the Parquet file (returns its rows) in a temp
-    folder, `_meta.json` is written beside it, and the folder is renamed into place."""
-    final = partition_path(root, dataset, key, value)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(final.parent)
-    tmp = final.parent / f"{TMP_PREFIX}{key}={value}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+) -> Path | str:
+    """Publish one partition: `data` writes the Parquet file (returns its rows) in a staging
+    folder, `_meta.json` is written beside it, and the backend publishes both at once.
+    Returns where the partition is: its folder (a local lake) or its s3:// address."""
+    store, part = backend(root), _part(dataset, key, value)
+    tmp = store.stage(part)
     try:
         # Deterministic bytes for the same rows: no write timestamps in the file.
         rows = data(tmp / DATA_FILE)
         info = {"dataset": dataset, key: value, "rows": rows, **(meta or {})}
         if holds_pseudonyms(columns):
             info[KEY_VERSION_META] = key_version
-        (tmp / META_FILE).write_text(json.dumps(info, sort_keys=True, indent=1, default=str))
-        _fsync_dir(tmp)
-        if final.exists():
-            # os.rename cannot replace a non-empty folder: move the old one aside first.
-            old = final.parent / f"{TMP_PREFIX}old-{key}={value}-{uuid.uuid4().hex}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        (tmp / META_FILE).write_bytes(meta_bytes(info))
+        store.publish(part, tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        store.discard(tmp)
         raise
-    return final
+    return store.path(part) if isinstance(store, LocalFolder) else store.where(part)
 
 
 _T = TypeVar("_T")
@@ -267,60 +302,82 @@ def read_ahead(items: Iterable[_T], depth: int = 2) -> Iterator[_T]:
 
 
 def read_partition(
-    root: Path, dataset: str, key: str, value: str, *, key_version: str | None = None
+    root: Root, dataset: str, key: str, value: str, *, key_version: str | None = None
 ) -> pd.DataFrame:
     """Read one complete partition as a DataFrame; given `key_version`, refuse a partition
     pseudonymized under another one (KeyVersionMismatch)."""
-    if key_version is not None:
-        check_key_version(root, dataset, key, value, key_version)
-    frame: pd.DataFrame = pq.read_table(
-        partition_path(root, dataset, key, value) / DATA_FILE
-    ).to_pandas()
+    frame: pd.DataFrame = read_arrow(root, dataset, key, value, key_version=key_version).to_pandas()
     return frame
 
 
+def read_arrow(
+    root: Root, dataset: str, key: str, value: str, *, key_version: str | None = None
+) -> pa.Table:
+    """One complete partition as an Arrow table (no pandas on the way), on either backend;
+    given `key_version`, refuse a partition pseudonymized under another one."""
+    store = backend(root)
+    version = _require(store, dataset, key, value)
+    # Meta and data of one version: a rewrite committed meanwhile is not mixed in.
+    _check_version(store, version, f"{dataset}/{key}={value}", key_version)
+    return store.read_table(version)
+
+
 def read_partitions(
-    root: Path, dataset: str, key: str, values: list[str], *, key_version: str | None = None
+    root: Root, dataset: str, key: str, values: list[str], *, key_version: str | None = None
 ) -> pd.DataFrame:
     """Read and concatenate several partitions of one dataset (all must exist).
 
     Partitions pseudonymized under different key versions are never combined
     (MixedKeyVersions); given `key_version`, each must be of that version (KeyVersionMismatch).
     """
-    if key_version is not None:
-        for v in values:
-            check_key_version(root, dataset, key, v, key_version)
-    recorded = {v: partition_key_version(root, dataset, key, v) for v in values}
-    versions = {f"{key}={v}": found for v, (holds, found) in recorded.items() if holds}
+    if not values:
+        raise ValueError(f"read_partitions: no partitions of {dataset} requested")
+    store = backend(root)
+    found = {v: _require(store, dataset, key, v) for v in values}
+    versions: dict[str, str | None] = {}
+    for v, version in found.items():
+        name = f"{dataset}/{key}={v}"
+        holds, recorded = _check_version(store, version, name, key_version)
+        if holds:
+            versions[f"{key}={v}"] = recorded
     if len(set(versions.values())) > 1:
         raise MixedKeyVersions(dataset, versions)
-    tables = [pq.read_table(partition_path(root, dataset, key, v) / DATA_FILE) for v in values]
-    if not tables:
-        raise ValueError(f"read_partitions: no partitions of {dataset} requested")
+    tables = [store.read_table(version) for version in found.values()]
     frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
     return frame
 
 
-def read_meta(root: Path, dataset: str, key: str, value: str) -> dict[str, Any]:
+def read_meta(root: Root, dataset: str, key: str, value: str) -> dict[str, Any]:
     """The `_meta.json` of one partition."""
-    text = (partition_path(root, dataset, key, value) / META_FILE).read_text()
-    result: dict[str, Any] = json.loads(text)
-    return result
+    version = _require(backend(root), dataset, key, value)
+    if version.meta is None:
+        raise FileNotFoundError(f"{META_FILE} of lake partition {dataset}/{key}={value}")
+    return dict(version.meta)
 
 
-def _clean_stale_tmp(folder: Path) -> None:
-    now = time.time()
-    for child in folder.glob(f"{TMP_PREFIX}*"):
-        try:
-            if now - child.stat().st_mtime > STALE_TMP_SECONDS:
-                shutil.rmtree(child, ignore_errors=True)
-        except FileNotFoundError:
-            continue
+def read_file(root: Root, dataset: str, key: str, value: str, name: str) -> bytes | None:
+    """The bytes of one file of a complete partition (`DATA_FILE` or `META_FILE`); None when
+    the partition or that file is missing."""
+    store = backend(root)
+    version = store.current(_part(dataset, key, value))
+    if version is None:
+        return None
+    if name == META_FILE:
+        return None if version.meta is None else meta_bytes(version.meta)
+    if name == DATA_FILE:
+        return store.read_data(version)
+    raise ValueError(f"a lake partition has no file {name!r}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def partition_nbytes(root: Root, dataset: str, key: str, value: str) -> int:
+    """Bytes stored for one complete partition."""
+    store = backend(root)
+    return store.nbytes(_require(store, dataset, key, value))
+
+
+def _require(store: Backend, dataset: str, key: str, value: str) -> Version:
+    part = _part(dataset, key, value)
+    version = store.current(part)
+    if version is None:
+        raise FileNotFoundError(f"lake partition {store.where(part)} was not written (yet)")
+    return version

@@ -165,6 +165,23 @@ actions = sa.Table(
     sa.Column("p_below", sa.Float),
 )
 
+# Installs the ad platform reports against those the MMP attributes, per paid campaign and day
+# (the watch's cross-source check, adperf.transform.watch): gap = platform / MMP - 1, NULL
+# without MMP installs; flagged when beyond [watch] max_install_gap on enough installs.
+source_discrepancy = sa.Table(
+    "source_discrepancy",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("campaign_id", ID, primary_key=True),
+    sa.Column("campaign_name", NAME),
+    sa.Column("installs_platform", sa.BigInteger, nullable=False),
+    sa.Column("installs_mmp", sa.BigInteger, nullable=False),
+    sa.Column("difference", sa.BigInteger, nullable=False),
+    sa.Column("gap", sa.Float),
+    sa.Column("flagged", sa.Boolean, nullable=False),
+)
+
 # One row per change `adperf actions apply --yes` made (or tried) on an ad platform; appended,
 # never replaced (adperf/actions). `value_before`/`value_after`, not before/after: BEFORE is a
 # reserved word in MySQL. Values are the API's: a status name, or an integer budget in `unit`.
@@ -195,6 +212,37 @@ action_log = sa.Table(
     # PostgreSQL alike).
     sa.Column("claim", sa.SmallInteger),
     sa.Index("uq_action_log_claim", "date", "platform", "object_id", "field", "claim", unique=True),
+)
+
+# The follow-up of each applied action (adperf.transform.outcomes): one row per recommendation
+# applied `[rules] follow_up_days` before `date`, replaced with the report day like the others.
+action_outcomes = sa.Table(
+    "action_outcomes",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),  # the report day of the follow-up
+    sa.Column("action_date", sa.Date, primary_key=True),  # the report day of the action
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("level", sa.String(16), primary_key=True),
+    sa.Column("object_id", ID, primary_key=True),
+    sa.Column("action", sa.String(8), primary_key=True),
+    sa.Column("object_name", NAME),
+    sa.Column("change", sa.String(64), nullable=False),
+    sa.Column("objects_changed", sa.Integer, nullable=False),
+    sa.Column("days", sa.Integer, nullable=False),
+    sa.Column("spend_before", MONEY, nullable=False),
+    sa.Column("spend_since", MONEY, nullable=False),
+    sa.Column("installs_before", sa.BigInteger, nullable=False),
+    sa.Column("installs_since", sa.BigInteger, nullable=False),
+    sa.Column("cpi_before", MONEY),
+    sa.Column("cpi_since", MONEY),
+    sa.Column("proas_before", sa.Float),
+    sa.Column("proas_since", sa.Float),
+    sa.Column("proas_expected", sa.Float),
+    sa.Column("valued_days_before", sa.Integer),
+    sa.Column("valued_days_since", sa.Integer),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("line", sa.String(512), nullable=False),
 )
 
 load_marker = sa.Table(
@@ -243,6 +291,8 @@ DAY_COLUMN = {
     "ltv_model": "date",
     "revenue_reconciliation": "date",
     "actions": "date",
+    "source_discrepancy": "date",
+    "action_outcomes": "date",
 }
 REPORT_TABLES = {name: metadata.tables[name] for name in DAY_COLUMN}
 # Tables of cohort triangles: one row per cell (the table's key), as of the latest report day

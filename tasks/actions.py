@@ -1,6 +1,7 @@
-"""`adperf actions apply --date D [--yes]`: the day's scale / pause actions, applied through the
-ad platforms' APIs (dry run by default). Wiring only: config, resources, the platform clients;
-the planning and logging are adperf.actions."""
+"""`adperf actions apply --date D [--yes] [--expand]`: the day's scale / pause / scale back
+(and with --expand, expand) actions, applied through the ad platforms' APIs (dry run by
+default). Wiring only: config, resources, the platform clients; the planning and logging are
+adperf.actions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from adperf import warehouse
+from adperf import platforms, warehouse
 from adperf.actions import (
     CHANGE,
     FAILED,
@@ -29,24 +30,35 @@ from adperf.actions import (
 from adperf.errors import AdperfError
 from tasks import config, progress, resources
 
-PLATFORMS = ("facebook", "google_ads")
+PLATFORMS = platforms.with_actions()
 
 
-def main(day: dt.date, *, yes: bool, platform: str | None = None, by: str | None = None) -> int:
+def main(
+    day: dt.date,
+    *,
+    yes: bool,
+    platform: str | None = None,
+    by: str | None = None,
+    expand: bool = False,
+) -> int:
     """Print the plan (and with `yes`, apply it): 0 when nothing failed, 1 otherwise, 2 when
-    the day cannot be planned at all."""
+    the day cannot be planned at all. `expand`: make the expand copies too (opt-in)."""
     try:
-        return _run(day, yes=yes, platform=platform, by=by)
+        return _run(day, yes=yes, platform=platform, by=by, expand=expand)
     except AdperfError as exc:
         print(f"adperf actions apply {day}: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> int:
+def _run(
+    day: dt.date, *, yes: bool, platform: str | None, by: str | None, expand: bool = False
+) -> int:
     iso = day.isoformat()
     settings = Settings(
         scale_factor=config.actions().scale_factor,
         max_budget_increase=config.actions().max_budget_increase,
+        expand=expand,
+        expand_active=config.actions().expand_active,
     )
     settings.check()
     engine = warehouse.make_engine(config.adperf().warehouse_url)
@@ -81,32 +93,54 @@ def _run(day: dt.date, *, yes: bool, platform: str | None, by: str | None) -> in
     return 1 if failed else 0
 
 
-def _clients(day: dt.date, platforms: list[str]) -> dict[str, Platform]:
+def _clients(day: dt.date, names: list[str]) -> dict[str, Platform]:
     """The platform clients needed (only those: an unconfigured platform with nothing to do is
     no error)."""
     out: dict[str, Platform] = {}
-    if "facebook" in platforms:
+    if platforms.FACEBOOK in names:
         from adperf.actions.facebook import FacebookAdsets
 
         token = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
         if config.adperf().sandbox:
             token = token or config.SANDBOX_FACEBOOK_TOKEN
-        out["facebook"] = FacebookAdsets(
+        out[platforms.FACEBOOK] = FacebookAdsets(
             graph_url=resources.facebook(day).graph_url,
             api_version=config.facebook().api_version,
             access_token=token,
             day=day,
+            expand_active=config.actions().expand_active,
         )
-    if "google_ads" in platforms:
+    if platforms.GOOGLE_ADS in names:
         from adperf.actions.google_ads import GoogleAdsCampaigns
 
         gads = resources.google_ads(day)
-        out["google_ads"] = GoogleAdsCampaigns(
+        out[platforms.GOOGLE_ADS] = GoogleAdsCampaigns(
             endpoint=gads.endpoint,
             credentials=config.google_ads_credentials(),
             customer_ids=gads.customer_ids,
             login_customer_id=gads.login_customer_id,
             insecure=gads.insecure,
+            day=day,
+        )
+    if platforms.TIKTOK in names:
+        from adperf.actions.tiktok import TikTokAdGroups
+
+        tt = resources.tiktok(day)
+        out[platforms.TIKTOK] = TikTokAdGroups(
+            base_url=tt.base_url,
+            access_token=config.tiktok_token(),
+            advertiser_ids=tt.advertiser_ids,
+            day=day,
+        )
+    if platforms.APPLE_ADS in names:
+        from adperf.actions.apple_ads import AppleAdsCampaigns
+
+        asa = resources.apple_ads(day)
+        out[platforms.APPLE_ADS] = AppleAdsCampaigns(
+            api_url=asa.api_url,
+            token_url=asa.token_url,
+            credentials=config.apple_ads_credentials(),
+            org_ids=asa.org_ids,
             day=day,
         )
     return out
@@ -146,17 +180,18 @@ class _Watched:
     def targets(self, recommendations: Sequence[Recommendation]) -> list[Target]:
         return self.client.targets(recommendations)
 
-    def apply(self, change: Change) -> None:
+    def apply(self, change: Change) -> str | None:
         t = change.target
         name = f"{t.action} {t.platform}"
         params = {"object": t.object_name or t.object_id, change.field: change.after}
         self.bar.got_work({"task_id": _key(change), "task_family": name, "task_params": params})
         status = "FAILED"
         try:
-            self.client.apply(change)
+            made = self.client.apply(change)
             status = "DONE"
         finally:  # the error itself is printed with the table (main)
             self.bar.added({"task_id": _key(change), "status": status})
+        return made
 
     def close(self) -> None:
         self.client.close()

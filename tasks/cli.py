@@ -13,6 +13,7 @@ from typing import Any
 
 import luigi
 
+from adperf import platforms
 from tasks import progress
 
 
@@ -56,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     apply.add_argument("--date", type=dt.date.fromisoformat, required=True, help="report day")
     apply.add_argument("--yes", action="store_true", help="make the changes (default: dry run)")
-    apply.add_argument("--platform", choices=("facebook", "google_ads"), default=None)
+    apply.add_argument("--platform", choices=platforms.with_actions(), default=None)
     apply.add_argument("--by", default=None, help="who applies, for action_log (default: OS user)")
+    apply.add_argument(
+        "--expand",
+        action="store_true",
+        help="also make the expand copies (Facebook adset copies, PAUSED unless [actions] "
+        "expand_active); without it they are listed and skipped",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "luigid":
         from tasks import luigid
@@ -87,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "actions":
         from tasks import actions as actions_cmd
 
-        return actions_cmd.main(args.date, yes=args.yes, platform=args.platform, by=args.by)
+        return actions_cmd.main(
+            args.date, yes=args.yes, platform=args.platform, by=args.by, expand=args.expand
+        )
     return 2
 
 
@@ -291,10 +300,15 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
     lines += [
         "",
         f"warehouse: {config.adperf().warehouse_url}",
-        f"lake:      {Path(config.adperf().data_root).resolve()}",
+        f"lake:      {_lake_where(config.adperf().data_root)}",
         *_report_lines(day, config),
     ]
     return "\n".join(lines)
+
+
+def _lake_where(data_root: str) -> str:
+    """The lake for people: an s3:// root as it is, a folder resolved."""
+    return data_root if "://" in data_root else str(Path(data_root).resolve())
 
 
 def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped-def]
@@ -303,8 +317,10 @@ def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped
 
     from adperf.sinks.render import HTML_FILE, report_path
 
-    root = Path(config.adperf().data_root)
+    root = config.files_root()
     lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
+    # The interactive page beside it (tasks.pipeline.Dashboard): open it in any browser, offline.
+    lines.append(f"dashboard: {(report_path(root, day.isoformat()) / 'dashboard.html').resolve()}")
     marker_path = root / "slack_posts" / f"{day}.json"
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
     if marker.get("delivery") == "slack":

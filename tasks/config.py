@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,20 +13,40 @@ import luigi
 from adperf.errors import ConfigError
 
 if TYPE_CHECKING:
+    from adperf.objstore import S3Bucket
+    from adperf.sources.apple_ads import AppleAdsCredentials
     from adperf.sources.google_ads import GoogleAdsCredentials
+    from adperf.transform.watch import BudgetPlan, WatchSettings
 
 # Only for the sandbox's fake endpoints: a production config never falls back to these.
 SANDBOX_HMAC_KEY = "adperf-sandbox-demo-key-not-secret"
 SANDBOX_FACEBOOK_TOKEN = "EAAsandboxDemoTokenNotSecret"
 SANDBOX_MMP_TOKEN = "sandbox-mmp-token-not-secret"
 SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN = "sandbox-google-ads-developer-token-not-secret"
+SANDBOX_TIKTOK_TOKEN = "sandbox-tiktok-access-token-not-secret"
+# The sandbox's Apple Ads API user: a P-256 key made for the demo, public in this repository.
+SANDBOX_APPLE_ADS_CLIENT = ("SEARCHADS.sandbox-client", "SEARCHADS.sandbox-team", "sandbox-key")
+SANDBOX_APPLE_ADS_PRIVATE_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgqq7cVN4tJxzk5m4y
+PhFX8E71Jyl79+axHtErQbcjIZShRANCAASisth2m4PeIB3AR6biJ40MyYeKG59I
+bQs15nNwN5M3ymZDaMy/XQ3EIr9H31FMO0oASPcZqaAoSY266rqSznZX
+-----END PRIVATE KEY-----
+"""
 
 
 class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
     sandbox = luigi.BoolParameter(
         default=False, description="run on the built-in simulated ad world (fake endpoints)"
     )
-    data_root = luigi.Parameter(default="var/lake", description="root folder of the lake")
+    data_root = luigi.Parameter(
+        default="var/lake",
+        description="root of the lake: a folder, or s3://bucket/prefix (endpoint: [s3])",
+    )
+    files_root = luigi.Parameter(
+        default="",
+        description="folder of the run's files besides the lake (report pages, Slack post "
+        "markers, MMP wait markers); empty: data_root, or var/files when data_root is s3://",
+    )
     warehouse_url = luigi.Parameter(
         default="sqlite:///var/warehouse.db", description="SQLAlchemy URL of the report tables"
     )
@@ -46,6 +67,10 @@ class sandbox(luigi.Config):  # noqa: N801
     root = luigi.Parameter(default="var/sandbox", description="folder of the simulated world")
     profile = luigi.Parameter(default="small", description="scale: tiny, small, medium, large")
     seed = luigi.IntParameter(default=7, description="random seed of the world")
+    drift = luigi.BoolParameter(
+        default=False,
+        description="the world drifts: some campaigns fade (creative fatigue), some start late",
+    )
 
 
 class facebook(luigi.Config):  # noqa: N801
@@ -82,6 +107,40 @@ class google_ads(luigi.Config):  # noqa: N801
     )
 
 
+class tiktok(luigi.Config):  # noqa: N801
+    base_url = luigi.Parameter(
+        default="https://business-api.tiktok.com", description="TikTok Business API base URL"
+    )
+    advertiser_ids = luigi.Parameter(default="", description="comma-separated advertiser ids")
+    lookback_days = luigi.IntParameter(
+        default=7, description="recent days re-pulled each run (TikTok restates them)"
+    )
+    timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
+
+
+class apple_ads(luigi.Config):  # noqa: N801
+    api_url = luigi.Parameter(
+        default="https://api.searchads.apple.com", description="Apple Ads Campaign Management API"
+    )
+    # Not "token_url": no parameter name may suggest a secret (tests/faults/test_secrets.py).
+    oauth_url = luigi.Parameter(
+        default="https://appleid.apple.com/auth/oauth2/token",
+        description="OAuth 2 token endpoint (client credentials)",
+    )
+    org_ids = luigi.Parameter(default="", description="comma-separated org ids (X-AP-Context)")
+    client_id = luigi.Parameter(default="", description="the API user's client id (SEARCHADS.…)")
+    team_id = luigi.Parameter(default="", description="the API user's team id (SEARCHADS.…)")
+    key_id = luigi.Parameter(
+        default="",
+        description="id of the API user's public key; the private key only in the "
+        "environment (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM)",
+    )
+    lookback_days = luigi.IntParameter(
+        default=7, description="recent days re-pulled each run (Apple Ads restates them)"
+    )
+    timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
+
+
 class mmp(luigi.Config):  # noqa: N801
     base_url = luigi.Parameter(
         default="https://hq1.appsflyer.com", description="MMP Pull API base URL"
@@ -115,7 +174,15 @@ class logs(luigi.Config):  # noqa: N801
         default=0.01, description="share of malformed lines above which the day fails"
     )
     shards = luigi.IntParameter(
-        default=1, description="EventLogs split by a hash of the user id, one task per shard"
+        default=1,
+        description="EventLogs split into shards, each reading its share of the day's bytes "
+        "(whole gzips, line-aligned ranges of plain files), one task per shard",
+    )
+    engine = luigi.ChoiceParameter(
+        default="duckdb",
+        choices=["duckdb", "spark"],
+        description="duckdb: in the worker (sharded by [logs] shards); spark: a luigi "
+        "PySparkTask for days too big for one machine ([spark] section; pip install adperf[spark])",
     )
 
 
@@ -130,6 +197,11 @@ class slack(luigi.Config):  # noqa: N801
     channel = luigi.Parameter(default="#marketing-daily", description="channel of the report")
     outbox = luigi.Parameter(
         default="var/outbox", description="folder for the report when there is no token"
+    )
+    dashboard_base_url = luigi.Parameter(
+        default="",
+        description="URL of a static host serving <data_root>/reports/ (the message links "
+        "<url>/date=<day>/dashboard.html); empty: the message names its path under data_root",
     )
 
 
@@ -154,6 +226,17 @@ class rules(luigi.Config):  # noqa: N801
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
     )
+    pooled = luigi.BoolParameter(
+        default=True,
+        description="decide on the window's pooled cohorts (false: on the report day's cohort "
+        "alone, the rule before issue 18, kept so the decision bench can compare)",
+    )
+    follow_up_days = luigi.IntParameter(
+        default=7,
+        description="an applied action is followed up this many days after its report day: "
+        "spend, installs, CPI and pROAS of as many days since the change against before it "
+        "(1 to 15)",
+    )
 
 
 class actions(luigi.Config):  # noqa: N801
@@ -164,6 +247,11 @@ class actions(luigi.Config):  # noqa: N801
         default=0.5,
         description="largest share one scale may raise a budget by (scale_factor above "
         "1 + this is refused)",
+    )
+    expand_active = luigi.BoolParameter(
+        default=False,
+        description="`adperf actions apply --expand`: copies of a winning adset start ACTIVE "
+        "(default: PAUSED, for a person to switch on)",
     )
 
 
@@ -177,6 +265,96 @@ class contribution(luigi.Config):  # noqa: N801
     window_days = luigi.IntParameter(default=28, description="days of the match graph")
     partner_share = luigi.FloatParameter(
         default=0.2, description="share of payers' revenue credited to their partners"
+    )
+
+
+class watch(luigi.Config):  # noqa: N801
+    """Thresholds of the report's watch section (adperf.transform.watch)."""
+
+    baseline_weeks = luigi.IntParameter(
+        default=8,
+        description="a campaign's CPI, ROAS D0 and installs are compared with the same "
+        "weekday of this many weeks before (median and MAD)",
+    )
+    min_baseline_weeks = luigi.IntParameter(
+        default=4, description="fewer same-weekday days with delivery than this: no check yet"
+    )
+    z = luigi.FloatParameter(
+        default=3.5,
+        description="robust z (distance from the median in spreads) that flags a "
+        "change; the spread is at least the sampling noise of the day's counts",
+    )
+    min_change = luigi.FloatParameter(
+        default=0.4, description="and the change must be at least this share of the median"
+    )
+    min_installs = luigi.IntParameter(
+        default=20, description="campaigns with a median of fewer installs are not watched"
+    )
+    min_spend = luigi.FloatParameter(
+        default=50.0,
+        description="CPI and ROAS D0 are watched on days with this much spend (report currency)",
+    )
+    min_payers = luigi.FloatParameter(
+        default=5.0,
+        description="ROAS D0 is watched on campaigns with a median of this many D0 "
+        "payers (with fewer, one purchase moves it by its whole amount)",
+    )
+    overdispersion = luigi.FloatParameter(
+        default=0.15,
+        description="installs vary with spend beyond Poisson: their spread is at "
+        "least sqrt(m + (overdispersion x m)^2) around a median of m",
+    )
+    max_install_gap = luigi.FloatParameter(
+        default=0.6,
+        description="platform-reported installs more than this share above (or "
+        "below) the MMP's attributed installs of a campaign are flagged",
+    )
+    min_gap_installs = luigi.IntParameter(
+        default=50, description="... when the larger of the two counts is at least this"
+    )
+    pace_tolerance = luigi.FloatParameter(
+        default=0.2,
+        description="month-to-date spend more than this share ahead of or behind "
+        "the [budgets] plan (pro rata by days) is flagged",
+    )
+    pace_min_days = luigi.IntParameter(
+        default=5, description="pacing is watched from this day of the month on"
+    )
+    share_days = luigi.IntParameter(
+        default=28, description="days of the baseline of the restricted / unattributed shares"
+    )
+    share_rise = luigi.FloatParameter(
+        default=0.05,
+        description="a share this much (0.05 = 5 points) above its median, and "
+        "beyond z spreads, is flagged",
+    )
+
+
+class budgets(luigi.Config):  # noqa: N801
+    """Monthly budget plan in report currency, for the watch's pacing check."""
+
+    platforms = luigi.DictParameter(
+        default={}, description='monthly budget per platform, e.g. {"facebook": 90000}'
+    )
+    campaigns = luigi.DictParameter(
+        default={},
+        description='monthly budget per campaign, keyed "platform:campaign_id", e.g. '
+        '{"facebook:120210000000000001": 15000}',
+    )
+
+
+class s3(luigi.Config):  # noqa: N801
+    """Where an s3:// data_root is served. Credentials are never here: boto3's chain gives
+    them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
+
+    endpoint_url = luigi.Parameter(
+        default="",
+        description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; empty: AWS "
+        "(or AWS_ENDPOINT_URL)",
+    )
+    region = luigi.Parameter(default="", description="region; empty: AWS_REGION or the profile's")
+    profile = luigi.Parameter(
+        default="", description="profile of ~/.aws/credentials to use; empty: the default chain"
     )
 
 
@@ -258,11 +436,74 @@ def google_ads_credentials() -> GoogleAdsCredentials:
     )
 
 
+def tiktok_token() -> str:
+    """ADPERF_TIKTOK_TOKEN (the sandbox's own token when unset there); never logged."""
+    token = os.environ.get("ADPERF_TIKTOK_TOKEN", "")
+    return token or (SANDBOX_TIKTOK_TOKEN if adperf().sandbox else "")
+
+
+def apple_ads_credentials() -> AppleAdsCredentials:
+    """The Apple Ads API user: ids from [apple_ads], the private key from the environment
+    (ADPERF_APPLE_ADS_PRIVATE_KEY, PEM); the sandbox's demo user when unset there."""
+    from adperf.sources.apple_ads import AppleAdsCredentials
+
+    key = os.environ.get("ADPERF_APPLE_ADS_PRIVATE_KEY", "")
+    cfg = apple_ads()
+    if adperf().sandbox and not key:
+        client_id, team_id, key_id = SANDBOX_APPLE_ADS_CLIENT
+        return AppleAdsCredentials(client_id, team_id, key_id, SANDBOX_APPLE_ADS_PRIVATE_KEY)
+    return AppleAdsCredentials(cfg.client_id, cfg.team_id, cfg.key_id, key)
+
+
 def csv_list(value: str) -> list[str]:
     """'a, b,c' → ['a', 'b', 'c']."""
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def data_root() -> Path:
-    """The lake root as a Path."""
-    return Path(adperf().data_root)
+def data_root() -> Path | S3Bucket:
+    """The lake root: a folder, or the bucket of an s3:// data_root (one client per process)."""
+    url = adperf().data_root
+    if not url.startswith("s3://"):
+        return Path(url)
+    where = s3()
+    return _bucket(url, where.endpoint_url, where.region, where.profile, os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _bucket(url: str, endpoint: str, region: str, profile: str, pid: int) -> S3Bucket:
+    # Per pid: luigi forks workers, and a boto3 client's connections must not cross a fork.
+    from adperf.objstore import S3Bucket
+
+    return S3Bucket.connect(url, endpoint_url=endpoint, region=region, profile=profile)
+
+
+def files_root() -> Path:
+    """The folder of the run's files besides the lake ([adperf] files_root)."""
+    conf = adperf()
+    if conf.files_root:
+        return Path(conf.files_root)
+    return Path("var/files") if conf.data_root.startswith("s3://") else Path(conf.data_root)
+
+
+def watch_settings() -> WatchSettings:
+    """[watch] as the plain settings adperf.transform.watch takes."""
+    from adperf.transform.watch import WatchSettings
+
+    w = watch()
+    return WatchSettings(**{k: getattr(w, k) for k in WatchSettings.__dataclass_fields__})
+
+
+def budget_plan() -> BudgetPlan:
+    """[budgets] as a BudgetPlan; a campaign key without its platform is a ConfigError."""
+    from adperf.transform.watch import BudgetPlan
+
+    b, campaigns = budgets(), {}
+    for key, value in b.campaigns.items():
+        platform, sep, campaign_id = str(key).partition(":")
+        if not sep or not platform or not campaign_id:
+            raise ConfigError(
+                f"[budgets] campaigns key {key!r} is not platform:campaign_id. Fix: e.g. "
+                '"facebook:120210000000000001"'
+            )
+        campaigns[(platform, campaign_id)] = float(value)
+    return BudgetPlan({str(k): float(v) for k, v in b.platforms.items()}, campaigns)

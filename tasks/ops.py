@@ -200,7 +200,7 @@ def _measure(targets: list[luigi.Target]) -> tuple[int | None, int | None]:
     for t in targets:
         if isinstance(t, LakePartition) and t.exists():
             rows += int(t.meta().get("rows", 0))
-            size += sum(f.stat().st_size for f in t.path.iterdir() if f.is_file())
+            size += t.nbytes()
             known = True
         elif isinstance(t, JsonFile) and t.exists():
             size += t.path.stat().st_size

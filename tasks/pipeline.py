@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import luigi
 import pandas as pd
 import sqlalchemy as sa
+from luigi.contrib.spark import PySparkTask
 
-from adperf import lake, warehouse
+from adperf import lake, platforms, warehouse
 from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
@@ -27,7 +29,7 @@ from tasks import resources as endpoints
 from tasks.targets import JsonFile, LakePartition, WarehouseDay
 
 COHORT_WINDOW_DAYS = 30  # the oldest cohort age reported (D30)
-PLATFORMS = ("facebook", "google_ads")
+PLATFORMS = platforms.NAMES
 
 
 def _iso(day: dt.date) -> str:
@@ -102,9 +104,8 @@ class AdSpend(LakeTask):
 
     @property
     def priority(self) -> int:
-        # Facebook's pulls are the longest tasks of a cold run (28-day windows): started first,
-        # they run beside the MMP chain instead of after it (13 s each on the large world).
-        return 20 if self.platform == "facebook" else 0
+        # The longest pulls (Facebook's 28-day windows) start first: adperf.platforms.
+        return platforms.get(self.platform).priority
 
     @property
     def resources(self) -> dict[str, int]:
@@ -146,25 +147,30 @@ def _account_days() -> str:
 def _platforms() -> tuple[str, ...]:
     """The platforms to pull: in production those with accounts configured (a Facebook-only
     company lists no Google customers); with none, Facebook, whose pull then fails naming the
-    missing key. The sandbox has both."""
+    missing key. The sandbox has every registered platform."""
     if config.adperf().sandbox:
         return PLATFORMS
-    configured = {
-        "facebook": config.csv_list(config.facebook().ad_account_ids),
-        "google_ads": config.csv_list(config.google_ads().customer_ids),
-    }
-    return tuple(p for p in PLATFORMS if configured[p]) or ("facebook",)
+    configured = [
+        p.name for p in platforms.entries() if config.csv_list(_section(p, p.accounts_key))
+    ]
+    return tuple(configured) or (platforms.FACEBOOK,)
+
+
+def _section(platform: platforms.Platform, key: str) -> Any:
+    """A key of the platform's luigi.cfg section (its tasks.config class)."""
+    return getattr(getattr(config, platform.section)(), key)
 
 
 def _lookback_days(platform: str) -> int:
-    if platform == "google_ads":
-        return int(config.google_ads().lookback_days)
-    return int(config.facebook().lookback_days)
+    return int(_section(platforms.get(platform), "lookback_days"))
 
 
 def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
     tz = config.adperf().report_timezone
-    if platform == "google_ads":
+    more = _MORE_FETCHES.get(platform)
+    if more is not None:
+        return more(first, last)
+    if platform == platforms.GOOGLE_ADS:
         from adperf.sources.google_ads import fetch_google_ads_spend
 
         gads = endpoints.google_ads(last)
@@ -196,6 +202,42 @@ def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFram
     )
 
 
+def _fetch_tiktok(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.tiktok import fetch_tiktok_spend
+
+    endpoint = endpoints.tiktok(last)
+    return fetch_tiktok_spend(
+        base_url=endpoint.base_url,
+        access_token=config.tiktok_token(),
+        advertiser_ids=endpoint.advertiser_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.tiktok().timeout_s,
+    )
+
+
+def _fetch_apple_ads(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.apple_ads import fetch_apple_ads_spend
+
+    endpoint = endpoints.apple_ads(last)
+    return fetch_apple_ads_spend(
+        api_url=endpoint.api_url,
+        token_url=endpoint.token_url,
+        credentials=config.apple_ads_credentials(),
+        org_ids=endpoint.org_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.apple_ads().timeout_s,
+    )
+
+
+_MORE_FETCHES = {platforms.TIKTOK: _fetch_tiktok, platforms.APPLE_ADS: _fetch_apple_ads}
+
+
 class MmpReady(luigi.ExternalTask):
     """The MMP has published one day's installs: false while it answers 'not ready yet'.
 
@@ -209,7 +251,7 @@ class MmpReady(luigi.ExternalTask):
     source = "mmp"
 
     def marker(self) -> Path:
-        return config.data_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
+        return config.files_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
 
     def complete(self) -> bool:
         marker = self.marker()
@@ -454,7 +496,7 @@ class LogFiles(luigi.ExternalTask):
 
 
 class EventLogsShard(LakeTask):
-    """The events of one report day of the users whose pseudonym falls in `shard`."""
+    """The events of one shard's share of a report day's log bytes (see `plan_pieces`)."""
 
     date = luigi.DateParameter(description="report day")
     shard = luigi.IntParameter(description="shard number, 0..shards-1")
@@ -475,44 +517,142 @@ class EventLogsShard(LakeTask):
 
 
 class EventLogs(LakeTask):
-    """Server-log events of one report day, ids pseudonymized: read whole, or merged from
-    `[logs] shards` EventLogsShard tasks (several workers share a day)."""
+    """Server-log events of one report day, ids pseudonymized, and its match edges: read
+    whole, or merged from `[logs] shards` EventLogsShard tasks (several workers share a day)."""
 
     date = luigi.DateParameter(description="report day")
-    outputs = ("events",)
+    outputs = ("events", "match_edges")
 
     def requires(self) -> luigi.Task | list[luigi.Task]:
         n = config.logs().shards
+        if config.logs().engine == "spark":
+            return EventLogsSpark(date=self.date)
         if n <= 1:
             return LogFiles(date=self.date)
         return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
 
     def run(self) -> None:
-        from adperf.ops import merge_shard_counts
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
 
+        if config.logs().engine == "spark":
+            return  # EventLogsSpark wrote this task's partitions
         if config.logs().shards <= 1:
             _write_events(EVENTS.name, self.date)
             return
         parts = self.input()
         self.progress(50, f"merging {len(parts)} shards of {self.date}")
-        df = _read_all(parts).sort_values(["ts", "user_pid", "event"], kind="stable")
-        table = to_table(df, EVENTS, allow_empty=True)
-        counts = merge_shard_counts([p.meta() for p in parts])
-        lake.write_table(
-            config.data_root(),
-            EVENTS.name,
-            "date",
-            _iso(self.date),
-            table,
-            meta=counts,
-            key_version=config.hmac_key_version(),
+        table, counts = merge_shards(
+            [_read_arrow(p) for p in parts],
+            [p.meta() for p in parts],
+            day=self.date,
+            max_bad_fraction=config.logs().max_bad_fraction,
         )
+        edges = MatchEdges(self.date)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(
+                config.data_root(), name, "date", _iso(self.date), data, meta=meta,
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
+
+
+class EventLogsSpark(PySparkTask):
+    """EventLogs of one report day computed by Spark ([logs] engine = spark), for days too big
+    for one machine: the same partitions as the DuckDB path (adperf.sources.logs_spark).
+
+    luigi's [spark] section picks the cluster (master, spark-submit, py-packages = adperf for
+    a real cluster). The HMAC key reaches the driver in its environment only, never in its
+    arguments (the process list) or the pickled task.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    # luigi's PySparkTask writes the whole spark-submit output to the log only on failure.
+    always_log_stderr = False
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> dict[str, LakePartition]:
+        root, iso = config.data_root(), _iso(self.date)
+        return {n: LakePartition(root, n, "date", iso) for n in EventLogs.outputs}
+
+    @property
+    def spark_submit(self) -> str:
+        # The pyspark wheel puts spark-submit beside this Python, which may not be on PATH.
+        found = luigi.configuration.get_config().get("spark", "spark-submit", None)
+        return str(found or Path(sys.executable).with_name("spark-submit"))
+
+    def program_environment(self) -> dict[str, str]:
+        env = dict(super().program_environment())
+        env["ADPERF_HMAC_KEY"] = config.secrets().hmac_key.decode("utf-8")
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        return env
+
+    def app_options(self) -> list[str]:
+        return [
+            _iso(self.date),
+            endpoints.logs_path(self.date),
+            config.adperf().report_timezone,
+            str(config.data_root()),
+            str(config.logs().max_bad_fraction),
+            config.hmac_key_version(),
+        ]
+
+    def run(self) -> None:
+        from luigi.contrib.external_program import ExternalProgramRunError
+
+        from adperf.errors import SourceError
+        from adperf.ops import scrub
+
+        try:
+            super().run()
+        except ExternalProgramRunError as e:
+            # Its message lists the child's whole environment (every secret in it): never
+            # let it reach a log, luigid or Slack; keep the end of Spark's stderr, scrubbed.
+            tail = scrub(str(e.err or "")[-1500:])
+            raise SourceError(
+                "logs", _iso(self.date), f"the Spark job failed: ...{tail}",
+                "see the worker's log above the error; [spark] configures the cluster",
+            ) from None  # fmt: skip
+
+    def main(self, sc: Any, *args: str) -> None:
+        """In the Spark driver (spark-submit's process): read, then write the partitions."""
+        from pyspark.sql import SparkSession
+
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges
+        from adperf.sources.logs_spark import fetch_events_spark
+
+        iso, pattern, timezone, root, max_bad, key_version = args
+        day = dt.date.fromisoformat(iso)
+        table, counts = fetch_events_spark(
+            SparkSession(sc),
+            pattern,
+            day=day,
+            timezone=timezone,
+            hmac_key=os.environ["ADPERF_HMAC_KEY"].encode("utf-8"),
+            max_bad_fraction=float(max_bad),
+        )
+        edges = MatchEdges(day)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(Path(root), name, "date", iso, data, meta=meta,
+                             key_version=key_version)  # fmt: skip
+
+
+def _read_arrow(target: LakePartition) -> Any:
+    """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
+    # Through the lake, not the partition's path: on an s3:// root there is no local file.
+    return lake.read_arrow(
+        target.root, target.folder, target.key, target.value, key_version=config.hmac_key_version()
+    )
 
 
 def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
     """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
-    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf)."""
-    from adperf.sources.logs import DayEvents
+    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf); the whole
+    day's match edges too."""
+    from adperf.sources.logs import MATCH_EDGES, DayEvents
 
     with DayEvents(
         endpoints.logs_path(day),
@@ -533,6 +673,11 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
             meta=events.counts,
             key_version=config.hmac_key_version(),
         )
+        if shards == 1:
+            lake.write_table(
+                config.data_root(), MATCH_EDGES, "date", _iso(day), events.edges.table(),
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------- transform
@@ -871,13 +1016,15 @@ class Contribution(LakeTask):
 
     def run(self) -> None:
         from adperf.transform.attribution import build_user_map
-        from adperf.transform.contribution import build_contribution
+        from adperf.transform.contribution import build_contribution_from_edges
 
         self.progress(10, f"PageRank over the match graph of the {self.date} window")
         user_map = build_user_map(self.requires()["installs"].read())
-        df = build_contribution(
+        # The window's daily match edges, not its raw events: a pair's matches of a day are
+        # one row (the log extract counts them), so 28 days stay small in memory.
+        df = build_contribution_from_edges(
             _iso(self.date),
-            _read_all(self.input()["events"]),
+            _read_all([day["match_edges"] for day in self.input()["events"]]),
             self.input()["payments"].read(),
             user_map,
             partner_share=config.contribution().partner_share,
@@ -898,6 +1045,7 @@ class CampaignReport(LakeTask):
             "attribution": Attribution(date=self.date),
             "contribution": Contribution(date=self.date),
             "ltv": Ltv(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def run(self) -> None:
@@ -930,8 +1078,9 @@ class CampaignReport(LakeTask):
             currency=config.adperf().report_currency,
             adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
             adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
-            window=window,
+            window=window if config.rules().pooled else None,
         )
+        actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
         lake.write_frame(root, "campaign_report", "date", day, report)
@@ -967,6 +1116,192 @@ def _rules() -> Any:
     )
 
 
+class Watch(LakeTask):
+    """The watch of one report day (adperf.transform.watch): what changed beyond normal noise,
+    and each paid campaign's platform-reported vs MMP installs (source_discrepancy).
+
+    Earlier days come from the warehouse as loaded, like RenderReport's history: reading them is
+    not a dependency, so a day watched before its baseline days were loaded (a backfill out of
+    order) has fewer checks, never wrong ones.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("watch", "source_discrepancy")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "report": CampaignReport(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "spend": SpendLatest(date=self.date),  # the day's reported installs; month to date
+        }
+
+    def run(self) -> None:
+        from adperf.transform.watch import build_source_discrepancy, build_watch
+
+        day, inp, settings = _iso(self.date), self.input(), config.watch_settings()
+        today = _with_d0(_as_money(inp["report"]["campaign_report"].read()), inp["cohorts"].read())
+        spend = _as_money(inp["spend"].read())
+        history = _watch_history(self.date, settings)
+        discrepancy = build_source_discrepancy(day, spend[spend["date"] == day], today, settings)
+        found = build_watch(
+            day,
+            campaigns=pd.concat([history["campaigns"], today], ignore_index=True),
+            reconciliation=pd.concat(
+                [history["reconciliation"], _as_money(inp["attribution"]["reconciliation"].read())],
+                ignore_index=True,
+            ),
+            discrepancy=discrepancy,
+            pacing=_pacing(day, spend),
+            settings=settings,
+            currency=config.adperf().report_currency,
+        )
+        root = config.data_root()
+        lake.write_frame(root, "source_discrepancy", "date", day, discrepancy)
+        lake.write_frame(root, "watch", "date", day, found)
+
+
+def _pacing(day: str, spend: pd.DataFrame) -> pd.DataFrame:
+    """Month-to-date spend against [budgets], from the day's spend window (31 days to it)."""
+    from adperf.transform.watch import build_pacing
+
+    # Pro rata over the days the window holds: a lake (or a sandbox world) that starts in the
+    # middle of the month would otherwise be 'behind plan' by the days before it.
+    since = str(spend["date"].min()) if len(spend) else None
+    month = spend[spend["date"] >= day[:8] + "01"]
+    return build_pacing(day, month, config.budget_plan(), since=since)
+
+
+def _with_d0(campaigns: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFrame:
+    """Campaign rows with the D0 revenue and payers of their cohort of the same day (`cohorts`:
+    cohort_roas rows, lake or warehouse)."""
+    d0 = cohorts[cohorts["age_days"] == 0].rename(columns={"cohort_date": "date"})
+    if "revenue_micros" in d0.columns:
+        d0 = d0.assign(revenue=d0["revenue_micros"].astype("float64") / 1_000_000)
+    d0 = d0.assign(date=d0["date"].astype(str), revenue_d0=d0["revenue"].astype("float64"))
+    d0 = d0.rename(columns={"payers": "payers_d0"})[
+        ["date", "platform", "campaign_id", "revenue_d0", "payers_d0"]
+    ]
+    out = campaigns.assign(date=campaigns["date"].astype(str))
+    return out.merge(d0, on=["date", "platform", "campaign_id"], how="left")
+
+
+def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
+    """campaign_daily (with D0 cohorts) and revenue_reconciliation of the watch's baseline days
+    before `day`, as loaded in the warehouse."""
+    back = max(7 * settings.baseline_weeks, settings.share_days)
+    first, last = _iso(day - dt.timedelta(days=back)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        campaigns = warehouse.read_days(engine, "campaign_daily", first, last)
+        # A triangle cell is stored as of the latest report that computed it (up to 30 days on).
+        far = _iso(day + dt.timedelta(days=COHORT_WINDOW_DAYS))
+        cohorts = warehouse.read_days(engine, "cohort_roas", first, far)
+        recon = warehouse.read_days(engine, "revenue_reconciliation", first, last)
+    finally:
+        engine.dispose()
+    cohorts = cohorts[cohorts["cohort_date"].astype(str).between(first, last)]
+    for df in (campaigns, cohorts, recon):
+        for col in ("spend", "revenue", "total_payments", "unattributed", "restricted"):
+            if col in df.columns:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return {"campaigns": _with_d0(campaigns, cohorts), "reconciliation": recon}
+
+
+class ActionOutcomes(LakeTask):
+    """The follow-ups due on the report day: each action applied `[rules] follow_up_days`
+    before it, its object's spend, installs, CPI and pROAS since the change against before.
+
+    The earlier days' installs and pLTV come from their lake partitions and the actions from
+    the warehouse (`action_log`, `actions`), read when present, not required: an action is
+    applied after its day's report, so the day it is followed up on has them.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("action_outcomes",)
+
+    def requires(self) -> dict[str, Any]:
+        return {
+            "spend": SpendLatest(date=self.date),  # 31 days: before and since, latest figures
+            "installs": InstallHistory(date=self.date),
+            "ltv": Ltv(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.outcomes import build_action_outcomes, build_object_days
+
+        day, rules = _iso(self.date), _follow_up_rules()
+        first = self.date - dt.timedelta(days=2 * rules.follow_up_days - 1)
+        log, decisions = _warehouse_actions(self.date - dt.timedelta(days=rules.follow_up_days))
+        installs = _installs_between(self.requires()["installs"], first, self.date)
+        daily = build_object_days(self.input()["spend"].read(), installs, _pltv_days(first, day))
+        outcomes = build_action_outcomes(
+            day, rules, log, decisions, daily, config.adperf().report_currency
+        )
+        lake.write_frame(config.data_root(), "action_outcomes", "date", day, outcomes)
+
+
+def _follow_up_rules() -> Any:
+    from adperf.transform.outcomes import FollowUpRules
+
+    r, a = config.rules(), config.actions()
+    return FollowUpRules(
+        follow_up_days=r.follow_up_days,
+        scale_roas=r.scale_roas,
+        pause_roas=r.pause_roas,
+        scale_factor=a.scale_factor,
+        max_budget_increase=a.max_budget_increase,
+    )
+
+
+def _warehouse_actions(action_day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(action_log, actions of `action_day`) from the warehouse; empty where absent."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        has_log = sa.inspect(engine).has_table(warehouse.action_log.name)
+        log = warehouse.read_table(engine, "action_log") if has_log else pd.DataFrame()
+        decisions = warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
+    finally:
+        engine.dispose()
+    return log, decisions
+
+
+def _installs_between(history: luigi.Task, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The installs of [first, last] from the install history's partitions covering them."""
+    parts = []
+    for task in history.requires():
+        if isinstance(task, Installs) and not first <= task.date <= last:
+            continue
+        if isinstance(task, InstallsMonth) and not (
+            month_days(task.month)[1] >= first and month_days(task.month)[0] <= last
+        ):
+            continue
+        parts.append(task.output())
+    df = _read_all(parts)
+    if not len(df):
+        return pd.DataFrame(columns=["date", "platform", "campaign_id", "adset_id"])
+    dates = df["date"].astype("str")
+    return df.loc[(dates >= _iso(first)) & (dates <= _iso(last))]
+
+
+def _pltv_days(first: dt.date, last: str) -> pd.DataFrame:
+    """The `pltv` partitions (each day's cohort valued that day) of [first, last] present."""
+    root, frames = config.data_root(), []
+    for d in days(first, dt.date.fromisoformat(last)):
+        if lake.partition_exists(root, "pltv", "date", _iso(d)):
+            frames.append(lake.read_partition(root, "pltv", "date", _iso(d)))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["level"])
+
+
+def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The day's actions with the follow-ups' scale backs and the week cap's expands."""
+    from adperf.transform.outcomes import with_follow_ups
+
+    log, _ = _warehouse_actions(dt.date.fromisoformat(day))
+    return with_follow_ups(actions, outcomes, log, day, _follow_up_rules())
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -987,6 +1322,8 @@ class LoadReport(luigi.Task):
             "ltv": Ltv(date=self.date),
             "ltv_model": LtvModel(date=self.date),
             "attribution": Attribution(date=self.date),
+            "watch": Watch(date=self.date),  # its source_discrepancy table
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def output(self) -> WarehouseDay:
@@ -1008,6 +1345,8 @@ class LoadReport(luigi.Task):
             "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
             "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
             "actions": inp["report"]["actions"].read(),
+            "source_discrepancy": inp["watch"]["source_discrepancy"].read(),
+            "action_outcomes": inp["outcomes"].read(),
         }
         engine = warehouse.make_engine(config.adperf().warehouse_url)
         try:
@@ -1044,19 +1383,21 @@ class RenderReport(luigi.Task):
             "attribution": Attribution(date=self.date),
             "cohorts": CohortRoas(date=self.date),
             "ltv": Ltv(date=self.date),
+            "watch": Watch(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
         }
 
     def output(self) -> JsonFile:
         from adperf.sinks.render import META_FILE, report_path
 
-        return JsonFile(report_path(config.data_root(), _iso(self.date)) / META_FILE)
+        return JsonFile(report_path(config.files_root(), _iso(self.date)) / META_FILE)
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
 
         # Complete for the inputs it was rendered from only: a day re-run on restated numbers
         # (its campaign report rewritten) is rendered again, and SlackReport then updates.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         return meta is not None and meta.get("inputs") == _report_inputs(self.date)
 
     def run(self) -> None:
@@ -1076,10 +1417,12 @@ class RenderReport(luigi.Task):
             history_spend=history["ad_spend_daily"],
             target_roas=config.rules().target_roas,
             accounts_line=_accounts_line(self.date),
+            watch=inp["watch"]["watch"].read(),
+            follow_ups=[str(line) for line in inp["outcomes"].read()["line"]],
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
-        write_report_files(config.data_root(), day, report.files(), meta)
+        write_report_files(config.files_root(), day, report.files(), meta)
 
 
 class SlackReport(luigi.Task):
@@ -1095,10 +1438,15 @@ class SlackReport(luigi.Task):
     date = luigi.DateParameter(description="report day")
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {"load": LoadReport(date=self.date), "render": RenderReport(date=self.date)}
+        return {
+            "load": LoadReport(date=self.date),
+            "render": RenderReport(date=self.date),
+            # Posted after the page exists: the message links to it.
+            "dashboard": Dashboard(date=self.date),
+        }
 
     def output(self) -> JsonFile:
-        return JsonFile(config.data_root() / "slack_posts" / f"{_iso(self.date)}.json")
+        return JsonFile(config.files_root() / "slack_posts" / f"{_iso(self.date)}.json")
 
     def complete(self) -> bool:
         from adperf.sinks.render import read_report_meta
@@ -1109,19 +1457,20 @@ class SlackReport(luigi.Task):
         if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
             return False
         # luigi looks no further than a complete task: a stale rendering makes this stale too.
-        meta = read_report_meta(config.data_root(), _iso(self.date))
+        meta = read_report_meta(config.files_root(), _iso(self.date))
         render = RenderReport(date=self.date)
         fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
         return fresh and render.complete()
 
     def run(self) -> None:
         from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE, report_path
-        from adperf.sinks.slack import publish_report, write_outbox
+        from adperf.sinks.slack import publish_report, with_dashboard_link, write_outbox
 
         day, marker = _iso(self.date), self.output().path
-        folder = report_path(config.data_root(), day)
+        folder = report_path(config.files_root(), day)
         content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
         message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
+        message = with_dashboard_link(message, _dashboard_link(self.date))
         files = {
             f"adperf-{day}.png": (folder / CHART_FILE).read_bytes(),
             f"adperf-{day}-campaigns.csv": (folder / CSV_FILE).read_bytes(),
@@ -1147,6 +1496,82 @@ class SlackReport(luigi.Task):
         )
 
 
+class Dashboard(luigi.Task):
+    """The day's interactive dashboard page (`dashboard.html`), next to the report page.
+
+    Trends come from the warehouse's history (as loaded, up to a year back) and the day's lake
+    partitions; like the report, reading that history is not a dependency.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            # The report folder first: a re-render replaces the folder, dashboard included.
+            "render": RenderReport(date=self.date),
+            "segments": CohortRoasSegments(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "attribution": Attribution(date=self.date),
+        }
+
+    def output(self) -> luigi.LocalTarget:
+        from adperf.sinks.dashboard import DASHBOARD_FILE
+        from adperf.sinks.render import report_path
+
+        folder = report_path(config.files_root(), _iso(self.date))
+        return luigi.LocalTarget(str(folder / DASHBOARD_FILE))
+
+    def complete(self) -> bool:
+        # A stale rendering is about to replace the folder (and this page with it).
+        return bool(self.output().exists()) and RenderReport(date=self.date).complete()
+
+    def run(self) -> None:
+        from adperf.sinks.dashboard import (
+            build_dashboard_data,
+            build_dashboard_html,
+            write_dashboard,
+        )
+
+        day, inp, history = _iso(self.date), self.input(), _dashboard_history(self.date)
+        campaigns = _as_money(inp["report"]["campaign_report"].read())
+        reconciliation = _first_row(_as_money(inp["attribution"]["reconciliation"].read()))
+        segments = _as_money(inp["segments"].read())
+        data = build_dashboard_data(
+            day=day,
+            currency=config.adperf().report_currency,
+            segments=pd.concat([history["cohort_roas_segments"], segments], ignore_index=True),
+            campaigns=pd.concat([history["campaign_daily"], campaigns], ignore_index=True),
+            actions=_as_money(inp["report"]["actions"].read()),
+            notes=_dashboard_notes(self.date, campaigns, reconciliation),
+            target_roas=config.rules().target_roas,
+        )
+        write_dashboard(Path(self.output().path).parent, build_dashboard_html(data))
+
+
+def _dashboard_history(day: dt.date) -> dict[str, pd.DataFrame]:
+    """campaign_daily and cohort_roas_segments of the year before `day`, as loaded."""
+    first, last = _iso(day - dt.timedelta(days=365)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        frames = {
+            name: warehouse.read_days(engine, name, first, last)
+            for name in ("campaign_daily", "cohort_roas_segments")
+        }
+    finally:
+        engine.dispose()
+    return frames
+
+
+def _dashboard_notes(
+    day: dt.date, campaigns: pd.DataFrame, reconciliation: dict[str, Any]
+) -> list[str]:
+    """The report's data-quality notes of the day (adperf.sinks.summary.report_notes)."""
+    from adperf.sinks.summary import report_notes
+
+    currency = config.adperf().report_currency
+    return report_notes(_quality_notes(day), campaigns, reconciliation, currency)
+
+
 class DailyReport(luigi.WrapperTask):
     """Everything for one report day: the warehouse tables and the Slack report."""
 
@@ -1154,7 +1579,7 @@ class DailyReport(luigi.WrapperTask):
 
     def requires(self) -> list[luigi.Task]:
         config.secrets()  # a production config without ADPERF_HMAC_KEY refuses to start
-        return [LoadReport(date=self.date), SlackReport(date=self.date)]
+        return [LoadReport(date=self.date), SlackReport(date=self.date), Dashboard(date=self.date)]
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Any) -> list[Any]:
@@ -1163,6 +1588,14 @@ class DailyReport(luigi.WrapperTask):
         # reads `.path` of every output; a warehouse day has none, and the run fails with
         # SCHEDULING_FAILED. `cls` may be a functools.partial (RangeDaily's of_params).
         return [day for day in parameter_tuples if cls(date=day).complete()]
+
+
+def _dashboard_link(day: dt.date) -> str:
+    """The day's dashboard as people open it: [slack] dashboard_base_url, else its path under
+    the data root."""
+    from adperf.sinks.dashboard import dashboard_link
+
+    return dashboard_link(config.slack().dashboard_base_url or None, _iso(day))
 
 
 def _as_money(df: pd.DataFrame) -> pd.DataFrame:
@@ -1187,9 +1620,8 @@ def _quality_notes(day: dt.date) -> list[str]:
         return _as_money(lake.read_partition(root, dataset, "date", iso))
 
     def meta(dataset: str) -> dict[str, Any]:
-        if not (lake.partition_path(root, dataset, "date", iso) / lake.META_FILE).is_file():
-            return {}
-        return lake.read_meta(root, dataset, "date", iso)
+        version = lake.current_version(root, dataset, "date", iso)
+        return dict(version.meta) if version and version.meta else {}
 
     return build_quality_notes(
         currency=config.adperf().report_currency,
@@ -1221,7 +1653,15 @@ def _accounts_line(day: dt.date) -> str | None:
 
 
 # The lake files a rendered report is made of (besides the warehouse history).
-_REPORT_INPUTS = ("campaign_report", "actions", "reconciliation", "cohort_roas", "ltv_model")
+_REPORT_INPUTS = (
+    "campaign_report",
+    "actions",
+    "reconciliation",
+    "cohort_roas",
+    "ltv_model",
+    "watch",
+    "action_outcomes",
+)
 
 
 def _first_row(df: pd.DataFrame) -> dict[str, Any]:
@@ -1234,15 +1674,15 @@ def _report_inputs(day: dt.date) -> str | None:
 
     root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
     for dataset in _REPORT_INPUTS:
-        path = lake.partition_path(root, dataset, "date", iso) / lake.DATA_FILE
-        if not path.is_file():
+        data = lake.read_file(root, dataset, "date", iso, lake.DATA_FILE)
+        if data is None:
             return None
-        digest.update(dataset.encode() + b"\0" + path.read_bytes())
+        digest.update(dataset.encode() + b"\0" + data)
     for dataset in ("payments", "events", "restatements"):
-        folder = lake.partition_path(root, dataset, "date", iso)
         for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
-            if name and (folder / name).is_file():
-                digest.update(f"{dataset}/{name}".encode() + b"\0" + (folder / name).read_bytes())
+            found = lake.read_file(root, dataset, "date", iso, name) if name else None
+            if found is not None:
+                digest.update(f"{dataset}/{name}".encode() + b"\0" + found)
     return digest.hexdigest()
 
 

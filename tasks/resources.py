@@ -11,12 +11,13 @@ import datetime as dt
 import fcntl
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import luigi
 
+from adperf import platforms
 from adperf.errors import ConfigError
 from tasks import config
 
@@ -38,6 +39,11 @@ class Resources:
     logs_path: str
     fx_path: str
     slack_base_url: str
+    tiktok_base_url: str = ""
+    tiktok_advertiser_ids: list[str] = field(default_factory=list)
+    apple_ads_api_url: str = ""
+    apple_ads_token_url: str = ""
+    apple_ads_org_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,23 @@ class GoogleAdsEndpoint:
     customer_ids: list[str]
     login_customer_id: str
     insecure: bool  # plain gRPC without OAuth: only the sandbox's loopback fake
+
+
+@dataclass(frozen=True)
+class TikTokEndpoint:
+    """Where TikTok's Business API is and which advertisers to read."""
+
+    base_url: str
+    advertiser_ids: list[str]
+
+
+@dataclass(frozen=True)
+class AppleAdsEndpoint:
+    """Where Apple Ads' API and OAuth token endpoint are and which orgs to read."""
+
+    api_url: str
+    token_url: str
+    org_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,37 @@ def google_ads(day: dt.date | None = None) -> GoogleAdsEndpoint:
     )
 
 
+def tiktok(day: dt.date | None = None) -> TikTokEndpoint:
+    """TikTok's Business API and advertisers ([tiktok] base_url, advertiser_ids)."""
+    if config.adperf().sandbox:
+        res = _sandbox_resources(day)
+        return TikTokEndpoint(res.tiktok_base_url, res.tiktok_advertiser_ids)
+    cfg = config.tiktok()
+    return TikTokEndpoint(
+        base_url=_required(cfg.base_url, "[tiktok] base_url", "https://business-api.tiktok.com"),
+        advertiser_ids=_required_list(
+            cfg.advertiser_ids, "[tiktok] advertiser_ids", "the advertiser ids, comma-separated"
+        ),
+    )
+
+
+def apple_ads(day: dt.date | None = None) -> AppleAdsEndpoint:
+    """Apple Ads' API, token endpoint and orgs ([apple_ads] api_url, oauth_url, org_ids)."""
+    if config.adperf().sandbox:
+        res = _sandbox_resources(day)
+        return AppleAdsEndpoint(
+            res.apple_ads_api_url, res.apple_ads_token_url, res.apple_ads_org_ids
+        )
+    cfg = config.apple_ads()
+    return AppleAdsEndpoint(
+        api_url=_required(cfg.api_url, "[apple_ads] api_url", "https://api.searchads.apple.com"),
+        token_url=_required(
+            cfg.oauth_url, "[apple_ads] oauth_url", "https://appleid.apple.com/auth/oauth2/token"
+        ),
+        org_ids=_required_list(cfg.org_ids, "[apple_ads] org_ids", "the org ids, comma-separated"),
+    )
+
+
 def mmp(day: dt.date | None = None) -> MmpEndpoint:
     """The MMP's Pull API and apps ([mmp] base_url, app_ids)."""
     if config.adperf().sandbox:
@@ -171,6 +225,7 @@ def resources(day: dt.date | None = None) -> Resources:
     if config.adperf().sandbox:
         return _sandbox_resources(day)
     fb, gads, mm = facebook(day), google_ads(day), mmp(day)
+    tt, asa = tiktok(day), apple_ads(day)
     return Resources(
         graph_url=fb.graph_url,
         facebook_account_ids=fb.account_ids,
@@ -185,6 +240,11 @@ def resources(day: dt.date | None = None) -> Resources:
         logs_path=logs_path(day),
         fx_path=fx_rates_path(day),
         slack_base_url=slack_base_url(day),
+        tiktok_base_url=tt.base_url,
+        tiktok_advertiser_ids=tt.advertiser_ids,
+        apple_ads_api_url=asa.api_url,
+        apple_ads_token_url=asa.token_url,
+        apple_ads_org_ids=asa.org_ids,
     )
 
 
@@ -221,6 +281,7 @@ def ensure_sandbox_world(end: dt.date) -> dict[str, Any]:
             profile=config.sandbox().profile,
             seed=config.sandbox().seed,
             report_timezone=config.adperf().report_timezone,
+            drift=config.sandbox().drift,
         )
     return meta
 
@@ -240,7 +301,8 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
 
 
 def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
-    """The world's fakes, not started: Graph API, MMP, Google Ads (in this order).
+    """The world's fakes, not started: Graph API, MMP, Google Ads, TikTok, Apple Ads (in this
+    order).
 
     Module-level and free of luigi config: the fakes' process (spawn) calls it with the
     arguments it was given, and sees none of the caller's in-memory settings.
@@ -255,24 +317,57 @@ def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
     ad_rows = pd.read_parquet(root / "ad_daily.parquet")
     graph = FakeGraphApi(
         accounts=meta["facebook_accounts"],
-        ad_rows=ad_rows[ad_rows["platform"] == "facebook"],
+        ad_rows=ad_rows[ad_rows["platform"] == platforms.FACEBOOK],
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
         # Async report runs complete at the first poll: the sandbox never waits.
         async_polls_until_done=0,
         # Pages as large as adperf asks for (`limit`), as the real API serves them.
         page_size=PAGE_LIMIT,
-        **sandbox_ad_objects(root, meta)["facebook"],
+        **sandbox_ad_objects(root, meta)[platforms.FACEBOOK],
     )
     google = FakeGoogleAds(
         customers=meta.get("google_ads_customers", []),
         ad_rows=rows_from_ad_daily(ad_rows, meta.get("google_app_campaign_ids", [])),
         developer_token=config.SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN,
-        **sandbox_ad_objects(root, meta)["google_ads"],
+        **sandbox_ad_objects(root, meta)[platforms.GOOGLE_ADS],
     )
     mmp = FakeMmp(
         installs=pd.read_parquet(root / "installs.parquet"), api_token=config.SANDBOX_MMP_TOKEN
     )
-    return [graph, mmp, google]
+    return [graph, mmp, google, *sandbox_more_fakes(root, meta, ad_rows)]
+
+
+def sandbox_more_fakes(root: Path, meta: dict[str, Any], ad_rows: Any) -> list[Any]:
+    """The world's TikTok and Apple Ads fakes, not started (module-level, free of config)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from adperf.sandbox import fake_apple_ads, fake_tiktok
+    from adperf.sandbox.ad_objects import objects_path
+
+    seed, profile = int(meta["seed"]), str(meta["profile"])
+    tiktok_fake = fake_tiktok.FakeTikTok(
+        advertisers=meta.get("tiktok_advertisers", []),
+        ad_rows=ad_rows[ad_rows["platform"] == platforms.TIKTOK],
+        access_token=config.SANDBOX_TIKTOK_TOKEN,
+        objects=lambda: fake_tiktok.sandbox_objects(seed, profile),
+        objects_path=objects_path(root, meta, platforms.TIKTOK),
+    )
+    key = serialization.load_pem_private_key(config.SANDBOX_APPLE_ADS_PRIVATE_KEY.encode(), None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    client_id, team_id, key_id = config.SANDBOX_APPLE_ADS_CLIENT
+    apple_fake = fake_apple_ads.FakeAppleAds(
+        orgs=meta.get("apple_ads_orgs", []),
+        ad_rows=ad_rows[ad_rows["platform"] == platforms.APPLE_ADS],
+        client_id=client_id,
+        team_id=team_id,
+        key_id=key_id,
+        public_key=public.decode(),
+        objects=lambda: fake_apple_ads.sandbox_objects(seed, profile),
+        objects_path=objects_path(root, meta, platforms.APPLE_ADS),
+    )
+    return [tiktok_fake, apple_fake]
 
 
 def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
@@ -289,7 +384,7 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
         if not _sandbox_atexit:
             atexit.register(_stop_fakes)
             _sandbox_atexit.append(True)
-    graph_url, mmp_url, google_endpoint = urls
+    graph_url, mmp_url, google_endpoint, tiktok_url, apple_url = urls
     slack_base = config.slack().base_url
     _sandbox.update(
         key=(str(root.resolve()), meta["end"]),
@@ -313,6 +408,11 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
             logs_path=str((root / "logs" / "{date}.jsonl.gz").resolve()),
             fx_path=str((root / "fx.csv").resolve()),
             slack_base_url=slack_base,
+            tiktok_base_url=tiktok_url,
+            tiktok_advertiser_ids=[a["advertiser_id"] for a in meta.get("tiktok_advertisers", [])],
+            apple_ads_api_url=apple_url,
+            apple_ads_token_url=f"{apple_url}/auth/oauth2/token",
+            apple_ads_org_ids=[str(o["orgId"]) for o in meta.get("apple_ads_orgs", [])],
         ),
     )
 
@@ -323,11 +423,11 @@ def sandbox_ad_objects(root: Path, meta: dict[str, Any]) -> dict[str, dict[str, 
     from adperf.sandbox.ad_objects import objects_path, sandbox_objects
 
     def initial(platform: str) -> Any:
-        return lambda: sandbox_objects(meta)[0 if platform == "facebook" else 1]
+        return lambda: sandbox_objects(meta)[0 if platform == platforms.FACEBOOK else 1]
 
     return {
         platform: {"objects": initial(platform), "objects_path": objects_path(root, meta, platform)}
-        for platform in ("facebook", "google_ads")
+        for platform in (platforms.FACEBOOK, platforms.GOOGLE_ADS)
     }
 
 

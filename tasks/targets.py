@@ -12,14 +12,29 @@ from tasks import config
 
 
 class LakePartition(luigi.Target):
-    """One lake partition; it exists once it was completely written (atomic rename)."""
+    """One lake partition; it exists once it was completely written (a folder renamed into
+    place, or an object store manifest committed: adperf.objstore)."""
 
-    def __init__(self, root: Path, folder: str, key: str, value: str) -> None:
-        self.root, self.folder, self.key, self.value = Path(root), folder, key, value
+    def __init__(self, root: lake.Root, folder: str, key: str, value: str) -> None:
+        local = isinstance(root, str) and not root.startswith("s3://")
+        self.root: lake.Root = Path(str(root)) if local else root
+        self.folder, self.key, self.value = folder, key, value
 
     @property
     def path(self) -> Path:
+        """The partition's folder (a local lake only)."""
+        if not isinstance(self.root, Path):
+            raise TypeError(f"{self!r} is in an object store, not a folder")
         return lake.partition_path(self.root, self.folder, self.key, self.value)
+
+    @property
+    def where(self) -> str:
+        """The partition's folder or s3:// address."""
+        return lake.partition_where(self.root, self.folder, self.key, self.value)
+
+    def nbytes(self) -> int:
+        """Bytes stored for the partition (it must exist)."""
+        return lake.partition_nbytes(self.root, self.folder, self.key, self.value)
 
     def exists(self) -> bool:
         # A partition pseudonymized under another HMAC key version is not complete: after a key
@@ -39,7 +54,7 @@ class LakePartition(luigi.Target):
         return lake.read_meta(self.root, self.folder, self.key, self.value)
 
     def __repr__(self) -> str:
-        return f"LakePartition({self.path})"
+        return f"LakePartition({self.where})"
 
 
 class WarehouseDay(luigi.Target):

@@ -12,7 +12,14 @@
   `amount_micros`. Ad group actions are recommendations only (Google Ads has no ad group
   budget); a shared budget is never scaled (it would scale other campaigns too).
 - A scale multiplies the current budget by `scale_factor`, rounded to the platform's step; a
-  factor above 1 + `max_budget_increase` is refused.
+  factor above 1 + `max_budget_increase` is refused. An `unscale` ("scale back", recommended
+  when a scaled object's pROAS fell below scale_roas since: adperf.transform.outcomes) divides
+  it by `scale_factor`, through the same calls.
+- An `expand` (a winner whose budget already went up as far as the week allows) copies the
+  adset with its ads on Facebook (the adset copies edge), PAUSED unless `expand_active`; only
+  with `expand` set (`adperf actions apply --expand`), else it is shown and skipped. Platforms
+  without such a call (Google Ads) refuse it by name. A copy is claimed and checked against
+  the log like a scale: one copy per object and day.
 - Idempotent: a pause is checked against the object's current status (already PAUSED: no
   change); a scale is checked against `action_log` (already applied for this day and object: no
   change), because a budget read back cannot tell "scaled" from "set so by hand". Each change is
@@ -45,9 +52,11 @@ from adperf.errors import AdperfError, ConfigError
 
 log = logging.getLogger(__name__)
 
-ACTIONABLE = ("scale", "pause")
+ACTIONABLE = ("scale", "pause", "unscale", "expand")
+BUDGET_ACTIONS = ("scale", "unscale")
 PAUSED = "PAUSED"
 STATUS = "status"
+COPIES = "copies"  # action_log.field of an expand; value_after is the copy's id
 # Outcomes of a planned change, and of an applied one.
 CHANGE, NO_CHANGE, SKIP, FAILED, APPLIED = "change", "no change", "skip", "failed", "applied"
 PENDING = "pending"
@@ -64,6 +73,8 @@ class Settings:
 
     scale_factor: float = 1.2
     max_budget_increase: float = 0.5  # a scale never raises a budget by more than this share
+    expand: bool = False  # make the `expand` copies (opt-in); else they are shown and skipped
+    expand_active: bool = False  # copies start ACTIVE (default PAUSED, for a person to start)
 
     def check(self) -> None:
         """ConfigError unless 1 < scale_factor <= 1 + max_budget_increase."""
@@ -141,8 +152,10 @@ class Platform(Protocol):
         """The objects these recommendations change, with their current state."""
         ...
 
-    def apply(self, change: Change) -> None:
-        """Make one change; raise an AdperfError (naming object, day and fix) on failure."""
+    def apply(self, change: Change) -> str | None:
+        """Make one change; raise an AdperfError (naming object, day and fix) on failure.
+
+        Returns the value made when only the platform knows it (an expand's copy id)."""
         ...
 
     def close(self) -> None:
@@ -216,7 +229,7 @@ def plan_changes(
 def _decide(
     t: Target, settings: Settings, logged: Mapping[tuple[str, str, str], Mapping[str, Any]]
 ) -> Change:
-    field = STATUS if t.action == "pause" else t.budget_field
+    field = STATUS if t.action == "pause" else COPIES if t.action == "expand" else t.budget_field
     if t.error is not None:
         return Change(t, field, None, None, FAILED, t.error)
     if t.skip is not None:
@@ -225,6 +238,10 @@ def _decide(
         if t.status == PAUSED:
             return Change(t, field, t.status, t.status, NO_CHANGE, "already paused")
         return Change(t, field, t.status, PAUSED, CHANGE)
+    if t.action == "expand" and not settings.expand:
+        return Change(
+            t, field, None, None, SKIP, "expand is opt-in: add --expand to copy the adset"
+        )
     earlier = logged.get((t.platform, t.object_id, field))
     if earlier is not None:
         when = f"{earlier['applied_at']:%Y-%m-%d %H:%M} UTC by {earlier['applied_by']}"
@@ -240,18 +257,30 @@ def _decide(
                 f"row (id {earlier['id']}) to status 'applied', or to status 'failed' and "
                 "claim NULL",
             )
+        done = {"expand": "copied", "unscale": "scaled back"}.get(t.action, "scaled")
+        if earlier["action"] != t.action:
+            done = f"{earlier['action']} applied"
         return Change(
             t,
             field,
             earlier["value_before"],
             earlier["value_after"],
             NO_CHANGE,
-            f"already scaled for this day ({when})",
+            f"already {done} for this day ({when})",
         )
     if t.status is not None and t.status not in ("ACTIVE", "ENABLED"):
         return Change(t, field, None, None, SKIP, f"is {t.status}: a stopped object is not scaled")
+    if t.action == "expand":
+        return Change(
+            t, field, None, "PAUSED copy" if not settings.expand_active else "copy", CHANGE
+        )
     if t.budget is None or t.budget <= 0:
         return Change(t, field, None, None, SKIP, "has no daily budget of its own")
+    if t.action == "unscale":
+        after = unscaled_budget(t.budget, settings, t.budget_step)
+        if after >= t.budget:
+            return Change(t, field, str(t.budget), str(t.budget), NO_CHANGE, "budget too small")
+        return Change(t, field, str(t.budget), str(after), CHANGE)
     after = scaled_budget(t.budget, settings, t.budget_step)
     if after <= t.budget:
         return Change(t, field, str(t.budget), str(t.budget), NO_CHANGE, "budget too small")
@@ -264,6 +293,14 @@ def scaled_budget(before: int, settings: Settings, step: int = 1) -> int:
     steps = (exact / step).to_integral_value(rounding=ROUND_HALF_UP)
     cap = int(Decimal(before) * (1 + Decimal(repr(settings.max_budget_increase))))
     return min(int(steps) * step, cap // step * step)
+
+
+def unscaled_budget(before: int, settings: Settings, step: int = 1) -> int:
+    """`before` / scale_factor (a scale undone), to the nearest multiple of `step`, at least one
+    step."""
+    exact = Decimal(before) / Decimal(repr(settings.scale_factor))
+    steps = (exact / step).to_integral_value(rounding=ROUND_HALF_UP)
+    return max(int(steps), 1) * step
 
 
 def apply_changes(
@@ -300,7 +337,7 @@ def apply_changes(
             "field": change.field,
             "value_before": change.before,
             "value_after": change.after,
-            "unit": None if change.field == STATUS else target.unit,
+            "unit": None if change.field in (STATUS, COPIES) else target.unit,
             "applied_at": clock(),
             "applied_by": applied_by[:64],
             "status": PENDING,
@@ -320,13 +357,16 @@ def apply_changes(
         assert key is not None
         log_id = key[0]
         error: str | None = None
+        made: str | None = None
         try:
-            platforms[target.platform].apply(change)
+            made = platforms[target.platform].apply(change)
         except AdperfError as exc:
             status, error = FAILED, str(exc)
             result = replace(change, outcome=FAILED, note=error)
         else:
             status, result = APPLIED, replace(change, outcome=APPLIED)
+            if made is not None:  # an expand's copy id: only the platform knows it
+                result = replace(result, after=made)
         with engine.begin() as conn:
             conn.execute(
                 t.update()
@@ -334,6 +374,7 @@ def apply_changes(
                 .values(
                     status=status,
                     error=error and error[:1024],
+                    value_after=result.after,
                     applied_at=clock(),
                     # A failure releases the claim: the next apply may try again.
                     claim=None if status == FAILED else row["claim"],
@@ -405,7 +446,7 @@ def render(day: str, changes: Sequence[Change], *, dry_run: bool) -> str:
         " (dry run: nothing changed; add --yes to apply)" if dry_run else ""
     )
     if not changes:
-        return f"{head}\nno scale or pause actions to apply"
+        return f"{head}\nno scale, pause, scale back or expand actions to apply"
     rows = [("platform", "level", "object", "action", "change", "outcome")]
     for c in changes:
         t = c.target
@@ -436,6 +477,8 @@ def _shown(c: Change) -> str:
         return "-"
     if c.field == STATUS:
         return f"status {c.before} -> {c.after}"
+    if c.field == COPIES:
+        return f"copy adset -> {c.after or '?'}"
     return f"budget {_money(c.before, c.target)} -> {_money(c.after, c.target)}"
 
 

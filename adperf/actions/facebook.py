@@ -7,6 +7,13 @@ non-JSON answers refused; errors retried or named by that module's `GraphCaller`
 https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/ (an adset's fields;
 `POST /{adset_id}` with `status` / `daily_budget` answers `{"success": true}`). `daily_budget`
 is an integer in the minor unit of the ad account's currency (cents; whole won for KRW).
+
+An `expand` is `POST /{adset_id}/copies` (the SDK's `AdSet.create_copy`) with `deep_copy`
+(the adset's ads too) and `status_option` PAUSED or ACTIVE; it answers `{"copied_adset_id",
+"ad_object_ids": [{"ad_object_type", "source_id", "copied_id"}, ...]}`
+(https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/copies/). A
+synchronous deep copy is refused past 3 objects (adset + ads): such adsets need an async batch
+and are copied by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from facebook_business.adobjects.campaign import Campaign
 from facebook_business.exceptions import FacebookRequestError
 
 from adperf.actions import (
+    COPIES,
     PAUSED,
     STATUS,
     ZERO_DECIMAL_CURRENCIES,
@@ -51,6 +59,7 @@ class FacebookAdsets:
         api_version: str,
         access_token: str,
         day: datetime.date,
+        expand_active: bool = False,
         timeout: float = 60.0,
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
@@ -58,6 +67,7 @@ class FacebookAdsets:
         if not access_token:
             raise ConfigError("facebook: no access token; set ADPERF_FACEBOOK_TOKEN")
         self._day = day
+        self._expand_active = expand_active
         self._token = access_token
         self._max_retries = max_retries
         self._sleep = sleep
@@ -112,9 +122,11 @@ class FacebookAdsets:
             )
         return failed + out
 
-    def apply(self, change: Change) -> None:
-        """POST the new status or daily budget to the adset node."""
+    def apply(self, change: Change) -> str | None:
+        """POST the new status or daily budget to the adset node, or copy it (its id back)."""
         target = change.target
+        if change.field == COPIES:
+            return self._copy(target)
         if change.field == STATUS:
             params: dict[str, Any] = {"status": PAUSED}
             what = "pause the adset"
@@ -125,6 +137,31 @@ class FacebookAdsets:
         self._caller(f"adset {target.object_id}").call(
             what, lambda: AdSet(target.object_id, api=self._api).api_update(params=params)
         )
+        return None
+
+    def _copy(self, target: Target) -> str:
+        """Copy the adset with its ads (deep copy); the copy's id."""
+        params = {
+            "deep_copy": True,
+            "status_option": "ACTIVE" if self._expand_active else PAUSED,
+        }
+        # Not idempotent: a retry after an answer lost in transit would make a second copy, so
+        # this call is never retried (a transient error fails the change; action_log then says
+        # so and the person checks the adset's copies before applying again).
+        caller = _ObjectCaller(self._day, f"adset {target.object_id}", self._token, 0, self._sleep)
+        answer = caller.call(
+            "copy the adset",
+            lambda: AdSet(target.object_id, api=self._api).create_copy(params=params),
+        )
+        copied = answer.get("copied_adset_id") if hasattr(answer, "get") else None
+        if not copied:
+            raise SourceError(
+                PLATFORM,
+                self._day.isoformat(),
+                f"copying adset {target.object_id} answered no copied_adset_id",
+                "check the adset's copies in Ads Manager before applying again",
+            )
+        return str(copied)
 
     def _adsets_of(self, campaign_id: str) -> list[str]:
         caller = self._caller(f"campaign {campaign_id}")

@@ -45,6 +45,11 @@ SELECT customer.id, customer.currency_code, campaign.id, campaign.name, campaign
 FROM campaign
 WHERE campaign.id IN ({ids})
 """.strip()
+EXPAND_NOTE = (
+    "Google Ads has no call that copies a campaign or ad group (the Facebook adset copies "
+    "edge has no Google Ads counterpart): expand is a recommendation only here; duplicate it "
+    "in the Google Ads UI"
+)
 AD_GROUP_NOTE = (
     "Google Ads has no ad group budget; ad group actions are recommendations only "
     "(its campaign's action, if any, is applied)"
@@ -102,7 +107,9 @@ class GoogleAdsCampaigns:
         out: list[Target] = []
         wanted: dict[str, Recommendation] = {}
         for rec in recs:
-            if rec.level != "campaign":
+            if rec.action == "expand":
+                out.append(_target(rec, skip=EXPAND_NOTE))
+            elif rec.level != "campaign":
                 out.append(_target(rec, skip=AD_GROUP_NOTE))
             elif not rec.object_id.isdigit():
                 out.append(
@@ -152,7 +159,7 @@ class GoogleAdsCampaigns:
             out.append(_target(rec, error=why))
         return out
 
-    def apply(self, change: Change) -> None:
+    def apply(self, change: Change) -> str | None:
         """One update operation with a field mask of the changed field only."""
         target = change.target
         refs = dict(target.refs or {})
@@ -170,7 +177,7 @@ class GoogleAdsCampaigns:
                     customer_id=customer_id, operations=[op], timeout=self._timeout
                 ),
             )
-            return
+            return None
         op = self._budget_types.CampaignBudgetOperation(
             update={"resource_name": refs["budget"], BUDGET_FIELD: int(str(change.after))},
             update_mask=field_mask_pb2.FieldMask(paths=[BUDGET_FIELD]),
@@ -182,6 +189,7 @@ class GoogleAdsCampaigns:
                 customer_id=customer_id, operations=[op], timeout=self._timeout
             ),
         )
+        return None
 
 
 class _Caller(ga.GoogleAdsCaller):
@@ -238,7 +246,7 @@ def _from_row(rec: Recommendation, customer_id: str, row: Any) -> Target:
         },
         skip=(
             "its budget is shared with other campaigns; scaling it would scale them too"
-            if shared and rec.action == "scale"
+            if shared and rec.action in ("scale", "unscale")
             else None
         ),
     )

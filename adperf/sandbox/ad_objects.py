@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from adperf.platforms import FACEBOOK, GOOGLE_ADS
 from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
 from adperf.sandbox.profiles import get_profile
 
@@ -64,7 +65,7 @@ def _build_objects(seed: int, profile: str) -> tuple[dict[str, Any], dict[str, A
     for ad in ent.ads:
         c = ent.campaigns[ad.campaign_index]
         digits = CURRENCY_DIGITS[c.currency]
-        if c.platform == "facebook":
+        if c.platform == FACEBOOK:
             fb["campaigns"][c.campaign_id] = {
                 "name": c.name,
                 "status": "ACTIVE",
@@ -78,7 +79,7 @@ def _build_objects(seed: int, profile: str) -> tuple[dict[str, Any], dict[str, A
                 # Budgets in the Marketing API are integers in the currency's minor unit.
                 "daily_budget": max(1, round(budgets[ad.adset_id] * 10**digits)),
             }
-        else:
+        elif c.platform == GOOGLE_ADS:
             budget_id = str(10_000_000_000 + zlib.crc32(f"budget-{c.campaign_id}".encode()))
             total = sum(budgets[a.adset_id] for a in _first_ads(ent.ads, c.index))
             google["campaigns"][c.campaign_id] = {

@@ -1,11 +1,13 @@
 """The sandbox's fixed cast: ad accounts, campaigns, adsets, ads, true economics, legacy users.
 
 Two Facebook ad accounts (USD, KRW) and one Google Ads customer (USD), each with the profile's
-campaigns; the Google customer's first campaign is an App campaign, which Google Ads reports
-at campaign level only (no ad-level rows). As at a global app company, the accounts keep days in
-different zones: the USD ad account in America/Los_Angeles (behind the default report zone,
-with DST), the Google customer in Australia/Sydney (ahead, with DST), the KRW account in the
-report's zone. Each account's delivery is simulated per day of its own calendar.
+campaigns, then a TikTok advertiser (KRW) and an Apple Ads org (USD) with up to two campaigns
+each (drawn from a generator of their own, after the others). The Google customer's first
+campaign is an App campaign, which Google Ads reports at campaign level only (no ad-level rows).
+As at a global app company, the accounts keep days in different zones: the USD ad account in
+America/Los_Angeles (behind the default report zone, with DST), the Google customer in
+Australia/Sydney (ahead, with DST), the KRW accounts and the Apple Ads org in the report's zone.
+Each account's delivery is simulated per day of its own calendar.
 
 Everything here depends on (seed, profile) only, never on the world's dates, so extending a
 world in time never changes who is in it.
@@ -14,11 +16,13 @@ world in time never changes who is in it.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from adperf.platforms import APPLE_ADS, FACEBOOK, GOOGLE_ADS, TIKTOK
 from adperf.sandbox.process import REFUND_RATE, PayerTruth, expected_purchases_and_revenue
 from adperf.sandbox.profiles import Profile
 
@@ -67,7 +71,7 @@ class Account:
     account_id: str
     name: str
     currency: str
-    platform: str = "facebook"
+    platform: str = FACEBOOK
     timezone: str = ""  # IANA zone of the account's days; "" = the world's report zone
 
 
@@ -88,7 +92,7 @@ class Campaign:
     truth: PayerTruth
     purchases_per_payer_180d: float
     revenue_per_payer_180d_usd: float
-    platform: str = "facebook"  # 'facebook' | 'google_ads'
+    platform: str = FACEBOOK  # a registered platform (adperf.platforms)
     app_campaign: bool = False  # a Google App campaign: reported at campaign level only
 
 
@@ -192,6 +196,60 @@ def _monte_carlo(seed: int, key: int, truth: PayerTruth, n: int) -> tuple[float,
     )
 
 
+def _campaign(
+    rng: np.random.Generator,
+    seed: int,
+    profile: Profile,
+    index: int,
+    account: Account,
+    name: str,
+    country: str,
+    os_name: str,
+    tier: str,
+    new_ids: Callable[[np.random.Generator, int, set[str]], list[str]],
+    taken: set[str],
+    *,
+    app_campaign: bool = False,
+    mc_key: int | None = None,
+) -> Campaign:
+    """A campaign of `account` with true economics that land it on its tier's 180-day ROAS."""
+    key = index if mc_key is None else mc_key
+    truth = _payer_truth(rng, float(rng.uniform(*_TIER_PAYER_RATE[tier])))
+    target_roas = float(rng.uniform(*_TIER_ROAS[tier]))
+    cpi_usd = float(rng.uniform(1.5, 6.0)) * (1.3 if os_name == "ios" else 1.0)
+    # Choose the mean purchase (then, if it had to be clamped, the CPI) so that the campaign
+    # lands on its tier's 180-day ROAS: some clearly profitable, some clearly not.
+    count, _ = _monte_carlo(seed, key, _with_mean_purchase(truth, 10.0), profile.mc_payers // 4)
+    net_per_install_per_usd = truth.payer_rate * count * (1.0 - REFUND_RATE)
+    mean_usd = float(np.clip(target_roas * cpi_usd / net_per_install_per_usd, 5.0, 30.0))
+    cpi_usd = float(np.clip(net_per_install_per_usd * mean_usd / target_roas, 0.8, 12.0))
+    truth = _with_mean_purchase(truth, mean_usd)
+    if account.currency == "KRW":
+        true_cpi = float(round(cpi_usd * KRW_PER_USD_BASE))
+        cpi_usd = true_cpi / KRW_PER_USD_BASE
+    else:
+        true_cpi = round(cpi_usd, 2)
+        cpi_usd = true_cpi
+    purchases, revenue = _monte_carlo(seed, key, truth, profile.mc_payers)
+    return Campaign(
+        index=index,
+        campaign_id=new_ids(rng, 1, taken)[0],
+        name=name,
+        account_id=account.account_id,
+        currency=account.currency,
+        country=country,
+        os=os_name,
+        tier=tier,
+        true_cpi=true_cpi,
+        true_cpi_usd=cpi_usd,
+        truth=truth,
+        purchases_per_payer_180d=purchases,
+        revenue_per_payer_180d_usd=revenue,
+        platform=account.platform,
+        app_campaign=app_campaign,
+    )
+
+
 def build_entities(seed: int, profile: Profile) -> Entities:
     """Accounts, campaigns, ads, organic and legacy users of the world (seed, profile)."""
     rng = rng_for(seed, 0, f"entities-{profile.name}")
@@ -208,7 +266,7 @@ def build_entities(seed: int, profile: Profile) -> Entities:
             str(int(rng.integers(10**9, 10**10))),
             "adperf Demo Google (USD)",
             "USD",
-            "google_ads",
+            GOOGLE_ADS,
             timezone="Australia/Sydney",
         ),
     )
@@ -220,7 +278,7 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     campaigns: list[Campaign] = []
     for i in range(n_campaigns):
         account = accounts[i // profile.campaigns_per_account]
-        google = account.platform == "google_ads"
+        google = account.platform == GOOGLE_ADS
         # The Google customer's first campaign is an App campaign (campaign-level reporting).
         app_campaign = google and i % profile.campaigns_per_account == 0
         country = (
@@ -237,44 +295,13 @@ def build_entities(seed: int, profile: Profile) -> Entities:
         while name in names:
             name, suffix = f"{base}_{suffix}", suffix + 1
         names.add(name)
-        tier = tiers[i]
-        truth = _payer_truth(rng, float(rng.uniform(*_TIER_PAYER_RATE[tier])))
-        target_roas = float(rng.uniform(*_TIER_ROAS[tier]))
-        cpi_usd = float(rng.uniform(1.5, 6.0)) * (1.3 if os_name == "ios" else 1.0)
-        # Choose the mean purchase (then, if it had to be clamped, the CPI) so that the campaign
-        # lands on its tier's 180-day ROAS: some clearly profitable, some clearly not.
-        count, _ = _monte_carlo(seed, i, _with_mean_purchase(truth, 10.0), profile.mc_payers // 4)
-        net_per_install_per_usd = truth.payer_rate * count * (1.0 - REFUND_RATE)
-        mean_usd = float(np.clip(target_roas * cpi_usd / net_per_install_per_usd, 5.0, 30.0))
-        cpi_usd = float(np.clip(net_per_install_per_usd * mean_usd / target_roas, 0.8, 12.0))
-        truth = _with_mean_purchase(truth, mean_usd)
-        if account.currency == "KRW":
-            true_cpi = float(round(cpi_usd * KRW_PER_USD_BASE))
-            cpi_usd = true_cpi / KRW_PER_USD_BASE
-        else:
-            true_cpi = round(cpi_usd, 2)
-            cpi_usd = true_cpi
-        purchases, revenue = _monte_carlo(seed, i, truth, profile.mc_payers)
         new_ids = _google_ids if google else _fb_ids
         campaigns.append(
-            Campaign(
-                index=i,
-                campaign_id=new_ids(rng, 1, taken)[0],
-                name=name,
-                account_id=account.account_id,
-                currency=account.currency,
-                country=country,
-                os=os_name,
-                tier=tier,
-                true_cpi=true_cpi,
-                true_cpi_usd=cpi_usd,
-                truth=truth,
-                purchases_per_payer_180d=purchases,
-                revenue_per_payer_180d_usd=revenue,
-                platform=account.platform,
+            _campaign(
+                rng, seed, profile, i, account, name, country, os_name, tiers[i], new_ids, taken,
                 app_campaign=app_campaign,
             )
-        )
+        )  # fmt: skip
 
     organic_share = float(rng.uniform(0.25, 0.35))
     paid_per_day = profile.installs_per_day * (1.0 - organic_share)
@@ -284,7 +311,7 @@ def build_entities(seed: int, profile: Profile) -> Entities:
     ads: list[Ad] = []
     for c in campaigns:
         usd_per_unit = 1.0 if c.currency == "USD" else 1.0 / KRW_PER_USD_BASE
-        new_ids = _google_ids if c.platform == "google_ads" else _fb_ids
+        new_ids = _google_ids if c.platform == GOOGLE_ADS else _fb_ids
         for s in range(profile.adsets_per_campaign):
             adset_id = new_ids(rng, 1, taken)[0]
             adset_name = f"{c.country}_{_AGES[s % len(_AGES)]}_{rng.choice(_AUDIENCES)}"
@@ -323,4 +350,95 @@ def build_entities(seed: int, profile: Profile) -> Entities:
         nu=rng.gamma(organic_truth.q, 1.0 / organic_truth.v, size=n),
         weight=(w := rng.gamma(0.7, 1.0, size=n)) / w.sum(),
     )
-    return Entities(tuple(accounts), tuple(campaigns), tuple(ads), organic, legacy)
+    more = _more_platforms(seed, profile, len(campaigns), len(ads), taken, paid_per_day)
+    return Entities(
+        (*accounts, *more[0]), (*campaigns, *more[1]), (*ads, *more[2]), organic, legacy
+    )
+
+
+# The platforms added after the first three accounts: their own generator, built after every
+# draw of the others, so a world of a given seed keeps its Facebook and Google Ads cast.
+# TikTok buys in KRW for Korea, Apple Ads in USD; each adds about this share of paid installs.
+_MORE_SHARE = 0.12
+
+
+def _tiktok_ids(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
+    """`n` new 19-digit ids starting with '17', like TikTok campaign / ad group / ad ids."""
+    return _new_ids(rng, n, taken, lambda: f"17{int(rng.integers(0, 10**17)):017d}")
+
+
+def _apple_ids(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
+    """`n` new 9-digit ids, like Apple Ads campaign and ad group ids."""
+    return _new_ids(rng, n, taken, lambda: str(int(rng.integers(10**8, 10**9))))
+
+
+def _new_ids(
+    rng: np.random.Generator, n: int, taken: set[str], draw: Callable[[], str]
+) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        candidate = draw()
+        if candidate not in taken:
+            taken.add(candidate)
+            out.append(candidate)
+    return out
+
+
+def _more_platforms(
+    seed: int,
+    profile: Profile,
+    first_campaign: int,
+    first_ad: int,
+    taken: set[str],
+    paid_per_day: float,
+) -> tuple[list[Account], list[Campaign], list[Ad]]:
+    """TikTok's advertiser and Apple Ads' org with their campaigns, ad groups and ads."""
+    rng = rng_for(seed, 0, f"entities-more-{profile.name}")
+    accounts = [
+        Account(f"7{int(rng.integers(10**17, 10**18)):018d}", "Demo TikTok (KRW)", "KRW", TIKTOK),
+        Account(str(int(rng.integers(10**6, 10**7))), "Demo Apple Ads (USD)", "USD", APPLE_ADS),
+    ]
+    per_account = min(profile.campaigns_per_account, 2)
+    campaigns: list[Campaign] = []
+    ads: list[Ad] = []
+    for account in accounts:
+        apple = account.platform == APPLE_ADS
+        new_ids = _apple_ids if apple else _tiktok_ids
+        for k in range(per_account):
+            index = first_campaign + len(campaigns)
+            country = "KR" if account.currency == "KRW" else "US"
+            os_name = "ios" if apple else ("android" if k % 2 else "ios")
+            prefix = "ASA" if apple else "TT"
+            name = f"{prefix}_{country}_{'iOS' if os_name == 'ios' else 'Android'}_{k + 1}"
+            tier = ("good", "bad", "mid")[(index + k) % 3]
+            c = _campaign(
+                rng, seed, profile, index, account, name, country, os_name, tier, new_ids, taken,
+                mc_key=100_000 + index,
+            )  # fmt: skip
+            campaigns.append(c)
+            # Apple Ads reports ad groups, not ads: one "ad" per ad group, with its id.
+            per_adset = 1 if apple else profile.ads_per_adset
+            n_ads = profile.adsets_per_campaign * per_adset
+            installs = paid_per_day * _MORE_SHARE / per_account / n_ads
+            usd_per_unit = 1.0 if c.currency == "USD" else 1.0 / KRW_PER_USD_BASE
+            for s in range(profile.adsets_per_campaign):
+                adset_id = new_ids(rng, 1, taken)[0]
+                adset_name = f"{country}_{_AGES[s % len(_AGES)]}_{rng.choice(_AUDIENCES)}"
+                for j in range(per_adset):
+                    pause_rate = 0.03
+                    ad_id = adset_id if apple else new_ids(rng, 1, taken)[0]
+                    ads.append(
+                        Ad(
+                            index=first_ad + len(ads),
+                            campaign_index=index,
+                            adset_id=adset_id,
+                            adset_name=adset_name,
+                            ad_id=ad_id,
+                            ad_name=adset_name if apple else f"{rng.choice(_FORMATS)}_v{j + 1}",
+                            daily_budget=installs * c.true_cpi / (1.0 - pause_rate),
+                            cpm=float(rng.uniform(4.0, 14.0)) / usd_per_unit,
+                            ctr=float(rng.uniform(0.008, 0.025)),
+                            pause_rate=pause_rate,
+                        )
+                    )
+    return accounts, campaigns, ads

@@ -20,6 +20,10 @@ talk to it unchanged (only `FacebookSession.GRAPH` points here):
   (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/#Updating);
   `GET /{version}/{campaign_id}` and `GET /{version}/{campaign_id}/adsets` (cursor paging), over
   editable objects kept in a JSON state file (`adperf.sandbox.ad_objects`);
+- `POST /{version}/{adset_id}/copies` (`deep_copy`, `status_option`, `campaign_id`) → the new
+  adset (in the same state file, `copy_of` its source) as `{"copied_adset_id", "ad_object_ids":
+  [{"ad_object_type", "source_id", "copied_id"}]}`
+  (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/copies/);
 - Insights reads over `max_insights_limit` rows a page or `max_insights_days` days answer
   HTTP 500 code 1 "Please reduce the amount of data you're asking for, then retry your request";
 - errors as `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
@@ -86,6 +90,8 @@ ASYNC_FAILED = "Job Failed"
 ASYNC_SKIPPED = "Job Skipped"
 # Adset statuses a client may set (https://developers.facebook.com/docs/marketing-api/reference/ad-campaign/).
 ADSET_STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED")
+PAUSED_STATUS = "PAUSED"
+COPY_STATUS_OPTIONS = ("ACTIVE", "PAUSED", "INHERITED_FROM_SOURCE")
 ADSET_FIELDS = ("id", "name", "status", "daily_budget", "campaign_id", "account_id")
 # What an async report run does, as scripted by `async_outcomes`.
 OUTCOMES = ("completed", "failed", "skipped", "stalled")
@@ -251,6 +257,8 @@ class FakeGraphApi:
         return _unsupported(method, node)
 
     def _adset_route(self, method: str, node: str, edge: str, params: dict[str, str]) -> _Reply:
+        if edge == "copies" and method == "POST":
+            return self._copy_adset(node, params)
         if edge:
             return _unsupported(method, f"{node}/{edge}")
         if method == "GET":
@@ -282,6 +290,39 @@ class FakeGraphApi:
             return _error(400, 100, f"(#100) Invalid parameter {sorted(unknown) or 'none'}")
         self._objects.update(lambda doc: doc["adsets"][node].update(update))
         return _ok({"success": True})
+
+    def _copy_adset(self, node: str, params: dict[str, str]) -> _Reply:
+        """`POST /{adset_id}/copies`: a copy of the adset under its (or the given) campaign."""
+        with self._lock:
+            denied = node in self._read_only
+        if denied:
+            return _error(
+                403, 200, "(#200) Requires ads_management permission to manage the object"
+            )
+        allowed = {"deep_copy", "status_option", "campaign_id", "rename_options"}
+        unknown = set(params) - allowed
+        status = params.get("status_option", PAUSED_STATUS)  # the documented default
+        if unknown or status not in COPY_STATUS_OPTIONS:
+            why = f"Invalid parameter {sorted(unknown)}" if unknown else "Param status_option"
+            return _error(400, 100, f"(#100) {why} must be one of {list(COPY_STATUS_OPTIONS)}")
+        made: dict[str, str] = {}
+
+        def copy(doc: dict[str, Any]) -> None:
+            source = doc["adsets"][node]
+            campaign = params.get("campaign_id") or source["campaign_id"]
+            new_id = str(max(int(k) for k in doc["adsets"] if k.isdigit()) + 1)
+            doc["adsets"][new_id] = {
+                **source,
+                "name": f"{source.get('name', node)} - Copy",
+                "campaign_id": campaign,
+                "status": source["status"] if status == "INHERITED_FROM_SOURCE" else status,
+                "copy_of": node,
+            }
+            made["id"] = new_id
+
+        self._objects.update(copy)
+        ids = [{"ad_object_type": "ad_set", "source_id": node, "copied_id": made["id"]}]
+        return _ok({"copied_adset_id": made["id"], "ad_object_ids": ids})
 
     def _campaign_route(
         self,

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adperf.sandbox import loopback
+from adperf.vocabulary import ORGANIC
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class FakeMmp:
         )
         rows = np.sort(order[lo:hi])  # the installs' own order, as AppsFlyer's export keeps it
         df = self._installs.take(rows)
-        is_organic = df["media_source"] == "organic"
+        is_organic = df["media_source"] == ORGANIC
         keep = ((df["app_id"] == app_id) & (is_organic if organic else ~is_organic)).to_numpy()
         rows = rows[keep][:max_rows]
         cells = _cells(

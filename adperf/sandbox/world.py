@@ -1,7 +1,7 @@
 """A deterministic simulated ad world on disk: the files the sandbox's fakes serve, and its truth.
 
 Layout of a world folder (a contract with the fake servers and the tests; `ad_daily.parquet`
-holds both platforms' delivery, told apart by `platform`):
+holds every platform's delivery, told apart by `platform`):
 `world.json`, `ads.csv`, `ad_daily.parquet`, `installs.parquet`, `payments.sqlite`,
 `logs/YYYY-MM-DD.jsonl.gz`, `fx.csv`, `truth/params.json`, `truth/campaign_daily.csv`,
 `truth/daily_totals.csv`, `truth/users.parquet`, `truth/user_value.parquet`.
@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import decimal
 import fcntl
+import functools
 import gzip
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -40,7 +42,10 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from adperf import platforms
 from adperf.errors import ConfigError
+from adperf.sandbox import loop
+from adperf.sandbox.anomalies import Anomaly, Planted
 from adperf.sandbox.entities import (
     CURRENCY_DIGITS,
     KRW_PER_USD_BASE,
@@ -71,8 +76,9 @@ LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days'
 CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
-MEDIA_SOURCE_MAP = {"Facebook Ads": "facebook", "googleadwords_int": "google_ads"}
-_MEDIA_SOURCE = {platform: source for source, platform in MEDIA_SOURCE_MAP.items()}
+MEDIA_SOURCE_MAP = platforms.media_source_map()
+# The media source the world's MMP reports each platform's installs under (its first one).
+_MEDIA_SOURCE = {p.name: p.media_sources[0] for p in platforms.entries()}
 # A few paid installs come through networks that withhold user-level data: the MMP reports their
 # media source as 'restricted', with empty campaign fields
 # (https://support.appsflyer.com/hc/en-us/articles/360006868017). One in RESTRICTED_EVERY paid
@@ -100,8 +106,15 @@ def build_world(
     profile: str = "small",
     report_timezone: str = "Asia/Seoul",
     report_currency: str = "USD",
+    drift: bool = False,
+    anomalies: Sequence[Anomaly] = (),
 ) -> dict[str, Any]:
     """Build the world (seed, profile) for days start..end into `out_dir`, atomically.
+
+    Closed loop (adperf.sandbox.loop): days the world in `out_dir` already had keep the budget
+    controls they were built with; new days take the fakes' object state as it is now.
+    `drift` adds creative fatigue and late-starting campaigns. `anomalies` plants changes from
+    given days on (adperf.sandbox.anomalies), for the watch.
 
     Writes into a temp folder beside `out_dir`, then swaps it in: a killed build leaves no half
     world. Not locked: concurrent callers should use `ensure_world`. Returns world.json's content.
@@ -128,9 +141,14 @@ def build_world(
             "Fix: point the sandbox at an empty or world folder"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    controls = _controls(out_dir, seed, prof, start, tz, report_currency, drift)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        meta = _World(tmp, seed, start, end, prof, tz, report_currency).build()
+        world = _World(tmp, seed, start, end, prof, tz, report_currency, anomalies)
+        world.set_loop(*controls, drift=drift)
+        if controls[0] and (out_dir / "logs").is_dir():  # the ledger says: this world, shorter
+            world.reuse_logs(out_dir)
+        meta = world.build()
         _swap_in(tmp, out_dir)
     finally:
         if tmp.exists():
@@ -146,6 +164,7 @@ def ensure_world(
     seed: int = 7,
     days: int | None = None,
     report_timezone: str = "Asia/Seoul",
+    drift: bool = False,
 ) -> dict[str, Any]:
     """The world in `out_dir` reaching at least `end`: built if missing, extended if shorter.
 
@@ -163,12 +182,17 @@ def ensure_world(
             shutil.rmtree(junk, ignore_errors=True)
         if (out_dir / "world.json").exists():
             meta = load_meta(out_dir)
-            have = (meta["seed"], meta["profile"], meta["report_timezone"])
-            if have != (seed, profile, report_timezone):
+            have = (
+                meta["seed"],
+                meta["profile"],
+                meta["report_timezone"],
+                meta.get("drift", False),
+            )
+            if have != (seed, profile, report_timezone, drift):
                 raise ConfigError(
-                    f"sandbox: {out_dir} holds the world (seed, profile, timezone) = {have}, "
-                    f"not {(seed, profile, report_timezone)}. Fix: delete the folder or point "
-                    "[adperf] data_root elsewhere"
+                    f"sandbox: {out_dir} holds the world (seed, profile, timezone, drift) = "
+                    f"{have}, not {(seed, profile, report_timezone, drift)}. Fix: delete the "
+                    "folder or point [sandbox] root elsewhere"
                 )
             if date.fromisoformat(meta["end"]) >= end:
                 return meta
@@ -188,6 +212,7 @@ def ensure_world(
             profile=profile,
             report_timezone=report_timezone,
             report_currency=currency,
+            drift=drift,
         )
 
 
@@ -271,6 +296,29 @@ def insert_payments(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _controls(
+    out_dir: Path, seed: int, prof: Profile, start: date, tz: ZoneInfo, currency: str, drift: bool
+) -> tuple[dict[str, dict[int, float]], Any]:
+    """(the ledger of the world in `out_dir` if it is this world, the fakes' factors now)."""
+    meta = {"seed": seed, "profile": prof.name}
+    ledger: dict[str, dict[int, float]] = {}
+    if (out_dir / "world.json").exists():
+        old = load_meta(out_dir)
+        have = (old["seed"], old["profile"], old["start"], old["report_timezone"],
+                old["report_currency"], old.get("drift", False))  # fmt: skip
+        if have == (seed, prof.name, start.isoformat(), tz.key, currency, drift):
+            ledger = loop.read_ledger(out_dir)
+    now = loop.current_factors(out_dir, meta, _entities(seed, prof))
+    return ledger, now
+
+
+@functools.lru_cache(maxsize=4)
+def _entities(seed: int, profile: Profile) -> Entities:
+    """build_entities, once per process: its Monte Carlo truths take seconds, and a closed
+    loop extends the world every day. Entities are frozen; nobody edits their arrays."""
+    return build_entities(seed, profile)
 
 
 @contextmanager
@@ -383,6 +431,7 @@ class _World:
         profile: Profile,
         tz: ZoneInfo,
         report_currency: str,
+        anomalies: Sequence[Anomaly] = (),
     ) -> None:
         self.root = root
         self.seed = seed
@@ -402,15 +451,39 @@ class _World:
             dtype=np.int64,
         )
         self.cutoff_us = int(self.bounds[self.n_days])
-        self.ent: Entities = build_entities(seed, profile)
+        self.ent: Entities = _entities(seed, profile)
         self.n_campaigns = len(self.ent.campaigns)
         self.n_ads = len(self.ent.ads)
+        # Anomalies planted for the watch (issue 19): none by default, and then no change at all.
+        self.anomalies = Planted(
+            anomalies,
+            [c.campaign_id for c in self.ent.campaigns],
+            [c.platform for c in self.ent.campaigns],
+            np.array([a.campaign_index for a in self.ent.ads], dtype=np.int64),
+        )
+        self.set_loop(ledger={}, now=np.ones(self.n_ads), drift=False)
+
+    def set_loop(
+        self, ledger: dict[str, dict[int, float]], now: FloatArray, *, drift: bool
+    ) -> None:
+        """The closed loop's inputs (adperf.sandbox.loop): the budget factors days were built
+        with, the fakes' factors for new days, and whether the world drifts."""
+        self.ledger, self.now_factors, self.drift_on = ledger, now, drift
+        self.drift = loop.build_drift(self.seed, self.profile, self.ent, drift)
+        self.old_logs: Path | None = None
+
+    def reuse_logs(self, old_world: Path) -> None:
+        """Link the log files of the days `old_world` (this world, shorter) already has instead
+        of writing them again: a day's log depends on that day and the days before it only, and
+        writing them is most of an extension's time."""
+        self.old_logs = old_world / "logs"
 
     # ----------------------------------------------------------------- simulation
 
     def build(self) -> dict[str, Any]:
         self._fx()
         self._delivery_and_users()
+        self.anomalies.after_delivery(self)  # planted CPI spikes, platform install claims
         self._purchases()
         self._payments()
         self._reported()
@@ -421,6 +494,7 @@ class _World:
         self._write_fx()
         self._write_logs()
         self._write_truth()
+        self._write_loop()
         meta = self._meta()
         # world.json last: a folder without it is never mistaken for a complete world.
         (self.root / "world.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -470,16 +544,24 @@ class _World:
             k: []
             for k in ("key", "us", "day", "group", "ad", "cuid", "os", "country", "af", "payer")
         }
+        self.factors = np.ones((self.n_days, self.n_ads))
+        self.fatigue = np.ones((self.n_days, self.n_campaigns))
         for i in range(self.n_days):
             d = self.dates[i]
             rng = self._day_rng(i, "delivery")
-            paused = rng.random(self.n_ads) < pause
+            # Closed loop: the budget the fakes hold (0 when paused), late launches, fatigue.
+            factor = loop.factors_for(d.isoformat(), self.ledger, self.now_factors)
+            self.factors[i] = factor
+            self.fatigue[i] = self.drift.fatigue(i)
+            factor = np.where(self.drift.launched(i)[ad_camp], factor, 0.0)
+            paused = (rng.random(self.n_ads) < pause) | (factor <= 0)
             weekend = 1.1 if d.weekday() >= 5 else 1.0
-            raw = budget * weekend * rng.lognormal(-0.02, 0.2, self.n_ads)
+            raw = budget * factor * weekend * rng.lognormal(-0.02, 0.2, self.n_ads)
+            raw = raw * self.anomalies.delivery(d)  # planted budget changes (1.0: none)
             minor = np.where(paused, 0, np.rint(raw * scale)).astype(np.int64)
             spend = minor / scale
             live = minor > 0
-            installs = rng.poisson(spend / cpi).astype(np.int64)
+            installs = rng.poisson(spend / (cpi * loop.cpi_factor(factor))).astype(np.int64)
             imps = rng.poisson(spend / cpm * 1000.0).astype(np.int64)
             clk = rng.binomial(imps, ctr).astype(np.int64)
             # Platforms over-report installs against the MMP (modelled conversions, view-through).
@@ -506,7 +588,8 @@ class _World:
             users["ad"].append(np.concatenate([paid_ad, np.full(n_org, -1, dtype=np.int64)]))
             users["cuid"].append(rng.random(n) >= CUID_MISSING_RATE)
             users["af"].append(rng.integers(0, 10**7, n).astype(np.int64))
-            users["payer"].append(rng.random(n) < payer_rate[group])
+            day_rate = payer_rate * np.append(self.fatigue[i], 1.0)
+            users["payer"].append(rng.random(n) < day_rate[group])
             org_os = np.where(rng.random(n_org) < 0.45, "ios", "android")
             org_country = np.where(
                 rng.random(n_org) < org.kr_share,
@@ -718,6 +801,7 @@ class _World:
         u = self.users
         paid: BoolArray = (u.group >= 0) & (u.group < self.n_campaigns)
         chosen: BoolArray = u.af_suffix % RESTRICTED_EVERY == 0
+        chosen |= self.anomalies.restricted(u.day, u.af_suffix, self.dates)
         return paid & chosen
 
     def _mmp_campaign_ids(self) -> npt.NDArray[np.object_]:
@@ -804,6 +888,10 @@ class _World:
         nl = u.n_legacy
         pay_day_first = np.searchsorted(pay.day, np.arange(self.n_days + 1))
         for i in range(self.n_days):
+            old = None if self.old_logs is None else self.old_logs / f"{self.dates[i]}.jsonl.gz"
+            if old is not None and old.exists():
+                os.link(old, self.root / "logs" / old.name)
+                continue
             rng = self._day_rng(i, "logs")
             lo_us, hi_us = int(self.bounds[i]), int(self.bounds[i + 1])
             first, last = int(self.day_first[i]), int(self.day_first[i + 1])
@@ -987,7 +1075,7 @@ class _World:
             organic = report(i, {cur: int(rev[cur][i, nc]) for cur in rev})
             zero = _money(0, CURRENCY_DIGITS[self.report_currency])
             camp_rows.append(
-                [ds, "organic", "", "organic", self.report_currency, zero, zero,
+                [ds, ORGANIC, "", ORGANIC, self.report_currency, zero, zero,
                  str(installs[i, nc]), str(payers[i, nc]), _fmt(organic)]
             )  # fmt: skip
             restricted = report(i, {cur: int(rev[cur][i, nc + 2]) for cur in rev})
@@ -1070,8 +1158,8 @@ class _World:
                 "true_roas_365d": e["expected_net_revenue_per_install_usd_365d"] / c.true_cpi_usd,
             }
         o = self.ent.organic
-        params["organic"] = {
-            "platform": "organic",
+        params[ORGANIC] = {
+            "platform": ORGANIC,
             "account_id": "",
             "currency": None,
             "organic_share": o.share,
@@ -1145,6 +1233,57 @@ class _World:
         )
         pq.write_table(table, self.root / "truth" / "user_value.parquet")
 
+    def _write_loop(self) -> None:
+        """controls.json (the ledger of each day's budget factors) and
+        truth/campaign_value_daily.csv: per campaign and day the budget factor, the fatigue,
+        true spend (report currency), true installs, the true 365-day value per install (USD)
+        and the true 365-day ROAS of that day's installs."""
+        loop.write_ledger(
+            self.root,
+            {self.dates[i].isoformat(): loop.sparse(self.factors[i]) for i in range(self.n_days)},
+        )
+        params = json.loads((self.root / "truth" / "params.json").read_text(encoding="utf-8"))
+        u, nc = self.users, self.n_campaigns
+        paid = (u.day >= 0) & (u.group >= 0) & (u.group < nc)
+        installs = np.bincount(
+            u.day[paid] * nc + u.group[paid], minlength=self.n_days * nc
+        ).reshape(self.n_days, nc)
+        spend = np.zeros((self.n_days, nc))
+        np.add.at(spend.T, self.ad_camp, (self.spend_minor / self.ad_scale).T)
+        # Installs per unit of spend relative to the true CPI: sum(spend / cpi factor) / spend.
+        cheap = np.zeros((self.n_days, nc))
+        launched = np.stack([self.drift.launched(i) for i in range(self.n_days)])
+        factor = np.where(launched[:, self.ad_camp], self.factors, 0.0)
+        np.add.at(
+            cheap.T, self.ad_camp, (self.spend_minor / self.ad_scale / loop.cpi_factor(factor)).T
+        )
+        budget = np.zeros((self.n_days, nc))
+        base = np.array([a.daily_budget for a in self.ent.ads])
+        np.add.at(budget.T, self.ad_camp, (factor * base).T)
+        base_c = np.zeros(nc)
+        np.add.at(base_c, self.ad_camp, base)
+        rows: list[list[str]] = []
+        for i in range(self.n_days):
+            ds = self.dates[i].isoformat()
+            for c in self.ent.campaigns:
+                k = c.index
+                rate = float(self.rate_str[c.currency][i])
+                p = params[c.campaign_id]
+                value = p["expected_net_revenue_per_install_usd_365d"] * self.fatigue[i, k]
+                ratio = cheap[i, k] / spend[i, k] if spend[i, k] > 0 else 1.0
+                rows.append(
+                    [ds, c.platform, c.campaign_id, f"{budget[i, k] / base_c[k]:.6g}",
+                     f"{self.fatigue[i, k]:.6g}", f"{spend[i, k] * rate:.6f}",
+                     str(int(installs[i, k])), f"{value:.6g}",
+                     f"{p['true_roas_365d'] * self.fatigue[i, k] * ratio:.6g}"]
+                )  # fmt: skip
+        _write_csv(
+            self.root / "truth" / "campaign_value_daily.csv",
+            ["date", "platform", "campaign_id", "budget_factor", "fatigue", "spend_report",
+             "installs", "value_per_install_365d_usd", "true_roas_365d"],
+            rows,
+        )  # fmt: skip
+
     def _meta(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -1162,7 +1301,7 @@ class _World:
                     "timezone_name": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
-                if a.platform == "facebook"
+                if a.platform == platforms.FACEBOOK
             ],
             "google_ads_customers": [
                 {
@@ -1172,13 +1311,43 @@ class _World:
                     "time_zone": a.timezone or self.tz.key,
                 }
                 for a in self.ent.accounts
-                if a.platform == "google_ads"
+                if a.platform == platforms.GOOGLE_ADS
+            ],
+            # TikTok advertisers and Apple Ads orgs, as their APIs describe them.
+            "tiktok_advertisers": [
+                {
+                    "advertiser_id": a.account_id,
+                    "name": a.name,
+                    "currency": a.currency,
+                    "timezone": a.timezone or self.tz.key,
+                }
+                for a in self.ent.accounts
+                if a.platform == platforms.TIKTOK
+            ],
+            "apple_ads_orgs": [
+                {
+                    "orgId": int(a.account_id),
+                    "orgName": a.name,
+                    "currency": a.currency,
+                    "timeZone": a.timezone or self.tz.key,
+                    "paymentModel": "LOC",
+                    "roleNames": ["API Account Read Only"],
+                }
+                for a in self.ent.accounts
+                if a.platform == platforms.APPLE_ADS
             ],
             # Google App campaigns: the fake Google Ads reports them at campaign level only.
             "google_app_campaign_ids": [
                 c.campaign_id for c in self.ent.campaigns if c.app_campaign
             ],
             "media_source_map": dict(MEDIA_SOURCE_MAP),
+            # Only a drifting world says so: world.json of the default world stays as it was.
+            **({"drift": True} if self.drift_on else {}),
+            **(
+                {"anomalies": [a.to_json() for a in self.anomalies.anomalies]}
+                if self.anomalies.anomalies
+                else {}
+            ),
         }
 
 

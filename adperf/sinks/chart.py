@@ -6,11 +6,11 @@ matplotlib's Agg backend (no display needed) into PNG bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import io
 import os
-import warnings
 from dataclasses import dataclass
 
 import matplotlib
@@ -21,19 +21,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
+from adperf import platforms  # noqa: E402
 from adperf.sinks.summary import cohort_cells  # noqa: E402
+from adperf.transform import metrics  # noqa: E402
 from adperf.vocabulary import INSTALL_BUCKETS  # noqa: E402
 
 WINDOW_DAYS = 30
 TOP_CURVES = 5
+OTHERS = "others"  # the curve pooling every campaign past the top TOP_CURVES
 MAX_AGE = 30
 # Fonts tried in order, glyph by glyph (matplotlib >= 3.6): Korean or Japanese campaign names
 # render where a CJK font is installed, DejaVu Sans (bundled with matplotlib) covers the rest.
 FONTS = ["DejaVu Sans", "Noto Sans CJK KR", "Noto Sans CJK JP", "NanumGothic"]
-PLATFORM_COLORS = {"facebook": "#1877F2", "google_ads": "#EA4335"}
+PLATFORM_COLORS = platforms.colours()
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,10 @@ def build_chart_data(
         camp.groupby(["platform", "campaign_id"], as_index=False)
         .agg(spend=("spend", "sum"), name=("campaign_name", "last"))
         .sort_values(["spend", "platform", "campaign_id"], ascending=[False, True, True])
-        .head(top)
     )
+    n_campaigns = camp.groupby(["platform", "campaign_id"]).ngroups
     curves = []
-    for row in by_spend.itertuples():
+    for row in by_spend.head(top).itertuples():
         rows = cohort[
             (cohort["platform"] == row.platform) & (cohort["campaign_id"] == row.campaign_id)
         ]
@@ -133,7 +137,8 @@ def build_chart_data(
         pooled = pooled[pooled["age_days"] <= MAX_AGE]
         name = str(row.name) if isinstance(row.name, str) and row.name else ""
         if not name or not drawable(name):
-            # Boxes for a name no installed font can draw say nothing: show the id instead.
+            # Only where no installed font has a glyph of it (no CJK font: apt-get install
+            # fonts-noto-cjk): boxes say nothing, the id at least finds the campaign.
             name = f"id {row.campaign_id}"
         curves.append(
             pd.DataFrame(
@@ -141,6 +146,25 @@ def build_chart_data(
                     "platform": row.platform,
                     "campaign_id": row.campaign_id,
                     "label": f"{name[:32]} ({row.platform})",
+                    "age_days": pooled["age_days"].astype("int64"),
+                    "roas": _div(pooled["revenue"], pooled["spend"]),
+                }
+            )
+        )
+    if n_campaigns > top:
+        # The rest pooled as one curve: 300 campaigns make one more line, not 295 more labels.
+        head = by_spend.head(top)
+        shown = set(zip(head["platform"], head["campaign_id"], strict=True))
+        keys = zip(cohort["platform"], cohort["campaign_id"], strict=True)
+        rest = cohort[[k not in shown for k in keys]]
+        pooled = rest.groupby("age_days", as_index=False)[["revenue", "spend"]].sum()
+        pooled = pooled[pooled["age_days"] <= MAX_AGE]
+        curves.append(
+            pd.DataFrame(
+                {
+                    "platform": OTHERS,
+                    "campaign_id": OTHERS,
+                    "label": f"others ({n_campaigns - top:,} more)",
                     "age_days": pooled["age_days"].astype("int64"),
                     "roas": _div(pooled["revenue"], pooled["spend"]),
                 }
@@ -155,14 +179,26 @@ def build_chart_data(
 
 def render_chart(data: ChartData, currency: str, target_roas: float | None = None) -> bytes:
     """The picture as PNG bytes: spend per platform, ROAS D0/D7 per platform, cohort curves."""
+    with plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}):
+        fig = draw_chart(data, currency, target_roas)
+        try:
+            buffer = io.BytesIO()
+            # No date or software version in the file: the same data gives the same bytes.
+            fig.savefig(buffer, format="png", metadata={"Software": None})
+        finally:
+            plt.close(fig)
+    return buffer.getvalue()
+
+
+def draw_chart(data: ChartData, currency: str, target_roas: float | None = None) -> Figure:
+    """The picture as a matplotlib Figure (laid out; the caller closes it).
+
+    Names reach it only when an installed font draws them (`drawable`), so matplotlib's
+    "Glyph … missing from font" warning means a real regression and is left to show.
+    """
     last = dt.date.fromisoformat(data.day)
     dates = pd.date_range(last - dt.timedelta(days=WINDOW_DAYS - 1), last, freq="D")
-    with (
-        plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}),
-        warnings.catch_warnings(),
-    ):
-        # A name with a glyph no installed font has is drawn as a box; say nothing per glyph.
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    with plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}):
         fig, (ax_spend, ax_roas, ax_curve) = plt.subplots(
             3, 1, figsize=(9, 10), dpi=100, height_ratios=[1, 1, 1.2]
         )
@@ -172,12 +208,10 @@ def render_chart(data: ChartData, currency: str, target_roas: float | None = Non
             _curve_panel(ax_curve, data.curves, target_roas)
             fig.suptitle(f"adperf — {data.day}", fontsize=13, fontweight="bold")
             fig.tight_layout()
-            buffer = io.BytesIO()
-            # No date or software version in the file: the same data gives the same bytes.
-            fig.savefig(buffer, format="png", metadata={"Software": None})
-        finally:
+        except BaseException:
             plt.close(fig)
-    return buffer.getvalue()
+            raise
+    return fig
 
 
 def _spend_panel(ax: Axes, daily: pd.DataFrame, dates: pd.DatetimeIndex, currency: str) -> None:
@@ -233,13 +267,15 @@ def _curve_panel(ax: Axes, curves: pd.DataFrame, target: float | None) -> None:
         f"{WINDOW_DAYS} days pooled",
         loc="left",
     )
-    for (_platform, _campaign), rows in curves.groupby(["platform", "campaign_id"], sort=False):
+    for (platform, _campaign), rows in curves.groupby(["platform", "campaign_id"], sort=False):
         rows = rows.sort_values("age_days")
+        pooled = {"color": "grey", "linestyle": "--"} if platform == OTHERS else {}
         ax.plot(
             rows["age_days"],
             rows["roas"].astype("float64"),
             marker="o",
             label=rows["label"].iloc[0],
+            **pooled,  # type: ignore[arg-type]
         )
     _target_line(ax, target)
     if not len(curves):
@@ -281,6 +317,16 @@ def _empty(ax: Axes, text: str) -> None:
 def _installed_fonts() -> list[str]:
     """The families of FONTS installed here (matplotlib logs a warning for each missing one)."""
     names = {f.name for f in font_manager.fontManager.ttflist}
+    if not all(family in names for family in FONTS):
+        # matplotlib caches the system's fonts once (~/.cache/matplotlib/fontlist-*.json) and
+        # never looks again: a font package installed after that (fonts-noto-cjk) stays unseen
+        # and CJK names become ids. Add the font files the cache does not know.
+        known = {f.fname for f in font_manager.fontManager.ttflist}
+        for path in font_manager.findSystemFonts():
+            if path not in known:
+                with contextlib.suppress(OSError, RuntimeError):  # a broken font file: skip it
+                    font_manager.fontManager.addfont(path)
+        names = {f.name for f in font_manager.fontManager.ttflist}
     return [family for family in FONTS if family in names] or ["DejaVu Sans"]
 
 
@@ -311,5 +357,5 @@ def _typed(df: pd.DataFrame, texts: list[str], numbers: list[str]) -> pd.DataFra
 
 
 def _div(num: pd.Series, den: pd.Series) -> pd.Series:
-    num, den = num.astype("float64"), den.astype("float64")
-    return (num / den).where(den > 0)
+    """ROAS (metrics.roas) as float64 with NaN where undefined, as matplotlib wants it."""
+    return metrics.roas(num, den).astype("float64").where(den.astype("float64") > 0)

@@ -36,6 +36,8 @@ def build_html_report(
     notes: list[str],
     png: bytes,
     accounts_line: str | None = None,
+    watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> str:
     """The day's report page: totals with changes, chart, actions, notes, every campaign;
     `accounts_line` says which ad accounts keep days of another zone."""
@@ -45,6 +47,9 @@ def build_html_report(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>adperf — {_e(day)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>adperf — {_e(day)}</h1>",
+        # Written beside this page by the Dashboard task (adperf.sinks.dashboard).
+        '<p><a href="dashboard.html">Interactive dashboard</a>: trends, cohort heatmap, filters '
+        "by platform, campaign, country and OS.</p>",
         f'<p class="muted">Amounts in {_e(currency)}. d/d: vs {_e(d1)}; w/w: vs {_e(d7)} '
         "(same weekday). ROAS changes are in percentage points (pp).</p>",
         f'<p class="muted" id="account-days">{_e(accounts_line)}</p>' if accounts_line else "",
@@ -58,11 +63,13 @@ def build_html_report(
             numeric={1, 2, 3},
             raw={2, 3},
         ),
+        *([] if watch is None else ["<h2>Watch</h2>", _watch(watch)]),
         "<h2>Chart</h2>",
         f'<img alt="daily spend and ROAS per platform; cohort ROAS curves" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">',
         "<h2>Recommended actions</h2>",
         _actions(actions, currency),
+        *(['<h2 id="follow-ups">Did it work?</h2>', _follow_ups(follow_ups)] if follow_ups else []),
         "<h2>Data quality</h2>",
         "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
         if notes
@@ -74,8 +81,19 @@ def build_html_report(
     return "\n".join(parts) + "\n"
 
 
+def _watch(watch: pd.DataFrame) -> str:
+    """What changed beyond normal day-to-day noise (adperf.transform.watch), one line each."""
+    if not len(watch):
+        return '<p id="watch">Nothing beyond normal day-to-day noise.</p>'
+    items = "".join(
+        f'<li data-check="{_e(str(r.check))}">{_e(str(r.message))}</li>' for r in watch.itertuples()
+    )
+    return f'<ul id="watch">{items}</ul>'
+
+
 def _actions(actions: pd.DataFrame, currency: str) -> str:
-    chosen = actions[actions["action"].isin(["scale", "pause"])] if len(actions) else actions
+    acted = ["scale", "pause", "unscale", "expand"]
+    chosen = actions[actions["action"].isin(acted)] if len(actions) else actions
     held = int((actions["action"] == "hold").sum()) if len(actions) else 0
     if not len(chosen):
         return f"<p>No scale or pause recommendations ({held:,} held).</p>"
@@ -100,6 +118,11 @@ def _actions(actions: pd.DataFrame, currency: str) -> str:
         raw=set(range(8)),
     )
     return table + f'<p class="muted">{held:,} more held (not enough evidence either way).</p>'
+
+
+def _follow_ups(lines: list[str]) -> str:
+    """One line per applied action followed up today (adperf.transform.outcomes)."""
+    return "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>"
 
 
 def _campaigns(campaigns: pd.DataFrame, currency: str) -> str:

@@ -73,12 +73,15 @@ def render_report(
     history_spend: pd.DataFrame | None = None,
     target_roas: float | None = None,
     accounts_line: str | None = None,
+    watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> RenderedReport:
     """The report of `day` from its campaign/action/cohort rows and the earlier days' rows.
 
     `cohorts` is the day's cohort triangle; `history_*` are campaign_daily / cohort_roas rows of
     the days before and ad_spend_daily rows of the chart's window (as loaded in the warehouse;
-    days not loaded are simply missing). Amounts are in the report currency.
+    days not loaded are simply missing). Amounts are in the report currency. `watch`: the
+    day's watch findings (adperf.transform.watch; None: the section is left out).
     """
     d1, d7 = comparison_days(day)
     # The day's triangle holds the earlier days' cohorts too (D0 of yesterday, D7 of the week
@@ -105,6 +108,8 @@ def render_report(
         week_before=before[d7],
         attachment=csv_name,
         accounts_line=accounts_line,
+        watch=watch,
+        follow_ups=follow_ups,
     )
     csv = build_campaign_csv(campaigns, actions)
     chart = build_chart_data(
@@ -132,6 +137,8 @@ def render_report(
         ],
         png=png,
         accounts_line=accounts_line,
+        watch=watch,
+        follow_ups=follow_ups,
     )
     digest = hashlib.sha256()
     # The PNG's bytes depend on the matplotlib version; its data is what the reader sees.

@@ -56,6 +56,7 @@ MAX_FALLBACK_TEXT = 1000
 
 TOP_CAMPAIGNS = 5
 MAX_ACTIONS_LISTED = 10
+MAX_WATCH_LISTED = 10
 MAX_NAME_CHARS = 80
 MAX_REASON_CHARS = 300
 MAX_NOTE_CHARS = 500
@@ -95,6 +96,8 @@ def build_slack_message(
     week_before: dict[str, Any] | None = None,
     attachment: str | None = None,
     accounts_line: str | None = None,
+    watch: pd.DataFrame | None = None,
+    follow_ups: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report of one day as a Slack message: {"text": fallback, "blocks": [...]}.
 
@@ -150,6 +153,8 @@ def build_slack_message(
         clock = ":clock3: " + _escape(accounts_line)
         blocks.append({"type": "context", "elements": [_mrkdwn(_cut(clock, MAX_NOTE_CHARS))]})
     blocks.append({"type": "divider"})
+    if watch is not None:
+        blocks += [_watch_section(watch), {"type": "divider"}]
 
     paid = campaigns[~campaigns["platform"].isin(INSTALL_BUCKETS)]
     ranked = paid[(paid["spend"] > 0) & paid["roas"].notna()].sort_values(
@@ -183,6 +188,8 @@ def build_slack_message(
     for action, title in (
         ("scale", ":arrow_up: *Scale*"),
         ("pause", ":double_vertical_bar: *Pause*"),
+        ("unscale", ":arrow_down: *Scale back*"),
+        ("expand", ":heavy_plus_sign: *Expand* (copy the adset)"),
     ):
         chosen = actions[actions["action"] == action] if len(actions) else actions
         if not len(chosen):
@@ -199,6 +206,8 @@ def build_slack_message(
         )
     if not listed_any:
         blocks.append(_text_section("*Recommended actions*\nNo scale or pause recommendations."))
+    if follow_ups:
+        blocks.append(_follow_up_section(follow_ups))
 
     if attachment:
         shown_campaigns = len(top) + len(bottom)
@@ -227,6 +236,22 @@ def build_slack_message(
         f"{n_scale} to scale, {n_pause} to pause"
     )
     return {"text": _cut(fallback, MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def with_dashboard_link(message: dict[str, Any], link: str) -> dict[str, Any]:
+    """`message` with a line linking the day's dashboard (a URL, or a file path shown as is),
+    after the headline numbers; the message stays within Slack's block limit."""
+    if link.startswith(("https://", "http://")):
+        text = f":bar_chart: <{_escape(link)}|Dashboard>: trends, cohort heatmap, filters"
+    else:
+        text = (
+            f":bar_chart: Dashboard (trends, cohort heatmap, filters): `{_escape(link)}` in the "
+            "data root"
+        )
+    block = {"type": "context", "elements": [_mrkdwn(_cut(text, MAX_NOTE_CHARS))]}
+    blocks = list(message["blocks"])[: MAX_BLOCKS - 1]
+    at = 3 if len(blocks) >= 3 else len(blocks)  # header, totals, their legend, then the link
+    return {**message, "blocks": [*blocks[:at], block, *blocks[at:]]}
 
 
 def build_campaign_csv(campaigns: pd.DataFrame, actions: pd.DataFrame) -> bytes:
@@ -805,6 +830,18 @@ def _quality_context(
     return {"type": "context", "elements": elements}
 
 
+def _watch_section(watch: pd.DataFrame) -> dict[str, Any]:
+    """The watch: what changed beyond normal day-to-day noise, each with its baseline."""
+    if not len(watch):
+        return _text_section(":eyes: *Watch*\nNothing beyond normal day-to-day noise.")
+    shown = watch.head(MAX_WATCH_LISTED)
+    return _list_section(
+        f":eyes: *Watch* ({len(watch):,} beyond normal noise)",
+        [f"• {_escape(_cut(str(m), MAX_REASON_CHARS))}" for m in shown["message"]],
+        hidden=len(watch) - len(shown),
+    )
+
+
 def _list_section(title: str, lines: list[str], *, hidden: int) -> dict[str, Any]:
     """A section with a title and bullet lines, cut to Slack's section limit."""
     text = title
@@ -837,6 +874,16 @@ def _proas(row: Any) -> str:
     if _num(row.proas) is None or _num(low) is None or _num(high) is None:
         return _ratio(row.proas)
     return f"{_ratio(row.proas)} [{_ratio(low)[:-1]}–{_ratio(high)}]"
+
+
+def _follow_up_section(lines: list[str]) -> dict[str, Any]:
+    """'Did it work?': one line per applied action followed up today (transform.outcomes)."""
+    shown = lines[:MAX_ACTIONS_LISTED]
+    return _list_section(
+        f":mag: *Did it work?* ({len(lines):,} followed up)",
+        [f"• {_escape(_cut(line, MAX_REASON_CHARS))}" for line in shown],
+        hidden=len(lines) - len(shown),
+    )
 
 
 def _action_line(row: Any, currency: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from adperf.transform import metrics
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, RESTRICTED
 
 # ISO 4217 currencies without minor units: "1,234,567 KRW", not "1,234,567.00 KRW".
@@ -66,12 +67,12 @@ def build_totals(campaigns: pd.DataFrame, cohorts: pd.DataFrame, day: str) -> di
         if len(campaigns)
         else 0.0,
         "all_installs": _sum(campaigns, "installs") if len(campaigns) else 0.0,
-        "cpi": spend / installs if installs > 0 else None,
+        "cpi": metrics.cpi_of(spend, installs),
         "revenue": revenue if len(paid) else None,
-        "roas": revenue / spend if spend > 0 else None,
+        "roas": metrics.roas_of(revenue, spend),
         "roas_d0": _cohort_roas(cohorts, day, 0),
         "roas_d7": _cohort_roas(cohorts, day, 7),
-        "proas": pltv / spend if spend > 0 and has_pltv else None,
+        "proas": metrics.proas_of(pltv, spend) if has_pltv else None,
     }
 
 
@@ -93,6 +94,31 @@ def restricted_note(
         f"data (media source '{RESTRICTED}'): their revenue cannot be tied to a campaign "
         f"({money(revenue, currency)}, {revenue_share} of payments)"
     )
+
+
+def unattributed_note(reconciliation: dict[str, Any], currency: str) -> str:
+    """The day's revenue of users with no install on record, as a share of payments."""
+    total = num(reconciliation.get("total_payments")) or 0.0
+    unattributed = num(reconciliation.get("unattributed")) or 0.0
+    share = f"{unattributed / total:.1%}" if total else "n/a"
+    return (
+        f"Unattributed revenue: {share} of payments ({money(unattributed, currency)} of "
+        f"{money(total, currency)})"
+    )
+
+
+def report_notes(
+    notes: list[str], campaigns: pd.DataFrame, reconciliation: dict[str, Any], currency: str
+) -> list[str]:
+    """The data-quality notes a report page shows: `notes` (build_quality_notes), the
+    unattributed share and, when there is any, the restricted installs' line."""
+    totals = build_totals(campaigns, pd.DataFrame(), "1970-01-01")
+    restricted = restricted_note(totals, reconciliation, currency)
+    return [
+        *notes,
+        unattributed_note(reconciliation, currency),
+        *([restricted] if restricted else []),
+    ]
 
 
 def build_total_rows(
@@ -227,4 +253,4 @@ def _cohort_roas(cohorts: pd.DataFrame, day: str, age: int) -> float | None:
         & ~cells["platform"].isin(INSTALL_BUCKETS)
     ]
     spend = _sum(rows, "spend")
-    return _sum(rows, "revenue") / spend if spend > 0 else None
+    return metrics.roas_of(_sum(rows, "revenue"), spend)

@@ -34,17 +34,32 @@ DuckDB gives one row per non-blank line, all-null when the line is not JSON (bad
 UTF-8, a cut line), so malformed lines are counted exactly without a second pass. A gzip with a
 truncated (or corrupt) tail makes DuckDB fail the whole file; that file alone is decompressed
 here as far as it goes and the readable lines are parsed from a temporary copy.
+
+Shards split the bytes, not the users (`plan_pieces`): shard k of N reads a contiguous share
+of the day's bytes in file order, whole files or byte ranges of plain files (a gzip cannot be
+entered mid-stream, so it is never cut). A range starts after the first newline at or after
+its first byte (unless that byte starts a line) and ends with the line holding its last byte,
+so each line is read by exactly one shard: the shard its first byte falls in. Each shard
+drops the repeats it sees itself; `merge_shards` concatenates the shards in order (file
+order, as one shard reads it), drops repeats across shards, and sums the counts, so N shards
+give exactly the rows, pseudonyms and counts of one. The share of malformed lines is checked
+on the whole day, at the merge.
+
+The extract also counts the day's matches per (user, peer, premium) (`MatchEdges`): the
+`match_edges` dataset, which Contribution reads for its 28-day window instead of the events.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import glob
+import os
 import tempfile
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -60,9 +75,9 @@ from adperf.timeutil import day_bounds_utc
 DEFAULT_MAX_BAD_FRACTION = 0.01
 #: The events adperf uses (contribution's match graph); other events are counted, not kept.
 KEPT_EVENTS: tuple[str, ...] = ("match",)
-# Hex characters of the pseudonym that pick a user's shard: stable across runs and machines.
-_SHARD_HEX_CHARS = 8
 _DECOMPRESS_CHUNK = 1 << 20
+# Bytes read at a time looking for the end of a line at a range boundary.
+_SCAN_CHUNK = 1 << 16
 
 # What each line is, in the order the checks apply (the first that holds wins).
 BAD, OUT_OF_DAY, OTHER_EVENT, KEPT = 0, 1, 2, 3
@@ -98,7 +113,14 @@ _COUNTS = "SELECT status, count(*) FROM lines GROUP BY status"
 # explicitly): file order. `DayEvents.batches` checks it against the hashes read first.
 _KEPT_HASHES = "SELECT h FROM lines WHERE status = 3"
 _KEPT = "SELECT ts, event, user_id, peer_id, premium, h FROM lines WHERE status = 3"
-_DEDUP_KEYS = ["ts", "event", "user_id", "peer_id", "premium"]
+# The fields whose equality makes a line an exact repeat, raw (in DuckDB) or pseudonymized.
+_HASHED_FIELDS = ("ts", "event", "user_id", "peer_id", "user_pid", "peer_pid", "premium")
+# A shard with no bytes to read declares the table its reads would have created.
+_DECLARE = (
+    "CREATE TEMP TABLE lines (status UTINYINT, ts TIMESTAMPTZ, event VARCHAR, user_id VARCHAR, "
+    "peer_id VARCHAR, premium BOOLEAN, h UBIGINT)"
+)
+_SUMMED_COUNTS = ("lines", "bad", "out_of_day", "other_events", "duplicates", "truncated_files")
 # Kept lines per batch handed from DuckDB to the pseudonyms and the writer.
 _BATCH_ROWS = 1 << 18
 
@@ -109,9 +131,203 @@ def log_files(path_pattern: str, day: dt.date) -> list[Path]:
     return [Path(p) for p in sorted(glob.glob(pattern))]
 
 
-def shard_of(pids: pa.Array, shards: int) -> np.ndarray:
-    """Shard number (0..shards-1) of each pseudonym: its first 8 hex characters mod `shards`."""
-    return np.asarray(_shard_keys(pc.cast(pids, pa.string())) % shards, dtype=np.int64)
+@dataclass(frozen=True)
+class Piece:
+    """The bytes [start, end) of one log file (end None: to its end), widened to whole lines."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+def plan_pieces(files: Sequence[Path], shards: int) -> list[list[Piece]]:
+    """The pieces each of `shards` shards reads: contiguous, equal shares of the day's bytes.
+
+    Cut points fall at k/shards of the total size; one inside a gzip moves to the nearer end
+    of that file (a gzip stream cannot be entered in the middle). Shard k's pieces follow
+    shard k-1's in file order, so the shards concatenated are the day in file order.
+    """
+    if shards < 1:
+        raise ValueError(f"logs: {shards} shards; at least 1")
+    sizes = [p.stat().st_size for p in files]
+    firsts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    total = int(firsts[-1])
+    cuts = [(0, 0)]
+    for k in range(1, shards):
+        at = total * k // shards
+        i = min(int(np.searchsorted(firsts, at, side="right")) - 1, len(files))
+        offset = at - int(firsts[i]) if i < len(files) else 0
+        if offset and files[i].suffix == ".gz":
+            i, offset = (i, 0) if 2 * offset < sizes[i] else (i + 1, 0)
+        cuts.append(max((i, offset), cuts[-1]))
+    cuts.append((len(files), 0))
+    plan: list[list[Piece]] = []
+    for (i, start), (j, end) in zip(cuts, cuts[1:], strict=False):
+        pieces = []
+        for f in range(i, min(j, len(files) - 1) + 1):
+            lo = start if f == i else 0
+            hi = end if f == j else sizes[f]
+            if lo < hi:
+                pieces.append(Piece(files[f], lo, None if hi == sizes[f] else hi))
+        plan.append(pieces)
+    return plan
+
+
+def line_aligned(path: Path, start: int, end: int | None) -> tuple[int, int]:
+    """[start, end) of `path` widened to the lines that begin in it (see the module doc)."""
+    size = path.stat().st_size
+    stop = size if end is None else min(end, size)
+    with open(path, "rb") as fh:
+        return _line_start(fh, start, size), _line_start(fh, stop, size)
+
+
+def _line_start(fh: BinaryIO, pos: int, size: int) -> int:
+    """The first line start at or after `pos` (`size` when none)."""
+    if pos <= 0 or pos >= size:
+        return max(0, min(pos, size))
+    fh.seek(pos - 1)
+    at = pos - 1
+    while chunk := fh.read(_SCAN_CHUNK):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return at + newline + 1
+        at += len(chunk)
+    return size
+
+
+def merge_counts(counts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """One day's counts from its shards' (in shard order): each line was read by one shard."""
+    merged = {k: 0 for k in _SUMMED_COUNTS}
+    for c in counts:
+        for k in _SUMMED_COUNTS:
+            merged[k] += int(c.get(k, 0))
+    merged["files"] = int(counts[0]["files"]) if counts else 0
+    return merged
+
+
+def merge_shards(
+    parts: Sequence[pa.Table],
+    counts: Sequence[Mapping[str, Any]],
+    *,
+    day: dt.date,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> tuple[pa.Table, dict[str, int]]:
+    """The day's EVENTS table and counts from its shards' (in shard order), as one shard
+    would give them: repeats across shards dropped (the first kept), the counts summed, the
+    share of malformed lines checked on the whole day (SourceError)."""
+    merged = merge_counts(counts)
+    _check_bad_share(merged, day, max_bad_fraction)
+    table = pa.concat_tables([p.select(EVENTS.schema.names).cast(EVENTS.schema) for p in parts])
+    drop = _repeats_in(table)
+    if len(drop):
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[drop] = False
+        table = table.filter(pa.array(keep))
+    merged["duplicates"] += len(drop)
+    return table, merged
+
+
+def _repeats_in(table: pa.Table) -> np.ndarray:
+    """Row numbers of the exact repeats of an earlier row of an EVENTS table (usually none)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        con.register("events_table", table)
+        h = (
+            con.sql("SELECT hash(ts, event, user_pid, peer_pid, premium) AS h FROM events_table")
+            .to_arrow_table()["h"]
+            .to_numpy()
+        )
+    finally:
+        con.close()
+    return _repeat_rows(h, lambda: table)
+
+
+def _repeat_rows(h: np.ndarray, rows: Any) -> np.ndarray:
+    """Row numbers (into `h`) of exact repeats of an earlier row: equal hashes are candidates,
+    equal fields (`rows()`, a table of at least the hashed fields) decide."""
+    ordered = np.sort(h)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated) == 0:  # the usual case, found by one sort
+        return np.empty(0, dtype=np.int64)
+    candidates = np.flatnonzero(np.isin(h, repeated))
+    # Nulls group together in Arrow's group_by, as equal fields should.
+    table: pa.Table = rows()
+    keys = [c for c in table.column_names if c in _HASHED_FIELDS]
+    found = table.select(keys).take(candidates).append_column("row", pa.array(candidates))
+    firsts = found.group_by(keys, use_threads=False).aggregate([("row", "min")])
+    return np.setdiff1d(candidates, firsts["row_min"].to_numpy())
+
+
+#: One day's premium and other matches per (user, peer): what Contribution needs of the logs.
+MATCH_EDGES_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.string(), nullable=False),
+        pa.field("user_pid", pa.string(), nullable=False),
+        pa.field("peer_pid", pa.string(), nullable=False),
+        pa.field("premium", pa.bool_(), nullable=False),
+        pa.field("matches", pa.int64(), nullable=False),
+    ]
+)
+MATCH_EDGES = "match_edges"
+
+
+class MatchEdges:
+    """Counts matches per (user, peer, premium) of EVENTS batches: a day's match edges.
+
+    A match with no peer or with oneself partners nobody and is left out; a premium flag that
+    is missing counts as not premium (as `adperf.transform.contribution` reads events). The
+    edges come out in the order of their first match in the batches (file order), so the same
+    events give the same partition however they were read (one shard, N, or Spark).
+    """
+
+    def __init__(self, day: dt.date) -> None:
+        self.day = day.isoformat()
+        self._parts: list[pa.Table] = []
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        user, peer = batch.column("user_pid"), batch.column("peer_pid")
+        is_edge = pc.and_(
+            pc.and_(pc.equal(batch.column("event"), "match"), pc.is_valid(peer)),
+            pc.not_equal(user, peer),
+        )
+        # Grouped once, in `table()`: a day's pairs are nearly all distinct, so grouping
+        # each batch first saves nothing and doubles the work.
+        self._parts.append(
+            pa.table(
+                {
+                    "user_pid": pc.cast(user, pa.string()),
+                    "peer_pid": pc.cast(peer, pa.string()),
+                    "premium": pc.fill_null(batch.column("premium"), False),
+                }
+            ).filter(pc.fill_null(is_edge, False))
+        )
+
+    def table(self) -> pa.Table:
+        """The day's edges, one row per (user_pid, peer_pid, premium)."""
+        if not self._parts:
+            return MATCH_EDGES_SCHEMA.empty_table()
+        edges = pa.concat_tables(self._parts)
+        edges = edges.append_column("row", pa.array(np.arange(edges.num_rows, dtype=np.int64)))
+        counted = edges.group_by(_EDGE_KEYS).aggregate([("premium", "count"), ("row", "min")])
+        # Arrow's group order depends on threads and chunking: order by first match instead
+        # (one integer sort, where sorting by the keys took longer than the grouping).
+        counted = counted.take(pc.sort_indices(counted["row_min"]))
+        return pa.table(
+            {
+                "date": _repeat_str(self.day, counted.num_rows),
+                **{k: counted[k] for k in _EDGE_KEYS},
+                "matches": pc.cast(counted["premium_count"], pa.int64()),
+            },
+            schema=MATCH_EDGES_SCHEMA,
+        )
+
+
+_EDGE_KEYS = ["user_pid", "peer_pid", "premium"]
 
 
 def fetch_events(path_pattern: str, **options: Any) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -126,14 +342,16 @@ def fetch_events(path_pattern: str, **options: Any) -> tuple[pd.DataFrame, dict[
 
 
 class DayEvents:
-    """One report day of server logs: read and counted on opening, its EVENTS rows streamed.
+    """One report day of server logs (or one shard's share of its bytes): read and counted on
+    opening, its EVENTS rows streamed.
 
     Malformed lines (bad JSON or UTF-8, missing `ts`/`event`/`user_id`, a truncated gzip tail)
     are counted, not fatal, unless their share passes `max_bad_fraction` (SourceError on
-    opening). An exact repeat of a kept line is kept once and counted. With `shards` > 1 only
-    users whose pseudonym falls in `shard` are kept (see `shard_of`); the other counts stay
-    whole-day. `counts` is final once `batches()` has been read to the end:
-    lines = kept + bad + out_of_day + other_events + duplicates + other_shards.
+    opening; with shards > 1 the merge checks the whole day instead). An exact repeat of a
+    kept line is kept once and counted. With `shards` > 1 only the pieces of the day's bytes
+    `plan_pieces` gives `shard` are read; `merge_shards` makes the day of the shards. `counts`
+    is final once `batches()` has been read to the end, and `edges` (the day's `MatchEdges`)
+    then holds every kept match: lines = kept + bad + out_of_day + other_events + duplicates.
 
     Use as a context manager: the day's lines are held by a DuckDB connection until closed.
     """
@@ -164,7 +382,8 @@ class DayEvents:
             )
         self.day, self.shard, self.shards = day, shard, shards
         self._ids = IdPseudonymizer(hmac_key)
-        counts = {"lines": 0, "bad": 0, "out_of_day": 0, "other_events": 0, "other_shards": 0}
+        self.edges = MatchEdges(day)
+        counts = {"lines": 0, "bad": 0, "out_of_day": 0, "other_events": 0}
         self.counts = counts | {"duplicates": 0, "files": len(files), "truncated_files": 0}
         start, end = day_bounds_utc(day, day, timezone)
         params: dict[str, Any] = {
@@ -174,20 +393,25 @@ class DayEvents:
             # A list DuckDB can type even when empty; with all_events it is never looked at.
             "events": sorted(events) if events else [""],
         }
+        pieces = plan_pieces(files, shards)[shard]
         self._con = duckdb.connect()
         try:
             # Timestamps without an offset are read as UTC, whatever the machine's zone.
             self._con.execute("SET TimeZone = 'UTC'")
             self._con.execute("SET preserve_insertion_order = true")
-            for k, path in enumerate(files):
-                self._read_file(path, params, _INSERT if k else _CREATE)
+            self._into = _CREATE
+            for piece in pieces:
+                self._read_piece(piece, params)
+            if self._into == _CREATE:
+                self._con.execute(_DECLARE)
             for status, n in self._con.execute(_COUNTS).fetchall():
                 self.counts["lines"] += n
                 if status != KEPT:
                     self.counts[_STATUS_COUNTS[status]] += n
-            _check_bad_share(self.counts, day, max_bad_fraction)
+            if shards == 1:
+                _check_bad_share(self.counts, day, max_bad_fraction)
             self._hashes = self._con.sql(_KEPT_HASHES).to_arrow_table()["h"].to_numpy()
-            self._drop = self._repeats()
+            self._drop = _repeat_rows(self._hashes, lambda: self._con.sql(_KEPT).to_arrow_table())
             self.counts["duplicates"] = len(self._drop)
         except BaseException:
             self.close()
@@ -218,34 +442,42 @@ class DayEvents:
             if keep is not None:
                 batch = batch.filter(pa.array(keep[at : at + n]))
             at += n
-            user_pid = self._ids.hex(_strings(batch.column(2)))
-            peer_pid = self._ids.hex(_strings(batch.column(3)))
-            if self.shards > 1:
-                mine = _shard_keys(user_pid) % self.shards == self.shard
-                self.counts["other_shards"] += len(mine) - int(mine.sum())
-                batch, user_pid, peer_pid = (
-                    x.filter(pa.array(mine)) for x in (batch, user_pid, peer_pid)
-                )
             out = pa.RecordBatch.from_arrays(
                 [
                     _repeat_str(date, batch.num_rows),
                     pc.cast(batch.column(0), ts_type),
                     batch.column(1),
-                    user_pid,
-                    peer_pid,
+                    self._ids.hex(_strings(batch.column(2))),
+                    self._ids.hex(_strings(batch.column(3))),
                     batch.column(4),
                 ],
                 schema=EVENTS.schema,
             )
             _check_not_null(out)
+            self.edges.add(out)
             yield out
         if at != len(self._hashes):
             raise RuntimeError(f"logs: DuckDB gave {at} kept lines, {len(self._hashes)} before")
 
-    def _read_file(self, path: Path, params: dict[str, Any], into: str) -> None:
+    def _read_piece(self, piece: Piece, params: dict[str, Any]) -> None:
+        """One piece's lines into the day's table: a whole file as it is, a byte range of a
+        plain file through a temporary copy of its lines (DuckDB reads whole files only)."""
+        if piece.whole:
+            self._read_file(piece.path, params)
+            return
+        start, end = line_aligned(piece.path, piece.start, piece.end)
+        if start >= end:  # the range lies inside one line, read by the shard it starts in
+            return
+        with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
+            part = Path(tmp) / "piece.jsonl"
+            _copy_range(piece.path, start, end, part)
+            self._read_file(part, params)
+
+    def _read_file(self, path: Path, params: dict[str, Any]) -> None:
         """One file's lines into the day's table (the gzip is read once)."""
         try:
-            self._con.execute(into + _LINES, {**params, "path": str(path)})
+            self._con.execute(self._into + _LINES, {**params, "path": str(path)})
+            self._into = _INSERT
             return
         except duckdb.IOException:
             if path.suffix != ".gz":
@@ -259,24 +491,19 @@ class DayEvents:
         with tempfile.TemporaryDirectory(prefix="adperf-logs-") as tmp:
             plain = Path(tmp) / "readable.jsonl"
             _decompress_readable(path, plain)
-            self._con.execute(into + _LINES, {**params, "path": str(plain)})
+            self._con.execute(self._into + _LINES, {**params, "path": str(plain)})
+            self._into = _INSERT
 
-    def _repeats(self) -> np.ndarray:
-        """Kept-line numbers of the exact repeats of an earlier kept line (usually none)."""
-        # Log shippers deliver a line twice after a retry; a repeated premium match would
-        # weigh double in the contribution graph. Two real events never share ts to the
-        # microsecond.
-        h = self._hashes
-        ordered = np.sort(h)
-        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-        if len(repeated) == 0:  # the usual case, found by one sort
-            return np.empty(0, dtype=np.int64)
-        candidates = np.flatnonzero(np.isin(h, repeated))
-        # Equal hashes are candidates; equal fields decide (nulls group together).
-        rows = self._con.sql(_KEPT).to_arrow_table().select(_DEDUP_KEYS).take(candidates)
-        rows = rows.append_column("row", pa.array(candidates))
-        firsts = rows.group_by(_DEDUP_KEYS, use_threads=False).aggregate([("row", "min")])
-        return np.setdiff1d(candidates, firsts["row_min"].to_numpy())
+
+def _copy_range(path: Path, start: int, end: int, out: Path) -> None:
+    """Bytes [start, end) of `path` into a new file `out`, in the kernel where it can."""
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        left, at = end - start, start
+        while left > 0:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), left, at)
+            if n == 0:
+                break
+            left, at = left - n, at + n
 
 
 def _coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
@@ -312,20 +539,6 @@ def _strings(ids: pa.Array) -> pa.Array:
     if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
         return ids
     return pc.cast(ids, pa.large_string())
-
-
-def _shard_keys(pids: pa.Array) -> np.ndarray:
-    """The first 8 hex digits of each pseudonym as a number (the shard key, see `shard_of`)."""
-    _, offsets, data = pids.buffers()
-    starts = np.frombuffer(offsets, dtype=np.int32)[pids.offset : pids.offset + len(pids)]
-    first = np.frombuffer(data, dtype=np.uint8)[starts[:, None] + np.arange(_SHARD_HEX_CHARS)]
-    keys: np.ndarray = (_HEX_VALUE[first].astype(np.uint64) << _NIBBLE_SHIFTS).sum(axis=1)
-    return keys
-
-
-_HEX_VALUE = np.zeros(256, dtype=np.uint8)
-_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-_NIBBLE_SHIFTS = np.arange(4 * (_SHARD_HEX_CHARS - 1), -1, -4, dtype=np.uint64)
 
 
 def _repeat_str(value: str, n: int) -> pa.Array:

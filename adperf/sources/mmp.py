@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import requests
 
+from adperf import platforms
 from adperf.errors import (
     ConfigError,
     DataNotReady,
@@ -39,10 +40,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "mmp"
 
-DEFAULT_MEDIA_SOURCE_MAP: dict[str, str] = {
-    "Facebook Ads": "facebook",
-    "googleadwords_int": "google_ads",
-}
+DEFAULT_MEDIA_SOURCE_MAP: dict[str, str] = platforms.media_source_map()
 
 ATTRIBUTED_REPORT = "installs_report"
 ORGANIC_REPORT = "organic_installs_report"

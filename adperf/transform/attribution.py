@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from adperf import platforms
 from adperf.errors import ReconciliationError
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, OTHER, RESTRICTED, UNATTRIBUTED
 
 __all__ = ["ORGANIC", "PAID_PLATFORMS", "RESTRICTED", "UNATTRIBUTED"]
 
 #: Install platforms whose installs were bought: their payers are credited to an ad.
-PAID_PLATFORMS: tuple[str, ...] = ("facebook", "google_ads", OTHER)
+PAID_PLATFORMS: tuple[str, ...] = (*platforms.NAMES, OTHER)
 
 USER_MAP_COLUMNS: list[str] = [
     "user_pid",

@@ -27,6 +27,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from adperf.transform import metrics
 from adperf.transform.attribution import build_user_map
 from adperf.vocabulary import INSTALL_BUCKETS
 
@@ -172,7 +173,7 @@ def _triangle(
     out["payers"] = payers[cell, age_i]
     out["revenue_micros"] = revenue[cell, age_i]
     out[_COUNTS] = out[_COUNTS].fillna(0).astype("int64")
-    out["roas"] = _ratio(out["revenue_micros"], out["spend_micros"])
+    out["roas"] = metrics.roas(out["revenue_micros"], out["spend_micros"])
     out["as_of"] = day
     # Oldest cohort first, then by key, each key's ages in order.
     return out.sort_values([*key, "age_days"], kind="mergesort", na_position="last")
@@ -299,13 +300,6 @@ def _with_segment_keys(installs: pd.DataFrame) -> pd.DataFrame:
     for col in SEGMENT_COLUMNS:
         out[col] = out[col].astype("object").fillna(UNKNOWN)
     return out
-
-
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
-    """numerator / denominator as nullable Float64, <NA> where the denominator is 0."""
-    num = numerator.astype("Float64")
-    den = denominator.astype("Float64")
-    return (num / den).where(den != 0, pd.NA)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

@@ -208,24 +208,66 @@ def build_contribution(
     user_map: pd.DataFrame,
     partner_share: float = 0.2,
 ) -> pd.DataFrame:
-    """Assisted revenue of `day` per acquiring (platform, campaign_id), in micros.
+    """Assisted revenue of `day` per acquiring (platform, campaign_id), in micros, from the
+    window's raw events (one graph edge per match; for notebooks and as the reference of
+    `build_contribution_from_edges`, which the pipeline uses).
 
     `assisted_revenue_micros`: the pool, partner_share x the day's positive net revenue of payers
     with at least one match in `events`' match graph, goes to non-payers by revenue-personalized
     PageRank; the column sums to the pool. `shapley_assisted_micros` / `shapley_channel_micros`:
     see `build_shapley`. One row per campaign with any non-zero value.
     """
+    _check_share(day, partner_share)
+    parts = [
+        _pagerank_credit(events, _day_revenue(day, payments), user_map, partner_share),
+        build_shapley(day, events, payments, user_map, partner_share),
+    ]
+    return _combine(day, parts)
+
+
+def build_contribution_from_edges(
+    day: str,
+    edges: pd.DataFrame,
+    payments: pd.DataFrame,
+    user_map: pd.DataFrame,
+    partner_share: float = 0.2,
+) -> pd.DataFrame:
+    """`build_contribution` from the window's daily match edges (columns date, user_pid,
+    peer_pid, premium, matches: matches per pair and day, as the log extract writes them)
+    instead of its raw events: the same graph, each pair's matches weighed at once."""
+    _check_share(day, partner_share)
+    revenue = _day_revenue(day, payments)
+    weight = np.where(edges["premium"].to_numpy(dtype=bool), PREMIUM_MATCH_WEIGHT, 1.0)
+    pagerank_part = _pagerank_from_pairs(
+        edges["user_pid"],
+        edges["peer_pid"],
+        weight * edges["matches"].to_numpy(dtype="float64"),
+        revenue,
+        user_map,
+        partner_share,
+    )
+    paid = edges[
+        (edges["date"] == day)
+        & edges["premium"].to_numpy(dtype=bool)
+        & edges["user_pid"].isin(revenue.index)
+    ]
+    pairs = paid.groupby(["user_pid", "peer_pid"])["matches"].sum().rename("w").reset_index()
+    shares = _shapley_shares(pairs, revenue, partner_share)
+    parts = [pagerank_part, _shapley_per_campaign(day, shares, payments, user_map, partner_share)]
+    return _combine(day, parts)
+
+
+def _check_share(day: str, partner_share: float) -> None:
     if not 0 <= partner_share <= 0.5:
         raise ValueError(
             f"contribution for {day}: partner_share {partner_share} is not in [0, 0.5]. "
             "Fix: set [contribution] partner_share (a partner's Shapley share of a paid match is "
             "at most half of it)"
         )
-    revenue = _day_revenue(day, payments)
-    parts = [
-        _pagerank_credit(events, revenue, user_map, partner_share),
-        build_shapley(day, events, payments, user_map, partner_share),
-    ]
+
+
+def _combine(day: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The PageRank and Shapley columns per campaign as one CONTRIBUTION_COLUMNS frame."""
     keyed = [p.set_index(["platform", "campaign_id"]) for p in parts if len(p)]
     if not keyed:
         return _empty()
@@ -284,17 +326,31 @@ def _pagerank_credit(
         & events["peer_pid"].notna()
         & (events["user_pid"] != events["peer_pid"])  # a self-match partners nobody
     ]
-    if matches.empty or revenue.empty:
-        return _empty()
-
-    # Undirected graph, passed both ways; premium matches (paid) count double. Ids become
-    # integer codes once (factorize), and repeated matches of a pair are summed by the CSR build.
+    # Premium matches (paid) count double.
     premium = matches["premium"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    ends = pd.concat([matches["user_pid"], matches["peer_pid"]], ignore_index=True).astype("str")
-    codes, uniques = pd.factorize(ends, sort=True)
-    k = len(matches)
-    a, b = codes[:k], codes[k:]
     w = np.where(premium, PREMIUM_MATCH_WEIGHT, 1.0)
+    return _pagerank_from_pairs(
+        matches["user_pid"], matches["peer_pid"], w, revenue, user_map, partner_share
+    )
+
+
+def _pagerank_from_pairs(
+    users: pd.Series,
+    peers: pd.Series,
+    w: np.ndarray,
+    revenue: pd.Series,
+    user_map: pd.DataFrame,
+    partner_share: float,
+) -> pd.DataFrame:
+    """assisted_revenue_micros per campaign from weighted match pairs (user, peer, weight)."""
+    if len(users) == 0 or revenue.empty:
+        return _empty()
+    # Undirected graph, passed both ways. Ids become integer codes once (factorize), and
+    # repeated pairs are summed by the CSR build.
+    ends = pd.concat([users, peers], ignore_index=True).astype("str")
+    codes, uniques = pd.factorize(ends, sort=True)
+    k = len(users)
+    a, b = codes[:k], codes[k:]
     nodes = pd.Index(uniques)
     node_revenue = revenue.reindex(nodes, fill_value=0).to_numpy(dtype=np.int64)
     matched_revenue = int(node_revenue.sum())
@@ -381,7 +437,13 @@ def match_shapley(
         & (events["user_pid"] != events["peer_pid"])
         & events["user_pid"].isin(revenue.index)
     ]
-    if paid.empty:
+    pairs = paid.groupby(["user_pid", "peer_pid"]).size().rename("w").reset_index()
+    return _shapley_shares(pairs, revenue, partner_share)
+
+
+def _shapley_shares(pairs: pd.DataFrame, revenue: pd.Series, partner_share: float) -> pd.DataFrame:
+    """`match_shapley`'s rows from the day's paid pairs (user_pid, peer_pid, w: premium matches)."""
+    if pairs.empty:
         return pd.DataFrame(
             {
                 "payer_pid": pd.Series(dtype="str"),
@@ -390,7 +452,7 @@ def match_shapley(
                 "share_micros": pd.Series(dtype="float64"),
             }
         )
-    w = paid.groupby(["user_pid", "peer_pid"]).size().rename("w").reset_index()
+    w = pairs
     w["W"] = w.groupby("user_pid")["w"].transform("sum")
     w["R"] = revenue.reindex(w["user_pid"]).to_numpy(dtype="float64")
     partners = pd.DataFrame(
@@ -432,6 +494,17 @@ def build_shapley(
     Shapley value is the sum of its participants' shares. Sums to the matched revenue.
     """
     shares = match_shapley(day, events, payments, partner_share)
+    return _shapley_per_campaign(day, shares, payments, user_map, partner_share)
+
+
+def _shapley_per_campaign(
+    day: str,
+    shares: pd.DataFrame,
+    payments: pd.DataFrame,
+    user_map: pd.DataFrame,
+    partner_share: float,
+) -> pd.DataFrame:
+    """`build_shapley`'s columns from `match_shapley`'s rows."""
     if shares.empty:
         return _empty()
     matched = int(_day_revenue(day, payments).reindex(shares["payer_pid"].unique()).sum())

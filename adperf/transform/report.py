@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from adperf.schema import MICROS
+from adperf.transform import metrics
 from adperf.transform.attribution import require_day
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
@@ -145,14 +146,14 @@ def build_campaign_report(
     rows["campaign_name"] = (
         rows["spend_name"].fillna(rows["installs_name"]).fillna(rows["attribution_name"])
     )
-    rows["cpi_micros"] = _rounded_div(rows["spend_micros"], rows["installs"])
+    rows["cpi_micros"] = metrics.cpi_micros(rows["spend_micros"], rows["installs"])
     # Organic installs cost nothing by definition, and restricted ones' cost is in no campaign
     # we can see: a CPI of 0 would read as a free campaign.
     rows.loc[rows["platform"].isin(INSTALL_BUCKETS), "cpi_micros"] = pd.NA
-    rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
-    rows["proas"] = _ratio(rows["pltv_micros"], rows["spend_micros"])
-    rows["proas_low"] = _ratio(rows["pltv_low_micros"], rows["spend_micros"])
-    rows["proas_high"] = _ratio(rows["pltv_high_micros"], rows["spend_micros"])
+    rows["roas"] = metrics.roas(rows["revenue_micros"], rows["spend_micros"])
+    rows["proas"] = metrics.proas(rows["pltv_micros"], rows["spend_micros"])
+    rows["proas_low"] = metrics.proas(rows["pltv_low_micros"], rows["spend_micros"])
+    rows["proas_high"] = metrics.proas(rows["pltv_high_micros"], rows["spend_micros"])
     rows["date"] = day
     rows = rows.sort_values(CAMPAIGN_KEY, kind="mergesort", na_position="last")
     return rows[REPORT_COLUMNS].reset_index(drop=True)
@@ -207,10 +208,10 @@ def build_adset_report(
     rows[zero] = rows[zero].fillna(0).astype("int64")
     rows[_PLTV_VALUES] = rows[_PLTV_VALUES].astype("Int64")
     rows["adset_name"] = rows["spend_name"].fillna(rows["installs_name"])
-    rows["roas"] = _ratio(rows["revenue_micros"], rows["spend_micros"])
-    rows["proas"] = _ratio(rows["pltv_micros"], rows["spend_micros"])
-    rows["proas_low"] = _ratio(rows["pltv_low_micros"], rows["spend_micros"])
-    rows["proas_high"] = _ratio(rows["pltv_high_micros"], rows["spend_micros"])
+    rows["roas"] = metrics.roas(rows["revenue_micros"], rows["spend_micros"])
+    rows["proas"] = metrics.proas(rows["pltv_micros"], rows["spend_micros"])
+    rows["proas_low"] = metrics.proas(rows["pltv_low_micros"], rows["spend_micros"])
+    rows["proas_high"] = metrics.proas(rows["pltv_high_micros"], rows["spend_micros"])
     rows["date"] = day
     rows = rows.sort_values(ADSET_KEY, kind="mergesort", na_position="last")
     return rows[ADSET_REPORT_COLUMNS].reset_index(drop=True)
@@ -232,23 +233,6 @@ def _nullable_ints(df: pd.DataFrame) -> pd.DataFrame:
     # exact beyond 2**53 micros; Int64 stays exact and fills with <NA>.
     ints = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c])]
     return df.astype({c: "Int64" for c in ints})
-
-
-def _rounded_div(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
-    """numerator / denominator rounded half up, exactly in integers; <NA> where it is 0."""
-    num = numerator.astype("int64")
-    den = denominator.astype("int64")
-    safe = den.where(den != 0, 1)
-    # Integer arithmetic: floats would round some half-micro CPIs the wrong way.
-    rounded = (2 * num + safe) // (2 * safe)
-    return rounded.astype("Int64").where(den != 0, pd.NA)
-
-
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
-    """numerator / denominator as nullable Float64, <NA> where either is absent or den is 0."""
-    num = numerator.astype("Float64")
-    den = denominator.astype("Float64")
-    return (num / den).where(den != 0, pd.NA)
 
 
 @dataclass(frozen=True)
@@ -353,10 +337,10 @@ def _window_evidence(
         cohort_days=int(row["cohorts"]),
         spend_micros=spend_micros,
         installs=int(row["installs"]),
-        proas=float(row["pltv_micros"]) / spend_micros,
-        low=float(row["pltv_low_micros"]) / spend_micros,
-        high=float(row["pltv_high_micros"]) / spend_micros,
-        draws=None if draws is None else draws / spend_micros,
+        proas=metrics.proas_of(row["pltv_micros"], spend_micros),
+        low=metrics.proas_of(row["pltv_low_micros"], spend_micros),
+        high=metrics.proas_of(row["pltv_high_micros"], spend_micros),
+        draws=metrics.proas_draws(draws, spend_micros),
     )
 
 

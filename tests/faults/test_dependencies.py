@@ -111,6 +111,8 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
         ),
         "revenue_reconciliation": read("reconciliation"),
         "actions": read("actions"),
+        "source_discrepancy": read("source_discrepancy"),
+        "action_outcomes": read("action_outcomes"),
     }
     pull = (rows_in_windows(read("spend_latest"), windows), windows)
 
@@ -142,7 +144,8 @@ def test_connection_killed_mid_load_loads_nothing_then_the_retry_loads_once(
     got = warehouse_rows(server.url.render_as_string(hide_password=False))
     want = warehouse_rows(clean.warehouse_url)
     for name, rows in want.items():
-        assert len(got[name]) == len(rows) > 0 or name == "actions", name
+        # No action was applied in the clean run: no follow-ups.
+        assert len(got[name]) == len(rows) > 0 or name in ("actions", "action_outcomes"), name
         key = [c.name for c in warehouse.REPORT_TABLES[name].primary_key.columns]
         assert not got[name].duplicated(key).any(), name
         assert got[name][key].equals(rows[key]), name

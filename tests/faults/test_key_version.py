@@ -62,7 +62,9 @@ def test_the_clean_run_records_its_key_version(clean: CleanRun) -> None:
     versions = _versions(clean.root)
     families = {name.split("/")[0] for name in versions}
     # Every extract holding pseudonyms, and nothing derived (those hold no user ids).
-    assert families == {"installs", "installs_monthly", "payments", "payments_monthly", "events"}
+    assert families == {
+        "installs", "installs_monthly", "payments", "payments_monthly", "events", "match_edges"
+    }  # fmt: skip
     assert set(versions.values()) == {"1"}  # the planted key, no version set: the default
 
 

@@ -39,7 +39,12 @@ START = END - timedelta(days=39)  # the tiny profile's 40 days
 E1 = END - timedelta(days=12)
 FB_ID = re.compile(r"^238\d{15}$")
 GOOGLE_ID = re.compile(r"^\d{11}$")
-ID_FORMAT = {"facebook": FB_ID, "google_ads": GOOGLE_ID}
+TIKTOK_ID = re.compile(r"17\d{17}")
+APPLE_ID = re.compile(r"\d{9}")
+ID_FORMAT = {"facebook": FB_ID, "google_ads": GOOGLE_ID, "tiktok": TIKTOK_ID, "apple_ads": APPLE_ID}
+# Tiny world: ads per platform (2 Facebook accounts x 2 campaigns x 2 adsets x 2 ads, 1 Google
+# customer alike, a TikTok advertiser alike, an Apple Ads org with one "ad" per ad group).
+ADS_PER_PLATFORM = {"facebook": 16, "google_ads": 8, "tiktok": 8, "apple_ads": 4}
 
 
 @pytest.fixture(autouse=True)
@@ -217,7 +222,8 @@ def test_google_ads_campaigns_have_spend_and_mmp_installs(world: Path) -> None:
     google = ads[ads["platform"] == "google_ads"]
     assert google["campaign_id"].nunique() == 2 and set(google["currency"]) == {"USD"}
     ad_daily = pd.read_parquet(world / "ad_daily.parquet")
-    assert set(ad_daily["platform"]) == {"facebook", "google_ads"}
+    # Every registered platform delivers in the sandbox.
+    assert set(ad_daily["platform"]) == {"facebook", "google_ads", "tiktok", "apple_ads"}
     installs = pd.read_parquet(world / "installs.parquet")
     from_google = installs[installs["media_source"] == "googleadwords_int"]
     assert len(from_google) > 100
@@ -227,13 +233,13 @@ def test_google_ads_campaigns_have_spend_and_mmp_installs(world: Path) -> None:
 
 def test_ids_are_18_digit_strings(world: Path) -> None:
     ads = pd.read_csv(world / "ads.csv", dtype=str)
-    assert len(ads) == 3 * 2 * 2 * 2  # accounts (2 Facebook, 1 Google) x campaigns x adsets x ads
+    assert len(ads) == sum(ADS_PER_PLATFORM.values())
     for platform, fmt in ID_FORMAT.items():
         mine = ads[ads["platform"] == platform]
-        assert len(mine) == 8 * (2 if platform == "facebook" else 1)
+        assert len(mine) == ADS_PER_PLATFORM[platform]
         for col in ("campaign_id", "adset_id", "ad_id"):
             assert mine[col].str.fullmatch(fmt).all(), (platform, col)
-    assert ads["ad_id"].is_unique and ads["campaign_id"].nunique() == 6
+    assert ads["ad_id"].is_unique and ads["campaign_id"].nunique() == 10
     platform_of = dict(zip(ads["campaign_id"], ads["platform"], strict=False))
     ad_daily = pd.read_parquet(world / "ad_daily.parquet")
     installs = pd.read_parquet(world / "installs.parquet")
@@ -423,7 +429,7 @@ def test_campaign_spend_matches_ad_daily(world: Path) -> None:
         original[(row.date, row.campaign_id)] += spend
         report[(row.date, row.campaign_id)] += spend * fx[(row.date, currency[row.campaign_id])]
     paid = truth[~truth["platform"].isin(["organic", "restricted"])]
-    assert len(paid) == 40 * 6 and set(paid["platform"]) == {"facebook", "google_ads"}
+    assert len(paid) == 40 * 10 and set(paid["platform"]) == set(ID_FORMAT)
     for row in paid.itertuples():
         key = (row.date, row.campaign_id)
         assert Decimal(row.spend_original) == original.get(key, Decimal(0)), key

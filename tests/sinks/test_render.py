@@ -180,8 +180,15 @@ def test_chart_data_pools_cohorts_and_ranks_by_spend(history) -> None:  # type: 
     day = data.daily[(data.daily["date"] == DAY) & (data.daily["platform"] == "facebook")].iloc[0]
     assert day["spend"] == pytest.approx(1600.0)
     assert day["roas_d0"] == pytest.approx((100 + 5 + 60 + 5) / 800)  # pooled, not averaged
-    # Top 2 by 30-day spend: the two biggest facebook campaigns, not google's.
-    assert list(data.curves["campaign_id"].unique()) == ["120200000000000001", "120200000000000002"]
+    # Top 2 by 30-day spend: the two biggest facebook campaigns; google's is in "others".
+    assert list(data.curves["campaign_id"].unique()) == [
+        "120200000000000001",
+        "120200000000000002",
+        "others",
+    ]
+    others = data.curves[data.curves["campaign_id"] == "others"]
+    assert set(others["label"]) == {"others (1 more)"}
+    assert others["roas"].tolist() == pytest.approx([0.225, 0.525, 0.825, 1.025, 1.325])
     curve = data.curves[data.curves["campaign_id"] == "120200000000000001"]
     assert list(curve["age_days"]) == [0, 3, 7, 14, 30]
     assert curve["roas"].tolist() == pytest.approx([0.21, 0.51, 0.81, 1.01, 1.31])

@@ -8,7 +8,16 @@ import pytest
 
 from adperf.errors import SourceError
 from adperf.pseudonym import pseudonymize_one
-from adperf.sources.logs import fetch_events, shard_of
+from adperf.schema import EVENTS
+from adperf.sources.logs import (
+    DayEvents,
+    MatchEdges,
+    Piece,
+    fetch_events,
+    line_aligned,
+    merge_shards,
+    plan_pieces,
+)
 
 KEY = b"k"
 DAY = dt.date(2026, 11, 27)
@@ -28,7 +37,7 @@ def _fetch(tmp_path, pattern="{date}.jsonl.gz", **kw):
 
 
 def _balanced(counts, kept):
-    keys = ("bad", "out_of_day", "other_events", "duplicates", "other_shards")
+    keys = ("bad", "out_of_day", "other_events", "duplicates")
     return counts["lines"] == kept + sum(counts[k] for k in keys)
 
 
@@ -111,31 +120,119 @@ def test_several_files_multi_member_gzip_and_plain(tmp_path):
     ]
 
 
-def test_shards_partition_the_users(tmp_path):
-    lines = [
-        _line("2026-11-27T12:00:00+09:00", user=f"usr_{i % 97}", peer_id=f"usr_{i % 13}")
-        for i in range(600)
+def _shard_day(tmp_path, pattern, shards, **kw):
+    """The day read by `shards` shards and merged, as the pipeline's EventLogs does."""
+    parts, counts, edges = [], [], []
+    for shard in range(shards):
+        with DayEvents(
+            str(tmp_path / pattern),
+            day=DAY,
+            timezone="Asia/Seoul",
+            hmac_key=KEY,
+            shard=shard,
+            shards=shards,
+            **kw,
+        ) as ev:
+            parts.append(pa.Table.from_batches(list(ev.batches()), schema=EVENTS.schema))
+            counts.append(dict(ev.counts))
+            edges.append(ev.edges.table())
+    table, merged = merge_shards(parts, counts, day=DAY, **kw)
+    day_edges = MatchEdges(DAY)
+    day_edges.add(table)
+    df = table.to_pandas()
+    df["premium"] = df["premium"].astype("boolean")
+    return df, merged, parts, day_edges.table()
+
+
+def test_plan_pieces_cut_plain_files_by_bytes_and_never_a_gzip(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"x" * 1000)
+    (tmp_path / "b.jsonl.gz").write_bytes(b"y" * 600)
+    (tmp_path / "c.jsonl").write_bytes(b"z" * 700)
+    files = sorted(tmp_path.iterdir())
+    # Cuts at 575 (in a), 1150 (in b, nearer its start at 1000: moved there), 1725 (in c).
+    assert plan_pieces(files, 4) == [
+        [Piece(files[0], 0, 575)],
+        [Piece(files[0], 575, None)],
+        [Piece(files[1]), Piece(files[2], 0, 125)],
+        [Piece(files[2], 125, None)],
     ]
-    _write(tmp_path / "2026-11-27.jsonl.gz", lines)
-    whole, _ = _fetch(tmp_path)
-    parts = []
-    for shard in range(3):
-        df, counts = _fetch(tmp_path, shard=shard, shards=3)
-        assert _balanced(counts, len(df))
-        assert 0 < len(df) < len(whole)
-        pids = pa.array(df["user_pid"].tolist(), pa.string())
-        assert set(shard_of(pids, 3)) == {shard}
-        assert {int(p[:8], 16) % 3 for p in df["user_pid"]} == {shard}
-        parts.append(df)
-    users = [set(p["user_pid"]) for p in parts]
-    assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])
-    assert sum(len(p) for p in parts) == len(whole)
-    assert set().union(*users) == set(whole["user_pid"])
-    # The shard is the pseudonym's first 8 hex characters mod shards: stable everywhere.
-    pid = pseudonymize_one("usr_5", KEY)
-    assert shard_of(pa.array([pid]), 3)[0] == int(pid[:8], 16) % 3
-    with pytest.raises(ValueError, match="shard 3 of 3"):
-        _fetch(tmp_path, shard=3, shards=3)
+    # Cuts at 766 (in a) and 1533 (in b, nearer its end at 1600: moved there).
+    assert plan_pieces(files, 3) == [
+        [Piece(files[0], 0, 766)],
+        [Piece(files[0], 766, None), Piece(files[1])],
+        [Piece(files[2])],
+    ]
+    for n in (1, 2, 3, 5, 9):
+        plan = plan_pieces(files, n)
+        assert len(plan) == n
+        gz = [p for shard in plan for p in shard if p.path == files[1]]
+        assert gz == [Piece(files[1])]  # whole, in one shard
+
+
+def test_line_aligned_ranges_give_each_line_to_the_shard_it_starts_in(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"aaaa\nbbbb\ncccc\n")  # lines start at 0, 5, 10
+    assert line_aligned(path, 0, 3) == (0, 5)  # ends mid-line: finishes it
+    assert line_aligned(path, 3, 8) == (5, 10)  # starts mid-line: skips to the next
+    assert line_aligned(path, 5, 10) == (5, 10)  # on line starts: as is
+    assert line_aligned(path, 6, 8) == (10, 10)  # inside one line: nothing
+    assert line_aligned(path, 12, None) == (15, 15)
+
+
+@pytest.mark.parametrize("shards", [2, 3, 4, 7, 40])
+def test_n_shards_give_exactly_the_rows_pseudonyms_and_counts_of_one(tmp_path, shards):
+    # Plain files cut anywhere (long lines, a corrupt one, a repeat in another shard), gzips
+    # whole, out-of-day and other events.
+    body = [
+        _line(
+            f"2026-11-27T12:{i // 60 % 60:02d}:{i % 60:02d}+09:00",
+            user=f"usr_{i % 37}",
+            peer_id=f"usr_{(i * 7) % 41}",
+            props={"premium": i % 3 == 0, "pad": "p" * (i % 50)},
+        )
+        for i in range(300)
+    ]
+    body[120] = b'{"ts": "2026-11-27T10:00:00+09:00", "event": "ma\n'  # corrupt line
+    body[200] = _line("2026-11-28T12:00:00+09:00")  # out of day
+    body[210] = _line("2026-11-27T12:00:00+09:00", event="session_start")
+    (tmp_path / "2026-11-27-a.jsonl").write_bytes(b"".join(body[:150]) + body[3])  # repeat
+    _write(tmp_path / "2026-11-27-b.jsonl.gz", body[150:180])
+    (tmp_path / "2026-11-27-c.jsonl").write_bytes(b"".join(body[180:]) + body[3] + body[250])
+    pattern = "2026-11-27-*"
+    whole, counts = fetch_events(
+        str(tmp_path / pattern), day=DAY, timezone="Asia/Seoul", hmac_key=KEY, max_bad_fraction=0.1
+    )
+    assert counts["duplicates"] == 3 and counts["bad"] == 1 and counts["out_of_day"] == 1
+    assert counts["lines"] == 303 and len(whole) == 297 and _balanced(counts, len(whole))
+    df, merged, parts, edges = _shard_day(tmp_path, pattern, shards, max_bad_fraction=0.1)
+    pd.testing.assert_frame_equal(df, whole)
+    assert merged == counts
+    with DayEvents(
+        str(tmp_path / pattern), day=DAY, timezone="Asia/Seoul", hmac_key=KEY, max_bad_fraction=0.1
+    ) as ev:
+        list(ev.batches())
+        assert edges.equals(ev.edges.table())  # the same rows, in the same order
+    # A self-match partners nobody (repeated pairs: tests/transform/test_contribution.py).
+    partnered = whole[whole["user_pid"] != whole["peer_pid"]]
+    assert 250 < len(partnered) < len(whole)
+    assert sum(edges["matches"].to_pylist()) == len(partnered)
+    # body[3] opens the first shard and closes the last: a repeat only the merge can see.
+    assert sum(p.num_rows for p in parts) > len(whole)
+    assert sum(p.num_rows > 0 for p in parts) >= min(shards, 3)  # the work was split
+    # A line straddling each cut was read once: the plain files were cut mid-line.
+    files = sorted(tmp_path.glob(pattern))
+    cuts = [p for shard in plan_pieces(files, shards) for p in shard if p.end is not None]
+    assert cuts and any((p.path.read_bytes()[p.end - 1 : p.end] != b"\n") for p in cuts)
+
+
+def test_the_merge_checks_the_share_of_bad_lines_on_the_whole_day(tmp_path):
+    good = [_line("2026-11-27T12:00:00+09:00", user=f"usr_{i}") for i in range(50)]
+    (tmp_path / "2026-11-27.jsonl").write_bytes(b"{bad\n" * 2 + b"".join(good))
+    with pytest.raises(SourceError, match=r"2 of 52 lines are malformed"):
+        _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.03)
+    # The first shard alone holds both bad lines (2 of 26 > 3%); the day is under: no error.
+    df, merged, _, _ = _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.05)
+    assert len(df) == 50 and merged["bad"] == 2
 
 
 def test_missing_file_names_the_day_and_the_fix(tmp_path):

@@ -48,6 +48,8 @@ def truth(world: Path) -> dict[tuple[str, str], int]:
     meta = load_meta(world)
     zones = {a["account_id"]: a["timezone_name"] for a in meta["facebook_accounts"]}
     zones |= {c["customer_id"]: c["time_zone"] for c in meta["google_ads_customers"]}
+    zones |= {a["advertiser_id"]: a["timezone"] for a in meta["tiktok_advertisers"]}
+    zones |= {str(o["orgId"]): o["timeZone"] for o in meta["apple_ads_orgs"]}
     # Google reports App campaigns at campaign level only: one row per campaign and day.
     app = set(meta["google_app_campaign_ids"])
     out: dict[tuple[str, str], int] = defaultdict(int)
@@ -117,6 +119,8 @@ def test_account_days_are_stored_and_said(account_then_report: Path) -> None:
         ("facebook", "America/Los_Angeles"),
         ("facebook", REPORT),
         ("google_ads", "Australia/Sydney"),
+        ("tiktok", REPORT),
+        ("apple_ads", REPORT),
     }
     message = json.loads((root / "outbox" / f"slack-{BEFORE}.json").read_text())
     context = [

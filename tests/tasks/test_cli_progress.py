@@ -100,7 +100,10 @@ def test_demo_without_a_terminal_prints_a_few_lines_and_names_the_log(
     assert done and done[1] == done[2] and int(done[1]) > 100, progress[-1]
     # ... and the summary: the tiny world's campaigns and actions (one line each, as many as
     # the world has), the totals, where everything is: a few lines besides those.
-    rows = re.compile(r"^(facebook|google_ads|organic|restricted) |^(SCALE|PAUSE|EXPAND) ")
+    from adperf import platforms
+
+    names = "|".join((*platforms.NAMES, "organic", "restricted"))
+    rows = re.compile(rf"^({names}) |^(SCALE|PAUSE|EXPAND) ")
     others = [x for x in run.stdout.splitlines() if not rows.match(x)]
     assert len(others) <= 20, run.stdout
     assert f"adperf report for {END}" in run.stdout

@@ -108,7 +108,7 @@ def fakes(tiny_world: Path) -> Iterator[dict[str, str]]:
     """The world's fake Graph API and MMP on loopback ports: {'graph': url, 'mmp': url}."""
     from adperf.sandbox.world import load_meta
 
-    graph, mmp, _google = resources.sandbox_fakes(tiny_world, load_meta(tiny_world))
+    graph, mmp, _google, *_more = resources.sandbox_fakes(tiny_world, load_meta(tiny_world))
     urls = {"graph": graph.start(), "mmp": mmp.start()}
     try:
         yield urls

@@ -59,7 +59,12 @@ def test_latest_spend_per_platform_and_day_equals_truth_to_the_cent(done: Path) 
     latest = lake.read_partition(done / "lake", "spend_latest", "date", DAY)
     truth = pd.read_csv(done / "world" / "truth" / "campaign_daily.csv", dtype=str)
     truth = truth[(truth["platform"] != "organic") & (truth["date"] >= latest["date"].min())]
-    assert latest["date"].nunique() == 31 and set(latest["platform"]) == {"facebook", "google_ads"}
+    assert latest["date"].nunique() == 31 and set(latest["platform"]) == {
+        "facebook",
+        "google_ads",
+        "tiktok",
+        "apple_ads",
+    }
     got = latest.groupby(["date", "platform"])["spend_micros"].sum()
     for (day, platform), group in truth.groupby(["date", "platform"]):
         expected = sum(Decimal(v) for v in group["spend_report"])
@@ -116,10 +121,14 @@ def test_the_graph_stays_small_and_pulls_are_rate_capped(done: Path) -> None:
         seen[task.task_id] = task
         stack.extend(luigi.task.flatten(task.requires()))
     pulls = [t for t in seen.values() if isinstance(t, AdSpend)]
-    assert len(pulls) == 4 + 18  # not 31 days x lookback
+    # Facebook 4 (28-day lookback), Google Ads 18 (14), TikTok and Apple Ads 25 each (7): not
+    # 31 days x lookback.
+    assert len(pulls) == 4 + 18 + 25 + 25
     assert {tuple(t.resources.items()) for t in pulls} == {
         (("api_facebook", 1),),
         (("api_google_ads", 1),),
+        (("api_tiktok", 1),),
+        (("api_apple_ads", 1),),
     }
     cfg = luigi.configuration.get_config()
     assert cfg.getint("resources", "api_facebook") >= 1

@@ -11,6 +11,7 @@ from adperf.transform.contribution import (
     MAX_EXACT_PLAYERS,
     PageRankNotConverged,
     build_contribution,
+    build_contribution_from_edges,
     build_shapley,
     match_shapley,
     match_value,
@@ -366,3 +367,53 @@ def test_pagerank_split_mat_vec_and_repeated_edges_give_the_same_ranks(monkeypat
     monkeypatch.setattr(contribution._MatVec, "_MIN_NNZ", 0)
     split = contribution.pagerank(src, dst, n, personalization=seeds, weights=w)
     assert np.array_equal(split, whole)
+
+
+def _edges_of(events: pd.DataFrame) -> pd.DataFrame:
+    """The daily match edges the log extract writes for `events` (adperf.sources.logs)."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from adperf.schema import EVENTS
+    from adperf.sources.logs import MatchEdges
+
+    frames = []
+    for day, rows in events.groupby("date", sort=True):
+        edges = MatchEdges(dt.date.fromisoformat(str(day)))
+        edges.add(pa.Table.from_pandas(rows[EVENTS.columns], preserve_index=False))
+        frames.append(edges.table().to_pandas())
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_contribution_from_daily_match_edges_equals_the_one_from_raw_events() -> None:
+    rng = np.random.default_rng(5)
+    users = [f"u{i:02d}" for i in range(30)]
+    rows = [
+        (
+            "match" if rng.random() < 0.9 else "login",
+            str(a),
+            None if rng.random() < 0.05 else str(b if rng.random() < 0.95 else a),  # self-match
+            [True, False, None][int(rng.integers(0, 3))],
+        )
+        for a, b in (rng.choice(users[:12], 2, replace=False) for _ in range(400))
+    ]
+    events = events_frame(rows)
+    events["date"] = [f"2024-03-{d:02d}" for d in rng.integers(8, 11, len(events))]
+    payments = payments_frame(
+        [(DAY, u, float(rng.integers(1, 9000)) / 7) for u in users[:5]] + [(DAY, "u01", -1.0)]
+    )
+    user_map = pd.DataFrame(
+        {
+            "user_pid": users,
+            "platform": ["facebook", "google_ads", "organic"] * 10,
+            "campaign_id": [f"c{i % 4}" for i in range(30)],
+        }
+    )
+    edges = _edges_of(events)
+    assert len(edges) < len(events) and edges["matches"].max() > 1  # repeated pairs counted
+    old = build_contribution(DAY, events, payments, user_map, partner_share=0.3)
+    new = build_contribution_from_edges(DAY, edges, payments, user_map, partner_share=0.3)
+    assert (old["assisted_revenue_micros"] > 0).sum() >= 2
+    assert (old["shapley_assisted_micros"] > 0).sum() >= 2
+    pd.testing.assert_frame_equal(new, old)

@@ -1,0 +1,481 @@
+"""Where lake partitions are kept: a local folder or an S3 bucket, behind one small interface.
+
+`adperf.lake` encodes a partition (Parquet data + `_meta.json`) in a local staging folder and
+hands it to a backend, which makes it visible whole or not at all:
+
+- `LocalFolder`: the staging folder sits beside the partition and is renamed into place.
+- `S3Bucket`: object storage has no rename (a "move" is copy + delete per object, not atomic).
+  The data is uploaded as an immutable object under a name no other writer uses, and the
+  partition's `_manifest.json` (which data object, its meta, a generation number) is written
+  last, with a conditional PutObject: `If-None-Match: *` for a new partition, `If-Match: <ETag
+  read>` to replace one. A reader reads the manifest, then the data object it names, so it sees
+  one complete version. Two writers of one partition: the second commit's precondition fails
+  (412), it re-reads the manifest and commits again over the new one, so the partition ends as
+  one writer's complete version, never a mix. docs/lake.md says why this and not Iceberg.
+
+Credentials come from boto3's chain (environment, shared config profile, instance role) and
+never pass through adperf's code or messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adperf.errors import ConfigError
+
+DATA_FILE = "part-0.parquet"
+META_FILE = "_meta.json"
+MANIFEST_FILE = "_manifest.json"
+TMP_PREFIX = "_tmp-"
+# A temp folder or an unreferenced data object older than this is from a dead writer or a
+# superseded version no reader still reads (a live writer or reader finishes in minutes).
+STALE_SECONDS = 6 * 3600
+# Commits lost to another writer of the same partition before giving up (each retry re-reads
+# the manifest, so only a writer that keeps losing a race this often fails).
+COMMIT_ATTEMPTS = 8
+
+
+class LakeCommitConflict(RuntimeError):
+    """A partition's manifest kept changing under this writer's commit."""
+
+
+class LakeStoreRefused(ConfigError):
+    """The object store refused the lake's request for a reason no retry fixes (no such bucket,
+    credentials missing or refused). Throttling, 5xx and dropped connections are retried by
+    boto3 (standard mode, 5 attempts) and are not this."""
+
+
+# S3 error codes that say the configuration is wrong, with what to fix.
+_REFUSALS = {
+    "NoSuchBucket": "create the bucket, or fix the bucket of [adperf] data_root",
+    "AccessDenied": "grant the credentials s3:GetObject, PutObject, DeleteObject and "
+    "ListBucket on the bucket",
+    "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID (or the [s3] profile) and [s3] endpoint_url",
+    "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY (or the [s3] profile)",
+    "ExpiredToken": "renew the session credentials (AWS_SESSION_TOKEN, or the [s3] profile)",
+}
+
+
+@dataclass(frozen=True)
+class Version:
+    """One complete version of a partition: its meta (None: a local partition written before
+    `_meta.json` existed) and where its data file is (a local path or an object key)."""
+
+    meta: dict[str, Any] | None
+    data: str
+
+
+class Backend(Protocol):
+    """Storage of lake partitions; `part` is the partition's relative path, 'dataset/key=value'."""
+
+    def where(self, part: str) -> str:
+        """Where the partition is, for messages (never holds a credential)."""
+        ...
+
+    def stage(self, part: str) -> Path:
+        """A new empty local folder to write the partition's files into."""
+        ...
+
+    def publish(self, part: str, staged: Path) -> None:
+        """Make the staged files the partition's one current version, atomically."""
+        ...
+
+    def discard(self, staged: Path) -> None:
+        """Remove a staging folder that will not be published."""
+        ...
+
+    def current(self, part: str) -> Version | None:
+        """The complete version readers see now; None when there is none."""
+        ...
+
+    def read_table(self, version: Version) -> pa.Table:
+        """The data of one version."""
+        ...
+
+    def read_schema(self, version: Version) -> pa.Schema:
+        """The Parquet schema of one version."""
+        ...
+
+    def read_data(self, version: Version) -> bytes:
+        """The Parquet file of one version, as bytes."""
+        ...
+
+    def nbytes(self, version: Version) -> int:
+        """Bytes stored for one version."""
+        ...
+
+
+def meta_bytes(meta: dict[str, Any]) -> bytes:
+    """`_meta.json` as written: the same text on both backends."""
+    return json.dumps(meta, sort_keys=True, indent=1, default=str).encode()
+
+
+class LocalFolder:
+    """Partitions as folders under `root`; published by renaming a staging folder beside them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalFolder({self.root})"
+
+    def path(self, part: str) -> Path:
+        return self.root / part
+
+    def where(self, part: str) -> str:
+        return str(self.path(part))
+
+    def stage(self, part: str) -> Path:
+        final = self.path(part)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_tmp(final.parent)
+        tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        return tmp
+
+    def publish(self, part: str, staged: Path) -> None:
+        final = self.path(part)
+        _fsync_dir(staged)
+        if final.exists():
+            # os.rename cannot replace a non-empty folder: move the old one aside first.
+            old = final.parent / f"{TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex}"
+            os.rename(final, old)
+            os.rename(staged, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staged, final)
+        _fsync_dir(final.parent)
+
+    def discard(self, staged: Path) -> None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def current(self, part: str) -> Version | None:
+        folder = self.path(part)
+        if not (folder / DATA_FILE).is_file():
+            return None
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+        except FileNotFoundError:
+            meta = None
+        return Version(meta, str(folder / DATA_FILE))
+
+    def read_table(self, version: Version) -> pa.Table:
+        return pq.read_table(version.data)
+
+    def read_schema(self, version: Version) -> pa.Schema:
+        return pq.read_schema(version.data)
+
+    def read_data(self, version: Version) -> bytes:
+        return Path(version.data).read_bytes()
+
+    def nbytes(self, version: Version) -> int:
+        folder = Path(version.data).parent
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """`s3://bucket/prefix` split; the prefix has no leading or trailing slash."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+        if parts.username or parts.password or parts.query:
+            # A key in the URL would be printed wherever the root is: refuse it, name no part.
+            raise ValueError(
+                "an s3:// data_root holds only bucket and prefix; give credentials through the "
+                "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)"
+            )
+        return cls(parts.netloc, parts.path.strip("/"))
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def quiet_sdk_logs() -> None:
+    """Keep boto's request logs out of DEBUG output.
+
+    botocore logs every request's headers at DEBUG, the `Authorization` header (which names
+    the access key id) included, and luigi workers may run with DEBUG logging: its loggers are
+    held at INFO, where they log no headers. urllib3 is left alone (other clients' tests read
+    its DEBUG lines): it logs method, host and path, and SigV4 puts no credential in a URL.
+    """
+    for name in ("botocore", "boto3", "s3transfer"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+class S3Bucket:
+    """Partitions as immutable data objects plus a manifest committed by a conditional write.
+
+    Layout under `<prefix>/<dataset>/<key>=<value>/`: `_manifest.json` (the commit: generation,
+    current data object, meta, and the data objects it replaced with when) and
+    `_data/<writer uuid>.parquet` (one per write; only the manifest's is current). A replaced
+    object is deleted `stale_seconds` after its replacement, by a later write of the partition.
+    """
+
+    def __init__(
+        self, location: S3Location, client: Any, *, stale_seconds: float = STALE_SECONDS
+    ) -> None:
+        self.location, self.client, self.stale_seconds = location, client, stale_seconds
+
+    @classmethod
+    def connect(
+        cls, url: str, *, endpoint_url: str = "", region: str = "", profile: str = ""
+    ) -> S3Bucket:
+        """A bucket from `s3://bucket/prefix`; endpoint and region from the arguments, else
+        from boto3's own settings (AWS_ENDPOINT_URL, AWS_REGION, ~/.aws/config)."""
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError(
+                "[adperf] data_root is s3://…, which needs boto3. Fix: pip install 'adperf[s3]'"
+            ) from None
+
+        from botocore.exceptions import ProfileNotFound
+
+        quiet_sdk_logs()
+        try:
+            session = boto3.session.Session(profile_name=profile or None)
+        except ProfileNotFound:
+            raise ConfigError(
+                f"[s3] profile = {profile} is in no AWS config or credentials file. Fix: add it "
+                "there, or empty [s3] profile to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            ) from None
+        client = session.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region or None,
+            # Path-style: works with any S3-compatible server and any bucket name.
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
+        )
+        return cls(S3Location.parse(url), client)
+
+    def __repr__(self) -> str:
+        return f"S3Bucket({self.location})"
+
+    def where(self, part: str) -> str:
+        return f"s3://{self.location.bucket}/{self.location.key(part)}"
+
+    def stage(self, part: str) -> Path:
+        # Staged locally, in one folder of the temp dir: a killed writer's leftovers there are
+        # removed by a later write once stale, as in a local lake.
+        staging = Path(tempfile.gettempdir()) / "adperf-lake-staging"
+        staging.mkdir(exist_ok=True)
+        _clean_stale_tmp(staging)
+        return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=staging))
+
+    def discard(self, staged: Path) -> None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _refusals(self, where: str) -> Iterator[None]:
+        """Turn the store's permanent refusals into LakeStoreRefused, naming place and fix."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        try:
+            yield
+        except S3UploadFailedError as exc:
+            # upload_file wraps the ClientError of a part (its code only in the message).
+            cause = exc.__context__
+            code = _code(cause) if isinstance(cause, ClientError) else ""
+            if code not in _REFUSALS:
+                raise
+            raise LakeStoreRefused(
+                f"lake {where}: S3 answered {code}. Fix: {_REFUSALS[code]}"
+            ) from cause
+        except NoCredentialsError:
+            raise LakeStoreRefused(
+                f"lake {where}: no S3 credentials found. Fix: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [s3] profile"
+            ) from None
+        except ClientError as exc:
+            code = _code(exc)
+            if code not in _REFUSALS:
+                raise
+            # The SDK's message names operation and code only, never a credential.
+            raise LakeStoreRefused(
+                f"lake {where}: S3 answered {code}. Fix: {_REFUSALS[code]}"
+            ) from exc
+
+    def publish(self, part: str, staged: Path) -> None:
+        with self._refusals(self.where(part)):
+            self._publish(part, staged)
+
+    def _publish(self, part: str, staged: Path) -> None:
+        data_key = self.location.key(f"{part}/_data/{uuid.uuid4().hex}.parquet")
+        meta = json.loads((staged / META_FILE).read_text())
+        # The data first, under a name only this writer uses: until the manifest names it, no
+        # reader looks at it, so a writer killed here leaves an invisible orphan (collected
+        # below by a later write of the partition).
+        self.client.upload_file(str(staged / DATA_FILE), self.location.bucket, data_key)
+        self._commit(part, data_key, meta)
+        self.discard(staged)
+        self._collect(part)
+
+    def _commit(self, part: str, data_key: str, meta: dict[str, Any]) -> None:
+        from botocore.exceptions import ClientError
+
+        key = self.location.key(f"{part}/{MANIFEST_FILE}")
+        for _ in range(COMMIT_ATTEMPTS):
+            found = self._manifest(part)
+            previous: dict[str, Any] = found[0] if found else {"generation": 0, "retired": []}
+            # The version replaced stays readable for `stale_seconds` from now (a reader may
+            # have just read the old manifest); `_collect` deletes it after that.
+            # Entries past twice the grace were collected after an earlier commit: dropped, so
+            # the list stays short (an object left by a killed collect is found by its age).
+            horizon = time.time() - 2 * self.stale_seconds
+            retired = [r for r in previous["retired"] if r[0] != data_key and r[1] >= horizon]
+            if found:
+                retired.append([previous["data"], time.time()])
+            body = json.dumps(
+                {
+                    "format": 1,
+                    "generation": int(previous["generation"]) + 1,
+                    "data": data_key,
+                    "meta": meta,
+                    "retired": retired,
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+            # If-None-Match: * creates only; If-Match replaces only the version read above.
+            condition = {"IfNoneMatch": "*"} if found is None else {"IfMatch": found[1]}
+            try:
+                self.client.put_object(
+                    Bucket=self.location.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType="application/json",
+                    **condition,
+                )
+                return
+            except ClientError as exc:
+                # 412: another writer committed since the read; 409: its commit is in flight.
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status not in (409, 412):
+                    raise
+        raise LakeCommitConflict(
+            f"lake partition {self.where(part)}: {COMMIT_ATTEMPTS} commits in a row lost to "
+            "other writers of the same partition; run the task again once they have finished"
+        )
+
+    def _manifest(self, part: str) -> tuple[dict[str, Any], str] | None:
+        """(manifest, its ETag), or None when the partition was never committed."""
+        try:
+            reply = self.client.get_object(
+                Bucket=self.location.bucket, Key=self.location.key(f"{part}/{MANIFEST_FILE}")
+            )
+        except self.client.exceptions.NoSuchKey:
+            return None
+        manifest: dict[str, Any] = json.loads(reply["Body"].read())
+        manifest.setdefault("retired", [])
+        return manifest, str(reply["ETag"])
+
+    def _collect(self, part: str) -> None:
+        """Delete the partition's data objects no reader can need: versions replaced more than
+        `stale_seconds` ago, and objects no manifest ever named (dead writers') that old."""
+        found = self._manifest(part)
+        if found is None:
+            return
+        manifest, cutoff = found[0], time.time() - self.stale_seconds
+        retired = {str(k): float(at) for k, at in manifest["retired"]}
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = self.location.key(f"{part}/_data/")
+        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"]
+                if name == manifest["data"]:
+                    continue
+                # A retired object counts from its retirement; any other from its upload (a
+                # live writer's upload is recent, so it is not taken for a dead one's).
+                since = retired.get(name, obj["LastModified"].timestamp())
+                if since < cutoff:
+                    self.client.delete_object(Bucket=self.location.bucket, Key=name)
+
+    def current(self, part: str) -> Version | None:
+        with self._refusals(self.where(part)):
+            found = self._manifest(part)
+        if found is None:
+            return None
+        manifest = found[0]
+        return Version(dict(manifest["meta"]), str(manifest["data"]))
+
+    @contextlib.contextmanager
+    def _download(self, version: Version) -> Iterator[IO[bytes]]:
+        """The data object in a temp file (in memory up to 64 MB). Ranged GETs of an immutable
+        object: a rewrite commits a new object and never changes this one."""
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as out:
+            with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
+                self.client.download_fileobj(self.location.bucket, version.data, out)
+            out.seek(0)
+            yield out
+
+    def read_data(self, version: Version) -> bytes:
+        with self._download(version) as data:
+            return data.read()
+
+    def read_table(self, version: Version) -> pa.Table:
+        with self._download(version) as data:
+            return pq.read_table(data)
+
+    def read_schema(self, version: Version) -> pa.Schema:
+        with self._download(version) as data:
+            return pq.read_schema(data)
+
+    def nbytes(self, version: Version) -> int:
+        with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
+            head = self.client.head_object(Bucket=self.location.bucket, Key=version.data)
+        return int(head["ContentLength"])
+
+
+def _code(exc: Any) -> str:
+    """The S3 error code of a botocore ClientError."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _clean_stale_tmp(folder: Path) -> None:
+    now = time.time()
+    for child in folder.glob(f"{TMP_PREFIX}*"):
+        try:
+            if now - child.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(child, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,193 @@
+"""One policy's closed loop, day by day (a child of `python -m bench.decisions`).
+
+Runs in a process whose LUIGI_CONFIG_PATH is the policy's luigi.cfg. Writes `decisions.csv`
+(date, campaign_id, action: what the policy decided per campaign and day) and `done.json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adperf.actions import Settings, scaled_budget
+from adperf.sandbox.ad_objects import JsonState, objects_path, sandbox_objects
+from adperf.sandbox.entities import CURRENCY_DIGITS
+
+PIPELINE_POLICIES = ("old", "naive", "adperf")
+
+
+def run(folder: Path, spec: dict[str, Any], loop_start: dt.date) -> int:
+    import luigi
+
+    from tasks import actions as actions_cli
+    from tasks import config, resources
+    from tasks.pipeline import DailyReport
+
+    policy, days = str(spec["policy"]), int(spec["days"])
+    rules = config.rules()
+    settings = Settings(
+        scale_factor=config.actions().scale_factor,
+        max_budget_increase=config.actions().max_budget_increase,
+    )
+    meta = resources.ensure_sandbox_world(loop_start - dt.timedelta(days=1))
+    root = resources.world_dir()
+    rows: list[dict[str, Any]] = []
+    times: list[float] = []
+    t_all = time.perf_counter()
+    for k in range(days):
+        day = loop_start + dt.timedelta(days=k)
+        iso = day.isoformat()
+        t0 = time.perf_counter()
+        if policy in PIPELINE_POLICIES:
+            result = luigi.build(
+                [DailyReport(date=day)], local_scheduler=True, detailed_summary=True, workers=1
+            )
+            if not result.scheduling_succeeded or "FAILED" in str(result.status):
+                print(f"{iso}: DailyReport {result.status}", file=sys.stderr)
+                return 1
+            decided = _warehouse_actions(folder, iso)
+            if policy == "naive":
+                decided = _naive(folder, iso, decided, rules)
+                _apply(root, meta, decided, settings)
+            else:
+                code = actions_cli.main(day, yes=True, by=f"bench-{policy}")
+                if code != 0:
+                    print(f"{iso}: actions apply exited {code}", file=sys.stderr)
+        else:
+            meta = resources.ensure_sandbox_world(day)
+            decided = _oracle(root, iso, rules) if policy == "oracle" else {}
+            _apply(root, meta, decided, settings)
+        rows.extend({"date": iso, "campaign_id": c, "action": a} for c, a in decided.items())
+        times.append(time.perf_counter() - t0)
+        print(f"{iso} {policy}: {times[-1]:.1f}s, "
+              f"{sum(a == 'scale' for a in decided.values())} scale, "
+              f"{sum(a == 'pause' for a in decided.values())} pause", flush=True)  # fmt: skip
+    pd.DataFrame(rows, columns=["date", "campaign_id", "action"]).to_csv(
+        folder / "decisions.csv", index=False
+    )
+    total = time.perf_counter() - t_all
+    done = {
+        "first_day": loop_start.isoformat(),
+        "last_day": (loop_start + dt.timedelta(days=days - 1)).isoformat(),
+        "seconds": round(total, 1),
+        "seconds_per_day": round(total / max(days, 1), 2),
+        "first_day_seconds": round(times[0], 1) if times else None,
+    }
+    (folder / "done.json").write_text(json.dumps(done) + "\n")
+    return 0
+
+
+def _warehouse_actions(folder: Path, iso: str) -> dict[str, str]:
+    """Campaign-level actions the pipeline recommended for the day."""
+    with sqlite3.connect(folder / "warehouse.db") as conn:
+        got = conn.execute(
+            "SELECT object_id, action FROM actions WHERE level = 'campaign' AND date LIKE ?",
+            (iso + "%",),
+        ).fetchall()
+    return {str(o): str(a) for o, a in got}
+
+
+def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[str, str]:
+    """D7 ROAS of the window's cohorts that reached D7, x the app-wide pLTV / D7 ratio."""
+    day = dt.date.fromisoformat(iso)
+    lo = (day - dt.timedelta(days=rules.window_days + 6)).isoformat()
+    hi = (day - dt.timedelta(days=7)).isoformat()
+    with sqlite3.connect(folder / "warehouse.db") as conn:
+        d7 = pd.read_sql(
+            "SELECT campaign_id, revenue, spend, installs FROM cohort_roas "
+            "WHERE age_days = 7 AND cohort_date BETWEEN ? AND ? AND platform NOT IN "
+            "('organic', 'restricted', 'unattributed')",
+            conn,
+            params=(lo, hi + " 99"),
+        )
+        window = pd.read_sql(
+            "SELECT object_id AS campaign_id, proas, spend FROM actions "
+            "WHERE level = 'campaign' AND date LIKE ?",
+            conn,
+            params=(iso + "%",),
+        )
+    if d7.empty:
+        return {c: "hold" for c in pooled}
+    for col in ("revenue", "spend"):
+        d7[col] = pd.to_numeric(d7[col]).astype(float)
+    by = d7.groupby("campaign_id").sum(numeric_only=True)
+    window = window.dropna(subset=["proas"])
+    spent = pd.to_numeric(window["spend"]).astype(float).to_numpy()
+    value = float((window["proas"].to_numpy(dtype=float) * spent).sum())
+    d7_roas = (by["revenue"] / by["spend"].where(by["spend"] > 0)).reindex(window["campaign_id"])
+    ratio_den = float((d7_roas.fillna(0).to_numpy() * spent).sum())
+    ratio = value / ratio_den if ratio_den > 0 else None
+    out: dict[str, str] = {}
+    for cid in pooled:
+        if ratio is None or cid not in by.index:
+            out[cid] = "hold"
+            continue
+        r = by.loc[cid]
+        if r["spend"] < rules.min_spend or r["installs"] < rules.min_installs:
+            out[cid] = "hold"
+            continue
+        est = r["revenue"] / r["spend"] * ratio
+        out[cid] = (
+            "scale" if est > rules.scale_roas else "pause" if est < rules.pause_roas else "hold"
+        )
+    return out
+
+
+def _oracle(root: Path, iso: str, rules: Any) -> dict[str, str]:
+    """The truth's verdict per campaign on the day: its true 365-day ROAS against the rules."""
+    truth = pd.read_csv(
+        root / "truth" / "campaign_value_daily.csv", dtype={"campaign_id": str, "date": str}
+    )
+    day = truth[(truth["date"] == iso) & (truth["budget_factor"] > 0)]
+    return {
+        str(c): "scale" if r > rules.scale_roas else "pause" if r < rules.pause_roas else "hold"
+        for c, r in zip(day["campaign_id"], day["true_roas_365d"], strict=True)
+    }
+
+
+def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: Settings) -> None:
+    """The campaign decisions on the fakes' object state, as `actions apply` would make them:
+    Facebook on each adset of the campaign, Google Ads on the campaign and its budget."""
+    acting = {c: a for c, a in decided.items() if a in ("scale", "pause")}
+    if not acting:
+        return
+    base_fb, base_google = sandbox_objects(meta)
+
+    def fb(doc: dict[str, Any]) -> None:
+        for adset in doc["adsets"].values():
+            action = acting.get(adset["campaign_id"])
+            if action is None or adset["status"] != "ACTIVE":
+                continue
+            if action == "pause":
+                adset["status"] = "PAUSED"
+            else:
+                adset["daily_budget"] = scaled_budget(int(adset["daily_budget"]), settings)
+
+    def google(doc: dict[str, Any]) -> None:
+        for cid, camp in doc["campaigns"].items():
+            action = acting.get(cid)
+            if action is None or camp["status"] != "ENABLED":
+                continue
+            if action == "pause":
+                camp["status"] = "PAUSED"
+            else:
+                budget = doc["budgets"][camp["budget_id"]]
+                step = 10 ** (6 - CURRENCY_DIGITS["USD"])
+                budget["amount_micros"] = scaled_budget(
+                    int(budget["amount_micros"]), settings, step
+                )
+
+    _update(objects_path(root, meta, "facebook"), base_fb, fb)
+    _update(objects_path(root, meta, "google_ads"), base_google, google)
+
+
+def _update(path: Path, base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
+    JsonState(base, path).update(change)
