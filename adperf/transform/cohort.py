@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 
 from adperf.transform import metrics
@@ -34,6 +35,7 @@ AGES: tuple[int, ...] = (0, 3, 7, 14, 30)
 # A segment the MMP did not fill in (no country code, no OS) is keyed by this value.
 UNKNOWN = "unknown"
 
+COHORT = "cohort_date"
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
 SEGMENT_COLUMNS: list[str] = ["country", "device_os"]
 _COUNTS: list[str] = ["users", "installs", "payers", "revenue_micros", "spend_micros"]
@@ -103,7 +105,13 @@ def _triangle(
     segments: list[str],
 ) -> pd.DataFrame:
     """Every (cohort, key, age reached) cell of the window as of `day`, keyed by campaign and
-    `segments`."""
+    `segments`, oldest cohort first, then by key, each key's ages in order.
+
+    All cohorts at once: one user map, one join of payments to the cohorts' users with the age
+    of each payment, and one pass adding them up per (cell, age bucket) then cumulating over
+    the ages. (It was one pass of merges and groupbys per cohort and per age: 31 cohorts x 5
+    ages, most of a warm day's 2 minutes in pandas' per-call overhead on a small world.)
+    """
     if not ages or any(a < 0 for a in ages) or len(set(ages)) != len(ages):
         raise ValueError(f"cohort ages must be distinct and >= 0, got {ages}")
     window = max(ages) if window_days is None else window_days
@@ -111,51 +119,33 @@ def _triangle(
         raise ValueError(f"the cohort window must be >= 0 days, got {window_days}")
     report = dt.date.fromisoformat(day)
     cohorts = [(report - dt.timedelta(days=n)).isoformat() for n in range(window, -1, -1)]
-    frames = [_cohort_rows(day, c, installs, payments, spend, ages, segments) for c in cohorts]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
+    # A cohort younger than the youngest age has no cell (and so no row at all).
+    cohorts = [c for c in cohorts if (report - _date(c)).days >= min(ages)]
+    if not cohorts:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    key = [COHORT, *CAMPAIGN_KEY, *segments]
 
-
-def _cohort_rows(
-    day: str,
-    cohort: str,
-    installs: pd.DataFrame,
-    payments: pd.DataFrame,
-    spend: pd.DataFrame,
-    ages: tuple[int, ...],
-    segments: list[str],
-) -> pd.DataFrame:
-    """The cells of one cohort as of `day`: one per key with installs or spend, per age reached."""
-    reached = sorted(a for a in ages if a <= (dt.date.fromisoformat(day) - _date(cohort)).days)
-    if not reached:
-        return pd.DataFrame()
-    key = [*CAMPAIGN_KEY, *segments]
-    day_installs = _with_segment_keys(_with_organic_key(installs.loc[installs["date"].eq(cohort)]))
-    # The first-install rule is applied within the cohort day only: a user installing twice that
-    # day counts once, and every age of this cohort sees the same users whatever the window.
-    users = build_user_map(day_installs, tuple(segments))[["user_pid", *key]]
-
-    # ISO dates compare as strings; payments before the install (a reinstall) don't count.
-    window = payments.loc[payments["date"].between(cohort, day)]
-    paid = window[["user_pid", "date", "amount_micros"]].merge(users, on="user_pid", how="inner")
+    day_installs = installs.loc[installs["date"].isin(cohorts)]
+    day_installs = _with_segment_keys(_with_organic_key(day_installs))
+    day_installs[COHORT] = day_installs["date"]
+    users = _cohort_users(day_installs, segments)
 
     installs_by = day_installs.groupby(key, dropna=False).agg(
-        installs=("date", "size"), installs_name=("campaign_name", "first")
+        installs=(COHORT, "size"), installs_name=("campaign_name", "first")
     )
-    users_by = users.groupby(key, dropna=False).agg(users=("user_pid", "nunique"))
-    day_spend = spend.loc[spend["date"].eq(cohort)]
-    spend_by = day_spend.groupby(CAMPAIGN_KEY, dropna=False).agg(
+    users_by = users.groupby(key, dropna=False).agg(users=("_pid", "size"))
+    cohort_spend = spend.loc[spend["date"].isin(cohorts)].rename(columns={"date": COHORT})
+    spend_by = cohort_spend.groupby([COHORT, *CAMPAIGN_KEY], dropna=False).agg(
         spend_micros=("spend_micros", "sum"), spend_name=("campaign_name", "first")
     )
-    base = _nullable_ints(installs_by.reset_index())
-    base = base.merge(_nullable_ints(users_by.reset_index()), on=key, how="outer")
+    base = _nullable_ints(_text_keys(installs_by.reset_index()))
+    base = base.merge(_nullable_ints(_text_keys(users_by.reset_index())), on=key, how="outer")
+    spend_by = _nullable_ints(_text_keys(spend_by.reset_index()))
     if segments:
-        base = _share_spend(base, _nullable_ints(spend_by.reset_index()), segments)
+        base = _share_spend(base, spend_by, segments)
     else:
         # merge, not join: it matches null campaign ids (a paid install without one) as keys.
-        base = base.merge(_nullable_ints(spend_by.reset_index()), on=key, how="outer")
+        base = base.merge(spend_by, on=key, how="outer")
     if base.empty:
         return pd.DataFrame()
     # Spend's name is the platform's current one; the MMP's is what it was at install.
@@ -163,57 +153,127 @@ def _cohort_rows(
     # to fill with strings.
     base["campaign_name"] = base["spend_name"].astype("object").fillna(base["installs_name"])
     base = base.drop(columns=["installs_name", "spend_name"])
+    base = base.reset_index(drop=True)
+    base["_cell"] = np.arange(len(base))
 
-    cells = []
-    for age in reached:
-        last = (_date(cohort) + dt.timedelta(days=age)).isoformat()
-        paid_by = (
-            paid.loc[paid["date"] <= last]
-            .groupby(key, dropna=False)
-            .agg(payers=("user_pid", "nunique"), revenue_micros=("amount_micros", "sum"))
-        )
-        rows = base.merge(_nullable_ints(paid_by.reset_index()), on=key, how="left")
-        cells.append(rows.assign(age_days=age))
-    out = pd.concat(cells, ignore_index=True)
+    # Each user's cell. Keys as object on both sides: a key column that is all null (a paid
+    # install without campaign id, alone in the window) is float64 after a groupby, and pandas
+    # refuses to merge float64 with text; as object, null matches null.
+    cells = base[[*key, "_cell"]].astype({c: "object" for c in key})
+    users = users.astype({c: "object" for c in key}).merge(cells, on=key, validate="many_to_one")
+    reached = sorted(ages)
+    revenue, payers = _paid_by_age(day, payments, users, reached, len(base))
+    # Each cell at every age its cohort has reached (ages sorted, so the first n of them).
+    cohort_age = base[COHORT].map({c: (report - _date(c)).days for c in cohorts})
+    n = np.searchsorted(reached, cohort_age.to_numpy(dtype="int64"), side="right")
+    cell = np.repeat(base["_cell"].to_numpy(), n)
+    age_i = np.arange(len(cell)) - np.repeat(np.cumsum(n) - n, n)
+    out = base.iloc[cell].reset_index(drop=True)
+    out["age_days"] = np.asarray(reached, dtype="int64")[age_i]
+    out["payers"] = payers[cell, age_i]
+    out["revenue_micros"] = revenue[cell, age_i]
     out[_COUNTS] = out[_COUNTS].fillna(0).astype("int64")
     out["roas"] = metrics.roas(out["revenue_micros"], out["spend_micros"])
-    out["cohort_date"] = cohort
     out["as_of"] = day
-    # Oldest cohort first (the caller's order), then by key, each key's ages in order.
+    # Oldest cohort first, then by key, each key's ages in order.
     return out.sort_values([*key, "age_days"], kind="mergesort", na_position="last")
+
+
+def _cohort_users(day_installs: pd.DataFrame, segments: list[str]) -> pd.DataFrame:
+    """Each cohort's users: one row per (cohort_date, user) with the key of the user's first
+    install of that day, `_pid` their user_pid and `cohort_date` the day."""
+    # The first-install rule is applied within the cohort day only: a user installing twice that
+    # day counts once, and every age of this cohort sees the same users whatever the window. A
+    # user who installed on two days of the window is in both cohorts: the user map is built on
+    # (day, user) pairs, its tie-breaks unchanged.
+    pid = day_installs["user_pid"]
+    known = pid.notna().to_numpy()
+    pair = pd.Series(None, index=day_installs.index, dtype="object")
+    pair[known] = (
+        day_installs.loc[known, "date"].astype(str) + "\x1f" + pid[known].astype(str)
+    ).to_numpy(dtype="object")
+    keyed = day_installs.assign(_pid=pid, user_pid=pair)
+    users = build_user_map(keyed, ("_pid", *segments))
+    return users.rename(columns={"install_date": COHORT})[
+        [COHORT, "_pid", *CAMPAIGN_KEY, *segments]
+    ]
+
+
+def _paid_by_age(
+    day: str, payments: pd.DataFrame, users: pd.DataFrame, ages: list[int], cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Revenue and payers of each cell (`users`' `_cell`) at each of the sorted `ages`, as
+    (cells x ages) int64 arrays: cumulative from the install day to cohort_date + age."""
+    revenue = np.zeros((cells, len(ages)), dtype="int64")
+    payers = np.zeros((cells, len(ages)), dtype="int64")
+    who = users[["_pid", COHORT, "_cell"]].rename(columns={"_pid": "user_pid"})
+    paid = payments[["user_pid", "date", "amount_micros"]].merge(who, on="user_pid", how="inner")
+    # ISO dates compare as strings; payments before the install (a reinstall) don't count.
+    paid = paid.loc[paid["date"].ge(paid[COHORT]) & paid["date"].le(day)]
+    if paid.empty:
+        return revenue, payers
+    age = (_days(paid["date"]) - _days(paid[COHORT])).to_numpy()
+    # The first reported age each payment counts in; later than the oldest age: in none.
+    bucket = np.searchsorted(np.asarray(ages, dtype="int64"), age, side="left")
+    inside = bucket < len(ages)
+    cell = paid["_cell"].to_numpy(dtype="int64")[inside]
+    bucket = bucket[inside]
+    np.add.at(revenue, (cell, bucket), paid["amount_micros"].to_numpy(dtype="int64")[inside])
+    # A payer from the first age any row of theirs (a refund too) counts in.
+    first = (
+        pd.DataFrame({"cell": cell, "user": paid["user_pid"].to_numpy()[inside], "b": bucket})
+        .groupby(["cell", "user"], sort=False)["b"]
+        .min()
+        .reset_index()
+    )
+    np.add.at(payers, (first["cell"].to_numpy(), first["b"].to_numpy()), 1)
+    return np.cumsum(revenue, axis=1), np.cumsum(payers, axis=1)
+
+
+def _days(iso: pd.Series) -> pd.Series:
+    """ISO dates as whole days since the epoch."""
+    return pd.to_datetime(iso, format="%Y-%m-%d").astype("datetime64[s]").astype("int64") // 86400
 
 
 def _share_spend(base: pd.DataFrame, spend_by: pd.DataFrame, segments: list[str]) -> pd.DataFrame:
     """`base` (installs and users per campaign and segment) with each campaign's spend shared
     among its segments by installs, exactly (largest remainder); a campaign with spend but no
     installs keeps it in the unknown segment."""
-    rows = base.merge(spend_by, on=CAMPAIGN_KEY, how="outer")
+    group = [COHORT, *CAMPAIGN_KEY]
+    rows = base.merge(spend_by, on=group, how="outer")
     for col in segments:
         rows[col] = rows[col].astype("object").fillna(UNKNOWN)
     rows["installs"] = rows["installs"].fillna(0).astype("int64")
     total_spend = rows["spend_micros"].fillna(0).astype("int64")
-    campaign_installs = rows.groupby(CAMPAIGN_KEY, dropna=False)["installs"].transform("sum")
+    campaign_installs = rows.groupby(group, dropna=False)["installs"].transform("sum")
     # Every segment of a campaign without installs (there is one, unknown) takes it all.
     weight = rows["installs"].where(campaign_installs > 0, 1)
-    weights = weight.groupby([rows[c] for c in CAMPAIGN_KEY], dropna=False).transform("sum")
+    weights = weight.groupby([rows[c] for c in group], dropna=False).transform("sum")
     product = total_spend * weight
     share, remainder = product // weights, product % weights
-    left = total_spend - share.groupby([rows[c] for c in CAMPAIGN_KEY], dropna=False).transform(
-        "sum"
-    )
+    left = total_spend - share.groupby([rows[c] for c in group], dropna=False).transform("sum")
     order = rows.assign(_rem=remainder).sort_values(
-        [*CAMPAIGN_KEY, "_rem", *segments],
-        ascending=[True, True, False, True, True],
+        [*group, "_rem", *segments],
+        ascending=[True, True, True, False, True, True],
         kind="mergesort",
         na_position="last",
     )
-    rank = order.groupby(CAMPAIGN_KEY, dropna=False).cumcount().reindex(rows.index)
+    rank = order.groupby(group, dropna=False).cumcount().reindex(rows.index)
     rows["spend_micros"] = share + (rank < left).astype("int64")
     return rows
 
 
 def _date(iso: str) -> dt.date:
     return dt.date.fromisoformat(iso)
+
+
+def _text_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its all-null float64 columns as object."""
+    # A group key that is null in every row (a cohort day's paid installs all without campaign
+    # id) comes out of a groupby as float64, and pandas refuses to merge float64 with text keys
+    # (the spend's campaign ids): "You are trying to merge on float64 and str columns".
+    nulls = [c for c in df.columns if df[c].dtype == "float64" and df[c].isna().all()]
+    return df.astype({c: "object" for c in nulls})
 
 
 def _nullable_ints(df: pd.DataFrame) -> pd.DataFrame:
