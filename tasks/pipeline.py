@@ -1254,13 +1254,18 @@ def _follow_up_rules() -> Any:
     )
 
 
-def _warehouse_actions(action_day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(action_log, actions of `action_day`) from the warehouse; empty where absent."""
+def _warehouse_actions(action_day: dt.date | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(action_log, actions of `action_day`) from the warehouse; empty where absent (and the
+    actions empty without an `action_day`: the caller needs only the log)."""
     engine = warehouse.make_engine(config.adperf().warehouse_url)
     try:
         has_log = sa.inspect(engine).has_table(warehouse.action_log.name)
         log = warehouse.read_table(engine, "action_log") if has_log else pd.DataFrame()
-        decisions = warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
+        decisions = (
+            warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
+            if action_day is not None
+            else pd.DataFrame()
+        )
     finally:
         engine.dispose()
     return log, decisions
@@ -1298,7 +1303,7 @@ def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) ->
     """The day's actions with the follow-ups' scale backs and the week cap's expands."""
     from adperf.transform.outcomes import with_follow_ups
 
-    log, _ = _warehouse_actions(dt.date.fromisoformat(day))
+    log, _ = _warehouse_actions(None)  # the log only: the day's own actions are `actions`
     return with_follow_ups(actions, outcomes, log, day, _follow_up_rules())
 
 
