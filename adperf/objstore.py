@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -36,12 +35,13 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adperf import files
 from adperf.errors import ConfigError
 
 DATA_FILE = "part-0.parquet"
 META_FILE = "_meta.json"
 MANIFEST_FILE = "_manifest.json"
-TMP_PREFIX = "_tmp-"
+TMP_PREFIX = files.FOLDER_TMP_PREFIX
 # A temp folder or an unreferenced data object older than this is from a dead writer or a
 # superseded version no reader still reads (a live writer or reader finishes in minutes).
 STALE_SECONDS = 6 * 3600
@@ -144,25 +144,13 @@ class LocalFolder:
         final = self.path(part)
         final.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_tmp(final.parent)
-        tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        return tmp
+        return files.stage_folder(final, prefix=TMP_PREFIX)
 
     def publish(self, part: str, staged: Path) -> None:
-        final = self.path(part)
-        _fsync_dir(staged)
-        if final.exists():
-            # os.rename cannot replace a non-empty folder: move the old one aside first.
-            old = final.parent / f"{TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex}"
-            os.rename(final, old)
-            os.rename(staged, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staged, final)
-        _fsync_dir(final.parent)
+        files.publish_folder(staged, self.path(part), prefix=TMP_PREFIX)
 
     def discard(self, staged: Path) -> None:
-        shutil.rmtree(staged, ignore_errors=True)
+        files.discard_folder(staged)
 
     def current(self, part: str) -> Version | None:
         folder = self.path(part)
@@ -294,7 +282,7 @@ class S3Bucket:
         return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=staging))
 
     def discard(self, staged: Path) -> None:
-        shutil.rmtree(staged, ignore_errors=True)
+        files.discard_folder(staged)
 
     @contextlib.contextmanager
     def _refusals(self, where: str) -> Iterator[None]:
@@ -471,11 +459,3 @@ def _clean_stale_tmp(folder: Path) -> None:
                 shutil.rmtree(child, ignore_errors=True)
         except FileNotFoundError:
             continue
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

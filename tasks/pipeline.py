@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 from luigi.contrib.spark import PySparkTask
 
-from adperf import lake, platforms, warehouse
+from adperf import files, lake, platforms, warehouse
 from adperf.errors import AdperfError, ConfigError, DataNotReady, QuotaExhausted
 from adperf.fx import FxTable, load_rates
 from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS, SPEND, to_table
@@ -1717,14 +1717,9 @@ def _report_history(day: dt.date) -> dict[str, pd.DataFrame]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object written by `_write_json`, or None when there is none."""
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
+    data: dict[str, Any] | None = files.read_json(path)
     return data
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, sort_keys=True))
-    os.replace(tmp, path)
+    files.write_json(path, payload, indent=None, sort_keys=True, ensure_ascii=True)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from adperf import files
 from adperf.platforms import FACEBOOK, GOOGLE_ADS
 from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
 from adperf.sandbox.profiles import get_profile
@@ -163,17 +162,7 @@ class JsonState:
 
     def _write(self, doc: dict[str, Any]) -> None:
         assert self._path is not None
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-            os.replace(tmp, self._path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        files.write_json(self._path, doc, indent=1, sort_keys=True, ensure_ascii=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

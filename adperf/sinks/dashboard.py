@@ -14,14 +14,13 @@ import datetime as dt
 import html
 import json
 import math
-import os
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from adperf import files
 from adperf.sinks.summary import ZERO_DECIMAL_CURRENCIES
 from adperf.vocabulary import INSTALL_BUCKETS
 
@@ -145,18 +144,7 @@ def build_dashboard_html(data: dict[str, Any]) -> str:
 
 def write_dashboard(folder: Path, page: str) -> Path:
     """Write `<folder>/dashboard.html` atomically (temp file, fsync, rename)."""
-    final = Path(folder) / DASHBOARD_FILE
-    tmp = final.with_name(f".{DASHBOARD_FILE}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(page.encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    return files.write_text(Path(folder) / DASHBOARD_FILE, page)
 
 
 def dashboard_link(base_url: str | None, day: str) -> str:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from adperf import files as atomic
 from adperf.sinks.chart import build_chart_data, render_chart
 from adperf.sinks.html import build_html_report
 from adperf.sinks.slack import build_campaign_csv, build_slack_message
@@ -186,26 +184,12 @@ def build_quality_notes(
 def write_report_files(root: Path, day: str, files: dict[str, bytes], meta: dict[str, Any]) -> Path:
     """Write `<root>/reports/date=<day>/` with `files` and `_meta.json` atomically (a rename)."""
     final = report_path(root, day)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"_tmp-date={day}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with atomic.folder(final) as tmp:
         for name, content in {
             **files,
             META_FILE: json.dumps(meta, sort_keys=True).encode(),
         }.items():
             (tmp / name).write_bytes(content)
-        if final.exists():
-            # os.rename cannot replace a non-empty folder: move the old one aside first.
-            old = final.parent / f"_tmp-old-date={day}-{uuid.uuid4().hex}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

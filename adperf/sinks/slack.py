@@ -12,10 +12,8 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import pathlib
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.handler import RetryHandler
 
+from adperf import files as atomic
 from adperf.errors import SourceError, TransientSourceError
 from adperf.sinks.summary import (
     build_total_rows,
@@ -682,20 +681,8 @@ def write_outbox(
 
 
 def _atomic_write(target: pathlib.Path, content: bytes) -> pathlib.Path:
-    """Write `content` to `target` through a temp file in the same folder and a rename."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        # Same directory, so os.replace is an atomic rename: readers see old or new, never half.
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    """Write `content` to `target` atomically: readers see the old file or the new, never half."""
+    return atomic.write_bytes(target, content)
 
 
 class MessageGone(SourceError):
