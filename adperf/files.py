@@ -22,8 +22,8 @@ FILE_TMP_MARK = ".tmp-"  # a file's temp name: `.<name>.tmp-<hex>`
 FOLDER_TMP_PREFIX = "_tmp-"  # a folder's temp name: `_tmp-<name>-<hex>`; lake readers skip it
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (names created or renamed in it) to disk."""
+def fsync(path: Path) -> None:
+    """Flush a file's content, or a folder's entries (names created or renamed in it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -51,7 +51,7 @@ def write_bytes(path: Path, data: bytes | memoryview, *, mode: int = 0o644) -> P
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync(path.parent)
     return path
 
 
@@ -101,8 +101,8 @@ def publish_folder(staged: Path, final: Path, *, prefix: str = FOLDER_TMP_PREFIX
     staged, final = Path(staged), Path(final)
     for root, _dirs, names in os.walk(staged):
         for name in names:
-            _fsync_file(Path(root) / name)
-        fsync_dir(Path(root))
+            fsync(Path(root) / name)
+        fsync(Path(root))
     if final.exists():
         old = final.parent / f"{prefix}old-{final.name}-{uuid.uuid4().hex}"
         os.rename(final, old)
@@ -110,7 +110,7 @@ def publish_folder(staged: Path, final: Path, *, prefix: str = FOLDER_TMP_PREFIX
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(staged, final)
-    fsync_dir(final.parent)
+    fsync(final.parent)
 
 
 def discard_folder(staged: Path) -> None:
@@ -129,11 +129,3 @@ def folder(final: Path, *, prefix: str = FOLDER_TMP_PREFIX) -> Iterator[Path]:
     except BaseException:
         discard_folder(staged)
         raise
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
