@@ -84,7 +84,7 @@ def run_once(lake: Path, logs_glob: str, workers: int, pin: bool = False) -> dic
 
     os.environ["ADPERF_HMAC_KEY"] = HMAC_KEY
     _configure(lake, logs_glob, workers)
-    from tasks.pipeline import EventLogs
+    from tasks.extract import EventLogs
 
     if pin:
         cpus = sorted(os.sched_getaffinity(0))

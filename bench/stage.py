@@ -159,7 +159,7 @@ def _in_day_bounds() -> tuple[dt.datetime, dt.datetime]:
 def logs_adperf(ctx: Ctx) -> int:
     """adperf.sources.logs.DayEvents + lake.write_batches of the EVENTS partition.
 
-    The same calls as the pipeline's EventLogs task (tasks/pipeline.py `_write_events`):
+    The same calls as the pipeline's EventLogs task (tasks/extract.py `_write_events`):
     Arrow batches in, Parquet out, no pandas.
     """
     from adperf import lake
@@ -579,7 +579,7 @@ def _build(tasks: list[Any], workers: int) -> str:
 @stage("pipeline.cold")
 def pipeline_cold(ctx: Ctx) -> int:
     """DailyReport cold, end to end, on the world profile (fresh lake and warehouse)."""
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
     from tasks.resources import resources
 
     root = ctx.data_dir / "pipeline"
@@ -608,7 +608,7 @@ def pipeline_cold(ctx: Ctx) -> int:
 @stage("pipeline.rerun")
 def pipeline_rerun(ctx: Ctx) -> int:
     """luigi.build of DailyReport on the completed day: completeness checks only."""
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     root = ctx.data_dir / "pipeline"
     _configure(ctx, root)
@@ -634,7 +634,7 @@ def pipeline_backfill(ctx: Ctx) -> int:
     """
     from luigi.tools.range import RangeDaily
 
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     root = ctx.data_dir / "pipeline"
     if not _lake_state(root):
@@ -665,7 +665,7 @@ def pipeline_check365(ctx: Ctx) -> int:
     """
     from luigi.task_register import Register
 
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     root = ctx.data_dir / "pipeline"
     if not _lake_state(root):

@@ -123,7 +123,7 @@ def run_demo(day: dt.date | None, workers: int, *, verbose: bool = False) -> int
         # No luigi.cfg here: the embedded defaults are the sandbox's.
         cfg.set("adperf", "sandbox", "true")
     from tasks import config
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
     from tasks.resources import ensure_sandbox_world, resources
 
     if not config.adperf().sandbox:
@@ -319,7 +319,7 @@ def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped
 
     root = config.files_root()
     lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
-    # The interactive page beside it (tasks.pipeline.Dashboard): open it in any browser, offline.
+    # The interactive page beside it (tasks.load.Dashboard): open it in any browser, offline.
     lines.append(f"dashboard: {(report_path(root, day.isoformat()) / 'dashboard.html').resolve()}")
     marker_path = root / "slack_posts" / f"{day}.json"
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}

@@ -19,7 +19,7 @@ DEFAULT_DAYS = 7
 def day_tasks(day: dt.date) -> dict[str, list[luigi.Task]]:
     """The tasks of DailyReport(day) that belong to `day`, by family (wrappers and external
     inputs left out: they have no output of their own)."""
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     found: dict[str, list[luigi.Task]] = defaultdict(list)
     seen: set[str] = set()
@@ -70,7 +70,7 @@ def _graph_order(day: dt.date) -> dict[str, int]:
             memo[task.task_id] = d
         return memo[task.task_id]
 
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     for dep in flatten(DailyReport(date=day).requires()):
         visit(dep)

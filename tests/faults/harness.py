@@ -77,7 +77,7 @@ def configure(root: Path, warehouse_url: str | None = None, slack_url: str | Non
 
 def build(*tasks: luigi.Task, workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
     """Run tasks with the local scheduler (DailyReport of END by default)."""
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     return luigi.build(
         list(tasks) or [DailyReport(date=END)],

@@ -19,8 +19,9 @@ from adperf import lake
 from adperf.errors import ConfigError
 from adperf.pseudonym import KEY_VERSION_META, KeyVersionMismatch
 from tasks import config
-from tasks.pipeline import Attribution, Payments
+from tasks.extract import Payments
 from tasks.targets import LakePartition
+from tasks.transform import Attribution
 
 from .conftest import CleanRun
 from .harness import DAY, END, HMAC_KEY, build, configure, copy_run, planted_env

@@ -23,7 +23,8 @@ from luigi.execution_summary import LuigiStatusCode
 
 from adperf import lake, warehouse
 from adperf.sandbox.fake_slack import FakeSlack
-from tasks.pipeline import CampaignReport, LoadReport, SlackReport
+from tasks.load import LoadReport, SlackReport
+from tasks.transform import CampaignReport
 
 from .conftest import CleanRun
 from .harness import (

@@ -20,7 +20,8 @@ from luigi.task_register import Register
 from adperf import lake, warehouse
 from adperf.sandbox.world import create_payments_table, insert_payments
 from tasks import resources
-from tasks.pipeline import LoadReport, Payments
+from tasks.extract import Payments
+from tasks.load import LoadReport
 
 from .conftest import CleanRun
 from .harness import (

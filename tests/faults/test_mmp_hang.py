@@ -18,7 +18,7 @@ from adperf import lake
 from adperf.errors import TransientSourceError
 from adperf.sandbox.fake_mmp import FakeMmp
 from adperf.sources import mmp
-from tasks.pipeline import Installs
+from tasks.extract import Installs
 
 from .conftest import CleanRun
 from .harness import DAY, END, HMAC_KEY, build, configure, copy_run, planted_env

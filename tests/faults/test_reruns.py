@@ -18,7 +18,7 @@ from luigi.tools.range import RangeDaily, RangeDailyBase
 
 from adperf import lake
 from adperf.errors import TransientSourceError
-from tasks import pipeline
+from tasks import extract, pipeline
 
 from .conftest import CleanRun, full_run
 from .harness import END, build, configure, lake_parquet, planted, planted_env, warehouse_rows
@@ -122,14 +122,14 @@ def test_a_60_day_backfill_finishes_over_repeated_runs_and_counts_once(
     broken = {FIRST + dt.timedelta(days=k) for k in (40, 41, 55)} | set(
         sorted({FIRST + dt.timedelta(days=k) for k in range(BACKFILL_DAYS)} - done_before)[:1]
     )  # at least one day the killed run had not done
-    real = pipeline._fetch_payments
+    real = extract._fetch_payments
 
     def flaky(first: dt.date, last: dt.date) -> object:
         if first in broken:
             raise TransientSourceError("payments", first.isoformat(), "connection lost", "retry")
         return real(first, last)
 
-    monkeypatch.setattr(pipeline, "_fetch_payments", flaky)
+    monkeypatch.setattr(extract, "_fetch_payments", flaky)
     with planted_env():
         result = build(_range(tmp_path, pipeline.Payments, FIRST))
     assert result.status == LuigiStatusCode.FAILED
@@ -138,7 +138,7 @@ def test_a_60_day_backfill_finishes_over_repeated_runs_and_counts_once(
     assert missing == broken - done_before
 
     # 3. the database is back: the run finishes; 4. the next one has nothing to do.
-    monkeypatch.setattr(pipeline, "_fetch_payments", real)
+    monkeypatch.setattr(extract, "_fetch_payments", real)
     with planted_env():
         assert build(_range(tmp_path, pipeline.Payments, FIRST)).status == LuigiStatusCode.SUCCESS
         again = build(_range(tmp_path, pipeline.Payments, FIRST))

@@ -21,7 +21,7 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 
 from adperf import warehouse
-from tasks.pipeline import DailyReport
+from tasks.load import DailyReport
 
 from ..tasks.test_luigid import api, start_luigid
 from .conftest import CleanRun

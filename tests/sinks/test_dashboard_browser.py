@@ -61,7 +61,7 @@ def done(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path) -> Iterator
     root = tmp_path_factory.mktemp("dashboard")
     shutil.copytree(tiny_world, root / "world")
     configure(root)
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
 
     result = luigi.build([DailyReport(date=END)], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text

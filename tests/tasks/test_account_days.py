@@ -21,7 +21,8 @@ from luigi.execution_summary import LuigiStatusCode
 from adperf import lake, warehouse
 from adperf.sandbox import hourly
 from adperf.sandbox.world import load_meta
-from tasks.pipeline import DailyReport, Spend
+from tasks.load import DailyReport
+from tasks.transform import Spend
 
 from .conftest import END, configure
 

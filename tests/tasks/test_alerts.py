@@ -141,10 +141,10 @@ def mmp_not_ready(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
     """The MMP answers 'not ready' while the list's first item is > 0 (one less per ask);
     asked again at once ([mmp] recheck_s = 0). Alerts go to the outbox."""
     from adperf.errors import DataNotReady
-    from tasks import pipeline
+    from tasks import extract
 
     left = [10**6]
-    real = pipeline._fetch_installs
+    real = extract._fetch_installs
 
     def fetch(first: dt.date, last: dt.date, **kwargs: Any) -> Any:
         if left[0] > 0:
@@ -153,7 +153,7 @@ def mmp_not_ready(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
         return real(first, last, **kwargs)
 
     monkeypatch.delenv("ADPERF_SLACK_TOKEN", raising=False)
-    monkeypatch.setattr(pipeline, "_fetch_installs", fetch)
+    monkeypatch.setattr(extract, "_fetch_installs", fetch)
     cfg = luigi.configuration.get_config()
     cfg.set("mmp", "recheck_s", "0")
     yield left
@@ -163,16 +163,16 @@ def mmp_not_ready(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
 def test_mmp_not_ready_is_missing_data_with_a_wait_notice_then_recovers(
     run_root: Path, mmp_not_ready: list[int]
 ) -> None:
-    from tasks import pipeline
+    from tasks import extract
 
     from .conftest import END
 
-    result = luigi.build([pipeline.Installs(date=END)], local_scheduler=True, detailed_summary=True)
+    result = luigi.build([extract.Installs(date=END)], local_scheduler=True, detailed_summary=True)
     # An incomplete external input: missing data (exit 20), not 'not run' (25) nor failed (30).
     assert result.status == LuigiStatusCode.MISSING_EXT, result.summary_text
     assert "MmpReady(date=2026-11-20)" in result.summary_text
     assert "had missing dependencies" in result.summary_text
-    assert not pipeline.MmpReady(date=END).complete()
+    assert not extract.MmpReady(date=END).complete()
     sent = ops.flush_alerts()
     assert [(a["kind"], a["task"], a["day"]) for a in sent] == [
         ("not_ready", "MmpReady", END.isoformat())
@@ -182,16 +182,16 @@ def test_mmp_not_ready_is_missing_data_with_a_wait_notice_then_recovers(
     )
 
     mmp_not_ready[0] = 0  # published
-    result = luigi.build([pipeline.Installs(date=END)], local_scheduler=True, detailed_summary=True)
+    result = luigi.build([extract.Installs(date=END)], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
-    assert not pipeline.MmpReady(date=END).marker().exists()
+    assert not extract.MmpReady(date=END).marker().exists()
     assert ops.flush_alerts() == []
 
 
 def test_a_patient_worker_asks_the_mmp_again_and_completes(
     patient: Path, run_root: Path, mmp_not_ready: list[int]
 ) -> None:
-    from tasks import pipeline
+    from tasks import extract
 
     from .conftest import END
 
@@ -201,7 +201,7 @@ def test_a_patient_worker_asks_the_mmp_again_and_completes(
     cfg.set("worker", "wait_jitter", "0")
     try:
         result = luigi.build(
-            [pipeline.Installs(date=END)], local_scheduler=True, detailed_summary=True
+            [extract.Installs(date=END)], local_scheduler=True, detailed_summary=True
         )
     finally:
         cfg.remove_option("worker", "retry_external_tasks")
@@ -209,7 +209,7 @@ def test_a_patient_worker_asks_the_mmp_again_and_completes(
     assert mmp_not_ready[0] == 0
     # MmpReady 'failed' while the MMP was not ready, then was found ready: a retry, no failure.
     assert result.status == LuigiStatusCode.SUCCESS_WITH_RETRY, result.summary_text
-    assert pipeline.Installs(date=END).complete()
+    assert extract.Installs(date=END).complete()
     assert ops.flush_alerts() == []
 
 
@@ -254,7 +254,7 @@ def test_spool_of_a_dead_run_is_sent_once_except_what_succeeded_since(
 KILLED_RUN = """
 import datetime as dt, os, signal
 import luigi
-from tasks.pipeline import Payments
+from tasks.extract import Payments
 luigi.build([Payments(date=dt.date.fromisoformat({day!r}))], local_scheduler=True)
 os.kill(os.getpid(), signal.SIGKILL)  # before atexit sends the alert it spooled
 """

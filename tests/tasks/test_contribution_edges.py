@@ -12,7 +12,8 @@ from adperf import lake
 from adperf.transform.attribution import build_user_map
 from adperf.transform.contribution import build_contribution
 from tasks import config
-from tasks.pipeline import Contribution, _window
+from tasks.base import _window
+from tasks.transform import Contribution
 
 from .conftest import END
 

@@ -13,7 +13,7 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from adperf import warehouse
-from tasks.pipeline import DailyReport
+from tasks.load import DailyReport
 
 from .conftest import END
 
@@ -260,7 +260,7 @@ def test_cohort_roas_is_the_whole_triangle_and_matches_the_truth(done: Path) -> 
 def test_reloading_the_day_replaces_its_cohort_rows(done: Path) -> None:
     import sqlalchemy as sa
 
-    from tasks.pipeline import LoadReport
+    from tasks.load import LoadReport
 
     from .conftest import configure
 

@@ -24,7 +24,7 @@ def test_a_failed_spark_job_names_the_day_and_leaks_no_environment(
     fail.write_text("#!/bin/sh\necho 'Exception in thread main: boom' >&2\nexit 3\n")
     fail.chmod(0o755)
     configure(run_root, logs={"engine": "spark"}, spark={"spark-submit": str(fail)})
-    from tasks.pipeline import EventLogsSpark
+    from tasks.extract import EventLogsSpark
 
     task = EventLogsSpark(date=END)
     try:

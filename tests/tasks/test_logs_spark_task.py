@@ -26,7 +26,7 @@ def _pyspark() -> None:
 
 def _extract(root: Path, engine: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     configure(root, logs={"engine": engine}, spark={"master": "local[2]"})
-    from tasks.pipeline import EventLogs
+    from tasks.extract import EventLogs
 
     result = luigi.build(
         [EventLogs(date=END)], local_scheduler=True, detailed_summary=True, workers=1

@@ -182,7 +182,7 @@ DESIGN_EDGES = {
 def test_daily_report_on_luigid_shows_the_design_graph_and_records_history(
     module_root: Path, server: tuple[int, Path]
 ) -> None:
-    from tasks.pipeline import DailyReport
+    from tasks.load import DailyReport
     from tasks.resources import resources
 
     scheduler_port, var = server

@@ -45,9 +45,9 @@ def quota_mmp(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeM
 def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
     run_root: Path, quota_mmp: FakeMmp
 ) -> None:
-    from tasks import pipeline
+    from tasks import extract
 
-    result = luigi.build([pipeline.Installs(date=END)], local_scheduler=True, detailed_summary=True)
+    result = luigi.build([extract.Installs(date=END)], local_scheduler=True, detailed_summary=True)
 
     # Missing data ([retcode] missing_data = 20), not a failed task (30).
     assert result.status == LuigiStatusCode.MISSING_EXT, result.summary_text
@@ -55,7 +55,7 @@ def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
     assert not (run_root / "lake" / "installs" / f"date={END}").exists()
     asked = len(quota_mmp.requests_seen)
     assert asked == 1  # refused once, not retried five times
-    marker = pipeline.MmpReady(date=END).marker()
+    marker = extract.MmpReady(date=END).marker()
     entry = json.loads(marker.read_text())
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert entry["retry_at"] == f"{tomorrow.isoformat()}T00:00:00+00:00"
@@ -67,7 +67,7 @@ def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
     assert "ADPERF_MMP_TOKEN" not in message and "token" not in message.lower()
 
     # Before the reset the MMP is not asked again, even with recheck_s = 0.
-    assert not pipeline.MmpReady(date=END).complete()
+    assert not extract.MmpReady(date=END).complete()
     assert len(quota_mmp.requests_seen) == asked
 
     # Midnight UTC has passed: the quota is fresh, the day is read, the marker goes.
@@ -75,7 +75,7 @@ def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
     entry["retry_at"] = "2026-11-21T00:00:00+00:00"
     marker.write_text(json.dumps(entry))
     luigi.task_register.Register.clear_instance_cache()
-    result = luigi.build([pipeline.Installs(date=END)], local_scheduler=True, detailed_summary=True)
+    result = luigi.build([extract.Installs(date=END)], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     assert (run_root / "lake" / "installs" / f"date={END}" / "_meta.json").is_file()
     assert not marker.exists()
@@ -83,18 +83,18 @@ def test_used_up_quota_is_missing_data_until_the_reset_then_the_day_is_read(
 
 
 def test_a_closed_month_waits_for_the_quota_too(run_root: Path, quota_mmp: FakeMmp) -> None:
-    from tasks import pipeline
+    from tasks import extract
 
     month = dt.date(2026, 10, 1)
     result = luigi.build(
-        [pipeline.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
+        [extract.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
     )
 
     # Missing data, not a failed task: the month is pulled once the quota is back.
     assert result.status == LuigiStatusCode.MISSING_EXT, result.summary_text
     assert "MmpReady(date=2026-10-01)" in result.summary_text
     assert not (run_root / "lake" / "installs_monthly" / "month=2026-10").exists()
-    marker = pipeline.MmpReady(date=month).marker()
+    marker = extract.MmpReady(date=month).marker()
     assert "retry_at" in json.loads(marker.read_text())
     assert [a["kind"] for a in ops.flush_alerts()] == ["not_ready"]
 
@@ -102,7 +102,7 @@ def test_a_closed_month_waits_for_the_quota_too(run_root: Path, quota_mmp: FakeM
     marker.unlink()
     luigi.task_register.Register.clear_instance_cache()
     result = luigi.build(
-        [pipeline.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
+        [extract.InstallsMonth(month=month)], local_scheduler=True, detailed_summary=True
     )
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     assert (run_root / "lake" / "installs_monthly" / "month=2026-10" / "_meta.json").is_file()

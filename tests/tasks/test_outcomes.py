@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from luigi.execution_summary import LuigiStatusCode
 
 from adperf import warehouse
-from tasks.pipeline import DailyReport
+from tasks.load import DailyReport
 
 from .conftest import END, configure
 

@@ -18,7 +18,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 from adperf import lake
 from adperf.sandbox.fake_slack import FakeSlack
-from tasks.pipeline import DailyReport, LoadReport, RenderReport, SlackReport
+from tasks.load import DailyReport, LoadReport, RenderReport, SlackReport
 
 from .conftest import END, configure
 

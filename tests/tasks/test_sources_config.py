@@ -21,7 +21,7 @@ from luigi.task_register import Register
 
 from adperf.errors import ConfigError
 from tasks import config, ops, resources
-from tasks.pipeline import AdSpend, EventLogs, Installs, LogFiles, Payments
+from tasks.extract import AdSpend, EventLogs, Installs, LogFiles, Payments
 
 from .conftest import END, configure
 

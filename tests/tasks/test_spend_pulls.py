@@ -18,7 +18,9 @@ from luigi.execution_summary import LuigiStatusCode
 
 from adperf import lake
 from tasks import resources
-from tasks.pipeline import AdSpend, DailyReport, Restatements, SpendLatest
+from tasks.extract import AdSpend
+from tasks.load import DailyReport
+from tasks.transform import Restatements, SpendLatest
 
 from .conftest import END, configure
 
@@ -147,7 +149,7 @@ def test_the_graph_stays_small_and_pulls_are_rate_capped(done: Path) -> None:
 def test_production_pulls_only_the_platforms_with_accounts(
     done: Path, facebook_ids: str, google_ids: str, expected: tuple[str, ...]
 ) -> None:
-    from tasks.pipeline import _platforms
+    from tasks.extract import _platforms
 
     configure(
         done,

@@ -20,7 +20,7 @@ from .conftest import END
 
 @pytest.fixture(scope="module")
 def ran(module_root: Path) -> Path:
-    from tasks.pipeline import EventLogs, Payments
+    from tasks.extract import EventLogs, Payments
 
     from .conftest import configure
 

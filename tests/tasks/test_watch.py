@@ -19,7 +19,7 @@ from adperf.sandbox.anomalies import Anomaly
 from adperf.sandbox.entities import build_entities
 from adperf.sandbox.profiles import get_profile
 from adperf.sandbox.world import build_world
-from tasks.pipeline import DailyReport
+from tasks.load import DailyReport
 
 from .conftest import END, configure
 

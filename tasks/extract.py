@@ -1,0 +1,619 @@
+"""Extract tasks: one task per source x period, each writing one lake partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+from luigi.contrib.spark import PySparkTask
+
+from adperf import lake, platforms, warehouse
+from adperf.errors import AdperfError, DataNotReady, QuotaExhausted
+from adperf.schema import AD_SPEND, EVENTS, INSTALLS, PAYMENTS
+from adperf.timeutil import month_days
+from tasks import config
+from tasks import resources as endpoints
+from tasks.base import (
+    PLATFORMS,
+    LakeTask,
+    _fx,
+    _iso,
+    _read_json,
+    _write_json,
+)
+from tasks.targets import LakePartition
+
+
+class AdSpend(LakeTask):
+    """One pull of a platform: ad-level delivery of the `lookback_days` days up to the report
+    day, in each account's currency, kept whole under the day it was pulled.
+
+    Platforms restate recent days, so every report day re-pulls the window in one request per
+    account; SpendLatest picks each day's figure from the latest pull (later pull wins).
+    """
+
+    platform = luigi.ChoiceParameter(choices=PLATFORMS, description="ad platform")
+    date = luigi.DateParameter(description="report day = pull day; the window ends on it")
+
+    @property
+    def priority(self) -> int:
+        # The longest pulls (Facebook's 28-day windows) start first: adperf.platforms.
+        return platforms.get(self.platform).priority
+
+    @property
+    def resources(self) -> dict[str, int]:
+        # [resources] api_facebook / api_google_ads cap concurrent pulls per platform.
+        return {f"api_{self.platform}": 1}
+
+    def output(self) -> LakePartition:
+        folder = f"ad_spend_pulls/platform={self.platform}"
+        return LakePartition(config.data_root(), folder, "pulled", _iso(self.date))
+
+    def complete(self) -> bool:
+        # A pull cut into other days ([adperf] account_days changed since) is pulled again:
+        # its `date`s mean other days. Pulls from before the setting were account days.
+        out = self.output()
+        return bool(out.exists()) and out.meta().get("account_days", "account") == _account_days()
+
+    def run(self) -> None:
+        from adperf.transform.restatement import window_first
+
+        first = window_first(self.date, _lookback_days(self.platform))
+        df = _fetch_ad_spend(self.platform, first, self.date)
+        meta = {"platform": self.platform, "first_day": _iso(first), "last_day": _iso(self.date)}
+        lake.write_partition(
+            config.data_root(),
+            AD_SPEND,
+            "pulled",
+            _iso(self.date),
+            df,
+            allow_empty=True,
+            folder=f"ad_spend_pulls/platform={self.platform}",
+            meta={**meta, "account_days": _account_days()},
+        )
+
+
+def _account_days() -> str:
+    return str(config.adperf().account_days)
+
+
+def _platforms() -> tuple[str, ...]:
+    """The platforms to pull: in production those with accounts configured (a Facebook-only
+    company lists no Google customers); with none, Facebook, whose pull then fails naming the
+    missing key. The sandbox has every registered platform."""
+    if config.adperf().sandbox:
+        return PLATFORMS
+    configured = [
+        p.name for p in platforms.entries() if config.csv_list(_section(p, p.accounts_key))
+    ]
+    return tuple(configured) or (platforms.FACEBOOK,)
+
+
+def _section(platform: platforms.Platform, key: str) -> Any:
+    """A key of the platform's luigi.cfg section (its tasks.config class)."""
+    return getattr(getattr(config, platform.section)(), key)
+
+
+def _lookback_days(platform: str) -> int:
+    return int(_section(platforms.get(platform), "lookback_days"))
+
+
+def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
+    tz = config.adperf().report_timezone
+    more = _MORE_FETCHES.get(platform)
+    if more is not None:
+        return more(first, last)
+    if platform == platforms.GOOGLE_ADS:
+        from adperf.sources.google_ads import fetch_google_ads_spend
+
+        gads = endpoints.google_ads(last)
+        return fetch_google_ads_spend(
+            endpoint=gads.endpoint,
+            credentials=config.google_ads_credentials(),
+            customer_ids=gads.customer_ids,
+            login_customer_id=gads.login_customer_id,
+            first_day=first,
+            day=last,
+            report_timezone=tz,
+            account_days=_account_days(),
+            insecure=gads.insecure,
+            timeout=config.google_ads().timeout_s,
+        )
+    from adperf.sources.facebook import fetch_facebook_spend
+
+    fb = endpoints.facebook(last)
+    return fetch_facebook_spend(
+        graph_url=fb.graph_url,
+        api_version=config.facebook().api_version,
+        access_token=config.secrets().facebook_token,
+        account_ids=fb.account_ids,
+        first_day=first,
+        day=last,
+        report_timezone=tz,
+        account_days=_account_days(),
+        use_async=config.facebook().use_async,
+    )
+
+
+def _fetch_tiktok(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.tiktok import fetch_tiktok_spend
+
+    endpoint = endpoints.tiktok(last)
+    return fetch_tiktok_spend(
+        base_url=endpoint.base_url,
+        access_token=config.tiktok_token(),
+        advertiser_ids=endpoint.advertiser_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.tiktok().timeout_s,
+    )
+
+
+def _fetch_apple_ads(first: dt.date, last: dt.date) -> pd.DataFrame:
+    from adperf.sources.apple_ads import fetch_apple_ads_spend
+
+    endpoint = endpoints.apple_ads(last)
+    return fetch_apple_ads_spend(
+        api_url=endpoint.api_url,
+        token_url=endpoint.token_url,
+        credentials=config.apple_ads_credentials(),
+        org_ids=endpoint.org_ids,
+        first_day=first,
+        day=last,
+        report_timezone=config.adperf().report_timezone,
+        account_days=_account_days(),
+        timeout=config.apple_ads().timeout_s,
+    )
+
+
+_MORE_FETCHES = {platforms.TIKTOK: _fetch_tiktok, platforms.APPLE_ADS: _fetch_apple_ads}
+
+
+class MmpReady(luigi.ExternalTask):
+    """The MMP has published one day's installs: false while it answers 'not ready yet'.
+
+    Installs requires it once the MMP has said 'not ready' for the day (a marker in the lake,
+    removed when the day is read). An incomplete external input is luigi's missing data: the
+    run ends 20 ([retcode] missing_data) with a wait notice, no failure alert, and the MMP is
+    asked again by the next run (or within the run: [worker] keep_alive, retry_external_tasks).
+    """
+
+    date = luigi.DateParameter(description="install day")
+    source = "mmp"
+
+    def marker(self) -> Path:
+        return config.files_root() / "_not_ready" / self.source / f"{_iso(self.date)}.json"
+
+    def complete(self) -> bool:
+        marker = self.marker()
+        if not marker.is_file() or _probe_key(self.date) in _probed_installs:
+            return True
+        if time.time() - marker.stat().st_mtime < config.mmp().recheck_s:
+            return False
+        retry_at = (_read_json(marker) or {}).get("retry_at")  # a used-up quota's reset
+        if retry_at and dt.datetime.now(dt.UTC) < dt.datetime.fromisoformat(retry_at):
+            return False
+        return _probe_installs(self)
+
+    def waiting(self, exc: DataNotReady) -> MmpReady:
+        """Record a 'not ready' answer; the input Installs.run then yields."""
+        _probed_installs.pop(_probe_key(self.date), None)
+        entry = {"source": exc.source, "date": exc.day, "problem": exc.problem}
+        if isinstance(exc, QuotaExhausted):
+            entry["retry_at"] = exc.retry_at.isoformat()
+        _write_json(self.marker(), entry)
+        return self
+
+    def waiting_for(self) -> str:
+        """What the wait notice says."""
+        problem = (_read_json(self.marker()) or {}).get("problem") or "not ready"
+        return f"{self.source} has not published {_iso(self.date)} yet: {problem}"
+
+
+# Installs of a day whose MmpReady probe found it ready, for Installs.run in this process (or a
+# worker forked from it): the day is downloaded once, not once to probe and once to read.
+_probed_installs: dict[tuple[str, dt.date], pd.DataFrame] = {}
+
+
+def _probe_key(day: dt.date) -> tuple[str, dt.date]:
+    return str(config.data_root()), day
+
+
+def _probe_installs(ready: MmpReady) -> bool:
+    """Ask the MMP for the day once, without retries. 'Not ready' renews the marker; any other
+    error counts as ready here: Installs then runs, retries and fails with its named error."""
+    expected = _expected_installs(ready.date)
+    try:
+        df = _fetch_installs(ready.date, ready.date, expected_min=expected, max_retries=0)
+    except DataNotReady as exc:
+        ready.waiting(exc)
+        return False
+    except AdperfError:
+        return True
+    _probed_installs[_probe_key(ready.date)] = df
+    return True
+
+
+class Installs(LakeTask):
+    """Installs (attributed and organic) of one day from the MMP, ids pseudonymized."""
+
+    date = luigi.DateParameter(description="install day")
+    outputs = ("installs",)
+    resources = {"api_mmp": 1}
+
+    def requires(self) -> list[MmpReady]:
+        # Only after a 'not ready' answer: ordinary days cost no probe. Then a static input
+        # (luigi's summary follows only static requires: yielded alone it would be 'not run').
+        ready = MmpReady(date=self.date)
+        return [ready] if ready.marker().is_file() else []
+
+    def run(self) -> Any:
+        ready = MmpReady(date=self.date)
+        df = _probed_installs.pop(_probe_key(self.date), None)
+        try:
+            if df is None:
+                expected = _expected_installs(self.date)
+                df = _fetch_installs(self.date, self.date, expected_min=expected)
+        except DataNotReady as exc:
+            yield ready.waiting(exc)  # missing data, not a failure: asked again later
+            return
+        lake.write_partition(
+            config.data_root(),
+            INSTALLS,
+            "date",
+            _iso(self.date),
+            df,
+            allow_empty=True,
+            key_version=config.hmac_key_version(),
+        )
+        ready.marker().unlink(missing_ok=True)
+
+
+class InstallsMonth(LakeTask):
+    """Installs of one closed month (one pull): the long install history costs 12 tasks, not 365."""
+
+    month = luigi.MonthParameter(description="closed month")
+    outputs = ("installs_monthly",)
+    resources = {"api_mmp": 1}
+
+    def partition(self) -> tuple[str, str]:
+        return "month", self.month.strftime("%Y-%m")
+
+    def requires(self) -> list[MmpReady]:
+        # As Installs: after a 'not ready' answer (a used-up daily quota, typically), the month
+        # waits on its first day's probe.
+        ready = MmpReady(date=month_days(self.month)[0])
+        return [ready] if ready.marker().is_file() else []
+
+    def run(self) -> Any:
+        first, last = month_days(self.month)
+        ready = MmpReady(date=first)
+        try:
+            df = _fetch_installs(first, last)
+        except DataNotReady as exc:
+            yield ready.waiting(exc)  # missing data, not a failure: asked again later
+            return
+        lake.write_partition(
+            config.data_root(),
+            INSTALLS,
+            *self.partition(),
+            df,
+            allow_empty=True,
+            folder="installs_monthly",
+            key_version=config.hmac_key_version(),
+        )
+        ready.marker().unlink(missing_ok=True)
+
+
+def _expected_installs(day: dt.date) -> int:
+    from adperf.sources.mmp import expected_min_installs
+
+    return expected_min_installs(_previous_install_counts(day))
+
+
+def _previous_install_counts(day: dt.date) -> list[int]:
+    """Install counts of the 7 days before `day` from their partitions' metadata (those present)."""
+    root, week = config.data_root(), [day - dt.timedelta(days=k) for k in range(7, 0, -1)]
+    present = [_iso(d) for d in week if lake.partition_exists(root, "installs", "date", _iso(d))]
+    return [int(lake.read_meta(root, "installs", "date", d)["rows"]) for d in present]
+
+
+def _fetch_installs(
+    first: dt.date, last: dt.date, expected_min: int = 0, max_retries: int = 5
+) -> pd.DataFrame:
+    from adperf.sources.mmp import fetch_installs
+
+    res = endpoints.mmp(last)
+    return fetch_installs(
+        base_url=res.base_url,
+        app_ids=res.app_ids,
+        api_token=config.secrets().mmp_token,
+        day=first,
+        last_day=last,
+        timezone=config.adperf().report_timezone,
+        hmac_key=config.secrets().hmac_key,
+        media_source_map=res.media_source_map,
+        expected_min=expected_min,
+        max_retries=max_retries,
+        timeout=config.mmp().timeout_s,
+    )
+
+
+class Payments(LakeTask):
+    """Payments of one report day from the product DB, refunds negative, in report currency."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("payments",)
+
+    def run(self) -> None:
+        df, counts = _fetch_payments(self.date, self.date)
+        lake.write_partition(
+            config.data_root(),
+            PAYMENTS,
+            "date",
+            _iso(self.date),
+            df,
+            meta=counts,
+            allow_empty=True,
+            key_version=config.hmac_key_version(),
+        )
+
+
+class PaymentsMonth(LakeTask):
+    """Payments of one closed month, for the LTV history (one task per month)."""
+
+    month = luigi.MonthParameter(description="closed month")
+    outputs = ("payments_monthly",)
+
+    def partition(self) -> tuple[str, str]:
+        return "month", self.month.strftime("%Y-%m")
+
+    def run(self) -> None:
+        df, counts = _fetch_payments(*month_days(self.month))
+        lake.write_partition(
+            config.data_root(),
+            PAYMENTS,
+            *self.partition(),
+            df,
+            meta=counts,
+            allow_empty=True,
+            folder="payments_monthly",
+            key_version=config.hmac_key_version(),
+        )
+
+
+def _fetch_payments(first: dt.date, last: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from adperf.sources.payments import fetch_payments
+
+    engine = warehouse.make_engine(endpoints.payments_url(last))
+    try:
+        return fetch_payments(
+            engine,
+            first=first,
+            last=last,
+            timezone=config.adperf().report_timezone,
+            hmac_key=config.secrets().hmac_key,
+            fx=_fx(),
+            table=config.payments().table,
+            query=config.payments().query or None,
+        )
+    finally:
+        engine.dispose()
+
+
+class DayFiles(luigi.Target):
+    """The files of one day matching a glob with {date}; exists once at least one is there."""
+
+    def __init__(self, pattern: str, day: dt.date) -> None:
+        self.pattern, self.day = pattern, day
+
+    def exists(self) -> bool:
+        from adperf.sources.logs import log_files
+
+        return bool(log_files(self.pattern, self.day))
+
+
+class LogFiles(luigi.ExternalTask):
+    """The server-log files of one report day: the servers write them, adperf only reads.
+
+    External, so a day whose logs are not rotated yet is 'missing data' ([retcode]
+    missing_data), not a failure; with [worker] retry_external_tasks it is re-checked.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def output(self) -> DayFiles:
+        return DayFiles(endpoints.logs_path(self.date), self.date)
+
+
+class EventLogsShard(LakeTask):
+    """The events of one shard's share of a report day's log bytes (see `plan_pieces`)."""
+
+    date = luigi.DateParameter(description="report day")
+    shard = luigi.IntParameter(description="shard number, 0..shards-1")
+    shards = luigi.IntParameter(description="number of shards ([logs] shards)")
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> LakePartition:
+        return LakePartition(config.data_root(), self._folder(), "date", _iso(self.date))
+
+    def _folder(self) -> str:
+        return f"events_shards/shards={self.shards}/shard={self.shard}"
+
+    def run(self) -> None:
+        self.progress(0, f"reading the logs of {self.date}, shard {self.shard + 1}/{self.shards}")
+        _write_events(self._folder(), self.date, self.shard, self.shards)
+
+
+class EventLogs(LakeTask):
+    """Server-log events of one report day, ids pseudonymized, and its match edges: read
+    whole, or merged from `[logs] shards` EventLogsShard tasks (several workers share a day)."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("events", "match_edges")
+
+    def requires(self) -> luigi.Task | list[luigi.Task]:
+        n = config.logs().shards
+        if config.logs().engine == "spark":
+            return EventLogsSpark(date=self.date)
+        if n <= 1:
+            return LogFiles(date=self.date)
+        return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
+
+    def run(self) -> None:
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
+
+        if config.logs().engine == "spark":
+            return  # EventLogsSpark wrote this task's partitions
+        if config.logs().shards <= 1:
+            _write_events(EVENTS.name, self.date)
+            return
+        parts = self.input()
+        self.progress(50, f"merging {len(parts)} shards of {self.date}")
+        table, counts = merge_shards(
+            [_read_arrow(p) for p in parts],
+            [p.meta() for p in parts],
+            day=self.date,
+            max_bad_fraction=config.logs().max_bad_fraction,
+        )
+        edges = MatchEdges(self.date)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(
+                config.data_root(), name, "date", _iso(self.date), data, meta=meta,
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip
+
+
+class EventLogsSpark(PySparkTask):
+    """EventLogs of one report day computed by Spark ([logs] engine = spark), for days too big
+    for one machine: the same partitions as the DuckDB path (adperf.sources.logs_spark).
+
+    luigi's [spark] section picks the cluster (master, spark-submit, py-packages = adperf for
+    a real cluster). The HMAC key reaches the driver in its environment only, never in its
+    arguments (the process list) or the pickled task.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    # luigi's PySparkTask writes the whole spark-submit output to the log only on failure.
+    always_log_stderr = False
+
+    def requires(self) -> LogFiles:
+        return LogFiles(date=self.date)
+
+    def output(self) -> dict[str, LakePartition]:
+        root, iso = config.data_root(), _iso(self.date)
+        return {n: LakePartition(root, n, "date", iso) for n in EventLogs.outputs}
+
+    @property
+    def spark_submit(self) -> str:
+        # The pyspark wheel puts spark-submit beside this Python, which may not be on PATH.
+        found = luigi.configuration.get_config().get("spark", "spark-submit", None)
+        return str(found or Path(sys.executable).with_name("spark-submit"))
+
+    def program_environment(self) -> dict[str, str]:
+        env = dict(super().program_environment())
+        env["ADPERF_HMAC_KEY"] = config.secrets().hmac_key.decode("utf-8")
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        return env
+
+    def app_options(self) -> list[str]:
+        return [
+            _iso(self.date),
+            endpoints.logs_path(self.date),
+            config.adperf().report_timezone,
+            str(config.data_root()),
+            str(config.logs().max_bad_fraction),
+            config.hmac_key_version(),
+        ]
+
+    def run(self) -> None:
+        from luigi.contrib.external_program import ExternalProgramRunError
+
+        from adperf.errors import SourceError
+        from adperf.ops import scrub
+
+        try:
+            super().run()
+        except ExternalProgramRunError as e:
+            # Its message lists the child's whole environment (every secret in it): never
+            # let it reach a log, luigid or Slack; keep the end of Spark's stderr, scrubbed.
+            tail = scrub(str(e.err or "")[-1500:])
+            raise SourceError(
+                "logs", _iso(self.date), f"the Spark job failed: ...{tail}",
+                "see the worker's log above the error; [spark] configures the cluster",
+            ) from None  # fmt: skip
+
+    def main(self, sc: Any, *args: str) -> None:
+        """In the Spark driver (spark-submit's process): read, then write the partitions."""
+        from pyspark.sql import SparkSession
+
+        from adperf.sources.logs import MATCH_EDGES, MatchEdges
+        from adperf.sources.logs_spark import fetch_events_spark
+
+        iso, pattern, timezone, root, max_bad, key_version = args
+        day = dt.date.fromisoformat(iso)
+        table, counts = fetch_events_spark(
+            SparkSession(sc),
+            pattern,
+            day=day,
+            timezone=timezone,
+            hmac_key=os.environ["ADPERF_HMAC_KEY"].encode("utf-8"),
+            max_bad_fraction=float(max_bad),
+        )
+        edges = MatchEdges(day)
+        edges.add(table)
+        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
+            lake.write_table(Path(root), name, "date", iso, data, meta=meta,
+                             key_version=key_version)  # fmt: skip
+
+
+def _read_arrow(target: LakePartition) -> Any:
+    """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
+    # Through the lake, not the partition's path: on an s3:// root there is no local file.
+    return lake.read_arrow(
+        target.root, target.folder, target.key, target.value, key_version=config.hmac_key_version()
+    )
+
+
+def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
+    """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
+    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf); the whole
+    day's match edges too."""
+    from adperf.sources.logs import MATCH_EDGES, DayEvents
+
+    with DayEvents(
+        endpoints.logs_path(day),
+        day=day,
+        timezone=config.adperf().report_timezone,
+        hmac_key=config.secrets().hmac_key,
+        max_bad_fraction=config.logs().max_bad_fraction,
+        shard=shard,
+        shards=shards,
+    ) as events:
+        lake.write_batches(
+            config.data_root(),
+            folder,
+            "date",
+            _iso(day),
+            EVENTS.schema,
+            events.batches(),
+            meta=events.counts,
+            key_version=config.hmac_key_version(),
+        )
+        if shards == 1:
+            lake.write_table(
+                config.data_root(), MATCH_EDGES, "date", _iso(day), events.edges.table(),
+                key_version=config.hmac_key_version(),
+            )  # fmt: skip

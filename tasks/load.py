@@ -1,0 +1,433 @@
+"""Load tasks: the warehouse day, the rendered report, Slack, the dashboard, and DailyReport."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+import sqlalchemy as sa
+
+from adperf import lake, warehouse
+from tasks import config
+from tasks import resources as endpoints
+from tasks.base import (
+    COHORT_WINDOW_DAYS,
+    _as_money,
+    _first_row,
+    _iso,
+    _read_json,
+    _write_json,
+)
+from tasks.extract import (
+    _account_days,
+)
+from tasks.targets import JsonFile, LakePartition, WarehouseDay
+from tasks.transform import (
+    ActionOutcomes,
+    Attribution,
+    CampaignReport,
+    CohortRoas,
+    CohortRoasSegments,
+    Ltv,
+    LtvModel,
+    Restatements,
+    Spend,
+    SpendLatest,
+    Watch,
+)
+
+
+class LoadReport(luigi.Task):
+    """The report tables of one day, replaced in the warehouse in one transaction."""
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "spend": Spend(date=self.date),
+            "spend_latest": SpendLatest(date=self.date),
+            # Written before the report is rendered: its notes say which days were restated.
+            "restatements": Restatements(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "segments": CohortRoasSegments(date=self.date),
+            "ltv": Ltv(date=self.date),
+            "ltv_model": LtvModel(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "watch": Watch(date=self.date),  # its source_discrepancy table
+            "outcomes": ActionOutcomes(date=self.date),
+        }
+
+    def output(self) -> WarehouseDay:
+        return WarehouseDay(config.adperf().warehouse_url, _iso(self.date))
+
+    def run(self) -> None:
+        inp = self.input()
+        cohorts = inp["cohorts"].read().rename(columns={})
+        # ad_spend_daily: this day's pulls replace every day they cover (restated days too), in
+        # the same transaction, unless a later pull already loaded a day (README, Restatement).
+        from adperf.transform.restatement import rows_in_windows
+
+        spend = inp["spend_latest"]
+        windows = {p: (w[0], w[1]) for p, w in spend.meta()["windows"].items()}
+        frames = {
+            "campaign_daily": inp["report"]["campaign_report"].read(),
+            "cohort_roas": cohorts,
+            "cohort_roas_segments": inp["segments"].read(),
+            "ltv_model": _ltv_model_with_backtest(inp["ltv_model"]["ltv_model"], inp["ltv"]),
+            "revenue_reconciliation": inp["attribution"]["reconciliation"].read(),
+            "actions": inp["report"]["actions"].read(),
+            "source_discrepancy": inp["watch"]["source_discrepancy"].read(),
+            "action_outcomes": inp["outcomes"].read(),
+        }
+        engine = warehouse.make_engine(config.adperf().warehouse_url)
+        try:
+            pulled = rows_in_windows(spend.read(), windows)
+            warehouse.load_day(engine, _iso(self.date), frames, spend_pull=(pulled, windows))
+        except sa.exc.DBAPIError as exc:
+            raise warehouse.load_failed(exc, engine, _iso(self.date)) from None
+        finally:
+            engine.dispose()
+
+
+def _ltv_model_with_backtest(model: LakePartition, ltv: dict[str, LakePartition]) -> pd.DataFrame:
+    """The day's ltv_model row with the backtest Ltv made of it (the report's ltv_model)."""
+    from adperf.transform.ltv import with_backtest
+
+    row = with_backtest(_first_row(model.read()), _first_row(ltv["ltv_backtest"].read()))
+    return pd.DataFrame([row])
+
+
+class RenderReport(luigi.Task):
+    """The day's report rendered once: Slack message, chart PNG, CSV and HTML page in the lake.
+
+    Earlier days (the d/d and w/w changes, the 30-day chart) come from the warehouse, as loaded:
+    reading them is not a dependency (that would pull 30 days of graph into every report).
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            # The load first: the warehouse then holds the day's (and restated days') spend.
+            "load": LoadReport(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "ltv": Ltv(date=self.date),
+            "watch": Watch(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
+        }
+
+    def output(self) -> JsonFile:
+        from adperf.sinks.render import META_FILE, report_path
+
+        return JsonFile(report_path(config.files_root(), _iso(self.date)) / META_FILE)
+
+    def complete(self) -> bool:
+        from adperf.sinks.render import read_report_meta
+
+        # Complete for the inputs it was rendered from only: a day re-run on restated numbers
+        # (its campaign report rewritten) is rendered again, and SlackReport then updates.
+        meta = read_report_meta(config.files_root(), _iso(self.date))
+        return meta is not None and meta.get("inputs") == _report_inputs(self.date)
+
+    def run(self) -> None:
+        from adperf.sinks.render import render_report, write_report_files
+
+        day, inp, history = _iso(self.date), self.input(), _report_history(self.date)
+        report = render_report(
+            day=day,
+            currency=config.adperf().report_currency,
+            campaigns=_as_money(inp["report"]["campaign_report"].read()),
+            actions=_as_money(inp["report"]["actions"].read()),
+            cohorts=_as_money(inp["cohorts"].read()),
+            reconciliation=_first_row(_as_money(inp["attribution"]["reconciliation"].read())),
+            notes=_quality_notes(self.date),
+            history_campaigns=history["campaign_daily"],
+            history_cohorts=history["cohort_roas"],
+            history_spend=history["ad_spend_daily"],
+            target_roas=config.rules().target_roas,
+            accounts_line=_accounts_line(self.date),
+            watch=inp["watch"]["watch"].read(),
+            follow_ups=[str(line) for line in inp["outcomes"].read()["line"]],
+        )
+        meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
+        meta["inputs"] = _report_inputs(self.date)
+        write_report_files(config.files_root(), day, report.files(), meta)
+
+
+class SlackReport(luigi.Task):
+    """The morning Slack report of one day: posted once (token) or written to the outbox.
+
+    The marker `<data_root>/slack_posts/<day>.json` holds the post's channel and ts and the
+    content hash it shows. Complete when the marker matches the current rendering: after a
+    re-render with other numbers the task runs again and `chat.update`s the same message.
+    Before posting, the marker is *pending* (no ts): a run that finds it looks the post up in
+    the channel by its metadata key instead of posting again (see `publish_report`).
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "load": LoadReport(date=self.date),
+            "render": RenderReport(date=self.date),
+            # Posted after the page exists: the message links to it.
+            "dashboard": Dashboard(date=self.date),
+        }
+
+    def output(self) -> JsonFile:
+        return JsonFile(config.files_root() / "slack_posts" / f"{_iso(self.date)}.json")
+
+    def complete(self) -> bool:
+        from adperf.sinks.render import read_report_meta
+
+        marker = _read_json(self.output().path)
+        if not marker or not marker.get("complete"):
+            return False
+        if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
+            return False
+        # luigi looks no further than a complete task: a stale rendering makes this stale too.
+        meta = read_report_meta(config.files_root(), _iso(self.date))
+        render = RenderReport(date=self.date)
+        fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
+        return fresh and render.complete()
+
+    def run(self) -> None:
+        from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE, report_path
+        from adperf.sinks.slack import publish_report, with_dashboard_link, write_outbox
+
+        day, marker = _iso(self.date), self.output().path
+        folder = report_path(config.files_root(), day)
+        content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
+        message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
+        message = with_dashboard_link(message, _dashboard_link(self.date))
+        files = {
+            f"adperf-{day}.png": (folder / CHART_FILE).read_bytes(),
+            f"adperf-{day}-campaigns.csv": (folder / CSV_FILE).read_bytes(),
+        }
+        token = config.secrets().slack_token
+        if not token:
+            paths = write_outbox(message, Path(config.slack().outbox), day, files)
+            state = {"date": day, "delivery": "outbox", "content_hash": content_hash}
+            _write_json(marker, {**state, "complete": True, "files": [str(p) for p in paths]})
+            return
+        publish_report(
+            message,
+            [(name, content, name) for name, content in files.items()],
+            token=token,
+            channel=config.slack().channel,
+            base_url=endpoints.slack_base_url(self.date),
+            day=day,
+            content_hash=content_hash,
+            previous=_read_json(marker),
+            save=lambda state: _write_json(marker, state),
+            # A post Slack refused leaves no marker; a pending one stays until it is looked up.
+            forget=lambda: marker.unlink(missing_ok=True),
+        )
+
+
+class Dashboard(luigi.Task):
+    """The day's interactive dashboard page (`dashboard.html`), next to the report page.
+
+    Trends come from the warehouse's history (as loaded, up to a year back) and the day's lake
+    partitions; like the report, reading that history is not a dependency.
+    """
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            # The report folder first: a re-render replaces the folder, dashboard included.
+            "render": RenderReport(date=self.date),
+            "segments": CohortRoasSegments(date=self.date),
+            "report": CampaignReport(date=self.date),
+            "attribution": Attribution(date=self.date),
+        }
+
+    def output(self) -> luigi.LocalTarget:
+        from adperf.sinks.dashboard import DASHBOARD_FILE
+        from adperf.sinks.render import report_path
+
+        folder = report_path(config.files_root(), _iso(self.date))
+        return luigi.LocalTarget(str(folder / DASHBOARD_FILE))
+
+    def complete(self) -> bool:
+        # A stale rendering is about to replace the folder (and this page with it).
+        return bool(self.output().exists()) and RenderReport(date=self.date).complete()
+
+    def run(self) -> None:
+        from adperf.sinks.dashboard import (
+            build_dashboard_data,
+            build_dashboard_html,
+            write_dashboard,
+        )
+
+        day, inp, history = _iso(self.date), self.input(), _dashboard_history(self.date)
+        campaigns = _as_money(inp["report"]["campaign_report"].read())
+        reconciliation = _first_row(_as_money(inp["attribution"]["reconciliation"].read()))
+        segments = _as_money(inp["segments"].read())
+        data = build_dashboard_data(
+            day=day,
+            currency=config.adperf().report_currency,
+            segments=pd.concat([history["cohort_roas_segments"], segments], ignore_index=True),
+            campaigns=pd.concat([history["campaign_daily"], campaigns], ignore_index=True),
+            actions=_as_money(inp["report"]["actions"].read()),
+            notes=_dashboard_notes(self.date, campaigns, reconciliation),
+            target_roas=config.rules().target_roas,
+        )
+        write_dashboard(Path(self.output().path).parent, build_dashboard_html(data))
+
+
+def _dashboard_history(day: dt.date) -> dict[str, pd.DataFrame]:
+    """campaign_daily and cohort_roas_segments of the year before `day`, as loaded."""
+    first, last = _iso(day - dt.timedelta(days=365)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        frames = {
+            name: warehouse.read_days(engine, name, first, last)
+            for name in ("campaign_daily", "cohort_roas_segments")
+        }
+    finally:
+        engine.dispose()
+    return frames
+
+
+def _dashboard_notes(
+    day: dt.date, campaigns: pd.DataFrame, reconciliation: dict[str, Any]
+) -> list[str]:
+    """The report's data-quality notes of the day (adperf.sinks.summary.report_notes)."""
+    from adperf.sinks.summary import report_notes
+
+    currency = config.adperf().report_currency
+    return report_notes(_quality_notes(day), campaigns, reconciliation, currency)
+
+
+class DailyReport(luigi.WrapperTask):
+    """Everything for one report day: the warehouse tables and the Slack report."""
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> list[luigi.Task]:
+        config.secrets()  # a production config without ADPERF_HMAC_KEY refuses to start
+        return [LoadReport(date=self.date), SlackReport(date=self.date), Dashboard(date=self.date)]
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Any) -> list[Any]:
+        """The complete days among `parameter_tuples`, for RangeDaily (cron's catch-up)."""
+        # Without this, luigi's RangeDaily falls back to infer_bulk_complete_from_fs, which
+        # reads `.path` of every output; a warehouse day has none, and the run fails with
+        # SCHEDULING_FAILED. `cls` may be a functools.partial (RangeDaily's of_params).
+        return [day for day in parameter_tuples if cls(date=day).complete()]
+
+
+def _dashboard_link(day: dt.date) -> str:
+    """The day's dashboard as people open it: [slack] dashboard_base_url, else its path under
+    the data root."""
+    from adperf.sinks.dashboard import dashboard_link
+
+    return dashboard_link(config.slack().dashboard_base_url or None, _iso(day))
+
+
+def _quality_notes(day: dt.date) -> list[str]:
+    """Restated spend, quarantined rows and the LTV model's state, from the day's lake files."""
+    from adperf.sinks.render import build_quality_notes
+
+    root, iso = config.data_root(), _iso(day)
+
+    def optional(dataset: str) -> pd.DataFrame | None:
+        # Written by other tasks when they have something to say (restatements: issue 4).
+        if not lake.partition_exists(root, dataset, "date", iso):
+            return None
+        return _as_money(lake.read_partition(root, dataset, "date", iso))
+
+    def meta(dataset: str) -> dict[str, Any]:
+        version = lake.current_version(root, dataset, "date", iso)
+        return dict(version.meta) if version and version.meta else {}
+
+    return build_quality_notes(
+        currency=config.adperf().report_currency,
+        payments_meta=meta("payments"),
+        events_meta=meta("events"),
+        restatements=optional("restatements"),
+        ltv_model=optional("ltv_model"),
+    )
+
+
+def _accounts_line(day: dt.date) -> str | None:
+    """Which ad accounts of the day's spend keep days of another zone (adperf.account_days)."""
+    from adperf.account_days import accounts_line
+
+    root, iso = config.data_root(), _iso(day)
+    if not lake.partition_exists(root, "spend", "date", iso):
+        return None
+    # Spend of pulls made before the zone was recorded has no account_timezone: nothing to say.
+    spend = lake.read_partition(root, "spend", "date", iso).reindex(
+        columns=["platform", "account_id", "account_timezone"]
+    )
+    rows = spend.itertuples(index=False)
+    return accounts_line(
+        [(str(p), str(a), z) for p, a, z in rows],
+        config.adperf().report_timezone,
+        day,
+        _account_days(),
+    )
+
+
+# The lake files a rendered report is made of (besides the warehouse history).
+_REPORT_INPUTS = (
+    "campaign_report",
+    "actions",
+    "reconciliation",
+    "cohort_roas",
+    "ltv_model",
+    "watch",
+    "action_outcomes",
+)
+
+
+def _report_inputs(day: dt.date) -> str | None:
+    """A hash of the day's report inputs as they are now; None while one is missing."""
+    import hashlib
+
+    root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
+    for dataset in _REPORT_INPUTS:
+        data = lake.read_file(root, dataset, "date", iso, lake.DATA_FILE)
+        if data is None:
+            return None
+        digest.update(dataset.encode() + b"\0" + data)
+    for dataset in ("payments", "events", "restatements"):
+        for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
+            found = lake.read_file(root, dataset, "date", iso, name) if name else None
+            if found is not None:
+                digest.update(f"{dataset}/{name}".encode() + b"\0" + found)
+    return digest.hexdigest()
+
+
+def _report_history(day: dt.date) -> dict[str, pd.DataFrame]:
+    """campaign_daily and cohort_roas of the 30 days before `day`, ad_spend_daily of the 30
+    days to `day`, as loaded in the warehouse."""
+    first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS))
+    last = _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        frames = {
+            name: warehouse.read_days(engine, name, first, last)
+            for name in ("campaign_daily", "cohort_roas")
+        }
+        chart_first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS - 1))
+        spend = warehouse.read_days(engine, "ad_spend_daily", chart_first, _iso(day))
+        frames["ad_spend_daily"] = spend[["date", "platform", "spend"]]
+    finally:
+        engine.dispose()
+    money = ("spend", "cpi", "revenue", "assisted_revenue", "pltv")
+    for df in frames.values():
+        # DECIMAL columns come back as Decimal objects; the report shows floats.
+        for col in [c for c in money if c in df.columns]:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return frames

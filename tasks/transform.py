@@ -1,0 +1,662 @@
+"""Transform tasks: lake partitions in, lake partitions out (spend, attribution, cohorts, LTV)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import luigi
+import pandas as pd
+import sqlalchemy as sa
+
+from adperf import lake, warehouse
+from adperf.errors import ConfigError
+from adperf.schema import SPEND, to_table
+from adperf.timeutil import days, month_days
+from tasks import config
+from tasks.base import (
+    COHORT_WINDOW_DAYS,
+    LakeTask,
+    _as_money,
+    _first_row,
+    _fx,
+    _history,
+    _iso,
+    _read_all,
+    _window,
+)
+from tasks.extract import (
+    AdSpend,
+    EventLogs,
+    Installs,
+    InstallsMonth,
+    Payments,
+    PaymentsMonth,
+    _lookback_days,
+    _platforms,
+)
+from tasks.targets import LakePartition, WarehouseDay
+
+
+class Spend(LakeTask):
+    """All platforms' ad-level spend of one day in the report currency, from that day's pulls."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("spend",)
+
+    def requires(self) -> list[AdSpend]:
+        return [AdSpend(platform=p, date=self.date) for p in _platforms()]
+
+    def run(self) -> None:
+        from adperf.transform.spend import build_spend
+
+        day = _iso(self.date)
+        frames = [t.read() for t in self.input()]
+        df = build_spend([f[f["date"] == day] for f in frames], _fx())
+        lake.write_partition(config.data_root(), SPEND, "date", day, df, allow_empty=True)
+
+
+class SpendLatest(LakeTask):
+    """Ad-level spend of the cohort window (31 days up to the report day), each day's figure
+    from the latest pull made by the report day (later pull wins)."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("spend_latest",)
+
+    def requires(self) -> list[AdSpend]:
+        from adperf.transform.restatement import pull_days_for
+
+        return [
+            AdSpend(platform=p, date=d)
+            for p in _platforms()
+            for d in pull_days_for(self.date, COHORT_WINDOW_DAYS + 1, _lookback_days(p))
+        ]
+
+    def run(self) -> None:
+        from adperf.transform.restatement import build_latest, convert_pulls
+
+        day, pulls = _iso(self.date), _pulls(self.input())
+        first = _iso(self.date - dt.timedelta(days=COHORT_WINDOW_DAYS))
+        latest = build_latest(convert_pulls(pulls, _fx()), first, day)
+        # The windows of this day's pulls: LoadReport replaces those days in ad_spend_daily.
+        windows = {p.platform: [p.first, p.last] for p in pulls if p.pulled == day}
+        table = to_table(latest, SPEND, allow_empty=True)
+        root = config.data_root()
+        lake.write_table(root, "spend_latest", "date", day, table, meta={"windows": windows})
+
+
+class Restatements(LakeTask):
+    """How much the report day's pulls changed earlier days' spend (vs. the day before's)."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("restatements",)
+
+    def requires(self) -> list[AdSpend]:
+        before = self.date - dt.timedelta(days=1)
+        return [AdSpend(platform=p, date=d) for p in _platforms() for d in (before, self.date)]
+
+    def run(self) -> None:
+        from adperf.transform.restatement import build_day_restatements, convert_pulls
+
+        day = _iso(self.date)
+        df = build_day_restatements(day, convert_pulls(_pulls(self.input()), _fx()))
+        lake.write_frame(config.data_root(), "restatements", "date", day, df)
+
+
+def _pulls(targets: list[LakePartition]) -> list[Any]:
+    """AdSpend outputs as restatement.Pull objects (window from the partition's meta)."""
+    from adperf.transform.restatement import Pull
+
+    out = []
+    for t in targets:
+        meta = t.meta()
+        out.append(Pull(meta["platform"], t.value, meta["first_day"], meta["last_day"], t.read()))
+    return out
+
+
+class InstallHistory(luigi.WrapperTask):
+    """Every install of the history window: closed months plus the current month's days."""
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> list[luigi.Task]:
+        months, current = _history(self.date, config.ltv().history_days)
+        return [InstallsMonth(month=m) for m in months] + [Installs(date=d) for d in current]
+
+    def read(self) -> pd.DataFrame:
+        return _read_all([t.output() for t in self.requires()])
+
+
+class PaymentHistory(luigi.WrapperTask):
+    """Every payment of the history window: closed months plus the current month's days."""
+
+    date = luigi.DateParameter(description="report day")
+
+    def requires(self) -> list[luigi.Task]:
+        months, current = _history(self.date, config.ltv().history_days)
+        return [PaymentsMonth(month=m) for m in months] + [Payments(date=d) for d in current]
+
+    def read(self) -> pd.DataFrame:
+        return _read_all([t.output() for t in self.requires()])
+
+
+class Attribution(LakeTask):
+    """Revenue of one payment day by acquiring campaign, and its reconciliation."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("attribution", "reconciliation")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {"payments": Payments(date=self.date), "installs": InstallHistory(date=self.date)}
+
+    def run(self) -> None:
+        from adperf.transform.attribution import (
+            build_attribution,
+            build_reconciliation,
+            build_user_map,
+        )
+
+        day = _iso(self.date)
+        payments = self.input()["payments"].read()
+        attribution = build_attribution(
+            day, payments, build_user_map(self.requires()["installs"].read())
+        )
+        recon = build_reconciliation(day, payments, attribution)
+        root = config.data_root()
+        lake.write_frame(
+            root, "reconciliation", "date", day, pd.DataFrame([{"date": day, **recon}])
+        )
+        lake.write_frame(root, "attribution", "date", day, attribution)
+
+
+class CohortRoas(LakeTask):
+    """The cohort triangle as of the report day: every cohort of the window (30 days to it) at
+    every age (0, 3, 7, 14, 30) it has reached."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("cohort_roas",)
+
+    def requires(self) -> dict[str, list[luigi.Task]]:
+        window = _window(self.date, COHORT_WINDOW_DAYS + 1)
+        return {
+            "installs": [Installs(date=d) for d in window],
+            "payments": [Payments(date=d) for d in window],
+            "spend": [SpendLatest(date=self.date)],  # the window, latest figures
+        }
+
+    def build(self, inputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        from adperf.transform.cohort import build_cohort_roas
+
+        args = (inputs["installs"], inputs["payments"], inputs["spend"])
+        return build_cohort_roas(_iso(self.date), *args, window_days=COHORT_WINDOW_DAYS)
+
+    def run(self) -> None:
+        inputs = {k: _read_all(v) for k, v in self.input().items()}
+        df = self.build(inputs)
+        lake.write_frame(config.data_root(), self.outputs[0], "date", _iso(self.date), df)
+
+
+class CohortRoasSegments(CohortRoas):
+    """The cohort triangle as of the report day by the MMP's country and device OS (spend
+    shared among a campaign's segments by installs)."""
+
+    outputs = ("cohort_roas_segments",)
+
+    def build(self, inputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        from adperf.transform.cohort import build_cohort_roas_segments
+
+        args = (inputs["installs"], inputs["payments"], inputs["spend"])
+        return build_cohort_roas_segments(_iso(self.date), *args, window_days=COHORT_WINDOW_DAYS)
+
+
+class LtvModel(LakeTask):
+    """BG/NBD + Gamma-Gamma fitted on the payment history alone: the day's `ltv_model` row, in
+    the lake and the warehouse. Needs payments (and FX) only: no MMP, logs or ad platform, so a
+    team without an MMP still gets customer LTV."""
+
+    date = luigi.DateParameter(description="report day = end of the fitted history")
+    outputs = ("ltv_model",)
+
+    def requires(self) -> PaymentHistory:
+        return PaymentHistory(date=self.date)
+
+    def output(self) -> dict[str, Any]:
+        url = config.adperf().warehouse_url
+        return {
+            "ltv_model": LakePartition(config.data_root(), "ltv_model", "date", _iso(self.date)),
+            "warehouse": WarehouseDay(url, _iso(self.date), marker="ltv_model"),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.ltv import build_ltv_model
+
+        self.progress(10, f"fitting BG/NBD + Gamma-Gamma on the payment history to {self.date}")
+        day = _iso(self.date)
+        previous_date, previous = _previous_ltv_model(self.date)
+        row = build_ltv_model(
+            day,
+            self.requires().read(),
+            history_days=config.ltv().history_days,
+            initial=previous,
+            initial_date=previous_date,
+        )
+        frame = pd.DataFrame([row])
+        # The warehouse first: the lake partition, written last, completes the task.
+        _load_tables(day, {"ltv_model": frame}, marker="ltv_model")
+        lake.write_frame(config.data_root(), "ltv_model", "date", day, frame)
+
+
+class Ltv(LakeTask):
+    """The day's cohort pLTV per campaign and adset with its interval, valued with the day's
+    LtvModel; that model's 90-day backtest against each campaign's revenue; the install
+    cohorts of the `[rules] window_days` days to it pooled, with their bootstrap draws."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("pltv", "ltv_backtest", "pltv_window", "pltv_draws")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "model": LtvModel(date=self.date),
+            "payments": PaymentHistory(date=self.date),
+            "installs": InstallHistory(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.ltv import BACKTEST_DAYS, build_pltv, build_pltv_window
+
+        self.progress(10, f"valuing the install cohorts to {self.date}")
+        day, cfg = _iso(self.date), config.ltv()
+        model = _first_row(self.input()["model"]["ltv_model"].read())
+        payments, installs = (self.requires()[n].read() for n in ("payments", "installs"))
+        history = {"history_days": cfg.history_days, "horizon_days": cfg.horizon_days}
+        backtest, pltv = build_pltv(
+            day,
+            model,
+            payments,
+            installs,
+            **history,
+            discount_rate_annual=cfg.discount_rate,
+            backtest_model=_stored_ltv_model(self.date - dt.timedelta(days=BACKTEST_DAYS)),
+        )
+        window, draws = build_pltv_window(
+            day,
+            model,
+            payments,
+            installs,
+            window_days=config.rules().window_days,
+            **history,
+            discount_rate_annual=cfg.discount_rate,
+        )
+        root = config.data_root()
+        lake.write_frame(root, "pltv", "date", day, pltv)
+        lake.write_frame(root, "ltv_backtest", "date", day, _backtest_frame(backtest))
+        lake.write_frame(root, "pltv_window", "date", day, window)
+        lake.write_frame(root, "pltv_draws", "date", day, draws)
+
+
+def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:
+    """One backtest row with its column types (nulls included)."""
+    return pd.DataFrame([row]).astype(
+        {
+            "backtest_mape": "float64",
+            "backtest_bias": "float64",
+            "backtest_campaigns": "Int64",
+            "backtest_model": "string",
+        }
+    )
+
+
+def _load_tables(day: str, frames: dict[str, pd.DataFrame], marker: str) -> None:
+    """Replace some tables of a day in the warehouse (one transaction, with `marker`)."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        warehouse.load_day(engine, day, frames, marker=marker)
+    except sa.exc.DBAPIError as exc:
+        raise warehouse.load_failed(exc, engine, day) from None
+    finally:
+        engine.dispose()
+
+
+def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
+    """(model_date, model) of the newest usable ltv_model partition of the 7 days before `day`.
+
+    Read if present, not required: a dependency on Ltv(day - 1) would chain every report day
+    back to the first one (a long graph, backfills forced into sequence), while the previous
+    model is only a warm start and the fallback when today's fit does not converge.
+    """
+    from adperf.transform.ltv import model_from_row
+
+    root = config.data_root()
+    for back in range(1, 8):
+        d = _iso(day - dt.timedelta(days=back))
+        if not lake.partition_exists(root, "ltv_model", "date", d):
+            continue
+        rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
+        found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
+        if found is not None:
+            return found
+    return None, None
+
+
+def _stored_ltv_model(day: dt.date) -> Any:
+    """The model fitted as of `day` from its ltv_model partition, or None (absent, or that day
+    fell back to an older model): the backtest's model, reused instead of fitted again."""
+    from adperf.transform.ltv import model_from_row
+
+    root, d = config.data_root(), _iso(day)
+    if not lake.partition_exists(root, "ltv_model", "date", d):
+        return None
+    rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
+    found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
+    return found[1] if found is not None and found[0] == d else None
+
+
+class Contribution(LakeTask):
+    """Assisted revenue: PageRank over the match graph, credited to acquiring campaigns."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("contribution",)
+    # Run early (luigi passes a task's priority on to what it requires): its window's EventLogs
+    # and the PageRank otherwise start last and run alone at the end of a cold run (16 s of 138
+    # on the large world with 2 workers).
+    priority = 10
+
+    def requires(self) -> dict[str, Any]:
+        window = _window(self.date, config.contribution().window_days)
+        return {
+            "events": [EventLogs(date=d) for d in window],
+            "payments": Payments(date=self.date),
+            "installs": InstallHistory(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.attribution import build_user_map
+        from adperf.transform.contribution import build_contribution_from_edges
+
+        self.progress(10, f"PageRank over the match graph of the {self.date} window")
+        user_map = build_user_map(self.requires()["installs"].read())
+        # The window's daily match edges, not its raw events: a pair's matches of a day are
+        # one row (the log extract counts them), so 28 days stay small in memory.
+        df = build_contribution_from_edges(
+            _iso(self.date),
+            _read_all([day["match_edges"] for day in self.input()["events"]]),
+            self.input()["payments"].read(),
+            user_map,
+            partner_share=config.contribution().partner_share,
+        )
+        lake.write_frame(config.data_root(), "contribution", "date", _iso(self.date), df)
+
+
+class CampaignReport(LakeTask):
+    """campaign_daily and the recommended actions of one report day."""
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("campaign_report", "actions")
+
+    def requires(self) -> dict[str, Any]:
+        return {
+            "spend": [SpendLatest(date=self.date)],  # the 31-day window, latest figures
+            "installs": Installs(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "contribution": Contribution(date=self.date),
+            "ltv": Ltv(date=self.date),
+            "outcomes": ActionOutcomes(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.report import (
+            build_actions,
+            build_adset_report,
+            build_campaign_report,
+            build_window_evidence,
+        )
+
+        day, inp, rules = _iso(self.date), self.input(), _rules()
+        spend_window = _read_all(inp["spend"])
+        spend_day, installs = spend_window[spend_window["date"] == day], inp["installs"].read()
+        attribution, pltv = inp["attribution"]["attribution"].read(), inp["ltv"]["pltv"].read()
+        report = build_campaign_report(
+            day, spend_day, installs, attribution, inp["contribution"].read(), pltv
+        )
+        window = build_window_evidence(
+            day,
+            rules.window_days,
+            spend_window,
+            inp["ltv"]["pltv_window"].read(),
+            inp["ltv"]["pltv_draws"].read(),
+        )
+        actions = build_actions(
+            day,
+            report,
+            _first_spend_dates(spend_window),
+            rules,
+            currency=config.adperf().report_currency,
+            adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
+            adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
+            window=window if config.rules().pooled else None,
+        )
+        actions = _with_follow_ups(day, actions, inp["outcomes"].read())
+        root = config.data_root()
+        lake.write_frame(root, "actions", "date", day, actions)
+        lake.write_frame(root, "campaign_report", "date", day, report)
+
+
+def _first_spend_dates(
+    spend: pd.DataFrame, column: str = "campaign_id"
+) -> dict[tuple[str, str], str]:
+    paid = spend[spend["spend_micros"] > 0]
+    firsts = paid.groupby(["platform", column])["date"].min()
+    return {(str(p), str(c)): str(d) for p, c, d in firsts.reset_index().itertuples(index=False)}
+
+
+def _rules() -> Any:
+    from adperf.transform.report import Rules
+
+    r = config.rules()
+    if r.window_days > COHORT_WINDOW_DAYS + 1:
+        raise ConfigError(
+            f"[rules] window_days = {r.window_days}, but SpendLatest holds the "
+            f"{COHORT_WINDOW_DAYS + 1} days to the report day. Fix: {COHORT_WINDOW_DAYS + 1} or "
+            "fewer"
+        )
+    return Rules(
+        target_roas=r.target_roas,
+        scale_roas=r.scale_roas,
+        pause_roas=r.pause_roas,
+        min_spend_micros=round(r.min_spend * 1_000_000),
+        min_installs=r.min_installs,
+        min_age_days=r.min_age_days,
+        window_days=r.window_days,
+        confidence=r.confidence,
+    )
+
+
+class Watch(LakeTask):
+    """The watch of one report day (adperf.transform.watch): what changed beyond normal noise,
+    and each paid campaign's platform-reported vs MMP installs (source_discrepancy).
+
+    Earlier days come from the warehouse as loaded, like RenderReport's history: reading them is
+    not a dependency, so a day watched before its baseline days were loaded (a backfill out of
+    order) has fewer checks, never wrong ones.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("watch", "source_discrepancy")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {
+            "report": CampaignReport(date=self.date),
+            "cohorts": CohortRoas(date=self.date),
+            "attribution": Attribution(date=self.date),
+            "spend": SpendLatest(date=self.date),  # the day's reported installs; month to date
+        }
+
+    def run(self) -> None:
+        from adperf.transform.watch import build_source_discrepancy, build_watch
+
+        day, inp, settings = _iso(self.date), self.input(), config.watch_settings()
+        today = _with_d0(_as_money(inp["report"]["campaign_report"].read()), inp["cohorts"].read())
+        spend = _as_money(inp["spend"].read())
+        history = _watch_history(self.date, settings)
+        discrepancy = build_source_discrepancy(day, spend[spend["date"] == day], today, settings)
+        found = build_watch(
+            day,
+            campaigns=pd.concat([history["campaigns"], today], ignore_index=True),
+            reconciliation=pd.concat(
+                [history["reconciliation"], _as_money(inp["attribution"]["reconciliation"].read())],
+                ignore_index=True,
+            ),
+            discrepancy=discrepancy,
+            pacing=_pacing(day, spend),
+            settings=settings,
+            currency=config.adperf().report_currency,
+        )
+        root = config.data_root()
+        lake.write_frame(root, "source_discrepancy", "date", day, discrepancy)
+        lake.write_frame(root, "watch", "date", day, found)
+
+
+def _pacing(day: str, spend: pd.DataFrame) -> pd.DataFrame:
+    """Month-to-date spend against [budgets], from the day's spend window (31 days to it)."""
+    from adperf.transform.watch import build_pacing
+
+    # Pro rata over the days the window holds: a lake (or a sandbox world) that starts in the
+    # middle of the month would otherwise be 'behind plan' by the days before it.
+    since = str(spend["date"].min()) if len(spend) else None
+    month = spend[spend["date"] >= day[:8] + "01"]
+    return build_pacing(day, month, config.budget_plan(), since=since)
+
+
+def _with_d0(campaigns: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFrame:
+    """Campaign rows with the D0 revenue and payers of their cohort of the same day (`cohorts`:
+    cohort_roas rows, lake or warehouse)."""
+    d0 = cohorts[cohorts["age_days"] == 0].rename(columns={"cohort_date": "date"})
+    if "revenue_micros" in d0.columns:
+        d0 = d0.assign(revenue=d0["revenue_micros"].astype("float64") / 1_000_000)
+    d0 = d0.assign(date=d0["date"].astype(str), revenue_d0=d0["revenue"].astype("float64"))
+    d0 = d0.rename(columns={"payers": "payers_d0"})[
+        ["date", "platform", "campaign_id", "revenue_d0", "payers_d0"]
+    ]
+    out = campaigns.assign(date=campaigns["date"].astype(str))
+    return out.merge(d0, on=["date", "platform", "campaign_id"], how="left")
+
+
+def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
+    """campaign_daily (with D0 cohorts) and revenue_reconciliation of the watch's baseline days
+    before `day`, as loaded in the warehouse."""
+    back = max(7 * settings.baseline_weeks, settings.share_days)
+    first, last = _iso(day - dt.timedelta(days=back)), _iso(day - dt.timedelta(days=1))
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        campaigns = warehouse.read_days(engine, "campaign_daily", first, last)
+        # A triangle cell is stored as of the latest report that computed it (up to 30 days on).
+        far = _iso(day + dt.timedelta(days=COHORT_WINDOW_DAYS))
+        cohorts = warehouse.read_days(engine, "cohort_roas", first, far)
+        recon = warehouse.read_days(engine, "revenue_reconciliation", first, last)
+    finally:
+        engine.dispose()
+    cohorts = cohorts[cohorts["cohort_date"].astype(str).between(first, last)]
+    for df in (campaigns, cohorts, recon):
+        for col in ("spend", "revenue", "total_payments", "unattributed", "restricted"):
+            if col in df.columns:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return {"campaigns": _with_d0(campaigns, cohorts), "reconciliation": recon}
+
+
+class ActionOutcomes(LakeTask):
+    """The follow-ups due on the report day: each action applied `[rules] follow_up_days`
+    before it, its object's spend, installs, CPI and pROAS since the change against before.
+
+    The earlier days' installs and pLTV come from their lake partitions and the actions from
+    the warehouse (`action_log`, `actions`), read when present, not required: an action is
+    applied after its day's report, so the day it is followed up on has them.
+    """
+
+    date = luigi.DateParameter(description="report day")
+    outputs = ("action_outcomes",)
+
+    def requires(self) -> dict[str, Any]:
+        return {
+            "spend": SpendLatest(date=self.date),  # 31 days: before and since, latest figures
+            "installs": InstallHistory(date=self.date),
+            "ltv": Ltv(date=self.date),
+        }
+
+    def run(self) -> None:
+        from adperf.transform.outcomes import build_action_outcomes, build_object_days
+
+        day, rules = _iso(self.date), _follow_up_rules()
+        first = self.date - dt.timedelta(days=2 * rules.follow_up_days - 1)
+        log, decisions = _warehouse_actions(self.date - dt.timedelta(days=rules.follow_up_days))
+        installs = _installs_between(self.requires()["installs"], first, self.date)
+        daily = build_object_days(self.input()["spend"].read(), installs, _pltv_days(first, day))
+        outcomes = build_action_outcomes(
+            day, rules, log, decisions, daily, config.adperf().report_currency
+        )
+        lake.write_frame(config.data_root(), "action_outcomes", "date", day, outcomes)
+
+
+def _follow_up_rules() -> Any:
+    from adperf.transform.outcomes import FollowUpRules
+
+    r, a = config.rules(), config.actions()
+    return FollowUpRules(
+        follow_up_days=r.follow_up_days,
+        scale_roas=r.scale_roas,
+        pause_roas=r.pause_roas,
+        scale_factor=a.scale_factor,
+        max_budget_increase=a.max_budget_increase,
+    )
+
+
+def _warehouse_actions(action_day: dt.date | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(action_log, actions of `action_day`) from the warehouse; empty where absent (and the
+    actions empty without an `action_day`: the caller needs only the log)."""
+    engine = warehouse.make_engine(config.adperf().warehouse_url)
+    try:
+        has_log = sa.inspect(engine).has_table(warehouse.action_log.name)
+        log = warehouse.read_table(engine, "action_log") if has_log else pd.DataFrame()
+        decisions = (
+            warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
+            if action_day is not None
+            else pd.DataFrame()
+        )
+    finally:
+        engine.dispose()
+    return log, decisions
+
+
+def _installs_between(history: luigi.Task, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """The installs of [first, last] from the install history's partitions covering them."""
+    parts = []
+    for task in history.requires():
+        if isinstance(task, Installs) and not first <= task.date <= last:
+            continue
+        if isinstance(task, InstallsMonth) and not (
+            month_days(task.month)[1] >= first and month_days(task.month)[0] <= last
+        ):
+            continue
+        parts.append(task.output())
+    df = _read_all(parts)
+    if not len(df):
+        return pd.DataFrame(columns=["date", "platform", "campaign_id", "adset_id"])
+    dates = df["date"].astype("str")
+    return df.loc[(dates >= _iso(first)) & (dates <= _iso(last))]
+
+
+def _pltv_days(first: dt.date, last: str) -> pd.DataFrame:
+    """The `pltv` partitions (each day's cohort valued that day) of [first, last] present."""
+    root, frames = config.data_root(), []
+    for d in days(first, dt.date.fromisoformat(last)):
+        if lake.partition_exists(root, "pltv", "date", _iso(d)):
+            frames.append(lake.read_partition(root, "pltv", "date", _iso(d)))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["level"])
+
+
+def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The day's actions with the follow-ups' scale backs and the week cap's expands."""
+    from adperf.transform.outcomes import with_follow_ups
+
+    log, _ = _warehouse_actions(None)  # the log only: the day's own actions are `actions`
+    return with_follow_ups(actions, outcomes, log, day, _follow_up_rules())
