@@ -479,6 +479,25 @@ def load_day(
     return counts
 
 
+def load_day_at(
+    url: str,
+    day: str,
+    frames: dict[str, pd.DataFrame],
+    *,
+    spend_pull: tuple[pd.DataFrame, dict[str, tuple[str, str]]] | None = None,
+    marker: str | None = None,
+) -> dict[str, int]:
+    """`load_day` into the warehouse at `url`; a driver error becomes `load_failed`'s named
+    error (transient when the server went away)."""
+    engine = make_engine(url)
+    try:
+        return load_day(engine, day, frames, spend_pull=spend_pull, marker=marker)
+    except sa.exc.DBAPIError as exc:
+        raise load_failed(exc, engine, day) from None
+    finally:
+        engine.dispose()
+
+
 def _replace_triangle(
     conn: sa.Connection, table: sa.Table, day: str, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:

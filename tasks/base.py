@@ -11,6 +11,7 @@ import pandas as pd
 
 from adperf import files, platforms
 from adperf.fx import FxTable, load_rates
+from adperf.sinks import inputs
 from adperf.timeutil import days, month_days
 from tasks import config, ops  # noqa: F401 - ops registers the monitoring and alert handlers
 from tasks import resources as endpoints
@@ -78,15 +79,11 @@ def _progress(task: luigi.Task, percent: int, message: str) -> None:
 
 def _as_money(df: pd.DataFrame) -> pd.DataFrame:
     """`x_micros` columns → `x` floats in currency units (for display only)."""
-    out = df.copy()
-    for col in [c for c in df.columns if c.endswith("_micros")]:
-        out[col[: -len("_micros")]] = df[col].astype("float64") / 1_000_000
-        out = out.drop(columns=col)
-    return out
+    return inputs.as_money(df)
 
 
 def _first_row(df: pd.DataFrame) -> dict[str, Any]:
-    return {str(k): v for k, v in df.iloc[0].items()}
+    return inputs.first_row(df)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

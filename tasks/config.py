@@ -6,7 +6,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import luigi
 
@@ -88,6 +88,14 @@ class facebook(luigi.Config):  # noqa: N801
         default=True, description="read Insights through async report runs (big accounts)"
     )
 
+    def spend_settings(self) -> dict[str, Any]:
+        """The settings and secret of its spend fetch (adperf.platforms entry `fetch`)."""
+        return {
+            "api_version": self.api_version,
+            "access_token": secrets().facebook_token,
+            "use_async": self.use_async,
+        }
+
 
 class google_ads(luigi.Config):  # noqa: N801
     endpoint = luigi.Parameter(
@@ -106,6 +114,10 @@ class google_ads(luigi.Config):  # noqa: N801
         default=600.0, description="deadline of one SearchStream call, so a hung stream fails"
     )
 
+    def spend_settings(self) -> dict[str, Any]:
+        """The settings and credentials of its spend fetch (adperf.platforms entry `fetch`)."""
+        return {"credentials": google_ads_credentials(), "timeout": self.timeout_s}
+
 
 class tiktok(luigi.Config):  # noqa: N801
     base_url = luigi.Parameter(
@@ -116,6 +128,10 @@ class tiktok(luigi.Config):  # noqa: N801
         default=7, description="recent days re-pulled each run (TikTok restates them)"
     )
     timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
+
+    def spend_settings(self) -> dict[str, Any]:
+        """The settings and token of its spend fetch (adperf.platforms entry `fetch`)."""
+        return {"access_token": tiktok_token(), "timeout": self.timeout_s}
 
 
 class apple_ads(luigi.Config):  # noqa: N801
@@ -139,6 +155,10 @@ class apple_ads(luigi.Config):  # noqa: N801
         default=7, description="recent days re-pulled each run (Apple Ads restates them)"
     )
     timeout_s = luigi.FloatParameter(default=60.0, description="timeout of one API request")
+
+    def spend_settings(self) -> dict[str, Any]:
+        """The settings and credentials of its spend fetch (adperf.platforms entry `fetch`)."""
+        return {"credentials": apple_ads_credentials(), "timeout": self.timeout_s}
 
 
 class mmp(luigi.Config):  # noqa: N801

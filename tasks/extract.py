@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -97,7 +98,12 @@ def _platforms() -> tuple[str, ...]:
 
 def _section(platform: platforms.Platform, key: str) -> Any:
     """A key of the platform's luigi.cfg section (its tasks.config class)."""
-    return getattr(getattr(config, platform.section)(), key)
+    return getattr(_section_config(platform), key)
+
+
+def _section_config(platform: platforms.Platform) -> Any:
+    """The platform's luigi.cfg section: the tasks.config class its entry names."""
+    return getattr(config, platform.section)()
 
 
 def _lookback_days(platform: str) -> int:
@@ -105,76 +111,19 @@ def _lookback_days(platform: str) -> int:
 
 
 def _fetch_ad_spend(platform: str, first: dt.date, last: dt.date) -> pd.DataFrame:
-    tz = config.adperf().report_timezone
-    more = _MORE_FETCHES.get(platform)
-    if more is not None:
-        return more(first, last)
-    if platform == platforms.GOOGLE_ADS:
-        from adperf.sources.google_ads import fetch_google_ads_spend
-
-        gads = endpoints.google_ads(last)
-        return fetch_google_ads_spend(
-            endpoint=gads.endpoint,
-            credentials=config.google_ads_credentials(),
-            customer_ids=gads.customer_ids,
-            login_customer_id=gads.login_customer_id,
-            first_day=first,
-            day=last,
-            report_timezone=tz,
-            account_days=_account_days(),
-            insecure=gads.insecure,
-            timeout=config.google_ads().timeout_s,
-        )
-    from adperf.sources.facebook import fetch_facebook_spend
-
-    fb = endpoints.facebook(last)
-    return fetch_facebook_spend(
-        graph_url=fb.graph_url,
-        api_version=config.facebook().api_version,
-        access_token=config.secrets().facebook_token,
-        account_ids=fb.account_ids,
-        first_day=first,
-        day=last,
-        report_timezone=tz,
-        account_days=_account_days(),
-        use_async=config.facebook().use_async,
-    )
-
-
-def _fetch_tiktok(first: dt.date, last: dt.date) -> pd.DataFrame:
-    from adperf.sources.tiktok import fetch_tiktok_spend
-
-    endpoint = endpoints.tiktok(last)
-    return fetch_tiktok_spend(
-        base_url=endpoint.base_url,
-        access_token=config.tiktok_token(),
-        advertiser_ids=endpoint.advertiser_ids,
+    """A platform's ad-level delivery of [first, last]: its registry entry's fetch, given the
+    endpoint of tasks/resources.py's function of its name and its config section's settings."""
+    entry = platforms.get(platform)
+    endpoint = getattr(endpoints, entry.name)(last)
+    frame: pd.DataFrame = entry.load_fetch()(
+        **dataclasses.asdict(endpoint),
+        **_section_config(entry).spend_settings(),
         first_day=first,
         day=last,
         report_timezone=config.adperf().report_timezone,
         account_days=_account_days(),
-        timeout=config.tiktok().timeout_s,
     )
-
-
-def _fetch_apple_ads(first: dt.date, last: dt.date) -> pd.DataFrame:
-    from adperf.sources.apple_ads import fetch_apple_ads_spend
-
-    endpoint = endpoints.apple_ads(last)
-    return fetch_apple_ads_spend(
-        api_url=endpoint.api_url,
-        token_url=endpoint.token_url,
-        credentials=config.apple_ads_credentials(),
-        org_ids=endpoint.org_ids,
-        first_day=first,
-        day=last,
-        report_timezone=config.adperf().report_timezone,
-        account_days=_account_days(),
-        timeout=config.apple_ads().timeout_s,
-    )
-
-
-_MORE_FETCHES = {platforms.TIKTOK: _fetch_tiktok, platforms.APPLE_ADS: _fetch_apple_ads}
+    return frame
 
 
 class MmpReady(luigi.ExternalTask):

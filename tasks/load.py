@@ -9,13 +9,12 @@ from typing import Any
 
 import luigi
 import pandas as pd
-import sqlalchemy as sa
 
-from adperf import lake, warehouse
+from adperf import warehouse
+from adperf.sinks import inputs
 from tasks import config
 from tasks import resources as endpoints
 from tasks.base import (
-    COHORT_WINDOW_DAYS,
     _as_money,
     _first_row,
     _iso,
@@ -84,14 +83,9 @@ class LoadReport(luigi.Task):
             "source_discrepancy": inp["watch"]["source_discrepancy"].read(),
             "action_outcomes": inp["outcomes"].read(),
         }
-        engine = warehouse.make_engine(config.adperf().warehouse_url)
-        try:
-            pulled = rows_in_windows(spend.read(), windows)
-            warehouse.load_day(engine, _iso(self.date), frames, spend_pull=(pulled, windows))
-        except sa.exc.DBAPIError as exc:
-            raise warehouse.load_failed(exc, engine, _iso(self.date)) from None
-        finally:
-            engine.dispose()
+        pulled = rows_in_windows(spend.read(), windows)
+        url = config.adperf().warehouse_url
+        warehouse.load_day_at(url, _iso(self.date), frames, spend_pull=(pulled, windows))
 
 
 def _ltv_model_with_backtest(model: LakePartition, ltv: dict[str, LakePartition]) -> pd.DataFrame:
@@ -336,98 +330,25 @@ def _dashboard_link(day: dt.date) -> str:
 
 def _quality_notes(day: dt.date) -> list[str]:
     """Restated spend, quarantined rows and the LTV model's state, from the day's lake files."""
-    from adperf.sinks.render import build_quality_notes
-
-    root, iso = config.data_root(), _iso(day)
-
-    def optional(dataset: str) -> pd.DataFrame | None:
-        # Written by other tasks when they have something to say (restatements: issue 4).
-        if not lake.partition_exists(root, dataset, "date", iso):
-            return None
-        return _as_money(lake.read_partition(root, dataset, "date", iso))
-
-    def meta(dataset: str) -> dict[str, Any]:
-        version = lake.current_version(root, dataset, "date", iso)
-        return dict(version.meta) if version and version.meta else {}
-
-    return build_quality_notes(
-        currency=config.adperf().report_currency,
-        payments_meta=meta("payments"),
-        events_meta=meta("events"),
-        restatements=optional("restatements"),
-        ltv_model=optional("ltv_model"),
-    )
+    return inputs.quality_notes(config.data_root(), _iso(day), config.adperf().report_currency)
 
 
 def _accounts_line(day: dt.date) -> str | None:
     """Which ad accounts of the day's spend keep days of another zone (adperf.account_days)."""
-    from adperf.account_days import accounts_line
-
-    root, iso = config.data_root(), _iso(day)
-    if not lake.partition_exists(root, "spend", "date", iso):
-        return None
-    # Spend of pulls made before the zone was recorded has no account_timezone: nothing to say.
-    spend = lake.read_partition(root, "spend", "date", iso).reindex(
-        columns=["platform", "account_id", "account_timezone"]
-    )
-    rows = spend.itertuples(index=False)
-    return accounts_line(
-        [(str(p), str(a), z) for p, a, z in rows],
-        config.adperf().report_timezone,
-        day,
-        _account_days(),
-    )
-
-
-# The lake files a rendered report is made of (besides the warehouse history).
-_REPORT_INPUTS = (
-    "campaign_report",
-    "actions",
-    "reconciliation",
-    "cohort_roas",
-    "ltv_model",
-    "watch",
-    "action_outcomes",
-)
+    cfg = config.adperf()
+    return inputs.accounts_line(config.data_root(), day, cfg.report_timezone, _account_days())
 
 
 def _report_inputs(day: dt.date) -> str | None:
     """A hash of the day's report inputs as they are now; None while one is missing."""
-    import hashlib
-
-    root, iso, digest = config.data_root(), _iso(day), hashlib.sha256()
-    for dataset in _REPORT_INPUTS:
-        data = lake.read_file(root, dataset, "date", iso, lake.DATA_FILE)
-        if data is None:
-            return None
-        digest.update(dataset.encode() + b"\0" + data)
-    for dataset in ("payments", "events", "restatements"):
-        for name in (lake.META_FILE, lake.DATA_FILE if dataset == "restatements" else ""):
-            found = lake.read_file(root, dataset, "date", iso, name) if name else None
-            if found is not None:
-                digest.update(f"{dataset}/{name}".encode() + b"\0" + found)
-    return digest.hexdigest()
+    return inputs.inputs_hash(config.data_root(), _iso(day))
 
 
 def _report_history(day: dt.date) -> dict[str, pd.DataFrame]:
     """campaign_daily and cohort_roas of the 30 days before `day`, ad_spend_daily of the 30
     days to `day`, as loaded in the warehouse."""
-    first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS))
-    last = _iso(day - dt.timedelta(days=1))
     engine = warehouse.make_engine(config.adperf().warehouse_url)
     try:
-        frames = {
-            name: warehouse.read_days(engine, name, first, last)
-            for name in ("campaign_daily", "cohort_roas")
-        }
-        chart_first = _iso(day - dt.timedelta(days=COHORT_WINDOW_DAYS - 1))
-        spend = warehouse.read_days(engine, "ad_spend_daily", chart_first, _iso(day))
-        frames["ad_spend_daily"] = spend[["date", "platform", "spend"]]
+        return inputs.history(engine, day)
     finally:
         engine.dispose()
-    money = ("spend", "cpi", "revenue", "assisted_revenue", "pltv")
-    for df in frames.values():
-        # DECIMAL columns come back as Decimal objects; the report shows floats.
-        for col in [c for c in money if c in df.columns]:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    return frames

@@ -9,10 +9,11 @@ import luigi
 import pandas as pd
 import sqlalchemy as sa
 
-from adperf import lake, warehouse
+from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
 from adperf.schema import SPEND, to_table
 from adperf.timeutil import days, month_days
+from adperf.transform.spend import first_spend_dates
 from tasks import config
 from tasks.base import (
     COHORT_WINDOW_DAYS,
@@ -308,47 +309,17 @@ def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:
 
 def _load_tables(day: str, frames: dict[str, pd.DataFrame], marker: str) -> None:
     """Replace some tables of a day in the warehouse (one transaction, with `marker`)."""
-    engine = warehouse.make_engine(config.adperf().warehouse_url)
-    try:
-        warehouse.load_day(engine, day, frames, marker=marker)
-    except sa.exc.DBAPIError as exc:
-        raise warehouse.load_failed(exc, engine, day) from None
-    finally:
-        engine.dispose()
+    warehouse.load_day_at(config.adperf().warehouse_url, day, frames, marker=marker)
 
 
 def _previous_ltv_model(day: dt.date) -> tuple[str | None, Any]:
-    """(model_date, model) of the newest usable ltv_model partition of the 7 days before `day`.
-
-    Read if present, not required: a dependency on Ltv(day - 1) would chain every report day
-    back to the first one (a long graph, backfills forced into sequence), while the previous
-    model is only a warm start and the fallback when today's fit does not converge.
-    """
-    from adperf.transform.ltv import model_from_row
-
-    root = config.data_root()
-    for back in range(1, 8):
-        d = _iso(day - dt.timedelta(days=back))
-        if not lake.partition_exists(root, "ltv_model", "date", d):
-            continue
-        rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
-        found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
-        if found is not None:
-            return found
-    return None, None
+    """(model_date, model) of the newest usable stored LTV model before `day` (a warm start)."""
+    return ltv_models.previous_ltv_model(config.data_root(), day)
 
 
 def _stored_ltv_model(day: dt.date) -> Any:
-    """The model fitted as of `day` from its ltv_model partition, or None (absent, or that day
-    fell back to an older model): the backtest's model, reused instead of fitted again."""
-    from adperf.transform.ltv import model_from_row
-
-    root, d = config.data_root(), _iso(day)
-    if not lake.partition_exists(root, "ltv_model", "date", d):
-        return None
-    rows = lake.read_partition(root, "ltv_model", "date", d).to_dict("records")
-    found = model_from_row({str(k): v for k, v in rows[0].items()}) if rows else None
-    return found[1] if found is not None and found[0] == d else None
+    """The model fitted as of `day`, or None: the backtest's model, not fitted again."""
+    return ltv_models.stored_ltv_model(config.data_root(), day)
 
 
 class Contribution(LakeTask):
@@ -428,25 +399,17 @@ class CampaignReport(LakeTask):
         actions = build_actions(
             day,
             report,
-            _first_spend_dates(spend_window),
+            first_spend_dates(spend_window),
             rules,
             currency=config.adperf().report_currency,
             adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
-            adset_first_spend_dates=_first_spend_dates(spend_window, "adset_id"),
+            adset_first_spend_dates=first_spend_dates(spend_window, "adset_id"),
             window=window if config.rules().pooled else None,
         )
         actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
         lake.write_frame(root, "actions", "date", day, actions)
         lake.write_frame(root, "campaign_report", "date", day, report)
-
-
-def _first_spend_dates(
-    spend: pd.DataFrame, column: str = "campaign_id"
-) -> dict[tuple[str, str], str]:
-    paid = spend[spend["spend_micros"] > 0]
-    firsts = paid.groupby(["platform", column])["date"].min()
-    return {(str(p), str(c)): str(d) for p, c, d in firsts.reset_index().itertuples(index=False)}
 
 
 def _rules() -> Any:

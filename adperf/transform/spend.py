@@ -29,3 +29,12 @@ def build_spend(ad_spend: list[pd.DataFrame], fx: FxTable) -> pd.DataFrame:
     df["spend_micros"] = converted
     ordered: pd.DataFrame = df.sort_values(["platform", "campaign_id", "adset_id", "ad_id"])
     return ordered.reset_index(drop=True)[SPEND.columns]
+
+
+def first_spend_dates(
+    spend: pd.DataFrame, column: str = "campaign_id"
+) -> dict[tuple[str, str], str]:
+    """(platform, `column` id) -> the first day with spend in `spend` (a window of days)."""
+    paid = spend[spend["spend_micros"] > 0]
+    firsts = paid.groupby(["platform", column])["date"].min()
+    return {(str(p), str(c)): str(d) for p, c, d in firsts.reset_index().itertuples(index=False)}

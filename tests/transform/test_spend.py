@@ -233,3 +233,28 @@ def test_fx_table_from_a_csv(tmp_path: Path) -> None:
     fx = load_rates(tmp_path / "fx.csv", "USD")
     df = build_spend([frame(ad("2026-11-20", "facebook", "1", 150_000_000_000, "KRW"))], fx)
     assert df["spend_micros"].tolist() == [108_695_652]
+
+
+def test_first_spend_dates_skip_days_without_spend() -> None:
+    from adperf.transform.spend import first_spend_dates
+
+    spend = pd.DataFrame(
+        {
+            "date": ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-02", "2026-11-03"],
+            "platform": ["facebook", "facebook", "facebook", "tiktok", "tiktok"],
+            "campaign_id": ["c1", "c1", "c1", "c1", "c2"],
+            "adset_id": ["s1", "s2", "s1", "s3", "s4"],
+            "spend_micros": [0, 5, 7, 1, 0],
+        }
+    )
+    # A campaign's first day is its first day with spend, per platform (ids may repeat across
+    # platforms); a campaign that never spent has none.
+    assert first_spend_dates(spend) == {
+        ("facebook", "c1"): "2026-11-02",
+        ("tiktok", "c1"): "2026-11-02",
+    }
+    assert first_spend_dates(spend, "adset_id") == {
+        ("facebook", "s1"): "2026-11-03",
+        ("facebook", "s2"): "2026-11-02",
+        ("tiktok", "s3"): "2026-11-02",
+    }
