@@ -124,6 +124,29 @@ class Target:
     skip: str | None = None
     error: str | None = None
 
+    @classmethod
+    def unchanged(
+        cls,
+        rec: Recommendation,
+        budget_field: str,
+        *,
+        skip: str | None = None,
+        error: str | None = None,
+    ) -> Target:
+        """The recommendation's own object, not read as it is now: skipped (`skip` says why)
+        or unreadable (`error`)."""
+        return cls(
+            platform=rec.platform,
+            level=rec.level,
+            object_id=rec.object_id,
+            object_name=rec.object_name,
+            action=rec.action,
+            source=rec,
+            budget_field=budget_field,
+            skip=skip,
+            error=error,
+        )
+
     @property
     def unit(self) -> str:
         if self.per_currency_unit == 1_000_000:

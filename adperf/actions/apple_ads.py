@@ -18,9 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from adperf.actions import PAUSED, STATUS, ZERO_DECIMAL_CURRENCIES, Change, Recommendation, Target
-from adperf.errors import ConfigError, SourceError
+from adperf.errors import SourceError
 from adperf.platforms import APPLE_ADS
 from adperf.sources import apple_ads as asa
+from adperf.sources.ad_spend import account_ids
 
 PLATFORM = APPLE_ADS
 BUDGET_FIELD = "dailyBudgetAmount"
@@ -47,9 +48,7 @@ class AppleAdsCampaigns:
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._orgs = [o.strip() for o in org_ids if o.strip()]
-        if not self._orgs:
-            raise ConfigError("[apple_ads] org_ids is empty: list the orgs to change")
+        self._orgs = account_ids(org_ids, "[apple_ads] org_ids", "orgs", "change")
         self._day = day
         self._client = asa.AppleAdsClient(
             api_url=api_url,
@@ -125,14 +124,4 @@ class AppleAdsCampaigns:
 
 
 def _target(rec: Recommendation, *, skip: str | None = None, error: str | None = None) -> Target:
-    return Target(
-        platform=PLATFORM,
-        level=rec.level,
-        object_id=rec.object_id,
-        object_name=rec.object_name,
-        action=rec.action,
-        source=rec,
-        budget_field=BUDGET_FIELD,
-        skip=skip,
-        error=error,
-    )
+    return Target.unchanged(rec, BUDGET_FIELD, skip=skip, error=error)

@@ -253,14 +253,4 @@ def _from_row(rec: Recommendation, customer_id: str, row: Any) -> Target:
 
 
 def _target(rec: Recommendation, *, skip: str | None = None, error: str | None = None) -> Target:
-    return Target(
-        platform=PLATFORM,
-        level=rec.level,
-        object_id=rec.object_id,
-        object_name=rec.object_name,
-        action=rec.action,
-        source=rec,
-        budget_field=BUDGET_FIELD,
-        skip=skip,
-        error=error,
-    )
+    return Target.unchanged(rec, BUDGET_FIELD, skip=skip, error=error)

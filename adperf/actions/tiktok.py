@@ -28,9 +28,10 @@ from adperf.actions import (
     Target,
     assign_to_adsets,
 )
-from adperf.errors import ConfigError, SourceError
+from adperf.errors import SourceError
 from adperf.platforms import TIKTOK
 from adperf.sources import tiktok as tt
+from adperf.sources.ad_spend import account_ids
 
 PLATFORM = TIKTOK
 BUDGET_FIELD = "budget"
@@ -54,9 +55,9 @@ class TikTokAdGroups:
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._advertisers = [a.strip() for a in advertiser_ids if a.strip()]
-        if not self._advertisers:
-            raise ConfigError("[tiktok] advertiser_ids is empty: list the advertisers to change")
+        self._advertisers = account_ids(
+            advertiser_ids, "[tiktok] advertiser_ids", "advertisers", "change"
+        )
         self._day = day
         self._client = tt.TikTokClient(
             base_url=base_url,
@@ -191,14 +192,4 @@ def _minor(value: Any, currency: str) -> int | None:
 
 
 def _target(rec: Recommendation, *, skip: str | None = None, error: str | None = None) -> Target:
-    return Target(
-        platform=PLATFORM,
-        level=rec.level,
-        object_id=rec.object_id,
-        object_name=rec.object_name,
-        action=rec.action,
-        source=rec,
-        budget_field=BUDGET_FIELD,
-        skip=skip,
-        error=error,
-    )
+    return Target.unchanged(rec, BUDGET_FIELD, skip=skip, error=error)

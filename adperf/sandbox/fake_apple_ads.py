@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,7 +43,7 @@ _ADGROUPS = re.compile(r"^/api/v5/reports/campaigns/(?P<cid>\d+)/adgroups$")
 _CAMPAIGN = re.compile(r"^/api/v5/campaigns/(?P<cid>\d+)$")
 
 
-class FakeAppleAds:
+class FakeAppleAds(loopback.LoopbackFake):
     """Apple Ads endpoints on 127.0.0.1, served from the world's Apple Ads delivery."""
 
     def __init__(
@@ -67,22 +67,11 @@ class FakeAppleAds:
         )
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.requests_seen: list[dict[str, Any]] = []  # method, path, org; never a token
 
     def start(self) -> str:
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server, self._thread, base_url = loopback.serve(Handler, "fake-apple-ads")
-        return base_url
-
-    def stop(self) -> None:
-        loopback.shutdown(self._server, self._thread)
-        self._server, self._thread = None, None
+        """Serve on a free loopback port; return the base URL."""
+        return self._serve(_Handler, "fake-apple-ads")
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Answer the next API calls (not token requests) with these: `status`, optional

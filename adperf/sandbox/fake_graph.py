@@ -99,7 +99,7 @@ OUTCOMES = ("completed", "failed", "skipped", "stalled")
 _VERSION = re.compile(r"^v\d+\.\d+$")
 
 
-class FakeGraphApi:
+class FakeGraphApi(loopback.LoopbackFake):
     """A fake Graph API on 127.0.0.1 serving ad accounts and their ad-level daily Insights."""
 
     def __init__(
@@ -150,8 +150,6 @@ class FakeGraphApi:
         self._lock = threading.Lock()
         self._errors: deque[dict[str, Any]] = deque()
         self._report_runs: dict[str, dict[str, Any]] = {}
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.base_url = ""
         # (path, params without the token) of every request, in arrival order.
         self.requests_seen: list[tuple[str, dict[str, str]]] = []
@@ -168,11 +166,6 @@ class FakeGraphApi:
             _make_handler(self), "fake-graph-api"
         )
         return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        loopback.shutdown(self._server, self._thread)
-        self._server, self._thread = None, None
 
     def __enter__(self) -> Self:
         self.start()

@@ -20,7 +20,7 @@ import re
 import threading
 import zoneinfo
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -120,7 +120,7 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEFAULT_MAX_ROWS = 200_000
 
 
-class FakeMmp:
+class FakeMmp(loopback.LoopbackFake):
     """AppsFlyer raw-data installs endpoints on 127.0.0.1, served from a DataFrame of installs."""
 
     def __init__(
@@ -146,8 +146,6 @@ class FakeMmp:
         self._api_token = api_token
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()  # ends injected hangs at stop()
         # What each request asked for (path, query, whether it was authorized); never the token.
         self.requests_seen: list[dict[str, Any]] = []
@@ -159,20 +157,13 @@ class FakeMmp:
 
     def start(self) -> str:
         """Serve on a free loopback port in a daemon thread; return the base URL."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
         self._stopping.clear()
-        self._server, self._thread, base_url = loopback.serve(Handler, "fake-mmp")
-        return base_url
+        return self._serve(_Handler, "fake-mmp")
 
     def stop(self) -> None:
-        """Stop serving and free the port."""
+        """Stop serving and free the port (an injected hang ends first)."""
         self._stopping.set()
-        loopback.shutdown(self._server, self._thread)
-        self._server, self._thread = None, None
+        super().stop()
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue answers for the next requests, one each, before any normal answer.

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,7 +48,7 @@ _METHODS = frozenset(
 )
 
 
-class FakeSlack:
+class FakeSlack(loopback.LoopbackFake):
     """`chat.postMessage` on 127.0.0.1; base URL ends with '/api/' like slack-sdk expects."""
 
     def __init__(
@@ -69,8 +69,6 @@ class FakeSlack:
         self._channels = None if channels is None else {c.lstrip("#") for c in channels}
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._posted = 0
         self._base = ""
         # The messages as they are now (chat.update edits them in place), in posting order.
@@ -86,18 +84,8 @@ class FakeSlack:
 
     def start(self) -> str:
         """Serve on a free loopback port in a daemon thread; return the API base URL."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server, self._thread, self._base = loopback.serve(Handler, "fake-slack")
+        self._base = self._serve(_Handler, "fake-slack")
         return f"{self._base}/api/"
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        loopback.shutdown(self._server, self._thread)
-        self._server, self._thread = None, None
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Queue answers for the next requests, one each: {"status": 429, "retry_after": 1},

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,7 +41,7 @@ AD_COLUMNS = (
 )  # fmt: skip
 
 
-class FakeTikTok:
+class FakeTikTok(loopback.LoopbackFake):
     """TikTok Business API endpoints on 127.0.0.1, served from the world's TikTok delivery."""
 
     def __init__(
@@ -64,24 +64,12 @@ class FakeTikTok:
         )
         self._errors: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         # What each request asked for (path, query or body, authorized); never the token.
         self.requests_seen: list[dict[str, Any]] = []
 
     def start(self) -> str:
         """Serve on a free loopback port; return the base URL."""
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server, self._thread, base_url = loopback.serve(Handler, "fake-tiktok")
-        return base_url
-
-    def stop(self) -> None:
-        loopback.shutdown(self._server, self._thread)
-        self._server, self._thread = None, None
+        return self._serve(_Handler, "fake-tiktok")
 
     def inject_errors(self, errors: list[dict[str, Any]]) -> None:
         """Answer the next requests with these, one each: `code` + `message` (HTTP 200, as the

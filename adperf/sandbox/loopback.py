@@ -38,6 +38,25 @@ def shutdown(server: ThreadingHTTPServer | None, thread: threading.Thread | None
         thread.join(timeout=5)
 
 
+class LoopbackFake:
+    """Base of a fake HTTP endpoint: `_serve` starts its request handler on loopback, `stop()`
+    frees the port. The handler reaches the fake through its `server_fake` attribute."""
+
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], name: str) -> str:
+        """Serve `handler` (bound to this fake) on a free loopback port; return the base URL."""
+        bound = type(handler.__name__, (handler,), {"server_fake": self})
+        self._server, self._thread, base_url = serve(bound, name)
+        return base_url
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        shutdown(self._server, self._thread)
+        self._server, self._thread = None, None
+
+
 class FakeProcess:
     """Fakes served from a separate, freshly started Python process, never from the caller's.
 

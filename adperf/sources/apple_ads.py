@@ -39,7 +39,7 @@ import requests
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.platforms import APPLE_ADS
 from adperf.schema import MICROS
-from adperf.sources.ad_spend import ad_spend_frame
+from adperf.sources.ad_spend import account_ids, ad_spend_frame, check_window
 from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
@@ -269,11 +269,8 @@ def fetch_apple_ads_spend(
     """One row per ad group and day from `first_day` to `day` (each org's own days and
     currency), in AD_SPEND's columns. The days are always the org's (`timeZone: ORTZ`);
     `account_timezone` says which zone they are in."""
-    orgs = list(dict.fromkeys(o.strip() for o in org_ids if o.strip()))
-    if not orgs:
-        raise ConfigError("[apple_ads] org_ids is empty: list the orgs to read")
-    if first_day > day:
-        raise ConfigError(f"apple_ads: first day {first_day} is after the last day {day}")
+    orgs = account_ids(org_ids, "[apple_ads] org_ids", "orgs")
+    check_window(SOURCE, first_day, day)
     client = AppleAdsClient(
         api_url=api_url,
         token_url=token_url,

@@ -47,6 +47,7 @@ from facebook_business.session import FacebookSession
 from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, MICROS, empty_frame
+from adperf.sources.ad_spend import check_window
 from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,7 @@ def fetch_facebook_spend(
     if account_days == days_of.REPORT and not report_timezone:
         raise ConfigError("facebook: account_days = report needs [adperf] report_timezone")
     first = first_day or day
-    if first > day:
-        raise ConfigError(f"facebook: first day {first} is after the last day {day}")
+    check_window(SOURCE, first, day)
 
     api, http = make_api(graph_url, api_version, access_token, timeout)
     try:

@@ -51,6 +51,7 @@ from google.protobuf.message import DecodeError
 from adperf import account_days as days_of
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import AD_SPEND, I64, empty_frame
+from adperf.sources.ad_spend import check_window
 from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,7 @@ def fetch_google_ads_spend(
                 f"[google_ads]: customer id {cid!r} is not 10 digits. Fix: write it as "
                 "1234567890 (with or without dashes)"
             )
-    if first_day > day:
-        raise ConfigError(f"google_ads: first day {first_day} is after the last day {day}")
+    check_window(SOURCE, first_day, day)
     days_of.check_mode(account_days)
     if account_days == days_of.REPORT and not report_timezone:
         raise ConfigError("google_ads: account_days = report needs [adperf] report_timezone")

@@ -31,7 +31,7 @@ import requests
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.platforms import TIKTOK
 from adperf.schema import MICROS
-from adperf.sources.ad_spend import ad_spend_frame
+from adperf.sources.ad_spend import account_ids, ad_spend_frame, check_window
 from adperf.sources.retry import Backoff, Transient, log_retry, retry
 
 log = logging.getLogger(__name__)
@@ -211,11 +211,8 @@ def fetch_tiktok_spend(
     `account_days` is accepted for the common interface: the days are always the advertiser's
     own (TikTok's `stat_time_day`), and `account_timezone` says which zone they are in.
     """
-    advertisers = list(dict.fromkeys(a.strip() for a in advertiser_ids if a.strip()))
-    if not advertisers:
-        raise ConfigError("[tiktok] advertiser_ids is empty: list the advertisers to read")
-    if first_day > day:
-        raise ConfigError(f"tiktok: first day {first_day} is after the last day {day}")
+    advertisers = account_ids(advertiser_ids, "[tiktok] advertiser_ids", "advertisers")
+    check_window(SOURCE, first_day, day)
     client = TikTokClient(
         base_url=base_url,
         access_token=access_token,
