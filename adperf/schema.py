@@ -130,7 +130,77 @@ EVENTS = Dataset(
     "server log events of one report day, ids pseudonymized, only the fields adperf uses",
 )
 
-ALL = {d.name: d for d in (AD_SPEND, SPEND, INSTALLS, PAYMENTS, EVENTS)}
+# -- derived datasets (transform outputs) ------------------------------------------------------
+# Their fields also say how the warehouse keeps them (adperf.warehouse derives its tables from
+# them): `key` fields make the table's primary key; `sql` is "date" (a 'YYYY-MM-DD' string kept
+# as DATE), "int" (INTEGER, not BIGINT) or a VARCHAR length; `*_micros` become DECIMAL amounts
+# named without the suffix; `index` asks for an index.
+
+
+def derived(
+    name: str,
+    dtype: pa.DataType,
+    nullable: bool = False,
+    *,
+    key: bool = False,
+    sql: str | int | None = None,
+    index: bool = False,
+) -> pa.Field:
+    """A field of a derived dataset, with how the warehouse keeps it."""
+    meta = {"key": "1"} if key else {}
+    if sql is not None:
+        meta["sql"] = str(sql)
+    if index:
+        meta["index"] = "1"
+    return pa.field(name, dtype, nullable=nullable and not key, metadata=meta or None)
+
+
+def field_hints(field: pa.Field) -> dict[str, str]:
+    """The warehouse hints of a derived dataset's field (see `derived`)."""
+    return {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+
+
+PLATFORM_SQL = 16  # VARCHAR length of `platform` (a registry name, organic, ...)
+ID_SQL = 64  # VARCHAR length of an id
+NAME_SQL = 255  # VARCHAR length of a name
+
+_COHORT_KEY = (
+    derived("cohort_date", STR, key=True, sql="date"),
+    derived("platform", STR, key=True, sql=PLATFORM_SQL),
+    derived("campaign_id", STR, key=True, sql=ID_SQL),
+)
+_COHORT_CELL = (
+    derived("age_days", I64, key=True, sql="int"),
+    derived("users", I64),
+    derived("installs", I64),
+    derived("payers", I64),
+    derived("revenue_micros", I64),
+    derived("spend_micros", I64),
+    derived("roas", F64, nullable=True),  # null where the cohort had no spend
+    derived("as_of", STR, sql="date", index=True),  # the report day of the triangle
+)
+
+COHORT_ROAS = Dataset(
+    "cohort_roas",
+    pa.schema([*_COHORT_KEY, derived("campaign_name", STR, True, sql=NAME_SQL), *_COHORT_CELL]),
+    "the cohort triangle as of a report day: per cohort day, campaign and age reached",
+)
+
+COHORT_ROAS_SEGMENTS = Dataset(
+    "cohort_roas_segments",
+    pa.schema(
+        [
+            *_COHORT_KEY,
+            derived("country", STR, key=True, sql=16),  # the MMP's code, or 'unknown'
+            derived("device_os", STR, key=True, sql=32),
+            *_COHORT_CELL,
+        ]
+    ),
+    "the cohort triangle by the MMP's country and device OS (spend shared by installs)",
+)
+
+DERIVED = {d.name: d for d in (COHORT_ROAS, COHORT_ROAS_SEGMENTS)}
+ALL = {d.name: d for d in (AD_SPEND, SPEND, INSTALLS, PAYMENTS, EVENTS, *DERIVED.values())}
 
 
 def to_table(df: pd.DataFrame, dataset: Dataset, *, allow_empty: bool = False) -> pa.Table:

@@ -15,9 +15,20 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from adperf.errors import ConfigError, SourceError, TransientSourceError
+from adperf.schema import (
+    BOOL,
+    COHORT_ROAS,
+    COHORT_ROAS_SEGMENTS,
+    F64,
+    I64,
+    STR,
+    Dataset,
+    field_hints,
+)
 
 metadata = sa.MetaData()
 
@@ -75,42 +86,47 @@ campaign_daily = sa.Table(
     sa.Column("proas_high", sa.Float),
 )
 
-cohort_roas = sa.Table(
-    "cohort_roas",
-    metadata,
-    sa.Column("cohort_date", sa.Date, primary_key=True),
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("campaign_id", ID, primary_key=True),
-    sa.Column("age_days", sa.Integer, primary_key=True),
-    sa.Column("campaign_name", NAME),
-    sa.Column("users", sa.BigInteger, nullable=False),
-    sa.Column("installs", sa.BigInteger, nullable=False),
-    sa.Column("payers", sa.BigInteger, nullable=False),
-    sa.Column("revenue", MONEY, nullable=False),
-    sa.Column("spend", MONEY, nullable=False),
-    sa.Column("roas", sa.Float),
-    sa.Column("as_of", sa.Date, nullable=False, index=True),
-)
 
+def table_of(dataset: Dataset) -> sa.Table:
+    """The warehouse table of a derived dataset, from its declaration in adperf.schema: key
+    columns first (in declared order), then the others; `x_micros` become DECIMAL `x`."""
+    fields = sorted(dataset.schema, key=lambda f: field_hints(f).get("key") != "1")
+    columns = []
+    for field in fields:
+        hints = field_hints(field)
+        columns.append(
+            sa.Column(
+                field.name.removesuffix("_micros"),
+                _sql_type(dataset, field, hints),
+                primary_key=hints.get("key") == "1",
+                nullable=field.nullable,
+                index=hints.get("index") == "1" or None,
+            )
+        )
+    return sa.Table(dataset.name, metadata, *columns)
+
+
+def _sql_type(dataset: Dataset, field: pa.Field, hints: dict[str, str]) -> Any:
+    sql = hints.get("sql")
+    if field.name.endswith("_micros"):
+        return MONEY
+    if sql == "date":
+        return sa.Date
+    if field.type == I64:
+        return sa.Integer if sql == "int" else sa.BigInteger
+    if field.type == F64:
+        return sa.Float
+    if field.type == BOOL:
+        return sa.Boolean
+    if field.type == STR and sql is not None and sql.isdigit():
+        return sa.String(int(sql))
+    raise ValueError(f"{dataset.name}.{field.name}: no warehouse type for {field.type} ({hints})")
+
+
+cohort_roas = table_of(COHORT_ROAS)
 # The triangle sliced by the MMP's country code and device OS ('unknown' where it gave none);
 # spend is the campaign cohort's shared among its segments by installs (adperf.transform.cohort).
-cohort_roas_segments = sa.Table(
-    "cohort_roas_segments",
-    metadata,
-    sa.Column("cohort_date", sa.Date, primary_key=True),
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("campaign_id", ID, primary_key=True),
-    sa.Column("country", sa.String(16), primary_key=True),
-    sa.Column("device_os", sa.String(32), primary_key=True),
-    sa.Column("age_days", sa.Integer, primary_key=True),
-    sa.Column("users", sa.BigInteger, nullable=False),
-    sa.Column("installs", sa.BigInteger, nullable=False),
-    sa.Column("payers", sa.BigInteger, nullable=False),
-    sa.Column("revenue", MONEY, nullable=False),
-    sa.Column("spend", MONEY, nullable=False),
-    sa.Column("roas", sa.Float),
-    sa.Column("as_of", sa.Date, nullable=False, index=True),
-)
+cohort_roas_segments = table_of(COHORT_ROAS_SEGMENTS)
 
 ltv_model = sa.Table(
     "ltv_model",

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
-from adperf.schema import SPEND, to_table
+from adperf.schema import COHORT_ROAS, COHORT_ROAS_SEGMENTS, SPEND, to_table
 from adperf.timeutil import days, month_days
 from adperf.transform.spend import first_spend_dates
 from tasks import config
@@ -176,6 +176,7 @@ class CohortRoas(LakeTask):
 
     date = luigi.DateParameter(description="report day")
     outputs = ("cohort_roas",)
+    dataset = COHORT_ROAS  # its columns, checked when written
 
     def requires(self) -> dict[str, list[luigi.Task]]:
         window = _window(self.date, COHORT_WINDOW_DAYS + 1)
@@ -194,7 +195,8 @@ class CohortRoas(LakeTask):
     def run(self) -> None:
         inputs = {k: _read_all(v) for k, v in self.input().items()}
         df = self.build(inputs)
-        lake.write_frame(config.data_root(), self.outputs[0], "date", _iso(self.date), df)
+        root, day = config.data_root(), _iso(self.date)
+        lake.write_partition(root, self.dataset, "date", day, df, allow_empty=True)
 
 
 class CohortRoasSegments(CohortRoas):
@@ -202,6 +204,7 @@ class CohortRoasSegments(CohortRoas):
     shared among a campaign's segments by installs)."""
 
     outputs = ("cohort_roas_segments",)
+    dataset = COHORT_ROAS_SEGMENTS
 
     def build(self, inputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
         from adperf.transform.cohort import build_cohort_roas_segments

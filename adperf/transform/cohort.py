@@ -27,6 +27,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from adperf.schema import COHORT_ROAS, COHORT_ROAS_SEGMENTS
 from adperf.transform import metrics
 from adperf.transform.attribution import build_user_map
 from adperf.vocabulary import INSTALL_BUCKETS
@@ -39,26 +40,9 @@ COHORT = "cohort_date"
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
 SEGMENT_COLUMNS: list[str] = ["country", "device_os"]
 _COUNTS: list[str] = ["users", "installs", "payers", "revenue_micros", "spend_micros"]
-COHORT_COLUMNS: list[str] = [
-    "cohort_date",
-    "platform",
-    "campaign_id",
-    "campaign_name",
-    "age_days",
-    *_COUNTS,
-    "roas",
-    "as_of",
-]
-SEGMENT_COHORT_COLUMNS: list[str] = [
-    "cohort_date",
-    "platform",
-    "campaign_id",
-    *SEGMENT_COLUMNS,
-    "age_days",
-    *_COUNTS,
-    "roas",
-    "as_of",
-]
+# The output columns, as declared once in adperf.schema (and checked when written).
+COHORT_COLUMNS: list[str] = COHORT_ROAS.columns
+SEGMENT_COHORT_COLUMNS: list[str] = COHORT_ROAS_SEGMENTS.columns
 
 
 def build_cohort_roas(
