@@ -122,6 +122,9 @@ def run_demo(day: dt.date | None, workers: int, *, verbose: bool = False) -> int
     if not cfg.has_option("adperf", "sandbox"):
         # No luigi.cfg here: the embedded defaults are the sandbox's.
         cfg.set("adperf", "sandbox", "true")
+    if not cfg.has_option("adperf", "load_comparison_days"):
+        # The first report then has its d/d and w/w columns: the world has those days.
+        cfg.set("adperf", "load_comparison_days", "true")
     from tasks import config
     from tasks.load import DailyReport
     from tasks.resources import ensure_sandbox_world, resources

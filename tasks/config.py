@@ -54,6 +54,12 @@ class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
         default="Asia/Seoul", description="IANA time zone that defines a report day"
     )
     report_currency = luigi.Parameter(default="USD", description="currency of every amount")
+    load_comparison_days = luigi.BoolParameter(
+        default=False,
+        description="a report first builds the warehouse tables of the day before and the week "
+        "before when they are missing, so its d/d and w/w columns are filled on a first run "
+        "(adperf demo turns it on); off: a day whose d-7 predates the sources still renders",
+    )
     account_days = luigi.ChoiceParameter(
         default="account",
         choices=["account", "report"],

@@ -100,13 +100,14 @@ class RenderReport(luigi.Task):
     """The day's report rendered once: Slack message, chart PNG, CSV and HTML page in the lake.
 
     Earlier days (the d/d and w/w changes, the 30-day chart) come from the warehouse, as loaded:
-    reading them is not a dependency (that would pull 30 days of graph into every report).
+    reading them is not a dependency (that would pull 30 days of graph into every report), except
+    the day before and the week before under `[adperf] load_comparison_days` (the demo's).
     """
 
     date = luigi.DateParameter(description="report day")
 
-    def requires(self) -> dict[str, luigi.Task]:
-        return {
+    def requires(self) -> dict[str, Any]:
+        required: dict[str, Any] = {
             # The load first: the warehouse then holds the day's (and restated days') spend.
             "load": LoadReport(date=self.date),
             "report": CampaignReport(date=self.date),
@@ -116,6 +117,15 @@ class RenderReport(luigi.Task):
             "watch": Watch(date=self.date),
             "outcomes": ActionOutcomes(date=self.date),
         }
+        if config.adperf().load_comparison_days:
+            from adperf.sinks.summary import COMPARISON_LAGS
+
+            # A first run's report then compares with both days too; a later day's run finds
+            # them loaded already (their tables, not their Slack report or dashboard).
+            required["comparison"] = [
+                LoadReport(date=self.date - dt.timedelta(days=n)) for n in COMPARISON_LAGS
+            ]
+        return required
 
     def output(self) -> JsonFile:
         from adperf.sinks.render import META_FILE, report_path

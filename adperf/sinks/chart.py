@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import functools
 import io
+import math
 import os
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ class ChartData:
     day: str
     # date, platform, spend, roas_d0, roas_d7 (by install day; NaN where not known yet)
     daily: pd.DataFrame
-    # platform, campaign_id, label, age_days, roas (pooled over the window's cohorts)
+    # platform, campaign_id, label, age_days, roas (the window's cohorts chained: chained_curve)
     curves: pd.DataFrame
 
     def fingerprint(self) -> str:
@@ -67,8 +68,8 @@ def build_chart_data(
     """Chart frames from campaign_daily rows of the last `window_days` and the cohort triangle
     as of `day` (cohort_roas rows; each cell's latest row counts).
 
-    A curve's point at age A pools the campaign's cohorts that have reached A (A days old or
-    more); "ROAS by install day" is each cohort's D0 and, once reached, D7.
+    A curve is the campaign's cohorts chained (`chained_curve`): its step to age A comes from
+    the cohorts that reached A; "ROAS by install day" is each cohort's D0 and, once reached, D7.
 
     `campaigns` has date, platform, campaign_id, campaign_name, spend; `cohorts` has cohort_date,
     platform, campaign_id, age_days, revenue, spend, as_of; `spend` (optional: ad_spend_daily
@@ -133,8 +134,7 @@ def build_chart_data(
         rows = cohort[
             (cohort["platform"] == row.platform) & (cohort["campaign_id"] == row.campaign_id)
         ]
-        pooled = rows.groupby("age_days", as_index=False)[["revenue", "spend"]].sum()
-        pooled = pooled[pooled["age_days"] <= MAX_AGE]
+        pooled = chained_curve(rows)
         name = str(row.name) if isinstance(row.name, str) and row.name else ""
         if not name or not drawable(name):
             # Only where no installed font has a glyph of it (no CJK font: apt-get install
@@ -146,8 +146,8 @@ def build_chart_data(
                     "platform": row.platform,
                     "campaign_id": row.campaign_id,
                     "label": f"{name[:32]} ({row.platform})",
-                    "age_days": pooled["age_days"].astype("int64"),
-                    "roas": _div(pooled["revenue"], pooled["spend"]),
+                    "age_days": pooled["age_days"],
+                    "roas": pooled["roas"],
                 }
             )
         )
@@ -157,16 +157,15 @@ def build_chart_data(
         shown = set(zip(head["platform"], head["campaign_id"], strict=True))
         keys = zip(cohort["platform"], cohort["campaign_id"], strict=True)
         rest = cohort[[k not in shown for k in keys]]
-        pooled = rest.groupby("age_days", as_index=False)[["revenue", "spend"]].sum()
-        pooled = pooled[pooled["age_days"] <= MAX_AGE]
+        pooled = chained_curve(rest)
         curves.append(
             pd.DataFrame(
                 {
                     "platform": OTHERS,
                     "campaign_id": OTHERS,
                     "label": f"others ({n_campaigns - top:,} more)",
-                    "age_days": pooled["age_days"].astype("int64"),
-                    "roas": _div(pooled["revenue"], pooled["spend"]),
+                    "age_days": pooled["age_days"],
+                    "roas": pooled["roas"],
                 }
             )
         )
@@ -175,6 +174,35 @@ def build_chart_data(
         pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=columns)
     )[columns]
     return ChartData(day=day, daily=daily, curves=curve_frame.reset_index(drop=True))
+
+
+def chained_curve(cells: pd.DataFrame, max_age: int = MAX_AGE) -> pd.DataFrame:
+    """One cumulative ROAS curve (age_days, roas) from cohort cells (cohort_date, age_days,
+    revenue, spend; several campaigns' cells are summed).
+
+    D0 pools every cohort. Each later age adds what the cohorts that reached it earned since
+    the age before, per dollar of their spend (a chain-ladder development). Pooling each age's
+    own cohorts instead lets the curve fall when the few old cohorts behind D30 were weaker than
+    the many young ones behind D3; this one only falls on refunds.
+    """
+    cells = cells[cells["age_days"] <= max_age]
+    cohort = cells.groupby(["cohort_date", "age_days"])[["revenue", "spend"]].sum()
+    revenue = cohort["revenue"].unstack("age_days").sort_index(axis=1)
+    spend = cohort["spend"].unstack("age_days").max(axis=1)  # a cohort's spend, at every age
+    ages, roas = [int(a) for a in revenue.columns], list[float]()
+    for i, age in enumerate(ages):
+        reached = revenue[age].notna() & (spend > 0)
+        if i == 0:
+            gained = revenue.loc[reached, age].sum()
+        else:
+            reached &= revenue[ages[i - 1]].notna()
+            gained = (revenue.loc[reached, age] - revenue.loc[reached, ages[i - 1]]).sum()
+        step = metrics.roas_of(float(gained), float(spend[reached].sum()))
+        base = roas[-1] if roas else 0.0
+        roas.append(math.nan if step is None or math.isnan(base) else base + step)
+    return pd.DataFrame(
+        {"age_days": pd.Series(ages, dtype="int64"), "roas": pd.Series(roas, dtype="float64")}
+    )
 
 
 def render_chart(data: ChartData, currency: str, target_roas: float | None = None) -> bytes:
@@ -263,8 +291,8 @@ def _roas_panel(
 
 def _curve_panel(ax: Axes, curves: pd.DataFrame, target: float | None) -> None:
     ax.set_title(
-        f"Cohort ROAS by age (D0…D{MAX_AGE}), top campaigns by spend, cohorts of the last "
-        f"{WINDOW_DAYS} days pooled",
+        f"Cumulative cohort ROAS by age (D0…D{MAX_AGE}), top campaigns by spend, the last "
+        f"{WINDOW_DAYS} days' cohorts chained",
         loc="left",
     )
     for (platform, _campaign), rows in curves.groupby(["platform", "campaign_id"], sort=False):

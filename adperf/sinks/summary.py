@@ -166,10 +166,15 @@ def change(value: Any, before: Any, kind: str) -> str:
     return f"{_signed((now - then) / abs(then) * 100, 0)}%"
 
 
+# The report's d/d and w/w columns: the day before and the same weekday a week before.
+COMPARISON_LAGS = (1, 7)
+
+
 def comparison_days(day: str) -> tuple[str, str]:
     """The day before and the same weekday a week before."""
     d = dt.date.fromisoformat(day)
-    return (d - dt.timedelta(days=1)).isoformat(), (d - dt.timedelta(days=7)).isoformat()
+    day_before, week_before = (d - dt.timedelta(days=n) for n in COMPARISON_LAGS)
+    return day_before.isoformat(), week_before.isoformat()
 
 
 def num(value: Any) -> float | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adperf.sinks.chart import build_chart_data, render_chart
+from adperf.sinks.chart import build_chart_data, chained_curve, render_chart
 from adperf.sinks.render import (
     build_quality_notes,
     read_report_meta,
@@ -220,13 +220,13 @@ def test_one_days_triangle_draws_every_curve_and_install_day() -> None:
     assert fb["roas_d7"].notna().sum() == 30 - 7
     assert fb.loc[_days(30)[0], "roas_d7"] == pytest.approx(30 % 10 / 10 + 0.07)
     assert fb.loc[DAY, "roas_d0"] == pytest.approx(0.1)
-    # The curve at each age pools the cohorts that reached it (31 for D0, 1 for D30).
+    # D0 pools all 31 cohorts; each later age adds the gain of the cohorts that reached it
+    # (here age / 100 for each), so the curve keeps D0's level instead of jumping to whichever
+    # single cohort is 30 days old: (30 + 1) % 10 / 10 = 0.1 + 0.30 if D30 were pooled alone.
     curve = data.curves[data.curves["campaign_id"] == "120200000000000001"]
     assert list(curve["age_days"]) == [0, 3, 7, 14, 30]
-    for age, roas in zip(curve["age_days"], curve["roas"], strict=True):
-        backs = range(age, 31)
-        want = sum((b + 1) % 10 / 10 + age / 100 for b in backs) / len(backs)
-        assert roas == pytest.approx(want), age
+    d0 = sum((b + 1) % 10 / 10 for b in range(31)) / 31
+    assert curve["roas"].tolist() == pytest.approx([d0 + age / 100 for age in curve["age_days"]])
     # The diagonal alone (what a first run had) draws one install day per age.
     diagonal = triangle[
         pd.to_datetime(triangle["cohort_date"]) + pd.to_timedelta(triangle["age_days"], "D")
@@ -238,6 +238,29 @@ def test_one_days_triangle_draws_every_curve_and_install_day() -> None:
     stale = triangle.assign(as_of=_days(2)[0], revenue=triangle["revenue"] * 5)
     again = build_chart_data(DAY, _campaigns(DAY), pd.concat([stale, triangle]))
     pd.testing.assert_frame_equal(again.curves, data.curves)
+
+
+def test_a_chained_curve_never_falls_when_old_cohorts_were_weaker() -> None:
+    """Cumulative revenue per cohort never falls, so neither does the curve, whatever cohorts
+    stand behind each age: 10 young strong cohorts (D0, D3) and one old weak one (to D30)."""
+    cells = [
+        {"cohort_date": f"2026-12-{d:02d}", "age_days": a, "revenue": r, "spend": 100.0}
+        for d in range(1, 11)
+        for a, r in ((0, 50.0), (3, 90.0))
+    ]
+    cells += [
+        {"cohort_date": "2026-11-01", "age_days": a, "revenue": r, "spend": 100.0}
+        for a, r in ((0, 5.0), (3, 6.0), (7, 8.0), (14, 9.0), (30, 10.0))
+    ]
+    curve = chained_curve(pd.DataFrame(cells))
+    assert curve["age_days"].tolist() == [0, 3, 7, 14, 30]
+    # D0: 505 / 1,100; D3: + (10 x 40 + 1) / 1,100; then the old cohort's gains per its 100.
+    d3 = (505 + 401) / 1100
+    assert curve["roas"].tolist() == pytest.approx(
+        [505 / 1100, d3, d3 + 0.02, d3 + 0.03, d3 + 0.04]
+    )
+    assert curve["roas"].is_monotonic_increasing
+    # Pooling each age's own cohorts would fall from 82% at D3 to 8% at D7.
 
 
 def test_png_is_a_png_and_deterministic(history, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,8 @@ import luigi
 import pytest
 from luigi.task_register import Register
 
+from adperf import platforms
+
 END = dt.date(2026, 11, 20)
 
 
@@ -27,6 +29,10 @@ def configure(root: Path, **overrides: dict[str, str]) -> None:
         },
         "sandbox": {"root": str(root / "world"), "profile": "tiny", "seed": "7"},
         "slack": {"outbox": str(root / "outbox"), "channel": "#marketing-daily"},
+        # One pull per platform then covers most of the 31-day window: 20 pulls a cold day
+        # instead of 72, a quarter of a tiny DailyReport's time. test_spend_pulls (and the
+        # CLI tests, with their own config files) run the shipped lookbacks.
+        **{p.section: {"lookback_days": "28"} for p in platforms.entries()},
     }
     for section, opts in {**values, **overrides}.items():
         for key, value in opts.items():

@@ -5,6 +5,7 @@ as their output; the Progress counts are checked without luigi too."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import io
 import json
@@ -119,6 +120,14 @@ def test_demo_without_a_terminal_prints_a_few_lines_and_names_the_log(
     # The count on the terminal is luigi's own count of what ran.
     ran = re.search(r"\* (\d+) ran successfully", text)
     assert ran and ran[1] == done[1], text[-2000:]
+    # A first report compares with the day before and the week before: the demo loaded both
+    # (their tables only), so no headline change is "n/a" ([adperf] load_comparison_days).
+    assert f"LoadReport(date={END - dt.timedelta(days=7)})" in text
+    message = json.loads((cfg.parent / "outbox" / f"slack-{END}.json").read_text())
+    (headline,) = [b for b in message["blocks"] if b["type"] == "section" and "fields" in b]
+    changes = [f["text"].splitlines()[-1] for f in headline["fields"]]
+    assert len(changes) == 7 and all("d/d" in c and "w/w" in c for c in changes), changes
+    assert not [c for c in changes if "n/a" in c], changes
 
 
 def test_verbose_brings_luigis_log_back(
@@ -136,8 +145,6 @@ def test_verbose_brings_luigis_log_back(
 def test_backfill_runs_the_missing_days_of_the_range(
     demo: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    import datetime as dt
-
     cfg, first = demo
     assert first.returncode == 0
     before = END - dt.timedelta(days=1)

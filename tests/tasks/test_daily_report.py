@@ -276,3 +276,24 @@ def test_reloading_the_day_replaces_its_cohort_rows(done: Path) -> None:
     assert "LoadReport" in result.summary_text and "ran successfully" in result.summary_text
     after = _cohort_rows(done).sort_values(["cohort_date", "campaign_id", "age_days"])
     pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+
+
+def test_comparison_days_are_loaded_first_only_when_asked() -> None:
+    """[adperf] load_comparison_days: RenderReport then needs the warehouse tables of the day
+    before and the week before (its d/d and w/w); by default it reads whatever is loaded."""
+    import datetime as dt
+
+    from tasks.pipeline import LoadReport, RenderReport
+
+    day = dt.date(2026, 12, 6)
+    assert "comparison" not in RenderReport(date=day).requires()
+    cfg = luigi.configuration.get_config()
+    cfg.set("adperf", "load_comparison_days", "true")
+    try:
+        required = RenderReport(date=day).requires()["comparison"]
+    finally:
+        cfg.set("adperf", "load_comparison_days", "false")
+    assert required == [
+        LoadReport(date=dt.date(2026, 12, 5)),
+        LoadReport(date=dt.date(2026, 11, 29)),
+    ]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from adperf import lake
+from adperf import lake, platforms
 from tasks import resources
 from tasks.extract import AdSpend
 from tasks.load import DailyReport
@@ -26,6 +26,8 @@ from .conftest import END, configure
 
 CENT = Decimal("0.005")
 DAY = END.isoformat()
+# The lookbacks adperf ships (the other tests' configure() widens them to save pulls).
+SHIPPED = {p.section: {"lookback_days": str(p.lookback_days)} for p in platforms.entries()}
 
 
 def _build(*tasks: luigi.Task, workers: int = 2) -> luigi.execution_summary.LuigiRunResult:
@@ -34,7 +36,7 @@ def _build(*tasks: luigi.Task, workers: int = 2) -> luigi.execution_summary.Luig
 
 @pytest.fixture(scope="module")
 def done(module_root: Path) -> Path:
-    configure(module_root)
+    configure(module_root, **SHIPPED)
     resources.resources(END)  # the fakes start here, before the workers fork (test_luigid)
     result = _build(SpendLatest(date=END), Restatements(date=END))
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
@@ -83,7 +85,7 @@ def test_an_unchanged_world_has_no_restatements(done: Path) -> None:
 
 
 def test_a_restated_day_is_reported_and_the_later_pull_wins(done: Path) -> None:
-    configure(done)
+    configure(done, **SHIPPED)
     resources.resources(END)  # start the fakes in this process (one worker runs tasks here)
     graph = resources._sandbox["servers"][0]  # the running fake Graph API
     world = pd.read_parquet(done / "world" / "ad_daily.parquet")
@@ -113,7 +115,7 @@ def test_a_restated_day_is_reported_and_the_later_pull_wins(done: Path) -> None:
 
 
 def test_the_graph_stays_small_and_pulls_are_rate_capped(done: Path) -> None:
-    configure(done)
+    configure(done, **SHIPPED)
     seen: dict[str, luigi.Task] = {}
     stack: list[luigi.Task] = [DailyReport(date=END)]
     while stack:
