@@ -35,13 +35,13 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adperf import files
+from adperf import atomic
 from adperf.errors import ConfigError
 
 DATA_FILE = "part-0.parquet"
 META_FILE = "_meta.json"
 MANIFEST_FILE = "_manifest.json"
-TMP_PREFIX = files.FOLDER_TMP_PREFIX
+TMP_PREFIX = atomic.FOLDER_TMP_PREFIX
 # A temp folder or an unreferenced data object older than this is from a dead writer or a
 # superseded version no reader still reads (a live writer or reader finishes in minutes).
 STALE_SECONDS = 6 * 3600
@@ -144,13 +144,13 @@ class LocalFolder:
         final = self.path(part)
         final.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_tmp(final.parent)
-        return files.stage_folder(final, prefix=TMP_PREFIX)
+        return atomic.stage_folder(final, prefix=TMP_PREFIX)
 
     def publish(self, part: str, staged: Path) -> None:
-        files.publish_folder(staged, self.path(part), prefix=TMP_PREFIX)
+        atomic.publish_folder(staged, self.path(part), prefix=TMP_PREFIX)
 
     def discard(self, staged: Path) -> None:
-        files.discard_folder(staged)
+        atomic.discard_folder(staged)
 
     def current(self, part: str) -> Version | None:
         folder = self.path(part)
@@ -282,7 +282,7 @@ class S3Bucket:
         return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=staging))
 
     def discard(self, staged: Path) -> None:
-        files.discard_folder(staged)
+        atomic.discard_folder(staged)
 
     @contextlib.contextmanager
     def _refusals(self, where: str) -> Iterator[None]:

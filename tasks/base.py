@@ -9,7 +9,7 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from adperf import files, platforms
+from adperf import atomic, platforms
 from adperf.fx import FxTable, load_rates
 from adperf.sinks import inputs
 from adperf.timeutil import days, month_days
@@ -88,9 +88,9 @@ def _first_row(df: pd.DataFrame) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object written by `_write_json`, or None when there is none."""
-    data: dict[str, Any] | None = files.read_json(path)
+    data: dict[str, Any] | None = atomic.read_json(path)
     return data
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    files.write_json(path, payload, indent=None, sort_keys=True, ensure_ascii=True)
+    atomic.write_json(path, payload, indent=None, sort_keys=True, ensure_ascii=True)

@@ -31,7 +31,7 @@ import luigi.worker
 import psutil
 from luigi.task import flatten
 
-from adperf import files, warehouse
+from adperf import atomic, warehouse
 from adperf.errors import AdperfError
 from adperf.ops import build_alert_message, scrub
 from tasks import config
@@ -382,7 +382,7 @@ def _secret_values() -> list[str]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    files.write_json(path, payload, indent=1, sort_keys=True, ensure_ascii=False)
+    atomic.write_json(path, payload, indent=1, sort_keys=True, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- cooperating workers

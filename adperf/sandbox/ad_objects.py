@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adperf import files
+from adperf import atomic
 from adperf.platforms import FACEBOOK, GOOGLE_ADS
 from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
 from adperf.sandbox.profiles import get_profile
@@ -162,7 +162,7 @@ class JsonState:
 
     def _write(self, doc: dict[str, Any]) -> None:
         assert self._path is not None
-        files.write_json(self._path, doc, indent=1, sort_keys=True, ensure_ascii=True)
+        atomic.write_json(self._path, doc, indent=1, sort_keys=True, ensure_ascii=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from adperf import files
+from adperf import atomic
 from adperf.sinks.summary import ZERO_DECIMAL_CURRENCIES
 from adperf.vocabulary import INSTALL_BUCKETS
 
@@ -144,7 +144,7 @@ def build_dashboard_html(data: dict[str, Any]) -> str:
 
 def write_dashboard(folder: Path, page: str) -> Path:
     """Write `<folder>/dashboard.html` atomically (temp file, fsync, rename)."""
-    return files.write_text(Path(folder) / DASHBOARD_FILE, page)
+    return atomic.write_text(Path(folder) / DASHBOARD_FILE, page)
 
 
 def dashboard_link(base_url: str | None, day: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from adperf import files as atomic
+from adperf import atomic
 from adperf.sinks.chart import build_chart_data, render_chart
 from adperf.sinks.html import build_html_report
 from adperf.sinks.slack import build_campaign_csv, build_slack_message

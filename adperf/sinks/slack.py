@@ -27,7 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.handler import RetryHandler
 
-from adperf import files as atomic
+from adperf import atomic
 from adperf.errors import SourceError, TransientSourceError
 from adperf.sinks.summary import (
     build_total_rows,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adperf import files
+from adperf import atomic
 from adperf.sinks.dashboard import (
     DASHBOARD_FILE,
     OTHERS,
@@ -244,7 +244,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     def killed(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(files.os, "replace", killed)  # the one atomic writer
+    monkeypatch.setattr(atomic.os, "replace", killed)  # the one atomic writer
     with pytest.raises(KeyboardInterrupt):
         write_dashboard(tmp_path, "third")
     assert (tmp_path / DASHBOARD_FILE).read_text() == "second"

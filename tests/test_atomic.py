@@ -1,4 +1,4 @@
-"""adperf.files: every local write is whole or absent; a failed write keeps the old content."""
+"""adperf.atomic: every local write is whole or absent; a failed write keeps the old content."""
 
 import json
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adperf import files
+from adperf import atomic
 
 
 class Boom(RuntimeError):
@@ -19,8 +19,8 @@ def _entries(folder: Path) -> list[str]:
 
 def test_write_bytes_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "a.bin"
-    files.write_bytes(target, b"old")
-    files.write_bytes(target, b"new content")
+    atomic.write_bytes(target, b"old")
+    atomic.write_bytes(target, b"new content")
     assert target.read_bytes() == b"new content"
     assert _entries(target.parent) == ["a.bin"]
     assert target.stat().st_mode & 0o777 == 0o644 & ~_umask()
@@ -28,43 +28,43 @@ def test_write_bytes_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
 
 def test_write_json_and_read_json_round_trip(tmp_path: Path) -> None:
     target = tmp_path / "m.json"
-    files.write_json(target, {"b": "é", "a": [1, 2]}, indent=None)
+    atomic.write_json(target, {"b": "é", "a": [1, 2]}, indent=None)
     assert target.read_text(encoding="utf-8") == '{"a": [1, 2], "b": "é"}'
-    assert files.read_json(target) == {"a": [1, 2], "b": "é"}
-    assert files.read_json(tmp_path / "missing.json") is None
-    files.write_json(target, {"b": "é"}, indent=None, ensure_ascii=True, newline=True)
+    assert atomic.read_json(target) == {"a": [1, 2], "b": "é"}
+    assert atomic.read_json(tmp_path / "missing.json") is None
+    atomic.write_json(target, {"b": "é"}, indent=None, ensure_ascii=True, newline=True)
     assert target.read_text() == '{"b": "\\u00e9"}\n'
 
 
 def test_failure_mid_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "state.json"
-    files.write_json(target, {"v": 1})
+    atomic.write_json(target, {"v": 1})
 
     def fail(fd: int) -> None:  # the data is written, the flush to disk fails (a full disk)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files.os, "fsync", fail)
+    monkeypatch.setattr(atomic.os, "fsync", fail)
     with pytest.raises(OSError, match="No space"):
-        files.write_json(target, {"v": 2})
+        atomic.write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}
     assert _entries(tmp_path) == ["state.json"]  # the temp file is gone too
 
 
 def test_unserializable_payload_keeps_old_file(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
-    files.write_json(target, {"v": 1})
+    atomic.write_json(target, {"v": 1})
     with pytest.raises(TypeError):
-        files.write_json(target, {"v": object()})
-    assert files.read_json(target) == {"v": 1}
+        atomic.write_json(target, {"v": object()})
+    assert atomic.read_json(target) == {"v": 1}
     assert _entries(tmp_path) == ["state.json"]
 
 
 def test_folder_replaces_old_folder_whole(tmp_path: Path) -> None:
     final = tmp_path / "date=2026-12-01"
-    with files.folder(final) as tmp:
+    with atomic.folder(final) as tmp:
         (tmp / "a.txt").write_text("one")
         (tmp / "b.txt").write_text("two")
-    with files.folder(final) as tmp:
+    with atomic.folder(final) as tmp:
         assert not final.samefile(tmp)
         (tmp / "a.txt").write_text("three")
     assert _entries(final) == ["a.txt"]
@@ -74,9 +74,9 @@ def test_folder_replaces_old_folder_whole(tmp_path: Path) -> None:
 
 def test_folder_failure_mid_write_keeps_old_folder(tmp_path: Path) -> None:
     final = tmp_path / "report"
-    with files.folder(final) as tmp:
+    with atomic.folder(final) as tmp:
         (tmp / "a.txt").write_text("old")
-    with pytest.raises(Boom), files.folder(final) as tmp:
+    with pytest.raises(Boom), atomic.folder(final) as tmp:
         (tmp / "a.txt").write_text("new, half")
         raise Boom
     assert _entries(final) == ["a.txt"]
@@ -94,9 +94,9 @@ def test_folder_fsyncs_every_file_before_the_rename(
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(files.os, "fsync", spy)
+    monkeypatch.setattr(atomic.os, "fsync", spy)
     final = tmp_path / "out"
-    with files.folder(final) as tmp:
+    with atomic.folder(final) as tmp:
         (tmp / "sub").mkdir()
         (tmp / "sub" / "x.parquet").write_bytes(b"x")
         (tmp / "_meta.json").write_bytes(b"{}")
