@@ -34,6 +34,7 @@ class Dataset:
     name: str
     schema: pa.Schema
     doc: str
+    table: str | None = None  # its warehouse table, when it is not named like the dataset
 
     @property
     def columns(self) -> list[str]:
@@ -199,7 +200,82 @@ COHORT_ROAS_SEGMENTS = Dataset(
     "the cohort triangle by the MMP's country and device OS (spend shared by installs)",
 )
 
-DERIVED = {d.name: d for d in (COHORT_ROAS, COHORT_ROAS_SEGMENTS)}
+CAMPAIGN_REPORT = Dataset(
+    "campaign_report",
+    pa.schema(
+        [
+            derived("date", STR, key=True, sql="date"),
+            derived("platform", STR, key=True, sql=PLATFORM_SQL),
+            derived("campaign_id", STR, key=True, sql=ID_SQL),
+            derived("campaign_name", STR, True, sql=NAME_SQL),
+            derived("spend_micros", I64),
+            derived("impressions", I64),
+            derived("clicks", I64),
+            derived("installs", I64),
+            derived("cpi_micros", I64, True),  # null without installs
+            derived("payers", I64),
+            derived("revenue_micros", I64),
+            derived("roas", F64, True),  # null without spend
+            derived("assisted_revenue_micros", I64),
+            derived("pltv_micros", I64, True),
+            derived("proas", F64, True),
+            # The 90% interval of pROAS (bootstrap over the cohort's users and the LTV parameters).
+            derived("proas_low", F64, True),
+            derived("proas_high", F64, True),
+        ]
+    ),
+    "one report day per campaign: delivery, installs, revenue, ROAS, pLTV and pROAS",
+    table="campaign_daily",
+)
+
+ACTIONS = Dataset(
+    "actions",
+    pa.schema(
+        [
+            derived("date", STR, key=True, sql="date"),
+            derived("platform", STR, key=True, sql=PLATFORM_SQL),
+            derived("level", STR, key=True, sql=16),
+            derived("object_id", STR, key=True, sql=ID_SQL),
+            derived("object_name", STR, True, sql=NAME_SQL),
+            derived("action", STR, sql=8),  # scale, pause, hold, expand, ...
+            derived("reason", STR, sql=512),
+            derived("roas", F64, True),
+            derived("proas", F64, True),
+            derived("spend_micros", I64),
+            # An adset's campaign_id (the campaign's own id at campaign level).
+            derived("parent_id", STR, True, sql=ID_SQL),
+            derived("proas_low", F64, True),
+            derived("proas_high", F64, True),
+            # P(true ROAS > [rules] scale_roas) and P(< pause_roas) under the draws of the
+            # window's pooled evidence; null when there were none.
+            derived("p_above", F64, True),
+            derived("p_below", F64, True),
+        ]
+    ),
+    "one report day's recommendations per campaign or adset, with their evidence",
+)
+
+RECONCILIATION = Dataset(
+    "reconciliation",
+    pa.schema(
+        [
+            derived("date", STR, key=True, sql="date"),
+            derived("total_payments_micros", I64),
+            derived("attributed_micros", I64),
+            derived("organic_micros", I64),
+            derived("unattributed_micros", I64),
+            # Revenue of installs whose network withholds user-level data (media source
+            # 'restricted'). Nullable in the warehouse: NULL on days loaded before it was kept.
+            derived("restricted_micros", I64, True),
+        ]
+    ),
+    "one payment day's revenue split by how its payers were acquired; the parts add up",
+    table="revenue_reconciliation",
+)
+
+DERIVED = {
+    d.name: d for d in (CAMPAIGN_REPORT, COHORT_ROAS, COHORT_ROAS_SEGMENTS, ACTIONS, RECONCILIATION)
+}
 ALL = {d.name: d for d in (AD_SPEND, SPEND, INSTALLS, PAYMENTS, EVENTS, *DERIVED.values())}
 
 

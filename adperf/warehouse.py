@@ -20,11 +20,14 @@ import sqlalchemy as sa
 
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import (
+    ACTIONS,
     BOOL,
+    CAMPAIGN_REPORT,
     COHORT_ROAS,
     COHORT_ROAS_SEGMENTS,
     F64,
     I64,
+    RECONCILIATION,
     STR,
     Dataset,
     field_hints,
@@ -35,6 +38,43 @@ metadata = sa.MetaData()
 ID = sa.String(64)
 NAME = sa.String(255)
 MONEY = sa.Numeric(20, 6)
+
+
+def table_of(dataset: Dataset) -> sa.Table:
+    """The warehouse table of a derived dataset, from its declaration in adperf.schema: key
+    columns first (in declared order), then the others; `x_micros` become DECIMAL `x`."""
+    fields = sorted(dataset.schema, key=lambda f: field_hints(f).get("key") != "1")
+    columns = []
+    for field in fields:
+        hints = field_hints(field)
+        columns.append(
+            sa.Column(
+                field.name.removesuffix("_micros"),
+                _sql_type(dataset, field, hints),
+                primary_key=hints.get("key") == "1",
+                nullable=field.nullable,
+                index=hints.get("index") == "1" or None,
+            )
+        )
+    return sa.Table(dataset.table or dataset.name, metadata, *columns)
+
+
+def _sql_type(dataset: Dataset, field: pa.Field, hints: dict[str, str]) -> Any:
+    sql = hints.get("sql")
+    if field.name.endswith("_micros"):
+        return MONEY
+    if sql == "date":
+        return sa.Date
+    if field.type == I64:
+        return sa.Integer if sql == "int" else sa.BigInteger
+    if field.type == F64:
+        return sa.Float
+    if field.type == BOOL:
+        return sa.Boolean
+    if field.type == STR and sql is not None and sql.isdigit():
+        return sa.String(int(sql))
+    raise ValueError(f"{dataset.name}.{field.name}: no warehouse type for {field.type} ({hints})")
+
 
 ad_spend_daily = sa.Table(
     "ad_spend_daily",
@@ -63,64 +103,7 @@ ad_spend_daily = sa.Table(
     sa.Column("pulled", sa.Date),
 )
 
-campaign_daily = sa.Table(
-    "campaign_daily",
-    metadata,
-    sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("campaign_id", ID, primary_key=True),
-    sa.Column("campaign_name", NAME),
-    sa.Column("spend", MONEY, nullable=False),
-    sa.Column("impressions", sa.BigInteger, nullable=False),
-    sa.Column("clicks", sa.BigInteger, nullable=False),
-    sa.Column("installs", sa.BigInteger, nullable=False),
-    sa.Column("cpi", MONEY),
-    sa.Column("payers", sa.BigInteger, nullable=False),
-    sa.Column("revenue", MONEY, nullable=False),
-    sa.Column("roas", sa.Float),
-    sa.Column("assisted_revenue", MONEY, nullable=False),
-    sa.Column("pltv", MONEY),
-    sa.Column("proas", sa.Float),
-    # The 90% interval of pROAS (bootstrap over the cohort's users and the LTV parameters).
-    sa.Column("proas_low", sa.Float),
-    sa.Column("proas_high", sa.Float),
-)
-
-
-def table_of(dataset: Dataset) -> sa.Table:
-    """The warehouse table of a derived dataset, from its declaration in adperf.schema: key
-    columns first (in declared order), then the others; `x_micros` become DECIMAL `x`."""
-    fields = sorted(dataset.schema, key=lambda f: field_hints(f).get("key") != "1")
-    columns = []
-    for field in fields:
-        hints = field_hints(field)
-        columns.append(
-            sa.Column(
-                field.name.removesuffix("_micros"),
-                _sql_type(dataset, field, hints),
-                primary_key=hints.get("key") == "1",
-                nullable=field.nullable,
-                index=hints.get("index") == "1" or None,
-            )
-        )
-    return sa.Table(dataset.name, metadata, *columns)
-
-
-def _sql_type(dataset: Dataset, field: pa.Field, hints: dict[str, str]) -> Any:
-    sql = hints.get("sql")
-    if field.name.endswith("_micros"):
-        return MONEY
-    if sql == "date":
-        return sa.Date
-    if field.type == I64:
-        return sa.Integer if sql == "int" else sa.BigInteger
-    if field.type == F64:
-        return sa.Float
-    if field.type == BOOL:
-        return sa.Boolean
-    if field.type == STR and sql is not None and sql.isdigit():
-        return sa.String(int(sql))
-    raise ValueError(f"{dataset.name}.{field.name}: no warehouse type for {field.type} ({hints})")
+campaign_daily = table_of(CAMPAIGN_REPORT)
 
 
 cohort_roas = table_of(COHORT_ROAS)
@@ -145,41 +128,9 @@ ltv_model = sa.Table(
     sa.Column("backtest_bias", sa.Float),
 )
 
-revenue_reconciliation = sa.Table(
-    "revenue_reconciliation",
-    metadata,
-    sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("total_payments", MONEY, nullable=False),
-    sa.Column("attributed", MONEY, nullable=False),
-    sa.Column("organic", MONEY, nullable=False),
-    sa.Column("unattributed", MONEY, nullable=False),
-    # Revenue of installs whose network withholds user-level data (media source 'restricted').
-    # Nullable so that a warehouse created before it gains it (create_tables); NULL on days
-    # loaded before it, when that revenue was booked as attributed ('other').
-    sa.Column("restricted", MONEY),
-)
+revenue_reconciliation = table_of(RECONCILIATION)
 
-actions = sa.Table(
-    "actions",
-    metadata,
-    sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("level", sa.String(16), primary_key=True),
-    sa.Column("object_id", ID, primary_key=True),
-    sa.Column("object_name", NAME),
-    sa.Column("action", sa.String(8), nullable=False),
-    sa.Column("reason", sa.String(512), nullable=False),
-    sa.Column("roas", sa.Float),
-    sa.Column("proas", sa.Float),
-    sa.Column("spend", MONEY, nullable=False),
-    sa.Column("parent_id", ID),  # an adset's campaign_id (level 'adset')
-    sa.Column("proas_low", sa.Float),
-    sa.Column("proas_high", sa.Float),
-    # P(true ROAS > [rules] scale_roas) and P(< pause_roas) under the draws of the window's
-    # pooled evidence; NULL when there were none (or on days loaded before issue 18).
-    sa.Column("p_above", sa.Float),
-    sa.Column("p_below", sa.Float),
-)
+actions = table_of(ACTIONS)
 
 # Installs the ad platform reports against those the MMP attributes, per paid campaign and day
 # (the watch's cross-source check, adperf.transform.watch): gap = platform / MMP - 1, NULL

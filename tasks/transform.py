@@ -11,7 +11,15 @@ import sqlalchemy as sa
 
 from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
-from adperf.schema import COHORT_ROAS, COHORT_ROAS_SEGMENTS, SPEND, to_table
+from adperf.schema import (
+    ACTIONS,
+    CAMPAIGN_REPORT,
+    COHORT_ROAS,
+    COHORT_ROAS_SEGMENTS,
+    RECONCILIATION,
+    SPEND,
+    to_table,
+)
 from adperf.timeutil import days, month_days
 from adperf.transform.spend import first_spend_dates
 from tasks import config
@@ -164,9 +172,8 @@ class Attribution(LakeTask):
         )
         recon = build_reconciliation(day, payments, attribution)
         root = config.data_root()
-        lake.write_frame(
-            root, "reconciliation", "date", day, pd.DataFrame([{"date": day, **recon}])
-        )
+        recon_row = pd.DataFrame([{"date": day, **recon}])
+        lake.write_partition(root, RECONCILIATION, "date", day, recon_row)
         lake.write_frame(root, "attribution", "date", day, attribution)
 
 
@@ -411,8 +418,8 @@ class CampaignReport(LakeTask):
         )
         actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
-        lake.write_frame(root, "actions", "date", day, actions)
-        lake.write_frame(root, "campaign_report", "date", day, report)
+        lake.write_partition(root, ACTIONS, "date", day, actions, allow_empty=True)
+        lake.write_partition(root, CAMPAIGN_REPORT, "date", day, report, allow_empty=True)
 
 
 def _rules() -> Any:

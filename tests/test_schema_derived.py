@@ -7,14 +7,22 @@ import sqlalchemy as sa
 
 from adperf import warehouse
 from adperf.errors import SchemaError
-from adperf.schema import COHORT_ROAS, COHORT_ROAS_SEGMENTS, DERIVED, field_hints, to_table
+from adperf.schema import (
+    COHORT_ROAS,
+    COHORT_ROAS_SEGMENTS,
+    DERIVED,
+    RECONCILIATION,
+    Dataset,
+    field_hints,
+    to_table,
+)
 from adperf.transform import cohort
 
 
 @pytest.mark.parametrize("dataset", list(DERIVED.values()), ids=list(DERIVED))
-def test_the_warehouse_table_is_the_declaration(dataset: object) -> None:
-    table = warehouse.metadata.tables[dataset.name]  # type: ignore[attr-defined]
-    fields = list(dataset.schema)  # type: ignore[attr-defined]
+def test_the_warehouse_table_is_the_declaration(dataset: Dataset) -> None:
+    table = warehouse.metadata.tables[dataset.table or dataset.name]
+    fields = list(dataset.schema)
     assert {c.name for c in table.columns} == {f.name.removesuffix("_micros") for f in fields}
     keys = [f.name for f in fields if field_hints(f).get("key") == "1"]
     assert [c.name for c in table.primary_key.columns] == keys
@@ -23,6 +31,15 @@ def test_the_warehouse_table_is_the_declaration(dataset: object) -> None:
         assert col.nullable == f.nullable, f.name
         if f.name.endswith("_micros"):
             assert isinstance(col.type, sa.Numeric) and col.type.scale == 6
+
+
+def test_declared_tables_keep_their_contract_names() -> None:
+    assert {d.table or d.name for d in DERIVED.values()} == {
+        "campaign_daily", "cohort_roas", "cohort_roas_segments", "actions",
+        "revenue_reconciliation",
+    }  # fmt: skip
+    assert warehouse.revenue_reconciliation.c.restricted.nullable  # older days have none
+    assert not RECONCILIATION.schema.field("total_payments_micros").nullable
 
 
 def test_cohort_key_and_types() -> None:

@@ -14,31 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adperf.schema import MICROS
+from adperf.schema import ACTIONS, CAMPAIGN_REPORT, MICROS
 from adperf.transform import metrics
 from adperf.transform.attribution import require_day
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
-REPORT_COLUMNS: list[str] = [
-    "date",
-    "platform",
-    "campaign_id",
-    "campaign_name",
-    "spend_micros",
-    "impressions",
-    "clicks",
-    "installs",
-    "cpi_micros",
-    "payers",
-    "revenue_micros",
-    "roas",
-    "assisted_revenue_micros",
-    "pltv_micros",
-    "proas",
-    "proas_low",
-    "proas_high",
-]
+REPORT_COLUMNS: list[str] = CAMPAIGN_REPORT.columns  # declared in adperf.schema
 ADSET_KEY: list[str] = ["platform", "campaign_id", "adset_id"]
 ADSET_REPORT_COLUMNS: list[str] = [
     "date",
@@ -56,23 +38,7 @@ ADSET_REPORT_COLUMNS: list[str] = [
     "proas_high",
 ]
 _PLTV_VALUES: list[str] = ["pltv_micros", "pltv_low_micros", "pltv_high_micros"]
-ACTION_COLUMNS: list[str] = [
-    "date",
-    "platform",
-    "level",
-    "object_id",
-    "object_name",
-    "action",
-    "reason",
-    "roas",
-    "proas",
-    "spend_micros",
-    "parent_id",  # an adset's campaign_id (the campaign's own id at campaign level)
-    "proas_low",
-    "proas_high",
-    "p_above",  # P(true ROAS > scale_roas) under the pooled evidence's draws
-    "p_below",  # P(true ROAS < pause_roas)
-]
+ACTION_COLUMNS: list[str] = ACTIONS.columns  # declared in adperf.schema
 _ZERO_IF_ABSENT: list[str] = [
     "spend_micros",
     "impressions",
