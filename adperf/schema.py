@@ -273,6 +273,25 @@ RECONCILIATION = Dataset(
     table="revenue_reconciliation",
 )
 
+# Lake only (no warehouse table): the campaign report and the reconciliation are made of it.
+ATTRIBUTION = Dataset(
+    "attribution",
+    pa.schema(
+        [
+            derived("date", STR),
+            derived("platform", STR),  # a registered platform | organic | unattributed | ...
+            derived("campaign_id", STR, True),  # a bucket's own name for organic, unattributed
+            derived("campaign_name", STR, True),
+            derived("adset_id", STR, True),  # null for the buckets
+            derived("ad_id", STR, True),
+            derived("payers", I64),
+            derived("purchases", I64),
+            derived("revenue_micros", I64),  # net of refunds
+        ]
+    ),
+    "one payment day's revenue per acquiring ad (or bucket: organic, unattributed, restricted)",
+)
+
 DERIVED = {
     d.name: d for d in (CAMPAIGN_REPORT, COHORT_ROAS, COHORT_ROAS_SEGMENTS, ACTIONS, RECONCILIATION)
 }

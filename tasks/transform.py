@@ -13,6 +13,7 @@ from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
 from adperf.schema import (
     ACTIONS,
+    ATTRIBUTION,
     CAMPAIGN_REPORT,
     COHORT_ROAS,
     COHORT_ROAS_SEGMENTS,
@@ -174,7 +175,7 @@ class Attribution(LakeTask):
         root = config.data_root()
         recon_row = pd.DataFrame([{"date": day, **recon}])
         lake.write_partition(root, RECONCILIATION, "date", day, recon_row)
-        lake.write_frame(root, "attribution", "date", day, attribution)
+        lake.write_partition(root, ATTRIBUTION, "date", day, attribution, allow_empty=True)
 
 
 class CohortRoas(LakeTask):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from adperf import platforms
 from adperf.errors import ReconciliationError
+from adperf.schema import ATTRIBUTION
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, OTHER, RESTRICTED, UNATTRIBUTED
 
 __all__ = ["ORGANIC", "PAID_PLATFORMS", "RESTRICTED", "UNATTRIBUTED"]
@@ -27,13 +28,7 @@ USER_MAP_COLUMNS: list[str] = [
     "ad_id",
 ]
 AD_KEY: list[str] = ["platform", "campaign_id", "campaign_name", "adset_id", "ad_id"]
-ATTRIBUTION_COLUMNS: list[str] = [
-    "date",
-    *AD_KEY,
-    "payers",
-    "purchases",
-    "revenue_micros",
-]
+ATTRIBUTION_COLUMNS: list[str] = ATTRIBUTION.columns  # declared in adperf.schema
 
 
 def require_day(df: pd.DataFrame, day: str, what: str) -> None:
