@@ -16,26 +16,26 @@ from tasks.config import (  # noqa: F401 - registers the config sections
     sandbox,
     slack,
 )
-from tasks.extract import (
+from tasks.pipeline import (
     AdSpend,
-    EventLogs,
-    EventLogsShard,
-    Installs,
-    InstallsMonth,
-    LogFiles,
-    MmpReady,
-    Payments,
-    PaymentsMonth,
-)
-from tasks.load import DailyReport, LoadReport, SlackReport
-from tasks.transform import (
     Attribution,
     CampaignReport,
     CohortRoas,
     Contribution,
+    DailyReport,
+    EventLogs,
+    EventLogsShard,
     InstallHistory,
+    Installs,
+    InstallsMonth,
+    LoadReport,
+    LogFiles,
     Ltv,
+    MmpReady,
     PaymentHistory,
+    Payments,
+    PaymentsMonth,
+    SlackReport,
     Spend,
 )
 
