@@ -91,15 +91,18 @@ def stage_folder(final: Path, *, prefix: str = FOLDER_TMP_PREFIX) -> Path:
     return staged
 
 
-def publish_folder(staged: Path, final: Path, *, prefix: str = FOLDER_TMP_PREFIX) -> None:
+def publish_folder(
+    staged: Path, final: Path, *, prefix: str = FOLDER_TMP_PREFIX, sync: bool = True
+) -> None:
     """Make the filled `staged` folder `final` atomically, replacing what was there.
 
     Every file in it is fsynced first, then the folder, then it is renamed into place. A folder
     cannot be renamed over a non-empty one, so an old `final` is moved aside (to a temp name)
     first and removed after: in between, `final` is missing for a moment, never half-written.
+    `sync=False` skips the fsyncs, for a folder rebuilt from its inputs after a power cut.
     """
     staged, final = Path(staged), Path(final)
-    for root, _dirs, names in os.walk(staged):
+    for root, _dirs, names in os.walk(staged) if sync else ():
         for name in names:
             fsync(Path(root) / name)
         fsync(Path(root))
@@ -110,7 +113,8 @@ def publish_folder(staged: Path, final: Path, *, prefix: str = FOLDER_TMP_PREFIX
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(staged, final)
-    fsync(final.parent)
+    if sync:
+        fsync(final.parent)
 
 
 def discard_folder(staged: Path) -> None:

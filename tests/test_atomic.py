@@ -109,3 +109,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_unsynced_publish_still_replaces_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = tmp_path / "world"
+    with atomic.folder(final) as tmp:
+        (tmp / "world.json").write_text("old")
+    staged = atomic.stage_folder(final, prefix=".world.tmp-")
+    (staged / "world.json").write_text("new")
+
+    def no_fsync(fd: int) -> None:
+        raise AssertionError("sync=False must not fsync")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_fsync)
+    atomic.publish_folder(staged, final, prefix=".world.tmp-", sync=False)
+    assert (final / "world.json").read_text() == "new"
+    assert _entries(tmp_path) == ["world"]
