@@ -153,7 +153,12 @@ class LocalFiles:
         if not (folder / META_FILE).is_file():
             return None
         meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
-        names = {p.name: str(p) for p in folder.iterdir() if p.is_file() and p.name != META_FILE}
+        # Not the meta, nor a writer's temp file (`.<name>.tmp-*`, see `_replace`).
+        names = {
+            p.name: str(p)
+            for p in folder.iterdir()
+            if p.is_file() and p.name != META_FILE and not p.name.startswith(".")
+        }
         return FolderVersion(meta, names, lambda path: Path(path).read_bytes())
 
 
