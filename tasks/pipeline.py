@@ -1478,7 +1478,6 @@ class SlackReport(luigi.Task):
 
         day, marker = _iso(self.date), self.output()
         folder = RenderReport(date=self.date).output().version()
-        assert folder is not None  # RenderReport is complete
         content_hash = str(folder.meta["content_hash"])
         message = json.loads(folder.read(MESSAGE_FILE).decode("utf-8"))
         message = with_dashboard_link(message, _dashboard_link(self.date))

@@ -116,8 +116,12 @@ class SharedFolder(luigi.Target):
         version = self.files.folder(self.rel)
         return version is not None and (self.name is None or self.name in version.files)
 
-    def version(self) -> FolderVersion | None:
-        return self.files.folder(self.rel)
+    def version(self) -> FolderVersion:
+        """The folder's current version (FileNotFoundError: never published)."""
+        version = self.files.folder(self.rel)
+        if version is None:
+            raise FileNotFoundError(f"published folder {self.files.where(self.rel)}")
+        return version
 
     def meta(self) -> dict | None:  # type: ignore[type-arg]
         version = self.files.folder(self.rel)

@@ -11,6 +11,7 @@ would: every byte between a worker and a service crosses the veth link.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -35,7 +36,10 @@ def _ip(*args: str, ns: str | None = None) -> None:
 
 
 def namespaces_work() -> str | None:
-    """None when `ip netns add` works here; else why not (e.g. no CAP_SYS_ADMIN)."""
+    """None when `ip netns add` works here; else why not (e.g. no CAP_SYS_ADMIN).
+    ADPERF_TEST_HOSTS=loopback asks for the loopback hosts anyway (to test that path)."""
+    if os.environ.get("ADPERF_TEST_HOSTS") == "loopback":
+        return "ADPERF_TEST_HOSTS=loopback"
     name = f"adperf-probe-{uuid.uuid4().hex[:6]}"
     try:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)

@@ -4,7 +4,8 @@ Each worker "host" is a network namespace made here with `ip netns` and a veth p
 own host name, working folder, temp folder, `[adperf] files_root`, copy of the sandbox world and
 luigi.cfg; it reaches luigid, the S3 server and PostgreSQL over its veth link (tests/multihost/
 net.py). Where `ip netns add` is refused (no CAP_SYS_ADMIN), the hosts are plain processes on
-loopback instead, still sharing nothing but the three services.
+loopback instead, still sharing nothing but the three services (ADPERF_TEST_HOSTS=loopback
+chooses that anyway); luigid's history then cannot tell the hosts apart, their logs still do.
 
 A 7-day `RangeDaily --of DailyReport` of the tiny world is split between them: each runs some
 tasks and none runs a task the other ran (both workers' logs and luigid's task history say so);
