@@ -219,6 +219,15 @@ class S3Files:
 
             self.bucket.commit_manifest(rel, content)
             self.bucket.collect(rel)
+            self._views(rel, files)
+
+    def _views(self, rel: str, files: dict[str, bytes]) -> None:
+        """Copies for people at stable keys, `<rel>/<name>` (what a static host of the bucket
+        serves at `[slack] dashboard_base_url`), written after the commit. adperf never reads
+        them: its readers follow the manifest. A copy of a file a re-render dropped stays until
+        that file is published again (the dashboard, right after the render)."""
+        for name, data in files.items():
+            self.write(f"{rel}/{name}", data)
 
     def add_to_folder(self, rel: str, name: str, data: bytes) -> None:
         with self.bucket._refusals(self.where(rel)):
@@ -233,6 +242,7 @@ class S3Files:
 
             self.bucket.commit_manifest(rel, content)
             self.bucket.collect(rel)
+            self._views(rel, {name: data})
 
     def folder(self, rel: str) -> FolderVersion | None:
         manifest = self.bucket.read_manifest(rel)

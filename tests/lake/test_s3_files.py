@@ -54,6 +54,10 @@ def test_a_file_added_later_joins_the_current_version(files: Files) -> None:
     files.publish_folder(REPORT, {"a.txt": b"two"}, {"content_hash": "2"})
     version = files.folder(REPORT)
     assert version is not None and "dashboard.html" not in version.files
+    if isinstance(files, S3Files):
+        # People open the pages at stable keys (a static host of the bucket), as in a folder.
+        assert files.read(f"{REPORT}/a.txt") == b"two"
+        assert files.read(f"{REPORT}/dashboard.html") == b"<html>2"
 
 
 def test_a_marker_is_replaced_whole_and_deleted(files: Files) -> None:
