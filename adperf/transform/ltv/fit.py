@@ -7,7 +7,6 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -199,9 +198,9 @@ def _fit_bgnbd(
     bounds = [(None, None), (None, None), (None, _LOG_AB_MAX), (None, _LOG_AB_MAX)]
     for bounded in (False, True) if penalizer == 0.0 else (False,):
         fitter = _BetaGeo(penalizer_coef=penalizer)
-        start = init
-        if bounded and start is not None:
-            start = np.minimum(start, [np.inf, np.inf, _LOG_AB_MAX, _LOG_AB_MAX])
+        # The capped optimum lies on a flat ridge (any a, b at the cap with the same a/(a+b)):
+        # always the same (lifetimes' default) start, so a warm start cannot move it.
+        start = None if bounded else init
         try:
             # lifetimes print()s scipy's result on failure; keep it out of the task log.
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -246,17 +245,6 @@ def _fit_gammagamma(
     return params
 
 
-def _first_fit(
-    penalizers: tuple[float, ...], fit: Callable[[float], dict[str, float] | None]
-) -> tuple[dict[str, float] | None, float]:
-    """(params, penalizer) of the first penalizer of the ladder whose fit succeeds."""
-    for penalizer in penalizers:
-        params = fit(penalizer)
-        if params is not None:
-            return params, penalizer
-    return None, penalizers[-1] if penalizers else 0.0
-
-
 def fit_ltv(
     rfm: pd.DataFrame,
     *,
@@ -265,9 +253,8 @@ def fit_ltv(
 ) -> LtvModel:
     """Fit BG/NBD on all customers and Gamma-Gamma on repeat buyers of one RFM table.
 
-    Walks the penalizer ladder, each model on its own, until both fits converge with finite
-    parameters; if either never does, returns `initial` marked converged=False, or raises
-    LtvFitError when there is no initial.
+    Walks the penalizer ladder until both fits converge with finite parameters; if none does,
+    returns `initial` marked converged=False, or raises LtvFitError when there is no initial.
     """
     n_customers = len(rfm)
     repeat = rfm[(rfm["frequency"] > 0) & (rfm["monetary_value"] > 0)]
@@ -282,13 +269,15 @@ def fit_ltv(
         # with far fewer rows: a year of daily data has a few thousand distinct patterns.
         bg_rows = _unique_rows(rfm, ["frequency", "recency", "T"])
         gg_rows = _unique_rows(repeat, ["frequency", "monetary_value"])
-        bg_initial = None if initial is None else initial.bgnbd
-        gg_initial = None if initial is None else initial.gammagamma
-        # Each model walks the ladder on its own: Gamma-Gamma's spend is independent of the
-        # transaction process, so its failing unpenalized must not push BG/NBD onto a penalty.
-        bg, bg_pen = _first_fit(penalizers, lambda pen: _fit_bgnbd(bg_rows, pen, bg_initial))
-        gg, gg_pen = _first_fit(penalizers, lambda pen: _fit_gammagamma(gg_rows, pen, gg_initial))
-        if bg is not None and gg is not None:
+        for penalizer in penalizers:
+            bg = _fit_bgnbd(bg_rows, penalizer, None if initial is None else initial.bgnbd)
+            if bg is None:
+                continue
+            gg = _fit_gammagamma(
+                gg_rows, penalizer, None if initial is None else initial.gammagamma
+            )
+            if gg is None:
+                continue
             # Joint log-likelihood: Gamma-Gamma assumes spend independent of the transaction
             # process, so the two models' log-likelihoods add.
             ll = _bgnbd_total_log_likelihood(
@@ -310,7 +299,7 @@ def fit_ltv(
                 n_repeat=len(repeat),
                 converged=True,
                 log_likelihood=ll,
-                penalizer=max(bg_pen, gg_pen),  # the strongest penalty either model needed
+                penalizer=penalizer,
             )
     if initial is None:
         raise LtvFitError(
