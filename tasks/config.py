@@ -230,7 +230,7 @@ class rules(luigi.Config):  # noqa: N801
         "valued at its age, into the evidence of a decision",
     )
     confidence = luigi.FloatParameter(
-        default=0.8,
+        default=0.6,
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
     )
