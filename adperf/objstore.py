@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -328,29 +328,44 @@ class S3Bucket:
         self.client.upload_file(str(staged / DATA_FILE), self.location.bucket, data_key)
         self._commit(part, data_key, meta)
         self.discard(staged)
-        self._collect(part)
+        self.collect(part)
 
     def _commit(self, part: str, data_key: str, meta: dict[str, Any]) -> None:
+        """Commit the partition's manifest naming `data_key` as its one current object."""
+
+        def content(previous: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+            return {"data": data_key, "meta": meta}, sorted(live_keys(previous))
+
+        self.commit_manifest(part, content)
+
+    def commit_manifest(
+        self,
+        part: str,
+        content: Callable[[dict[str, Any] | None], tuple[dict[str, Any], list[str]]],
+    ) -> None:
+        """Write `part`'s next manifest with a conditional PutObject, retried over other
+        writers' commits. `content(previous manifest or None)` returns the new manifest's
+        fields (`data` or `files`, and `meta`) and the keys of objects it replaces, which stay
+        readable `stale_seconds` from now."""
         from botocore.exceptions import ClientError
 
         key = self.location.key(f"{part}/{MANIFEST_FILE}")
         for _ in range(COMMIT_ATTEMPTS):
             found = self._manifest(part)
             previous: dict[str, Any] = found[0] if found else {"generation": 0, "retired": []}
+            fields, replaced = content(found[0] if found else None)
             # The version replaced stays readable for `stale_seconds` from now (a reader may
-            # have just read the old manifest); `_collect` deletes it after that.
+            # have just read the old manifest); `collect` deletes it after that.
             # Entries past twice the grace were collected after an earlier commit: dropped, so
             # the list stays short (an object left by a killed collect is found by its age).
-            horizon = time.time() - 2 * self.stale_seconds
-            retired = [r for r in previous["retired"] if r[0] != data_key and r[1] >= horizon]
-            if found:
-                retired.append([previous["data"], time.time()])
+            horizon, live = time.time() - 2 * self.stale_seconds, live_keys(fields)
+            retired = [r for r in previous["retired"] if r[0] not in live and r[1] >= horizon]
+            retired += [[k, time.time()] for k in replaced if k not in live]
             body = json.dumps(
                 {
                     "format": 1,
                     "generation": int(previous["generation"]) + 1,
-                    "data": data_key,
-                    "meta": meta,
+                    **fields,
                     "retired": retired,
                 },
                 sort_keys=True,
@@ -377,6 +392,12 @@ class S3Bucket:
             "other writers of the same partition; run the task again once they have finished"
         )
 
+    def read_manifest(self, part: str) -> dict[str, Any] | None:
+        """The current manifest of `part` (None: never committed), permanent refusals named."""
+        with self._refusals(self.where(part)):
+            found = self._manifest(part)
+        return None if found is None else found[0]
+
     def _manifest(self, part: str) -> tuple[dict[str, Any], str] | None:
         """(manifest, its ETag), or None when the partition was never committed."""
         try:
@@ -389,20 +410,21 @@ class S3Bucket:
         manifest.setdefault("retired", [])
         return manifest, str(reply["ETag"])
 
-    def _collect(self, part: str) -> None:
+    def collect(self, part: str) -> None:
         """Delete the partition's data objects no reader can need: versions replaced more than
         `stale_seconds` ago, and objects no manifest ever named (dead writers') that old."""
         found = self._manifest(part)
         if found is None:
             return
         manifest, cutoff = found[0], time.time() - self.stale_seconds
+        live = live_keys(manifest)
         retired = {str(k): float(at) for k, at in manifest["retired"]}
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = self.location.key(f"{part}/_data/")
         for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 name = obj["Key"]
-                if name == manifest["data"]:
+                if name in live:
                     continue
                 # A retired object counts from its retirement; any other from its upload (a
                 # live writer's upload is recent, so it is not taken for a dead one's).
@@ -444,6 +466,15 @@ class S3Bucket:
         with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
             head = self.client.head_object(Bucket=self.location.bucket, Key=version.data)
         return int(head["ContentLength"])
+
+
+def live_keys(manifest: dict[str, Any] | None) -> set[str]:
+    """The data objects a manifest names: a partition's one `data`, or a folder's `files`."""
+    if manifest is None:
+        return set()
+    if "files" in manifest:
+        return {str(k) for k in manifest["files"].values()}
+    return {str(manifest["data"])}
 
 
 def _code(exc: Any) -> str:

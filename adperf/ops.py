@@ -1,4 +1,4 @@
-"""Operating helpers without luigi: shard counts, scrubbed alert messages, the status table."""
+"""Operating helpers without luigi: scrubbed alert messages, the status table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-# Counts of a log day that every shard sees whole (each shard reads every line of the day).
-FILE_LEVEL_COUNTS = ("lines", "bad", "out_of_day", "other_events", "files", "truncated_files")
 
 MAX_ALERT_MESSAGE_CHARS = 600
 
@@ -25,20 +22,6 @@ _SECRET_PATTERNS = (
     re.compile(r"\b[0-9a-fA-F]{16,}\b"),  # hex digests, keys, pseudonyms
     re.compile(r"\b\d{6,}\b"),  # raw numeric ids (user, device, order)
 )
-
-
-def merge_shard_counts(counts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One day's counts from its shards' counts: file-level counts once, the rest summed."""
-    merged: dict[str, Any] = {"shards": len(counts)}
-    for c in counts:
-        for key, value in c.items():
-            if key in ("dataset", "date", "rows", "shard", "shards", "other_shards"):
-                continue
-            if key in FILE_LEVEL_COUNTS:
-                merged[key] = max(merged.get(key, 0), value)
-            elif isinstance(value, (int, float)):
-                merged[key] = merged.get(key, 0) + value
-    return merged
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="parent folder")
     parser.add_argument("--report-only", action="store_true", help="judge existing loops")
     parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [rules] setting for every policy's luigi.cfg, e.g. confidence=0.7 (repeatable)",
+    )
+    parser.add_argument(
         "--until",
         type=dt.date.fromisoformat,
         help="judge the loops' days to this one only (loops still running or stopped early)",
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for policy in policies:
             folder = base / f"seed{seed}" / policy
-            prepare(folder, args.profile, seed, policy, args.days)
+            prepare(folder, args.profile, seed, policy, args.days, _rules(args.rule))
             jobs.append(folder)
     if not args.report_only:
         run_all(jobs, args.parallel)
@@ -92,8 +99,27 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- the loops
 
 
-def prepare(folder: Path, profile: str, seed: int, policy: str, days: int) -> None:
-    """The policy's folder: luigi.cfg (drifting world, the policy's rule) and loop.json."""
+def _rules(pairs: list[str]) -> dict[str, str]:
+    """--rule KEY=VALUE arguments as a dict (a malformed one is an argparse-style exit)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--rule {pair!r}: expected KEY=VALUE, e.g. confidence=0.7")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def prepare(
+    folder: Path,
+    profile: str,
+    seed: int,
+    policy: str,
+    days: int,
+    rules: dict[str, str] | None = None,
+) -> None:
+    """The policy's folder: luigi.cfg (drifting world, the policy's rule, `rules` over the
+    defaults) and loop.json."""
     cfg_path = write_config(folder, profile, seed)
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(cfg_path)
@@ -101,6 +127,8 @@ def prepare(folder: Path, profile: str, seed: int, policy: str, days: int) -> No
     if not cfg.has_section("rules"):
         cfg.add_section("rules")
     cfg.set("rules", "pooled", "false" if policy == "old" else "true")
+    for key, value in (rules or {}).items():
+        cfg.set("rules", key, value)
     with cfg_path.open("w") as f:
         cfg.write(f)
     spec = {"profile": profile, "seed": seed, "policy": policy, "days": days}
@@ -243,7 +271,7 @@ def _decisions(folder: Path, first: str, last: str) -> pd.DataFrame:
         min_installs = cfg.getint("rules", "min_installs", fallback=50)
         window_days = cfg.getint("rules", "window_days", fallback=14)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     day = dt.date.fromisoformat(first)
     while day.isoformat() <= last:
         iso = day.isoformat()

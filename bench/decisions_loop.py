@@ -20,6 +20,7 @@ import pandas as pd
 from adperf.actions import Settings, scaled_budget
 from adperf.sandbox.ad_objects import JsonState, objects_path, sandbox_objects
 from adperf.sandbox.entities import CURRENCY_DIGITS
+from adperf.transform.outcomes import WEEK_DAYS
 
 PIPELINE_POLICIES = ("old", "naive", "adperf")
 
@@ -55,7 +56,7 @@ def run(folder: Path, spec: dict[str, Any], loop_start: dt.date) -> int:
                 return 1
             decided = _warehouse_actions(folder, iso)
             if policy == "naive":
-                decided = _naive(folder, iso, decided, rules)
+                decided = _week_capped(_naive(folder, iso, decided, rules), rows, day, settings)
                 _apply(root, meta, decided, settings)
             else:
                 code = actions_cli.main(day, yes=True, by=f"bench-{policy}")
@@ -64,6 +65,7 @@ def run(folder: Path, spec: dict[str, Any], loop_start: dt.date) -> int:
         else:
             meta = resources.ensure_sandbox_world(day)
             decided = _oracle(root, iso, rules) if policy == "oracle" else {}
+            decided = _week_capped(decided, rows, day, settings)
             _apply(root, meta, decided, settings)
         rows.extend({"date": iso, "campaign_id": c, "action": a} for c, a in decided.items())
         times.append(time.perf_counter() - t0)
@@ -83,6 +85,28 @@ def run(folder: Path, spec: dict[str, Any], loop_start: dt.date) -> int:
     }
     (folder / "done.json").write_text(json.dumps(done) + "\n")
     return 0
+
+
+def _week_capped(
+    decided: dict[str, str], rows: list[dict[str, Any]], day: dt.date, settings: Settings
+) -> dict[str, str]:
+    """The bench's policies under adperf's weekly cap (outcomes.with_follow_ups): a scale that
+    would take a campaign's budget past 1 + max_budget_increase over the WEEK_DAYS days before
+    `day` is an `expand` instead, which changes nothing in the sandbox (copies are opt-in and do
+    not deliver). `rows`: the loop's decisions so far. Without it the oracle and naive rules
+    could raise a budget 20% every day (4.3x in 8 days) while adperf stops at 1.44x a week."""
+    first = (day - dt.timedelta(days=WEEK_DAYS)).isoformat()
+    scales: dict[str, int] = {}
+    for r in rows:
+        if first <= r["date"] < day.isoformat() and r["action"] == "scale":
+            scales[r["campaign_id"]] = scales.get(r["campaign_id"], 0) + 1
+    cap = 1.0 + settings.max_budget_increase
+    return {
+        c: "expand"
+        if a == "scale" and settings.scale_factor ** (scales.get(c, 0) + 1) > cap + 1e-9
+        else a
+        for c, a in decided.items()
+    }
 
 
 def _warehouse_actions(folder: Path, iso: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import luigi
 from adperf.errors import ConfigError
 
 if TYPE_CHECKING:
+    from adperf.files import Files
     from adperf.objstore import S3Bucket
     from adperf.sources.apple_ads import AppleAdsCredentials
     from adperf.sources.google_ads import GoogleAdsCredentials
@@ -44,8 +45,9 @@ class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
     )
     files_root = luigi.Parameter(
         default="",
-        description="folder of the run's files besides the lake (report pages, Slack post "
-        "markers, MMP wait markers); empty: data_root, or var/files when data_root is s3://",
+        description="folder of the run's files besides the lake (report pages and Slack post "
+        "markers unless data_root is s3://, then they are in the bucket; MMP wait markers); "
+        "empty: data_root, or var/files when data_root is s3://",
     )
     warehouse_url = luigi.Parameter(
         default="sqlite:///var/warehouse.db", description="SQLAlchemy URL of the report tables"
@@ -248,7 +250,7 @@ class rules(luigi.Config):  # noqa: N801
         "valued at its age, into the evidence of a decision",
     )
     confidence = luigi.FloatParameter(
-        default=0.8,
+        default=0.6,
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
     )
@@ -509,6 +511,15 @@ def files_root() -> Path:
     if conf.files_root:
         return Path(conf.files_root)
     return Path("var/files") if conf.data_root.startswith("s3://") else Path(conf.data_root)
+
+
+def shared_files() -> Files:
+    """Where the files every worker host must see are (report pages, Slack post markers): the
+    lake's bucket for an s3:// data_root, else files_root (docs/lake.md)."""
+    from adperf.files import LocalFiles, S3Files
+
+    root = data_root()
+    return LocalFiles(files_root()) if isinstance(root, Path) else S3Files(root)
 
 
 def watch_settings() -> WatchSettings:

@@ -419,6 +419,16 @@ class EventLogs(LakeTask):
             return LogFiles(date=self.date)
         return [EventLogsShard(date=self.date, shard=k, shards=n) for k in range(n)]
 
+    def complete(self) -> bool:
+        from adperf.sources.logs import derive_match_edges
+
+        # A lake written before match_edges existed: derived from the day's events partition,
+        # where a re-extract would need the day's logs (maybe long gone) (docs/lake.md).
+        root, version = config.data_root(), config.hmac_key_version()
+        return super().complete() or (
+            derive_match_edges(root, self.date, version) and super().complete()
+        )
+
     def run(self) -> None:
         from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
 

@@ -11,6 +11,7 @@ import luigi
 import pandas as pd
 
 from adperf import warehouse
+from adperf.files import report_folder, slack_marker
 from adperf.sinks import inputs
 from tasks import config
 from tasks import resources as endpoints
@@ -18,13 +19,11 @@ from tasks.base import (
     _as_money,
     _first_row,
     _iso,
-    _read_json,
-    _write_json,
 )
 from tasks.extract import (
     _account_days,
 )
-from tasks.targets import JsonFile, LakePartition, WarehouseDay
+from tasks.targets import LakePartition, SharedFile, SharedFolder, WarehouseDay
 from tasks.transform import (
     ActionOutcomes,
     Attribution,
@@ -127,21 +126,17 @@ class RenderReport(luigi.Task):
             ]
         return required
 
-    def output(self) -> JsonFile:
-        from adperf.sinks.render import META_FILE, report_path
-
-        return JsonFile(report_path(config.files_root(), _iso(self.date)) / META_FILE)
+    def output(self) -> SharedFolder:
+        return SharedFolder(config.shared_files(), report_folder(_iso(self.date)))
 
     def complete(self) -> bool:
-        from adperf.sinks.render import read_report_meta
-
         # Complete for the inputs it was rendered from only: a day re-run on restated numbers
         # (its campaign report rewritten) is rendered again, and SlackReport then updates.
-        meta = read_report_meta(config.files_root(), _iso(self.date))
+        meta = self.output().meta()
         return meta is not None and meta.get("inputs") == _report_inputs(self.date)
 
     def run(self) -> None:
-        from adperf.sinks.render import render_report, write_report_files
+        from adperf.sinks.render import render_report
 
         day, inp, history = _iso(self.date), self.input(), _report_history(self.date)
         report = render_report(
@@ -162,7 +157,7 @@ class RenderReport(luigi.Task):
         )
         meta: dict[str, Any] = {"date": day, "content_hash": report.content_hash}
         meta["inputs"] = _report_inputs(self.date)
-        write_report_files(config.files_root(), day, report.files(), meta)
+        config.shared_files().publish_folder(report_folder(day), report.files(), meta)
 
 
 class SlackReport(luigi.Task):
@@ -185,41 +180,39 @@ class SlackReport(luigi.Task):
             "dashboard": Dashboard(date=self.date),
         }
 
-    def output(self) -> JsonFile:
-        return JsonFile(config.files_root() / "slack_posts" / f"{_iso(self.date)}.json")
+    def output(self) -> SharedFile:
+        return SharedFile(config.shared_files(), slack_marker(_iso(self.date)))
 
     def complete(self) -> bool:
-        from adperf.sinks.render import read_report_meta
-
-        marker = _read_json(self.output().path)
+        marker = self.output().read_json()
         if not marker or not marker.get("complete"):
             return False
         if marker.get("delivery") != ("slack" if config.secrets().slack_token else "outbox"):
             return False
         # luigi looks no further than a complete task: a stale rendering makes this stale too.
-        meta = read_report_meta(config.files_root(), _iso(self.date))
         render = RenderReport(date=self.date)
+        meta = render.output().meta()
         fresh = meta is not None and meta["content_hash"] == marker.get("content_hash")
         return fresh and render.complete()
 
     def run(self) -> None:
-        from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE, report_path
+        from adperf.sinks.render import CHART_FILE, CSV_FILE, MESSAGE_FILE
         from adperf.sinks.slack import publish_report, with_dashboard_link, write_outbox
 
-        day, marker = _iso(self.date), self.output().path
-        folder = report_path(config.files_root(), day)
-        content_hash = str(_read_json(folder / "_meta.json")["content_hash"])  # type: ignore[index]
-        message = json.loads((folder / MESSAGE_FILE).read_text(encoding="utf-8"))
+        day, marker = _iso(self.date), self.output()
+        folder = RenderReport(date=self.date).output().version()
+        content_hash = str(folder.meta["content_hash"])
+        message = json.loads(folder.read(MESSAGE_FILE).decode("utf-8"))
         message = with_dashboard_link(message, _dashboard_link(self.date))
         files = {
-            f"adperf-{day}.png": (folder / CHART_FILE).read_bytes(),
-            f"adperf-{day}-campaigns.csv": (folder / CSV_FILE).read_bytes(),
+            f"adperf-{day}.png": folder.read(CHART_FILE),
+            f"adperf-{day}-campaigns.csv": folder.read(CSV_FILE),
         }
         token = config.secrets().slack_token
         if not token:
             paths = write_outbox(message, Path(config.slack().outbox), day, files)
             state = {"date": day, "delivery": "outbox", "content_hash": content_hash}
-            _write_json(marker, {**state, "complete": True, "files": [str(p) for p in paths]})
+            marker.write_json({**state, "complete": True, "files": [str(p) for p in paths]})
             return
         publish_report(
             message,
@@ -229,10 +222,10 @@ class SlackReport(luigi.Task):
             base_url=endpoints.slack_base_url(self.date),
             day=day,
             content_hash=content_hash,
-            previous=_read_json(marker),
-            save=lambda state: _write_json(marker, state),
+            previous=marker.read_json(),
+            save=marker.write_json,
             # A post Slack refused leaves no marker; a pending one stays until it is looked up.
-            forget=lambda: marker.unlink(missing_ok=True),
+            forget=marker.delete,
         )
 
 
@@ -254,12 +247,10 @@ class Dashboard(luigi.Task):
             "attribution": Attribution(date=self.date),
         }
 
-    def output(self) -> luigi.LocalTarget:
+    def output(self) -> SharedFolder:
         from adperf.sinks.dashboard import DASHBOARD_FILE
-        from adperf.sinks.render import report_path
 
-        folder = report_path(config.files_root(), _iso(self.date))
-        return luigi.LocalTarget(str(folder / DASHBOARD_FILE))
+        return SharedFolder(config.shared_files(), report_folder(_iso(self.date)), DASHBOARD_FILE)
 
     def complete(self) -> bool:
         # A stale rendering is about to replace the folder (and this page with it).
@@ -267,9 +258,9 @@ class Dashboard(luigi.Task):
 
     def run(self) -> None:
         from adperf.sinks.dashboard import (
+            DASHBOARD_FILE,
             build_dashboard_data,
             build_dashboard_html,
-            write_dashboard,
         )
 
         day, inp, history = _iso(self.date), self.input(), _dashboard_history(self.date)
@@ -285,7 +276,8 @@ class Dashboard(luigi.Task):
             notes=_dashboard_notes(self.date, campaigns, reconciliation),
             target_roas=config.rules().target_roas,
         )
-        write_dashboard(Path(self.output().path).parent, build_dashboard_html(data))
+        page = build_dashboard_html(data).encode("utf-8")
+        config.shared_files().add_to_folder(report_folder(day), DASHBOARD_FILE, page)
 
 
 def _dashboard_history(day: dt.date) -> dict[str, pd.DataFrame]:

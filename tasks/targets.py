@@ -8,6 +8,7 @@ import luigi
 import pandas as pd
 
 from adperf import lake, warehouse
+from adperf.files import Files, FolderVersion, read_json, write_json
 from tasks import config
 
 
@@ -81,3 +82,50 @@ class JsonFile(luigi.Target):
 
     def exists(self) -> bool:
         return self.path.is_file()
+
+
+class SharedFile(luigi.Target):
+    """A JSON marker every worker host sees (adperf.files: files_root, or the lake's bucket)."""
+
+    def __init__(self, files: Files, rel: str) -> None:
+        self.files, self.rel = files, rel
+
+    def exists(self) -> bool:
+        return self.files.read(self.rel) is not None
+
+    def read_json(self) -> dict | None:  # type: ignore[type-arg]
+        return read_json(self.files, self.rel)
+
+    def write_json(self, payload: dict) -> None:  # type: ignore[type-arg]
+        write_json(self.files, self.rel, payload)
+
+    def delete(self) -> None:
+        self.files.delete(self.rel)
+
+    def __repr__(self) -> str:
+        return f"SharedFile({self.files.where(self.rel)})"
+
+
+class SharedFolder(luigi.Target):
+    """A published folder every worker host sees (with `name`: that file of it)."""
+
+    def __init__(self, files: Files, rel: str, name: str | None = None) -> None:
+        self.files, self.rel, self.name = files, rel, name
+
+    def exists(self) -> bool:
+        version = self.files.folder(self.rel)
+        return version is not None and (self.name is None or self.name in version.files)
+
+    def version(self) -> FolderVersion:
+        """The folder's current version (FileNotFoundError: never published)."""
+        version = self.files.folder(self.rel)
+        if version is None:
+            raise FileNotFoundError(f"published folder {self.files.where(self.rel)}")
+        return version
+
+    def meta(self) -> dict | None:  # type: ignore[type-arg]
+        version = self.files.folder(self.rel)
+        return None if version is None else version.meta
+
+    def __repr__(self) -> str:
+        return f"SharedFolder({self.files.where(self.rel)}{'/' + self.name if self.name else ''})"

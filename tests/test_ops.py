@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adperf.ops import build_alert_message, merge_shard_counts, scrub
+from adperf.ops import build_alert_message, scrub
 
 
 @pytest.mark.parametrize(
@@ -28,20 +28,6 @@ def test_scrub_removes_secrets_and_raw_ids(text: str, leaked: str) -> None:
 def test_scrub_removes_known_secret_values_and_keeps_the_rest() -> None:
     out = scrub("logs for 2026-11-20: key was plainword-secret", ["plainword-secret"])
     assert out == "logs for 2026-11-20: key was ***"
-
-
-def test_merge_shard_counts_counts_file_lines_once() -> None:
-    shards = [
-        {"rows": 60, "lines": 100, "bad": 2, "other_events": 5, "other_shards": 33, "files": 1},
-        {"rows": 33, "lines": 100, "bad": 2, "other_events": 5, "other_shards": 60, "files": 1},
-    ]
-    assert merge_shard_counts(shards) == {
-        "shards": 2,
-        "lines": 100,
-        "bad": 2,
-        "other_events": 5,
-        "files": 1,
-    }
 
 
 def test_alert_kinds_read_differently() -> None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import logging
 import os
 import tempfile
 import zlib
@@ -67,10 +68,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adperf import lake
 from adperf.errors import SchemaError, SourceError
 from adperf.pseudonym import IdPseudonymizer
 from adperf.schema import EVENTS
 from adperf.timeutil import day_bounds_utc
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BAD_FRACTION = 0.01
 #: The events adperf uses (contribution's match graph); other events are counted, not kept.
@@ -328,6 +332,26 @@ class MatchEdges:
 
 
 _EDGE_KEYS = ["user_pid", "peer_pid", "premium"]
+
+
+def derive_match_edges(root: lake.Root, day: dt.date, key_version: str) -> bool:
+    """Write a day's match_edges partition from its events partition, when a lake written
+    before match edges existed has the one and not the other; True when it wrote them.
+
+    The rows are those the extract writes (`MatchEdges` over the day's events, in the file
+    order the partition keeps), so an old lake needs neither a re-extract nor the day's server
+    logs, which may be long gone. Reads the day's events whole (a one-time migration).
+    """
+    iso = day.isoformat()
+    if lake.partition_exists(root, MATCH_EDGES, "date", iso, key_version=key_version):
+        return False
+    if not lake.partition_exists(root, EVENTS.name, "date", iso, key_version=key_version):
+        return False
+    edges = MatchEdges(day)
+    edges.add(lake.read_arrow(root, EVENTS.name, "date", iso, key_version=key_version))
+    lake.write_table(root, MATCH_EDGES, "date", iso, edges.table(), key_version=key_version)
+    log.info("match_edges of %s derived from its events partition (written before them)", iso)
+    return True
 
 
 def fetch_events(path_pattern: str, **options: Any) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -212,7 +212,7 @@ class Rules:
     min_installs: int = 50
     min_age_days: int = 7
     window_days: int = 14
-    confidence: float = 0.8
+    confidence: float = 0.6  # tuned in the closed-loop bench (bench/README.md)
 
     def __post_init__(self) -> None:
         if self.window_days < 1:

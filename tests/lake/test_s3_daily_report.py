@@ -3,6 +3,7 @@ the warehouse rows (and lake bytes) of a run on a local folder, and no credentia
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 
 from adperf import lake
+from adperf.files import LocalFiles, S3Files, slack_marker
 from adperf.objstore import MANIFEST_FILE
 
 from ..faults.harness import END, assert_same_warehouse, build, configure, planted_env
@@ -108,12 +110,29 @@ def test_daily_report_on_s3_equals_the_local_run(
     listing = store.client.get_paginator("list_objects_v2").paginate(
         Bucket=store.location.bucket, Prefix=store.location.key("")
     )
-    manifests = [o for page in listing for o in page.get("Contents", [])]
-    assert sum(o["Key"].endswith("/" + MANIFEST_FILE) for o in manifests) == len(parts)
+    keys = [o["Key"] for page in listing for o in page.get("Contents", [])]
+    report = f"reports/date={END.isoformat()}"
+    assert [k for k in keys if k.endswith("/" + MANIFEST_FILE)] != []
+    manifests = {k.removeprefix(f"{prefix}/") for k in keys if k.endswith("/" + MANIFEST_FILE)}
+    assert manifests == {f"{p}/{MANIFEST_FILE}" for p in parts} | {f"{report}/{MANIFEST_FILE}"}
     assert not (s3_root / "lake").exists()
-    # The run's other files (report pages, Slack markers) went to files_root, as locally.
-    outside = {p.name for p in (local / "lake").iterdir() if not any(p.rglob(lake.DATA_FILE))}
-    assert {p.name for p in (s3_root / "files").iterdir()} == outside != set()
+    # The files every worker host must see (report page, dashboard, Slack post marker) are in
+    # the bucket too, with the bytes of the local run's files_root; none stayed in files_root.
+    files, local_files = S3Files(store), LocalFiles(local / "lake")
+    version, local_version = files.folder(report), local_files.folder(report)
+    assert version is not None and local_version is not None
+    assert version.meta == local_version.meta and sorted(version.files) == sorted(
+        local_version.files
+    )
+    for name in local_version.files:
+        assert version.read(name) == local_version.read(name), name
+    marker = slack_marker(END.isoformat())
+    assert json.loads(files.read(marker) or b"{}")["content_hash"] == version.meta["content_hash"]
+    assert local_files.read(marker) is not None
+    leftovers = (
+        {p.name for p in (s3_root / "files").iterdir()} if (s3_root / "files").exists() else set()
+    )
+    assert not leftovers & {"reports", "slack_posts"}, leftovers
 
     # The credentials reach no log line of the run (luigi's and adperf's, at DEBUG).
     assert len(lines) > 100

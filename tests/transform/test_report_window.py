@@ -128,7 +128,7 @@ def test_the_reason_line_says_what_the_decision_rests_on() -> None:
     assert (round(low, 2), round(high, 2)) == (1.53, 2.11)
     assert got["reason"] == (
         "pROAS 1.82 [1.53–2.11] on 14 days of cohorts, 3,122 installs, $4,200.00: "
-        "P(ROAS > 1.30) = 1.00 ≥ 0.80"
+        "P(ROAS > 1.30) = 1.00 ≥ 0.60"
     )
 
 
@@ -136,14 +136,14 @@ def test_the_reason_line_says_what_the_decision_rests_on() -> None:
     ("mean", "sd", "action", "reason_end"),
     [
         # centred on scale_roas: half the draws each side, far from the confidence
-        (1.3, 0.2, "hold", "P(ROAS > 1.30) = 0.50, P(ROAS < 0.50) = 0.00, neither ≥ 0.80"),
+        (1.3, 0.2, "hold", "P(ROAS > 1.30) = 0.50, P(ROAS < 0.50) = 0.00, neither ≥ 0.60"),
         # centred on pause_roas
-        (0.5, 0.2, "hold", "P(ROAS > 1.30) = 0.00, P(ROAS < 0.50) = 0.50, neither ≥ 0.80"),
-        # over the threshold, but too uncertain: P 0.69 < 0.80
-        (1.5, 0.4, "hold", "P(ROAS > 1.30) = 0.69, P(ROAS < 0.50) = 0.01, neither ≥ 0.80"),
-        # the same point with a narrower posterior: P 0.84 >= 0.80
-        (1.5, 0.2, "scale", "P(ROAS > 1.30) = 0.84 ≥ 0.80"),
-        (0.3, 0.2, "pause", "P(ROAS < 0.50) = 0.84 ≥ 0.80"),
+        (0.5, 0.2, "hold", "P(ROAS > 1.30) = 0.00, P(ROAS < 0.50) = 0.50, neither ≥ 0.60"),
+        # over the threshold, but too uncertain: P 0.58 < 0.60 (the default confidence)
+        (1.4, 0.5, "hold", "P(ROAS > 1.30) = 0.58, P(ROAS < 0.50) = 0.04, neither ≥ 0.60"),
+        # the same point with a narrower posterior: P 0.69 >= 0.60
+        (1.4, 0.2, "scale", "P(ROAS > 1.30) = 0.69 ≥ 0.60"),
+        (0.3, 0.2, "pause", "P(ROAS < 0.50) = 0.84 ≥ 0.60"),
     ],
 )
 def test_the_rule_acts_at_the_stated_confidence(
