@@ -214,15 +214,7 @@ class Installs(LakeTask):
         except DataNotReady as exc:
             yield ready.waiting(exc)  # missing data, not a failure: asked again later
             return
-        lake.write_partition(
-            config.data_root(),
-            INSTALLS,
-            "date",
-            _iso(self.date),
-            df,
-            allow_empty=True,
-            key_version=config.hmac_key_version(),
-        )
+        _write_installs(df, "date", _iso(self.date))
         ready.marker().unlink(missing_ok=True)
 
 
@@ -250,16 +242,22 @@ class InstallsMonth(LakeTask):
         except DataNotReady as exc:
             yield ready.waiting(exc)  # missing data, not a failure: asked again later
             return
-        lake.write_partition(
-            config.data_root(),
-            INSTALLS,
-            *self.partition(),
-            df,
-            allow_empty=True,
-            folder="installs_monthly",
-            key_version=config.hmac_key_version(),
-        )
+        _write_installs(df, *self.partition(), folder="installs_monthly")
         ready.marker().unlink(missing_ok=True)
+
+
+def _write_installs(df: pd.DataFrame, key: str, value: str, folder: str | None = None) -> None:
+    """One installs partition (a day, or a closed month in `folder`), with its key version."""
+    lake.write_partition(
+        config.data_root(),
+        INSTALLS,
+        key,
+        value,
+        df,
+        allow_empty=True,
+        folder=folder,
+        key_version=config.hmac_key_version(),
+    )
 
 
 def _expected_installs(day: dt.date) -> int:
