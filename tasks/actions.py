@@ -5,6 +5,7 @@ adperf.actions."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import os
@@ -95,54 +96,15 @@ def _run(
 
 def _clients(day: dt.date, names: list[str]) -> dict[str, Platform]:
     """The platform clients needed (only those: an unconfigured platform with nothing to do is
-    no error)."""
+    no error): each registry entry's action client, given the endpoint of tasks/resources.py's
+    function of its name and its config section's action_settings()."""
     out: dict[str, Platform] = {}
-    if platforms.FACEBOOK in names:
-        from adperf.actions.facebook import FacebookAdsets
-
-        token = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
-        if config.adperf().sandbox:
-            token = token or config.SANDBOX_FACEBOOK_TOKEN
-        out[platforms.FACEBOOK] = FacebookAdsets(
-            graph_url=resources.facebook(day).graph_url,
-            api_version=config.facebook().api_version,
-            access_token=token,
-            day=day,
-            expand_active=config.actions().expand_active,
-        )
-    if platforms.GOOGLE_ADS in names:
-        from adperf.actions.google_ads import GoogleAdsCampaigns
-
-        gads = resources.google_ads(day)
-        out[platforms.GOOGLE_ADS] = GoogleAdsCampaigns(
-            endpoint=gads.endpoint,
-            credentials=config.google_ads_credentials(),
-            customer_ids=gads.customer_ids,
-            login_customer_id=gads.login_customer_id,
-            insecure=gads.insecure,
-            day=day,
-        )
-    if platforms.TIKTOK in names:
-        from adperf.actions.tiktok import TikTokAdGroups
-
-        tt = resources.tiktok(day)
-        out[platforms.TIKTOK] = TikTokAdGroups(
-            base_url=tt.base_url,
-            access_token=config.tiktok_token(),
-            advertiser_ids=tt.advertiser_ids,
-            day=day,
-        )
-    if platforms.APPLE_ADS in names:
-        from adperf.actions.apple_ads import AppleAdsCampaigns
-
-        asa = resources.apple_ads(day)
-        out[platforms.APPLE_ADS] = AppleAdsCampaigns(
-            api_url=asa.api_url,
-            token_url=asa.token_url,
-            credentials=config.apple_ads_credentials(),
-            org_ids=asa.org_ids,
-            day=day,
-        )
+    for entry in platforms.entries():
+        if entry.name not in names or entry.actions is None:
+            continue
+        endpoint = getattr(resources, entry.name)(day)
+        settings = getattr(config, entry.section)().action_settings()
+        out[entry.name] = entry.load_actions()(**dataclasses.asdict(endpoint), **settings, day=day)
     return out
 
 

@@ -104,6 +104,17 @@ class facebook(luigi.Config):  # noqa: N801
             "use_async": self.use_async,
         }
 
+    def action_settings(self) -> dict[str, Any]:
+        """The settings and secret of its action client (adperf.platforms entry `actions`)."""
+        token = os.environ.get("ADPERF_FACEBOOK_TOKEN", "")
+        if adperf().sandbox:
+            token = token or SANDBOX_FACEBOOK_TOKEN
+        return {
+            "api_version": self.api_version,
+            "access_token": token,
+            "expand_active": actions().expand_active,
+        }
+
 
 class google_ads(luigi.Config):  # noqa: N801
     endpoint = luigi.Parameter(
@@ -126,6 +137,10 @@ class google_ads(luigi.Config):  # noqa: N801
         """The settings and credentials of its spend fetch (adperf.platforms entry `fetch`)."""
         return {"credentials": google_ads_credentials(), "timeout": self.timeout_s}
 
+    def action_settings(self) -> dict[str, Any]:
+        """The credentials of its action client (adperf.platforms entry `actions`)."""
+        return {"credentials": google_ads_credentials()}
+
 
 class tiktok(luigi.Config):  # noqa: N801
     base_url = luigi.Parameter(
@@ -140,6 +155,10 @@ class tiktok(luigi.Config):  # noqa: N801
     def spend_settings(self) -> dict[str, Any]:
         """The settings and token of its spend fetch (adperf.platforms entry `fetch`)."""
         return {"access_token": tiktok_token(), "timeout": self.timeout_s}
+
+    def action_settings(self) -> dict[str, Any]:
+        """The token of its action client (adperf.platforms entry `actions`)."""
+        return {"access_token": tiktok_token()}
 
 
 class apple_ads(luigi.Config):  # noqa: N801
@@ -167,6 +186,10 @@ class apple_ads(luigi.Config):  # noqa: N801
     def spend_settings(self) -> dict[str, Any]:
         """The settings and credentials of its spend fetch (adperf.platforms entry `fetch`)."""
         return {"credentials": apple_ads_credentials(), "timeout": self.timeout_s}
+
+    def action_settings(self) -> dict[str, Any]:
+        """The credentials of its action client (adperf.platforms entry `actions`)."""
+        return {"credentials": apple_ads_credentials()}
 
 
 class mmp(luigi.Config):  # noqa: N801

@@ -60,10 +60,14 @@ class FacebookAdsets:
         access_token: str,
         day: datetime.date,
         expand_active: bool = False,
+        account_ids: list[str] | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        # `account_ids` (the endpoint's) is accepted for the common interface: an adset's id
+        # is enough to read and change it, whatever account holds it.
+        del account_ids
         if not access_token:
             raise ConfigError("facebook: no access token; set ADPERF_FACEBOOK_TOKEN")
         self._day = day
