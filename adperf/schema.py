@@ -292,6 +292,50 @@ ATTRIBUTION = Dataset(
     "one payment day's revenue per acquiring ad (or bucket: organic, unattributed, restricted)",
 )
 
+# Lake only: the cohort pLTV the campaign report and the actions are made of (adperf.transform.ltv).
+_PLTV_KEY = (
+    derived("date", STR),  # the cohort's install day (pltv); the report day (pltv_window, draws)
+    derived("level", STR),  # 'campaign' or 'adset'
+    derived("platform", STR),
+    derived("campaign_id", STR),
+    derived("adset_id", STR, True),  # null at campaign level
+)
+_PLTV_VALUE = (
+    derived("installs", I64),  # all installs, with or without a user id
+    derived("users", I64),  # installs with a user id (the users valued)
+    derived("payers", I64),
+    derived("realized_micros", I64),
+    derived("pltv_micros", I64),
+    # The 90% interval (bootstrap over the users and the LTV parameters; the point without one).
+    derived("pltv_low_micros", I64),
+    derived("pltv_high_micros", I64),
+)
+
+PLTV = Dataset(
+    "pltv",
+    pa.schema([*_PLTV_KEY, *_PLTV_VALUE]),
+    "one install cohort's predicted lifetime value per campaign and adset, with its interval",
+)
+
+PLTV_WINDOW = Dataset(
+    "pltv_window",
+    pa.schema(
+        [
+            *_PLTV_KEY,
+            derived("window_days", I64),  # [rules] window_days: the install days pooled
+            derived("cohorts", I64),  # install days of the window with users of the segment
+            *_PLTV_VALUE,
+        ]
+    ),
+    "the install cohorts of the decision window pooled per campaign and adset",
+)
+
+PLTV_DRAWS = Dataset(
+    "pltv_draws",
+    pa.schema([*_PLTV_KEY, derived("draw", I64), derived("pltv_micros", I64)]),
+    "the bootstrap draws of each pooled window's pLTV (the decision rule's probabilities)",
+)
+
 DERIVED = {
     d.name: d for d in (CAMPAIGN_REPORT, COHORT_ROAS, COHORT_ROAS_SEGMENTS, ACTIONS, RECONCILIATION)
 }

@@ -17,6 +17,9 @@ from adperf.schema import (
     CAMPAIGN_REPORT,
     COHORT_ROAS,
     COHORT_ROAS_SEGMENTS,
+    PLTV,
+    PLTV_DRAWS,
+    PLTV_WINDOW,
     RECONCILIATION,
     SPEND,
     to_table,
@@ -300,10 +303,10 @@ class Ltv(LakeTask):
             discount_rate_annual=cfg.discount_rate,
         )
         root = config.data_root()
-        lake.write_frame(root, "pltv", "date", day, pltv)
+        lake.write_partition(root, PLTV, "date", day, pltv, allow_empty=True)
         lake.write_frame(root, "ltv_backtest", "date", day, _backtest_frame(backtest))
-        lake.write_frame(root, "pltv_window", "date", day, window)
-        lake.write_frame(root, "pltv_draws", "date", day, draws)
+        lake.write_partition(root, PLTV_WINDOW, "date", day, window, allow_empty=True)
+        lake.write_partition(root, PLTV_DRAWS, "date", day, draws, allow_empty=True)
 
 
 def _backtest_frame(row: dict[str, Any]) -> pd.DataFrame:

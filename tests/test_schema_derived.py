@@ -72,3 +72,19 @@ def test_a_cohort_frame_is_checked_when_written() -> None:
         to_table(pd.DataFrame([{**row, "users": None}]), COHORT_ROAS)
     with pytest.raises(SchemaError, match="unexpected columns"):
         to_table(pd.DataFrame([{**row, "revenue": 1.5}]), COHORT_ROAS)
+
+
+def test_the_ltv_frames_are_declared_and_checked_when_written() -> None:
+    """pltv, pltv_window and pltv_draws (lake only) take their columns from adperf.schema."""
+    from adperf.schema import PLTV, PLTV_DRAWS, PLTV_WINDOW
+    from adperf.transform.ltv.value import _empty_pltv
+    from adperf.transform.ltv.window import _empty_draws, _empty_window
+
+    for frame, dataset in ((_empty_pltv(), PLTV), (_empty_window(), PLTV_WINDOW),
+                           (_empty_draws(), PLTV_DRAWS)):  # fmt: skip
+        assert to_table(frame, dataset, allow_empty=True).schema == dataset.schema
+    row = {c: 1 for c in PLTV.columns} | {"date": "2026-12-06", "level": "campaign"}
+    row |= {"platform": "tiktok", "campaign_id": None, "adset_id": None}
+    with pytest.raises(SchemaError, match="column campaign_id has 1 nulls"):
+        to_table(pd.DataFrame([row]), PLTV)
+    assert to_table(pd.DataFrame([row | {"campaign_id": "1"}]), PLTV).num_rows == 1

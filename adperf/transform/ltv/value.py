@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from adperf.schema import MICROS
+from adperf.schema import MICROS, PLTV
 from adperf.transform.ltv.fit import LtvModel
 from adperf.transform.ltv.intervals import BOOTSTRAP_REPLICATES, INTERVAL, _bootstrap_draws
 from adperf.transform.ltv.predict import _bgnbd_expected, _discount_factor, _new_payer_expected
@@ -23,20 +23,7 @@ from adperf.transform.ltv.prepare import (
 )
 from adperf.transform.ltv.priors import _fit_segments, _Fitted, _Segments
 
-COHORT_PLTV_COLUMNS = [
-    "date",  # the cohort's install day
-    "level",  # 'campaign' or 'adset'
-    "platform",
-    "campaign_id",
-    "adset_id",  # None at campaign level
-    "installs",  # all installs, with or without a user id
-    "users",  # installs with a user id (the users valued)
-    "payers",
-    "realized_micros",
-    "pltv_micros",
-    "pltv_low_micros",
-    "pltv_high_micros",
-]
+COHORT_PLTV_COLUMNS: list[str] = PLTV.columns  # declared in adperf.schema
 
 
 def _nonpayer_terms(

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adperf.schema import MICROS
+from adperf.schema import MICROS, PLTV_DRAWS, PLTV_WINDOW
 from adperf.transform.ltv.fit import model_from_row
 from adperf.transform.ltv.intervals import BOOTSTRAP_REPLICATES, INTERVAL
 from adperf.transform.ltv.prepare import (
@@ -21,23 +21,8 @@ from adperf.transform.ltv.prepare import (
 from adperf.transform.ltv.priors import _fit_segments, _Fitted
 from adperf.transform.ltv.value import _cohort_frame, _cohort_values
 
-WINDOW_COLUMNS = [
-    "date",  # the report day; the window is the `window_days` install days up to it
-    "level",
-    "platform",
-    "campaign_id",
-    "adset_id",
-    "window_days",
-    "cohorts",  # install days of the window with users of the segment
-    "installs",
-    "users",
-    "payers",
-    "realized_micros",
-    "pltv_micros",
-    "pltv_low_micros",
-    "pltv_high_micros",
-]
-DRAW_COLUMNS = ["date", "level", "platform", "campaign_id", "adset_id", "draw", "pltv_micros"]
+WINDOW_COLUMNS: list[str] = PLTV_WINDOW.columns  # declared in adperf.schema
+DRAW_COLUMNS: list[str] = PLTV_DRAWS.columns
 
 
 def build_pltv_window(
