@@ -25,7 +25,6 @@ from adperf.schema import (
     to_table,
 )
 from adperf.timeutil import days, month_days
-from adperf.transform.spend import first_spend_dates
 from tasks import config
 from tasks.base import (
     COHORT_WINDOW_DAYS,
@@ -389,36 +388,21 @@ class CampaignReport(LakeTask):
         }
 
     def run(self) -> None:
-        from adperf.transform.report import (
-            build_actions,
-            build_adset_report,
-            build_campaign_report,
-            build_window_evidence,
-        )
+        from adperf.transform.report import build_report_day
 
-        day, inp, rules = _iso(self.date), self.input(), _rules()
-        spend_window = _read_all(inp["spend"])
-        spend_day, installs = spend_window[spend_window["date"] == day], inp["installs"].read()
-        attribution, pltv = inp["attribution"]["attribution"].read(), inp["ltv"]["pltv"].read()
-        report = build_campaign_report(
-            day, spend_day, installs, attribution, inp["contribution"].read(), pltv
-        )
-        window = build_window_evidence(
+        day, inp = _iso(self.date), self.input()
+        report, actions = build_report_day(
             day,
-            rules.window_days,
-            spend_window,
-            inp["ltv"]["pltv_window"].read(),
-            inp["ltv"]["pltv_draws"].read(),
-        )
-        actions = build_actions(
-            day,
-            report,
-            first_spend_dates(spend_window),
-            rules,
+            spend_window=_read_all(inp["spend"]),
+            installs=inp["installs"].read(),
+            attribution=inp["attribution"]["attribution"].read(),
+            contribution=inp["contribution"].read(),
+            pltv=inp["ltv"]["pltv"].read(),
+            pltv_window=inp["ltv"]["pltv_window"].read(),
+            pltv_draws=inp["ltv"]["pltv_draws"].read(),
+            rules=_rules(),
             currency=config.adperf().report_currency,
-            adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
-            adset_first_spend_dates=first_spend_dates(spend_window, "adset_id"),
-            window=window if config.rules().pooled else None,
+            pooled=config.rules().pooled,
         )
         actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
@@ -469,22 +453,17 @@ class Watch(LakeTask):
         }
 
     def run(self) -> None:
-        from adperf.transform.watch import build_source_discrepancy, build_watch
+        from adperf.transform.watch import build_watch_day
 
         day, inp, settings = _iso(self.date), self.input(), config.watch_settings()
-        today = _with_d0(_as_money(inp["report"]["campaign_report"].read()), inp["cohorts"].read())
-        spend = _as_money(inp["spend"].read())
-        history = _watch_history(self.date, settings)
-        discrepancy = build_source_discrepancy(day, spend[spend["date"] == day], today, settings)
-        found = build_watch(
+        discrepancy, found = build_watch_day(
             day,
-            campaigns=pd.concat([history["campaigns"], today], ignore_index=True),
-            reconciliation=pd.concat(
-                [history["reconciliation"], _as_money(inp["attribution"]["reconciliation"].read())],
-                ignore_index=True,
-            ),
-            discrepancy=discrepancy,
-            pacing=_pacing(day, spend),
+            campaigns=_as_money(inp["report"]["campaign_report"].read()),
+            cohorts=inp["cohorts"].read(),
+            reconciliation=_as_money(inp["attribution"]["reconciliation"].read()),
+            spend=_as_money(inp["spend"].read()),
+            history=_watch_history(self.date, settings),
+            plan=config.budget_plan(),
             settings=settings,
             currency=config.adperf().report_currency,
         )
@@ -493,33 +472,8 @@ class Watch(LakeTask):
         lake.write_frame(root, "watch", "date", day, found)
 
 
-def _pacing(day: str, spend: pd.DataFrame) -> pd.DataFrame:
-    """Month-to-date spend against [budgets], from the day's spend window (31 days to it)."""
-    from adperf.transform.watch import build_pacing
-
-    # Pro rata over the days the window holds: a lake (or a sandbox world) that starts in the
-    # middle of the month would otherwise be 'behind plan' by the days before it.
-    since = str(spend["date"].min()) if len(spend) else None
-    month = spend[spend["date"] >= day[:8] + "01"]
-    return build_pacing(day, month, config.budget_plan(), since=since)
-
-
-def _with_d0(campaigns: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFrame:
-    """Campaign rows with the D0 revenue and payers of their cohort of the same day (`cohorts`:
-    cohort_roas rows, lake or warehouse)."""
-    d0 = cohorts[cohorts["age_days"] == 0].rename(columns={"cohort_date": "date"})
-    if "revenue_micros" in d0.columns:
-        d0 = d0.assign(revenue=d0["revenue_micros"].astype("float64") / 1_000_000)
-    d0 = d0.assign(date=d0["date"].astype(str), revenue_d0=d0["revenue"].astype("float64"))
-    d0 = d0.rename(columns={"payers": "payers_d0"})[
-        ["date", "platform", "campaign_id", "revenue_d0", "payers_d0"]
-    ]
-    out = campaigns.assign(date=campaigns["date"].astype(str))
-    return out.merge(d0, on=["date", "platform", "campaign_id"], how="left")
-
-
 def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
-    """campaign_daily (with D0 cohorts) and revenue_reconciliation of the watch's baseline days
+    """campaign_daily, cohort_roas and revenue_reconciliation of the watch's baseline days
     before `day`, as loaded in the warehouse."""
     back = max(7 * settings.baseline_weeks, settings.share_days)
     first, last = _iso(day - dt.timedelta(days=back)), _iso(day - dt.timedelta(days=1))
@@ -537,7 +491,7 @@ def _watch_history(day: dt.date, settings: Any) -> dict[str, pd.DataFrame]:
         for col in ("spend", "revenue", "total_payments", "unattributed", "restricted"):
             if col in df.columns:
                 df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    return {"campaigns": _with_d0(campaigns, cohorts), "reconciliation": recon}
+    return {"campaigns": campaigns, "cohorts": cohorts, "reconciliation": recon}
 
 
 class ActionOutcomes(LakeTask):

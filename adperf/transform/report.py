@@ -561,3 +561,41 @@ def _money(micros: int, currency: str) -> str:
     if symbol is None:
         return f"{amount} {currency}"
     return f"-{symbol}{amount[1:]}" if amount.startswith("-") else f"{symbol}{amount}"
+
+
+def build_report_day(
+    day: str,
+    *,
+    spend_window: pd.DataFrame,
+    installs: pd.DataFrame,
+    attribution: pd.DataFrame,
+    contribution: pd.DataFrame,
+    pltv: pd.DataFrame,
+    pltv_window: pd.DataFrame,
+    pltv_draws: pd.DataFrame,
+    rules: Rules,
+    currency: str,
+    pooled: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report day's campaign rows and its recommended actions (CampaignReport).
+
+    `spend_window` is ad-level spend of the days to `day` (SpendLatest: at least the
+    `rules.window_days`); the day's own rows make the report. `pooled`: decide on the window's
+    pooled evidence ([rules] pooled; False: the report day's row alone, the rule before issue 18).
+    """
+    from adperf.transform.spend import first_spend_dates
+
+    spend_day = spend_window[spend_window["date"] == day]
+    report = build_campaign_report(day, spend_day, installs, attribution, contribution, pltv)
+    window = build_window_evidence(day, rules.window_days, spend_window, pltv_window, pltv_draws)
+    actions = build_actions(
+        day,
+        report,
+        first_spend_dates(spend_window),
+        rules,
+        currency=currency,
+        adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
+        adset_first_spend_dates=first_spend_dates(spend_window, "adset_id"),
+        window=window if pooled else None,
+    )
+    return report, actions

@@ -573,3 +573,56 @@ def _name(name: Any, fallback: Any) -> str:
             if str(candidate):
                 return str(candidate)
     return "?"
+
+
+def with_d0(campaigns: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFrame:
+    """Campaign rows with the D0 revenue and payers of their cohort of the same day (`cohorts`:
+    cohort_roas rows, lake (micros) or warehouse (amounts))."""
+    d0 = cohorts[cohorts["age_days"] == 0].rename(columns={"cohort_date": "date"})
+    if "revenue_micros" in d0.columns:
+        d0 = d0.assign(revenue=d0["revenue_micros"].astype("float64") / 1_000_000)
+    d0 = d0.assign(date=d0["date"].astype(str), revenue_d0=d0["revenue"].astype("float64"))
+    d0 = d0.rename(columns={"payers": "payers_d0"})[
+        ["date", "platform", "campaign_id", "revenue_d0", "payers_d0"]
+    ]
+    out = campaigns.assign(date=campaigns["date"].astype(str))
+    return out.merge(d0, on=["date", "platform", "campaign_id"], how="left")
+
+
+def build_watch_day(
+    day: str,
+    *,
+    campaigns: pd.DataFrame,
+    cohorts: pd.DataFrame,
+    reconciliation: pd.DataFrame,
+    spend: pd.DataFrame,
+    history: dict[str, pd.DataFrame],
+    plan: BudgetPlan,
+    settings: WatchSettings,
+    currency: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(source_discrepancy, watch findings) of `day` (the Watch task).
+
+    `campaigns`, `cohorts`, `reconciliation`: the day's campaign report, cohort triangle and
+    reconciliation (amounts in the report currency); `spend`: ad-level spend of the days to
+    `day` (SpendLatest's window); `history`: the warehouse's `campaigns`, `cohorts` and
+    `reconciliation` rows of the baseline days before `day`.
+    """
+    today = with_d0(campaigns, cohorts)
+    discrepancy = build_source_discrepancy(day, spend[spend["date"] == day], today, settings)
+    # Pacing pro rata over the days the window holds: a lake (or a sandbox world) that starts
+    # in the middle of the month would otherwise be 'behind plan' by the days before it.
+    since = str(spend["date"].min()) if len(spend) else None
+    month = spend[spend["date"] >= day[:8] + "01"]
+    found = build_watch(
+        day,
+        campaigns=pd.concat(
+            [with_d0(history["campaigns"], history["cohorts"]), today], ignore_index=True
+        ),
+        reconciliation=pd.concat([history["reconciliation"], reconciliation], ignore_index=True),
+        discrepancy=discrepancy,
+        pacing=build_pacing(day, month, plan, since=since),
+        settings=settings,
+        currency=currency,
+    )
+    return discrepancy, found
