@@ -336,8 +336,72 @@ PLTV_DRAWS = Dataset(
     "the bootstrap draws of each pooled window's pLTV (the decision rule's probabilities)",
 )
 
+# Installs the ad platform reports against those the MMP attributes, per paid campaign and day
+# (the watch's cross-source check, adperf.transform.watch).
+SOURCE_DISCREPANCY = Dataset(
+    "source_discrepancy",
+    pa.schema(
+        [
+            derived("date", STR, key=True, sql="date"),
+            derived("platform", STR, key=True, sql=PLATFORM_SQL),
+            derived("campaign_id", STR, key=True, sql=ID_SQL),
+            derived("campaign_name", STR, True, sql=NAME_SQL),
+            derived("installs_platform", I64),
+            derived("installs_mmp", I64),
+            derived("difference", I64),
+            derived("gap", F64, True),  # platform / MMP - 1; null without MMP installs
+            derived("flagged", BOOL),  # beyond [watch] max_install_gap on enough installs
+        ]
+    ),
+    "one report day's platform-reported against MMP-attributed installs per paid campaign",
+)
+
+# The follow-up of each applied action (adperf.transform.outcomes).
+ACTION_OUTCOMES = Dataset(
+    "action_outcomes",
+    pa.schema(
+        [
+            derived("date", STR, key=True, sql="date"),  # the report day of the follow-up
+            derived("action_date", STR, key=True, sql="date"),  # the report day of the action
+            derived("platform", STR, key=True, sql=PLATFORM_SQL),
+            derived("level", STR, key=True, sql=16),
+            derived("object_id", STR, key=True, sql=ID_SQL),
+            derived("action", STR, key=True, sql=8),
+            derived("object_name", STR, True, sql=NAME_SQL),
+            derived("change", STR, sql=64),  # '+20%' for a budget, 'PAUSED', 'copy 1234…'
+            derived("objects_changed", I64, sql="int"),  # objects changed (a campaign's adsets)
+            derived("days", I64, sql="int"),
+            derived("spend_before_micros", I64),
+            derived("spend_since_micros", I64),
+            derived("installs_before", I64),
+            derived("installs_since", I64),
+            derived("cpi_before_micros", I64, True),
+            derived("cpi_since_micros", I64, True),
+            derived("proas_before", F64, True),
+            derived("proas_since", F64, True),
+            derived("proas_expected", F64, True),  # the decision's pooled pROAS
+            # Days of `days` whose cohorts had a pLTV (their report was run).
+            derived("valued_days_before", I64, True, sql="int"),
+            derived("valued_days_since", I64, True, sql="int"),
+            derived("threshold", F64),  # the rule's threshold the decision crossed
+            derived("verdict", STR, sql=16),  # above, below, stopped, still spending, no data
+            derived("line", STR, sql=512),
+        ]
+    ),
+    "one report day's follow-ups of the actions applied `[rules] follow_up_days` before it",
+)
+
 DERIVED = {
-    d.name: d for d in (CAMPAIGN_REPORT, COHORT_ROAS, COHORT_ROAS_SEGMENTS, ACTIONS, RECONCILIATION)
+    d.name: d
+    for d in (
+        CAMPAIGN_REPORT,
+        COHORT_ROAS,
+        COHORT_ROAS_SEGMENTS,
+        ACTIONS,
+        RECONCILIATION,
+        SOURCE_DISCREPANCY,
+        ACTION_OUTCOMES,
+    )
 }
 ALL = {d.name: d for d in (AD_SPEND, SPEND, INSTALLS, PAYMENTS, EVENTS, *DERIVED.values())}
 

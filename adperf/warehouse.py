@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from adperf.errors import ConfigError, SourceError, TransientSourceError
 from adperf.schema import (
+    ACTION_OUTCOMES,
     ACTIONS,
     BOOL,
     CAMPAIGN_REPORT,
@@ -28,6 +29,7 @@ from adperf.schema import (
     F64,
     I64,
     RECONCILIATION,
+    SOURCE_DISCREPANCY,
     STR,
     Dataset,
     field_hints,
@@ -135,19 +137,7 @@ actions = table_of(ACTIONS)
 # Installs the ad platform reports against those the MMP attributes, per paid campaign and day
 # (the watch's cross-source check, adperf.transform.watch): gap = platform / MMP - 1, NULL
 # without MMP installs; flagged when beyond [watch] max_install_gap on enough installs.
-source_discrepancy = sa.Table(
-    "source_discrepancy",
-    metadata,
-    sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("campaign_id", ID, primary_key=True),
-    sa.Column("campaign_name", NAME),
-    sa.Column("installs_platform", sa.BigInteger, nullable=False),
-    sa.Column("installs_mmp", sa.BigInteger, nullable=False),
-    sa.Column("difference", sa.BigInteger, nullable=False),
-    sa.Column("gap", sa.Float),
-    sa.Column("flagged", sa.Boolean, nullable=False),
-)
+source_discrepancy = table_of(SOURCE_DISCREPANCY)
 
 # One row per change `adperf actions apply --yes` made (or tried) on an ad platform; appended,
 # never replaced (adperf/actions). `value_before`/`value_after`, not before/after: BEFORE is a
@@ -183,34 +173,7 @@ action_log = sa.Table(
 
 # The follow-up of each applied action (adperf.transform.outcomes): one row per recommendation
 # applied `[rules] follow_up_days` before `date`, replaced with the report day like the others.
-action_outcomes = sa.Table(
-    "action_outcomes",
-    metadata,
-    sa.Column("date", sa.Date, primary_key=True),  # the report day of the follow-up
-    sa.Column("action_date", sa.Date, primary_key=True),  # the report day of the action
-    sa.Column("platform", sa.String(16), primary_key=True),
-    sa.Column("level", sa.String(16), primary_key=True),
-    sa.Column("object_id", ID, primary_key=True),
-    sa.Column("action", sa.String(8), primary_key=True),
-    sa.Column("object_name", NAME),
-    sa.Column("change", sa.String(64), nullable=False),
-    sa.Column("objects_changed", sa.Integer, nullable=False),
-    sa.Column("days", sa.Integer, nullable=False),
-    sa.Column("spend_before", MONEY, nullable=False),
-    sa.Column("spend_since", MONEY, nullable=False),
-    sa.Column("installs_before", sa.BigInteger, nullable=False),
-    sa.Column("installs_since", sa.BigInteger, nullable=False),
-    sa.Column("cpi_before", MONEY),
-    sa.Column("cpi_since", MONEY),
-    sa.Column("proas_before", sa.Float),
-    sa.Column("proas_since", sa.Float),
-    sa.Column("proas_expected", sa.Float),
-    sa.Column("valued_days_before", sa.Integer),
-    sa.Column("valued_days_since", sa.Integer),
-    sa.Column("threshold", sa.Float, nullable=False),
-    sa.Column("verdict", sa.String(16), nullable=False),
-    sa.Column("line", sa.String(512), nullable=False),
-)
+action_outcomes = table_of(ACTION_OUTCOMES)
 
 load_marker = sa.Table(
     "adperf_load_marker",

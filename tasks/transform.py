@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
 from adperf.schema import (
+    ACTION_OUTCOMES,
     ACTIONS,
     ATTRIBUTION,
     CAMPAIGN_REPORT,
@@ -21,6 +22,7 @@ from adperf.schema import (
     PLTV_DRAWS,
     PLTV_WINDOW,
     RECONCILIATION,
+    SOURCE_DISCREPANCY,
     SPEND,
     to_table,
 )
@@ -468,7 +470,7 @@ class Watch(LakeTask):
             currency=config.adperf().report_currency,
         )
         root = config.data_root()
-        lake.write_frame(root, "source_discrepancy", "date", day, discrepancy)
+        lake.write_partition(root, SOURCE_DISCREPANCY, "date", day, discrepancy, allow_empty=True)
         lake.write_frame(root, "watch", "date", day, found)
 
 
@@ -524,7 +526,9 @@ class ActionOutcomes(LakeTask):
         outcomes = build_action_outcomes(
             day, rules, log, decisions, daily, config.adperf().report_currency
         )
-        lake.write_frame(config.data_root(), "action_outcomes", "date", day, outcomes)
+        lake.write_partition(
+            config.data_root(), ACTION_OUTCOMES, "date", day, outcomes, allow_empty=True
+        )
 
 
 def _follow_up_rules() -> Any:

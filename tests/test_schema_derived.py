@@ -36,7 +36,7 @@ def test_the_warehouse_table_is_the_declaration(dataset: Dataset) -> None:
 def test_declared_tables_keep_their_contract_names() -> None:
     assert {d.table or d.name for d in DERIVED.values()} == {
         "campaign_daily", "cohort_roas", "cohort_roas_segments", "actions",
-        "revenue_reconciliation",
+        "revenue_reconciliation", "source_discrepancy", "action_outcomes",
     }  # fmt: skip
     assert warehouse.revenue_reconciliation.c.restricted.nullable  # older days have none
     assert not RECONCILIATION.schema.field("total_payments_micros").nullable

@@ -32,39 +32,14 @@ from typing import Any
 
 import pandas as pd
 
-from adperf.schema import MICROS
+from adperf.schema import ACTION_OUTCOMES, MICROS
 from adperf.transform import metrics
 from adperf.vocabulary import INSTALL_BUCKETS
 
 APPLIED = "applied"
 BUDGET_ACTIONS = ("scale", "unscale")
 WEEK_DAYS = 7
-OUTCOME_COLUMNS: list[str] = [
-    "date",  # the report day of the follow-up
-    "action_date",  # the report day of the action followed up
-    "platform",
-    "level",
-    "object_id",
-    "object_name",
-    "action",
-    "change",  # '+20%' for a budget, 'PAUSED', 'copy 1234…' for an expand
-    "objects_changed",  # platform objects the action changed (a campaign's adsets)
-    "days",
-    "spend_before_micros",
-    "spend_since_micros",
-    "installs_before",
-    "installs_since",
-    "cpi_before_micros",
-    "cpi_since_micros",
-    "proas_before",
-    "proas_since",
-    "proas_expected",  # the decision's pooled pROAS (actions.proas of action_date)
-    "valued_days_before",  # days of `days` whose cohorts had a pLTV (their report was run)
-    "valued_days_since",
-    "threshold",  # the rule's threshold the decision crossed (scale_roas or pause_roas)
-    "verdict",  # 'above', 'below', 'stopped', 'still spending', 'no data'
-    "line",
-]
+OUTCOME_COLUMNS: list[str] = ACTION_OUTCOMES.columns  # declared in adperf.schema
 SCALE_BACK = "unscale"  # the action kind of a "scale back" (the actions.action column is 8 wide)
 EXPAND = "expand"
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adperf.schema import SOURCE_DISCREPANCY
 from adperf.transform import metrics
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, RESTRICTED
 
@@ -60,17 +61,7 @@ WATCH_COLUMNS: list[str] = [
     "change",
     "message",
 ]
-DISCREPANCY_COLUMNS: list[str] = [
-    "date",
-    "platform",
-    "campaign_id",
-    "campaign_name",
-    "installs_platform",
-    "installs_mmp",
-    "difference",
-    "gap",
-    "flagged",
-]
+DISCREPANCY_COLUMNS: list[str] = SOURCE_DISCREPANCY.columns  # declared in adperf.schema
 # The columns `campaigns` (the day and its history) holds for the metric checks.
 HISTORY_COLUMNS: list[str] = [
     "date",
