@@ -555,6 +555,20 @@ def read_days(engine: sa.Engine, name: str, first: str, last: str) -> pd.DataFra
     return frame.reindex(columns=[c.name for c in table.columns])
 
 
+def read_action_log(engine: sa.Engine, first: str, last: str) -> pd.DataFrame:
+    """action_log rows of the report days [first, last]; none before the first apply. A
+    follow-up or a week's cap needs a few days of it, not the log since the first day."""
+    if not sa.inspect(engine).has_table(action_log.name):
+        return pd.DataFrame(columns=[c.name for c in action_log.columns])
+    existing = {c["name"] for c in sa.inspect(engine).get_columns(action_log.name)}
+    with engine.connect() as conn:
+        query = sa.select(*[c for c in action_log.columns if c.name in existing]).where(
+            action_log.c.date.between(_day(first), _day(last))
+        )
+        frame = pd.read_sql(query, conn)
+    return frame.reindex(columns=[c.name for c in action_log.columns])
+
+
 def _micros_to_decimal(v: Any) -> Decimal | None:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return None

@@ -7,7 +7,6 @@ from typing import Any
 
 import luigi
 import pandas as pd
-import sqlalchemy as sa
 
 from adperf import lake, ltv_models, warehouse
 from adperf.errors import ConfigError
@@ -520,7 +519,8 @@ class ActionOutcomes(LakeTask):
 
         day, rules = _iso(self.date), _follow_up_rules()
         first = self.date - dt.timedelta(days=2 * rules.follow_up_days - 1)
-        log, decisions = _warehouse_actions(self.date - dt.timedelta(days=rules.follow_up_days))
+        due = self.date - dt.timedelta(days=rules.follow_up_days)
+        log, decisions = _warehouse_actions((due, due), due)
         installs = _installs_between(self.requires()["installs"], first, self.date)
         daily = build_object_days(self.input()["spend"].read(), installs, _pltv_days(first, day))
         outcomes = build_action_outcomes(
@@ -544,13 +544,14 @@ def _follow_up_rules() -> Any:
     )
 
 
-def _warehouse_actions(action_day: dt.date | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(action_log, actions of `action_day`) from the warehouse; empty where absent (and the
-    actions empty without an `action_day`: the caller needs only the log)."""
+def _warehouse_actions(
+    log_days: tuple[dt.date, dt.date], action_day: dt.date | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(action_log rows of the report days `log_days`, actions of `action_day`) from the
+    warehouse; empty where absent (and the actions empty without an `action_day`)."""
     engine = warehouse.make_engine(config.adperf().warehouse_url)
     try:
-        has_log = sa.inspect(engine).has_table(warehouse.action_log.name)
-        log = warehouse.read_table(engine, "action_log") if has_log else pd.DataFrame()
+        log = warehouse.read_action_log(engine, _iso(log_days[0]), _iso(log_days[1]))
         decisions = (
             warehouse.read_days(engine, "actions", _iso(action_day), _iso(action_day))
             if action_day is not None
@@ -591,7 +592,9 @@ def _pltv_days(first: dt.date, last: str) -> pd.DataFrame:
 
 def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     """The day's actions with the follow-ups' scale backs and the week cap's expands."""
-    from adperf.transform.outcomes import with_follow_ups
+    from adperf.transform.outcomes import WEEK_DAYS, with_follow_ups
 
-    log, _ = _warehouse_actions(None)  # the log only: the day's own actions are `actions`
+    # The log of the week before only (its budget cap): the day's own actions are `actions`.
+    week = (dt.date.fromisoformat(day) - dt.timedelta(days=WEEK_DAYS), dt.date.fromisoformat(day))
+    log, _ = _warehouse_actions(week, None)
     return with_follow_ups(actions, outcomes, log, day, _follow_up_rules())
