@@ -200,14 +200,19 @@ COHORT_ROAS_SEGMENTS = Dataset(
     "the cohort triangle by the MMP's country and device OS (spend shared by installs)",
 )
 
+# A report day's campaign: the key of the per-campaign tables, and its name.
+_CAMPAIGN_DAY = (
+    derived("date", STR, key=True, sql="date"),
+    derived("platform", STR, key=True, sql=PLATFORM_SQL),
+    derived("campaign_id", STR, key=True, sql=ID_SQL),
+    derived("campaign_name", STR, True, sql=NAME_SQL),
+)
+
 CAMPAIGN_REPORT = Dataset(
     "campaign_report",
     pa.schema(
         [
-            derived("date", STR, key=True, sql="date"),
-            derived("platform", STR, key=True, sql=PLATFORM_SQL),
-            derived("campaign_id", STR, key=True, sql=ID_SQL),
-            derived("campaign_name", STR, True, sql=NAME_SQL),
+            *_CAMPAIGN_DAY,
             derived("spend_micros", I64),
             derived("impressions", I64),
             derived("clicks", I64),
@@ -342,10 +347,7 @@ SOURCE_DISCREPANCY = Dataset(
     "source_discrepancy",
     pa.schema(
         [
-            derived("date", STR, key=True, sql="date"),
-            derived("platform", STR, key=True, sql=PLATFORM_SQL),
-            derived("campaign_id", STR, key=True, sql=ID_SQL),
-            derived("campaign_name", STR, True, sql=NAME_SQL),
+            *_CAMPAIGN_DAY,
             derived("installs_platform", I64),
             derived("installs_mmp", I64),
             derived("difference", I64),

@@ -34,7 +34,7 @@ import pytest
 from ..conftest import _postgres_database
 from ..faults.harness import END, assert_same_warehouse, planted, warehouse_rows
 from ..lake.conftest import CREDENTIALS, REGION, S3Server
-from ..tasks.test_luigid import api, free_port
+from ..tasks.test_luigid import start_luigid
 from .net import Host, hosts, namespaces_work
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,32 +104,10 @@ def luigid(tmp_path: Path) -> Iterator[int]:
     """`python -m tasks.luigid` on loopback, quick to notice a dead worker and retry its task."""
     var = tmp_path / "luigid"
     var.mkdir()
-    (var / "luigid.cfg").write_text(
-        "[scheduler]\n"
-        # A worker silent this long is dead: its running task fails and is retried at once.
-        "worker_disconnect_delay = 5\nretry_delay = 1\nprune_on_get_work = true\n"
+    # A worker silent this long is dead: its running task fails and is retried at once.
+    yield from start_luigid(
+        var, "worker_disconnect_delay = 5\nretry_delay = 1\nprune_on_get_work = true\n"
     )
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
-    env |= {"LUIGI_CONFIG_PATH": str(var / "luigid.cfg"), "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "tasks.luigid", "--address", "127.0.0.1", "--port", str(port)]
-    argv += ["--state-path", str(var / "state.pickle")]
-    argv += ["--history-db", f"sqlite:///{var / 'history.db'}"]
-    proc = _start(argv, var, env, var / "luigid.log")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                api(port, "task_list", {"status": "RUNNING"})
-                break
-            except OSError:
-                assert proc.poll() is None, (var / "luigid.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "luigid did not start"
-                time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _log_tasks(log: Path, pattern: re.Pattern[str]) -> list[str]:
@@ -258,7 +236,7 @@ def _two_hosts(
     # luigid's history agrees: every task of the week ran once, except the interrupted one,
     # which ran twice (luigi's history keeps one host per task: the last one to run it, B);
     # the hosts' counts are those of their logs.
-    history = _history(tmp_path / "luigid" / "history.db")
+    history = _history(tmp_path / "luigid" / "luigi-task-history.db")
     runs = {tid: [h for e, h in ev if e == "RUNNING"] for tid, ev in history.items()}
     twice = [tid for tid, hs in runs.items() if len(hs) > 1]
     assert len(twice) == 1 and twice[0].startswith(interrupted.split("(")[0] + "_"), twice

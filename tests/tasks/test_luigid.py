@@ -95,10 +95,14 @@ def api(port: int, method: str, data: dict[str, Any]) -> Any:
         return json.loads(resp.read())["response"]
 
 
-def start_luigid(var: Path) -> Iterator[int]:
-    """`python -m tasks.luigid` on a free loopback port with state and history under `var`."""
+def start_luigid(var: Path, scheduler: str = "") -> Iterator[int]:
+    """`python -m tasks.luigid` on a free loopback port with state and history under `var`;
+    `scheduler`: lines of its luigi.cfg's [scheduler] section (none: luigi's defaults)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    if scheduler:
+        (var / "luigid.cfg").write_text(f"[scheduler]\n{scheduler}")
+        env["LUIGI_CONFIG_PATH"] = str(var / "luigid.cfg")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tasks.luigid", "--address", "127.0.0.1", "--port", str(port)]
         + ["--state-path", str(var / "luigi-state.pickle")]
@@ -109,15 +113,7 @@ def start_luigid(var: Path) -> Iterator[int]:
         stderr=open(var / "luigid.log", "w"),  # noqa: SIM115 - closed with the process
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                api(port, "task_list", {"status": "RUNNING"})
-                break
-            except OSError:
-                assert proc.poll() is None, (var / "luigid.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "luigid did not start"
-                time.sleep(0.1)
+        wait_for_api(port, lambda: proc.poll() is None, var / "luigid.log")
         yield port
     finally:
         proc.terminate()
@@ -264,6 +260,7 @@ def repo_root_copy(dest: Path) -> Path:
 
 
 def wait_for_api(port: int, alive: Any, log: Path) -> None:
+    """Until luigid's API answers (30 s at most); its log if it died (`alive()` false) instead."""
     deadline = time.monotonic() + 30
     while True:
         try:
