@@ -5,7 +5,8 @@ by campaign, country and OS, the pROAS history, the actions and the notes, with 
 the top N by spend (and countries past the top few) folded into "others" so that neither the
 page's size nor its labels grow with 300 campaigns. `build_dashboard_html` wraps that data with
 Plotly's offline bundle (from the `plotly` package) and the page's script (`dashboard.js`);
-filters re-aggregate the cells in the browser. `write_dashboard` writes the page atomically.
+filters re-aggregate the cells in the browser. The Dashboard task adds the page to the day's
+report folder (adperf.files).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ import html
 import json
 import math
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from adperf import atomic
 from adperf.sinks.summary import ZERO_DECIMAL_CURRENCIES
 from adperf.vocabulary import INSTALL_BUCKETS
 
@@ -140,11 +139,6 @@ def build_dashboard_html(data: dict[str, Any]) -> str:
             "</body></html>",
         ]
     )
-
-
-def write_dashboard(folder: Path, page: str) -> Path:
-    """Write `<folder>/dashboard.html` atomically (temp file, fsync, rename)."""
-    return atomic.write_text(Path(folder) / DASHBOARD_FILE, page)
 
 
 def dashboard_link(base_url: str | None, day: str) -> str:

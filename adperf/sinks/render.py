@@ -1,6 +1,6 @@
 """Everything the morning report shows, built once: Slack message, CSV, chart PNG, HTML page.
 
-Pure apart from `write_report_files` (an atomic folder write): frames in, bytes out. The content
+Pure: frames in, bytes out (the shared store, adperf.files, writes them). The content
 hash covers everything a reader sees, so a re-run on the same numbers is recognisably the same
 report and a re-run on restated numbers is recognisably a different one.
 """
@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from adperf import atomic
 from adperf.sinks.chart import build_chart_data, render_chart
 from adperf.sinks.html import build_html_report
 from adperf.sinks.slack import build_campaign_csv, build_slack_message
@@ -181,30 +180,9 @@ def build_quality_notes(
     return notes
 
 
-def write_report_files(root: Path, day: str, files: dict[str, bytes], meta: dict[str, Any]) -> Path:
-    """Write `<root>/reports/date=<day>/` with `files` and `_meta.json` atomically (a rename)."""
-    final = report_path(root, day)
-    with atomic.folder(final) as tmp:
-        for name, content in {
-            **files,
-            META_FILE: json.dumps(meta, sort_keys=True).encode(),
-        }.items():
-            (tmp / name).write_bytes(content)
-    return final
-
-
 def report_path(root: Path, day: str) -> Path:
     """The folder of a day's rendered report."""
     return Path(root) / REPORT_FOLDER / f"date={day}"
-
-
-def read_report_meta(root: Path, day: str) -> dict[str, Any] | None:
-    """The `_meta.json` of a day's rendered report, or None when there is none."""
-    path = report_path(root, day) / META_FILE
-    if not path.is_file():
-        return None
-    meta: dict[str, Any] = json.loads(path.read_text())
-    return meta
 
 
 def _ltv_notes(model: dict[str, Any]) -> list[str]:

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from adperf import atomic
 from adperf.sinks.dashboard import (
-    DASHBOARD_FILE,
     OTHERS,
     build_dashboard_data,
     build_dashboard_html,
     dashboard_link,
-    write_dashboard,
 )
 from adperf.sinks.slack import MAX_BLOCKS, with_dashboard_link
 
@@ -233,22 +228,6 @@ def test_a_name_with_a_closing_script_tag_stays_data() -> None:
     assert embedded and json.loads(embedded.group(1))["campaigns"][0]["label"].startswith(
         "</script>"
     )
-
-
-def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_dashboard(tmp_path, "first")
-    assert (tmp_path / DASHBOARD_FILE).read_text() == "first"
-    write_dashboard(tmp_path, "second")
-    assert (tmp_path / DASHBOARD_FILE).read_text() == "second"
-
-    def killed(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(atomic.os, "replace", killed)  # the one atomic writer
-    with pytest.raises(KeyboardInterrupt):
-        write_dashboard(tmp_path, "third")
-    assert (tmp_path / DASHBOARD_FILE).read_text() == "second"
-    assert os.listdir(tmp_path) == [DASHBOARD_FILE]
 
 
 def test_links_point_at_the_static_host_or_the_path_under_the_data_root() -> None:

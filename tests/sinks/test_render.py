@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
-import json
 import re
 from pathlib import Path
 
@@ -15,10 +14,7 @@ import pytest
 from adperf.sinks.chart import build_chart_data, chained_curve, render_chart
 from adperf.sinks.render import (
     build_quality_notes,
-    read_report_meta,
     render_report,
-    report_path,
-    write_report_files,
 )
 from adperf.sinks.summary import build_totals, change
 
@@ -355,18 +351,6 @@ def test_totals_and_changes() -> None:
     assert change(1.2, 1.0, "ratio") == "+20 pp"
     assert change(5.0, 0.0, "money") == "new"
     assert change(None, 1.0, "money") == change(1.0, None, "ratio") == "n/a"
-
-
-def test_report_folder_is_replaced_atomically(tmp_path: Path) -> None:
-    write_report_files(tmp_path, DAY, {"report.html": b"old", "x.csv": b"1"}, {"content_hash": "a"})
-    write_report_files(tmp_path, DAY, {"report.html": b"new"}, {"content_hash": "b"})
-    folder = report_path(tmp_path, DAY)
-    assert sorted(p.name for p in folder.iterdir()) == ["_meta.json", "report.html"]
-    assert (folder / "report.html").read_bytes() == b"new"
-    assert read_report_meta(tmp_path, DAY) == {"content_hash": "b"}
-    assert read_report_meta(tmp_path, "2026-11-28") is None
-    assert [p.name for p in folder.parent.iterdir()] == [f"date={DAY}"]  # no temp folders left
-    assert json.loads((folder / "_meta.json").read_text()) == {"content_hash": "b"}
 
 
 def test_daily_spend_comes_from_ad_spend_daily_when_it_has_more_days() -> None:
