@@ -315,17 +315,20 @@ def _lake_where(data_root: str) -> str:
 
 
 def _report_lines(day: dt.date, config) -> list[str]:  # type: ignore[no-untyped-def]
-    """Where the day's HTML report is, and where the Slack report went (post or outbox files)."""
-    import json
+    """Where the day's HTML report is, and where the Slack report went (post or outbox files).
 
-    from adperf.sinks.render import HTML_FILE, report_path
+    The report folder and the Slack marker are in the shared store (adperf.files): files_root,
+    or the lake's bucket when the lake is s3:// (its stable-key copies are what people open).
+    """
+    from adperf.files import read_json, report_folder, slack_marker
+    from adperf.sinks.dashboard import DASHBOARD_FILE
+    from adperf.sinks.render import HTML_FILE
 
-    root = config.files_root()
-    lines = [f"report:    {(report_path(root, day.isoformat()) / HTML_FILE).resolve()}"]
+    shared, folder = config.shared_files(), report_folder(day.isoformat())
+    lines = [f"report:    {_lake_where(shared.where(f'{folder}/{HTML_FILE}'))}"]
     # The interactive page beside it (tasks.load.Dashboard): open it in any browser, offline.
-    lines.append(f"dashboard: {(report_path(root, day.isoformat()) / 'dashboard.html').resolve()}")
-    marker_path = root / "slack_posts" / f"{day}.json"
-    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+    lines.append(f"dashboard: {_lake_where(shared.where(f'{folder}/{DASHBOARD_FILE}'))}")
+    marker = read_json(shared, slack_marker(day.isoformat())) or {}
     if marker.get("delivery") == "slack":
         lines.append(f"slack:     posted to {marker['channel']} (ts {marker['ts']})")
     else:

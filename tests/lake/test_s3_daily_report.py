@@ -8,6 +8,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import luigi
 import pytest
@@ -133,6 +134,14 @@ def test_daily_report_on_s3_equals_the_local_run(
         {p.name for p in (s3_root / "files").iterdir()} if (s3_root / "files").exists() else set()
     )
     assert not leftovers & {"reports", "slack_posts"}, leftovers
+    # adperf's summary names them where people open them: the bucket's stable-key copies.
+    from tasks.cli import _report_lines
+
+    summary = _report_lines(END, SimpleNamespace(shared_files=lambda: files))
+    for name in ("report.html", "dashboard.html"):
+        assert f"{prefix}/{report}/{name}" in keys
+        assert f"s3://{store.location.bucket}/{prefix}/{report}/{name}" in "\n".join(summary)
+    assert any("(outbox: set ADPERF_SLACK_TOKEN" in line for line in summary), summary
 
     # The credentials reach no log line of the run (luigi's and adperf's, at DEBUG).
     assert len(lines) > 100
