@@ -5,6 +5,8 @@ same files, in Spark local mode. Slow (a JVM start): pytest -m slow tests/source
 from __future__ import annotations
 
 import gzip
+import os
+import sys
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -30,6 +32,11 @@ def _pyspark() -> None:
 def spark() -> Iterator[object]:
     from pyspark.sql import SparkSession
 
+    # The workers run this interpreter (adperf, duckdb), not the first python3 on PATH: without
+    # it the test passes only inside an activated venv. PySpark reads it from the environment.
+    previous = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+
     session = (
         SparkSession.builder.master("local[2]")
         .appName("adperf-test")
@@ -39,8 +46,14 @@ def spark() -> Iterator[object]:
         .config("spark.sql.files.openCostInBytes", "0")
         .getOrCreate()
     )
-    yield session
-    session.stop()
+    try:
+        yield session
+    finally:
+        session.stop()
+        if previous is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = previous
 
 
 def test_spark_gives_the_duckdb_paths_rows_pseudonyms_and_counts(tmp_path, spark) -> None:
