@@ -17,8 +17,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adperf.schema import INSTALLS, PAYMENTS
 from adperf.transform.cohort import UNKNOWN, build_cohort_roas, build_cohort_roas_segments
+
+from .test_cohort_triangle import lake_frames
 
 DAY = "2026-11-20"
 SPAN = 10  # installs, payments and spend fall on DAY - SPAN .. DAY + 1
@@ -84,17 +85,7 @@ def world(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         }
         for k in range(draw(st.integers(0, 10)))
     ]
-    installs_df = pd.DataFrame(installs).reindex(columns=INSTALLS.columns)
-    installs_df = installs_df.astype({c: "object" for c in INSTALLS.columns if c != "install_time"})
-    payments_df = pd.DataFrame(payments).reindex(columns=PAYMENTS.columns)
-    payments_df = payments_df.astype(
-        {"date": "object", "user_pid": "object", "kind": "object", "amount_micros": "int64"}
-    )
-    columns = ["date", "platform", "campaign_id", "campaign_name", "spend_micros"]
-    spend_df = pd.DataFrame(spend, columns=columns).astype(
-        {**{c: "object" for c in columns[:-1]}, "spend_micros": "int64"}
-    )
-    return installs_df, payments_df, spend_df
+    return lake_frames(installs, payments, spend)
 
 
 def _none(value: Any) -> Any:

@@ -7,6 +7,7 @@ age, and its net revenue is the gross less the refunds, so it falls only by a re
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
@@ -70,18 +71,7 @@ def world(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         }
         for k in range(draw(st.integers(0, 6)))
     ]
-    # Text columns as object and money as int64 even when empty, as the lake's read back.
-    installs_df = pd.DataFrame(installs).reindex(columns=INSTALLS.columns)
-    installs_df = installs_df.astype({c: "object" for c in INSTALLS.columns if c != "install_time"})
-    payments_df = pd.DataFrame(payments).reindex(columns=PAYMENTS.columns)
-    payments_df = payments_df.astype(
-        {"date": "object", "user_pid": "object", "kind": "object", "amount_micros": "int64"}
-    )
-    columns = ["date", "platform", "campaign_id", "campaign_name", "spend_micros"]
-    spend_df = pd.DataFrame(spend, columns=columns).astype(
-        {**{c: "object" for c in columns[:-1]}, "spend_micros": "int64"}
-    )
-    return installs_df, payments_df, spend_df
+    return lake_frames(installs, payments, spend)
 
 
 def triangle(installs: pd.DataFrame, payments: pd.DataFrame, spend: pd.DataFrame) -> pd.DataFrame:
@@ -138,3 +128,21 @@ def test_segments_add_up_to_the_triangle(
     summed = segments.groupby(key, dropna=False)[COUNTS].sum().sort_index()
     pd.testing.assert_frame_equal(summed, whole.set_index(key)[COUNTS].sort_index())
     assert (segments["spend_micros"] >= 0).all()
+
+
+def lake_frames(
+    installs: list[dict[str, Any]], payments: list[dict[str, Any]], spend: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Drawn rows as the lake reads them back: text columns as object and money as int64, even
+    when empty (also for test_cohort_reference)."""
+    installs_df = pd.DataFrame(installs).reindex(columns=INSTALLS.columns)
+    installs_df = installs_df.astype({c: "object" for c in INSTALLS.columns if c != "install_time"})
+    payments_df = pd.DataFrame(payments).reindex(columns=PAYMENTS.columns)
+    payments_df = payments_df.astype(
+        {"date": "object", "user_pid": "object", "kind": "object", "amount_micros": "int64"}
+    )
+    columns = ["date", "platform", "campaign_id", "campaign_name", "spend_micros"]
+    spend_df = pd.DataFrame(spend, columns=columns).astype(
+        {**{c: "object" for c in columns[:-1]}, "spend_micros": "int64"}
+    )
+    return installs_df, payments_df, spend_df
