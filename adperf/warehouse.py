@@ -541,9 +541,15 @@ def read_table(engine: sa.Engine, name: str) -> pd.DataFrame:
 def read_days(engine: sa.Engine, name: str, first: str, last: str) -> pd.DataFrame:
     """Rows of report table `name` whose report day is in [first, last] (none if no table)."""
     table = REPORT_TABLES[name]
+    return _read_between(engine, table, table.c[DAY_COLUMN[name]], first, last)
+
+
+def _read_between(
+    engine: sa.Engine, table: sa.Table, day_col: sa.Column[Any], first: str, last: str
+) -> pd.DataFrame:
+    """`table`'s rows with `day_col` in [first, last]; no rows when the table is not there."""
     if not sa.inspect(engine).has_table(table.name):
         return pd.DataFrame(columns=[c.name for c in table.columns])
-    day_col = table.c[DAY_COLUMN[name]]
     # A warehouse loaded by an older adperf lacks the newer nullable columns until its next
     # load (create_tables adds them): read what is there, the rest as NULL.
     existing = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
@@ -558,15 +564,7 @@ def read_days(engine: sa.Engine, name: str, first: str, last: str) -> pd.DataFra
 def read_action_log(engine: sa.Engine, first: str, last: str) -> pd.DataFrame:
     """action_log rows of the report days [first, last]; none before the first apply. A
     follow-up or a week's cap needs a few days of it, not the log since the first day."""
-    if not sa.inspect(engine).has_table(action_log.name):
-        return pd.DataFrame(columns=[c.name for c in action_log.columns])
-    existing = {c["name"] for c in sa.inspect(engine).get_columns(action_log.name)}
-    with engine.connect() as conn:
-        query = sa.select(*[c for c in action_log.columns if c.name in existing]).where(
-            action_log.c.date.between(_day(first), _day(last))
-        )
-        frame = pd.read_sql(query, conn)
-    return frame.reindex(columns=[c.name for c in action_log.columns])
+    return _read_between(engine, action_log, action_log.c.date, first, last)
 
 
 def _micros_to_decimal(v: Any) -> Decimal | None:
