@@ -1,13 +1,15 @@
 """The lake: one Parquet partition per (dataset, period), written atomically.
 
 Layout: `<root>/<dataset>/<key>=<value>/part-0.parquet` plus `_meta.json` (row counts and
-quarantine counts of the run that wrote it). `root` is a local folder (a `Path`) or an object
-store (`adperf.objstore.S3Bucket`, for `data_root = s3://bucket/prefix`); every function here
-works on both through `adperf.objstore.Backend`. In a folder, a partition is complete exactly
-when its folder exists: it is written in a temp folder beside it and renamed into place, so a
-killed writer leaves only a `_tmp-*` folder, which readers ignore and the next write of the
-dataset removes. In a bucket, a partition is complete when its manifest, written last with a
-conditional PutObject, names its data object (docs/lake.md).
+quarantine counts of the run that wrote it). A partition combined from others (`combine`: a
+day's events from its shards) has their files as `part-0.parquet`, `part-1.parquet`, … in row
+order, taken as they are (no decode, no re-encode). `root` is a local folder (a `Path`) or an
+object store (`adperf.objstore.S3Bucket`, for `data_root = s3://bucket/prefix`); every function
+here works on both through `adperf.objstore.Backend`. In a folder, a partition is complete
+exactly when its folder exists: it is written in a temp folder beside it and renamed into
+place, so a killed writer leaves only a `_tmp-*` folder, which readers ignore and the next
+write of the dataset removes. In a bucket, a partition is complete when its manifest, written
+last with a conditional PutObject, names its data objects (docs/lake.md).
 
 A partition holding user pseudonyms (`*_pid` columns) records the HMAC key version it was
 pseudonymized under (`pseudonym_key_version` in `_meta.json`); given the current version,
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -253,6 +255,52 @@ def _write(
             info[KEY_VERSION_META] = key_version
         (tmp / META_FILE).write_bytes(meta_bytes(info))
         store.publish(part, tmp)
+    except BaseException:
+        store.discard(tmp)
+        raise
+    return store.path(part) if isinstance(store, LocalFolder) else store.where(part)
+
+
+def combine(
+    root: Root,
+    dataset: str,
+    key: str,
+    value: str,
+    sources: Sequence[tuple[str, str, str]],
+    *,
+    meta: dict[str, Any] | None = None,
+    key_version: str | None = None,
+) -> Path | str:
+    """Publish one partition whose rows are those of complete partitions `sources` ((dataset,
+    key, value) each, same schema), in order, without decoding them: their data files become
+    its data files (linked or copied inside the store), committed whole as any write.
+
+    Sources holding pseudonyms must all be of `key_version` (KeyVersionMismatch otherwise),
+    which the combined partition records; rows are the sources' recorded rows summed.
+    """
+    store, part = backend(root), _part(dataset, key, value)
+    versions = [_require(store, *source) for source in sources]
+    if not versions:
+        raise ValueError(f"lake.combine: no sources for {part}")
+    found: dict[str, str | None] = {}
+    rows = 0
+    for source, version in zip(sources, versions, strict=True):
+        name = _part(*source)
+        holds, recorded = _check_version(store, version, name, key_version)
+        if holds:
+            found[name] = recorded
+        if version.meta is None or "rows" not in version.meta:
+            raise ValueError(f"lake.combine: {name} records no row count")
+        rows += int(version.meta["rows"])
+    if len(set(found.values())) > 1:
+        raise MixedKeyVersions(dataset, found)
+    tmp = store.stage(part)
+    try:
+        info = {"dataset": dataset, key: value, "rows": rows, **(meta or {})}
+        if found:
+            info[KEY_VERSION_META] = next(iter(found.values()))
+        (tmp / META_FILE).write_bytes(meta_bytes(info))
+        store.publish_copies(part, tmp, versions)
     except BaseException:
         store.discard(tmp)
         raise

@@ -22,11 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -45,9 +46,20 @@ TMP_PREFIX = atomic.FOLDER_TMP_PREFIX
 # A temp folder or an unreferenced data object older than this is from a dead writer or a
 # superseded version no reader still reads (a live writer or reader finishes in minutes).
 STALE_SECONDS = 6 * 3600
+# CopyObject copies objects up to 5 GiB in one request (AWS's limit).
+_COPY_OBJECT_LIMIT = 5 << 30
 # Commits lost to another writer of the same partition before giving up (each retry re-reads
 # the manifest, so only a writer that keeps losing a race this often fails).
 COMMIT_ATTEMPTS = 8
+
+
+def data_file(i: int) -> str:
+    """The name of a local partition's i-th data file (`DATA_FILE` is the 0th)."""
+    return f"part-{i}.parquet"
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 class LakeCommitConflict(RuntimeError):
@@ -74,10 +86,12 @@ _REFUSALS = {
 @dataclass(frozen=True)
 class Version:
     """One complete version of a partition: its meta (None: a local partition written before
-    `_meta.json` existed) and where its data file is (a local path or an object key)."""
+    `_meta.json` existed) and where its data files are (local paths or object keys), in row
+    order. Usually one; a partition combined from others' files (`Backend.publish_copies`,
+    e.g. a day's events from its shards) has one per source file, never re-encoded."""
 
     meta: dict[str, Any] | None
-    data: str
+    files: tuple[str, ...]
 
 
 class Backend(Protocol):
@@ -93,6 +107,12 @@ class Backend(Protocol):
 
     def publish(self, part: str, staged: Path) -> None:
         """Make the staged files the partition's one current version, atomically."""
+        ...
+
+    def publish_copies(self, part: str, staged: Path, sources: Sequence[Version]) -> None:
+        """Publish the staged `_meta.json` with the data files of `sources` (complete versions
+        of other partitions of this store), in order, as the partition's one current version,
+        atomically. The files are linked or copied inside the store, never decoded."""
         ...
 
     def discard(self, staged: Path) -> None:
@@ -112,7 +132,7 @@ class Backend(Protocol):
         ...
 
     def read_data(self, version: Version) -> bytes:
-        """The Parquet file of one version, as bytes."""
+        """The Parquet files of one version, as bytes (one after the other: for hashing)."""
         ...
 
     def nbytes(self, version: Version) -> int:
@@ -149,6 +169,18 @@ class LocalFolder:
     def publish(self, part: str, staged: Path) -> None:
         atomic.publish_folder(staged, self.path(part), prefix=TMP_PREFIX)
 
+    def publish_copies(self, part: str, staged: Path, sources: Sequence[Version]) -> None:
+        files = [f for source in sources for f in source.files]
+        for i, src in enumerate(files):
+            out = staged / data_file(i)
+            # A hard link: published files are never written again (a rewrite renames a new
+            # folder in), so the link shares bytes that cannot change under it.
+            try:
+                os.link(src, out)
+            except OSError:  # another file system, or links refused: a plain copy
+                shutil.copyfile(src, out)
+        self.publish(part, staged)
+
     def discard(self, staged: Path) -> None:
         atomic.discard_folder(staged)
 
@@ -160,19 +192,22 @@ class LocalFolder:
             meta = json.loads((folder / META_FILE).read_text())
         except FileNotFoundError:
             meta = None
-        return Version(meta, str(folder / DATA_FILE))
+        files = [str(folder / DATA_FILE)]
+        while (folder / data_file(len(files))).is_file():
+            files.append(str(folder / data_file(len(files))))
+        return Version(meta, tuple(files))
 
     def read_table(self, version: Version) -> pa.Table:
-        return pq.read_table(version.data)
+        return _concat([pq.read_table(f) for f in version.files])
 
     def read_schema(self, version: Version) -> pa.Schema:
-        return pq.read_schema(version.data)
+        return pq.read_schema(version.files[0])
 
     def read_data(self, version: Version) -> bytes:
-        return Path(version.data).read_bytes()
+        return b"".join(Path(f).read_bytes() for f in version.files)
 
     def nbytes(self, version: Version) -> int:
-        folder = Path(version.data).parent
+        folder = Path(version.files[0]).parent
         return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
@@ -330,11 +365,44 @@ class S3Bucket:
         self.discard(staged)
         self.collect(part)
 
-    def _commit(self, part: str, data_key: str, meta: dict[str, Any]) -> None:
-        """Commit the partition's manifest naming `data_key` as its one current object."""
+    def publish_copies(self, part: str, staged: Path, sources: Sequence[Version]) -> None:
+        with self._refusals(self.where(part)):
+            meta = json.loads((staged / META_FILE).read_text())
+            writer = uuid.uuid4().hex
+            keys = []
+            for i, src in enumerate(f for source in sources for f in source.files):
+                # A copy inside the store (no bytes through this process), under this
+                # partition's own prefix: the source partition's later rewrites collect its
+                # objects, never these.
+                key = self.location.key(f"{part}/_data/{writer}-{i}.parquet")
+                self._copy(src, key)
+                keys.append(key)
+            self._commit(part, keys, meta)
+            self.discard(staged)
+            self.collect(part)
+
+    def _copy(self, src: str, key: str) -> None:
+        bucket = self.location.bucket
+        size = int(self.client.head_object(Bucket=bucket, Key=src)["ContentLength"])
+        if size <= _COPY_OBJECT_LIMIT:
+            source = {"Bucket": bucket, "Key": src}
+            self.client.copy_object(Bucket=bucket, Key=key, CopySource=source)
+        else:  # CopyObject takes up to 5 GiB; the managed copy goes part by part
+            self.client.copy({"Bucket": bucket, "Key": src}, bucket, key)
+
+    def _commit(self, part: str, data_keys: str | list[str], meta: dict[str, Any]) -> None:
+        """Commit the partition's manifest naming `data_keys` as its current objects: one
+        (`data`, as every partition written whole) or several in row order (`parts`)."""
+        fields: dict[str, Any] = {"meta": meta}
+        if isinstance(data_keys, str):
+            fields["data"] = data_keys
+        else:
+            # Not `data` with a list: a reader that knows only `data` fails loudly on this
+            # manifest rather than reading one file of several.
+            fields["parts"] = list(data_keys)
 
         def content(previous: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-            return {"data": data_key, "meta": meta}, sorted(live_keys(previous))
+            return fields, sorted(live_keys(previous))
 
         self.commit_manifest(part, content)
 
@@ -438,34 +506,44 @@ class S3Bucket:
         if found is None:
             return None
         manifest = found[0]
-        return Version(dict(manifest["meta"]), str(manifest["data"]))
+        files = manifest["parts"] if "parts" in manifest else [manifest["data"]]
+        return Version(dict(manifest["meta"]), tuple(str(f) for f in files))
 
     @contextlib.contextmanager
-    def _download(self, version: Version) -> Iterator[IO[bytes]]:
-        """The data object in a temp file (in memory up to 64 MB). Ranged GETs of an immutable
+    def _download(self, key: str) -> Iterator[IO[bytes]]:
+        """One data object in a temp file (in memory up to 64 MB). Ranged GETs of an immutable
         object: a rewrite commits a new object and never changes this one."""
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as out:
-            with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
-                self.client.download_fileobj(self.location.bucket, version.data, out)
+            with self._refusals(f"s3://{self.location.bucket}/{key}"):
+                self.client.download_fileobj(self.location.bucket, key, out)
             out.seek(0)
             yield out
 
     def read_data(self, version: Version) -> bytes:
-        with self._download(version) as data:
-            return data.read()
+        chunks = []
+        for key in version.files:
+            with self._download(key) as data:
+                chunks.append(data.read())
+        return b"".join(chunks)
 
     def read_table(self, version: Version) -> pa.Table:
-        with self._download(version) as data:
-            return pq.read_table(data)
+        tables = []
+        for key in version.files:
+            with self._download(key) as data:
+                tables.append(pq.read_table(data))
+        return _concat(tables)
 
     def read_schema(self, version: Version) -> pa.Schema:
-        with self._download(version) as data:
+        with self._download(version.files[0]) as data:
             return pq.read_schema(data)
 
     def nbytes(self, version: Version) -> int:
-        with self._refusals(f"s3://{self.location.bucket}/{version.data}"):
-            head = self.client.head_object(Bucket=self.location.bucket, Key=version.data)
-        return int(head["ContentLength"])
+        total = 0
+        for key in version.files:
+            with self._refusals(f"s3://{self.location.bucket}/{key}"):
+                head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+            total += int(head["ContentLength"])
+        return total
 
 
 def live_keys(manifest: dict[str, Any] | None) -> set[str]:
@@ -474,6 +552,8 @@ def live_keys(manifest: dict[str, Any] | None) -> set[str]:
         return set()
     if "files" in manifest:
         return {str(k) for k in manifest["files"].values()}
+    if "parts" in manifest:
+        return {str(k) for k in manifest["parts"]}
     return {str(manifest["data"])}
 
 

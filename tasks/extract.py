@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import sys
 import time
@@ -29,6 +30,8 @@ from tasks.base import (
     _write_json,
 )
 from tasks.targets import LakePartition
+
+log = logging.getLogger(__name__)
 
 
 class AdSpend(LakeTask):
@@ -382,7 +385,9 @@ class LogFiles(luigi.ExternalTask):
 
 
 class EventLogsShard(LakeTask):
-    """The events of one shard's share of a report day's log bytes (see `plan_pieces`)."""
+    """The events of one shard's share of a report day's log bytes (see `plan_pieces`), with
+    that share's match edges and hashes, which let the merge combine the shards' files as
+    they are (`adperf.sources.logs.merge_shard_partitions`)."""
 
     date = luigi.DateParameter(description="report day")
     shard = luigi.IntParameter(description="shard number, 0..shards-1")
@@ -391,15 +396,32 @@ class EventLogsShard(LakeTask):
     def requires(self) -> LogFiles:
         return LogFiles(date=self.date)
 
-    def output(self) -> LakePartition:
-        return LakePartition(config.data_root(), self._folder(), "date", _iso(self.date))
+    def output(self) -> dict[str, LakePartition]:
+        from adperf.sources.logs import SHARD_EDGES, SHARD_HASHES, shard_folder
 
-    def _folder(self) -> str:
-        return f"events_shards/shards={self.shards}/shard={self.shard}"
+        names = {"events": EVENTS.name, "edges": SHARD_EDGES, "hashes": SHARD_HASHES}
+        return {
+            k: LakePartition(
+                config.data_root(),
+                shard_folder(v, self.shard, self.shards),
+                "date",
+                _iso(self.date),
+            )
+            for k, v in names.items()
+        }
+
+    def complete(self) -> bool:
+        # The three were written by one run (a run killed between them, then the logs
+        # changed and a rerun killed again, would otherwise pair one run's events with
+        # another's hashes).
+        targets = list(self.output().values())
+        if not all(t.exists() for t in targets):
+            return False
+        return len({t.meta().get("shard_run") for t in targets}) == 1
 
     def run(self) -> None:
         self.progress(0, f"reading the logs of {self.date}, shard {self.shard + 1}/{self.shards}")
-        _write_events(self._folder(), self.date, self.shard, self.shards)
+        _write_events(self.date, self.shard, self.shards)
 
 
 class EventLogs(LakeTask):
@@ -428,28 +450,23 @@ class EventLogs(LakeTask):
         )
 
     def run(self) -> None:
-        from adperf.sources.logs import MATCH_EDGES, MatchEdges, merge_shards
+        from adperf.sources.logs import merge_shard_partitions
 
         if config.logs().engine == "spark":
             return  # EventLogsSpark wrote this task's partitions
-        if config.logs().shards <= 1:
-            _write_events(EVENTS.name, self.date)
+        shards = config.logs().shards
+        if shards <= 1:
+            _write_events(self.date)
             return
-        parts = self.input()
-        self.progress(50, f"merging {len(parts)} shards of {self.date}")
-        table, counts = merge_shards(
-            [_read_arrow(p) for p in parts],
-            [p.meta() for p in parts],
-            day=self.date,
+        self.progress(50, f"merging {shards} shards of {self.date}")
+        how = merge_shard_partitions(
+            config.data_root(),
+            self.date,
+            shards,
+            key_version=config.hmac_key_version(),
             max_bad_fraction=config.logs().max_bad_fraction,
         )
-        edges = MatchEdges(self.date)
-        edges.add(table)
-        for name, data, meta in ((MATCH_EDGES, edges.table(), None), (EVENTS.name, table, counts)):
-            lake.write_table(
-                config.data_root(), name, "date", _iso(self.date), data, meta=meta,
-                key_version=config.hmac_key_version(),
-            )  # fmt: skip
+        log.info("events of %s: %d shards merged (%s)", self.date, shards, how)
 
 
 class EventLogsSpark(PySparkTask):
@@ -536,19 +553,10 @@ class EventLogsSpark(PySparkTask):
                              key_version=key_version)  # fmt: skip
 
 
-def _read_arrow(target: LakePartition) -> Any:
-    """One lake partition as an Arrow table (no pandas on the way), of the current key version."""
-    # Through the lake, not the partition's path: on an s3:// root there is no local file.
-    return lake.read_arrow(
-        target.root, target.folder, target.key, target.value, key_version=config.hmac_key_version()
-    )
-
-
-def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) -> None:
-    """Read the day's server logs and write its EVENTS partition (of one shard) to `folder`,
-    batch by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf); the whole
-    day's match edges too."""
-    from adperf.sources.logs import MATCH_EDGES, DayEvents
+def _write_events(day: dt.date, shard: int = 0, shards: int = 1) -> None:
+    """Read the day's server logs (or one shard's share) and write them to the lake, batch
+    by batch: pseudonyms are made while Parquet encodes (bench: logs.adperf)."""
+    from adperf.sources.logs import DayEvents, write_day
 
     with DayEvents(
         endpoints.logs_path(day),
@@ -559,18 +567,4 @@ def _write_events(folder: str, day: dt.date, shard: int = 0, shards: int = 1) ->
         shard=shard,
         shards=shards,
     ) as events:
-        lake.write_batches(
-            config.data_root(),
-            folder,
-            "date",
-            _iso(day),
-            EVENTS.schema,
-            events.batches(),
-            meta=events.counts,
-            key_version=config.hmac_key_version(),
-        )
-        if shards == 1:
-            lake.write_table(
-                config.data_root(), MATCH_EDGES, "date", _iso(day), events.edges.table(),
-                key_version=config.hmac_key_version(),
-            )  # fmt: skip
+        write_day(config.data_root(), events, key_version=config.hmac_key_version())

@@ -6,6 +6,7 @@ import pytest
 
 from adperf import lake
 from adperf.errors import SchemaError
+from adperf.pseudonym import KeyVersionMismatch, MixedKeyVersions
 from adperf.schema import PAYMENTS
 
 
@@ -147,3 +148,41 @@ def test_read_ahead_stops_its_producer_when_the_consumer_stops():
     assert not any(t.name == "adperf-read-ahead" for t in threading.enumerate())
     assert len(produced) < 10  # at most a few items ahead, never the whole source
     assert list(lake.read_ahead(iter([]))) == []
+
+
+def test_combine_publishes_the_sources_files_as_one_partition_in_order(tmp_path):
+    for i, n in enumerate((2, 0, 3)):
+        df = _payments(n).assign(payment_id=[f"{i}-{k}" for k in range(n)])
+        lake.write_partition(
+            tmp_path, PAYMENTS, "date", f"s{i}", df, key_version="1", allow_empty=True
+        )
+    sources = [("payments", "date", f"s{i}") for i in range(3)]
+    lake.combine(
+        tmp_path, "payments", "date", "2026-11-27", sources, meta={"x": 1}, key_version="1"
+    )
+    back = lake.read_partition(tmp_path, "payments", "date", "2026-11-27", key_version="1")
+    assert back["payment_id"].tolist() == ["0-0", "0-1", "2-0", "2-1", "2-2"]
+    meta = lake.read_meta(tmp_path, "payments", "date", "2026-11-27")
+    assert (meta["rows"], meta["x"], meta["pseudonym_key_version"]) == (5, 1, "1")
+    folder = lake.partition_path(tmp_path, "payments", "date", "2026-11-27")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "_meta.json", "part-0.parquet", "part-1.parquet", "part-2.parquet"
+    ]  # fmt: skip
+    # A source rewritten later leaves the combined partition as it was (its own links).
+    lake.write_partition(tmp_path, PAYMENTS, "date", "s0", _payments(9), key_version="1")
+    assert len(lake.read_partition(tmp_path, "payments", "date", "2026-11-27")) == 5
+    # Sources of another key version are refused, and nothing is published.
+    lake.write_partition(tmp_path, PAYMENTS, "date", "s9", _payments(1), key_version="2")
+    with pytest.raises(KeyVersionMismatch):
+        lake.combine(
+            tmp_path,
+            "payments",
+            "date",
+            "d2",
+            [*sources, ("payments", "date", "s9")],
+            key_version="1",
+        )
+    with pytest.raises(MixedKeyVersions):
+        lake.combine(tmp_path, "payments", "date", "d2", [*sources, ("payments", "date", "s9")])
+    assert not lake.partition_exists(tmp_path, "payments", "date", "d2")
+    assert not any(p.name.startswith(lake.TMP_PREFIX) for p in (tmp_path / "payments").iterdir())

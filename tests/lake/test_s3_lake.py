@@ -134,6 +134,44 @@ def test_a_rewrite_replaces_the_day_in_one_commit(
     assert len(lake.read_partition(s3_lake, "payments", "date", DAY)) == 4
 
 
+def test_combine_copies_the_sources_objects_into_one_commit(
+    s3_lake: S3Bucket, s3_server: S3Server, s3_prefix: str, tmp_path: Path
+) -> None:
+    sources = []
+    for i, n in enumerate((2, 3)):
+        df = _payments(n).assign(payment_id=[f"{i}-{k}" for k in range(n)])
+        for root in (s3_lake, tmp_path):
+            lake.write_partition(root, PAYMENTS, "date", f"s{i}", df, key_version="1")
+        sources.append(("payments", "date", f"s{i}"))
+    for root in (s3_lake, tmp_path):
+        lake.combine(root, "payments", "date", DAY, sources, meta={"x": 1}, key_version="1")
+    got = lake.read_partition(s3_lake, "payments", "date", DAY, key_version="1")
+    pd.testing.assert_frame_equal(got, lake.read_partition(tmp_path, "payments", "date", DAY))
+    assert got["payment_id"].tolist() == ["0-0", "0-1", "1-0", "1-1", "1-2"]
+    assert lake.read_meta(s3_lake, "payments", "date", DAY) == lake.read_meta(
+        tmp_path, "payments", "date", DAY
+    )
+    assert lake.read_file(s3_lake, "payments", "date", DAY, lake.DATA_FILE) == lake.read_file(
+        tmp_path, "payments", "date", DAY, lake.DATA_FILE
+    )  # both files' bytes, in order, on either backend
+    manifest = _manifest(s3_lake, "payments", DAY)
+    assert "data" not in manifest and len(manifest["parts"]) == 2
+    assert _data_objects(s3_lake, "payments", DAY) == sorted(manifest["parts"])
+    assert lake.partition_nbytes(s3_lake, "payments", "date", DAY) == sum(
+        lake.partition_nbytes(s3_lake, *s) for s in sources
+    )
+    # Copies of its own: the sources rewritten and their old objects collected, it still reads.
+    hasty = s3_server.connect(s3_prefix, stale_seconds=0)
+    for _, _, value in sources:
+        for _ in range(2):
+            lake.write_partition(hasty, PAYMENTS, "date", value, _payments(1), key_version="1")
+    assert len(lake.read_partition(s3_lake, "payments", "date", DAY)) == 5
+    # A combine over it (e.g. the day merged again) is one more commit, the old parts retired.
+    lake.combine(hasty, "payments", "date", DAY, sources, key_version="1")
+    assert len(lake.read_partition(s3_lake, "payments", "date", DAY)) == 2
+    assert _manifest(s3_lake, "payments", DAY)["generation"] == 2
+
+
 def test_the_server_refuses_a_stale_or_duplicate_commit(s3_lake: S3Bucket) -> None:
     """The design rests on the server honouring If-None-Match / If-Match on PutObject."""
     from botocore.exceptions import ClientError

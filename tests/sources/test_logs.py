@@ -3,20 +3,21 @@ import gzip
 import json
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
+from adperf import lake
 from adperf.errors import SourceError
 from adperf.pseudonym import pseudonymize_one
-from adperf.schema import EVENTS
 from adperf.sources.logs import (
+    MATCH_EDGES,
     DayEvents,
-    MatchEdges,
     Piece,
     fetch_events,
     line_aligned,
-    merge_shards,
+    merge_shard_partitions,
     plan_pieces,
+    shard_folder,
+    write_day,
 )
 
 KEY = b"k"
@@ -120,9 +121,11 @@ def test_several_files_multi_member_gzip_and_plain(tmp_path):
     ]
 
 
-def _shard_day(tmp_path, pattern, shards, **kw):
-    """The day read by `shards` shards and merged, as the pipeline's EventLogs does."""
-    parts, counts, edges = [], [], []
+def _shard_day(tmp_path, pattern, shards, root=None, **kw):
+    """The day read by `shards` shards into a lake and merged there, as the pipeline's
+    EventLogsShard and EventLogs tasks do: (events, counts, the shards' events, the day's
+    match edges, how the merge went)."""
+    root = tmp_path / "lake" if root is None else root
     for shard in range(shards):
         with DayEvents(
             str(tmp_path / pattern),
@@ -133,15 +136,30 @@ def _shard_day(tmp_path, pattern, shards, **kw):
             shards=shards,
             **kw,
         ) as ev:
-            parts.append(pa.Table.from_batches(list(ev.batches()), schema=EVENTS.schema))
-            counts.append(dict(ev.counts))
-            edges.append(ev.edges.table())
-    table, merged = merge_shards(parts, counts, day=DAY, **kw)
-    day_edges = MatchEdges(DAY)
-    day_edges.add(table)
-    df = table.to_pandas()
+            write_day(root, ev, key_version="1")
+    how = merge_shard_partitions(root, DAY, shards, key_version="1", **kw)
+    iso = DAY.isoformat()
+    parts = [
+        lake.read_arrow(root, shard_folder("events", k, shards), "date", iso) for k in range(shards)
+    ]
+    df = lake.read_arrow(root, "events", "date", iso, key_version="1").to_pandas()
     df["premium"] = df["premium"].astype("boolean")
-    return df, merged, parts, day_edges.table()
+    meta = lake.read_meta(root, "events", "date", iso)
+    merged = {
+        k: meta[k]
+        for k in (
+            "lines",
+            "bad",
+            "out_of_day",
+            "other_events",
+            "duplicates",
+            "files",
+            "truncated_files",
+        )
+    }
+    assert meta["rows"] == len(df) and meta["pseudonym_key_version"] == "1"
+    edges = lake.read_arrow(root, MATCH_EDGES, "date", iso, key_version="1")
+    return df, merged, parts, edges, how
 
 
 def test_plan_pieces_cut_plain_files_by_bytes_and_never_a_gzip(tmp_path):
@@ -204,7 +222,8 @@ def test_n_shards_give_exactly_the_rows_pseudonyms_and_counts_of_one(tmp_path, s
     )
     assert counts["duplicates"] == 3 and counts["bad"] == 1 and counts["out_of_day"] == 1
     assert counts["lines"] == 303 and len(whole) == 297 and _balanced(counts, len(whole))
-    df, merged, parts, edges = _shard_day(tmp_path, pattern, shards, max_bad_fraction=0.1)
+    df, merged, parts, edges, how = _shard_day(tmp_path, pattern, shards, max_bad_fraction=0.1)
+    assert how == "rewritten"  # body[3] is in two shards: the merge reads every row
     pd.testing.assert_frame_equal(df, whole)
     assert merged == counts
     with DayEvents(
@@ -231,7 +250,7 @@ def test_the_merge_checks_the_share_of_bad_lines_on_the_whole_day(tmp_path):
     with pytest.raises(SourceError, match=r"2 of 52 lines are malformed"):
         _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.03)
     # The first shard alone holds both bad lines (2 of 26 > 3%); the day is under: no error.
-    df, merged, _, _ = _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.05)
+    df, merged, _, _, _ = _shard_day(tmp_path, "{date}.jsonl", 2, max_bad_fraction=0.05)
     assert len(df) == 50 and merged["bad"] == 2
 
 
@@ -297,3 +316,46 @@ def test_kept_lines_are_checked_to_come_back_in_file_order(tmp_path, monkeypatch
     )
     with pytest.raises(RuntimeError, match="another order"):
         _fetch(tmp_path)
+
+
+@pytest.mark.parametrize("pair_in_both", [False, True], ids=["distinct-pairs", "pair-in-both"])
+def test_shards_that_share_no_line_are_combined_file_by_file(tmp_path, pair_in_both):
+    # Two plain files of equal size: shard 0 reads the first, shard 1 the second. No line is
+    # in both; with `pair_in_both` one (user, peer) pair is matched in each shard.
+    def line(i: int, peer: int) -> bytes:
+        ts = f"2026-11-27T12:{i // 60 % 60:02d}:{i % 60:02d}+09:00"
+        return _line(
+            ts, user=f"usr_{i:04d}", peer_id=f"usr_{peer:04d}", props={"premium": i % 2 == 0}
+        )
+
+    first = [line(i, i + 1) for i in range(100)]
+    second = [line(i, i + 1) for i in range(100, 200)]
+    if pair_in_both:  # usr_0002 matches usr_0003 (premium) again, an hour later
+        second[50] = line(2, 3).replace(b"T12:", b"T13:")
+    (tmp_path / "2026-11-27-a.jsonl").write_bytes(b"".join(first))
+    (tmp_path / "2026-11-27-b.jsonl").write_bytes(b"".join(second))
+    pattern = "2026-11-27-*"
+    files = sorted(tmp_path.glob(pattern))
+    assert [p.path for p in sum(plan_pieces(files, 2), [])] == files  # a file per shard
+    whole, counts = fetch_events(
+        str(tmp_path / pattern), day=DAY, timezone="Asia/Seoul", hmac_key=KEY
+    )
+    df, merged, parts, edges, how = _shard_day(tmp_path, pattern, 2)
+    assert how == ("edges merged" if pair_in_both else "combined")
+    pd.testing.assert_frame_equal(df, whole)
+    assert merged == counts and [p.num_rows for p in parts] == [100, 100]
+    with DayEvents(str(tmp_path / pattern), day=DAY, timezone="Asia/Seoul", hmac_key=KEY) as ev:
+        list(ev.batches())
+        assert edges.equals(ev.edges.table())  # the same rows, in the same order
+    assert len(edges) == 200 - pair_in_both and edges["matches"].to_pylist()[2] == 1 + pair_in_both
+    # The day's events are the shards' own files, linked, not written again.
+    folder = lake.partition_path(tmp_path / "lake", "events", "date", DAY.isoformat())
+    shard0 = lake.partition_path(
+        tmp_path / "lake", shard_folder("events", 0, 2), "date", DAY.isoformat()
+    )
+    assert sorted(f.name for f in folder.glob("part-*")) == ["part-0.parquet", "part-1.parquet"]
+    assert (folder / "part-0.parquet").stat().st_ino == (shard0 / "part-0.parquet").stat().st_ino
+    edge_files = lake.partition_path(tmp_path / "lake", MATCH_EDGES, "date", DAY.isoformat()).glob(
+        "part-*"
+    )
+    assert len(list(edge_files)) == (1 if pair_in_both else 2)
