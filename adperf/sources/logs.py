@@ -40,10 +40,14 @@ of the day's bytes in file order, whole files or byte ranges of plain files (a g
 entered mid-stream, so it is never cut). A range starts after the first newline at or after
 its first byte (unless that byte starts a line) and ends with the line holding its last byte,
 so each line is read by exactly one shard: the shard its first byte falls in. Each shard
-drops the repeats it sees itself; `merge_shards` concatenates the shards in order (file
-order, as one shard reads it), drops repeats across shards, and sums the counts, so N shards
-give exactly the rows, pseudonyms and counts of one. The share of malformed lines is checked
-on the whole day, at the merge.
+drops the repeats it sees itself and writes its events, its match edges and their hashes
+(`write_day`). The merge (`merge_shard_partitions`) compares the shards' hashes only: usually
+no line and no (user, peer) pair is in two shards, and the day's partitions are then the
+shards' own files, one after the other (`lake.combine`: nothing decoded or encoded again);
+pairs in two shards make it merge and write the edges only; a line in two shards sends the day
+through `merge_shards`, which reads every row and drops the repeats across shards. Either way N
+shards give exactly the rows, pseudonyms, edges and counts of one. The share of malformed lines
+is checked on the whole day, at the merge.
 
 The extract also counts the day's matches per (user, peer, premium) (`MatchEdges`): the
 `match_edges` dataset, which Contribution reads for its 28-day window instead of the events.
