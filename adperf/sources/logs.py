@@ -42,11 +42,12 @@ its first byte (unless that byte starts a line) and ends with the line holding i
 so each line is read by exactly one shard: the shard its first byte falls in. Each shard
 drops the repeats it sees itself and writes its events, its match edges and their hashes
 (`write_day`). The merge (`merge_shard_partitions`) compares the shards' hashes only: usually
-no line and no (user, peer) pair is in two shards, and the day's partitions are then the
-shards' own files, one after the other (`lake.combine`: nothing decoded or encoded again);
-pairs in two shards make it merge and write the edges only; a line in two shards sends the day
-through `merge_shards`, which reads every row and drops the repeats across shards. Either way N
-shards give exactly the rows, pseudonyms, edges and counts of one. The share of malformed lines
+no line is in two shards, and the day's partitions are then the shards' own files, one after
+the other (`lake.combine`: nothing decoded or encoded again); the edges are then the shards'
+partial aggregates (a pair matched in two shards has a row in each). A line in two shards
+sends the day through `merge_shards`, which reads every row and drops the repeats across
+shards. Either way N shards give exactly the rows, pseudonyms and counts of one, and the same
+matches per pair. The share of malformed lines
 is checked on the whole day, at the merge.
 
 The extract also counts the day's matches per (user, peer, premium) (`MatchEdges`): the
@@ -241,14 +242,10 @@ def merge_shards(
 
 
 #: A shard's side outputs, beside its events (`shard_folder(EVENTS.name, k, n)`): its match
-#: edges (MATCH_EDGES rows of its share) and its hashes (kind ROW_HASHES: its kept lines';
-#: EDGE_HASHES: its edges' keys; each sorted and distinct).
+#: edges (MATCH_EDGES rows of its share) and the hashes of its kept lines (sorted, distinct).
 SHARD_EDGES = "match_edges_shards"
 SHARD_HASHES = "events_shards_hashes"
-ROW_HASHES, EDGE_HASHES = 0, 1
-SHARD_HASHES_SCHEMA = pa.schema(
-    [pa.field("kind", pa.uint8(), nullable=False), pa.field("h", pa.uint64(), nullable=False)]
-)
+SHARD_HASHES_SCHEMA = pa.schema([pa.field("h", pa.uint64(), nullable=False)])
 #: What made the hashes: shards' hashes are compared only when all were made the same way.
 HASH_FUNCTION = f"duckdb {duckdb.__version__} hash"
 
@@ -257,22 +254,6 @@ def shard_folder(dataset: str, shard: int, shards: int) -> str:
     """Where shard `shard` of `shards` keeps its part of `dataset` (events, edges, hashes)."""
     folder = "events_shards" if dataset == EVENTS.name else dataset
     return f"{folder}/shards={shards}/shard={shard}"
-
-
-def shard_hashes(rows: np.ndarray, edges: np.ndarray) -> pa.Table:
-    """A shard's hashes table: its kept lines' (`DayEvents.row_hashes`) and its edge keys'."""
-    return pa.table(
-        {
-            "kind": np.concatenate(
-                [
-                    np.full(len(rows), ROW_HASHES, np.uint8),
-                    np.full(len(edges), EDGE_HASHES, np.uint8),
-                ]
-            ),
-            "h": np.concatenate([rows, edges]).astype(np.uint64),
-        },
-        schema=SHARD_HASHES_SCHEMA,
-    )
 
 
 def shared_hashes(per_shard: Sequence[np.ndarray]) -> int:
@@ -305,7 +286,7 @@ def write_day(root: lake.Root, events: DayEvents, *, key_version: str) -> None:
     # Last: a shard is complete once its hashes are there (tasks: EventLogsShard.complete).
     lake.write_table(
         root, folder(SHARD_HASHES), "date", iso,
-        shard_hashes(events.row_hashes(), events.edges.key_hashes),
+        pa.table({"h": events.row_hashes()}, schema=SHARD_HASHES_SCHEMA),
         meta=run | {"hash_function": HASH_FUNCTION},
     )  # fmt: skip
 
@@ -319,15 +300,16 @@ def merge_shard_partitions(
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
 ) -> str:
     """Write the day's EVENTS and MATCH_EDGES partitions from its `shards` shards' partitions,
-    exactly as one shard would write them; returns how ('combined', 'edges merged',
-    'rewritten', for logs and the bench).
+    with the rows one shard would write; returns how ('combined' or 'rewritten', for the
+    log and the bench).
 
-    Usually the day's rows are the shards' rows one after the other: the events partition is
-    then made of the shards' own files (`lake.combine`, nothing decoded), and so are the match
-    edges when no pair was matched in two shards (otherwise only the edges are merged and
-    written again). The shards' hashes tell, without reading their rows: a line kept by two
-    shards (an exact repeat across the cut) or hashes made by different DuckDB versions send
-    the day through `merge_shards`, which reads every row.
+    Usually the day's rows are the shards' rows one after the other: both partitions are
+    then made of the shards' own files (`lake.combine`, nothing decoded). The match edges are
+    the shards' partial aggregates, so a pair matched in two shards has a row in each (its
+    matches summed by any reader, as Contribution sums a pair's rows of the window's days).
+    The shards' hashes tell, without reading their rows: a line kept by two shards (an exact
+    repeat across the cut) or hashes made by different DuckDB versions send the day through
+    `merge_shards`, which reads every row and writes the edges one row per pair.
     """
     iso = day.isoformat()
 
@@ -337,29 +319,21 @@ def merge_shard_partitions(
     counts = [lake.read_meta(root, *p) for p in parts(EVENTS.name)]
     merged = merge_counts(counts)
     _check_bad_share(merged, day, max_bad_fraction)
-    hashes = [lake.read_arrow(root, *p, key_version=key_version) for p in parts(SHARD_HASHES)]
     made_by = {lake.read_meta(root, *p).get("hash_function") for p in parts(SHARD_HASHES)}
-
-    def kind(k: int) -> list[np.ndarray]:
-        return [t.filter(pc.equal(t["kind"], k))["h"].to_numpy() for t in hashes]
-
-    if made_by == {HASH_FUNCTION} and shared_hashes(kind(ROW_HASHES)) == 0:
-        how = "combined"
-        if shared_hashes(kind(EDGE_HASHES)) == 0:
+    if made_by == {HASH_FUNCTION}:
+        hashes = [
+            lake.read_arrow(root, *p, key_version=key_version)["h"].to_numpy()
+            for p in parts(SHARD_HASHES)
+        ]
+        if shared_hashes(hashes) == 0:
             lake.combine(
                 root, MATCH_EDGES, "date", iso, parts(SHARD_EDGES), key_version=key_version
             )
-        else:
-            how = "edges merged"
-            edges = pa.concat_tables(
-                [lake.read_arrow(root, *p, key_version=key_version) for p in parts(SHARD_EDGES)]
-            )
-            table, _ = collapse_edges(iso, edges, edges["matches"].to_numpy())
-            lake.write_table(root, MATCH_EDGES, "date", iso, table, key_version=key_version)
-        lake.combine(
-            root, EVENTS.name, "date", iso, parts(EVENTS.name), meta=merged, key_version=key_version
-        )
-        return how
+            lake.combine(
+                root, EVENTS.name, "date", iso, parts(EVENTS.name), meta=merged,
+                key_version=key_version,
+            )  # fmt: skip
+            return "combined"
     table, merged = merge_shards(
         [lake.read_arrow(root, *p, key_version=key_version) for p in parts(EVENTS.name)],
         counts,
@@ -396,6 +370,9 @@ def _repeat_rows(h: np.ndarray, rows: Any) -> np.ndarray:
 
 
 #: One day's premium and other matches per (user, peer): what Contribution needs of the logs.
+#: One row per (user_pid, peer_pid, premium), except in a day combined from N shards' files,
+#: where a pair matched in several shards has a row in each: a reader sums `matches` per pair
+#: (Contribution does, over the window's days anyway).
 MATCH_EDGES_SCHEMA = pa.schema(
     [
         pa.field("date", pa.string(), nullable=False),
@@ -414,13 +391,13 @@ class MatchEdges:
     A match with no peer or with oneself partners nobody and is left out; a premium flag that
     is missing counts as not premium (as `adperf.transform.contribution` reads events). The
     edges come out in the order of their first match in the batches (file order), so the same
-    events give the same partition however they were read (one shard, N, or Spark).
+    events give the same partition whether read whole or by Spark; read by N shards, the same
+    rows once summed per pair (MATCH_EDGES_SCHEMA).
     """
 
     def __init__(self, day: dt.date) -> None:
         self.day = day.isoformat()
         self._parts: list[pa.Table] = []
-        self.key_hashes = np.empty(0, dtype=np.uint64)
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
         user, peer = batch.column("user_pid"), batch.column("peer_pid")
@@ -441,21 +418,26 @@ class MatchEdges:
         )
 
     def table(self) -> pa.Table:
-        """The day's edges, one row per (user_pid, peer_pid, premium); `key_hashes` then
-        holds their keys' hashes (sorted, distinct), which the shards' merge compares."""
+        """The edges of the batches added, one row per (user_pid, peer_pid, premium)."""
         if not self._parts:
-            self.key_hashes = np.empty(0, dtype=np.uint64)
             return MATCH_EDGES_SCHEMA.empty_table()
         edges = pa.concat_tables(self._parts)
-        ones = np.ones(edges.num_rows, dtype=np.int64)
-        table, self.key_hashes = collapse_edges(self.day, edges, ones)
-        return table
+        return _collapse_edges(self.day, edges, np.ones(edges.num_rows, dtype=np.int64))
 
 
-def collapse_edges(day: str, edges: pa.Table, matches: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+def edges_per_pair(edges: pa.Table) -> pa.Table:
+    """MATCH_EDGES rows with one row per (date, user_pid, peer_pid, premium), matches summed,
+    sorted: a day combined from shards' partial edges read as one row per pair."""
+    keys = ["date", *_EDGE_KEYS]
+    summed = edges.group_by(keys, use_threads=False).aggregate([("matches", "sum")])
+    summed = summed.sort_by([(k, "ascending") for k in keys])
+    columns = {k: summed[k] for k in keys} | {"matches": summed["matches_sum"]}
+    return pa.table(columns, schema=MATCH_EDGES_SCHEMA)
+
+
+def _collapse_edges(day: str, edges: pa.Table, matches: np.ndarray) -> pa.Table:
     """MATCH_EDGES rows of `day` from (user_pid, peer_pid, premium) rows weighing `matches`
-    each: one row per key, at its first row, its matches summed; and the keys' hashes (sorted,
-    distinct).
+    each: one row per key, at its first row, its matches summed.
 
     A day's pairs are nearly all distinct, so the keys are hashed (DuckDB, all cores) and only
     rows whose hash repeats are grouped (equal keys decide): measured on the bench's `large`
@@ -485,8 +467,7 @@ def collapse_edges(day: str, edges: pa.Table, matches: np.ndarray) -> tuple[pa.T
         matches[firsts] = groups["w_sum"].to_numpy()
         rows = np.flatnonzero(keep)
         edges, matches = edges.take(rows), matches[rows]
-    distinct = _distinct(ordered)
-    table = pa.table(
+    return pa.table(
         {
             "date": _repeat_str(day, edges.num_rows),
             **{k: pc.cast(edges[k], MATCH_EDGES_SCHEMA.field(k).type) for k in _EDGE_KEYS},
@@ -494,7 +475,6 @@ def collapse_edges(day: str, edges: pa.Table, matches: np.ndarray) -> tuple[pa.T
         },
         schema=MATCH_EDGES_SCHEMA,
     )
-    return table, distinct
 
 
 def _distinct(ordered: np.ndarray) -> np.ndarray:

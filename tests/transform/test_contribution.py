@@ -417,3 +417,34 @@ def test_contribution_from_daily_match_edges_equals_the_one_from_raw_events() ->
     assert (old["assisted_revenue_micros"] > 0).sum() >= 2
     assert (old["shapley_assisted_micros"] > 0).sum() >= 2
     pd.testing.assert_frame_equal(new, old)
+
+
+def test_contribution_reads_shards_partial_edges_as_the_whole_days() -> None:
+    # A day merged from shards keeps each shard's edges (a pair matched in two shards has a
+    # row in each: adperf.sources.logs.merge_shard_partitions); Contribution sums them.
+    rng = np.random.default_rng(11)
+    users = [f"u{i:02d}" for i in range(20)]
+    rows = [
+        ("match", str(a), str(b), [True, False, None][int(rng.integers(0, 3))])
+        for a, b in (rng.choice(users[:10], 2, replace=False) for _ in range(600))
+    ]
+    events = events_frame(rows)
+    events["date"] = [f"2024-03-{d:02d}" for d in rng.integers(8, 11, len(events))]
+    payments = payments_frame([(DAY, u, float(rng.integers(1, 9000)) / 7) for u in users[:6]])
+    user_map = pd.DataFrame(
+        {
+            "user_pid": users,
+            "platform": ["facebook", "google_ads", "organic", "tiktok"] * 5,
+            "campaign_id": [f"c{i % 3}" for i in range(20)],
+        }
+    )
+    whole = _edges_of(events)
+    cut = len(events) // 3
+    partial = pd.concat(
+        [_edges_of(events.iloc[:cut]), _edges_of(events.iloc[cut:])], ignore_index=True
+    ).sort_values("date", kind="stable")
+    assert len(partial) > len(whole)  # pairs in both shards: a row in each
+    old = build_contribution_from_edges(DAY, whole, payments, user_map, partner_share=0.3)
+    new = build_contribution_from_edges(DAY, partial, payments, user_map, partner_share=0.3)
+    assert (old["assisted_revenue_micros"] > 0).sum() >= 2
+    pd.testing.assert_frame_equal(new, old)
