@@ -58,6 +58,7 @@ from adperf.sandbox.entities import (
 )
 from adperf.sandbox.process import (
     REFUND_RATE,
+    PayerTruth,
     expected_purchases_and_revenue,
     sample_amount_cents,
     sample_first_delay,
@@ -321,6 +322,16 @@ def _entities(seed: int, profile: Profile) -> Entities:
     """build_entities, once per process: its Monte Carlo truths take seconds, and a closed
     loop extends the world every day. Entities are frozen; nobody edits their arrays."""
     return build_entities(seed, profile)
+
+
+@functools.lru_cache(maxsize=1024)
+def _revenue_365d(seed: int, key: int, truth: PayerTruth, n_payers: int) -> float:
+    """Monte Carlo revenue per payer within 365 days (the truth of `true_roas_365d`), once per
+    process: it depends on these arguments only, and a closed loop extends the world daily."""
+    _, revenue = expected_purchases_and_revenue(
+        truth, rng_for(seed, key, "truth-monte-carlo-365"), n_payers, LONG_TRUTH_HORIZON_DAYS
+    )
+    return revenue
 
 
 @contextmanager
@@ -1119,12 +1130,7 @@ class _World:
             # `true_roas` are the 180-day truth), so the demo's 365-day pROAS has a like-for-like
             # truth: `true_roas_365d`. A quarter of
             # the 180-day draws (Monte Carlo error ~1%): every world build pays for it.
-            _, revenue = expected_purchases_and_revenue(
-                truth,
-                rng_for(self.seed, key, "truth-monte-carlo-365"),
-                max(self.profile.mc_payers // 4, 1),
-                LONG_TRUTH_HORIZON_DAYS,
-            )
+            revenue = _revenue_365d(self.seed, key, truth, max(self.profile.mc_payers // 4, 1))
             net = truth.payer_rate * revenue * (1.0 - REFUND_RATE)
             return {"expected_net_revenue_per_install_usd_365d": net}
 
