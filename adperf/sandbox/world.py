@@ -54,12 +54,11 @@ from adperf.sandbox.entities import (
     USD_COUNTRY_WEIGHTS,
     Entities,
     build_entities,
+    revenue_per_payer_365d,
     rng_for,
 )
 from adperf.sandbox.process import (
     REFUND_RATE,
-    PayerTruth,
-    expected_purchases_and_revenue,
     sample_amount_cents,
     sample_first_delay,
     sample_nu,
@@ -73,7 +72,6 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 HORIZON_DAYS = 730.0
-LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days' default
 CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
@@ -322,16 +320,6 @@ def _entities(seed: int, profile: Profile) -> Entities:
     """build_entities, once per process: its Monte Carlo truths take seconds, and a closed
     loop extends the world every day. Entities are frozen; nobody edits their arrays."""
     return build_entities(seed, profile)
-
-
-@functools.lru_cache(maxsize=1024)
-def _revenue_365d(seed: int, key: int, truth: PayerTruth, n_payers: int) -> float:
-    """Monte Carlo revenue per payer within 365 days (the truth of `true_roas_365d`), once per
-    process: it depends on these arguments only, and a closed loop extends the world daily."""
-    _, revenue = expected_purchases_and_revenue(
-        truth, rng_for(seed, key, "truth-monte-carlo-365"), n_payers, LONG_TRUTH_HORIZON_DAYS
-    )
-    return revenue
 
 
 @contextmanager
@@ -1130,7 +1118,7 @@ class _World:
             # `true_roas` are the 180-day truth), so the demo's 365-day pROAS has a like-for-like
             # truth: `true_roas_365d`. A quarter of
             # the 180-day draws (Monte Carlo error ~1%): every world build pays for it.
-            revenue = _revenue_365d(self.seed, key, truth, max(self.profile.mc_payers // 4, 1))
+            revenue = revenue_per_payer_365d(self.seed, key, truth, self.profile)
             net = truth.payer_rate * revenue * (1.0 - REFUND_RATE)
             return {"expected_net_revenue_per_install_usd_365d": net}
 
