@@ -46,7 +46,8 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("tiny", 40, 60, 2, 2, 2, legacy_users=40, legacy_purchases_per_day=1.0),
-        # tiny with three clear cases for the closed-loop test (tests/bench/test_decisions_loop):
+        # A tiny-sized world (its own cast) with three clear cases for the closed-loop test
+        # (tests/bench/test_decisions_loop):
         # a Google Ads loser worth 0.1 per dollar, a Facebook winner worth 3.5 and a Facebook
         # campaign at [rules] scale_roas' default, 1.3; each with 4x the volume, so its 14-day
         # window passes min_spend and min_installs.
