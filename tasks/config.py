@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import luigi
+from luigi.cmdline_parser import CmdlineParser
+from luigi.task_register import Register
 
 from adperf.errors import ConfigError
 
@@ -35,7 +37,49 @@ bQs15nNwN5M3ymZDaMy/XQ3EIr9H31FMO0oASPcZqaAoSY266rqSznZX
 """
 
 
-class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
+class _Section(Register):
+    """luigi's task metaclass, keeping a section's instance (`config.adperf()`) while what it
+    is read from stays the same.
+
+    luigi reads every parameter of a Config from the config parser at each instantiation
+    (~0.6 ms for [adperf]), then finds the instance in its cache; the lake's targets, the
+    event handlers and the sandbox's endpoints ask for [adperf] and [slack] thousands of times
+    a pipeline day (2 s of a closed loop's warm day). The kept instance is the one luigi's
+    cache would return: it is used while the section's raw values and [DEFAULT] are equal, and
+    the config parser, the command line and luigi's instance cache (Register.
+    clear_instance_cache) are the same objects. A section with ${ENV} values is read each time.
+    """
+
+    _kept: dict[type, tuple[Any, Any]] = {}
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        key = None if args or kwargs else _section_key(cls)
+        if key is None:
+            return super().__call__(*args, **kwargs)
+        kept = _Section._kept.get(cls)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        instance = super().__call__()
+        _Section._kept[cls] = (key, instance)
+        return instance
+
+
+def _section_key(cls: Any) -> tuple[Any, ...] | None:
+    """What a section's instance is read from (None: cannot tell, read it again)."""
+    conf = luigi.configuration.get_config()
+    sections, defaults = getattr(conf, "_sections", None), getattr(conf, "_defaults", None)
+    if not isinstance(sections, dict) or not isinstance(defaults, dict):
+        return None  # another parser (toml): no memo
+    raw = tuple(sections.get(cls.get_task_family(), {}).items())
+    if any("$" in str(v) for _, v in raw) or any("$" in str(v) for v in defaults.values()):
+        return None
+    cache = getattr(cls, "_Register__instance_cache", None)
+    if cache is None:
+        return None  # luigi's instance cache is disabled
+    return (id(conf), raw, tuple(defaults.items()), id(CmdlineParser.get_instance()), id(cache))
+
+
+class adperf(luigi.Config, metaclass=_Section):  # noqa: N801 - section names are lowercase
     sandbox = luigi.BoolParameter(
         default=False, description="run on the built-in simulated ad world (fake endpoints)"
     )
@@ -71,7 +115,7 @@ class adperf(luigi.Config):  # noqa: N801 - section names are lowercase
     )
 
 
-class sandbox(luigi.Config):  # noqa: N801
+class sandbox(luigi.Config, metaclass=_Section):  # noqa: N801
     root = luigi.Parameter(default="var/sandbox", description="folder of the simulated world")
     profile = luigi.Parameter(default="small", description="scale: tiny, small, medium, large")
     seed = luigi.IntParameter(default=7, description="random seed of the world")
@@ -81,7 +125,7 @@ class sandbox(luigi.Config):  # noqa: N801
     )
 
 
-class facebook(luigi.Config):  # noqa: N801
+class facebook(luigi.Config, metaclass=_Section):  # noqa: N801
     graph_url = luigi.Parameter(
         default="https://graph.facebook.com", description="Graph API base URL"
     )
@@ -116,7 +160,7 @@ class facebook(luigi.Config):  # noqa: N801
         }
 
 
-class google_ads(luigi.Config):  # noqa: N801
+class google_ads(luigi.Config, metaclass=_Section):  # noqa: N801
     endpoint = luigi.Parameter(
         default="googleads.googleapis.com", description="Google Ads API gRPC endpoint"
     )
@@ -142,7 +186,7 @@ class google_ads(luigi.Config):  # noqa: N801
         return {"credentials": google_ads_credentials()}
 
 
-class tiktok(luigi.Config):  # noqa: N801
+class tiktok(luigi.Config, metaclass=_Section):  # noqa: N801
     base_url = luigi.Parameter(
         default="https://business-api.tiktok.com", description="TikTok Business API base URL"
     )
@@ -161,7 +205,7 @@ class tiktok(luigi.Config):  # noqa: N801
         return {"access_token": tiktok_token()}
 
 
-class apple_ads(luigi.Config):  # noqa: N801
+class apple_ads(luigi.Config, metaclass=_Section):  # noqa: N801
     api_url = luigi.Parameter(
         default="https://api.searchads.apple.com", description="Apple Ads Campaign Management API"
     )
@@ -192,7 +236,7 @@ class apple_ads(luigi.Config):  # noqa: N801
         return {"credentials": apple_ads_credentials()}
 
 
-class mmp(luigi.Config):  # noqa: N801
+class mmp(luigi.Config, metaclass=_Section):  # noqa: N801
     base_url = luigi.Parameter(
         default="https://hq1.appsflyer.com", description="MMP Pull API base URL"
     )
@@ -209,7 +253,7 @@ class mmp(luigi.Config):  # noqa: N801
     )
 
 
-class payments(luigi.Config):  # noqa: N801
+class payments(luigi.Config, metaclass=_Section):  # noqa: N801
     url = luigi.Parameter(
         default="", description="SQLAlchemy URL of the payments DB (env ADPERF_PAYMENTS_URL wins)"
     )
@@ -219,7 +263,7 @@ class payments(luigi.Config):  # noqa: N801
     )
 
 
-class logs(luigi.Config):  # noqa: N801
+class logs(luigi.Config, metaclass=_Section):  # noqa: N801
     path = luigi.Parameter(default="", description="glob of a day's log files; {date} = YYYY-MM-DD")
     max_bad_fraction = luigi.FloatParameter(
         default=0.01, description="share of malformed lines above which the day fails"
@@ -237,11 +281,11 @@ class logs(luigi.Config):  # noqa: N801
     )
 
 
-class fx(luigi.Config):  # noqa: N801
+class fx(luigi.Config, metaclass=_Section):  # noqa: N801
     rates_path = luigi.Parameter(default="", description="CSV date,currency,rate")
 
 
-class slack(luigi.Config):  # noqa: N801
+class slack(luigi.Config, metaclass=_Section):  # noqa: N801
     base_url = luigi.Parameter(
         default="https://slack.com/api/", description="Slack Web API base URL"
     )
@@ -256,7 +300,7 @@ class slack(luigi.Config):  # noqa: N801
     )
 
 
-class rules(luigi.Config):  # noqa: N801
+class rules(luigi.Config, metaclass=_Section):  # noqa: N801
     target_roas = luigi.FloatParameter(default=1.0, description="ROAS a campaign should reach")
     scale_roas = luigi.FloatParameter(default=1.3, description="true ROAS likely above this: scale")
     pause_roas = luigi.FloatParameter(default=0.5, description="true ROAS likely below this: pause")
@@ -290,7 +334,7 @@ class rules(luigi.Config):  # noqa: N801
     )
 
 
-class actions(luigi.Config):  # noqa: N801
+class actions(luigi.Config, metaclass=_Section):  # noqa: N801
     scale_factor = luigi.FloatParameter(
         default=1.2, description="`adperf actions apply`: a scale multiplies the budget by this"
     )
@@ -306,20 +350,20 @@ class actions(luigi.Config):  # noqa: N801
     )
 
 
-class ltv(luigi.Config):  # noqa: N801
+class ltv(luigi.Config, metaclass=_Section):  # noqa: N801
     history_days = luigi.IntParameter(default=365, description="payment history for the fit")
     horizon_days = luigi.IntParameter(default=365, description="horizon of predicted LTV")
     discount_rate = luigi.FloatParameter(default=0.0, description="annual discount rate")
 
 
-class contribution(luigi.Config):  # noqa: N801
+class contribution(luigi.Config, metaclass=_Section):  # noqa: N801
     window_days = luigi.IntParameter(default=28, description="days of the match graph")
     partner_share = luigi.FloatParameter(
         default=0.2, description="share of payers' revenue credited to their partners"
     )
 
 
-class watch(luigi.Config):  # noqa: N801
+class watch(luigi.Config, metaclass=_Section):  # noqa: N801
     """Thresholds of the report's watch section (adperf.transform.watch)."""
 
     baseline_weeks = luigi.IntParameter(
@@ -381,7 +425,7 @@ class watch(luigi.Config):  # noqa: N801
     )
 
 
-class budgets(luigi.Config):  # noqa: N801
+class budgets(luigi.Config, metaclass=_Section):  # noqa: N801
     """Monthly budget plan in report currency, for the watch's pacing check."""
 
     platforms = luigi.DictParameter(
@@ -394,7 +438,7 @@ class budgets(luigi.Config):  # noqa: N801
     )
 
 
-class s3(luigi.Config):  # noqa: N801
+class s3(luigi.Config, metaclass=_Section):  # noqa: N801
     """Where an s3:// data_root is served. Credentials are never here: boto3's chain gives
     them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
 

@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,10 +295,40 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
         meta = load_meta(root) if (root / "world.json").exists() else None
         if meta is None or (day is not None and dt.date.fromisoformat(meta["end"]) < day):
             meta = ensure_sandbox_world(day or _yesterday())
-        if _sandbox.get("key") != (str(root.resolve()), meta["end"]):
-            _stop_fakes()
-            _start_fakes(root, meta)
+        key = (str(root.resolve()), meta["end"])
+        if _sandbox.get("key") != key:
+            if _same_world(_sandbox.get("meta"), meta) and _fakes_alive():
+                # The same world, longer (a closed loop's next day): the running fakes serve
+                # its new files; restarting them cost 2 s a day (a new interpreter, imports).
+                _refresh_fakes(root, meta)
+                _sandbox.update(key=key, meta=meta)
+            else:
+                _stop_fakes()
+                _start_fakes(root, meta)
         return _sandbox["resources"]  # type: ignore[no-any-return]
+
+
+def _same_world(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two world.json contents describe the same world, one possibly longer."""
+    if old is None:
+        return False
+    return {k: v for k, v in old.items() if k != "end"} == {
+        k: v for k, v in new.items() if k != "end"
+    }
+
+
+def _fakes_alive() -> bool:
+    if _sandbox.get("pid") != os.getpid():
+        return False  # a forked worker: the fakes are its parent's
+    return all(getattr(s, "alive", lambda: True)() for s in _sandbox.get("stoppable", []))
+
+
+def _refresh_fakes(root: Path, meta: dict[str, Any]) -> None:
+    stoppable = _sandbox["stoppable"]
+    if os.environ.get(FAKES_ENV, "process") == "thread":
+        refresh_sandbox_fakes(stoppable, root, meta)
+    else:
+        stoppable[0].apply(refresh_sandbox_fakes, root, meta)
 
 
 def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
@@ -307,17 +338,15 @@ def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
     Module-level and free of luigi config: the fakes' process (spawn) calls it with the
     arguments it was given, and sees none of the caller's in-memory settings.
     """
-    import pandas as pd
-
-    from adperf.sandbox.fake_google_ads import FakeGoogleAds, rows_from_ad_daily
+    from adperf.sandbox.fake_google_ads import FakeGoogleAds
     from adperf.sandbox.fake_graph import FakeGraphApi
     from adperf.sandbox.fake_mmp import FakeMmp
     from adperf.sources.facebook import PAGE_LIMIT
 
-    ad_rows = pd.read_parquet(root / "ad_daily.parquet")
+    rows = _served_rows(root, meta)
     graph = FakeGraphApi(
         accounts=meta["facebook_accounts"],
-        ad_rows=ad_rows[ad_rows["platform"] == platforms.FACEBOOK],
+        ad_rows=rows[platforms.FACEBOOK],
         access_token=config.SANDBOX_FACEBOOK_TOKEN,
         # Async report runs complete at the first poll: the sandbox never waits.
         async_polls_until_done=0,
@@ -327,17 +356,41 @@ def sandbox_fakes(root: Path, meta: dict[str, Any]) -> list[Any]:
     )
     google = FakeGoogleAds(
         customers=meta.get("google_ads_customers", []),
-        ad_rows=rows_from_ad_daily(ad_rows, meta.get("google_app_campaign_ids", [])),
+        ad_rows=rows[platforms.GOOGLE_ADS],
         developer_token=config.SANDBOX_GOOGLE_ADS_DEVELOPER_TOKEN,
         **sandbox_ad_objects(root, meta)[platforms.GOOGLE_ADS],
     )
-    mmp = FakeMmp(
-        installs=pd.read_parquet(root / "installs.parquet"), api_token=config.SANDBOX_MMP_TOKEN
-    )
-    return [graph, mmp, google, *sandbox_more_fakes(root, meta, ad_rows)]
+    mmp = FakeMmp(installs=rows["mmp"], api_token=config.SANDBOX_MMP_TOKEN)
+    return [graph, mmp, google, *sandbox_more_fakes(root, meta, rows)]
 
 
-def sandbox_more_fakes(root: Path, meta: dict[str, Any], ad_rows: Any) -> list[Any]:
+def refresh_sandbox_fakes(fakes: Sequence[Any], root: Path, meta: dict[str, Any]) -> None:
+    """Running fakes (in sandbox_fakes' order) serve the world's files as they are now: the
+    world was extended; its accounts and ad objects are the same (module-level, free of config:
+    it runs in the fakes' process)."""
+    rows = _served_rows(root, meta)
+    graph, mmp, google, tiktok_fake, apple_fake = fakes
+    graph.set_rows(rows[platforms.FACEBOOK])
+    mmp.set_installs(rows["mmp"])
+    google.set_rows(rows[platforms.GOOGLE_ADS])
+    tiktok_fake.set_rows(rows[platforms.TIKTOK])
+    apple_fake.set_rows(rows[platforms.APPLE_ADS])
+
+
+def _served_rows(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What each fake serves of the world: delivery per platform, installs ("mmp")."""
+    import pandas as pd
+
+    from adperf.sandbox.fake_google_ads import rows_from_ad_daily
+
+    ad_rows = pd.read_parquet(root / "ad_daily.parquet")
+    by = {p: ad_rows[ad_rows["platform"] == p] for p in platforms.NAMES}
+    by[platforms.GOOGLE_ADS] = rows_from_ad_daily(ad_rows, meta.get("google_app_campaign_ids", []))
+    by["mmp"] = pd.read_parquet(root / "installs.parquet")
+    return by
+
+
+def sandbox_more_fakes(root: Path, meta: dict[str, Any], rows: dict[str, Any]) -> list[Any]:
     """The world's TikTok and Apple Ads fakes, not started (module-level, free of config)."""
     from cryptography.hazmat.primitives import serialization
 
@@ -347,7 +400,7 @@ def sandbox_more_fakes(root: Path, meta: dict[str, Any], ad_rows: Any) -> list[A
     seed, profile = int(meta["seed"]), str(meta["profile"])
     tiktok_fake = fake_tiktok.FakeTikTok(
         advertisers=meta.get("tiktok_advertisers", []),
-        ad_rows=ad_rows[ad_rows["platform"] == platforms.TIKTOK],
+        ad_rows=rows[platforms.TIKTOK],
         access_token=config.SANDBOX_TIKTOK_TOKEN,
         objects=lambda: fake_tiktok.sandbox_objects(seed, profile),
         objects_path=objects_path(root, meta, platforms.TIKTOK),
@@ -359,7 +412,7 @@ def sandbox_more_fakes(root: Path, meta: dict[str, Any], ad_rows: Any) -> list[A
     client_id, team_id, key_id = config.SANDBOX_APPLE_ADS_CLIENT
     apple_fake = fake_apple_ads.FakeAppleAds(
         orgs=meta.get("apple_ads_orgs", []),
-        ad_rows=ad_rows[ad_rows["platform"] == platforms.APPLE_ADS],
+        ad_rows=rows[platforms.APPLE_ADS],
         client_id=client_id,
         team_id=team_id,
         key_id=key_id,
@@ -388,6 +441,7 @@ def _start_fakes(root: Path, meta: dict[str, Any]) -> None:
     slack_base = config.slack().base_url
     _sandbox.update(
         key=(str(root.resolve()), meta["end"]),
+        meta=meta,
         # The fakes, or in the default mode stand-ins whose method calls run on them.
         servers=servers,
         stoppable=stop,

@@ -15,6 +15,8 @@ world in time never changes who is in it.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from adperf.errors import ConfigError
 from adperf.platforms import APPLE_ADS, FACEBOOK, GOOGLE_ADS, TIKTOK
 from adperf.sandbox.process import REFUND_RATE, PayerTruth, expected_purchases_and_revenue
-from adperf.sandbox.profiles import Profile
+from adperf.sandbox.profiles import PlantedCampaign, Profile
 
 TRUTH_HORIZON_DAYS = 180.0
+LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days' default
 KRW_PER_USD_BASE = 1380.0
 # Digits after the decimal point of each account currency (Facebook's "offset" of the currency).
 CURRENCY_DIGITS = {"USD": 2, "KRW": 0}
@@ -196,6 +200,35 @@ def _monte_carlo(seed: int, key: int, truth: PayerTruth, n: int) -> tuple[float,
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def revenue_per_payer_365d(seed: int, key: int, truth: PayerTruth, profile: Profile) -> float:
+    """Monte Carlo gross USD revenue per payer within 365 days (the truth of `true_roas_365d`),
+    on a quarter of the profile's 180-day draws (error ~1%); once per process: a closed loop
+    extends its world every day."""
+    _, revenue = expected_purchases_and_revenue(
+        truth,
+        rng_for(seed, key, "truth-monte-carlo-365"),
+        max(profile.mc_payers // 4, 1),
+        LONG_TRUTH_HORIZON_DAYS,
+    )
+    return revenue
+
+
+def _planted(c: Campaign, plant: PlantedCampaign, seed: int, profile: Profile) -> Campaign:
+    """The campaign at its planted true 365-day ROAS: its CPI is set, its payers stay."""
+    if plant.roas_365d <= 0 or plant.volume <= 0:
+        raise ConfigError(
+            f"sandbox: profile {profile.name!r} plants campaign {plant.index} at ROAS "
+            f"{plant.roas_365d}, volume {plant.volume}. Fix: both must be positive"
+        )
+    revenue = revenue_per_payer_365d(seed, c.index, c.truth, profile)
+    cpi_usd = c.truth.payer_rate * revenue * (1.0 - REFUND_RATE) / plant.roas_365d
+    if c.currency == "KRW":
+        true_cpi = float(round(cpi_usd * KRW_PER_USD_BASE))
+        return dataclasses.replace(c, true_cpi=true_cpi, true_cpi_usd=true_cpi / KRW_PER_USD_BASE)
+    return dataclasses.replace(c, true_cpi=round(cpi_usd, 2), true_cpi_usd=round(cpi_usd, 2))
+
+
 def _campaign(
     rng: np.random.Generator,
     seed: int,
@@ -303,6 +336,17 @@ def build_entities(seed: int, profile: Profile) -> Entities:
             )
         )  # fmt: skip
 
+    volume = np.ones(n_campaigns)
+    for plant in profile.planted:
+        if not 0 <= plant.index < n_campaigns:
+            raise ConfigError(
+                f"sandbox: profile {profile.name!r} plants campaign {plant.index}, but its "
+                f"Facebook and Google Ads cast has campaigns 0-{n_campaigns - 1}. Fix: plant one "
+                "of those"
+            )
+        campaigns[plant.index] = _planted(campaigns[plant.index], plant, seed, profile)
+        volume[plant.index] = plant.volume
+
     organic_share = float(rng.uniform(0.25, 0.35))
     paid_per_day = profile.installs_per_day * (1.0 - organic_share)
     per_campaign = profile.adsets_per_campaign * profile.ads_per_adset
@@ -318,7 +362,7 @@ def build_entities(seed: int, profile: Profile) -> Entities:
             for j in range(profile.ads_per_adset):
                 idx = len(ads)
                 pause_rate = 0.25 if rng.random() < 0.1 else 0.03
-                expected_installs = paid_per_day * float(weights[idx])
+                expected_installs = paid_per_day * float(weights[idx]) * volume[c.index]
                 ads.append(
                     Ad(
                         index=idx,

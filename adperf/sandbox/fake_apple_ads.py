@@ -84,6 +84,12 @@ class FakeAppleAds(loopback.LoopbackFake):
         with self._lock:
             self._tokens.clear()
 
+    def set_rows(self, ad_rows: pd.DataFrame) -> None:
+        """Replace the delivery served (e.g. the world extended by a day); objects stay."""
+        rows = ad_rows.reset_index(drop=True)
+        with self._lock:
+            self._rows = rows
+
     def campaigns(self) -> dict[str, Any]:
         return dict(self._objects.read()["campaigns"])
 

@@ -20,6 +20,7 @@ import re
 import threading
 import zoneinfo
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -135,17 +136,10 @@ class FakeMmp(loopback.LoopbackFake):
         missing = [c for c in INSTALLS_COLUMNS if c not in installs.columns]
         if missing:
             raise ValueError(f"FakeMmp: installs lacks columns {missing}")
-        self._installs = installs.reset_index(drop=True)
-        # Install times once, in UTC; per zone the wall-clock times sorted (see _local_index).
-        self._utc_series = pd.to_datetime(self._installs["install_time"], utc=True)
-        self._utc = self._utc_series.dt.tz_localize(None).to_numpy()
-        self._by_zone: dict[
-            str,
-            tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], npt.NDArray[np.datetime64]],
-        ] = {}
+        self._lock = threading.Lock()
+        self._installs = _Installs.of(installs)
         self._api_token = api_token
         self._errors: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
         self._stopping = threading.Event()  # ends injected hangs at stop()
         # What each request asked for (path, query, whether it was authorized); never the token.
         self.requests_seen: list[dict[str, Any]] = []
@@ -175,6 +169,15 @@ class FakeMmp(loopback.LoopbackFake):
         """
         with self._lock:
             self._errors.extend(errors)
+
+    def set_installs(self, installs: pd.DataFrame) -> None:
+        """Replace the installs served (e.g. the world extended by a day)."""
+        missing = [c for c in INSTALLS_COLUMNS if c not in installs.columns]
+        if missing:
+            raise ValueError(f"FakeMmp: installs lacks columns {missing}")
+        data = _Installs.of(installs)
+        with self._lock:
+            self._installs = data
 
     def set_daily_quota(self, reports: int | None, status: int = 400) -> None:
         """Serve at most `reports` reports per app, report type and UTC day (None: no limit);
@@ -221,19 +224,21 @@ class FakeMmp(loopback.LoopbackFake):
         # 20 s per report (tests/sources/test_mmp.py keeps the row-by-row rendering
         # as the reference the output must equal byte for byte).
         zone = zoneinfo.ZoneInfo(tz)
-        by_time, order, local = self._local_index(zone)
+        with self._lock:
+            data = self._installs  # one generation of installs for the whole report
+        by_time, order, local = self._local_index(data, zone)
         lo, hi = np.searchsorted(
             by_time, [np.datetime64(_range_start(start)), np.datetime64(_range_end(end))]
         )
         rows = np.sort(order[lo:hi])  # the installs' own order, as AppsFlyer's export keeps it
-        df = self._installs.take(rows)
+        df = data.frame.take(rows)
         is_organic = df["media_source"] == ORGANIC
         keep = ((df["app_id"] == app_id) & (is_organic if organic else ~is_organic)).to_numpy()
         rows = rows[keep][:max_rows]
         cells = _cells(
-            self._installs.take(rows),
+            data.frame.take(rows),
             local[rows],
-            self._utc[rows],
+            data.utc[rows],
             zone,
             organic=organic,
         )
@@ -241,23 +246,43 @@ class FakeMmp(loopback.LoopbackFake):
         return _csv_body(cells)
 
     def _local_index(
-        self, zone: zoneinfo.ZoneInfo
+        self, data: _Installs, zone: zoneinfo.ZoneInfo
     ) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], npt.NDArray[np.datetime64]]:
         """Install times as wall-clock times in `zone`: (sorted, the rows in that order, all).
 
-        Computed once per zone. Requests filter on wall-clock time, which is not monotonic in
-        UTC (a DST fall-back hour repeats), hence sorted wall-clock times, not a UTC range.
+        Computed once per zone (and installs). Requests filter on wall-clock time, which is not
+        monotonic in UTC (a DST fall-back hour repeats), hence sorted wall-clock times, not a
+        UTC range.
         """
         with self._lock:
-            cached = self._by_zone.get(zone.key)
+            cached = data.by_zone.get(zone.key)
         if cached is None:
-            local = self._utc_series.dt.tz_convert(zone).dt.tz_localize(None).to_numpy()
+            local = data.utc_series.dt.tz_convert(zone).dt.tz_localize(None).to_numpy()
             valid = np.flatnonzero(~np.isnat(local))  # no install time: in no report
             order = valid[np.argsort(local[valid], kind="stable")]
             cached = (local[order], order, local)
             with self._lock:
-                self._by_zone[zone.key] = cached
+                data.by_zone[zone.key] = cached
         return cached
+
+
+@dataclass
+class _Installs:
+    """The installs served, with their install times in UTC once and, per zone, the wall-clock
+    times sorted (FakeMmp._local_index); replaced whole by FakeMmp.set_installs."""
+
+    frame: pd.DataFrame
+    utc_series: pd.Series
+    utc: npt.NDArray[np.datetime64]
+    by_zone: dict[
+        str, tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], npt.NDArray[np.datetime64]]
+    ] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, installs: pd.DataFrame) -> _Installs:
+        frame = installs.reset_index(drop=True)
+        utc_series = pd.to_datetime(frame["install_time"], utc=True)
+        return cls(frame, utc_series, utc_series.dt.tz_localize(None).to_numpy())
 
 
 def _range_start(value: datetime.date | datetime.datetime) -> datetime.datetime:

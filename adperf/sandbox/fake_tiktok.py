@@ -77,6 +77,15 @@ class FakeTikTok(loopback.LoopbackFake):
         with self._lock:
             self._errors.extend(errors)
 
+    def set_rows(self, ad_rows: pd.DataFrame) -> None:
+        """Replace the delivery served (e.g. the world extended by a day); objects stay."""
+        missing = [c for c in AD_COLUMNS if c not in ad_rows.columns]
+        if missing:
+            raise ValueError(f"FakeTikTok: ad rows lack columns {missing}")
+        rows = ad_rows.reset_index(drop=True)
+        with self._lock:
+            self._rows = rows
+
     def adgroups(self) -> dict[str, Any]:
         """The ad groups as they are now (id -> status, budget, ...)."""
         return dict(self._objects.read()["adgroups"])

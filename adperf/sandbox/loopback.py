@@ -97,6 +97,19 @@ class FakeProcess:
             self._conn.send(("call", index, method, args, kwargs))
             return self._receive(60.0, f"{method}()")
 
+    def apply(self, function: Callable[..., Any], *args: Any, timeout: float = 600.0) -> Any:
+        """Run `function(fakes, *args)` in the serving process (a module-level function: it is
+        pickled by name), e.g. to give running fakes a longer world without restarting them."""
+        if os.getpid() != self._owner:
+            raise RuntimeError("fakes: only the process that started them can call them")
+        with self._lock:
+            self._conn.send(("apply", function, args))
+            return self._receive(timeout, f"{getattr(function, '__name__', function)}()")
+
+    def alive(self) -> bool:
+        """Whether the serving process still runs."""
+        return self._proc.poll() is None
+
     def proxies(self) -> list[RemoteFake]:
         """One stand-in per fake whose method calls run on the fake in the serving process."""
         return [RemoteFake(self, i) for i in range(len(self.urls))]
@@ -163,9 +176,13 @@ def _serve_in_child(conn: Connection, factory: Callable[..., Sequence[Any]], arg
                 break  # the caller is gone: stop serving
             if message[0] == "stop":
                 break
-            _, index, method, call_args, kwargs = message
             try:
-                result = getattr(fakes[index], method)(*call_args, **kwargs)
+                if message[0] == "apply":
+                    _, function, call_args = message
+                    result = function(fakes, *call_args)
+                else:
+                    _, index, method, call_args, kwargs = message
+                    result = getattr(fakes[index], method)(*call_args, **kwargs)
             except Exception as exc:  # the caller raises it; the fakes keep serving
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
             else:

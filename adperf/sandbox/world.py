@@ -54,11 +54,11 @@ from adperf.sandbox.entities import (
     USD_COUNTRY_WEIGHTS,
     Entities,
     build_entities,
+    revenue_per_payer_365d,
     rng_for,
 )
 from adperf.sandbox.process import (
     REFUND_RATE,
-    expected_purchases_and_revenue,
     sample_amount_cents,
     sample_first_delay,
     sample_nu,
@@ -72,7 +72,6 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 HORIZON_DAYS = 730.0
-LONG_TRUTH_HORIZON_DAYS = 365.0  # the second truth horizon: [ltv] horizon_days' default
 CUID_MISSING_RATE = 0.04
 REPORTED_WINDOW_DAYS = 7  # the platform claims purchases within 7 days of the install
 APP_IDS = {"ios": "id1477019230", "android": "com.adperf.demo"}
@@ -1119,12 +1118,7 @@ class _World:
             # `true_roas` are the 180-day truth), so the demo's 365-day pROAS has a like-for-like
             # truth: `true_roas_365d`. A quarter of
             # the 180-day draws (Monte Carlo error ~1%): every world build pays for it.
-            _, revenue = expected_purchases_and_revenue(
-                truth,
-                rng_for(self.seed, key, "truth-monte-carlo-365"),
-                max(self.profile.mc_payers // 4, 1),
-                LONG_TRUTH_HORIZON_DAYS,
-            )
+            revenue = revenue_per_payer_365d(self.seed, key, truth, self.profile)
             net = truth.payer_rate * revenue * (1.0 - REFUND_RATE)
             return {"expected_net_revenue_per_install_usd_365d": net}
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from adperf.fx import FxTable
 from adperf.schema import SPEND, empty_frame
-from adperf.transform.spend import build_spend
+from adperf.transform.spend import build_spend_each
 
 RESTATEMENT_COLUMNS = [
     "date",  # the report day whose pull saw the change
@@ -119,7 +119,11 @@ def _spend_on(rows: pd.DataFrame, day: str) -> int:
 
 def convert_pulls(pulls: list[Pull], fx: FxTable) -> list[Pull]:
     """The pulls with their AD_SPEND rows as SPEND rows (report currency, each row's day's rate)."""
-    return [Pull(p.platform, p.pulled, p.first, p.last, build_spend([p.rows], fx)) for p in pulls]
+    converted = build_spend_each([p.rows for p in pulls], fx)
+    return [
+        Pull(p.platform, p.pulled, p.first, p.last, rows)
+        for p, rows in zip(pulls, converted, strict=True)
+    ]
 
 
 def build_day_restatements(day: str, pulls: list[Pull]) -> pd.DataFrame:

@@ -48,6 +48,13 @@ def build_fakes(device_id: str) -> list[Any]:
     return [graph, mmp]
 
 
+def swap_installs(fakes: list[Any], device_id: str) -> int:
+    """Run in the serving process by FakeProcess.apply: the MMP serves another install."""
+    graph, mmp = fakes
+    mmp.set_installs(build_fakes(device_id)[1]._installs.frame)
+    return len(fakes)
+
+
 @pytest.fixture(autouse=True)
 def _child_imports_this_module(monkeypatch: pytest.MonkeyPatch) -> None:
     # The serving process unpickles `build_fakes` by module name: it must find `tests`.
@@ -124,10 +131,18 @@ def test_serves_the_fakes_from_another_process_and_stops() -> None:
         assert _report(mmp_url).status_code == 200
         with pytest.raises(RuntimeError, match="AttributeError"):
             graph.no_such_method()
+
+        # A function runs on all the fakes there: same process, same URL, new data.
+        assert process.apply(swap_installs, "af-device-9") == 2
+        lines = _report(mmp_url).content.decode("utf-8").splitlines()
+        assert len(lines) == 2 and "af-device-9" in lines[1] and process.alive()
+        with pytest.raises(RuntimeError, match="swap_installs\\(\\) failed.*TypeError"):
+            process.apply(swap_installs)  # its argument is missing: the fakes keep serving
+        assert _report(mmp_url).status_code == 200
     finally:
         process.stop()
     assert _wait_gone(child, timeout=5)
-    assert _refused(graph_url) and _refused(mmp_url)
+    assert _refused(graph_url) and _refused(mmp_url) and not process.alive()
     process.stop()  # a second stop is harmless
 
 

@@ -21,7 +21,7 @@ from adperf.transform.restatement import (
     rows_in_windows,
     window_first,
 )
-from adperf.transform.spend import build_spend
+from adperf.transform.spend import build_spend, build_spend_each
 
 FX = FxTable(
     "USD",
@@ -75,6 +75,30 @@ def test_both_platforms_map_to_one_schema_and_convert_exactly() -> None:
     assert got.loc["1", "currency_original"] == "KRW"
     assert got.loc["2", "spend_micros"] == 1_990_000 and got.loc["2", "fx_rate"] == 1.0
     assert list(df["platform"]) == ["facebook", "google_ads"]
+
+
+def test_converting_frames_together_equals_one_by_one() -> None:
+    frames = [
+        # One ad on two days (a tie on the sort key: the frame's order stays), two currencies.
+        frame(
+            ad("2026-11-20", "facebook", "9", 150_000_000_000, "KRW"),
+            ad("2026-11-19", "facebook", "9", 3_000_000_000, "KRW"),
+            ad("2026-11-20", "facebook", "1", 2_500_000),
+        ),
+        frame(),
+        frame(ad("2026-11-20", "google_ads", "2", 1_990_000), ad("2026-11-19", "facebook", "1", 7)),
+        # The same ad and day as in the first frame: no duplicate, it is another pull.
+        frame(ad("2026-11-20", "facebook", "9", 1_000_000_000, "KRW")),
+    ]
+    together = build_spend_each(frames, FX)
+    assert len(together) == len(frames)
+    for got, alone in zip(together, (build_spend([f], FX) for f in frames), strict=True):
+        pd.testing.assert_frame_equal(got, alone)
+    assert list(zip(together[0]["ad_id"], together[0]["date"], strict=True)) == [
+        ("1", "2026-11-20"), ("9", "2026-11-20"), ("9", "2026-11-19")
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="ad 9 of facebook appears twice on 2026-11-20"):
+        build_spend_each([frames[1], pd.concat([frames[0], frames[3]])], FX)
 
 
 def test_missing_rate_names_currency_and_day() -> None:
