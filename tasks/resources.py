@@ -297,7 +297,10 @@ def _sandbox_resources(day: dt.date | None) -> Resources:
             meta = ensure_sandbox_world(day or _yesterday())
         key = (str(root.resolve()), meta["end"])
         if _sandbox.get("key") != key:
-            if _same_world(_sandbox.get("meta"), meta) and _fakes_alive():
+            # Only the same folder: another folder's copy of the world has other payments,
+            # logs and ad-object files, which the resources name.
+            same_root = (_sandbox.get("key") or ("", ""))[0] == key[0]
+            if same_root and _same_world(_sandbox.get("meta"), meta) and _fakes_alive():
                 # The same world, longer (a closed loop's next day): the running fakes serve
                 # its new files; restarting them cost 2 s a day (a new interpreter, imports).
                 _refresh_fakes(root, meta)

@@ -52,3 +52,23 @@ def test_extending_the_world_keeps_the_fakes_and_serves_the_new_day(run_root: Pa
         assert resources._sandbox["stoppable"][0] is not process and not process.alive()
     finally:
         resources._stop_fakes()
+
+
+def test_a_copy_of_the_world_in_another_folder_gets_its_own_endpoints(run_root: Path) -> None:
+    # world.json is the same in both folders, but payments, logs and ad objects are files of
+    # the folder: the fakes and endpoints of the first must not serve the second (a test's
+    # copy of a clean run, a backup restored elsewhere).
+    import shutil
+
+    try:
+        first = resources.resources(END)
+        process = resources._sandbox["stoppable"][0]
+        shutil.copytree(run_root / "world", run_root / "copy")
+        configure(run_root, sandbox={"root": str(run_root / "copy")})
+        second = resources.resources(END)
+        assert resources._sandbox["stoppable"][0] is not process
+        assert str(run_root / "copy") in second.payments_url
+        assert str(run_root / "world") in first.payments_url
+        assert second.logs_path.startswith(str((run_root / "copy").resolve()))
+    finally:
+        resources._stop_fakes()
