@@ -142,6 +142,26 @@ def _check_version(
     return holds, found
 
 
+def _one_key_version(
+    store: Backend,
+    dataset: str,
+    found: dict[str, Version],
+    expected: str | None,
+    prefix: str = "",
+) -> dict[str, str | None]:
+    """The key version each of `found` (partition label → version) holding pseudonyms was
+    made under: each must be `expected` when given (KeyVersionMismatch, naming `prefix` +
+    label), and all the same (MixedKeyVersions): data of two keys is never combined."""
+    recorded: dict[str, str | None] = {}
+    for label, version in found.items():
+        holds, made_under = _check_version(store, version, prefix + label, expected)
+        if holds:
+            recorded[label] = made_under
+    if len(set(recorded.values())) > 1:
+        raise MixedKeyVersions(dataset, recorded)
+    return recorded
+
+
 def write_partition(
     root: Root,
     dataset: Dataset,
@@ -246,15 +266,32 @@ def _write(
     folder, `_meta.json` is written beside it, and the backend publishes both at once.
     Returns where the partition is: its folder (a local lake) or its s3:// address."""
     store, part = backend(root), _part(dataset, key, value)
-    tmp = store.stage(part)
-    try:
+
+    def fill(tmp: Path) -> dict[str, Any]:
         # Deterministic bytes for the same rows: no write timestamps in the file.
         rows = data(tmp / DATA_FILE)
         info = {"dataset": dataset, key: value, "rows": rows, **(meta or {})}
         if holds_pseudonyms(columns):
             info[KEY_VERSION_META] = key_version
-        (tmp / META_FILE).write_bytes(meta_bytes(info))
-        store.publish(part, tmp)
+        return info
+
+    return _publish_staged(store, part, fill, lambda tmp: store.publish(part, tmp))
+
+
+def _publish_staged(
+    store: Backend,
+    part: str,
+    fill: Callable[[Path], dict[str, Any]],
+    publish: Callable[[Path], None],
+) -> Path | str:
+    """Stage a partition: `fill` writes its data files (if any) into the staging folder and
+    returns its meta, written as `_meta.json`; `publish` makes the folder the partition's
+    version. Nothing is left staged on an error. Returns where the partition is: its folder
+    (a local lake) or its s3:// address."""
+    tmp = store.stage(part)
+    try:
+        (tmp / META_FILE).write_bytes(meta_bytes(fill(tmp)))
+        publish(tmp)
     except BaseException:
         store.discard(tmp)
         raise
@@ -279,32 +316,25 @@ def combine(
     which the combined partition records; rows are the sources' recorded rows summed.
     """
     store, part = backend(root), _part(dataset, key, value)
-    versions = [_require(store, *source) for source in sources]
-    if not versions:
+    if not sources:
         raise ValueError(f"lake.combine: no sources for {part}")
-    found: dict[str, str | None] = {}
+    found = {_part(*source): _require(store, *source) for source in sources}
+    recorded = _one_key_version(store, dataset, found, key_version)
     rows = 0
-    for source, version in zip(sources, versions, strict=True):
-        name = _part(*source)
-        holds, recorded = _check_version(store, version, name, key_version)
-        if holds:
-            found[name] = recorded
+    for name, version in found.items():
         if version.meta is None or "rows" not in version.meta:
             raise ValueError(f"lake.combine: {name} records no row count")
         rows += int(version.meta["rows"])
-    if len(set(found.values())) > 1:
-        raise MixedKeyVersions(dataset, found)
-    tmp = store.stage(part)
-    try:
+
+    def fill(_: Path) -> dict[str, Any]:
         info = {"dataset": dataset, key: value, "rows": rows, **(meta or {})}
-        if found:
-            info[KEY_VERSION_META] = next(iter(found.values()))
-        (tmp / META_FILE).write_bytes(meta_bytes(info))
-        store.publish_copies(part, tmp, versions)
-    except BaseException:
-        store.discard(tmp)
-        raise
-    return store.path(part) if isinstance(store, LocalFolder) else store.where(part)
+        if recorded:
+            info[KEY_VERSION_META] = next(iter(recorded.values()))
+        return info
+
+    return _publish_staged(
+        store, part, fill, lambda tmp: store.publish_copies(part, tmp, list(found.values()))
+    )
 
 
 _T = TypeVar("_T")
@@ -381,15 +411,8 @@ def read_partitions(
     if not values:
         raise ValueError(f"read_partitions: no partitions of {dataset} requested")
     store = backend(root)
-    found = {v: _require(store, dataset, key, v) for v in values}
-    versions: dict[str, str | None] = {}
-    for v, version in found.items():
-        name = f"{dataset}/{key}={v}"
-        holds, recorded = _check_version(store, version, name, key_version)
-        if holds:
-            versions[f"{key}={v}"] = recorded
-    if len(set(versions.values())) > 1:
-        raise MixedKeyVersions(dataset, versions)
+    found = {f"{key}={v}": _require(store, dataset, key, v) for v in values}
+    _one_key_version(store, dataset, found, key_version, prefix=f"{dataset}/")
     tables = [store.read_table(version) for version in found.values()]
     frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
     return frame
