@@ -17,7 +17,7 @@ from adperf import lake, warehouse
 from adperf.sources.logs import fetch_events
 from tasks.config import SANDBOX_HMAC_KEY
 
-from .conftest import END
+from .conftest import END, configure
 from .test_luigid import REPO, api, start_luigid
 
 SHARDS = 2
@@ -108,3 +108,29 @@ def test_two_workers_run_each_shard_once_and_the_merge_equals_the_whole(
     edges = lake.read_partition(tmp_path / "lake", "match_edges", "date", END.isoformat())
     matches = whole[whole["peer_pid"].notna() & (whole["user_pid"] != whole["peer_pid"])]
     assert len(edges) > 0 and edges["matches"].sum() == len(matches)
+
+
+def test_a_shard_is_complete_only_with_its_three_parts_from_one_run(run_root: Path) -> None:
+    import luigi
+
+    from adperf.sources.logs import SHARD_HASHES, shard_folder
+    from tasks.extract import EventLogsShard
+
+    # The shard's parameters say its share: no [logs] shards (which would outlive this test).
+    configure(run_root)
+    shard = EventLogsShard(date=END, shard=0, shards=SHARDS)
+    assert not shard.complete()
+    assert luigi.build([shard], local_scheduler=True, log_level="WARNING")
+    assert shard.complete()
+    # A rerun killed after rewriting its events: the hashes are another run's.
+    lake_root, hashes = run_root / "lake", shard_folder(SHARD_HASHES, 0, SHARDS)
+    table = lake.read_arrow(lake_root, hashes, "date", END.isoformat())
+    meta = lake.read_meta(lake_root, hashes, "date", END.isoformat())
+    lake.write_table(
+        lake_root, hashes, "date", END.isoformat(), table,
+        meta={"shard_run": "another run", "hash_function": meta["hash_function"]},
+    )  # fmt: skip
+    assert not shard.complete()
+    # Without its hashes (killed before the last write) it is not complete either.
+    shutil.rmtree(lake.partition_path(lake_root, hashes, "date", END.isoformat()))
+    assert not shard.complete()
