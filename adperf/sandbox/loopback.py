@@ -18,7 +18,11 @@ def serve(
     handler: type[BaseHTTPRequestHandler], name: str
 ) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
     """Start `handler` on 127.0.0.1:<free port> in a daemon thread: (server, thread, base URL)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # A response goes out in two writes (headers at end_headers(), then the body). With Nagle's
+    # algorithm on, the body waits for the client's ACK of the headers, which the client delays
+    # (delayed ACK, 40 ms on Linux): every request on a kept-alive connection then costs ~42 ms
+    # instead of ~1 ms. TCP_NODELAY on the accepted socket, as a real API's server sends.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _no_nagle(handler))
     server.daemon_threads = True
     # A short poll interval makes shutdown quick; the default half second adds up in tests.
     thread = threading.Thread(
@@ -27,6 +31,13 @@ def serve(
     thread.start()
     host, port = server.server_address[:2]
     return server, thread, f"http://{host!s}:{port}"
+
+
+def _no_nagle(handler: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    """`handler` with TCP_NODELAY set on each connection (StreamRequestHandler's switch)."""
+    if handler.disable_nagle_algorithm:
+        return handler
+    return type(handler.__name__, (handler,), {"disable_nagle_algorithm": True})
 
 
 def shutdown(server: ThreadingHTTPServer | None, thread: threading.Thread | None) -> None:
