@@ -12,12 +12,15 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from adperf.actions import Settings, scaled_budget
+from adperf.actions import ZERO_DECIMAL_CURRENCIES, Settings, scaled_budget
+from adperf.platforms import APPLE_ADS, TIKTOK
+from adperf.sandbox import fake_apple_ads, fake_tiktok
 from adperf.sandbox.ad_objects import JsonState, objects_path, sandbox_objects
 from adperf.sandbox.entities import CURRENCY_DIGITS
 from adperf.transform.outcomes import WEEK_DAYS
@@ -179,7 +182,8 @@ def _oracle(root: Path, iso: str, rules: Any) -> dict[str, str]:
 
 def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: Settings) -> None:
     """The campaign decisions on the fakes' object state, as `actions apply` would make them:
-    Facebook on each adset of the campaign, Google Ads on the campaign and its budget."""
+    Facebook and TikTok on each adset (ad group) of the campaign, Google Ads on the campaign
+    and its budget, Apple Ads on the campaign; budgets in the currency's minor units."""
     acting = {c: a for c, a in decided.items() if a in ("scale", "pause")}
     if not acting:
         return
@@ -209,8 +213,41 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
                     int(budget["amount_micros"]), settings, step
                 )
 
+    currency = {str(a["advertiser_id"]): str(a["currency"]) for a in meta["tiktok_advertisers"]}
+    currency.update({str(o["orgId"]): str(o["currency"]) for o in meta["apple_ads_orgs"]})
+
+    def scaled(amount: str, account: str) -> str:
+        unit = 1 if currency[account] in ZERO_DECIMAL_CURRENCIES else 100
+        minor = int((Decimal(amount) * unit).to_integral_value())
+        return str(Decimal(scaled_budget(minor, settings)) / unit)
+
+    def tiktok(doc: dict[str, Any]) -> None:
+        for group in doc["adgroups"].values():
+            action = acting.get(group["campaign_id"])
+            if action is None or group["operation_status"] != "ENABLE":
+                continue
+            if action == "pause":
+                group["operation_status"] = "DISABLE"
+            else:
+                group["budget"] = scaled(str(group["budget"]), str(group["advertiser_id"]))
+
+    def apple(doc: dict[str, Any]) -> None:
+        for cid, camp in doc["campaigns"].items():
+            action = acting.get(cid)
+            if action is None or camp["status"] != "ENABLED":
+                continue
+            if action == "pause":
+                camp["status"] = "PAUSED"
+            else:
+                budget = camp["dailyBudgetAmount"]
+                budget["amount"] = scaled(str(budget["amount"]), str(camp["orgId"]))
+
+    seed, profile = int(meta["seed"]), str(meta["profile"])
     _update(objects_path(root, meta, "facebook"), base_fb, fb)
     _update(objects_path(root, meta, "google_ads"), base_google, google)
+    _update(objects_path(root, meta, TIKTOK), fake_tiktok.sandbox_objects(seed, profile), tiktok)
+    base_apple = fake_apple_ads.sandbox_objects(seed, profile)
+    _update(objects_path(root, meta, APPLE_ADS), base_apple, apple)
 
 
 def _update(path: Path, base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:

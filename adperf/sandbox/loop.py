@@ -1,10 +1,12 @@
 """The sandbox as a closed loop: what the fakes' editable objects do to the world's delivery.
 
-An action applied through the fake Graph API or the fake Google Ads (`adperf actions apply`)
-changes the JSON state of `adperf.sandbox.ad_objects`. When the world is built or extended, each
-new day reads that state once ("controls"): an ad's budget factor is its adset's `daily_budget`
-(Facebook) or its campaign budget's `amount_micros` (Google Ads) over the budget the world
-started with, 0 when the adset, its campaign or the Google campaign is paused. The day's spend
+An action applied through the fake Graph API, Google Ads, TikTok or Apple Ads (`adperf actions
+apply`) changes the fake's JSON object state (`adperf.sandbox.ad_objects`'s files). When the world
+is built or extended, each new day reads that state once ("controls"): an ad's budget factor is
+its adset's `daily_budget` (Facebook), its campaign budget's `amount_micros` (Google Ads), its ad
+group's `budget` (TikTok) or its campaign's `dailyBudgetAmount` (Apple Ads) over the budget the
+world started with; 0 when the adset, its campaign, the Google or Apple campaign or the TikTok ad
+group is paused. The day's spend
 follows the budget, and installs follow with diminishing returns: the cost per install grows as
 `factor ** CPI_ELASTICITY` (a bigger budget reaches past the audience that converts best).
 
@@ -20,15 +22,17 @@ campaigns only start delivering some days into the world (new campaigns). Both d
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from adperf.platforms import FACEBOOK, GOOGLE_ADS
+from adperf.platforms import APPLE_ADS, FACEBOOK, GOOGLE_ADS, TIKTOK
 from adperf.sandbox.ad_objects import objects_path, sandbox_objects
 from adperf.sandbox.entities import Entities, rng_for
 from adperf.sandbox.profiles import Profile
@@ -85,32 +89,74 @@ def build_drift(seed: int, profile: Profile, ent: Entities, enabled: bool) -> Dr
 def current_factors(world_root: Path, meta: dict[str, Any], ent: Entities) -> FloatArray:
     """Per ad: its budget factor now, from the fakes' object state files (1 where unedited)."""
     out = np.ones(len(ent.ads))
-    paths = [objects_path(world_root, meta, p) for p in (FACEBOOK, GOOGLE_ADS)]
-    if not any(p.exists() for p in paths):  # nobody edited anything (and no objects to build)
+    platforms = (FACEBOOK, GOOGLE_ADS, TIKTOK, APPLE_ADS)
+    paths = {p: objects_path(world_root, meta, p) for p in platforms}
+    if not any(p.exists() for p in paths.values()):  # nobody edited anything
         return out
-    base_fb, base_google = sandbox_objects(meta)
-    fb, google = _read(paths[0], base_fb), _read(paths[1], base_google)
+    base = _base_objects(int(meta["seed"]), str(meta["profile"]))
+    now = {p: _read(path, base[p]) for p, path in paths.items()}
     for ad in ent.ads:
         c = ent.campaigns[ad.campaign_index]
-        # TikTok and Apple Ads objects are not in the loop yet: their ads keep factor 1.
-        if c.platform == FACEBOOK:
-            adset = fb["adsets"].get(ad.adset_id)
-            camp = fb["campaigns"].get(c.campaign_id, {})
-            if adset is None:
-                continue
-            base = base_fb["adsets"][ad.adset_id]["daily_budget"]
-            live = adset.get("status") == "ACTIVE" and camp.get("status", "ACTIVE") == "ACTIVE"
-            out[ad.index] = float(adset["daily_budget"]) / float(base) if live else 0.0
-        elif c.platform == GOOGLE_ADS:
-            camp = google["campaigns"].get(c.campaign_id)
-            if camp is None:
-                continue
-            base_id = base_google["campaigns"][c.campaign_id]["budget_id"]
-            base = base_google["budgets"][base_id]["amount_micros"]
-            now = google["budgets"][camp["budget_id"]]["amount_micros"]
-            live = camp.get("status") == "ENABLED"
-            out[ad.index] = float(now) / float(base) if live else 0.0
+        factor = _factor(c.platform, c.campaign_id, ad.adset_id, base, now)
+        if factor is not None:
+            out[ad.index] = factor
     return out
+
+
+@functools.cache
+def _base_objects(seed: int, profile: str) -> dict[str, dict[str, Any]]:
+    """Each platform's objects as the world started them (the base of every factor); cached:
+    building them takes the entities' time, every extended day asks. Read only."""
+    from adperf.sandbox import fake_apple_ads, fake_tiktok
+
+    fb, google = sandbox_objects({"seed": seed, "profile": profile})
+    return {
+        FACEBOOK: fb,
+        GOOGLE_ADS: google,
+        TIKTOK: fake_tiktok.sandbox_objects(seed, profile),
+        APPLE_ADS: fake_apple_ads.sandbox_objects(seed, profile),
+    }
+
+
+def _factor(
+    platform: str,
+    campaign_id: str,
+    adset_id: str,
+    base: dict[str, dict[str, Any]],
+    now: dict[str, dict[str, Any]],
+) -> float | None:
+    """One ad's budget factor from its platform's objects (None: no such object, unchanged)."""
+    if platform == FACEBOOK:
+        adset = now[FACEBOOK]["adsets"].get(adset_id)
+        camp = now[FACEBOOK]["campaigns"].get(campaign_id, {})
+        if adset is None:
+            return None
+        live = adset.get("status") == "ACTIVE" and camp.get("status", "ACTIVE") == "ACTIVE"
+        start = base[FACEBOOK]["adsets"][adset_id]["daily_budget"]
+        return float(adset["daily_budget"]) / float(start) if live else 0.0
+    if platform == GOOGLE_ADS:
+        camp = now[GOOGLE_ADS]["campaigns"].get(campaign_id)
+        if camp is None:
+            return None
+        start_budget = base[GOOGLE_ADS]["campaigns"][campaign_id]["budget_id"]
+        start = base[GOOGLE_ADS]["budgets"][start_budget]["amount_micros"]
+        amount = now[GOOGLE_ADS]["budgets"][camp["budget_id"]]["amount_micros"]
+        return float(amount) / float(start) if camp.get("status") == "ENABLED" else 0.0
+    if platform == TIKTOK:
+        group = now[TIKTOK]["adgroups"].get(adset_id)
+        if group is None:
+            return None
+        start = Decimal(base[TIKTOK]["adgroups"][adset_id]["budget"])
+        live = group.get("operation_status") == "ENABLE"
+        return float(Decimal(str(group["budget"])) / start) if live else 0.0
+    if platform == APPLE_ADS:
+        camp = now[APPLE_ADS]["campaigns"].get(campaign_id)
+        if camp is None:
+            return None
+        start = Decimal(base[APPLE_ADS]["campaigns"][campaign_id]["dailyBudgetAmount"]["amount"])
+        amount = Decimal(str(camp["dailyBudgetAmount"]["amount"]))
+        return float(amount / start) if camp.get("status") == "ENABLED" else 0.0
+    return None
 
 
 def _read(path: Path, base: dict[str, Any]) -> dict[str, Any]:

@@ -91,3 +91,49 @@ def test_a_drifting_world_fades_some_campaigns_and_starts_some_late(tmp_path: Pa
     spend = truth.pivot(index="date", columns="campaign_id", values="spend_report")
     late = [c for c in spend if spend[c].iloc[:40].sum() == 0 and spend[c].iloc[-10:].sum() > 0]
     assert late, "some campaign starts delivering mid-world"
+
+
+def test_tiktok_and_apple_ads_budgets_and_pauses_drive_the_next_days_too(tmp_path: Path) -> None:
+    from adperf.sandbox import fake_apple_ads, fake_tiktok
+
+    root = tmp_path / "world"
+    ensure_world(root, end=END, profile="tiny", seed=7, days=8)
+    before = _truth(root)
+    meta = load_meta(root)
+    groups = fake_tiktok.sandbox_objects(7, "tiny")["adgroups"]
+    by_campaign: dict[str, list[str]] = {}
+    for group_id, g in groups.items():
+        by_campaign.setdefault(g["campaign_id"], []).append(group_id)
+    paused_tt, scaled_tt = sorted(by_campaign)
+    apple = fake_apple_ads.sandbox_objects(7, "tiny")
+    paused_asa, scaled_asa = sorted(apple["campaigns"])
+
+    def tiktok(doc: dict[str, Any]) -> None:
+        for group_id in by_campaign[paused_tt]:
+            doc["adgroups"][group_id]["operation_status"] = "DISABLE"
+        for group_id in by_campaign[scaled_tt]:  # as the action's POST leaves it: a float's text
+            doc["adgroups"][group_id]["budget"] = str(float(groups[group_id]["budget"]) * 2)
+
+    def apple_ads(doc: dict[str, Any]) -> None:
+        doc["campaigns"][paused_asa]["status"] = "PAUSED"
+        amount = doc["campaigns"][scaled_asa]["dailyBudgetAmount"]["amount"]
+        doc["campaigns"][scaled_asa]["dailyBudgetAmount"]["amount"] = f"{float(amount) * 1.5:.2f}"
+
+    JsonState({"adgroups": groups}, objects_path(root, meta, "tiktok")).update(tiktok)
+    JsonState(apple, objects_path(root, meta, "apple_ads")).update(apple_ads)
+    ensure_world(root, end=END + dt.timedelta(days=3), profile="tiny", seed=7)
+    after = _truth(root)
+    old = after[after["date"] <= END.isoformat()].reset_index(drop=True)
+    # The past never changes (its factors were all 1: read back as integers).
+    pd.testing.assert_frame_equal(old, before, check_dtype=False)
+    new = after[after["date"] > END.isoformat()].set_index("campaign_id")
+    for paused in (paused_tt, paused_asa):
+        assert (new.loc[paused, "spend_report"] == 0).all()
+        assert (new.loc[paused, "installs"] == 0).all()
+    assert (new.loc[scaled_tt, "budget_factor"].round(6) == 2).all()
+    start = float(apple["campaigns"][scaled_asa]["dailyBudgetAmount"]["amount"])
+    expected = float(f"{start * 1.5:.2f}") / start  # the budget is in cents
+    assert (new.loc[scaled_asa, "budget_factor"].round(5) == round(expected, 5)).all()
+    # The other platforms' campaigns are untouched.
+    others = new[~new.index.isin([paused_tt, scaled_tt, paused_asa, scaled_asa])]
+    assert set(others["budget_factor"]) == {1}
