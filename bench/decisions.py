@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="parent folder")
     parser.add_argument("--report-only", action="store_true", help="judge existing loops")
     parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="days of history the worlds start with ([sandbox] days; default the profile's)",
+    )
+    parser.add_argument(
         "--rule",
         action="append",
         default=[],
@@ -77,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     policies = [p for p in args.policies.split(",") if p]
-    base = (args.out / f"loop-{args.profile}").resolve()
+    name = f"loop-{args.profile}" + (f"-h{args.history_days}" if args.history_days else "")
+    base = (args.out / name).resolve()
     jobs = []
     for seed in seeds:
         for policy in policies:
             folder = base / f"seed{seed}" / policy
-            prepare(folder, args.profile, seed, policy, args.days, _rules(args.rule))
+            rules = _rules(args.rule)
+            prepare(folder, args.profile, seed, policy, args.days, rules, args.history_days)
             jobs.append(folder)
     if not args.report_only:
         run_all(jobs, args.parallel)
@@ -117,13 +125,16 @@ def prepare(
     policy: str,
     days: int,
     rules: dict[str, str] | None = None,
+    history_days: int = 0,
 ) -> None:
-    """The policy's folder: luigi.cfg (drifting world, the policy's rule, `rules` over the
-    defaults) and loop.json."""
+    """The policy's folder: luigi.cfg (drifting world with `history_days` of history, 0: the
+    profile's; the policy's rule, `rules` over the defaults) and loop.json."""
     cfg_path = write_config(folder, profile, seed)
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(cfg_path)
     cfg.set("sandbox", "drift", "true")
+    if history_days:
+        cfg.set("sandbox", "days", str(history_days))
     if not cfg.has_section("rules"):
         cfg.add_section("rules")
     cfg.set("rules", "pooled", "false" if policy == "old" else "true")

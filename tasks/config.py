@@ -123,6 +123,11 @@ class sandbox(luigi.Config, metaclass=_Section):  # noqa: N801
         default=False,
         description="the world drifts: some campaigns fade (creative fatigue), some start late",
     )
+    days = luigi.IntParameter(
+        default=0,
+        description="days of history a first build of the world has (0: the profile's own); "
+        "an existing world keeps its start",
+    )
 
 
 class facebook(luigi.Config, metaclass=_Section):  # noqa: N801

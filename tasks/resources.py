@@ -281,6 +281,7 @@ def ensure_sandbox_world(end: dt.date) -> dict[str, Any]:
             end=end,
             profile=config.sandbox().profile,
             seed=config.sandbox().seed,
+            days=config.sandbox().days or None,
             report_timezone=config.adperf().report_timezone,
             drift=config.sandbox().drift,
         )
