@@ -326,6 +326,11 @@ class rules(luigi.Config, metaclass=_Section):  # noqa: N801
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
         "P(true ROAS < pause_roas) is; else hold",
     )
+    cpi_days = luigi.IntParameter(
+        default=3,
+        description="the window's value per install is valued at the CPI of this many last days "
+        "(a budget changed since buys dearer or cheaper installs); 0: the window's own CPI",
+    )
     pooled = luigi.BoolParameter(
         default=True,
         description="decide on the window's pooled cohorts (false: on the report day's cohort "

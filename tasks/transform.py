@@ -430,6 +430,7 @@ def _rules() -> Any:
         min_age_days=r.min_age_days,
         window_days=r.window_days,
         confidence=r.confidence,
+        cpi_days=r.cpi_days,
     )
 
 

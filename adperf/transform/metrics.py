@@ -55,6 +55,21 @@ def ratio_of(numerator: float | int | None, denominator: float | int | None) -> 
     return float(numerator) / float(denominator)
 
 
+def cpi_change(
+    window_spend: float | int | None,
+    window_installs: float | int | None,
+    recent_spend: float | int | None,
+    recent_installs: float | int | None,
+) -> float | None:
+    """Installs a unit of spend buys in the recent days over what it bought in the whole
+    window (the window's CPI / the recent CPI); None where either lacks spend or installs."""
+    window = ratio_of(window_installs, window_spend)
+    recent = ratio_of(recent_installs, recent_spend)
+    if window is None or recent is None or window <= 0 or recent <= 0:
+        return None
+    return recent / window
+
+
 def roas_of(revenue: float | int | None, spend: float | int | None) -> float | None:
     """One ROAS: revenue / spend, None without spend."""
     return ratio_of(revenue, spend)

@@ -6,8 +6,9 @@ Pure functions: DataFrames in, DataFrames out; the report day and the rules are 
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -213,10 +214,16 @@ class Rules:
     min_age_days: int = 7
     window_days: int = 14
     confidence: float = 0.6  # tuned in the closed-loop bench (bench/README.md)
+    cpi_days: int = 3  # the window's value per install is bought at these last days' CPI
 
     def __post_init__(self) -> None:
         if self.window_days < 1:
             raise ValueError(f"[rules] window_days = {self.window_days}. Fix: 1 or more days")
+        if not 0 <= self.cpi_days < self.window_days:
+            raise ValueError(
+                f"[rules] cpi_days = {self.cpi_days}. Fix: 0 (the window's own CPI) to "
+                f"{self.window_days - 1} (under window_days)"
+            )
         if not 0.5 < self.confidence <= 1.0:
             # At or under 0.5 both P(above scale) and P(below pause) could reach it.
             raise ValueError(
@@ -236,6 +243,10 @@ class WindowEvidence:
     low: float | None
     high: float | None
     draws: np.ndarray | None  # pROAS bootstrap draws (same model as low/high)
+    # The recent days' installs per unit of spend over the window's (None: not applied); the
+    # pROAS above is the window's value per install at the recent CPI.
+    cpi_change: float | None = None
+    cpi_days: int = 0
 
 
 WindowKey = tuple[str, str, str]  # (level, platform, object_id)
@@ -247,21 +258,32 @@ def build_window_evidence(
     spend: pd.DataFrame,
     pltv_window: pd.DataFrame,
     pltv_draws: pd.DataFrame,
+    cpi_days: int = 0,
 ) -> dict[WindowKey, WindowEvidence]:
     """Per paid campaign and adset: the evidence of the `window_days` install days to `day`.
 
     `spend` is ad-level spend by day (at least the window's days), `pltv_window` and
     `pltv_draws` the window's pooled cohort value (ltv.build_pltv_window). pROAS = the
     window's pLTV / the window's spend, its draws the pLTV draws / that spend.
+
+    With `cpi_days` (> 0), the pROAS is the window's value per install bought at the CPI of
+    the last `cpi_days` days: × the installs a unit of spend bought then over what it bought in
+    the whole window (the platform's own install counts, so its level cancels out). A budget
+    scaled a few days ago buys dearer installs (an audience's best converters come first) while
+    most of the window's cohorts were bought before; acting on the window's CPI would scale on
+    value the next dollar no longer buys. The recent count's Poisson noise enters the draws.
     """
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=window_days - 1)).isoformat()
+    recent = (dt.date.fromisoformat(day) - dt.timedelta(days=cpi_days - 1)).isoformat()
     dates = spend["date"].astype("str")
     paid = spend.loc[(dates >= first) & (dates <= day) & spend["platform"].ne(ORGANIC)]
+    latest = paid.loc[paid["date"].astype("str") >= recent] if cpi_days > 0 else paid.iloc[:0]
     values = pltv_window.loc[~pltv_window["platform"].isin([*INSTALL_BUCKETS, UNATTRIBUTED])]
     out: dict[WindowKey, WindowEvidence] = {}
     for level, column in (("campaign", "campaign_id"), ("adset", "adset_id")):
         spent = paid.groupby(["platform", column], sort=False)["spend_micros"].sum()
         spent_by = {(str(k[0]), str(k[1])): int(v) for k, v in _pairs(spent)}
+        changes = _cpi_changes(paid, latest, column)
         rows = values.loc[values["level"] == level]
         rows_by = {(str(r["platform"]), str(r[column])): r for r in rows.to_dict("records")}
         draws = pltv_draws.loc[pltv_draws["level"] == level].sort_values("draw", kind="stable")
@@ -271,8 +293,61 @@ def build_window_evidence(
         }
         for key in spent_by.keys() | rows_by.keys():
             micros, row = spent_by.get(key, 0), rows_by.get(key)
-            out[(level, *key)] = _window_evidence(window_days, micros, row, drawn.get(key))
+            evidence = _window_evidence(window_days, micros, row, drawn.get(key))
+            change = changes.get(key)
+            if change is not None and evidence.proas is not None:
+                evidence = _at_recent_cpi(evidence, change, cpi_days, (day, level, *key))
+            out[(level, *key)] = evidence
     return out
+
+
+def _cpi_changes(
+    paid: pd.DataFrame, latest: pd.DataFrame, column: str
+) -> dict[tuple[str, str], tuple[float, int]]:
+    """Per (platform, object): (the recent days' installs per spend over the window's, the
+    recent installs); objects without recent spend or installs on either side are left out."""
+    if latest.empty:
+        return {}
+    sums = ["spend_micros", "installs_reported"]
+    window = paid.groupby(["platform", column], sort=False)[sums].sum()
+    recent = latest.groupby(["platform", column], sort=False)[sums].sum()
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    for key, r in recent.iterrows():
+        if not isinstance(key, tuple) or key not in window.index:
+            continue
+        w = window.loc[key]
+        change = metrics.cpi_change(
+            int(w["spend_micros"]),
+            int(w["installs_reported"]),
+            int(r["spend_micros"]),
+            int(r["installs_reported"]),
+        )
+        if change is not None:
+            out[(str(key[0]), str(key[1]))] = (change, int(r["installs_reported"]))
+    return out
+
+
+def _at_recent_cpi(
+    evidence: WindowEvidence, change: tuple[float, int], cpi_days: int, seed_key: tuple[str, ...]
+) -> WindowEvidence:
+    """`evidence` with its pROAS at the recent CPI; the draws also carry the recent install
+    count's noise (a Gamma posterior of its rate under Jeffreys' prior, seeded by the day and
+    the object: a rerun decides the same)."""
+    factor, installs = change
+    draws = evidence.draws
+    if draws is not None and len(draws):
+        rng = np.random.default_rng(zlib.crc32("|".join(seed_key).encode()))
+        noise = rng.gamma(installs + 0.5, 1.0 / (installs + 0.5), size=len(draws))
+        draws = draws * factor * noise
+    return replace(
+        evidence,
+        proas=None if evidence.proas is None else evidence.proas * factor,
+        low=None if evidence.low is None else evidence.low * factor,
+        high=None if evidence.high is None else evidence.high * factor,
+        draws=draws,
+        cpi_change=factor,
+        cpi_days=cpi_days,
+    )
 
 
 def _pairs(series: pd.Series) -> list[tuple[tuple[Any, Any], Any]]:
@@ -458,6 +533,9 @@ def _decide_pooled(
         return "hold", "; ".join(shortfalls), None, None
     cohorts = f"{pooled.cohort_days} day{'s' if pooled.cohort_days != 1 else ''} of cohorts"
     volume = f"on {cohorts}, {pooled.installs:,} installs, {_money(pooled.spend_micros, currency)}"
+    if pooled.cpi_change is not None:
+        dearer = 1.0 / pooled.cpi_change - 1.0
+        volume += f", at the last {pooled.cpi_days} days' CPI ({dearer:+.0%} on the window's)"
     scale, pause, confidence = rules.scale_roas, rules.pause_roas, rules.confidence
     if pooled.proas is None or pooled.draws is None or len(pooled.draws) == 0:
         if roas is not None and roas >= scale:
@@ -587,7 +665,9 @@ def build_report_day(
 
     spend_day = spend_window[spend_window["date"] == day]
     report = build_campaign_report(day, spend_day, installs, attribution, contribution, pltv)
-    window = build_window_evidence(day, rules.window_days, spend_window, pltv_window, pltv_draws)
+    window = build_window_evidence(
+        day, rules.window_days, spend_window, pltv_window, pltv_draws, rules.cpi_days
+    )
     actions = build_actions(
         day,
         report,

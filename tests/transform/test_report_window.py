@@ -256,3 +256,74 @@ def test_minimums_apply_to_the_window(evidence: WindowEvidence, reason: str) -> 
         window={("campaign", "facebook", "c1"): evidence},
     )
     assert (records(got)[0]["action"], records(got)[0]["reason"]) == ("hold", reason)
+
+
+def _spend_with_installs(budget_rise: float, cpi_rise: float) -> pd.DataFrame:
+    """c1's 14 days: $100 and 50 platform installs a day, then the last 3 days at
+    `budget_rise` x the spend and `cpi_rise` x the CPI."""
+    rows = spend_rows("c1", 100 * M, window_days(14))
+    rows["installs_reported"] = 50
+    last = rows["date"] >= window_days(3)[0]
+    rows.loc[last, "spend_micros"] = round(100 * M * budget_rise)
+    rows.loc[last, "installs_reported"] = round(50 * budget_rise / cpi_rise)
+    return rows
+
+
+def test_the_window_value_is_bought_at_the_last_days_cpi() -> None:
+    spend = _spend_with_installs(budget_rise=1.44, cpi_rise=1.2)
+    window, draws = ltv_frames(
+        "c1", 14, 700, int(spend["spend_micros"].sum()), draws_around(1.5, 0.1)
+    )
+    plain = build_window_evidence(DAY, 14, spend, window, draws)[("campaign", "facebook", "c1")]
+    now = build_window_evidence(DAY, 14, spend, window, draws, cpi_days=3)
+    got = now[("campaign", "facebook", "c1")]
+    assert plain.proas is not None and got.proas is not None and got.draws is not None
+    assert plain.cpi_change is None
+    # 3 x 60 installs for 3 x $144 against 11 x 50 + 3 x 60 for 11 x $100 + 3 x $144.
+    expected = (180 / 432) / (730 / 1532)
+    assert got.cpi_change == pytest.approx(expected)
+    assert got.proas == pytest.approx(plain.proas * expected)
+    assert np.median(got.draws) == pytest.approx(plain.proas * expected, rel=0.03)
+    # The recent count's noise widens the draws; the same day and object always draw the same.
+    assert np.std(got.draws) > np.std(plain.draws) * expected  # type: ignore[arg-type]
+    again = build_window_evidence(DAY, 14, spend, window, draws, cpi_days=3)
+    assert np.array_equal(again[("campaign", "facebook", "c1")].draws, got.draws)  # type: ignore[arg-type]
+    # The adset has the same spend: the same change.
+    assert now[("adset", "facebook", "s-c1")].cpi_change == pytest.approx(expected)
+
+
+def test_a_scaled_winner_at_its_new_cpi_is_no_longer_scaled_and_the_reason_says_why() -> None:
+    spend = _spend_with_installs(budget_rise=1.44, cpi_rise=1.2)
+    window, draws = ltv_frames(
+        "c1", 14, 700, int(spend["spend_micros"].sum()), draws_around(1.45, 0.1)
+    )
+    rules = Rules()
+    dates = {("facebook", "c1"): OLD}
+    row = ("facebook", "c1", 144 * M, 40, 0.1, 1.45, (1.45, 1.45))
+    before = build_window_evidence(DAY, 14, spend, window, draws)
+    after = build_window_evidence(DAY, 14, spend, window, draws, cpi_days=3)
+    scaled = records(build_actions(DAY, report(row), dates, rules, window=before))
+    held = records(build_actions(DAY, report(row), dates, rules, window=after))
+    assert scaled[0]["action"] == "scale"
+    assert held[0]["action"] == "hold"
+    assert "at the last 3 days' CPI (+14% on the window's)" in str(held[0]["reason"])
+
+
+def test_without_recent_installs_or_spend_the_window_cpi_stands() -> None:
+    spend = _spend_with_installs(budget_rise=1.0, cpi_rise=1.0)
+    spend.loc[spend["date"] >= window_days(3)[0], "installs_reported"] = 0
+    window, draws = ltv_frames(
+        "c1", 14, 700, int(spend["spend_micros"].sum()), draws_around(1.5, 0.1)
+    )
+    plain = build_window_evidence(DAY, 14, spend, window, draws)
+    got = build_window_evidence(DAY, 14, spend, window, draws, cpi_days=3)
+    assert got.keys() == plain.keys()
+    for key, g in got.items():
+        assert g.cpi_change is None and g.proas == plain[key].proas
+
+
+def test_cpi_days_must_be_under_the_window() -> None:
+    Rules(cpi_days=0)
+    Rules(window_days=14, cpi_days=13)
+    with pytest.raises(ValueError, match="cpi_days = 14"):
+        Rules(window_days=14, cpi_days=14)
