@@ -148,7 +148,9 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
     by = d7.groupby("campaign_id").sum(numeric_only=True)
     window = window.dropna(subset=["proas"])
     spent = pd.to_numeric(window["spend"]).astype(float).to_numpy()
-    value = float((window["proas"].to_numpy(dtype=float) * spent).sum())
+    # The window's pooled pLTV itself (the lake's pltv_window), not actions.proas x spend: the
+    # rule's pROAS is at the recent CPI ([rules] cpi_days), which is adperf's, not naive's.
+    value = _window_pltv(iso, window["campaign_id"].astype(str).tolist())
     d7_roas = (by["revenue"] / by["spend"].where(by["spend"] > 0)).reindex(window["campaign_id"])
     ratio_den = float((d7_roas.fillna(0).to_numpy() * spent).sum())
     ratio = value / ratio_den if ratio_den > 0 else None
@@ -166,6 +168,18 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
             "scale" if est > rules.scale_roas else "pause" if est < rules.pause_roas else "hold"
         )
     return out
+
+
+def _window_pltv(iso: str, campaigns: list[str]) -> float:
+    """The day's pooled window pLTV of `campaigns` (report currency units)."""
+    from adperf import lake
+    from adperf.schema import MICROS
+    from tasks import config
+
+    frame = lake.read_partition(config.data_root(), "pltv_window", "date", iso)
+    rows = frame[frame["level"] == "campaign"]
+    by = dict(zip(rows["campaign_id"].astype(str), rows["pltv_micros"].astype(int), strict=True))
+    return sum(by.get(c, 0) for c in campaigns) / MICROS
 
 
 def _oracle(root: Path, iso: str, rules: Any) -> dict[str, str]:
