@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from adperf import lake
+from adperf import lake, objstore
 from adperf.errors import SchemaError
 from adperf.pseudonym import KeyVersionMismatch, MixedKeyVersions
 from adperf.schema import PAYMENTS
@@ -186,3 +186,69 @@ def test_combine_publishes_the_sources_files_as_one_partition_in_order(tmp_path)
         lake.combine(tmp_path, "payments", "date", "d2", [*sources, ("payments", "date", "s9")])
     assert not lake.partition_exists(tmp_path, "payments", "date", "d2")
     assert not any(p.name.startswith(lake.TMP_PREFIX) for p in (tmp_path / "payments").iterdir())
+
+
+# ------------------------------------------------------------------- the read cache
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch the Parquet decoder the backends use; returns the list of files it decoded."""
+    decoded: list[str] = []
+    real = objstore.pq.read_table
+
+    def counting(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(str(source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(objstore.pq, "read_table", counting)
+    return decoded
+
+
+def test_a_partition_read_again_is_not_decoded_again(tmp_path, monkeypatch):
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(3))
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-28", _payments(2))
+    decoded = _count_decodes(monkeypatch)
+    first = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    again = lake.read_arrow(tmp_path, "payments", "date", "2026-11-27")
+    both = lake.read_partitions(tmp_path, "payments", "date", ["2026-11-27", "2026-11-28"])
+    assert len(decoded) == 2  # each file once, although the first was read three times
+    assert again.num_rows == len(first) == 3 and len(both) == 5
+    assert first.equals(again.to_pandas())
+
+
+def test_a_rewritten_partition_is_read_anew_never_from_the_cache(tmp_path, monkeypatch):
+    old = _payments(3)
+    new = _payments(3).assign(payment_id=[str(2 * 10**17 + i) for i in range(3)])
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", old)
+    decoded = _count_decodes(monkeypatch)
+    assert (
+        lake.read_partition(tmp_path, "payments", "date", "2026-11-27")["payment_id"].tolist()
+        == old["payment_id"].tolist()
+    )
+    # Same rows count, same bytes' length: only the file's identity tells the versions apart.
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", new)
+    got = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    assert got["payment_id"].tolist() == new["payment_id"].tolist()
+    assert len(decoded) == 2
+    # Read from a new root object (as another task would): still the new rows, not decoded again.
+    got = lake.read_partition(tmp_path / ".", "payments", "date", "2026-11-27")
+    assert got["payment_id"].tolist() == new["payment_id"].tolist() and len(decoded) == 2
+
+
+def test_the_table_cache_keeps_the_latest_tables_within_its_bytes():
+    sizes = {0: 1000, 1: 2000, 2: 3000, 3: 9000}
+    tables = {k: pa.table({"x": pa.array(range(n), pa.int64())}) for k, n in sizes.items()}
+    cache = objstore.TableCache(max_bytes=tables[1].nbytes + tables[2].nbytes)
+    loads: list[int] = []
+
+    def load(k: int) -> pa.Table:
+        loads.append(k)
+        return tables[k]
+
+    for k in (0, 1, 0, 2):  # 0 is read again after 1, so 1 is the least recent when 2 comes
+        assert cache.get(("t", k), lambda k=k: load(k)) is tables[k]
+    assert loads == [0, 1, 2] and cache.nbytes == tables[0].nbytes + tables[2].nbytes
+    assert cache.get(("t", 1), lambda: load(1)) is tables[1] and loads[-1] == 1  # was dropped
+    assert cache.nbytes <= cache.max_bytes
+    cache.get(("t", 3), lambda: load(3))  # bigger than the whole cache: returned, never kept
+    assert cache.get(("t", 3), lambda: load(3)) is tables[3] and loads[-2:] == [3, 3]
