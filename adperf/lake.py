@@ -440,6 +440,22 @@ def read_file(root: Root, dataset: str, key: str, value: str, name: str) -> byte
     raise ValueError(f"a lake partition has no file {name!r}")
 
 
+def partition_size(
+    root: Root, dataset: str, key: str, value: str, *, key_version: str | None = None
+) -> tuple[int, int] | None:
+    """(rows recorded in its meta, bytes stored) of one partition, read from one version; None
+    when it is not complete (as `partition_exists`, given `key_version`)."""
+    store = backend(root)
+    version = store.current(_part(dataset, key, value))
+    if version is None:
+        return None
+    if key_version is not None:
+        holds, found = _key_version(store, version)
+        if holds and found != key_version:
+            return None
+    return int((version.meta or {}).get("rows", 0)), store.nbytes(version)
+
+
 def partition_nbytes(root: Root, dataset: str, key: str, value: str) -> int:
     """Bytes stored for one complete partition."""
     store = backend(root)

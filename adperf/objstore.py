@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -68,60 +68,65 @@ def _decoder(path: str) -> Callable[[], pa.Table]:
     return lambda: pq.read_table(path)
 
 
-# Decoded data files kept per process, least recently read dropped first. A daily run reads
-# most partitions of the day before again (cohort windows, SpendLatest's pulls, LTV history):
-# about 360 reads a day in the sandbox loop, ~0.7 s of decoding. 256 MiB holds a small or
-# medium world's working set; a bigger table than that is never kept.
-TABLE_CACHE_BYTES = 256 << 20
+_V = TypeVar("_V")
 
 
-class TableCache:
-    """Arrow tables by the identity of the immutable file they were decoded from, bounded by
-    their bytes (LRU). Arrow tables are immutable, so one can be handed to every reader.
+class DecodedCache(Generic[_V]):
+    """Values decoded from immutable files (Arrow tables, schemas) by the identity of the file
+    version they came from, the least recently read dropped first once their `size`s pass
+    `limit`. The values are immutable, so one can be handed to every reader.
 
     Per process and thread-safe: a forked luigi worker starts with its parent's entries, which
     stay right because a key names one version of one file (`LocalFolder._file_key`,
     `S3Bucket._object_key`), never a path whose content may change.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._tables: OrderedDict[Hashable, pa.Table] = OrderedDict()
-        self._bytes = 0
+    def __init__(self, limit: int, size: Callable[[_V], int]) -> None:
+        self.limit, self._size = limit, size
+        self._values: OrderedDict[Hashable, _V] = OrderedDict()
+        self._used = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, load: Callable[[], pa.Table]) -> pa.Table:
-        """The table cached under `key`, else `load()`'s (kept if it fits)."""
+    def get(self, key: Hashable, load: Callable[[], _V]) -> _V:
+        """The value cached under `key`, else `load()`'s (kept if it fits)."""
         with self._lock:
-            table = self._tables.get(key)
-            if table is not None:
-                self._tables.move_to_end(key)
-                return table
-        table = load()  # outside the lock: other threads read on meanwhile
-        size = int(table.nbytes)
-        if size > self.max_bytes:
-            return table
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = load()  # outside the lock: other threads read on meanwhile
+        size = self._size(value)
+        if size > self.limit:
+            return value
         with self._lock:
-            if key not in self._tables:
-                self._tables[key] = table
-                self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._tables.popitem(last=False)
-                self._bytes -= int(dropped.nbytes)
-        return table
+            if key not in self._values:
+                self._values[key] = value
+                self._used += size
+            while self._used > self.limit:
+                _, dropped = self._values.popitem(last=False)
+                self._used -= self._size(dropped)
+        return value
 
     def clear(self) -> None:
         with self._lock:
-            self._tables.clear()
-            self._bytes = 0
+            self._values.clear()
+            self._used = 0
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of the tables kept now."""
-        return self._bytes
+    def used(self) -> int:
+        """The summed size of the values kept now."""
+        return self._used
 
 
-table_cache = TableCache(TABLE_CACHE_BYTES)
+# Decoded data files kept per process. A daily run reads most partitions of the day before
+# again (cohort windows, SpendLatest's pulls, LTV history): about 360 reads a day in the
+# sandbox loop, ~0.7 s of decoding. 256 MiB holds a small or medium world's working set; a
+# bigger table than that is never kept.
+TABLE_CACHE_BYTES = 256 << 20
+table_cache = DecodedCache[pa.Table](TABLE_CACHE_BYTES, lambda table: int(table.nbytes))
+# Schemas of data files: the key-version check of a partition without pseudonyms reads its
+# schema (an old partition recorded no version), ~1,200 times a loop day. A few KB each.
+SCHEMA_CACHE_ENTRIES = 8192
+schema_cache = DecodedCache[pa.Schema](SCHEMA_CACHE_ENTRIES, lambda _: 1)
 
 
 class LakeCommitConflict(RuntimeError):
@@ -272,7 +277,8 @@ class LocalFolder:
         return ("file", path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def read_schema(self, version: Version) -> pa.Schema:
-        return pq.read_schema(version.files[0])
+        path = version.files[0]
+        return schema_cache.get(self._file_key(path), lambda: pq.read_schema(path))
 
     def read_data(self, version: Version) -> bytes:
         return b"".join(Path(f).read_bytes() for f in version.files)
@@ -616,8 +622,13 @@ class S3Bucket:
         return ("s3", endpoint, self.location.bucket, key)
 
     def read_schema(self, version: Version) -> pa.Schema:
-        with self._download(version.files[0]) as data:
-            return pq.read_schema(data)
+        key = version.files[0]
+
+        def load() -> pa.Schema:
+            with self._download(key) as data:
+                return pq.read_schema(data)
+
+        return schema_cache.get(self._object_key(key), load)
 
     def nbytes(self, version: Version) -> int:
         total = 0

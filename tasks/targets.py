@@ -37,6 +37,12 @@ class LakePartition(luigi.Target):
         """Bytes stored for the partition (it must exist)."""
         return lake.partition_nbytes(self.root, self.folder, self.key, self.value)
 
+    def size(self) -> tuple[int, int] | None:
+        """(rows, bytes) of the partition when it exists (as `exists` says), else None."""
+        return lake.partition_size(
+            self.root, self.folder, self.key, self.value, key_version=config.hmac_key_version()
+        )
+
     def exists(self) -> bool:
         # A partition pseudonymized under another HMAC key version is not complete: after a key
         # rotation luigi extracts it again instead of joining old pseudonyms with new ones.

@@ -238,7 +238,7 @@ def test_a_rewritten_partition_is_read_anew_never_from_the_cache(tmp_path, monke
 def test_the_table_cache_keeps_the_latest_tables_within_its_bytes():
     sizes = {0: 1000, 1: 2000, 2: 3000, 3: 9000}
     tables = {k: pa.table({"x": pa.array(range(n), pa.int64())}) for k, n in sizes.items()}
-    cache = objstore.TableCache(max_bytes=tables[1].nbytes + tables[2].nbytes)
+    cache = objstore.DecodedCache[pa.Table](tables[1].nbytes + tables[2].nbytes, lambda t: t.nbytes)
     loads: list[int] = []
 
     def load(k: int) -> pa.Table:
@@ -247,8 +247,27 @@ def test_the_table_cache_keeps_the_latest_tables_within_its_bytes():
 
     for k in (0, 1, 0, 2):  # 0 is read again after 1, so 1 is the least recent when 2 comes
         assert cache.get(("t", k), lambda k=k: load(k)) is tables[k]
-    assert loads == [0, 1, 2] and cache.nbytes == tables[0].nbytes + tables[2].nbytes
+    assert loads == [0, 1, 2] and cache.used == tables[0].nbytes + tables[2].nbytes
     assert cache.get(("t", 1), lambda: load(1)) is tables[1] and loads[-1] == 1  # was dropped
-    assert cache.nbytes <= cache.max_bytes
+    assert cache.used <= cache.limit
     cache.get(("t", 3), lambda: load(3))  # bigger than the whole cache: returned, never kept
     assert cache.get(("t", 3), lambda: load(3)) is tables[3] and loads[-2:] == [3, 3]
+
+
+def test_the_key_version_check_reads_a_files_schema_once(tmp_path, monkeypatch):
+    # A partition without pseudonyms records no key version: its schema says it holds none.
+    lake.write_frame(tmp_path, "campaign_report", "date", "2026-11-27", pd.DataFrame({"a": [1]}))
+    schemas: list[str] = []
+    real = objstore.pq.read_schema
+    monkeypatch.setattr(objstore.pq, "read_schema", lambda path: schemas.append(path) or real(path))
+    for _ in range(3):
+        assert lake.partition_exists(
+            tmp_path, "campaign_report", "date", "2026-11-27", key_version="1"
+        )
+    assert len(schemas) == 1
+    lake.write_frame(
+        tmp_path, "campaign_report", "date", "2026-11-27", pd.DataFrame({"a_pid": ["x"]})
+    )
+    assert not lake.partition_exists(
+        tmp_path, "campaign_report", "date", "2026-11-27", key_version="1"
+    )
