@@ -418,6 +418,26 @@ def read_partitions(
     return frame
 
 
+def frame_of(tables: Sequence[pa.Table]) -> pd.DataFrame:
+    """Tables (partitions read with `read_arrow`) as one DataFrame, rows in order, exactly as
+    pandas concatenates their conversions (`pd.concat`, ignore_index).
+
+    Tables of one schema (metadata included, no dictionary column) are converted once, as
+    their Arrow concatenation: the conversion's fixed cost is most of reading a small
+    partition, and converting each gives the same columns. Others go through pandas, whose
+    concatenation decides their types (an all-null column beside strings is `object`, where
+    Arrow would make it `str`)."""
+    if not tables:
+        return pd.DataFrame()
+    first = tables[0].schema
+    same = all(t.schema.equals(first, check_metadata=True) for t in tables[1:])
+    if same and not any(pa.types.is_dictionary(f.type) for f in first):
+        whole: pd.DataFrame = pa.concat_tables(tables).to_pandas()
+        return whole
+    frame: pd.DataFrame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return frame
+
+
 def read_meta(root: Root, dataset: str, key: str, value: str) -> dict[str, Any]:
     """The `_meta.json` of one partition."""
     version = _require(backend(root), dataset, key, value)

@@ -271,3 +271,30 @@ def test_the_key_version_check_reads_a_files_schema_once(tmp_path, monkeypatch):
     assert not lake.partition_exists(
         tmp_path, "campaign_report", "date", "2026-11-27", key_version="1"
     )
+
+
+def test_frame_of_partitions_is_what_pandas_concatenation_of_each_gives(tmp_path):
+    def each(tables: list[pa.Table]) -> pd.DataFrame:
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+    lake.write_partition(tmp_path, PAYMENTS, "date", "a", _payments(3))
+    lake.write_partition(tmp_path, PAYMENTS, "date", "b", _payments(0), allow_empty=True)
+    lake.write_partition(tmp_path, PAYMENTS, "date", "c", _payments(2))
+    frames = {
+        "x": pd.DataFrame({"name": [None, None], "n": [1, 2], "v": [0.5, 1.5]}),
+        "y": pd.DataFrame({"name": ["a", None], "n": [3, 4], "v": [2.5, None]}),
+        "z": pd.DataFrame({"name": ["b"], "n": [5.5], "v": [1.0]}),  # n: a float here
+    }
+    for value, df in frames.items():
+        lake.write_frame(tmp_path, "derived", "date", value, df)
+    cases = [
+        [("payments", v) for v in "abc"],
+        [("derived", "x"), ("derived", "y")],  # an all-null column beside strings
+        [("derived", v) for v in "xyz"],  # types Arrow does not unify: pandas concatenates
+    ]
+    for case in cases:
+        tables = [lake.read_arrow(tmp_path, d, "date", v) for d, v in case]
+        got = lake.frame_of(tables)
+        pd.testing.assert_frame_equal(got, each(tables))
+        assert len(got) == sum(t.num_rows for t in tables) > 0
+    assert lake.frame_of([]).empty
