@@ -124,7 +124,7 @@ class DecodedCache(Generic[_V]):
 TABLE_CACHE_BYTES = 256 << 20
 table_cache = DecodedCache[pa.Table](TABLE_CACHE_BYTES, lambda table: int(table.nbytes))
 # Schemas of data files: the key-version check of a partition without pseudonyms reads its
-# schema (an old partition recorded no version), ~1,200 times a loop day. A few KB each.
+# schema (an old partition recorded no version), ~500 times a sandbox loop day. A few KB each.
 SCHEMA_CACHE_ENTRIES = 8192
 schema_cache = DecodedCache[pa.Schema](SCHEMA_CACHE_ENTRIES, lambda _: 1)
 
@@ -272,7 +272,8 @@ class LocalFolder:
         """What makes a published file's content one version: a published file is never
         written again (a rewrite renames a new folder in while the old one still exists, so
         the new file cannot even reuse the old one's inode), hence its inode, mtime and size
-        change whenever the bytes at `path` do."""
+        change whenever the bytes at `path` do. (A rewrite renamed in between this stat and
+        the read files the new table under the old key, which no later stat of `path` gives.)"""
         st = os.stat(path)
         return ("file", path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
