@@ -418,6 +418,26 @@ def read_partitions(
     return frame
 
 
+def frame_of(tables: Sequence[pa.Table]) -> pd.DataFrame:
+    """Tables (partitions read with `read_arrow`) as one DataFrame, rows in order, exactly as
+    pandas concatenates their conversions (`pd.concat`, ignore_index).
+
+    Tables of one schema (metadata included, no dictionary column) are converted once, as
+    their Arrow concatenation: the conversion's fixed cost is most of reading a small
+    partition, and converting each gives the same columns. Others go through pandas, whose
+    concatenation decides their types (an all-null column beside strings is `object`, where
+    Arrow would make it `str`)."""
+    if not tables:
+        return pd.DataFrame()
+    first = tables[0].schema
+    same = all(t.schema.equals(first, check_metadata=True) for t in tables[1:])
+    if same and not any(pa.types.is_dictionary(f.type) for f in first):
+        whole: pd.DataFrame = pa.concat_tables(tables).to_pandas()
+        return whole
+    frame: pd.DataFrame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return frame
+
+
 def read_meta(root: Root, dataset: str, key: str, value: str) -> dict[str, Any]:
     """The `_meta.json` of one partition."""
     version = _require(backend(root), dataset, key, value)
@@ -438,6 +458,22 @@ def read_file(root: Root, dataset: str, key: str, value: str, name: str) -> byte
     if name == DATA_FILE:
         return store.read_data(version)
     raise ValueError(f"a lake partition has no file {name!r}")
+
+
+def partition_size(
+    root: Root, dataset: str, key: str, value: str, *, key_version: str | None = None
+) -> tuple[int, int] | None:
+    """(rows recorded in its meta, bytes stored) of one partition, read from one version; None
+    when it is not complete (as `partition_exists`, given `key_version`)."""
+    store = backend(root)
+    version = store.current(_part(dataset, key, value))
+    if version is None:
+        return None
+    if key_version is not None:
+        holds, found = _key_version(store, version)
+        if holds and found != key_version:
+            return None
+    return int((version.meta or {}).get("rows", 0)), store.nbytes(version)
 
 
 def partition_nbytes(root: Root, dataset: str, key: str, value: str) -> int:

@@ -452,6 +452,15 @@ def _replace_triangle(
 
 def record_pipeline_run(engine: sa.Engine, row: dict[str, Any]) -> None:
     """Append one task run to `pipeline_runs` (created where missing)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(pipeline_runs.insert(), [row])
+        return
+    except sa.exc.DatabaseError:
+        # Asked after a failure, not before every row (one query less per task run): an
+        # insert into a table that is there failed for another reason, which is raised.
+        if sa.inspect(engine).has_table(pipeline_runs.name):
+            raise
     _create_if_missing(engine, pipeline_runs)
     with engine.begin() as conn:
         conn.execute(pipeline_runs.insert(), [row])

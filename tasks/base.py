@@ -9,7 +9,7 @@ from typing import Any
 import luigi
 import pandas as pd
 
-from adperf import atomic, platforms
+from adperf import atomic, lake, platforms
 from adperf.fx import FxTable, load_rates
 from adperf.sinks import inputs
 from adperf.timeutil import days, month_days
@@ -46,8 +46,7 @@ def _history(day: dt.date, history_days: int) -> tuple[list[dt.date], list[dt.da
 
 
 def _read_all(targets: list[LakePartition]) -> pd.DataFrame:
-    frames = [t.read() for t in targets]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return lake.frame_of([t.read_arrow() for t in targets])
 
 
 class LakeTask(luigi.Task):

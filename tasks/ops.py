@@ -29,6 +29,7 @@ import luigi.execution_summary
 import luigi.scheduler
 import luigi.worker
 import psutil
+import sqlalchemy as sa
 from luigi.task import flatten
 
 from adperf import atomic, warehouse
@@ -43,6 +44,7 @@ _STARTED = "_adperf_started"
 _flush_dirs: set[Path] = set()
 _flush_registered: list[bool] = []
 _stale_checked: set[Path] = set()
+_engines: dict[tuple[str, int], sa.Engine] = {}
 
 
 class alerts(luigi.Config):  # noqa: N801 - section names are lowercase
@@ -175,11 +177,17 @@ def _record(task: luigi.Task, status: str, error_class: str | None) -> None:
         "bytes_out": bytes_out,
         "error_class": error_class,
     }
-    engine = warehouse.make_engine(config.adperf().warehouse_url)
-    try:
-        warehouse.record_pipeline_run(engine, row)
-    finally:
-        engine.dispose()
+    warehouse.record_pipeline_run(_engine(config.adperf().warehouse_url), row)
+
+
+def _engine(url: str) -> sa.Engine:
+    """One engine per warehouse URL and process for the pipeline_runs rows: a new engine per
+    task cost a connect and a dispose on every success. Per process: a forked worker must not
+    use its parent's pooled connections."""
+    key = (url, os.getpid())
+    if key not in _engines:
+        _engines[key] = warehouse.make_engine(url)
+    return _engines[key]
 
 
 def _input_targets(task: luigi.Task) -> list[luigi.Target]:
@@ -198,10 +206,9 @@ def _measure(targets: list[luigi.Target]) -> tuple[int | None, int | None]:
     rows = size = 0
     known = False
     for t in targets:
-        if isinstance(t, LakePartition) and t.exists():
-            rows += int(t.meta().get("rows", 0))
-            size += t.nbytes()
-            known = True
+        measured = t.size() if isinstance(t, LakePartition) else None
+        if measured is not None:
+            rows, size, known = rows + measured[0], size + measured[1], True
         elif isinstance(t, JsonFile) and t.exists():
             size += t.path.stat().st_size
             known = True

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import luigi
 import pandas as pd
+import pyarrow as pa
 
 from adperf import lake, warehouse
 from adperf.files import Files, FolderVersion, read_json, write_json
@@ -37,6 +38,12 @@ class LakePartition(luigi.Target):
         """Bytes stored for the partition (it must exist)."""
         return lake.partition_nbytes(self.root, self.folder, self.key, self.value)
 
+    def size(self) -> tuple[int, int] | None:
+        """(rows, bytes) of the partition when it exists (as `exists` says), else None."""
+        return lake.partition_size(
+            self.root, self.folder, self.key, self.value, key_version=config.hmac_key_version()
+        )
+
     def exists(self) -> bool:
         # A partition pseudonymized under another HMAC key version is not complete: after a key
         # rotation luigi extracts it again instead of joining old pseudonyms with new ones.
@@ -50,6 +57,11 @@ class LakePartition(luigi.Target):
         return lake.read_partition(
             self.root, self.folder, self.key, self.value, key_version=version
         )
+
+    def read_arrow(self) -> pa.Table:
+        """The partition as an Arrow table (KeyVersionMismatch for another key version)."""
+        version = config.hmac_key_version()
+        return lake.read_arrow(self.root, self.folder, self.key, self.value, key_version=version)
 
     def meta(self) -> dict:  # type: ignore[type-arg]
         return lake.read_meta(self.root, self.folder, self.key, self.value)

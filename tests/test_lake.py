@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from adperf import lake
+from adperf import lake, objstore
 from adperf.errors import SchemaError
 from adperf.pseudonym import KeyVersionMismatch, MixedKeyVersions
 from adperf.schema import PAYMENTS
@@ -186,3 +186,115 @@ def test_combine_publishes_the_sources_files_as_one_partition_in_order(tmp_path)
         lake.combine(tmp_path, "payments", "date", "d2", [*sources, ("payments", "date", "s9")])
     assert not lake.partition_exists(tmp_path, "payments", "date", "d2")
     assert not any(p.name.startswith(lake.TMP_PREFIX) for p in (tmp_path / "payments").iterdir())
+
+
+# ------------------------------------------------------------------- the read cache
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch the Parquet decoder the backends use; returns the list of files it decoded."""
+    decoded: list[str] = []
+    real = objstore.pq.read_table
+
+    def counting(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(str(source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(objstore.pq, "read_table", counting)
+    return decoded
+
+
+def test_a_partition_read_again_is_not_decoded_again(tmp_path, monkeypatch):
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(3))
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-28", _payments(2))
+    decoded = _count_decodes(monkeypatch)
+    first = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    again = lake.read_arrow(tmp_path, "payments", "date", "2026-11-27")
+    both = lake.read_partitions(tmp_path, "payments", "date", ["2026-11-27", "2026-11-28"])
+    assert len(decoded) == 2  # each file once, although the first was read three times
+    assert again.num_rows == len(first) == 3 and len(both) == 5
+    assert first.equals(again.to_pandas())
+
+
+def test_a_rewritten_partition_is_read_anew_never_from_the_cache(tmp_path, monkeypatch):
+    old = _payments(3)
+    new = _payments(3).assign(payment_id=[str(2 * 10**17 + i) for i in range(3)])
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", old)
+    decoded = _count_decodes(monkeypatch)
+    assert (
+        lake.read_partition(tmp_path, "payments", "date", "2026-11-27")["payment_id"].tolist()
+        == old["payment_id"].tolist()
+    )
+    # Same rows count, same bytes' length: only the file's identity tells the versions apart.
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", new)
+    got = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    assert got["payment_id"].tolist() == new["payment_id"].tolist()
+    assert len(decoded) == 2
+    # Read from a new root object (as another task would): still the new rows, not decoded again.
+    got = lake.read_partition(tmp_path / ".", "payments", "date", "2026-11-27")
+    assert got["payment_id"].tolist() == new["payment_id"].tolist() and len(decoded) == 2
+
+
+def test_the_table_cache_keeps_the_latest_tables_within_its_bytes():
+    sizes = {0: 1000, 1: 2000, 2: 3000, 3: 9000}
+    tables = {k: pa.table({"x": pa.array(range(n), pa.int64())}) for k, n in sizes.items()}
+    cache = objstore.DecodedCache[pa.Table](tables[1].nbytes + tables[2].nbytes, lambda t: t.nbytes)
+    loads: list[int] = []
+
+    def load(k: int) -> pa.Table:
+        loads.append(k)
+        return tables[k]
+
+    for k in (0, 1, 0, 2):  # 0 is read again after 1, so 1 is the least recent when 2 comes
+        assert cache.get(("t", k), lambda k=k: load(k)) is tables[k]
+    assert loads == [0, 1, 2] and cache.used == tables[0].nbytes + tables[2].nbytes
+    assert cache.get(("t", 1), lambda: load(1)) is tables[1] and loads[-1] == 1  # was dropped
+    assert cache.used <= cache.limit
+    cache.get(("t", 3), lambda: load(3))  # bigger than the whole cache: returned, never kept
+    assert cache.get(("t", 3), lambda: load(3)) is tables[3] and loads[-2:] == [3, 3]
+
+
+def test_the_key_version_check_reads_a_files_schema_once(tmp_path, monkeypatch):
+    # A partition without pseudonyms records no key version: its schema says it holds none.
+    lake.write_frame(tmp_path, "campaign_report", "date", "2026-11-27", pd.DataFrame({"a": [1]}))
+    schemas: list[str] = []
+    real = objstore.pq.read_schema
+    monkeypatch.setattr(objstore.pq, "read_schema", lambda path: schemas.append(path) or real(path))
+    for _ in range(3):
+        assert lake.partition_exists(
+            tmp_path, "campaign_report", "date", "2026-11-27", key_version="1"
+        )
+    assert len(schemas) == 1
+    lake.write_frame(
+        tmp_path, "campaign_report", "date", "2026-11-27", pd.DataFrame({"a_pid": ["x"]})
+    )
+    assert not lake.partition_exists(
+        tmp_path, "campaign_report", "date", "2026-11-27", key_version="1"
+    )
+
+
+def test_frame_of_partitions_is_what_pandas_concatenation_of_each_gives(tmp_path):
+    def each(tables: list[pa.Table]) -> pd.DataFrame:
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+    lake.write_partition(tmp_path, PAYMENTS, "date", "a", _payments(3))
+    lake.write_partition(tmp_path, PAYMENTS, "date", "b", _payments(0), allow_empty=True)
+    lake.write_partition(tmp_path, PAYMENTS, "date", "c", _payments(2))
+    frames = {
+        "x": pd.DataFrame({"name": [None, None], "n": [1, 2], "v": [0.5, 1.5]}),
+        "y": pd.DataFrame({"name": ["a", None], "n": [3, 4], "v": [2.5, None]}),
+        "z": pd.DataFrame({"name": ["b"], "n": [5.5], "v": [1.0]}),  # n: a float here
+    }
+    for value, df in frames.items():
+        lake.write_frame(tmp_path, "derived", "date", value, df)
+    cases = [
+        [("payments", v) for v in "abc"],
+        [("derived", "x"), ("derived", "y")],  # an all-null column beside strings
+        [("derived", v) for v in "xyz"],  # types Arrow does not unify: pandas concatenates
+    ]
+    for case in cases:
+        tables = [lake.read_arrow(tmp_path, d, "date", v) for d, v in case]
+        got = lake.frame_of(tables)
+        pd.testing.assert_frame_equal(got, each(tables))
+        assert len(got) == sum(t.num_rows for t in tables) > 0
+    assert lake.frame_of([]).empty

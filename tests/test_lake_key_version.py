@@ -108,3 +108,17 @@ def test_the_version_may_not_be_the_key_itself() -> None:
         check_key_version("s3cret-key", b"s3cret-key")
     assert "s3cret" not in str(err.value)
     assert check_key_version("2026-11_b.2", KEY) == "2026-11_b.2"
+
+
+def test_partition_size_measures_only_what_partition_exists_accepts(tmp_path: Path) -> None:
+    lake.write_partition(tmp_path, PAYMENTS, "date", DAY, _payments(3), key_version="1")
+    lake.write_frame(tmp_path, "campaign_report", "date", DAY, pd.DataFrame({"spend": [1.0]}))
+    nbytes = lake.partition_nbytes(tmp_path, "payments", "date", DAY)
+    assert lake.partition_size(tmp_path, "payments", "date", DAY) == (3, nbytes)
+    assert lake.partition_size(tmp_path, "payments", "date", DAY, key_version="1") == (3, nbytes)
+    # Another key version: not there for the pipeline, so not measured either.
+    assert not lake.partition_exists(tmp_path, "payments", "date", DAY, key_version="2")
+    assert lake.partition_size(tmp_path, "payments", "date", DAY, key_version="2") is None
+    assert lake.partition_size(tmp_path, "payments", "date", NEXT) is None
+    size = lake.partition_size(tmp_path, "campaign_report", "date", DAY, key_version="2")
+    assert size == (1, lake.partition_nbytes(tmp_path, "campaign_report", "date", DAY))

@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -146,7 +146,7 @@ def build_world(
         world = _World(tmp, seed, start, end, prof, tz, report_currency, anomalies)
         world.set_loop(*controls, drift=drift)
         if controls[0] and (out_dir / "logs").is_dir():  # the ledger says: this world, shorter
-            world.reuse_logs(out_dir)
+            world.reuse_past(out_dir)
         meta = world.build()
         # Renames only, no fsync: a world is rebuilt from its seed, and fsyncing every log file
         # would cost each test that builds one.
@@ -459,12 +459,15 @@ class _World:
         with, the fakes' factors for new days, and whether the world drifts."""
         self.ledger, self.now_factors, self.drift_on = ledger, now, drift
         self.drift = loop.build_drift(self.seed, self.profile, self.ent, drift)
+        self.old_world: Path | None = None
         self.old_logs: Path | None = None
 
-    def reuse_logs(self, old_world: Path) -> None:
-        """Link the log files of the days `old_world` (this world, shorter) already has instead
-        of writing them again: a day's log depends on that day and the days before it only, and
-        writing them is most of an extension's time."""
+    def reuse_past(self, old_world: Path) -> None:
+        """Take what `old_world` (this world, shorter) already wrote of its days instead of
+        writing it again: link its log files (a day's log depends on that day and the days
+        before it only, and writing them is most of an extension's time), and keep the rows of
+        its per-user files (`_write_rows`)."""
+        self.old_world = old_world
         self.old_logs = old_world / "logs"
 
     # ----------------------------------------------------------------- simulation
@@ -806,8 +809,19 @@ class _World:
         return picked
 
     def _write_installs(self) -> None:
-        u, ents = self.users, self.ent
         idx = self._installed_order()
+        u = self.users
+        self._write_rows(
+            "installs.parquet",
+            idx,
+            self._past(idx),
+            self._installs_rows,
+            u.install_us,
+            "install_time",
+        )
+
+    def _installs_rows(self, idx: IntArray) -> pa.Table:
+        u, ents = self.users, self.ent
         hidden = self._restricted()[idx]
         ads = [
             ents.ads[a] if a >= 0 and not h else None
@@ -839,7 +853,45 @@ class _World:
             },
             schema=_INSTALLS_SCHEMA,
         )
-        pq.write_table(table, self.root / "installs.parquet")
+        return table
+
+    def _past(self, installed: IntArray) -> int:
+        """How many of `installed` (users in install order) installed on the days the old world
+        (`reuse_past`) already had; 0 without one."""
+        if self.old_world is None:
+            return 0
+        old_days = (date.fromisoformat(load_meta(self.old_world)["end"]) - self.start).days + 1
+        return int(np.count_nonzero(self.users.day[installed] < old_days))
+
+    def _write_rows(
+        self,
+        rel: str,
+        idx: IntArray,
+        past: int,
+        rows: Callable[[IntArray], pa.Table],
+        key: npt.NDArray[Any],
+        key_column: str,
+    ) -> None:
+        """Write `rows(idx)` (one row per user of `idx`) as the Parquet file `rel`.
+
+        The first `past` users of `idx` are those of the days the old world already had: their
+        rows depend on the user alone (drawn when the user installed, never on the world's end),
+        so when the old world's file holds exactly them (its `key_column` is `key[idx[:past]]`)
+        they are taken from it as they are and only the new days' rows are built. The file is
+        the same bytes as a build from scratch (tests/sandbox/test_world.py).
+        """
+        old = None
+        if self.old_world is not None and past > 0 and (self.old_world / rel).is_file():
+            old = pq.read_table(self.old_world / rel)
+            known = old.column(key_column).combine_chunks() if old.num_rows == past else None
+            if known is None or not known.equals(pa.array(key[idx[:past]], known.type)):
+                old = None  # not this world's rows: built whole
+        if old is None:
+            table = rows(idx)
+        else:
+            new = rows(idx[past:]).cast(old.schema)
+            table = pa.concat_tables([old, new]).combine_chunks()
+        pq.write_table(table, self.root / rel)
 
     def _write_payments(self) -> None:
         pay = self.pay
@@ -1156,8 +1208,13 @@ class _World:
         path.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
 
     def _write_users(self) -> None:
+        nl, installed = self.users.n_legacy, self._installed_order()
+        idx = np.concatenate([np.arange(nl, dtype=np.int64), installed])
+        past = nl + self._past(installed) if self.old_world is not None else 0
+        self._write_rows("truth/users.parquet", idx, past, self._users_rows, self.uid, "user_id")
+
+    def _users_rows(self, idx: IntArray) -> pa.Table:
         u, nl = self.users, self.users.n_legacy
-        idx = np.concatenate([np.arange(nl, dtype=np.int64), self._installed_order()])
         leg_days = self.ent.legacy.days_before_start
         camp_ids = [c.campaign_id for c in self.ent.campaigns] + [ORGANIC]
         seen = self._mmp_campaign_ids()
@@ -1185,7 +1242,7 @@ class _World:
             },
             schema=_USERS_SCHEMA,
         )
-        pq.write_table(table, self.root / "truth" / "users.parquet")
+        return table
 
     def _write_user_value(self) -> None:
         """truth/user_value.parquet: each installed user's net revenue (USD) within
@@ -1202,8 +1259,19 @@ class _World:
         age_us = self.purchase_us - u.install_us[who]
         within = installed & (age_us < int(TRUTH_HORIZON_DAYS * US_PER_DAY))
         net = np.where(self.purchase_refund, 0, self.purchase_cents)
-        cents = np.bincount(who[within], weights=net[within], minlength=len(u.key))
+        self.user_value_cents = np.bincount(who[within], weights=net[within], minlength=len(u.key))
         idx = self._installed_order()
+        self._write_rows(
+            "truth/user_value.parquet",
+            idx,
+            self._past(idx),
+            self._user_value_rows,
+            self.uid,
+            "user_id",
+        )
+
+    def _user_value_rows(self, idx: IntArray) -> pa.Table:
+        u, cents = self.users, self.user_value_cents
         camp_ids = [c.campaign_id for c in self.ent.campaigns] + [ORGANIC]
         seen = self._mmp_campaign_ids()
         table = pa.table(
@@ -1215,7 +1283,7 @@ class _World:
                 "net_revenue_180d_usd": cents[idx] / 100.0,
             }
         )
-        pq.write_table(table, self.root / "truth" / "user_value.parquet")
+        return table
 
     def _write_loop(self) -> None:
         """controls.json (the ledger of each day's budget factors) and

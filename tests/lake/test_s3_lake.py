@@ -134,6 +134,32 @@ def test_a_rewrite_replaces_the_day_in_one_commit(
     assert len(lake.read_partition(s3_lake, "payments", "date", DAY)) == 4
 
 
+def test_a_data_object_read_again_is_not_downloaded_again_and_a_rewrite_is_seen(
+    s3_lake: S3Bucket, s3_server: S3Server, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = _payments(3)
+    new = _payments(3).assign(payment_id=[f"new-{i}" for i in range(3)])
+    lake.write_partition(s3_lake, PAYMENTS, "date", DAY, old, key_version="1")
+    fetched: list[str] = []
+    download = S3Bucket._download
+
+    def counting(self: S3Bucket, key: str):  # type: ignore[no-untyped-def]
+        fetched.append(key)
+        return download(self, key)
+
+    monkeypatch.setattr(S3Bucket, "_download", counting)
+    for _ in range(2):
+        got = lake.read_partition(s3_lake, "payments", "date", DAY)
+        assert got["payment_id"].tolist() == old["payment_id"].tolist()
+    assert fetched == [_manifest(s3_lake, "payments", DAY)["data"]]
+    # Another process's writer (another client) replaces the day: its new object is read.
+    other = s3_server.connect(s3_prefix)
+    lake.write_partition(other, PAYMENTS, "date", DAY, new, key_version="1")
+    got = lake.read_partition(s3_lake, "payments", "date", DAY)
+    assert got["payment_id"].tolist() == new["payment_id"].tolist()
+    assert fetched[1:] == [_manifest(s3_lake, "payments", DAY)["data"]]
+
+
 def test_combine_copies_the_sources_objects_into_one_commit(
     s3_lake: S3Bucket, s3_server: S3Server, s3_prefix: str, tmp_path: Path
 ) -> None:

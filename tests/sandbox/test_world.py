@@ -45,6 +45,8 @@ ID_FORMAT = {"facebook": FB_ID, "google_ads": GOOGLE_ID, "tiktok": TIKTOK_ID, "a
 # Tiny world: ads per platform (2 Facebook accounts x 2 campaigns x 2 adsets x 2 ads, 1 Google
 # customer alike, a TikTok advertiser alike, an Apple Ads org with one "ad" per ad group).
 ADS_PER_PLATFORM = {"facebook": 16, "google_ads": 8, "tiktok": 8, "apple_ads": 4}
+PER_USER_FILES = ("installs.parquet", "truth/users.parquet", "truth/user_value.parquet")
+PER_USER_ROWS = ("_installs_rows", "_users_rows", "_user_value_rows")
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +145,36 @@ def test_extending_never_changes_past_days(world: Path, tmp_path: Path) -> None:
     assert (meta["start"], meta["end"]) == (START.isoformat(), END.isoformat())
     assert _files(short) == _files(world)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_an_extension_builds_only_the_new_days_rows_of_the_per_user_files(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = tmp_path / "grow"
+    ensure_world(short, end=E1, profile="tiny", days=(E1 - START).days + 1)
+    n_old = {name: len(pd.read_parquet(short / name)) for name in PER_USER_FILES}
+    # An old file that is not this world's rows (here: one user less) is not taken.
+    users = pd.read_parquet(short / "truth" / "user_value.parquet")
+    users.iloc[1:].to_parquet(short / "truth" / "user_value.parquet", index=False)
+    built: dict[str, list[int]] = defaultdict(list)
+    for name, method in zip(PER_USER_FILES, PER_USER_ROWS, strict=True):
+        real = getattr(world_mod._World, method)
+
+        def counting(self: Any, idx: Any, real: Any = real, name: str = name) -> Any:
+            built[name].append(len(idx))
+            return real(self, idx)
+
+        monkeypatch.setattr(world_mod._World, method, counting)
+    ensure_world(short, end=END, profile="tiny")
+    n_new = {name: len(pd.read_parquet(short / name)) for name in PER_USER_FILES}
+    assert built["installs.parquet"] == [n_new["installs.parquet"] - n_old["installs.parquet"]]
+    legacy = int(pd.read_parquet(short / "truth" / "users.parquet")["legacy"].sum())
+    assert legacy > 0 and built["truth/users.parquet"] == [
+        n_new["truth/users.parquet"] - n_old["truth/users.parquet"]
+    ]
+    assert built["truth/user_value.parquet"] == [n_new["truth/user_value.parquet"]]
+    assert 0 < built["installs.parquet"][0] < n_old["installs.parquet"]
+    assert _files(short) == _files(world)  # the same bytes as the world built at once
 
 
 def test_ensure_world_reuses_a_world_that_reaches_far_enough(world: Path) -> None:

@@ -105,3 +105,47 @@ def test_colour_only_when_asked() -> None:
     coloured = render_status(grid, [END], colour=True)
     assert "\033[" not in plain and "\033[31;1m" in coloured
     assert plain.splitlines()[-1] == "1 complete, 1 failed, 0 missing"
+
+
+def test_recording_a_run_reads_each_partition_once_on_one_engine(
+    ran: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adperf import objstore
+    from tasks import ops
+    from tasks.extract import EventLogs
+
+    from .conftest import configure
+
+    configure(ran)
+    task = EventLogs(date=END)
+    outputs = luigi.task.flatten(task.output())
+    reads: list[str] = []
+    current = objstore.LocalFolder.current
+
+    def counting(self: objstore.LocalFolder, part: str) -> objstore.Version | None:
+        reads.append(part)
+        return current(self, part)
+
+    monkeypatch.setattr(objstore.LocalFolder, "current", counting)
+    rows = [
+        lake.read_meta(ran / "lake", t.folder, "date", END.isoformat())["rows"] for t in outputs
+    ]
+    nbytes = sum(t.nbytes() for t in outputs)
+    reads.clear()
+    assert ops._measure(outputs) == (sum(rows), nbytes)
+    assert len(reads) == len(outputs) == 2  # one version read per partition, not three
+    engines: list[str] = []
+    make_engine = warehouse.make_engine
+    monkeypatch.setattr(
+        warehouse, "make_engine", lambda url: engines.append(url) or make_engine(url)
+    )
+    ops._engines.clear()
+    for _ in range(3):
+        ops._on_start(task)
+        ops._record(task, "DONE", None)
+    assert len(engines) == 1  # one engine for every row of the process
+    engine = make_engine(f"sqlite:///{ran / 'warehouse.db'}")
+    with engine.connect() as conn:
+        done = pd.read_sql("SELECT * FROM pipeline_runs WHERE family = 'EventLogs'", conn)
+    engine.dispose()
+    assert len(done) == 4 and (done["rows_out"] == sum(rows)).all()
