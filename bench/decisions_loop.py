@@ -11,7 +11,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -203,30 +203,6 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
         return
     base_fb, base_google = sandbox_objects(meta)
 
-    def fb(doc: dict[str, Any]) -> None:
-        for adset in doc["adsets"].values():
-            action = acting.get(adset["campaign_id"])
-            if action is None or adset["status"] != "ACTIVE":
-                continue
-            if action == "pause":
-                adset["status"] = "PAUSED"
-            else:
-                adset["daily_budget"] = scaled_budget(int(adset["daily_budget"]), settings)
-
-    def google(doc: dict[str, Any]) -> None:
-        for cid, camp in doc["campaigns"].items():
-            action = acting.get(cid)
-            if action is None or camp["status"] != "ENABLED":
-                continue
-            if action == "pause":
-                camp["status"] = "PAUSED"
-            else:
-                budget = doc["budgets"][camp["budget_id"]]
-                step = 10 ** (6 - CURRENCY_DIGITS["USD"])
-                budget["amount_micros"] = scaled_budget(
-                    int(budget["amount_micros"]), settings, step
-                )
-
     currency = {str(a["advertiser_id"]): str(a["currency"]) for a in meta["tiktok_advertisers"]}
     currency.update({str(o["orgId"]): str(o["currency"]) for o in meta["apple_ads_orgs"]})
 
@@ -235,26 +211,34 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
         minor = int((Decimal(amount) * unit).to_integral_value())
         return str(Decimal(scaled_budget(minor, settings)) / unit)
 
+    def fb(doc: dict[str, Any]) -> None:
+        def scale(adset: dict[str, Any]) -> None:
+            adset["daily_budget"] = scaled_budget(int(adset["daily_budget"]), settings)
+
+        adsets = ((a["campaign_id"], a) for a in doc["adsets"].values())
+        _act(acting, adsets, ("status", "ACTIVE", "PAUSED"), scale)
+
+    def google(doc: dict[str, Any]) -> None:
+        def scale(camp: dict[str, Any]) -> None:
+            budget = doc["budgets"][camp["budget_id"]]
+            step = 10 ** (6 - CURRENCY_DIGITS["USD"])
+            budget["amount_micros"] = scaled_budget(int(budget["amount_micros"]), settings, step)
+
+        _act(acting, doc["campaigns"].items(), ("status", "ENABLED", "PAUSED"), scale)
+
     def tiktok(doc: dict[str, Any]) -> None:
-        for group in doc["adgroups"].values():
-            action = acting.get(group["campaign_id"])
-            if action is None or group["operation_status"] != "ENABLE":
-                continue
-            if action == "pause":
-                group["operation_status"] = "DISABLE"
-            else:
-                group["budget"] = scaled(str(group["budget"]), str(group["advertiser_id"]))
+        def scale(group: dict[str, Any]) -> None:
+            group["budget"] = scaled(str(group["budget"]), str(group["advertiser_id"]))
+
+        groups = ((g["campaign_id"], g) for g in doc["adgroups"].values())
+        _act(acting, groups, ("operation_status", "ENABLE", "DISABLE"), scale)
 
     def apple(doc: dict[str, Any]) -> None:
-        for cid, camp in doc["campaigns"].items():
-            action = acting.get(cid)
-            if action is None or camp["status"] != "ENABLED":
-                continue
-            if action == "pause":
-                camp["status"] = "PAUSED"
-            else:
-                budget = camp["dailyBudgetAmount"]
-                budget["amount"] = scaled(str(budget["amount"]), str(camp["orgId"]))
+        def scale(camp: dict[str, Any]) -> None:
+            budget = camp["dailyBudgetAmount"]
+            budget["amount"] = scaled(str(budget["amount"]), str(camp["orgId"]))
+
+        _act(acting, doc["campaigns"].items(), ("status", "ENABLED", "PAUSED"), scale)
 
     seed, profile = int(meta["seed"]), str(meta["profile"])
     _update(objects_path(root, meta, "facebook"), base_fb, fb)
@@ -262,6 +246,25 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
     _update(objects_path(root, meta, TIKTOK), fake_tiktok.sandbox_objects(seed, profile), tiktok)
     base_apple = fake_apple_ads.sandbox_objects(seed, profile)
     _update(objects_path(root, meta, APPLE_ADS), base_apple, apple)
+
+
+def _act(
+    acting: dict[str, str],
+    objects: Iterable[tuple[str, dict[str, Any]]],
+    status: tuple[str, str, str],
+    scale: Callable[[dict[str, Any]], None],
+) -> None:
+    """Pause or scale each live object of `objects` ((campaign id, object) pairs) whose campaign
+    is in `acting`; `status` is (its status field, the live value, the paused value)."""
+    field, live, paused = status
+    for campaign_id, obj in objects:
+        action = acting.get(campaign_id)
+        if action is None or obj[field] != live:
+            continue
+        if action == "pause":
+            obj[field] = paused
+        else:
+            scale(obj)
 
 
 def _update(path: Path, base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:
