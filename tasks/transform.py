@@ -252,6 +252,7 @@ class LtvModel(LakeTask):
             day,
             self.requires().read(),
             history_days=config.ltv().history_days,
+            horizon_days=config.ltv().horizon_days,
             initial=previous,
             initial_date=previous_date,
         )

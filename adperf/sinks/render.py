@@ -202,7 +202,28 @@ def _ltv_notes(model: dict[str, Any]) -> list[str]:
             f"The LTV model did not converge ({int(model.get('n_customers') or 0):,} customers): "
             "pROAS is n/a and actions rely on ROAS"
         )
+    else:
+        span, horizon = _history_and_horizon(model.get("params"))
+        if span and horizon and span < horizon:
+            notes.append(
+                f"pLTV extrapolates {span} days of payments to {horizon} days: on a history "
+                "this short the model's tail tends to read high (docs/model.md §2)"
+            )
     return notes
+
+
+def _history_and_horizon(params: Any) -> tuple[int | None, int | None]:
+    """(days of payments the LTV fit saw, the horizon valued) from an `ltv_model` row's params
+    JSON; None where the row does not say (rows written before they were recorded)."""
+    try:
+        parsed = json.loads(str(params)) if params else {}
+    except ValueError:
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    values = (parsed.get("history_span_days"), parsed.get("horizon_days"))
+    span, horizon = (int(v) if isinstance(v, (int, float)) else None for v in values)
+    return span, horizon
 
 
 def _unattributed_note(reconciliation: dict[str, float], currency: str) -> str:

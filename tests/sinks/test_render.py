@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -338,6 +340,27 @@ def test_quality_notes() -> None:
     ]
     assert build_quality_notes(currency="USD", payments_meta={}, events_meta={},
                                restatements=None, ltv_model=None) == []  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"history_span_days": 75, "horizon_days": 365}, [
+            "pLTV extrapolates 75 days of payments to 365 days: on a history this short the "
+            "model's tail tends to read high (docs/model.md §2)"]),
+        ({"history_span_days": 365, "horizon_days": 365}, []),
+        ({"history_span_days": 200, "horizon_days": 180}, []),
+        ({"bgnbd": {}}, []),  # a row written before the span was recorded
+    ],
+)  # fmt: skip
+def test_a_model_fitted_on_less_history_than_its_horizon_is_noted(
+    params: dict[str, Any], expected: list[str]
+) -> None:
+    model = pd.DataFrame([{"converged": True, "n_customers": 900, "params": json.dumps(params)}])
+    notes = build_quality_notes(
+        currency="USD", payments_meta={}, events_meta={}, restatements=None, ltv_model=model
+    )
+    assert notes == expected
 
 
 def test_totals_and_changes() -> None:

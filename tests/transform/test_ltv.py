@@ -582,7 +582,11 @@ def test_fit_on_payments_alone_then_valuation_is_build_ltv() -> None:
     whole, whole_pltv = build_ltv(day, payments, installs, replicates=20)
     model = build_ltv_model(day, payments)
     assert model["converged"] is True and model["backtest_mape"] is None
-    assert "backtest_model" not in json.loads(model["params"])
+    params = json.loads(model["params"])
+    assert "backtest_model" not in params
+    # What the fit saw and the horizon it values: the report notes an extrapolated tail.
+    assert params["history_span_days"] == int(build_rfm(payments, day)["T"].max()) + 1
+    assert params["horizon_days"] == 365
     backtest_row, pltv = build_pltv(day, model, payments, installs, replicates=20)
     assert backtest_row["backtest_model"] == "fitted" and backtest_row["backtest_campaigns"] > 0
     assert with_backtest(model, backtest_row) == whole
@@ -594,6 +598,8 @@ def test_fit_on_payments_alone_then_valuation_is_build_ltv() -> None:
     assert build_pltv(day, failed, nobody, installs, replicates=0)[1].empty
     fallback = build_ltv_model(day, nobody, initial=PREVIOUS, initial_date="2024-03-08")
     assert fallback["model_date"] == "2024-03-08"
+    # The fallback's history is its own fit's, not today's one payment: not recorded.
+    assert "history_span_days" not in json.loads(fallback["params"])
     assert not build_pltv(day, fallback, nobody, installs, replicates=0)[1].empty
 
 

@@ -16,6 +16,7 @@ from adperf.transform.ltv.fit import (
     fit_ltv,
     model_from_row,
     model_row,
+    rfm_span_days,
 )
 from adperf.transform.ltv.intervals import BOOTSTRAP_REPLICATES
 from adperf.transform.ltv.prepare import (
@@ -91,7 +92,7 @@ def _build_ltv(
     """build_ltv on prepared inputs; `early_backtest`: the stored model's backtest, running."""
     as_of_day = _day_of(day)
     rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
-    row, model = _fit_row(day, rfm, initial, initial_date)
+    row, model = _fit_row(day, rfm, initial, initial_date, horizon_days)
     if model is None:
         return row, _empty_pltv()
     pltv, result, source = _value(
@@ -108,13 +109,23 @@ def _build_ltv(
         replicates=replicates,
     )
     row = model_row(
-        day, model, model_date=row["model_date"], backtest_result=result, backtest_source=source
+        day,
+        model,
+        model_date=row["model_date"],
+        backtest_result=result,
+        backtest_source=source,
+        history_span_days=rfm_span_days(rfm) if model.converged else None,
+        horizon_days=horizon_days,
     )
     return row, pltv
 
 
 def _fit_row(
-    day: str, rfm: pd.DataFrame, initial: LtvModel | None, initial_date: str | None
+    day: str,
+    rfm: pd.DataFrame,
+    initial: LtvModel | None,
+    initial_date: str | None,
+    horizon_days: int | None,
 ) -> tuple[dict[str, Any], LtvModel | None]:
     """The day's `ltv_model` row (no backtest) and its model; None when no model is usable."""
     try:
@@ -133,7 +144,12 @@ def _fit_row(
         }
         return row, None
     model_date = day if model.converged else (initial_date or day)
-    return model_row(day, model, model_date=model_date), model
+    # A fallback model's span is its fit's, not today's history: left out.
+    span = rfm_span_days(rfm) if model.converged else None
+    row = model_row(
+        day, model, model_date=model_date, history_span_days=span, horizon_days=horizon_days
+    )
+    return row, model
 
 
 def _value(
@@ -190,10 +206,14 @@ def build_ltv_model(
     payments: pd.DataFrame,
     *,
     history_days: int = 365,
+    horizon_days: int = 365,
     initial: LtvModel | None = None,
     initial_date: str | None = None,
 ) -> dict[str, Any]:
     """The day's `ltv_model` row fitted on the payment history alone (no installs, no backtest).
+
+    `horizon_days`, the horizon the model will value, is recorded beside the history the fit
+    saw (`params`: the report says when the value is extrapolated past that history).
 
     The same fit as build_ltv's: `initial` warm-starts it and is the fallback (converged=False,
     model_date=initial_date); without any usable model the row carries the reason.
@@ -201,7 +221,7 @@ def build_ltv_model(
     as_of_day = _day_of(day)
     enc = _encode(payments[["user_pid", "date", "amount_micros"]])
     rfm = _rfm_codes(*_net_days(enc, as_of_day - history_days + 1, as_of_day), as_of_day)
-    row, _ = _fit_row(day, rfm, initial, initial_date)
+    row, _ = _fit_row(day, rfm, initial, initial_date, horizon_days)
     return row
 
 

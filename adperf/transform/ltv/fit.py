@@ -324,11 +324,15 @@ def model_row(
     model_date: str | None = None,
     backtest_result: tuple[float, float, int] | None = None,
     backtest_source: str = "fitted",
+    history_span_days: int | None = None,
+    horizon_days: int | None = None,
 ) -> dict[str, Any]:
     """One `ltv_model` report-table row for `day`; model_date is the day the model was fitted.
 
     backtest_source: 'stored' when the backtest's model was that day's own `ltv_model`,
-    'fitted' when it had to be fitted again.
+    'fitted' when it had to be fitted again. history_span_days: the days of payments the fit
+    saw (rfm_span_days); horizon_days: the horizon its value is asked for. Both go to
+    `params`, where the report reads whether the value is extrapolated past the history.
     """
     params: dict[str, Any] = {
         "bgnbd": model.bgnbd,
@@ -336,6 +340,10 @@ def model_row(
         "penalizer": model.penalizer,
         "n_repeat": model.n_repeat,
     }
+    if history_span_days is not None:
+        params["history_span_days"] = int(history_span_days)
+    if horizon_days is not None:
+        params["horizon_days"] = int(horizon_days)
     if backtest_result is not None:
         params["backtest_campaigns"] = backtest_result[2]
         params["backtest_model"] = backtest_source
@@ -350,6 +358,12 @@ def model_row(
         "backtest_mape": None if backtest_result is None else backtest_result[0],
         "backtest_bias": None if backtest_result is None else backtest_result[1],
     }
+
+
+def rfm_span_days(rfm: pd.DataFrame) -> int:
+    """Days of payments an RFM table covers: from its earliest first purchase to the as-of day,
+    both counted (T is the days since each customer's first purchase); 0 when it is empty."""
+    return int(rfm["T"].max()) + 1 if len(rfm) else 0
 
 
 def model_from_row(row: dict[str, Any]) -> tuple[str, LtvModel] | None:
