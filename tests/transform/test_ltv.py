@@ -15,6 +15,7 @@ from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_
 from lifetimes.utils import summary_data_from_transaction_data
 from scipy.special import hyp2f1
 
+from adperf.sandbox.process import sample_repeat_times
 from adperf.transform.ltv import (
     BOOTSTRAP_REPLICATES,
     COHORT_PLTV_COLUMNS,
@@ -371,10 +372,13 @@ def installs_frame(rows: list[tuple[str, str | None, str, str | None]]) -> pd.Da
 
 
 def new_payer_purchases(model: LtvModel, t: float) -> float:
-    """Expected repeat purchases within t days of a payer who just made the first purchase."""
+    """Expected repeat purchases within t days of a payer who just made the first purchase.
+
+    lifetimes' unconditional formula: its conditional one at (0, 0, 0) goes through the log of
+    a series that is negative when a + b < 1 and returns NaN there."""
     bg = BetaGeoFitter()
     bg.params_ = pd.Series(model.bgnbd)
-    return float(bg.conditional_expected_number_of_purchases_up_to_time(t, 0, 0.0, 0.0))
+    return float(bg.expected_number_of_purchases_up_to_time(t))
 
 
 def test_build_cohort_pltv_by_hand() -> None:
@@ -515,6 +519,7 @@ def test_build_ltv_falls_back_to_the_last_good_model_and_says_so() -> None:
         {"r": 0.5367, "alpha": 13.73, "a": 1.7455, "b": 11.54},  # the 1M-customer bench fit
         {"r": 0.243, "alpha": 30.9, "a": 0.793, "b": 2.426},  # CDNOW, per day
         {"r": 1.1, "alpha": 12.0, "a": 0.6, "b": 5.5},
+        {"r": 0.97, "alpha": 23.8, "a": 0.15, "b": 0.645},  # U-shaped: a + b < 1
     ],
 )
 def test_new_payer_curve_spline_equals_the_exact_formula(bgnbd: dict[str, float]) -> None:
@@ -528,6 +533,41 @@ def test_new_payer_curve_spline_equals_the_exact_formula(bgnbd: dict[str, float]
     # At rate 1 both are lifetimes' own conditional expectation for a new payer.
     one = _new_payer_expected(np.array([200.0]), np.array([1.0]), model)
     assert one[0] == pytest.approx(new_payer_purchases(model, 200.0), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bgnbd",
+    [
+        # Fits of the small sandbox world (seed 7) on 55 and 65 days of payments.
+        {"r": 1.0, "alpha": 25.3, "a": 0.052, "b": 0.268},
+        {"r": 0.97, "alpha": 23.8, "a": 0.15, "b": 0.645},
+        {"r": 0.7, "alpha": 3.0, "a": 0.3, "b": 0.4},
+    ],
+)
+def test_a_u_shaped_drop_out_still_expects_repeat_purchases(bgnbd: dict[str, float]) -> None:
+    """With a + b < 1 the hypergeometric series of a payer without repeat purchases is
+    negative: taken through its log it was NaN, read as 0 expected purchases, and every cohort
+    was valued at its realized revenue plus first purchases only. Checked against the process
+    itself (the sandbox's exact BG/NBD draw) and against the identity that a payer with no
+    repeat purchase after T days is a new payer whose rate posterior has alpha + T."""
+    model = LtvModel(bgnbd, None, 1, 1, True, 0.0, 0.0)
+    n = 200_000
+    rng = np.random.default_rng(5)
+    _, times = sample_repeat_times(
+        rng, np.zeros(n), np.full(n, 365.0), *(np.full(n, bgnbd[k]) for k in "r alpha a b".split())
+    )
+    for days in (30.0, 365.0):
+        simulated = float((times <= days).sum()) / n
+        expected = float(_bgnbd_expected(days, 0.0, 0.0, 0.0, model))
+        assert expected == pytest.approx(simulated, rel=0.02)
+        assert float(_new_payer_expected(np.array([days]), np.ones(1), model)[0]) == (
+            pytest.approx(expected, rel=1e-9)
+        )
+        for age in (40.0, 300.0):
+            later = LtvModel({**bgnbd, "alpha": bgnbd["alpha"] + age}, None, 1, 1, True, 0.0, 0.0)
+            assert float(_bgnbd_expected(days, 0.0, 0.0, age, model)) == pytest.approx(
+                float(_bgnbd_expected(days, 0.0, 0.0, 0.0, later)), rel=1e-9
+            )
 
 
 def test_day_numbers_parse_and_reject_bad_dates() -> None:

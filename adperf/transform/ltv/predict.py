@@ -100,11 +100,20 @@ def _bgnbd_expected(
     _a, _b, _c = r + x, b + x, a + b + x - 1
     z = t / (alpha + big_t + t)
     with np.errstate(all="ignore"):
-        ln_hyp = np.log(hyp2f1(_a, _b, _c, z))
+        hyp = hyp2f1(_a, _b, _c, z)
         # lifetimes' switch to Euler's transformation where the direct series overflows.
-        alt = np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log1p(-z)
-        ln_hyp = np.where(np.isinf(ln_hyp), alt, ln_hyp)
-        second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + big_t) / (alpha + t + big_t)))
+        euler = hyp2f1(_c - _a, _c - _b, _c, z)
+        direct = np.isfinite(hyp)
+        ln_hyp = np.where(
+            direct, np.log(np.abs(hyp)), np.log(np.abs(euler)) + (_c - _a - _b) * np.log1p(-z)
+        )
+        # With its sign: where c = a + b + x - 1 < 0 (a + b < 1, a U-shaped drop-out, and no
+        # repeat purchase yet) the series is negative, and log(hyp) alone was NaN -- which made
+        # a new payer's expected repeat purchases 0 and undervalued every cohort ~3x on the
+        # days a short history fitted such a drop-out (bench/README.md, session 10).
+        sign = np.where(direct, np.sign(hyp), np.sign(euler))
+        ln_rest = (r + x) * np.log((alpha + big_t) / (alpha + t + big_t))
+        second = 1 - sign * np.exp(ln_hyp + ln_rest)
         numerator = (a + b + x - 1) / (a - 1) * second
         denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
         out = numerator / denominator
