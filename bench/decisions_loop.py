@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from adperf.actions import ZERO_DECIMAL_CURRENCIES, Settings, scaled_budget
+from adperf.actions import ZERO_DECIMAL_CURRENCIES, Settings, scaled_budget, unscaled_budget
 from adperf.platforms import APPLE_ADS, TIKTOK
 from adperf.sandbox import fake_apple_ads, fake_tiktok
 from adperf.sandbox.ad_objects import JsonState, objects_path, sandbox_objects
@@ -163,11 +163,18 @@ def _naive(folder: Path, iso: str, pooled: dict[str, str], rules: Any) -> dict[s
         if r["spend"] < rules.min_spend or r["installs"] < rules.min_installs:
             out[cid] = "hold"
             continue
-        est = r["revenue"] / r["spend"] * ratio
-        out[cid] = (
-            "scale" if est > rules.scale_roas else "pause" if est < rules.pause_roas else "hold"
-        )
+        out[cid] = _verdict(r["revenue"] / r["spend"] * ratio, rules)
     return out
+
+
+def _verdict(roas: float, rules: Any) -> str:
+    """adperf's actions on a point ROAS (naive's estimate, the oracle's truth): scale over
+    scale_roas, pause under pause_roas, scale back under target_roas, else hold."""
+    if roas > rules.scale_roas:
+        return "scale"
+    if roas < rules.pause_roas:
+        return "pause"
+    return "unscale" if roas < rules.target_roas else "hold"
 
 
 def _window_pltv(iso: str, campaigns: list[str]) -> float:
@@ -189,7 +196,7 @@ def _oracle(root: Path, iso: str, rules: Any) -> dict[str, str]:
     )
     day = truth[(truth["date"] == iso) & (truth["budget_factor"] > 0)]
     return {
-        str(c): "scale" if r > rules.scale_roas else "pause" if r < rules.pause_roas else "hold"
+        str(c): _verdict(r, rules)
         for c, r in zip(day["campaign_id"], day["true_roas_365d"], strict=True)
     }
 
@@ -198,7 +205,7 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
     """The campaign decisions on the fakes' object state, as `actions apply` would make them:
     Facebook and TikTok on each adset (ad group) of the campaign, Google Ads on the campaign
     and its budget, Apple Ads on the campaign; budgets in the currency's minor units."""
-    acting = {c: a for c, a in decided.items() if a in ("scale", "pause")}
+    acting = {c: a for c, a in decided.items() if a in ("scale", "unscale", "pause")}
     if not acting:
         return
     base_fb, base_google = sandbox_objects(meta)
@@ -206,37 +213,41 @@ def _apply(root: Path, meta: dict[str, Any], decided: dict[str, str], settings: 
     currency = {str(a["advertiser_id"]): str(a["currency"]) for a in meta["tiktok_advertisers"]}
     currency.update({str(o["orgId"]): str(o["currency"]) for o in meta["apple_ads_orgs"]})
 
-    def scaled(amount: str, account: str) -> str:
+    def resized(minor: int, action: str, step: int = 1) -> int:
+        change = unscaled_budget if action == "unscale" else scaled_budget
+        return change(minor, settings, step)
+
+    def scaled(amount: str, account: str, action: str) -> str:
         unit = 1 if currency[account] in ZERO_DECIMAL_CURRENCIES else 100
         minor = int((Decimal(amount) * unit).to_integral_value())
-        return str(Decimal(scaled_budget(minor, settings)) / unit)
+        return str(Decimal(resized(minor, action)) / unit)
 
     def fb(doc: dict[str, Any]) -> None:
-        def scale(adset: dict[str, Any]) -> None:
-            adset["daily_budget"] = scaled_budget(int(adset["daily_budget"]), settings)
+        def scale(adset: dict[str, Any], action: str) -> None:
+            adset["daily_budget"] = resized(int(adset["daily_budget"]), action)
 
         adsets = ((a["campaign_id"], a) for a in doc["adsets"].values())
         _act(acting, adsets, ("status", "ACTIVE", "PAUSED"), scale)
 
     def google(doc: dict[str, Any]) -> None:
-        def scale(camp: dict[str, Any]) -> None:
+        def scale(camp: dict[str, Any], action: str) -> None:
             budget = doc["budgets"][camp["budget_id"]]
             step = 10 ** (6 - CURRENCY_DIGITS["USD"])
-            budget["amount_micros"] = scaled_budget(int(budget["amount_micros"]), settings, step)
+            budget["amount_micros"] = resized(int(budget["amount_micros"]), action, step)
 
         _act(acting, doc["campaigns"].items(), ("status", "ENABLED", "PAUSED"), scale)
 
     def tiktok(doc: dict[str, Any]) -> None:
-        def scale(group: dict[str, Any]) -> None:
-            group["budget"] = scaled(str(group["budget"]), str(group["advertiser_id"]))
+        def scale(group: dict[str, Any], action: str) -> None:
+            group["budget"] = scaled(str(group["budget"]), str(group["advertiser_id"]), action)
 
         groups = ((g["campaign_id"], g) for g in doc["adgroups"].values())
         _act(acting, groups, ("operation_status", "ENABLE", "DISABLE"), scale)
 
     def apple(doc: dict[str, Any]) -> None:
-        def scale(camp: dict[str, Any]) -> None:
+        def scale(camp: dict[str, Any], action: str) -> None:
             budget = camp["dailyBudgetAmount"]
-            budget["amount"] = scaled(str(budget["amount"]), str(camp["orgId"]))
+            budget["amount"] = scaled(str(budget["amount"]), str(camp["orgId"]), action)
 
         _act(acting, doc["campaigns"].items(), ("status", "ENABLED", "PAUSED"), scale)
 
@@ -252,10 +263,11 @@ def _act(
     acting: dict[str, str],
     objects: Iterable[tuple[str, dict[str, Any]]],
     status: tuple[str, str, str],
-    scale: Callable[[dict[str, Any]], None],
+    scale: Callable[[dict[str, Any], str], None],
 ) -> None:
-    """Pause or scale each live object of `objects` ((campaign id, object) pairs) whose campaign
-    is in `acting`; `status` is (its status field, the live value, the paused value)."""
+    """Pause, scale or scale back each live object of `objects` ((campaign id, object) pairs)
+    whose campaign is in `acting`; `status` is (its status field, the live value, the paused
+    value); `scale(object, action)` changes its budget."""
     field, live, paused = status
     for campaign_id, obj in objects:
         action = acting.get(campaign_id)
@@ -264,7 +276,7 @@ def _act(
         if action == "pause":
             obj[field] = paused
         else:
-            scale(obj)
+            scale(obj, action)
 
 
 def _update(path: Path, base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> None:

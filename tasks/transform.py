@@ -541,6 +541,7 @@ def _follow_up_rules() -> Any:
         follow_up_days=r.follow_up_days,
         scale_roas=r.scale_roas,
         pause_roas=r.pause_roas,
+        target_roas=r.target_roas,
         scale_factor=a.scale_factor,
         max_budget_increase=a.max_budget_increase,
     )

@@ -53,6 +53,7 @@ class FollowUpRules:
     pause_roas: float = 0.5
     scale_factor: float = 1.2
     max_budget_increase: float = 0.5
+    target_roas: float = 1.0  # a scale back is judged against it: does the object pay now?
 
     def __post_init__(self) -> None:
         if not 1 <= self.follow_up_days <= 15:
@@ -115,7 +116,9 @@ def build_action_outcomes(
             **{f"{k}_before{suffix}": v for k, suffix, v in _figures(before)},
             **{f"{k}_since{suffix}": v for k, suffix, v in _figures(since)},
             "proas_expected": _float(decision.get("proas")) if decision else None,
-            "threshold": rules.pause_roas if action == "pause" else rules.scale_roas,
+            "threshold": {"pause": rules.pause_roas, SCALE_BACK: rules.target_roas}.get(
+                action, rules.scale_roas
+            ),
         }
         record["verdict"] = _verdict(action, record)
         record["line"] = _line(record, currency)

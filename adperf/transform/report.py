@@ -224,6 +224,12 @@ class Rules:
                 f"[rules] cpi_days = {self.cpi_days}. Fix: 0 (the window's own CPI) to "
                 f"{self.window_days - 1} (under window_days)"
             )
+        if self.target_roas > self.scale_roas:
+            # P(ROAS < target) and P(ROAS > scale) could then both reach the confidence.
+            raise ValueError(
+                f"[rules] target_roas = {self.target_roas} is over scale_roas = "
+                f"{self.scale_roas}. Fix: a target at or under scale_roas (1.0: break-even)"
+            )
         if not 0.5 < self.confidence <= 1.0:
             # At or under 0.5 both P(above scale) and P(below pause) could reach it.
             raise ValueError(
@@ -396,7 +402,8 @@ def build_actions(
     adset_first_spend_dates: dict[tuple[str, str], str] | None = None,
     window: dict[WindowKey, WindowEvidence] | None = None,
 ) -> pd.DataFrame:
-    """One recommended action (scale, pause, hold) with its reason per paid campaign and adset.
+    """One recommended action (scale, pause, unscale, hold) with its reason per paid campaign and
+    adset.
 
     First spend dates are keyed (platform, campaign_id) and (platform, adset_id). With
     `window` (build_window_evidence) an object's decision rests on its window's pooled
@@ -510,8 +517,11 @@ def _decide_pooled(
     """(action, reason, P(ROAS > scale_roas), P(ROAS < pause_roas)) on a window's evidence.
 
     Scale when P(true ROAS > scale_roas) >= confidence, pause when P(true ROAS < pause_roas)
-    >= confidence, each probability the share of the pROAS draws beyond the threshold; and
-    only once the window's spend and installs and the object's age meet the minimums.
+    >= confidence, scale back (`unscale`: the budget divided by the scale factor) when
+    P(true ROAS < target_roas) >= confidence -- each dollar likely returns less than the
+    target, but not so little that it should stop --, each probability the share of the pROAS
+    draws beyond the threshold; and only once the window's spend and installs and the object's
+    age meet the minimums.
     """
     days = pooled.window_days
     shortfalls = []
@@ -558,6 +568,17 @@ def _decide_pooled(
         return "scale", f"{shown}: {above} ≥ {confidence:.2f}", p_above, p_below
     if p_below >= confidence:
         return "pause", f"{shown}: {below} ≥ {confidence:.2f}", p_above, p_below
+    target = rules.target_roas
+    if target > pause:
+        # Without this step a campaign scaled while it paid and then faded (creative fatigue,
+        # a dearer CPI at its new budget) kept its budget for as long as its pROAS stayed
+        # between pause_roas and scale_roas: small world seed 7, 90 days, one scaled to 8.9x
+        # held 45 days at a true ROAS of 0.58-0.84 (bench/README.md, session 10).
+        p_under = float(np.mean(pooled.draws < target))
+        if p_under >= confidence:
+            under = f"P(ROAS < {target:.2f}) = {p_under:.2f} ≥ {confidence:.2f}"
+            # "unscale": the action kind of a scale back (the actions.action column is 8 wide).
+            return "unscale", f"{shown}: {under}, under the target: scale back", p_above, p_below
     return "hold", f"{shown}: {above}, {below}, neither ≥ {confidence:.2f}", p_above, p_below
 
 

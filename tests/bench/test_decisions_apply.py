@@ -16,7 +16,7 @@ from adperf.sandbox.world import ensure_world, load_meta
 from bench.decisions_loop import _apply
 
 
-def test_scale_and_pause_reach_every_platform_of_the_world(tmp_path: Path) -> None:
+def test_scale_pause_and_scale_back_reach_every_platform_of_the_world(tmp_path: Path) -> None:
     root = tmp_path / "world"
     ensure_world(root, end=dt.date(2026, 3, 10), profile="tiny", seed=7, days=3)
     meta = load_meta(root)
@@ -49,3 +49,11 @@ def test_scale_and_pause_reach_every_platform_of_the_world(tmp_path: Path) -> No
         if decided.get(ent.campaigns[a.campaign_index].campaign_id) == "scale"
     ]
     assert np.allclose(again[scaled], 1.44, atol=2e-3)
+    # A scale back divides the budget by the factor, on every platform.
+    _apply(root, meta, {c: "unscale" for c, a in decided.items() if a == "scale"}, settings)
+    back = loop.current_factors(root, meta, ent)
+    assert np.allclose(back[scaled], 1.2, atol=2e-3)
+    assert (
+        back[[a.index for a in ent.ads if a.index not in scaled]]
+        == again[[a.index for a in ent.ads if a.index not in scaled]]
+    ).all()

@@ -94,6 +94,28 @@ def test_a_campaign_scale_is_one_follow_up_with_before_and_since() -> None:
     )
 
 
+def test_a_scale_back_is_judged_against_target_roas() -> None:
+    """After a budget cut the question is whether each dollar now returns the target."""
+    unscale = pd.DataFrame(
+        [
+            log_row(1, action="unscale", value_before="12000", value_after="10000",
+                    source_level="campaign", source_id="C1"),
+        ]
+    )  # fmt: skip
+    frame = daily(
+        {"spend_micros": 120_000_000, "installs": 10, "pltv_micros": 96_000_000},
+        {"spend_micros": 100_000_000, "installs": 10, "pltv_micros": 110_000_000},
+    )
+    decision = DECISION.assign(proas=0.8)
+    out = build_action_outcomes(DAY, RULES, unscale, decision, frame)
+    row = out.iloc[0]
+    assert (row["action"], row["threshold"], row["verdict"]) == ("unscale", 1.0, "above")
+    assert row["line"] == (
+        "scaled back JP_AEO -17% on 11-20: spend -17%, CPI -17%, pROAS 0.80 expected → 1.10, "
+        "above 1.00"
+    )
+
+
 def test_a_scale_whose_proas_fell_below_scale_roas_is_scaled_back() -> None:
     frame = daily(
         {"spend_micros": 100_000_000, "installs": 10, "pltv_micros": 250_000_000},

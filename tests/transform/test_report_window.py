@@ -137,8 +137,11 @@ def test_the_reason_line_says_what_the_decision_rests_on() -> None:
     [
         # centred on scale_roas: half the draws each side, far from the confidence
         (1.3, 0.2, "hold", "P(ROAS > 1.30) = 0.50, P(ROAS < 0.50) = 0.00, neither ≥ 0.60"),
-        # centred on pause_roas
-        (0.5, 0.2, "hold", "P(ROAS > 1.30) = 0.00, P(ROAS < 0.50) = 0.50, neither ≥ 0.60"),
+        # centred on pause_roas: not a pause, but surely under target_roas (1.0): scale back
+        (0.5, 0.2, "unscale", "P(ROAS < 1.00) = 0.99 ≥ 0.60, under the target: scale back"),
+        # centred on target_roas: hold
+        (1.0, 0.2, "hold", "P(ROAS > 1.30) = 0.07, P(ROAS < 0.50) = 0.01, neither ≥ 0.60"),
+        (0.8, 0.2, "unscale", "P(ROAS < 1.00) = 0.84 ≥ 0.60, under the target: scale back"),
         # over the threshold, but too uncertain: P 0.58 < 0.60 (the default confidence)
         (1.4, 0.5, "hold", "P(ROAS > 1.30) = 0.58, P(ROAS < 0.50) = 0.04, neither ≥ 0.60"),
         # the same point with a narrower posterior: P 0.69 >= 0.60
@@ -153,6 +156,18 @@ def test_the_rule_acts_at_the_stated_confidence(
     got = records(pooled)[0]
     assert got["action"] == action
     assert got["reason"].endswith(f": {reason_end}")
+
+
+def test_a_scale_back_needs_a_target_between_the_thresholds() -> None:
+    draws = draws_around(0.8, 0.2)  # P(ROAS < 1.0) = 0.84, P(ROAS < 0.5) = 0.07
+    at_pause, _ = decide(300 * M, 100, draws, Rules(target_roas=0.5))
+    assert records(at_pause)[0]["action"] == "hold"
+    higher, _ = decide(300 * M, 100, draws, Rules(target_roas=1.2))
+    assert records(higher)[0]["reason"].endswith(
+        ": P(ROAS < 1.20) = 0.97 ≥ 0.60, under the target: scale back"
+    )
+    with pytest.raises(ValueError, match="target_roas"):
+        Rules(target_roas=1.5)
 
 
 def test_confidence_is_a_setting() -> None:
