@@ -306,7 +306,11 @@ class slack(luigi.Config, metaclass=_Section):  # noqa: N801
 
 
 class rules(luigi.Config, metaclass=_Section):  # noqa: N801
-    target_roas = luigi.FloatParameter(default=1.0, description="ROAS a campaign should reach")
+    target_roas = luigi.FloatParameter(
+        default=1.0,
+        description="ROAS a campaign should reach (break-even: 1.0); true ROAS likely below "
+        "it: scale back (at most scale_roas)",
+    )
     scale_roas = luigi.FloatParameter(default=1.3, description="true ROAS likely above this: scale")
     pause_roas = luigi.FloatParameter(default=0.5, description="true ROAS likely below this: pause")
     min_spend = luigi.FloatParameter(
@@ -324,7 +328,7 @@ class rules(luigi.Config, metaclass=_Section):  # noqa: N801
     confidence = luigi.FloatParameter(
         default=0.6,
         description="scale when P(true ROAS > scale_roas) is at least this, pause when "
-        "P(true ROAS < pause_roas) is; else hold",
+        "P(true ROAS < pause_roas) is, scale back when P(true ROAS < target_roas) is; else hold",
     )
     cpi_days = luigi.IntParameter(
         default=3,
