@@ -225,6 +225,7 @@ def judge(folder: Path, until: dt.date | None = None) -> dict[str, Any]:
         | ((acted["action"] == "pause") & (acted["truth"] == "scale"))
     ]
     losers = loop[loop["true_roas_365d"] < pause_roas]
+    backs = dec[dec["action"] == "unscale"]
     return {
         "profit": round(profit, 2),
         "spend": round(float(loop["spend_report"].sum()), 2),
@@ -235,6 +236,9 @@ def judge(folder: Path, until: dt.date | None = None) -> dict[str, Any]:
         "needed": len(needed),
         "needed_taken": int((needed["action"] == needed["truth"]).sum()),
         "wrong_direction": len(wrong),
+        # Scale backs ([rules] target_roas), and those of campaigns truly over scale_roas.
+        "scale_backs": len(backs),
+        "scale_backs_of_winners": int((backs["truth"] == "scale").sum()),
         "loser_spend": round(float(losers["spend_report"].sum()), 2),
         "pause_delays": pause_delays(loop, decisions, pause_roas, min_spend, last),
         "seconds": done.get("seconds"),
@@ -281,6 +285,7 @@ def _decisions(folder: Path, first: str, last: str) -> pd.DataFrame:
         min_spend = cfg.getfloat("rules", "min_spend", fallback=100.0)
         min_installs = cfg.getint("rules", "min_installs", fallback=50)
         window_days = cfg.getint("rules", "window_days", fallback=14)
+        target_roas = cfg.getfloat("rules", "target_roas", fallback=1.0)
 
     rows: list[dict[str, Any]] = []
     day = dt.date.fromisoformat(first)
@@ -334,8 +339,9 @@ def render(results: dict[int, dict[str, Any]], profile: str, days: int) -> str:
         f"(profit = installs x true 365-day value - spend, USD)",
         "",
         "| seed | policy | profit | uplift captured | actions (scale/pause) | needed taken | "
-        "wrong direction | loser spend not paused | loser → pause days | s/day |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "wrong direction | scale backs (of true winners) | loser spend not paused | "
+        "loser → pause days | s/day |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for seed, by_policy in results.items():
         for policy, m in by_policy.items():
@@ -350,6 +356,7 @@ def render(results: dict[int, dict[str, Any]], profile: str, days: int) -> str:
                 f"{'-' if share is None else f'{share:.0%}'} | "
                 f"{m['actions']} ({m['scales']}/{m['pauses']}) | "
                 f"{m['needed_taken']} of {m['needed']} | {wrong}{pct} | "
+                f"{m.get('scale_backs', 0)} ({m.get('scale_backs_of_winners', 0)}) | "
                 f"{m['loser_spend']:,.0f} | {shown} | {'-' if sec is None else f'{sec:.1f}'} |"
             )
     return "\n".join(lines)

@@ -192,7 +192,8 @@ def _fit_bgnbd(
     # the same drop-out probability: a short history cannot tell them apart) and the minimizer
     # never converges. lifetimes' penalizer (coef x sum(params^2)) then pulls a and b towards 0,
     # a U-shaped Beta that says most new payers have already left: measured on the small world,
-    # seed 11, a = 0.05, b = 0.70 valued every campaign at a fifth of its truth. So the
+    # seed 11, a = 0.05, b = 0.70 valued every campaign at a fifth of its truth (in part the
+    # NaN of a + b < 1 that predict._bgnbd_expected no longer has). So the
     # unpenalized fit is retried with a and b capped (a near-homogeneous drop-out, the limit the
     # data point to) before any penalizer.
     bounds = [(None, None), (None, None), (None, _LOG_AB_MAX), (None, _LOG_AB_MAX)]
