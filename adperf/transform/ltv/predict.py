@@ -100,18 +100,21 @@ def _bgnbd_expected(
     _a, _b, _c = r + x, b + x, a + b + x - 1
     z = t / (alpha + big_t + t)
     with np.errstate(all="ignore"):
-        hyp = hyp2f1(_a, _b, _c, z)
-        # lifetimes' switch to Euler's transformation where the direct series overflows.
-        euler = hyp2f1(_c - _a, _c - _b, _c, z)
-        direct = np.isfinite(hyp)
-        ln_hyp = np.where(
-            direct, np.log(np.abs(hyp)), np.log(np.abs(euler)) + (_c - _a - _b) * np.log1p(-z)
-        )
+        hyp = np.asarray(hyp2f1(_a, _b, _c, z), dtype="float64")
         # With its sign: where c = a + b + x - 1 < 0 (a + b < 1, a U-shaped drop-out, and no
         # repeat purchase yet) the series is negative, and log(hyp) alone was NaN -- which made
         # a new payer's expected repeat purchases 0 and undervalued every cohort ~3x on the
         # days a short history fitted such a drop-out (bench/README.md, session 10).
-        sign = np.where(direct, np.sign(hyp), np.sign(euler))
+        ln_hyp, sign = np.log(np.abs(hyp)), np.sign(hyp)
+        # lifetimes' switch to Euler's transformation where the direct series overflows,
+        # evaluated there only (hyp2f1 is elementwise).
+        over = ~np.isfinite(hyp)
+        if over.any():
+            a_, b_, c_, z_ = (np.broadcast_to(v, hyp.shape)[over] for v in (_a, _b, _c, z))
+            euler = hyp2f1(c_ - a_, c_ - b_, c_, z_)
+            ln_hyp, sign = np.array(ln_hyp), np.array(sign)  # copies, also of 0-d results
+            ln_hyp[over] = np.log(np.abs(euler)) + (c_ - a_ - b_) * np.log1p(-z_)
+            sign[over] = np.sign(euler)
         ln_rest = (r + x) * np.log((alpha + big_t) / (alpha + t + big_t))
         second = 1 - sign * np.exp(ln_hyp + ln_rest)
         numerator = (a + b + x - 1) / (a - 1) * second
