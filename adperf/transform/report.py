@@ -277,7 +277,9 @@ def build_window_evidence(
     the whole window (the platform's own install counts, so its level cancels out). A budget
     scaled a few days ago buys dearer installs (an audience's best converters come first) while
     most of the window's cohorts were bought before; acting on the window's CPI would scale on
-    value the next dollar no longer buys. The recent count's Poisson noise enters the draws.
+    value the next dollar no longer buys. Each object's change is shrunk toward its level's
+    common change by empirical Bayes (_shrunk_cpi_changes): three days of a small adset's
+    installs are mostly noise; its remaining uncertainty enters the draws.
     """
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=window_days - 1)).isoformat()
     recent = (dt.date.fromisoformat(day) - dt.timedelta(days=cpi_days - 1)).isoformat()
@@ -289,7 +291,7 @@ def build_window_evidence(
     for level, column in (("campaign", "campaign_id"), ("adset", "adset_id")):
         spent = paid.groupby(["platform", column], sort=False)["spend_micros"].sum()
         spent_by = {(str(k[0]), str(k[1])): int(v) for k, v in _pairs(spent)}
-        changes = _cpi_changes(paid, latest, column)
+        changes = _shrunk_cpi_changes(_cpi_changes(paid, latest, column))
         rows = values.loc[values["level"] == level]
         rows_by = {(str(r["platform"]), str(r[column])): r for r in rows.to_dict("records")}
         draws = pltv_draws.loc[pltv_draws["level"] == level].sort_values("draw", kind="stable")
@@ -309,15 +311,16 @@ def build_window_evidence(
 
 def _cpi_changes(
     paid: pd.DataFrame, latest: pd.DataFrame, column: str
-) -> dict[tuple[str, str], tuple[float, int]]:
+) -> dict[tuple[str, str], tuple[float, int, int]]:
     """Per (platform, object): (the recent days' installs per spend over the window's, the
-    recent installs); objects without recent spend or installs on either side are left out."""
+    recent installs, the window's installs); objects without recent spend or installs on
+    either side are left out."""
     if latest.empty:
         return {}
     sums = ["spend_micros", "installs_reported"]
     window = paid.groupby(["platform", column], sort=False)[sums].sum()
     recent = latest.groupby(["platform", column], sort=False)[sums].sum()
-    out: dict[tuple[str, str], tuple[float, int]] = {}
+    out: dict[tuple[str, str], tuple[float, int, int]] = {}
     for key, r in recent.iterrows():
         if not isinstance(key, tuple) or key not in window.index:
             continue
@@ -329,22 +332,57 @@ def _cpi_changes(
             int(r["installs_reported"]),
         )
         if change is not None:
-            out[(str(key[0]), str(key[1]))] = (change, int(r["installs_reported"]))
+            counts = (int(r["installs_reported"]), int(w["installs_reported"]))
+            out[(str(key[0]), str(key[1]))] = (change, *counts)
+    return out
+
+
+def _shrunk_cpi_changes(
+    changes: dict[tuple[str, str], tuple[float, int, int]],
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per object: (posterior mean, sd) of its log CPI change, a normal random-effects model
+    over the level's objects: log change ~ N(theta, v) with v = 1/recent - 1/window installs
+    (Poisson counts; the recent days are part of the window), theta ~ N(mu, tau^2), tau^2
+    DerSimonian and Laird's moment estimate (as the LTV segment priors). An object keeps the
+    share tau^2 / (tau^2 + v) of its own deviation from the common change mu: a budget scaled
+    on a campaign with thousands of installs keeps its dearer CPI, three days of a small
+    adset's installs move it little. With under 3 objects tau^2 is not estimable: each keeps
+    its own change and noise. An object whose installs all fall in the recent days has a
+    change of exactly 1."""
+    logs = {k: np.log(c) for k, (c, _, _) in changes.items()}
+    noise = {k: 1.0 / r - 1.0 / w for k, (_, r, w) in changes.items()}
+    varied = [k for k in changes if noise[k] > 0]
+    out = {k: (float(logs[k]), 0.0) for k in changes if noise[k] <= 0}
+    if len(varied) < 3:
+        out.update({k: (float(logs[k]), float(np.sqrt(noise[k]))) for k in varied})
+        return out
+    y = np.array([logs[k] for k in varied])
+    v = np.array([noise[k] for k in varied])
+    w = 1.0 / v
+    mu = float((w * y).sum() / w.sum())
+    q = float((w * (y - mu) ** 2).sum())
+    tau2 = max(0.0, (q - (len(y) - 1)) / float(w.sum() - (w**2).sum() / w.sum()))
+    keep = tau2 / (tau2 + v)
+    mean, sd = mu + keep * (y - mu), np.sqrt(keep * v)
+    out.update({k: (float(m), float(d)) for k, m, d in zip(varied, mean, sd, strict=True)})
     return out
 
 
 def _at_recent_cpi(
-    evidence: WindowEvidence, change: tuple[float, int], cpi_days: int, seed_key: tuple[str, ...]
+    evidence: WindowEvidence,
+    change: tuple[float, float],
+    cpi_days: int,
+    seed_key: tuple[str, ...],
 ) -> WindowEvidence:
-    """`evidence` with its pROAS at the recent CPI; the draws also carry the recent install
-    count's noise (a Gamma posterior of its rate under Jeffreys' prior, seeded by the day and
-    the object: a rerun decides the same)."""
-    factor, installs = change
+    """`evidence` with its pROAS at the recent CPI: × exp(the shrunk log change); the draws
+    also carry what is left of its noise (log-normal, seeded by the day and the object: a
+    rerun decides the same)."""
+    log_change, sd = change
+    factor = float(np.exp(log_change))
     draws = evidence.draws
     if draws is not None and len(draws):
         rng = np.random.default_rng(zlib.crc32("|".join(seed_key).encode()))
-        noise = rng.gamma(installs + 0.5, 1.0 / (installs + 0.5), size=len(draws))
-        draws = draws * factor * noise
+        draws = draws * np.exp(log_change + sd * rng.standard_normal(len(draws)))
     return replace(
         evidence,
         proas=None if evidence.proas is None else evidence.proas * factor,

@@ -14,6 +14,7 @@ from adperf.transform.ltv import DRAW_COLUMNS, INTERVAL, WINDOW_COLUMNS
 from adperf.transform.report import (
     Rules,
     WindowEvidence,
+    _shrunk_cpi_changes,
     build_actions,
     build_window_evidence,
 )
@@ -335,6 +336,32 @@ def test_without_recent_installs_or_spend_the_window_cpi_stands() -> None:
     assert got.keys() == plain.keys()
     for key, g in got.items():
         assert g.cpi_change is None and g.proas == plain[key].proas
+
+
+def test_a_small_adsets_cpi_change_is_shrunk_toward_its_levels() -> None:
+    """Three days of ~30 installs say little: an adset whose CPI reads +39% among adsets of
+    stable CPI is valued near their common change; with its own change kept it was scaled back
+    in the planted closed loop (campaign at scale_roas, pROAS 0.61 at '+39%')."""
+    stable = [0.98, 1.0, 1.02, 0.99, 1.01, 1.0, 0.97, 1.03]
+    changes = {("facebook", f"s{i}"): (c, 600, 2800) for i, c in enumerate(stable)}
+    changes[("facebook", "small")] = (1 / 1.39, 30, 140)
+    changes[("facebook", "new")] = (1.0, 40, 40)  # all of its installs are recent
+    got = _shrunk_cpi_changes(changes)
+    mean, sd = got[("facebook", "small")]
+    assert np.exp(mean) == pytest.approx(1.0, abs=0.03) and sd < 0.05
+    assert got[("facebook", "new")] == (0.0, 0.0)
+    # Half the campaigns scaled (CPI +20%), thousands of installs each: they keep most of it.
+    scaled = {("google_ads", f"c{i}"): (1 / 1.2 if i % 2 else 1.0, 900, 4200) for i in range(8)}
+    kept = _shrunk_cpi_changes(scaled)
+    for i in range(1, 8, 2):
+        assert 1 / np.exp(kept[("google_ads", f"c{i}")][0]) > 1.15
+    # Under 3 objects the spread between them cannot be estimated: each keeps its own.
+    two = {k: changes[k] for k in list(changes)[:1]} | {
+        ("facebook", "small"): changes[("facebook", "small")]
+    }
+    alone = _shrunk_cpi_changes(two)
+    assert alone[("facebook", "small")][0] == pytest.approx(np.log(1 / 1.39))
+    assert alone[("facebook", "small")][1] == pytest.approx(np.sqrt(1 / 30 - 1 / 140))
 
 
 def test_cpi_days_must_be_under_the_window() -> None:
