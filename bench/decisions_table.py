@@ -30,6 +30,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 VERDICTS = ("scale", "hold", "pause")
+# What the report may say of a campaign: the verdicts and a scale back ([rules] target_roas).
+SAID = ("scale", "unscale", "hold", "pause")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +166,7 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
         said: {
             t: int(((judged["action"] == said) & (judged["truth"] == t)).sum()) for t in VERDICTS
         }
-        for said in VERDICTS
+        for said in SAID
     }
     with_interval = judged[judged["proas_low"].notna() & judged["proas_high"].notna()]
     covered = (with_interval["proas_low"] <= with_interval["true_roas"]) & (
@@ -180,7 +182,7 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
                 "campaign_name": name,
                 "true_roas_365d": round(float(rows["true_roas"].iloc[0]), 3),
                 "truth": rows["truth"].iloc[0],
-                **{v: int(counts.get(v, 0)) for v in VERDICTS},
+                **{v: int(counts.get(v, 0)) for v in SAID},
                 "first_scale": _first(rows, "scale"),
                 "first_pause": _first(rows, "pause"),
                 "spend": round(float(rows["spend"].fillna(0).sum()), 2),
@@ -197,11 +199,15 @@ def judge(folder: Path, start: dt.date, stop: dt.date) -> dict[str, Any]:
         "table": table,
         "needed_actions": len(needed),
         "needed_taken": int((needed["action"] == needed["truth"]).sum()),
+        # A scale back of a true winner shrinks it: the wrong direction too, also counted alone.
         "wrong_direction": int(
             (
                 ((judged["action"] == "scale") & (judged["truth"] == "pause"))
-                | ((judged["action"] == "pause") & (judged["truth"] == "scale"))
+                | (judged["action"].isin(["pause", "unscale"]) & (judged["truth"] == "scale"))
             ).sum()
+        ),
+        "scale_backs_of_winners": int(
+            ((judged["action"] == "unscale") & (judged["truth"] == "scale")).sum()
         ),
         "interval_covers": int(covered.sum()),
         "with_interval": len(with_interval),
@@ -229,24 +235,28 @@ def render(result: dict[str, Any], profile: str, seed: int, start: dt.date, stop
         "| | truth: scale | truth: hold | truth: pause |",
         "|---|---|---|---|",
         *(
-            f"| said {said} | {t[said]['scale']} | {t[said]['hold']} | {t[said]['pause']} |"
-            for said in VERDICTS
+            f"| said {'scale back' if said == 'unscale' else said} | {t[said]['scale']} | "
+            f"{t[said]['hold']} | {t[said]['pause']} |"
+            for said in SAID
         ),
         "",
         f"needed actions taken: {result['needed_taken']} of {result['needed_actions']}; "
-        f"wrong-direction actions: {result['wrong_direction']}",
+        f"wrong-direction actions: {result['wrong_direction']} (of them scale backs of true "
+        f"winners: {result.get('scale_backs_of_winners', 0)})",
         f"90% pROAS interval covers the true ROAS in {result['interval_covers']} of "
         f"{result['with_interval']} decisions with an interval",
         f"spend on true losers (< {result['pause_roas']}) on days not paused: "
         f"{result['loser_spend_not_paused']:,.2f} USD (of {result['loser_spend']:,.2f})",
         "",
-        "| campaign | true ROAS 365d | scale | hold | pause | first scale | first pause |",
-        "|---|---|---|---|---|---|---|",
+        "| campaign | true ROAS 365d | scale | scale back | hold | pause | first scale | "
+        "first pause |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in result["campaigns"]:
         lines.append(
-            f"| {c['campaign_name']} | {c['true_roas_365d']:.2f} | {c['scale']} | {c['hold']} | "
-            f"{c['pause']} | {c['first_scale'] or '-'} | {c['first_pause'] or '-'} |"
+            f"| {c['campaign_name']} | {c['true_roas_365d']:.2f} | {c['scale']} | "
+            f"{c.get('unscale', 0)} | {c['hold']} | {c['pause']} | {c['first_scale'] or '-'} | "
+            f"{c['first_pause'] or '-'} |"
         )
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ DAYS = ["2026-11-16", "2026-11-17"]
 # campaign -> (true ROAS 365d, decision per day, spend per day)
 CAMPAIGNS = {
     "win": (2.95, ["hold", "scale"], 100.0),
+    "fade": (1.5, ["unscale", "hold"], 80.0),
     "mid": (1.0, ["pause", "hold"], 50.0),
     "lose": (0.24, ["hold", "pause"], 300.0),
 }
@@ -50,14 +51,19 @@ def test_judge_counts_decisions_against_the_truth(tmp_path: Path) -> None:
     got = judge(folder, dt.date(2026, 11, 16), dt.date(2026, 11, 17))
     assert got["table"] == {
         "scale": {"scale": 1, "hold": 0, "pause": 0},
-        "hold": {"scale": 1, "hold": 1, "pause": 1},
+        "unscale": {"scale": 1, "hold": 0, "pause": 0},
+        "hold": {"scale": 2, "hold": 1, "pause": 1},
         "pause": {"scale": 0, "hold": 1, "pause": 1},
     }
-    assert (got["needed_taken"], got["needed_actions"], got["wrong_direction"]) == (2, 4, 0)
-    assert (got["interval_covers"], got["with_interval"]) == (4, 6)
+    # A scale back of a true winner (1.5 > 1.3) is in the wrong direction.
+    assert (got["needed_taken"], got["needed_actions"], got["wrong_direction"]) == (2, 6, 1)
+    assert got["scale_backs_of_winners"] == 1
+    assert (got["interval_covers"], got["with_interval"]) == (6, 8)
     # The loser's spend on the day it was not paused only.
     assert (got["loser_spend_not_paused"], got["loser_spend"]) == (300.0, 600.0)
     win = next(c for c in got["campaigns"] if c["campaign_id"] == "win")
     assert (win["scale"], win["first_scale"]) == (1, "2026-11-17")
     text = render(got, "small", 7, dt.date(2026, 11, 16), dt.date(2026, 11, 17))
-    assert "| said hold | 1 | 1 | 1 |" in text
+    assert "| said hold | 2 | 1 | 1 |" in text
+    assert "| said scale back | 1 | 0 | 0 |" in text
+    assert "wrong-direction actions: 1 (of them scale backs of true winners: 1)" in text
