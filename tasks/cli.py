@@ -297,9 +297,9 @@ def _summary(day: dt.date, config) -> str:  # type: ignore[no-untyped-def]
         ]
     for a in acts:
         if a["action"] != "hold":
-            lines.append(
-                f"{a['action'].upper():<6} {a['object_name'] or a['object_id']}: {a['reason']}"
-            )
+            # `unscale` is the column's 8-character name of a scale back.
+            label = "scale back" if a["action"] == "unscale" else str(a["action"])
+            lines.append(f"{label.upper():<6} {a['object_name'] or a['object_id']}: {a['reason']}")
     lines += [
         "",
         f"warehouse: {config.adperf().warehouse_url}",

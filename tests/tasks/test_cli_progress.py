@@ -104,7 +104,7 @@ def test_demo_without_a_terminal_prints_a_few_lines_and_names_the_log(
     from adperf import platforms
 
     names = "|".join((*platforms.NAMES, "organic", "restricted"))
-    rows = re.compile(rf"^({names}) |^(SCALE|PAUSE|EXPAND) ")
+    rows = re.compile(rf"^({names}) |^(SCALE|SCALE BACK|PAUSE|EXPAND) ")
     others = [x for x in run.stdout.splitlines() if not rows.match(x)]
     assert len(others) <= 20, run.stdout
     assert f"adperf report for {END}" in run.stdout
