@@ -252,6 +252,11 @@ def payments_table(table: str = "payments", metadata: sa.MetaData | None = None)
     )
 
 
+def _no_sync(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: commit without fsync (PRAGMA synchronous = OFF)."""
+    dbapi_connection.execute("PRAGMA synchronous = OFF")
+
+
 def create_payments_table(engine: sa.Engine, table: str = "payments") -> None:
     """Create the payments table (and its created_at index) if it does not exist."""
     metadata = sa.MetaData()
@@ -907,6 +912,9 @@ class _World:
             }
         )
         engine = sa.create_engine(f"sqlite:///{self.root / 'payments.sqlite'}")
+        # No fsync, as build_world publishes the world (it is rebuilt from its seed): the same
+        # bytes, but its two commits wait for no disk (every loop day rewrites the file).
+        sa.event.listen(engine, "connect", _no_sync)
         try:
             create_payments_table(engine)
             insert_payments(engine, rows)
