@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import decimal
 import fcntl
-import functools
 import gzip
 import json
 import math
@@ -53,7 +52,7 @@ from adperf.sandbox.entities import (
     USD_COUNTRIES,
     USD_COUNTRY_WEIGHTS,
     Entities,
-    build_entities,
+    entities_of,
     revenue_per_payer_365d,
     rng_for,
 )
@@ -316,15 +315,8 @@ def _controls(
                 old["report_currency"], old.get("drift", False))  # fmt: skip
         if have == (seed, prof.name, start.isoformat(), tz.key, currency, drift):
             ledger = loop.read_ledger(out_dir)
-    now = loop.current_factors(out_dir, meta, _entities(seed, prof))
+    now = loop.current_factors(out_dir, meta, entities_of(seed, prof))
     return ledger, now
-
-
-@functools.lru_cache(maxsize=4)
-def _entities(seed: int, profile: Profile) -> Entities:
-    """build_entities, once per process: its Monte Carlo truths take seconds, and a closed
-    loop extends the world every day. Entities are frozen; nobody edits their arrays."""
-    return build_entities(seed, profile)
 
 
 @contextmanager
@@ -445,7 +437,7 @@ class _World:
             dtype=np.int64,
         )
         self.cutoff_us = int(self.bounds[self.n_days])
-        self.ent: Entities = _entities(seed, profile)
+        self.ent: Entities = entities_of(seed, profile)
         self.n_campaigns = len(self.ent.campaigns)
         self.n_ads = len(self.ent.ads)
         # Anomalies planted for the watch (issue 19): none by default, and then no change at all.
