@@ -101,9 +101,13 @@ def _bgnbd_expected(
     z = t / (alpha + big_t + t)
     with np.errstate(all="ignore"):
         ln_hyp = np.log(hyp2f1(_a, _b, _c, z))
-        # lifetimes' switch to Euler's transformation where the direct series overflows.
-        alt = np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log1p(-z)
-        ln_hyp = np.where(np.isinf(ln_hyp), alt, ln_hyp)
+        # lifetimes' switch to Euler's transformation where the direct series overflows,
+        # evaluated there only (hyp2f1 is elementwise: the same values, half its calls).
+        over = np.isinf(ln_hyp)
+        if over.any():
+            a_, b_, c_, z_ = (np.broadcast_to(v, ln_hyp.shape)[over] for v in (_a, _b, _c, z))
+            ln_hyp = np.array(ln_hyp, dtype="float64")  # a copy, also of a 0-d result
+            ln_hyp[over] = np.log(hyp2f1(c_ - a_, c_ - b_, c_, z_)) + (c_ - a_ - b_) * np.log1p(-z_)
         second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + big_t) / (alpha + t + big_t)))
         numerator = (a + b + x - 1) / (a - 1) * second
         denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
