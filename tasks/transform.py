@@ -86,11 +86,11 @@ class SpendLatest(LakeTask):
         ]
 
     def run(self) -> None:
-        from adperf.transform.restatement import build_latest, convert_pulls
+        from adperf.transform.restatement import build_latest_spend
 
         day, pulls = _iso(self.date), _pulls(self.input())
         first = _iso(self.date - dt.timedelta(days=COHORT_WINDOW_DAYS))
-        latest = build_latest(convert_pulls(pulls, _fx()), first, day)
+        latest = build_latest_spend(pulls, first, day, _fx())
         # The windows of this day's pulls: LoadReport replaces those days in ad_spend_daily.
         windows = {p.platform: [p.first, p.last] for p in pulls if p.pulled == day}
         table = to_table(latest, SPEND, allow_empty=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from adperf import atomic
 from adperf.platforms import FACEBOOK, GOOGLE_ADS
-from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
+from adperf.sandbox.entities import CURRENCY_DIGITS, entities_of
 from adperf.sandbox.profiles import get_profile
 
 
@@ -55,7 +55,7 @@ def sandbox_objects(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def _build_objects(seed: int, profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    ent = build_entities(seed, get_profile(profile))
+    ent = entities_of(seed, get_profile(profile))
     fb: dict[str, Any] = {"campaigns": {}, "adsets": {}}
     google: dict[str, Any] = {"campaigns": {}, "budgets": {}}
     budgets: dict[str, float] = {}

@@ -283,6 +283,14 @@ def _campaign(
     )
 
 
+@functools.lru_cache(maxsize=4)
+def entities_of(seed: int, profile: Profile) -> Entities:
+    """build_entities, once per process: its Monte Carlo truths take seconds, and a closed loop
+    asks every day (the world's extension, and each platform's base objects). Entities are
+    frozen; nobody edits their arrays."""
+    return build_entities(seed, profile)
+
+
 def build_entities(seed: int, profile: Profile) -> Entities:
     """Accounts, campaigns, ads, organic and legacy users of the world (seed, profile)."""
     rng = rng_for(seed, 0, f"entities-{profile.name}")

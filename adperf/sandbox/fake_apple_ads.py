@@ -332,10 +332,10 @@ def sandbox_objects(seed: int, profile: str) -> dict[str, Any]:
     """The world's Apple Ads campaigns as they are before anyone edits them: enabled, with a
     daily budget (the sum of their ad groups' budgets, as Apple's {amount, currency})."""
     from adperf.platforms import APPLE_ADS
-    from adperf.sandbox.entities import build_entities
+    from adperf.sandbox.entities import entities_of
     from adperf.sandbox.profiles import get_profile
 
-    ent = build_entities(seed, get_profile(profile))
+    ent = entities_of(seed, get_profile(profile))
     budgets: dict[str, Decimal] = {}
     out: dict[str, Any] = {}
     for ad in ent.ads:

@@ -342,10 +342,10 @@ def sandbox_objects(seed: int, profile: str) -> dict[str, Any]:
     """The world's TikTok ad groups as they are before anyone edits them: enabled, with a daily
     budget (the sum of their ads' budgets, as a decimal string in the advertiser's currency)."""
     from adperf.platforms import TIKTOK
-    from adperf.sandbox.entities import CURRENCY_DIGITS, build_entities
+    from adperf.sandbox.entities import CURRENCY_DIGITS, entities_of
     from adperf.sandbox.profiles import get_profile
 
-    ent = build_entities(seed, get_profile(profile))
+    ent = entities_of(seed, get_profile(profile))
     groups: dict[str, Any] = {}
     for ad in ent.ads:
         c = ent.campaigns[ad.campaign_index]

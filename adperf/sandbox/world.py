@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import decimal
 import fcntl
-import functools
 import gzip
 import json
 import math
@@ -53,7 +52,7 @@ from adperf.sandbox.entities import (
     USD_COUNTRIES,
     USD_COUNTRY_WEIGHTS,
     Entities,
-    build_entities,
+    entities_of,
     revenue_per_payer_365d,
     rng_for,
 )
@@ -252,6 +251,11 @@ def payments_table(table: str = "payments", metadata: sa.MetaData | None = None)
     )
 
 
+def _no_sync(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: commit without fsync (PRAGMA synchronous = OFF)."""
+    dbapi_connection.execute("PRAGMA synchronous = OFF")
+
+
 def create_payments_table(engine: sa.Engine, table: str = "payments") -> None:
     """Create the payments table (and its created_at index) if it does not exist."""
     metadata = sa.MetaData()
@@ -311,15 +315,8 @@ def _controls(
                 old["report_currency"], old.get("drift", False))  # fmt: skip
         if have == (seed, prof.name, start.isoformat(), tz.key, currency, drift):
             ledger = loop.read_ledger(out_dir)
-    now = loop.current_factors(out_dir, meta, _entities(seed, prof))
+    now = loop.current_factors(out_dir, meta, entities_of(seed, prof))
     return ledger, now
-
-
-@functools.lru_cache(maxsize=4)
-def _entities(seed: int, profile: Profile) -> Entities:
-    """build_entities, once per process: its Monte Carlo truths take seconds, and a closed
-    loop extends the world every day. Entities are frozen; nobody edits their arrays."""
-    return build_entities(seed, profile)
 
 
 @contextmanager
@@ -440,7 +437,7 @@ class _World:
             dtype=np.int64,
         )
         self.cutoff_us = int(self.bounds[self.n_days])
-        self.ent: Entities = _entities(seed, profile)
+        self.ent: Entities = entities_of(seed, profile)
         self.n_campaigns = len(self.ent.campaigns)
         self.n_ads = len(self.ent.ads)
         # Anomalies planted for the watch (issue 19): none by default, and then no change at all.
@@ -907,6 +904,9 @@ class _World:
             }
         )
         engine = sa.create_engine(f"sqlite:///{self.root / 'payments.sqlite'}")
+        # No fsync, as build_world publishes the world (it is rebuilt from its seed): the same
+        # bytes, but its two commits wait for no disk (every loop day rewrites the file).
+        sa.event.listen(engine, "connect", _no_sync)
         try:
             create_payments_table(engine)
             insert_payments(engine, rows)

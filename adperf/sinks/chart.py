@@ -207,7 +207,7 @@ def chained_curve(cells: pd.DataFrame, max_age: int = MAX_AGE) -> pd.DataFrame:
 
 def render_chart(data: ChartData, currency: str, target_roas: float | None = None) -> bytes:
     """The picture as PNG bytes: spend per platform, ROAS D0/D7 per platform, cohort curves."""
-    with plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}):
+    with plt.rc_context({"font.family": _fonts_for(data, currency), "font.size": 9}):
         fig = draw_chart(data, currency, target_roas)
         try:
             buffer = io.BytesIO()
@@ -226,7 +226,7 @@ def draw_chart(data: ChartData, currency: str, target_roas: float | None = None)
     """
     last = dt.date.fromisoformat(data.day)
     dates = pd.date_range(last - dt.timedelta(days=WINDOW_DAYS - 1), last, freq="D")
-    with plt.rc_context({"font.family": _installed_fonts(), "font.size": 9}):
+    with plt.rc_context({"font.family": _fonts_for(data, currency), "font.size": 9}):
         fig, (ax_spend, ax_roas, ax_curve) = plt.subplots(
             3, 1, figsize=(9, 10), dpi=100, height_ratios=[1, 1, 1.2]
         )
@@ -356,6 +356,34 @@ def _installed_fonts() -> list[str]:
                     font_manager.fontManager.addfont(path)
         names = {f.name for f in font_manager.fontManager.ttflist}
     return [family for family in FONTS if family in names] or ["DejaVu Sans"]
+
+
+# Characters of the chart's own texts beyond ASCII: the title's dash, the curve panel's
+# ellipsis, the tick formatters' minus sign.
+_OWN_CHARS = "\u2014\u2026\u2212"
+
+
+def _fonts_for(data: ChartData, currency: str) -> list[str]:
+    """The families of `_installed_fonts` the chart's texts need: the first alone when it has a
+    glyph of each of their characters, else all of them.
+
+    matplotlib falls back glyph by glyph, so families that no glyph comes from change no pixel,
+    but each costs font lookups for every text drawn (~20% of a render with two CJK fonts
+    installed).
+    """
+    families = _installed_fonts()
+    texts = [*data.curves["label"].astype(str), *data.daily["platform"].astype(str)]
+    chars = {ord(c) for text in [*texts, currency, data.day, _OWN_CHARS] for c in text}
+    if chars <= _family_chars(families[0]):
+        return families[:1]
+    return families
+
+
+@functools.cache
+def _family_chars(family: str) -> frozenset[int]:
+    """Code points the installed font of `family` can draw."""
+    path = font_manager.findfont(family)
+    return frozenset(FT2Font(path).get_charmap()) if os.path.exists(path) else frozenset()
 
 
 @functools.cache

@@ -12,6 +12,7 @@ report folder (adperf.files).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import json
 import math
@@ -108,13 +109,9 @@ def build_dashboard_data(
 
 def build_dashboard_html(data: dict[str, Any]) -> str:
     """The page: Plotly's offline bundle, the data and the page script, all inline."""
-    plotly_js = _asset_text("plotly", "package_data/plotly.min.js")
-    script = _asset_text("adperf.sinks", "dashboard.js")
+    plotly_js = _inline_script("plotly", "package_data/plotly.min.js")
+    script = _inline_script("adperf.sinks", "dashboard.js")
     style = _asset_text("adperf.sinks", "dashboard.css")
-    for name, text in (("plotly.min.js", plotly_js), ("dashboard.js", script)):
-        # Inline, a "</script" would end the element early (HTML's script data state).
-        if "</script" in text.lower():
-            raise ValueError(f"{name} contains '</script': it cannot be inlined as is")
     day = html.escape(str(data["day"]))
     # JSON inside <script>: "</" and "<!--" would be read as HTML, so "<" is escaped.
     payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
@@ -327,3 +324,17 @@ def _present(value: Any) -> Any:
 
 def _asset_text(package: str, name: str) -> str:
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _inline_script(package: str, name: str) -> str:
+    """A script asset's text, checked once per process: Plotly's bundle is 4.8 MB, read and
+    lower-cased for the check on every day's page otherwise (installed files do not change
+    under a run)."""
+    text = _asset_text(package, name)
+    # Inline, a "</script" would end the element early (HTML's script data state).
+    if "</script" in text.lower():
+        raise ValueError(
+            f"{name.rsplit('/', 1)[-1]} contains '</script': it cannot be inlined as is"
+        )
+    return text

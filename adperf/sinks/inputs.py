@@ -34,10 +34,10 @@ _MONEY = ("spend", "cpi", "revenue", "assisted_revenue", "pltv")
 
 def as_money(df: pd.DataFrame) -> pd.DataFrame:
     """`x_micros` columns → `x` floats in currency units (for display only)."""
-    out = df.copy()
-    for col in [c for c in df.columns if c.endswith("_micros")]:
+    micros = [c for c in df.columns if c.endswith("_micros")]
+    out = df.drop(columns=micros)  # one copy of the frame, not one per column dropped
+    for col in micros:
         out[col[: -len("_micros")]] = df[col].astype("float64") / 1_000_000
-        out = out.drop(columns=col)
     return out
 
 

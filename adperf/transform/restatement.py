@@ -63,21 +63,46 @@ def pull_days_for(day: dt.date, n_days: int, lookback_days: int) -> list[dt.date
 
 
 def build_latest(pulls: list[Pull], first: str, last: str) -> pd.DataFrame:
-    """SPEND rows of the days first..last, each (platform, day) from the latest pull covering it."""
+    """The rows of the days first..last, each (platform, day) from the latest pull covering it
+    (SPEND rows from SPEND pulls; AD_SPEND rows from AD_SPEND pulls, as `build_latest_spend`)."""
+    days = list(pd.date_range(first, last, freq="D").strftime("%Y-%m-%d"))
     frames: list[pd.DataFrame] = []
     for platform in sorted({p.platform for p in pulls}):
         mine = sorted((p for p in pulls if p.platform == platform), key=lambda p: p.pulled)
-        days = pd.date_range(first, last, freq="D").strftime("%Y-%m-%d")
+        taken: dict[int, list[str]] = {}  # index in `mine` -> the days it is the latest for
         for day in days:
-            source = next((p for p in reversed(mine) if p.covers(day)), None)
-            if source is not None and len(source.rows):
-                frames.append(source.rows[source.rows["date"] == day])
+            i = next((i for i in reversed(range(len(mine))) if mine[i].covers(day)), None)
+            if i is not None and len(mine[i].rows):
+                taken.setdefault(i, []).append(day)
+        # One filter per pull, not per day: a window is ~130 pulls x 31 days. Each day's rows
+        # come from one pull, so a stable sort by day gives the rows day after day, each in
+        # its pull's order.
+        parts = [
+            mine[i].rows[mine[i].rows["date"].isin(mine_days)] for i, mine_days in taken.items()
+        ]
+        if parts:
+            rows = pd.concat(parts, ignore_index=True)
+            frames.append(rows.sort_values("date", kind="stable"))
     if not frames:
         return empty_frame(SPEND)
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values(["date", "platform", "campaign_id", "adset_id", "ad_id"]).reset_index(
         drop=True
     )
+
+
+def build_latest_spend(pulls: list[Pull], first: str, last: str, fx: FxTable) -> pd.DataFrame:
+    """SPEND rows of the days first..last from AD_SPEND pulls, each (platform, day) from the
+    latest pull covering it: `build_latest(convert_pulls(pulls, fx), first, last)`, converting
+    only the rows kept (a report day's ~130 pulls overlap: most of their rows are older
+    figures of the same days)."""
+    latest = build_latest(pulls, first, last)
+    if not len(latest):
+        return empty_frame(SPEND)
+    (converted,) = build_spend_each([latest], fx)
+    return converted.sort_values(
+        ["date", "platform", "campaign_id", "adset_id", "ad_id"]
+    ).reset_index(drop=True)
 
 
 def build_restatements(as_of: str, previous: Pull | None, latest: Pull) -> pd.DataFrame:

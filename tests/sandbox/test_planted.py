@@ -12,7 +12,7 @@ import pytest
 
 from adperf.errors import ConfigError
 from adperf.sandbox.entities import build_entities
-from adperf.sandbox.profiles import PlantedCampaign, get_profile
+from adperf.sandbox.profiles import PlantedCampaign, Profile, get_profile
 from adperf.sandbox.world import ensure_world
 
 PROFILE = "tiny-planted"
@@ -49,3 +49,32 @@ def test_a_plant_outside_the_cast_is_refused() -> None:
     )
     with pytest.raises(ConfigError, match="must be positive"):
         build_entities(7, zero)
+
+
+def test_the_world_and_every_platforms_base_objects_share_one_build_of_the_entities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adperf.sandbox import entities, fake_apple_ads, fake_tiktok
+    from adperf.sandbox.ad_objects import sandbox_objects
+
+    built: list[tuple[int, str]] = []
+
+    def counting(seed: int, profile: Profile) -> entities.Entities:
+        built.append((seed, profile.name))
+        return build_entities(seed, profile)
+
+    monkeypatch.setattr(entities, "build_entities", counting)
+    entities.entities_of.cache_clear()
+    try:
+        seed = 424242  # a seed no other test caches the objects of
+        fb, google = sandbox_objects({"seed": seed, "profile": "tiny"})
+        tiktok = fake_tiktok.sandbox_objects(seed, "tiny")
+        apple = fake_apple_ads.sandbox_objects(seed, "tiny")
+        ent = entities.entities_of(seed, get_profile("tiny"))
+    finally:
+        entities.entities_of.cache_clear()
+
+    assert built == [(seed, "tiny")]  # the Monte Carlo truths once, not once per platform
+    ids = {c.campaign_id for c in ent.campaigns}
+    assert set(fb["campaigns"]) | set(google["campaigns"]) | set(apple["campaigns"]) <= ids
+    assert {g["campaign_id"] for g in tiktok["adgroups"].values()} <= ids

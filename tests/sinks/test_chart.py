@@ -136,3 +136,24 @@ def test_300_campaigns_give_at_most_top_plus_others_labels_none_overlapping() ->
         assert len(legend_texts) <= 2 * 2 + 2 + TOP_CURVES + 1  # spend, ROAS, curves
     finally:
         plt.close(fig)
+
+
+def test_latin_names_render_with_the_first_font_alone_to_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = build_chart_data(DAY, *_frames(["KR_iOS_purchase", "Broad — Android"]))
+    assert chart._fonts_for(data, "USD") == chart._installed_fonts()[:1]
+
+    png = render_chart(data, "USD", 1.0)
+    monkeypatch.setattr(chart, "_fonts_for", lambda *_: chart._installed_fonts())
+
+    assert render_chart(data, "USD", 1.0) == png
+
+
+def test_names_beyond_the_first_font_keep_every_installed_font() -> None:
+    _require_cjk_font()
+    data = build_chart_data(DAY, *_frames(["KR_iOS_purchase", CJK_NAMES[0]]))
+
+    fonts = chart._fonts_for(data, "USD")
+
+    assert fonts == chart._installed_fonts() and "Noto Sans CJK KR" in fonts

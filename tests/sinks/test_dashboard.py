@@ -248,3 +248,24 @@ def test_links_point_at_the_static_host_or_the_path_under_the_data_root() -> Non
     )
     full = {"text": "t", "blocks": [{"type": "section"}] * MAX_BLOCKS}
     assert len(with_dashboard_link(full, "x")["blocks"]) == MAX_BLOCKS
+
+
+def test_a_script_asset_that_would_end_its_element_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adperf.sinks import dashboard
+
+    real = dashboard._asset_text
+    page = build_dashboard_html(_data(3))
+    assert build_dashboard_html(_data(3)) == page  # the checked assets, kept per process
+
+    def broken(package: str, name: str) -> str:
+        return "let x = 1; // </SCRIPT>" if name == "dashboard.js" else real(package, name)
+
+    monkeypatch.setattr(dashboard, "_asset_text", broken)
+    dashboard._inline_script.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="dashboard.js contains '</script'"):
+            build_dashboard_html(_data(3))
+    finally:
+        dashboard._inline_script.cache_clear()

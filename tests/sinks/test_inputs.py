@@ -39,6 +39,24 @@ def test_as_money_and_first_row() -> None:
     assert inputs.first_row(money) == {"roas": 0.5, "platform": "tiktok", "spend": 1.234567}
 
 
+def test_as_money_converts_every_micros_column_in_order_and_leaves_its_input() -> None:
+    df = pd.DataFrame(
+        {
+            "pltv_micros": [2_000_000, 500_000],
+            "date": ["2026-11-27", "2026-11-27"],
+            "spend_micros": [1_000_000, 0],
+            "spend": ["old", "old"],  # an existing column of the name: replaced in place
+        }
+    )
+
+    money = inputs.as_money(df)
+
+    assert list(money.columns) == ["date", "spend", "pltv"]
+    assert money["pltv"].tolist() == [2.0, 0.5] and money["spend"].tolist() == [1.0, 0.0]
+    assert money["spend"].dtype == "float64"
+    assert list(df.columns) == ["pltv_micros", "date", "spend_micros", "spend"]
+
+
 def test_accounts_line_is_none_without_the_days_spend(tmp_path: Path) -> None:
     day = dt.date.fromisoformat(DAY)
     assert inputs.accounts_line(tmp_path, day, "Asia/Seoul", "account") is None

@@ -16,6 +16,7 @@ from adperf.transform.restatement import (
     Pull,
     build_day_restatements,
     build_latest,
+    build_latest_spend,
     convert_pulls,
     pull_days_for,
     rows_in_windows,
@@ -161,6 +162,47 @@ def test_later_pull_wins_and_nothing_is_counted_twice() -> None:
     # 11-17 only in the old pull; 11-18 and 11-19 from the new one (which covers them).
     assert by_day == {"2026-11-17": 5_000_000, "2026-11-18": 7_500_000, "2026-11-20": 3_000_000}
     assert not latest.duplicated(["date", "platform", "ad_id"]).any()
+
+
+def test_latest_spend_converts_only_the_rows_kept_and_equals_converting_every_pull() -> None:
+    pulls = [
+        pull(
+            "facebook",
+            "2026-11-19",
+            "2026-11-17",
+            ad("2026-11-17", "facebook", "2", 4_000_000, "KRW"),  # no rate for 11-17: unused
+            ad("2026-11-19", "facebook", "2", 2 * 10**10, "KRW"),
+            ad("2026-11-19", "facebook", "1", 9_000_000),
+        ),
+        pull(
+            "facebook",
+            "2026-11-20",
+            "2026-11-19",
+            ad("2026-11-20", "facebook", "1", 3_000_000),
+            ad("2026-11-19", "facebook", "1", 7_500_000),  # restated, after a later day's row
+            ad("2026-11-19", "facebook", "3", 10**10, "KRW"),
+        ),
+        pull("google_ads", "2026-11-19", "2026-11-19", ad("2026-11-19", "google_ads", "9", 1)),
+        pull("google_ads", "2026-11-20", "2026-11-20", ad("2026-11-20", "google_ads", "9", 2)),
+    ]
+
+    latest = build_latest_spend(pulls, "2026-11-19", "2026-11-20", FX)
+
+    # As converting every pull first (the 11-17 KRW row has no rate: that one left out).
+    kept = [
+        Pull(p.platform, p.pulled, p.first, p.last, p.rows[p.rows["date"] >= "2026-11-19"])
+        for p in pulls
+    ]
+    expected = build_latest(convert_pulls(kept, FX), "2026-11-19", "2026-11-20")
+    pd.testing.assert_frame_equal(latest, expected, check_exact=True)
+    assert list(zip(latest["date"], latest["ad_id"], latest["spend_micros"], strict=True)) == [
+        ("2026-11-19", "1", 7_500_000),  # the later pull's figure
+        ("2026-11-19", "3", 7_000_000),  # 10,000 won at 11-19's rate
+        ("2026-11-19", "9", 1),
+        ("2026-11-20", "1", 3_000_000),
+        ("2026-11-20", "9", 2),
+    ]
+    assert build_latest_spend([], "2026-11-19", "2026-11-20", FX).columns.tolist() == SPEND.columns
 
 
 def test_restatements_list_each_changed_day_with_previous_latest_and_delta() -> None:
