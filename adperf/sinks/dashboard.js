@@ -235,7 +235,7 @@
     box.textContent = "";
     var rows = D.actions.filter(function (a) { return keep(a.platform, a.key, null, null); });
     if (!rows.length) {
-      box.appendChild(el("p", {}, "No scale or pause recommendations for this selection."));
+      box.appendChild(el("p", {}, "No scale, scale back or pause recommendations for this selection."));
     } else {
       var table = el("table"), head = el("tr");
       ["action", "object", "level", "spend", "ROAS", "pROAS (90%)", "P(> scale)", "P(< pause)",
@@ -246,7 +246,9 @@
       rows.forEach(function (a) {
         var tr = el("tr");
         var interval = a.proas_low == null ? "" : " (" + pct(a.proas_low) + "–" + pct(a.proas_high) + ")";
-        [[a.action, { "class": a.action }], [a.object], [a.platform + " " + a.level],
+        // "unscale" is the actions column's 8-character name of a scale back.
+        var said = a.action === "unscale" ? "scale back" : a.action;
+        [[said, { "class": a.action }], [a.object], [a.platform + " " + a.level],
          [money(a.spend), { "class": "n" }], [pct(a.roas), { "class": "n" }],
          [pct(a.proas) + interval, { "class": "n" }], [pct(a.p_above), { "class": "n" }],
          [pct(a.p_below), { "class": "n" }], [a.reason]].forEach(function (c) {

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import luigi
+import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
@@ -129,7 +130,9 @@ def test_300_campaigns_with_cjk_names_show_top_n_plus_others_in_chromium(
         currency="KRW",
         segments=segment_rows(300, days=10),
         campaigns=campaign_rows(300, names),
-        actions=action_rows(),
+        actions=pd.concat(
+            [action_rows(), action_rows().iloc[[0]].assign(object_id="c298", action="unscale")]
+        ),
         notes=[],
     )
     page = tmp_path / "dashboard.html"
@@ -149,4 +152,10 @@ def test_300_campaigns_with_cjk_names_show_top_n_plus_others_in_chromium(
         assert options == 1 + TOP_CAMPAIGNS + 1  # "all", the top, "others"
         # The page's fonts have the glyphs (Debian's fonts-noto-cjk; .ci/run installs it).
         assert browser.evaluate("document.fonts.check('14px \"Noto Sans CJK KR\"', '봄春')")
+        # A scale back says so in words ("unscale" is the actions column's name for it).
+        said = browser.evaluate(
+            "Array.from(document.querySelectorAll('#actions tr td:first-child'))"
+            ".map(td => td.textContent)"
+        )
+        assert said == ["scale", "scale back", "pause"], said
         browser.screenshot(ARTIFACTS / "dashboard-300-campaigns.png")
