@@ -18,6 +18,7 @@ import pandas as pd
 from adperf.schema import ACTIONS, CAMPAIGN_REPORT, MICROS
 from adperf.transform import metrics
 from adperf.transform.attribution import require_day
+from adperf.transform.ltv.priors import dersimonian_laird
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
@@ -358,10 +359,8 @@ def _shrunk_cpi_changes(
         return out
     y = np.array([logs[k] for k in varied])
     v = np.array([noise[k] for k in varied])
-    w = 1.0 / v
-    mu = float((w * y).sum() / w.sum())
-    q = float((w * (y - mu) ** 2).sum())
-    tau2 = max(0.0, (q - (len(y) - 1)) / float(w.sum() - (w**2).sum() / w.sum()))
+    mu = float((y / v).sum() / (1.0 / v).sum())
+    tau2 = dersimonian_laird(y - mu, v)
     keep = tau2 / (tau2 + v)
     mean, sd = mu + keep * (y - mu), np.sqrt(keep * v)
     out.update({k: (float(m), float(d)) for k, m, d in zip(varied, mean, sd, strict=True)})

@@ -68,14 +68,14 @@ def _shrink(
     has = np.isfinite(raw) & np.isfinite(var) & (var > 0)
     own_var = np.where(has, var, 0.0)
     dev = np.where(has, raw - prior, 0.0)
-    tau2 = _dersimonian_laird(dev[has], own_var[has])
+    tau2 = dersimonian_laird(dev[has], own_var[has])
     weight = np.where(has, tau2 / np.maximum(tau2 + own_var, 1e-300), 0.0)
     post = prior + weight * dev
     post_var = np.where(has, weight * own_var, tau2) + (1 - weight) ** 2 * prior_sd**2
     return post, np.sqrt(post_var)
 
 
-def _dersimonian_laird(dev: np.ndarray, var: np.ndarray) -> float:
+def dersimonian_laird(dev: np.ndarray, var: np.ndarray) -> float:
     """Between-segment variance of true values from deviations and their sampling variances."""
     if len(dev) < 2:
         return 0.0
@@ -178,7 +178,7 @@ def _estimate_segments(
     has &= (p_prior > 0) & (p_prior < 1)
     if has.sum() >= 2:
         binomial = p_prior[has] * (1 - p_prior[has]) / n1[has]
-        tau2 = _dersimonian_laird(p_raw[has] - p_prior[has], binomial)
+        tau2 = dersimonian_laird(p_raw[has] - p_prior[has], binomial)
         p_bar = float(np.average(p_prior[has], weights=n1[has]))
         if tau2 > 0:
             kappa = max(p_bar * (1 - p_bar) / tau2 - 1.0, 1.0)
