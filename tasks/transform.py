@@ -413,7 +413,7 @@ class CampaignReport(LakeTask):
 
 
 def _rules() -> Any:
-    from adperf.transform.report import Rules
+    from adperf.transform.decide import Rules
 
     r = config.rules()
     if r.window_days > COHORT_WINDOW_DAYS + 1:

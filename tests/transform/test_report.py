@@ -9,12 +9,8 @@ import pytest
 
 from adperf.schema import INSTALLS, SPEND
 from adperf.transform.ltv import COHORT_PLTV_COLUMNS
-from adperf.transform.report import (
-    Rules,
-    build_actions,
-    build_adset_report,
-    build_campaign_report,
-)
+from adperf.transform.decide import Rules, build_actions
+from adperf.transform.report import build_adset_report, build_campaign_report
 
 DAY = "2026-11-27"
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from adperf.transform.ltv import DRAW_COLUMNS, INTERVAL, WINDOW_COLUMNS
-from adperf.transform.report import (
+from adperf.transform.decide import (
     Rules,
     WindowEvidence,
     _shrunk_cpi_changes,
