@@ -18,8 +18,9 @@ policies act differently), run day by day for `--days` days after the profile's 
 Judged on truth/campaign_value_daily.csv of each policy's world over the loop's days: profit
 (installs x true 365-day value per install - spend), the share of the oracle's uplift over
 `none`, needed actions taken, wrong-direction actions, spend on true losers while not paused,
-days from a loser's reaching `min_spend` (in the loop) to its pause. A Markdown table, JSON and
-a chart under `var/bench/loop-<profile>/`.
+days from a loser's reaching `min_spend` (in the loop) to its pause; and per campaign, each
+policy's profit against `none` and its last budget factor (where a policy made or lost money).
+Markdown tables, JSON and a chart under `var/bench/loop-<profile>/`.
 
     python -m bench.decisions --profile small --seeds 7,11,13 --days 90
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         run_all(jobs, args.parallel)
     results = {seed: judge_seed(base / f"seed{seed}", policies, args.until) for seed in seeds}
     days = args.days if args.until is None else (args.until - LOOP_START).days + 1
-    text = render(results, args.profile, days)
+    text = render(results, args.profile, days) + render_campaigns(results)
     print(text)
     (base / "decisions.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (base / "decisions.md").write_text(text + "\n")
@@ -227,6 +228,7 @@ def judge(folder: Path, until: dt.date | None = None) -> dict[str, Any]:
     losers = loop[loop["true_roas_365d"] < pause_roas]
     backs = dec[dec["action"] == "unscale"]
     return {
+        "campaigns": campaign_profits(folder, loop),
         "profit": round(profit, 2),
         "spend": round(float(loop["spend_report"].sum()), 2),
         "value": round(float(loop["value"].sum()), 2),
@@ -244,6 +246,55 @@ def judge(folder: Path, until: dt.date | None = None) -> dict[str, Any]:
         "seconds": done.get("seconds"),
         "seconds_per_day": done.get("seconds_per_day"),
     }
+
+
+def campaign_profits(folder: Path, loop: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per campaign of the loop's truth: its name, base true 365-day ROAS (params.json, before
+    fatigue and budget), profit over the loop's days and budget factor on its last day."""
+    params = json.loads((folder / "sandbox" / "truth" / "params.json").read_text())
+    out: dict[str, dict[str, Any]] = {}
+    for cid, rows in loop.sort_values("date").groupby("campaign_id"):
+        p = params.get(str(cid), {})
+        out[str(cid)] = {
+            "name": p.get("campaign_name", str(cid)),
+            "true_roas_365d": p.get("true_roas_365d"),
+            "profit": round(float((rows["value"] - rows["spend_report"]).sum()), 2),
+            "budget_factor_last": float(rows["budget_factor"].iloc[-1]),
+        }
+    return out
+
+
+def render_campaigns(results: dict[int, dict[str, Any]]) -> str:
+    """Per seed and campaign: each policy's profit against `none` on the same campaign, and its
+    budget factor on the loop's last day: where a policy made or lost money."""
+    lines: list[str] = []
+    for seed, by_policy in results.items():
+        base = by_policy.get("none")
+        policies = [p for p in by_policy if p != "none"]
+        if base is None or not policies or "campaigns" not in base:
+            continue
+        lines += [
+            "",
+            f"seed {seed}, per campaign: profit against `none` (budget factor on the last day)",
+            "",
+            "| campaign | true ROAS (base) | " + " | ".join(policies) + " |",
+            "|---|---|" + "---|" * len(policies),
+        ]
+        camps = base["campaigns"]
+        order = sorted(camps, key=lambda c: -(camps[c]["true_roas_365d"] or 0.0))
+        for cid in order:
+            cells = []
+            for policy in policies:
+                mine = by_policy[policy].get("campaigns", {}).get(cid)
+                if mine is None:
+                    cells.append("-")
+                    continue
+                delta = mine["profit"] - camps[cid]["profit"]
+                cells.append(f"{delta:+,.0f} ({mine['budget_factor_last']:.2f})")
+            roas = camps[cid]["true_roas_365d"]
+            shown = "-" if roas is None else f"{roas:.2f}"
+            lines.append(f"| {camps[cid]['name']} | {shown} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _done(folder: Path, until: dt.date | None) -> dict[str, Any]:
