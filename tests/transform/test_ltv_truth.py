@@ -13,7 +13,10 @@ Two windows of install cohorts, valued as of the world's last day:
   statistical criterion (nearly all within 20%, none far off, better than the baselines).
 The world also records what each user really brought in 180 days (its purchase timelines run
 past its end): the "oracle" column, whose distance to the truth is the sampling noise of the
-users a campaign happened to acquire -- no forecast can know it in advance.
+users a campaign happened to acquire -- no forecast can know it in advance. Part of that noise
+is visible on the world's last day (who has paid, how much, how often), the rest comes later:
+the "informed" column is the forecast of the world's true process given what each user did so
+far, the most any forecast can know of the oracle on that day.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from lifetimes import BetaGeoFitter
 
 from adperf.fx import load_rates
 from adperf.pseudonym import pseudonymize
@@ -117,13 +121,93 @@ def revenue_by_age(payments: pd.DataFrame, installs: pd.DataFrame) -> pd.DataFra
     return m[m["age"] >= 0]
 
 
+def informed_forecast(world: dict[str, Any], cohorts: list[str]) -> pd.Series:
+    """Per campaign: the 180-day net revenue per user of `cohorts` that a forecast knowing the
+    world's TRUE process (truth/params.json) expects, given each user's own purchases up to END.
+
+    It sees what the pipeline sees (users with an id, their payments), so its distance to the
+    oracle is the part of the users' outcome that no forecast can know on END: the purchases
+    still to come. A payer: purchases so far + BG/NBD's conditional expected purchases until
+    day 180 (lifetimes, not adperf's code) x Gamma-Gamma's conditional mean spend; a user who
+    has not paid: P(payer | no purchase by its age) x the value of a first purchase between
+    that age and the 60-day cut of the first-purchase delay. Net of refunds at the true rate.
+    """
+    payments, installs, truth = world["payments"], world["installs"], world["truth"]
+    users = installs[installs["user_pid"].notna()].sort_values("install_time")
+    users = users.drop_duplicates("user_pid")
+    users = users[users["date"].isin(cohorts)].copy()
+    bucket = users["platform"].isin(["organic", "restricted"])
+    users["campaign_id"] = users["campaign_id"].where(~bucket, users["platform"])
+    users = users[users["campaign_id"].isin(list(truth))]
+    end = pd.Timestamp(END + dt.timedelta(days=1), tz=TZ)
+    users["age"] = (end - users["install_time"]).dt.total_seconds() / 86400.0
+    bought = payments[
+        (payments["kind"] == "purchase") & payments["user_pid"].isin(users["user_pid"])
+    ]
+    installed = users.set_index("user_pid")["install_time"]
+    t = (bought["created_at"] - bought["user_pid"].map(installed)).dt.total_seconds() / 86400.0
+    seen = (
+        bought.assign(t=t, usd=bought["amount_micros"] / 1e6)
+        .groupby("user_pid")
+        .agg(n=("t", "size"), first=("t", "min"), last=("t", "max"), usd=("usd", "sum"))
+    )
+    users = users.join(seen, on="user_pid")
+    out = {}
+    for campaign_id, u in users.groupby("campaign_id"):
+        p = truth[campaign_id]
+        bg = BetaGeoFitter()
+        bg.params_ = pd.Series(p["bgnbd"])[["r", "alpha", "a", "b"]]
+        gg, delay = p["gammagamma"], p["first_purchase_delay"]
+        # Mean spend per purchase as the world draws it (store prices clamp the Gamma draws).
+        per_purchase = p["expected_revenue_per_install_usd"] / p["payer_rate"]
+        per_purchase /= p["expected_purchases_per_payer"]
+        clamp = per_purchase / (gg["p"] * gg["v"] / (gg["q"] - 1.0))
+        horizon, cut = p["horizon_days"], delay["max_days"]
+        value = np.zeros(len(u))
+        paid = u["n"].notna().to_numpy()
+        age = u["age"].to_numpy()
+        if paid.any():
+            n, first = u["n"].to_numpy()[paid], u["first"].to_numpy()[paid]
+            x, span = n - 1, age[paid] - first
+            more = bg.conditional_expected_number_of_purchases_up_to_time(
+                horizon - age[paid], x, u["last"].to_numpy()[paid] - first, span
+            )
+            usd = u["usd"].to_numpy()[paid]
+            spend = clamp * gg["p"] * (gg["v"] + usd) / (gg["p"] * n + gg["q"] - 1.0)
+            value[paid] = usd + np.nan_to_num(np.asarray(more, dtype="float64")) * spend
+
+        # First purchase delay: fast and slow exponentials, each truncated at `cut` days.
+        days = np.linspace(0.0, cut, 6001)
+        f = delay["fast_share"] * _truncated_exponential(days, delay["fast_mean_days"], cut)
+        f += (1 - delay["fast_share"]) * _truncated_exponential(days, delay["slow_mean_days"], cut)
+        worth = per_purchase * (1.0 + bg.expected_number_of_purchases_up_to_time(horizon - days))
+        step = days[1] - days[0]
+        later_value = np.cumsum((f * worth)[::-1])[::-1] * step  # first purchase after each day
+        later = np.cumsum(f[::-1])[::-1] * step  # P(first purchase after each day | payer)
+        rate = p["payer_rate"]
+        unpaid = age[~paid]
+        value[~paid] = (
+            rate
+            * np.interp(unpaid, days, later_value, right=0.0)
+            / (1.0 - rate + rate * np.interp(unpaid, days, later, right=0.0))
+        )
+        out[campaign_id] = float(value.mean()) * (1.0 - p["refund_rate"])
+    return pd.Series(out, dtype="float64")
+
+
+def _truncated_exponential(days: np.ndarray, mean: float, cut: float) -> np.ndarray:
+    """Density at `days` of an exponential with mean `mean` truncated at `cut`."""
+    return np.exp(-days / mean) / mean / -np.expm1(-cut / mean)
+
+
 @pytest.fixture(scope="module")
 def tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
     return build_tables(world)
 
 
 def build_tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Per campaign with 500+ installs, for each window: truth, prediction, baselines, oracle."""
+    """Per campaign with 500+ installs, for each window: truth, prediction, baselines, oracle
+    and the informed forecast."""
     payments, installs, truth = world["payments"], world["installs"], world["truth"]
     day = END.isoformat()
     model = fit_ltv(build_rfm(payments, day))
@@ -157,6 +241,7 @@ def build_tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
         d7_now = evaluated.groupby("campaign_id")["amount_micros"].sum()
         users = value[value["install_date"].isin(cohorts)]
         oracle = users.groupby("campaign_id")["net_revenue_180d_usd"].agg(["sum", "size"])
+        informed = informed_forecast(world, cohorts)
         rows = []
         for campaign_id, r in per_campaign.iterrows():
             if campaign_id not in truth or r["installs"] < MIN_INSTALLS:
@@ -171,10 +256,11 @@ def build_tables(world: dict[str, Any]) -> dict[str, pd.DataFrame]:
                     "baseline": d7_per_user * ratio.get(campaign_id, np.nan),
                     "pooled_baseline": d7_per_user * pooled_ratio,
                     "oracle": oracle.loc[campaign_id, "sum"] / oracle.loc[campaign_id, "size"],
+                    "informed": informed[campaign_id],
                 }
             )
         table = pd.DataFrame(rows)
-        for col in ("predicted", "baseline", "pooled_baseline", "oracle"):
+        for col in ("predicted", "baseline", "pooled_baseline", "oracle", "informed"):
             table[f"{col}_err"] = table[col] / table["true_180d"] - 1
         # The forecast against what these very users brought (truth known to the world only).
         table["predicted_vs_oracle"] = table["predicted"] / table["oracle"] - 1
@@ -212,18 +298,26 @@ def test_youngest_cohorts_nearly_all_within_20_percent_and_better_than_baseline(
     print(f"within {MAX_ERROR:.0%}: {int(within.sum())} of {len(table)} campaigns")
     # Pooled over four weeks a campaign has only a few hundred payers with heavy-tailed spend:
     # what its users really bring in 180 days (the oracle) is itself more than 20% off the
-    # campaign's expectation for several campaigns (5 of 31 on this world, up to +39%), and a
+    # campaign's expectation for several campaigns (3 of 35 on this world, up to +34%), and a
     # forecast from these users inherits that. "Every campaign within 20%" is out of reach of
     # any forecast here, so: nearly all within 20%, none far off, better than both baselines,
-    # no farther from the truth than the users' own outcome, and the errors follow that
-    # outcome (sampling) rather than a bias of the model.
+    # no farther from the truth than the users' own outcome, and the errors follow what these
+    # users did so far (sampling) rather than a bias of the model.
     assert within.mean() >= 0.85, table.loc[~within].to_dict("records")
     assert table["predicted_err"].abs().max() <= 0.35
     mean_abs = table.filter(like="_err").abs().mean()
     assert mean_abs["predicted_err"] < mean_abs["baseline_err"]
     assert mean_abs["predicted_err"] < mean_abs["pooled_baseline_err"]
     assert mean_abs["predicted_err"] <= 1.1 * mean_abs["oracle_err"]
-    assert table["predicted_err"].corr(table["oracle_err"]) > 0.5
+    # Followed against the informed forecast, not the oracle: two thirds of these users'
+    # 180-day revenue comes after the world's last day, and so does much of the oracle's
+    # distance to the truth (a few heavy payers' purchases still to come). How much of it is
+    # visible by then is luck of the draw: the informed forecast, which knows the true process,
+    # correlates with the oracle only 0.40 on this world (0.76, 0.88, 0.76 with seeds 1-3), so
+    # a bound on the forecast's correlation with the oracle measured the sample more than the
+    # forecast (0.21 here; 0.59, 0.77, 0.66). Against the informed forecast: 0.79 here (0.82,
+    # 0.93, 0.86); a forecast as accurate but blind to these users scores about 0.
+    assert table["predicted_err"].corr(table["informed_err"]) > 0.5
     assert abs(table["predicted_err"].mean()) < 0.05  # no overall bias
     # Campaigns are told apart: the prediction ranks them as the truth does.
     assert table["predicted"].corr(table["true_180d"], method="spearman") > 0.9
