@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         run_all(jobs, args.parallel)
     results = {seed: judge_seed(base / f"seed{seed}", policies, args.until) for seed in seeds}
     days = args.days if args.until is None else (args.until - LOOP_START).days + 1
-    text = render(results, args.profile, days) + render_campaigns(results)
+    text = render(results, args.profile, days) + "\n" + render_campaigns(results)
     print(text)
     (base / "decisions.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (base / "decisions.md").write_text(text + "\n")
