@@ -348,3 +348,20 @@ def test_a_rewritten_or_removed_partition_is_seen_at_once(tmp_path):
     assert lake.partition_size(tmp_path, *day)[0] == 5
     shutil.rmtree(lake.partition_path(tmp_path, *day))
     assert not lake.partition_exists(tmp_path, *day)
+
+
+def test_a_partition_read_again_is_an_equal_frame_of_its_own(tmp_path):
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(3))
+    first = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    first.loc[0, "payment_id"] = "changed"  # a reader's own frame: the next one is the file's
+    first["amount_micros"] += 1
+    again = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    table = lake.read_arrow(tmp_path, "payments", "date", "2026-11-27")
+    pd.testing.assert_frame_equal(again, table.to_pandas(), check_exact=True)
+    assert again.dtypes.equals(table.to_pandas().dtypes)
+    assert again["payment_id"].tolist() == [str(10**17 + i) for i in range(3)]
+    assert again is not lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    assert id(table) in lake._frames  # kept (a small table without nested columns)
+    # Rewritten: the new version's rows, never the kept frame of the old one.
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(5))
+    assert len(lake.read_partition(tmp_path, "payments", "date", "2026-11-27")) == 5
