@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -384,8 +385,47 @@ def read_partition(
 ) -> pd.DataFrame:
     """Read one complete partition as a DataFrame; given `key_version`, refuse a partition
     pseudonymized under another one (KeyVersionMismatch)."""
-    frame: pd.DataFrame = read_arrow(root, dataset, key, value, key_version=key_version).to_pandas()
-    return frame
+    return _frame_of_one(read_arrow(root, dataset, key, value, key_version=key_version))
+
+
+# The DataFrame conversions of small decoded tables, by table (the decoded-table cache hands
+# out the same table object for a file read again): ~390 single-partition reads a sandbox loop
+# day, mostly of partitions read the day before too, and converting a small table costs ~1 ms
+# of fixed work where a copy of its frame costs ~0.05 ms. Each reader gets its own deep copy.
+# Tables with nested columns are converted every time (their cells are mutable objects that a
+# copy would share). Kept while their table lives; past FRAME_CACHE_BYTES (of the tables'
+# Arrow bytes) the entries of dead tables are dropped, then, if still past it, all.
+FRAME_CACHE_TABLE_BYTES = 1 << 20
+FRAME_CACHE_BYTES = 32 << 20
+_frames: dict[int, tuple[weakref.ref[pa.Table], pd.DataFrame, int]] = {}
+_frames_bytes = 0  # the kept tables' summed nbytes
+_frames_lock = threading.Lock()
+
+
+def _frame_of_one(table: pa.Table) -> pd.DataFrame:
+    """`table.to_pandas()`, from a kept conversion of the same table when it is small."""
+    global _frames_bytes
+    size = int(table.nbytes)
+    if size > FRAME_CACHE_TABLE_BYTES or any(pa.types.is_nested(f.type) for f in table.schema):
+        whole: pd.DataFrame = table.to_pandas()
+        return whole
+    with _frames_lock:
+        kept = _frames.get(id(table))
+    if kept is not None and kept[0]() is table:
+        return kept[1].copy(deep=True)
+    frame: pd.DataFrame = table.to_pandas()
+    with _frames_lock:
+        if _frames_bytes + size > FRAME_CACHE_BYTES:
+            for key in [k for k, (ref, _, _) in _frames.items() if ref() is None]:
+                del _frames[key]
+            _frames_bytes = sum(n for _, _, n in _frames.values())
+            if _frames_bytes + size > FRAME_CACHE_BYTES:
+                _frames.clear()
+                _frames_bytes = 0
+        replaced = _frames.get(id(table))
+        _frames_bytes += size - (replaced[2] if replaced else 0)
+        _frames[id(table)] = (weakref.ref(table), frame, size)
+    return frame.copy(deep=True)
 
 
 def read_arrow(

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pandas as pd
 import pyarrow as pa
@@ -298,3 +299,69 @@ def test_frame_of_partitions_is_what_pandas_concatenation_of_each_gives(tmp_path
         pd.testing.assert_frame_equal(got, each(tables))
         assert len(got) == sum(t.num_rows for t in tables) > 0
     assert lake.frame_of([]).empty
+
+
+# ------------------------------------------------------------------- the version cache
+
+
+def _count_meta_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch the JSON parser the local backend reads `_meta.json` with; returns what it read."""
+    read: list[str] = []
+    real = objstore.json.loads
+
+    def counting(text, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(objstore.json, "loads", counting)
+    return read
+
+
+def test_a_partition_asked_again_is_not_read_again(tmp_path, monkeypatch):
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(3), meta={"x": 1})
+    read = _count_meta_reads(monkeypatch)
+    for _ in range(3):
+        assert lake.partition_exists(tmp_path, "payments", "date", "2026-11-27")
+        assert lake.partition_size(tmp_path, "payments", "date", "2026-11-27")[0] == 3
+    meta = lake.read_meta(tmp_path, "payments", "date", "2026-11-27")
+    meta["x"] = 2  # a caller's copy: the next answer is the file's again
+    assert lake.read_meta(tmp_path, "payments", "date", "2026-11-27")["x"] == 1
+    assert len(read) <= 1  # once, or never when the write's own answer was kept
+
+
+def test_a_rewritten_or_removed_partition_is_seen_at_once(tmp_path):
+    day = ("payments", "date", "2026-11-27")
+    lake.write_partition(tmp_path, PAYMENTS, "date", day[2], _payments(2), meta={"x": 1})
+    assert lake.read_meta(tmp_path, *day)["x"] == 1
+    # Same rows, same meta length: only the files' identities tell the versions apart.
+    lake.write_partition(tmp_path, PAYMENTS, "date", day[2], _payments(2), meta={"x": 2})
+    assert lake.read_meta(tmp_path, *day)["x"] == 2
+    # Combined from sources (hard links to their files): the new version's files and meta.
+    for i, n in enumerate((1, 4)):
+        lake.write_partition(tmp_path, PAYMENTS, "date", f"s{i}", _payments(n))
+    lake.combine(tmp_path, "payments", "date", day[2], [("payments", "date", "s0")])
+    assert lake.partition_size(tmp_path, *day)[0] == 1
+    lake.combine(
+        tmp_path, "payments", "date", day[2], [("payments", "date", f"s{i}") for i in (0, 1)]
+    )
+    assert len(lake.read_partition(tmp_path, *day)) == 5
+    assert lake.partition_size(tmp_path, *day)[0] == 5
+    shutil.rmtree(lake.partition_path(tmp_path, *day))
+    assert not lake.partition_exists(tmp_path, *day)
+
+
+def test_a_partition_read_again_is_an_equal_frame_of_its_own(tmp_path):
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(3))
+    first = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    first.loc[0, "payment_id"] = "changed"  # a reader's own frame: the next one is the file's
+    first["amount_micros"] += 1
+    again = lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    table = lake.read_arrow(tmp_path, "payments", "date", "2026-11-27")
+    pd.testing.assert_frame_equal(again, table.to_pandas(), check_exact=True)
+    assert again.dtypes.equals(table.to_pandas().dtypes)
+    assert again["payment_id"].tolist() == [str(10**17 + i) for i in range(3)]
+    assert again is not lake.read_partition(tmp_path, "payments", "date", "2026-11-27")
+    assert id(table) in lake._frames  # kept (a small table without nested columns)
+    # Rewritten: the new version's rows, never the kept frame of the old one.
+    lake.write_partition(tmp_path, PAYMENTS, "date", "2026-11-27", _payments(5))
+    assert len(lake.read_partition(tmp_path, "payments", "date", "2026-11-27")) == 5

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -891,27 +892,70 @@ class _World:
         pq.write_table(table, self.root / rel)
 
     def _write_payments(self) -> None:
+        """payments.sqlite: the old world's file (`reuse_past`) with the new days' rows appended
+        when it holds exactly the old days' payments, else every row written."""
         pay = self.pay
-        digits = np.where(pay.currency == "KRW", 0, 2)
+        path = self.root / "payments.sqlite"
+        past = self._past_payments()
+        if past and self.old_world is not None:
+            # A payment before the old world's end is one of its rows, under the same id (ids
+            # follow time, ties broken by content): the old rows are the new file's first rows.
+            shutil.copyfile(self.old_world / "payments.sqlite", path)
+        new = slice(past, len(pay.t_us))
+        digits = np.where(pay.currency[new] == "KRW", 0, 2)
         rows = pd.DataFrame(
             {
-                "id": np.arange(1, len(pay.t_us) + 1, dtype=np.int64),
-                "user_id": self.uid[pay.user],
-                "amount": [_money(int(m), int(d)) for m, d in zip(pay.minor, digits, strict=True)],
-                "currency": pay.currency,
-                "kind": np.where(pay.refund, "refund", "purchase"),
-                "created_at": pd.to_datetime(pay.t_us, unit="us", utc=True),
+                "id": np.arange(past + 1, len(pay.t_us) + 1, dtype=np.int64),
+                "user_id": self.uid[pay.user[new]],
+                "amount": [
+                    _money(int(m), int(d)) for m, d in zip(pay.minor[new], digits, strict=True)
+                ],
+                "currency": pay.currency[new],
+                "kind": np.where(pay.refund[new], "refund", "purchase"),
+                "created_at": pd.to_datetime(pay.t_us[new], unit="us", utc=True),
             }
         )
-        engine = sa.create_engine(f"sqlite:///{self.root / 'payments.sqlite'}")
-        # No fsync, as build_world publishes the world (it is rebuilt from its seed): the same
-        # bytes, but its two commits wait for no disk (every loop day rewrites the file).
+        engine = sa.create_engine(f"sqlite:///{path}")
+        # No fsync, as build_world publishes the world (it is rebuilt from its seed): its
+        # commits wait for no disk (every loop day extends the file).
         sa.event.listen(engine, "connect", _no_sync)
         try:
             create_payments_table(engine)
             insert_payments(engine, rows)
         finally:
             engine.dispose()
+
+    def _past_payments(self) -> int:
+        """How many payments (in id order) the old world's payments.sqlite holds, when they are
+        exactly this world's payments of the old world's days (its row count, and its last row
+        as this world has it); 0 without an old world or when its file is not such a prefix."""
+        if self.old_world is None or not (self.old_world / "payments.sqlite").is_file():
+            return 0
+        old_days = (date.fromisoformat(load_meta(self.old_world)["end"]) - self.start).days + 1
+        past = int(np.count_nonzero(self.pay.day < old_days))
+        if past == 0:
+            return 0
+        con = sqlite3.connect(f"file:{self.old_world / 'payments.sqlite'}?mode=ro", uri=True)
+        try:
+            (count,) = con.execute("SELECT count(*) FROM payments").fetchone()
+            last = con.execute(
+                "SELECT id, user_id, currency, kind, created_at FROM payments "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            return 0
+        finally:
+            con.close()
+        k = past - 1
+        created = datetime(1970, 1, 1) + timedelta(microseconds=int(self.pay.t_us[k]))  # UTC
+        expected = (
+            past,
+            str(self.uid[self.pay.user[k]]),
+            str(self.pay.currency[k]),
+            "refund" if self.pay.refund[k] else "purchase",
+            created.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        )
+        return past if count == past and tuple(last) == expected else 0
 
     def _write_fx(self) -> None:
         with open(self.root / "fx.csv", "w", newline="", encoding="utf-8") as fh:

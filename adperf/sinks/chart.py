@@ -236,6 +236,10 @@ def draw_chart(data: ChartData, currency: str, target_roas: float | None = None)
             _curve_panel(ax_curve, data.curves, target_roas)
             fig.suptitle(f"adperf — {data.day}", fontsize=13, fontweight="bold")
             fig.tight_layout()
+            # tight_layout leaves a placeholder layout engine behind, and savefig then draws the
+            # whole figure once more before drawing it into the PNG (for a layout that runs at
+            # draw time, which this figure no longer has): no engine, one draw. Same bytes.
+            fig.set_layout_engine(None)
         except BaseException:
             plt.close(fig)
             raise

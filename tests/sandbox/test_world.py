@@ -70,6 +70,17 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
+def _extended_files(root: Path) -> dict[str, bytes]:
+    """`_files`, but payments.sqlite without its header's two copies of the file change counter
+    (bytes 24-27 and 92-95: https://www.sqlite.org/fileformat2.html#file_change_counter), which
+    count the transactions that wrote the file: an extension appends its rows in one more."""
+    files = _files(root)
+    data = bytearray(files["payments.sqlite"])
+    data[24:28] = data[92:96] = bytes(4)
+    files["payments.sqlite"] = bytes(data)
+    return files
+
+
 def _payments(root: Path) -> pd.DataFrame:
     with sqlite3.connect(root / "payments.sqlite") as conn:
         df = pd.read_sql_query("SELECT * FROM payments ORDER BY id", conn)
@@ -143,7 +154,7 @@ def test_extending_never_changes_past_days(world: Path, tmp_path: Path) -> None:
     (tmp_path / ".grow.tmp-killed").mkdir()
     meta = ensure_world(short, end=END, profile="tiny")
     assert (meta["start"], meta["end"]) == (START.isoformat(), END.isoformat())
-    assert _files(short) == _files(world)
+    assert _extended_files(short) == _extended_files(world)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
@@ -174,7 +185,38 @@ def test_an_extension_builds_only_the_new_days_rows_of_the_per_user_files(
     ]
     assert built["truth/user_value.parquet"] == [n_new["truth/user_value.parquet"]]
     assert 0 < built["installs.parquet"][0] < n_old["installs.parquet"]
-    assert _files(short) == _files(world)  # the same bytes as the world built at once
+    # The same bytes as the world built at once (payments.sqlite's change counter aside).
+    assert _extended_files(short) == _extended_files(world)
+
+
+def test_an_extension_appends_only_the_new_days_payments(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short, other = tmp_path / "grow", tmp_path / "other"
+    for folder in (short, other):
+        ensure_world(folder, end=E1, profile="tiny", days=(E1 - START).days + 1)
+    n_old = len(_payments(short))
+    # A file that is not the old days' payments (here: its last payment dropped) is not kept.
+    with sqlite3.connect(other / "payments.sqlite") as conn:
+        conn.execute("DELETE FROM payments WHERE id = (SELECT max(id) FROM payments)")
+    inserted: list[list[int]] = []
+    real = world_mod.insert_payments
+
+    def counting(engine: sa.Engine, rows: pd.DataFrame, *args: Any, **kwargs: Any) -> None:
+        inserted.append([int(rows["id"].iloc[0]), len(rows)])
+        real(engine, rows, *args, **kwargs)
+
+    monkeypatch.setattr(world_mod, "insert_payments", counting)
+    for folder in (short, other):
+        ensure_world(folder, end=END, profile="tiny")
+
+    n_all = len(_payments(world))
+    assert 0 < n_old < n_all
+    assert inserted == [[n_old + 1, n_all - n_old], [1, n_all]]
+    for folder in (short, other):
+        pd.testing.assert_frame_equal(_payments(folder), _payments(world))
+    assert _extended_files(short)["payments.sqlite"] == _extended_files(world)["payments.sqlite"]
+    assert _files(other)["payments.sqlite"] == _files(world)["payments.sqlite"]
 
 
 def test_ensure_world_reuses_a_world_that_reaches_far_enough(world: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 import os
 import warnings
@@ -12,6 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from matplotlib import font_manager
+from matplotlib.figure import Figure
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 
 from adperf.sinks import chart
 from adperf.sinks.chart import TOP_CURVES, build_chart_data, draw_chart, drawable, render_chart
@@ -157,3 +160,30 @@ def test_names_beyond_the_first_font_keep_every_installed_font() -> None:
     fonts = chart._fonts_for(data, "USD")
 
     assert fonts == chart._installed_fonts() and "Noto Sans CJK KR" in fonts
+
+
+def test_the_png_is_drawn_once_and_is_the_bytes_of_a_figure_drawn_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = build_chart_data(DAY, *_frames(["KR_iOS_purchase", "Broad — Android"]))
+    draws = []
+    real_draw = Figure.draw
+
+    def counted(fig: Figure, renderer: object) -> None:
+        draws.append(fig)
+        real_draw(fig, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counted)
+
+    png = render_chart(data, "USD", 1.0)
+
+    assert len(draws) == 1
+    # As before: tight_layout's placeholder engine left in place, so savefig draws twice.
+    with plt.rc_context({"font.family": chart._fonts_for(data, "USD"), "font.size": 9}):
+        fig = draw_chart(data, "USD", 1.0)
+        fig.set_layout_engine(PlaceHolderLayoutEngine(True, True))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+        plt.close(fig)
+    assert len(draws) == 3
+    assert buffer.getvalue() == png

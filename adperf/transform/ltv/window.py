@@ -52,7 +52,8 @@ def build_pltv_window(
         return _empty_window(), _empty_draws()
     prep = _prepare(payments, installs)
     as_of_day = _day_of(day)
-    if not ((prep.day > as_of_day - window_days) & (prep.day <= as_of_day)).any():
+    in_window = (prep.day > as_of_day - window_days) & (prep.day <= as_of_day)
+    if not in_window.any():
         return _empty_window(), _empty_draws()
     fitted = found[1]
     rfm = _rfm_codes(*_net_days(prep.pay, as_of_day - history_days + 1, as_of_day), as_of_day)
@@ -63,12 +64,15 @@ def build_pltv_window(
         for level in LEVELS
     }
     pooled: dict[str, dict[str, np.ndarray]] = {}
+    # The window's installs first: each cohort's rows are then taken from them, not from every
+    # install of the history (the same rows, in the same order, with the same index).
+    window_installs, window_day = prep.installs[in_window], prep.day[in_window]
     for cohort_day in range(as_of_day - window_days + 1, as_of_day + 1):
         values = _cohort_values(
             fit,
             fitted,
             rfm,
-            prep.installs[prep.day == cohort_day],
+            window_installs[window_day == cohort_day],
             cohort_day,
             horizon_days=horizon_days,
             discount_rate_annual=discount_rate_annual,
