@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from adperf.schema import INSTALLS, SPEND
-from adperf.transform.ltv import COHORT_PLTV_COLUMNS
 from adperf.transform.decide import Rules, build_actions
+from adperf.transform.ltv import COHORT_PLTV_COLUMNS
 from adperf.transform.report import build_adset_report, build_campaign_report
 
 DAY = "2026-11-27"

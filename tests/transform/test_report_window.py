@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adperf.transform.ltv import DRAW_COLUMNS, INTERVAL, WINDOW_COLUMNS
 from adperf.transform.decide import (
     Rules,
     WindowEvidence,
@@ -18,6 +17,7 @@ from adperf.transform.decide import (
     build_actions,
     build_window_evidence,
 )
+from adperf.transform.ltv import DRAW_COLUMNS, INTERVAL, WINDOW_COLUMNS
 from tests.transform.test_report import OLD, records, report
 
 DAY = "2026-11-27"
