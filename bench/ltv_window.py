@@ -79,14 +79,16 @@ def summary(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def _window_again(loop: Path, day: str) -> pd.DataFrame:
+def _window_again(day: str) -> pd.DataFrame:
     """pltv_window of `day` computed again on the loop's lake with the code on PYTHONPATH."""
+    from adperf import lake
     from adperf.transform.ltv import build_pltv_window
+    from tasks import config
     from tasks.transform import InstallHistory, PaymentHistory
 
     date = dt.date.fromisoformat(day)
     payments, installs = PaymentHistory(date=date).read(), InstallHistory(date=date).read()
-    row = pd.read_parquet(loop / "lake" / "ltv_model" / f"date={day}" / "part-0.parquet")
+    row = lake.read_partition(config.data_root(), "ltv_model", "date", day)
     window, _ = build_pltv_window(
         day, row.iloc[0].to_dict(), payments, installs, window_days=WINDOW_DAYS
     )
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for day in args.days.split(","):
         table = compare(
-            _window_again(loop, day), true_window(truth, day, WINDOW_DAYS), names, args.min_spend
+            _window_again(day), true_window(truth, day, WINDOW_DAYS), names, args.min_spend
         )
         results[day] = {**summary(table), "campaigns_table": table.to_dict("records")}
         s = results[day]
