@@ -542,7 +542,6 @@ def _follow_up_rules() -> Any:
         scale_roas=r.scale_roas,
         pause_roas=r.pause_roas,
         target_roas=r.target_roas,
-        confidence=r.confidence,
         scale_factor=a.scale_factor,
         max_budget_increase=a.max_budget_increase,
     )

@@ -14,8 +14,7 @@ the level of the recommendation.
 
 Two things follow from the follow-ups and the log (`with_follow_ups`): a scaled object whose
 pROAS since the change fell below `scale_roas` is recommended `unscale` ("scale back": the
-budget divided by the scale factor) when the day's pooled window agrees (P(ROAS < scale_roas)
-at least `confidence`), unless its day's decision is to pause it; and an object
+budget divided by the scale factor), unless its day's decision is to pause it; and an object
 to scale whose budget already went up by as much as `[actions] max_budget_increase` allows in
 the week is recommended `expand` (copy the adset) instead of another scale.
 
@@ -55,9 +54,6 @@ class FollowUpRules:
     scale_factor: float = 1.2
     max_budget_increase: float = 0.5
     target_roas: float = 1.0  # a scale back is judged against it: does the object pay now?
-    # [rules] confidence: a follow-up's scale back needs the day's window to agree with it,
-    # P(ROAS < scale_roas) >= confidence on the same draws the rule reads (see with_follow_ups).
-    confidence: float = 0.6
 
     def __post_init__(self) -> None:
         if not 1 <= self.follow_up_days <= 15:
@@ -336,6 +332,8 @@ def _line(r: Mapping[str, Any], currency: str) -> str:
     if r["valued_days_since"] < n:
         since += f" ({r['valued_days_since']} of {n} days valued)"
     tail = f"pROAS {then} → {since}, {side} {r['threshold']:.2f}"
+    if r["action"] == "scale" and r["verdict"] == "below":
+        tail += ": scale back"
     return f"{head}: {', '.join([*parts, tail])}"
 
 
@@ -349,8 +347,7 @@ def with_follow_ups(
     """The day's actions with the follow-ups' consequences: `unscale` and `expand`.
 
     - a scale whose follow-up says its pROAS since fell below scale_roas: `unscale` (scale
-      back), unless the day's own decision for the object is to pause it, or the day's pooled
-      window does not agree (P(ROAS < scale_roas) = 1 - p_above under `confidence`);
+      back), unless the day's own decision for the object is to pause it;
     - a scale of an object whose budget went up in the `WEEK_DAYS` report days before `day` by
       so much that another scale would pass 1 + max_budget_increase: `expand` instead.
     """
@@ -368,7 +365,7 @@ def with_follow_ups(
     for i, k in enumerate(key):
         idx = out.index[i]
         action, reason = str(out.at[idx, "action"]), str(out.at[idx, "reason"])
-        if k in below and action != "pause" and _window_agrees(out.loc[idx], rules):
+        if k in below and action != "pause":
             o = below[k]
             out.at[idx, "action"] = SCALE_BACK
             out.at[idx, "reason"] = _cut(
@@ -386,22 +383,6 @@ def with_follow_ups(
                     "the adset) instead"
                 )
     return out
-
-
-def _window_agrees(action: pd.Series, rules: FollowUpRules) -> bool:
-    """Does the day's pooled window say the object is likely under scale_roas too?
-
-    The follow-up's "pROAS since" is a point estimate on `follow_up_days` of young cohorts,
-    each valued on its own report day (mostly its segment's prior); the day's window holds
-    `[rules] window_days` of cohorts at today's CPI (which a scale made dearer), with draws.
-    On the point estimate alone a scale back overrode even the day's own "scale" (the window
-    sure the object clears scale_roas) and took winners down on a week's noise.
-    Without draws (no LTV model, under the minimums) the follow-up decides alone.
-    """
-    p_above = action.get("p_above")
-    if p_above is None or pd.isna(p_above):
-        return True
-    return 1.0 - float(p_above) >= rules.confidence - 1e-12
 
 
 def week_budget_growth(action_log: pd.DataFrame, day: str) -> dict[tuple[str, str], float]:
