@@ -391,6 +391,7 @@ class CampaignReport(LakeTask):
 
     def run(self) -> None:
         from adperf.transform.report import build_report_day
+        from adperf.transform.response import build_budget_response
 
         day, inp = _iso(self.date), self.input()
         report, actions = build_report_day(
@@ -405,6 +406,7 @@ class CampaignReport(LakeTask):
             rules=_rules(),
             currency=config.adperf().report_currency,
             pooled=config.rules().pooled,
+            response=build_budget_response(_outcome_history(self.date, inp["outcomes"].read())),
         )
         actions = _with_follow_ups(day, actions, inp["outcomes"].read())
         root = config.data_root()
@@ -432,7 +434,22 @@ def _rules() -> Any:
         window_days=r.window_days,
         confidence=r.confidence,
         cpi_days=r.cpi_days,
+        scale_factor=config.actions().scale_factor,
     )
+
+
+def _outcome_history(day: dt.date, today: pd.DataFrame) -> pd.DataFrame:
+    """The follow-ups of the response.HISTORY_DAYS to `day`: the earlier days' `action_outcomes`
+    partitions present (written by their own report days' runs, not required: a first run has
+    none) and `today`'s."""
+    from adperf.transform.response import HISTORY_DAYS
+
+    root, frames = config.data_root(), [today]
+    for d in days(day - dt.timedelta(days=HISTORY_DAYS - 1), day - dt.timedelta(days=1)):
+        if lake.partition_exists(root, ACTION_OUTCOMES.name, "date", _iso(d)):
+            frames.append(lake.read_partition(root, ACTION_OUTCOMES.name, "date", _iso(d)))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else today
 
 
 class Watch(LakeTask):

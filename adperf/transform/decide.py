@@ -21,6 +21,7 @@ from adperf.schema import ACTIONS, MICROS
 from adperf.transform import metrics
 from adperf.transform.attribution import require_day
 from adperf.transform.ltv.priors import dersimonian_laird
+from adperf.transform.response import BudgetResponse
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
 ACTION_COLUMNS: list[str] = ACTIONS.columns  # declared in adperf.schema
@@ -40,6 +41,7 @@ class Rules:
     window_days: int = 14
     confidence: float = 0.6  # tuned in the closed-loop bench (bench/README.md)
     cpi_days: int = 3  # the window's value per install is bought at these last days' CPI
+    scale_factor: float = 1.2  # [actions]: the budget step whose return a scale is judged on
 
     def __post_init__(self) -> None:
         if self.window_days < 1:
@@ -262,6 +264,7 @@ def build_actions(
     adset_report: pd.DataFrame | None = None,
     adset_first_spend_dates: dict[tuple[str, str], str] | None = None,
     window: dict[WindowKey, WindowEvidence] | None = None,
+    response: BudgetResponse | None = None,
 ) -> pd.DataFrame:
     """One recommended action (scale, pause, unscale, hold) with its reason per paid campaign and
     adset.
@@ -269,7 +272,9 @@ def build_actions(
     First spend dates are keyed (platform, campaign_id) and (platform, adset_id). With
     `window` (build_window_evidence) an object's decision rests on its window's pooled
     evidence; without it (or for an object not in it) on the report day's row alone, the rule
-    before issue 18 (kept for comparison).
+    before issue 18 (kept for comparison). `response`: how CPI answers a budget change
+    (adperf.transform.response); None: CPI flat with spend, the next dollar returns what the
+    average one does.
     """
     require_day(campaign_report, day, "campaign report")
     objects: list[tuple[str, dict[Hashable, Any], str, str | None]] = []
@@ -301,7 +306,7 @@ def build_actions(
         p_above = p_below = None
         if pooled is not None:
             action, reason, p_above, p_below = _decide_pooled(
-                age, evidence.roas, pooled, rules, currency
+                age, evidence.roas, pooled, rules, currency, response or BudgetResponse()
             )
             spend_micros = pooled.spend_micros
             evidence = _Evidence(evidence.roas, pooled.proas, pooled.low, pooled.high)
@@ -374,15 +379,20 @@ def _decide_pooled(
     pooled: WindowEvidence,
     rules: Rules,
     currency: str,
+    response: BudgetResponse,
 ) -> tuple[str, str, float | None, float | None]:
     """(action, reason, P(ROAS > scale_roas), P(ROAS < pause_roas)) on a window's evidence.
 
-    Scale when P(true ROAS > scale_roas) >= confidence, pause when P(true ROAS < pause_roas)
-    >= confidence, scale back (`unscale`: the budget divided by the scale factor) when
-    P(true ROAS < target_roas) >= confidence -- each dollar likely returns less than the
-    target, but not so little that it should stop --, each probability the share of the pROAS
-    draws beyond the threshold; and only once the window's spend and installs and the object's
-    age meet the minimums.
+    Scale when P(true ROAS > scale_roas) >= confidence and the next budget step (× scale_factor)
+    likely pays: P(its return per dollar added > target_roas) >= confidence, that return the
+    average's × `response.step_up`. Pause when P(true ROAS < pause_roas) >= confidence. Scale
+    back (`unscale`: the budget divided by the scale factor) when P(the last step's return per
+    dollar < target_roas) >= confidence (× `response.step_down`) -- those dollars likely return
+    less than the target, but not so little that the object should stop. Each probability is the
+    share of the pROAS draws beyond the threshold; and only once the window's spend and installs
+    and the object's age meet the minimums. Without follow-ups (`response` flat) a step returns
+    what the average dollar does: scale on P(ROAS > scale_roas), scale back on P(ROAS <
+    target_roas).
     """
     days = pooled.window_days
     shortfalls = []
@@ -425,22 +435,48 @@ def _decide_pooled(
     shown = f"pROAS {pooled.proas:.2f} [{low:.2f}–{high:.2f}] {volume}"
     above = f"P(ROAS > {scale:.2f}) = {p_above:.2f}"
     below = f"P(ROAS < {pause:.2f}) = {p_below:.2f}"
+    target, step = rules.target_roas, rules.scale_factor
+    learned = response.follow_ups > 0
     if p_above >= confidence:
-        return "scale", f"{shown}: {above} ≥ {confidence:.2f}", p_above, p_below
+        up = response.step_up(step)
+        p_pays = float(np.mean(pooled.draws * up > target))
+        if p_pays >= confidence:
+            reason = f"{shown}: {above} ≥ {confidence:.2f}"
+            if learned:
+                reason = (
+                    f"{shown}: {above}, the next {step - 1:+.0%} of budget returns "
+                    f"{pooled.proas * up:.2f} per dollar ({response.describe()}): "
+                    f"P(> {target:.2f}) = {p_pays:.2f}, both ≥ {confidence:.2f}"
+                )
+            return "scale", reason, p_above, p_below
+        held = (
+            f"{shown}: {above}, but the next {step - 1:+.0%} of budget returns "
+            f"{pooled.proas * up:.2f} per dollar ({response.describe()}): "
+            f"P(> {target:.2f}) = {p_pays:.2f} < {confidence:.2f}"
+        )
+    else:
+        held = f"{shown}: {above}, {below}, neither ≥ {confidence:.2f}"
     if p_below >= confidence:
         return "pause", f"{shown}: {below} ≥ {confidence:.2f}", p_above, p_below
-    target = rules.target_roas
     if target > pause:
         # Without this step a campaign scaled while it paid and then faded (creative fatigue,
         # a dearer CPI at its new budget) kept its budget for as long as its pROAS stayed
         # between pause_roas and scale_roas: small world seed 7, 90 days, one scaled to 8.9x
         # held 45 days at a true ROAS of 0.58-0.84 (bench/README.md, session 10).
-        p_under = float(np.mean(pooled.draws < target))
+        down = response.step_down(step)
+        p_under = float(np.mean(pooled.draws * down < target))
         if p_under >= confidence:
-            under = f"P(ROAS < {target:.2f}) = {p_under:.2f} ≥ {confidence:.2f}"
+            if learned:
+                under = (
+                    f"the last {step - 1:+.0%} of budget returns {pooled.proas * down:.2f} per "
+                    f"dollar ({response.describe()}): P(< {target:.2f}) = {p_under:.2f} ≥ "
+                    f"{confidence:.2f}"
+                )
+            else:
+                under = f"P(ROAS < {target:.2f}) = {p_under:.2f} ≥ {confidence:.2f}"
             # "unscale": the action kind of a scale back (the actions.action column is 8 wide).
             return "unscale", f"{shown}: {under}, under the target: scale back", p_above, p_below
-    return "hold", f"{shown}: {above}, {below}, neither ≥ {confidence:.2f}", p_above, p_below
+    return "hold", held, p_above, p_below
 
 
 def _decide(

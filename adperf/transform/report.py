@@ -11,6 +11,7 @@ from adperf.schema import CAMPAIGN_REPORT
 from adperf.transform import metrics
 from adperf.transform.attribution import require_day
 from adperf.transform.decide import Rules, build_actions, build_window_evidence
+from adperf.transform.response import BudgetResponse
 from adperf.vocabulary import INSTALL_BUCKETS, ORGANIC, UNATTRIBUTED
 
 CAMPAIGN_KEY: list[str] = ["platform", "campaign_id"]
@@ -206,12 +207,14 @@ def build_report_day(
     rules: Rules,
     currency: str,
     pooled: bool = True,
+    response: BudgetResponse | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The report day's campaign rows and its recommended actions (CampaignReport).
 
     `spend_window` is ad-level spend of the days to `day` (SpendLatest: at least the
     `rules.window_days`); the day's own rows make the report. `pooled`: decide on the window's
     pooled evidence ([rules] pooled; False: the report day's row alone, the rule before issue 18).
+    `response`: how CPI answers a budget change, from the follow-ups (build_budget_response).
     """
     from adperf.transform.spend import first_spend_dates
 
@@ -229,5 +232,6 @@ def build_report_day(
         adset_report=build_adset_report(day, spend_day, installs, attribution, pltv),
         adset_first_spend_dates=first_spend_dates(spend_window, "adset_id"),
         window=window if pooled else None,
+        response=response,
     )
     return report, actions
