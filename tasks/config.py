@@ -327,8 +327,10 @@ class rules(luigi.Config, metaclass=_Section):  # noqa: N801
     )
     confidence = luigi.FloatParameter(
         default=0.6,
-        description="scale when P(true ROAS > scale_roas) is at least this, pause when "
-        "P(true ROAS < pause_roas) is, scale back when P(true ROAS < target_roas) is; else hold",
+        description="scale when P(true ROAS > scale_roas) and P(the next budget step returns "
+        "more than target_roas per dollar) are at least this, pause when P(true ROAS < "
+        "pause_roas) is, scale back when P(the last step returned less than target_roas) is; "
+        "else hold",
     )
     cpi_days = luigi.IntParameter(
         default=3,
