@@ -263,15 +263,22 @@ def _evidence(**kw: Any) -> WindowEvidence:
     ],
 )
 def test_minimums_apply_to_the_window(evidence: WindowEvidence, reason: str) -> None:
-    row = ("facebook", "c1", 500 * M, 500, 0.2, 0.2, (0.1, 0.3))
+    got = decide_on(evidence, ("facebook", "c1", 500 * M, 500, 0.2, 0.2, (0.1, 0.3)))
+    assert (got["action"], got["reason"]) == ("hold", reason)
+
+
+def decide_on(evidence: WindowEvidence, row: Any, **kw: Any) -> dict[str, Any]:
+    """The decision of campaign c1 (an old one, report `row`) on window `evidence` under the
+    default rules; `kw` goes to build_actions (e.g. `response`)."""
     got = build_actions(
         DAY,
         report(row),
         {("facebook", "c1"): OLD},
         Rules(),
         window={("campaign", "facebook", "c1"): evidence},
+        **kw,
     )
-    assert (records(got)[0]["action"], records(got)[0]["reason"]) == ("hold", reason)
+    return records(got)[0]
 
 
 def _spend_with_installs(budget_rise: float, cpi_rise: float) -> pd.DataFrame:

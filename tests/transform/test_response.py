@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adperf.transform.decide import Rules, build_actions
 from adperf.transform.response import MAX_ELASTICITY, BudgetResponse, build_budget_response
-from tests.transform.test_report import OLD, records, report
-from tests.transform.test_report_window import DAY, M, _evidence, draws_around
+from tests.transform.test_report_window import M, _evidence, decide_on, draws_around
 
 
 def follow_up(
@@ -102,15 +100,7 @@ def decide(proas: float, sd: float, response: BudgetResponse | None) -> dict[str
         proas=proas, low=proas - sd, high=proas + sd, draws=draws_around(proas, sd)
     )
     row = ("facebook", "c1", 500 * M, 500, 0.2, proas, (proas - sd, proas + sd))
-    got = build_actions(
-        DAY,
-        report(row),
-        {("facebook", "c1"): OLD},
-        Rules(),
-        window={("campaign", "facebook", "c1"): evidence},
-        response=response,
-    )
-    return records(got)[0]
+    return decide_on(evidence, row, response=response)
 
 
 LEARNED = BudgetResponse(elasticity=0.35, sd=0.05, follow_ups=40)
