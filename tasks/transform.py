@@ -394,6 +394,7 @@ class CampaignReport(LakeTask):
         from adperf.transform.response import build_budget_response
 
         day, inp = _iso(self.date), self.input()
+        outcomes = inp["outcomes"].read()
         report, actions = build_report_day(
             day,
             spend_window=_read_all(inp["spend"]),
@@ -406,9 +407,9 @@ class CampaignReport(LakeTask):
             rules=_rules(),
             currency=config.adperf().report_currency,
             pooled=config.rules().pooled,
-            response=build_budget_response(_outcome_history(self.date, inp["outcomes"].read())),
+            response=build_budget_response(_outcome_history(self.date, outcomes)),
         )
-        actions = _with_follow_ups(day, actions, inp["outcomes"].read())
+        actions = _with_follow_ups(day, actions, outcomes)
         root = config.data_root()
         lake.write_partition(root, ACTIONS, "date", day, actions, allow_empty=True)
         lake.write_partition(root, CAMPAIGN_REPORT, "date", day, report, allow_empty=True)
@@ -444,12 +445,10 @@ def _outcome_history(day: dt.date, today: pd.DataFrame) -> pd.DataFrame:
     none) and `today`'s."""
     from adperf.transform.response import HISTORY_DAYS
 
-    root, frames = config.data_root(), [today]
-    for d in days(day - dt.timedelta(days=HISTORY_DAYS - 1), day - dt.timedelta(days=1)):
-        if lake.partition_exists(root, ACTION_OUTCOMES.name, "date", _iso(d)):
-            frames.append(lake.read_partition(root, ACTION_OUTCOMES.name, "date", _iso(d)))
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else today
+    first, yesterday = day - dt.timedelta(days=HISTORY_DAYS - 1), day - dt.timedelta(days=1)
+    earlier = _present_partitions(ACTION_OUTCOMES.name, first, yesterday)
+    parts = [today, *earlier] if len(today) else earlier
+    return pd.concat(parts, ignore_index=True) if parts else today
 
 
 class Watch(LakeTask):
@@ -602,12 +601,18 @@ def _installs_between(history: luigi.Task, first: dt.date, last: dt.date) -> pd.
 
 def _pltv_days(first: dt.date, last: str) -> pd.DataFrame:
     """The `pltv` partitions (each day's cohort valued that day) of [first, last] present."""
-    root, frames = config.data_root(), []
-    for d in days(first, dt.date.fromisoformat(last)):
-        if lake.partition_exists(root, "pltv", "date", _iso(d)):
-            frames.append(lake.read_partition(root, "pltv", "date", _iso(d)))
-    frames = [f for f in frames if len(f)]
+    frames = _present_partitions("pltv", first, dt.date.fromisoformat(last))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["level"])
+
+
+def _present_partitions(dataset: str, first: dt.date, last: dt.date) -> list[pd.DataFrame]:
+    """The non-empty date partitions of `dataset` in [first, last] that exist in the lake (read
+    when present, not required: their report days' runs wrote them, or not yet)."""
+    root, frames = config.data_root(), []
+    for d in days(first, last):
+        if lake.partition_exists(root, dataset, "date", _iso(d)):
+            frames.append(lake.read_partition(root, dataset, "date", _iso(d)))
+    return [f for f in frames if len(f)]
 
 
 def _with_follow_ups(day: str, actions: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from adperf.transform import metrics
+from adperf.transform.outcomes import BUDGET_ACTIONS
 
-BUDGET_ACTIONS = ("scale", "unscale")
 # Follow-ups of this many report days to the day's are read: a quarter of a year of budget
 # changes, recent enough to describe the accounts' audiences as they are.
 HISTORY_DAYS = 90
@@ -63,7 +63,7 @@ class BudgetResponse:
         return (1.0 - kept) / (1.0 - 1.0 / factor)
 
     def describe(self) -> str:
-        """'CPI ∝ spend^0.35 from 23 follow-ups' (or the prior's 'no follow-ups yet')."""
+        """'CPI ∝ spend^0.35 from 23 follow-ups', or the prior's 'CPI flat with spend …'."""
         if self.follow_ups == 0:
             return "CPI flat with spend until follow-ups show otherwise"
         many = "s" if self.follow_ups != 1 else ""
